@@ -1,0 +1,41 @@
+// Package fifo is an unbounded first-in first-out queue that reuses its
+// storage. It is not safe for concurrent use.
+package fifo
+
+// Queue is a FIFO of T. The zero value is an empty queue ready to use.
+type Queue[T any] struct {
+	buf  []T
+	head int // buf[head:] are the queued items
+}
+
+// Len returns the number of queued items.
+func (q *Queue[T]) Len() int { return len(q.buf) - q.head }
+
+// Push appends v at the tail.
+func (q *Queue[T]) Push(v T) {
+	if q.head > 0 && len(q.buf) == cap(q.buf) && q.head >= len(q.buf)/2 {
+		// Slide the live items down instead of growing: the consumed half is free.
+		n := copy(q.buf, q.buf[q.head:])
+		clear(q.buf[n:])
+		q.buf, q.head = q.buf[:n], 0
+	}
+	q.buf = append(q.buf, v)
+}
+
+// Pop removes and returns the head; ok is false when the queue is empty.
+func (q *Queue[T]) Pop() (v T, ok bool) {
+	if q.head == len(q.buf) {
+		return v, false
+	}
+	v = q.buf[q.head]
+	var zero T
+	q.buf[q.head] = zero // let the GC take what the consumer no longer needs
+	q.head++
+	if q.head == len(q.buf) {
+		q.buf, q.head = q.buf[:0], 0
+	}
+	return v, true
+}
+
+// Reset drops every item and the storage.
+func (q *Queue[T]) Reset() { q.buf, q.head = nil, 0 }

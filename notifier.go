@@ -1,0 +1,411 @@
+// Package notifier hands the blocks, HAVEs and DONT_HAVEs that a bitswap client
+// receives to the sessions that want them, and records which session wants
+// which CID, in one component whose operations are atomic.
+//
+// A bitswap client today keeps a pubsub that wakes waiting requests and a
+// separate session-interest map, and updates them in separate steps: a block
+// that arrives between a request's blockstore check and its subscription is
+// never delivered, and a CANCEL can overtake a newer WANT. Here Subscribe
+// records the want and checks the blockstore in one critical section, Publish
+// stores and delivers in one, and the keys that nobody wants any more are
+// reported inside the critical section that ended their last want.
+//
+// Every operation takes effect at one instant between its call and its
+// return; operations on keys in different shards run in parallel.
+package notifier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"maps"
+	"math/bits"
+	"slices"
+	"sync"
+	"sync/atomic"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+)
+
+// Sentinel errors. Errors returned by this package wrap them; test with errors.Is.
+var (
+	// ErrClosed: the Notifier was closed, or the Subscription was removed.
+	ErrClosed = errors.New("notifier: closed")
+	// ErrSlowConsumer: the subscription fell more than WithMaxPending messages
+	// behind and was ended.
+	ErrSlowConsumer = errors.New("notifier: slow consumer")
+	// ErrDuplicateSession: a live subscription already has this session ID.
+	ErrDuplicateSession = errors.New("notifier: duplicate session ID")
+	// ErrInvalidCid: a key is cid.Undef.
+	ErrInvalidCid = errors.New("notifier: undefined CID")
+	// ErrNilBlock: a message holds a nil block.
+	ErrNilBlock = errors.New("notifier: nil block")
+)
+
+// Blockstore is what the Notifier needs; both go-ipfs-blockstore's and boxo's
+// blockstore.Blockstore satisfy it without an adapter. Get must report a
+// missing block with an error for which format.IsNotFound (go-ipld-format) or
+// errors.Is(err, datastore.ErrNotFound) is true, as both of those do.
+type Blockstore interface {
+	Has(ctx context.Context, c cid.Cid) (bool, error)
+	Get(ctx context.Context, c cid.Cid) (blocks.Block, error)
+	PutMany(ctx context.Context, blks []blocks.Block) error
+}
+
+// Defaults for the options.
+const (
+	// DefaultShards was chosen with BenchmarkShards (see BENCHMARKS.md).
+	DefaultShards     = 64
+	DefaultBufferSize = 32
+	maxShards         = 1 << 16
+)
+
+type config struct {
+	cancel     func(keys []cid.Cid)
+	shards     int
+	bufSize    int
+	maxPending int
+}
+
+// An Option configures a Notifier. Options given invalid values panic in New's
+// caller: they are programming errors.
+type Option func(*config)
+
+// WithCancelFunc sets f to receive the keys that no subscription wants any
+// more, so that the client can send CANCELs for them.
+//
+// f is called synchronously by the operation that ended the last want of the
+// keys (Publish, Subscribe, Unsubscribe, Remove or Close), before that
+// operation returns, while it holds the locks of the shards of those keys:
+// any later Subscribe of one of these keys returns only after f has returned,
+// which is what keeps a CANCEL from overtaking a newer WANT. Operations on
+// other keys in those shards wait for f too; the rest of the Notifier does
+// not. So f must be fast, must not block, and must not call any method of the
+// Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
+//
+// The tempting alternative, calling f after the locks are released, lets a
+// Subscribe of the same key (and its WANT) slip in before f's CANCEL.
+func WithCancelFunc(f func(keys []cid.Cid)) Option {
+	return func(c *config) { c.cancel = f }
+}
+
+// WithShards sets the number of index shards, a power of two in [1, 65536].
+// More shards let operations on different keys run in parallel; a Publish locks
+// every shard its message touches. The default is DefaultShards.
+func WithShards(n int) Option {
+	if n < 1 || n > maxShards || bits.OnesCount(uint(n)) != 1 {
+		panic(fmt.Sprintf("notifier: WithShards(%d): want a power of two in [1, %d]", n, maxShards))
+	}
+	return func(c *config) { c.shards = n }
+}
+
+// WithBufferSize sets the capacity of each Messages() channel (default
+// DefaultBufferSize). Messages beyond it wait in the subscription's backlog.
+func WithBufferSize(n int) Option {
+	if n < 0 {
+		panic(fmt.Sprintf("notifier: WithBufferSize(%d): negative size", n))
+	}
+	return func(c *config) { c.bufSize = n }
+}
+
+// WithMaxPending bounds the backlog of messages that a subscription's channel
+// could not take yet. A Publish that would exceed it ends the subscription
+// with ErrSlowConsumer instead of blocking or dropping silently. 0, the
+// default, means unbounded.
+func WithMaxPending(n int) Option {
+	if n < 0 {
+		panic(fmt.Sprintf("notifier: WithMaxPending(%d): negative bound", n))
+	}
+	return func(c *config) { c.maxPending = n }
+}
+
+// Notifier is the shared index of wants and the delivery path of received
+// blocks. Create it with New; all methods are safe for concurrent use.
+type Notifier struct {
+	bs     Blockstore // nil: notify only
+	cfg    config
+	seed   maphash.Seed
+	mask   uint64 // len(shards) - 1
+	shards []shard
+
+	ops    sync.Pool     // *op scratch, reused to keep the hot path allocation-free
+	opSeq  atomic.Uint64 // op ids; 0 is never used
+	subSeq atomic.Uint64 // Subscription.seq: the order in which subscriptions are locked together
+
+	closed    atomic.Bool
+	closeOnce sync.Once
+	drainers  sync.WaitGroup // running Subscription.drain goroutines
+
+	mu       sync.Mutex // guards sessions; never held together with another lock
+	sessions map[uint64]*Subscription
+	live     atomic.Int64 // len(sessions), for Stats
+}
+
+// shard is one lock and the part of the index it guards.
+type shard struct {
+	// mu guards idx. Lock order: shards in ascending index, then
+	// Subscription.mu of one subscription, or of several in ascending seq.
+	mu  sync.Mutex
+	idx shardIndex
+	_   [40]byte // keep neighbouring shards' locks off one cache line
+}
+
+// New returns a Notifier that stores received blocks in bs and checks bs when
+// a key is subscribed. With bs == nil it only notifies: nothing is stored and
+// Subscribe checks nothing. New panics on invalid options.
+func New(bs Blockstore, opts ...Option) *Notifier {
+	cfg := config{shards: DefaultShards, bufSize: DefaultBufferSize}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	n := &Notifier{
+		bs:       bs,
+		cfg:      cfg,
+		seed:     maphash.MakeSeed(),
+		mask:     uint64(cfg.shards - 1),
+		shards:   make([]shard, cfg.shards),
+		sessions: make(map[uint64]*Subscription),
+	}
+	for i := range n.shards {
+		n.shards[i].idx = newShardIndex()
+	}
+	n.ops.New = func() any { return newOp(cfg.shards) }
+	return n
+}
+
+// NewSubscription returns the subscription of session sesid, which must not
+// belong to another live subscription (ErrDuplicateSession); an ID may be
+// reused once Remove has returned. It is safe for concurrent use, does not
+// block, and returns ErrClosed after Close.
+func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
+	s := newSubscription(n, sesid)
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	if _, dup := n.sessions[sesid]; dup {
+		return nil, fmt.Errorf("notifier: session %d: %w", sesid, ErrDuplicateSession)
+	}
+	n.sessions[sesid] = s
+	n.live.Add(1)
+	return s, nil
+}
+
+// forget unregisters s so that its session ID can be reused.
+func (n *Notifier) forget(s *Subscription) {
+	n.mu.Lock()
+	if n.sessions[s.id] == s {
+		delete(n.sessions, s.id)
+		n.live.Add(-1)
+	}
+	n.mu.Unlock()
+}
+
+// Publish stores the blocks of msg that must be stored and hands every
+// subscription the part of msg that it wants, as one atomic step on msg's
+// keys:
+//
+//   - blocks from a remote peer (From != "") are stored only if some
+//     subscription wants them; local blocks (From == "") always are;
+//   - if PutMany fails, nothing is delivered, no want changes, and the error
+//     is returned wrapped;
+//   - each subscription that wants any key of msg gets one message filtered to
+//     its keys; a delivered block ends the wants of its key, and keys nobody
+//     wants any more go to the cancel function.
+//
+// A message with a nil block (ErrNilBlock) or an undefined CID
+// (ErrInvalidCid) is refused whole. Publish is safe for concurrent use. It
+// never waits for a subscriber to read; it blocks only for the blockstore's
+// PutMany and for other operations on the same shards. It returns ErrClosed
+// after Close.
+func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
+	if err := msg.validate(); err != nil {
+		return err
+	}
+	if n.closed.Load() {
+		return ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("notifier: publish: %w", err)
+	}
+	if msg.empty() {
+		return nil
+	}
+	o := n.getOp()
+	defer n.putOp(o)
+	n.shardKeys(o, &msg)
+	n.lock(o.locks)
+	if n.closed.Load() {
+		n.unlock(o.locks)
+		return ErrClosed
+	}
+	n.collect(o, &msg)
+	if n.bs != nil && len(o.store) > 0 {
+		if err := n.bs.PutMany(ctx, o.store); err != nil {
+			n.unlock(o.locks)
+			return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), msg.From, err)
+		}
+	}
+	n.deliver(o, msg.From)
+	n.finish(o)
+	return nil
+}
+
+// Stats is a snapshot of the index's gauges.
+type Stats struct {
+	Subscriptions int // live subscriptions
+	Keys          int // distinct keys wanted by at least one subscription
+	Wants         int // (subscription, key) pairs
+}
+
+// Stats returns a snapshot of the gauges. It takes no lock, so it is cheap and
+// may be called from the cancel function; the three gauges are read one after
+// the other, not at one instant.
+func (n *Notifier) Stats() Stats {
+	st := Stats{Subscriptions: int(n.live.Load())}
+	for i := range n.shards {
+		st.Keys += int(n.shards[i].idx.keys.Load())
+		st.Wants += int(n.shards[i].idx.pairs.Load())
+	}
+	return st
+}
+
+// Close ends every subscription (their Err is ErrClosed), reports their keys to
+// the cancel function, and waits until every operation in progress has
+// finished and every goroutine of the Notifier has exited. After Close,
+// Publish, Subscribe and NewSubscription return ErrClosed. Close is
+// idempotent and safe for concurrent use; every call returns once the
+// Notifier is fully closed. It does not close the blockstore.
+func (n *Notifier) Close() error {
+	n.closeOnce.Do(n.close)
+	return nil
+}
+
+func (n *Notifier) close() {
+	n.closed.Store(true)
+	n.mu.Lock()
+	subs := slices.Collect(maps.Values(n.sessions))
+	n.mu.Unlock()
+	for _, s := range subs {
+		s.end(ErrClosed)
+	}
+	// Barrier: an operation that locked a shard before closed was set finishes
+	// before this loop passes that shard; one that locks later sees closed.
+	for i := range n.shards {
+		n.shards[i].mu.Lock()
+		n.shards[i].mu.Unlock() //nolint:staticcheck // empty critical section is the point
+	}
+	n.drainers.Wait()
+}
+
+func (n *Notifier) shardOf(k cid.Cid) int32 {
+	return int32(maphash.String(n.seed, k.KeyString()) & n.mask)
+}
+
+// lock takes the shard locks in set, in ascending order.
+func (n *Notifier) lock(set shardset.Set) {
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		n.shards[i].mu.Lock()
+	}
+}
+
+func (n *Notifier) unlock(set shardset.Set) {
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		n.shards[i].mu.Unlock()
+	}
+}
+
+// shardKeys records the shard of every key of msg in o and adds it to o.locks.
+func (n *Notifier) shardKeys(o *op, msg *ResponseMessage) {
+	add := func(k cid.Cid) {
+		sh := n.shardOf(k)
+		o.keyShards = append(o.keyShards, sh)
+		o.locks.Add(int(sh))
+	}
+	for _, b := range msg.Blocks {
+		add(b.Cid())
+	}
+	for _, k := range msg.Haves {
+		add(k)
+	}
+	for _, k := range msg.DontHaves {
+		add(k)
+	}
+}
+
+// collect decides, under the shard locks, which keys of msg are wanted (o.hits)
+// and which blocks to store (o.store).
+func (n *Notifier) collect(o *op, msg *ResponseMessage) {
+	i := 0
+	for _, b := range msg.Blocks {
+		k, sh := b.Cid(), o.keyShards[i]
+		i++
+		e := n.shards[sh].idx.lookup(k)
+		if e == nil || !e.visit(o.id, kindBlock) {
+			if e == nil && msg.From == "" {
+				o.store = append(o.store, b)
+			}
+			continue
+		}
+		o.store = append(o.store, b)
+		o.hits = append(o.hits, hit{key: k, e: e, shard: sh, kind: kindBlock, blk: b})
+	}
+	for _, ks := range [...]struct {
+		keys []cid.Cid
+		kind kind
+	}{{msg.Haves, kindHave}, {msg.DontHaves, kindDontHave}} {
+		for _, k := range ks.keys {
+			sh := o.keyShards[i]
+			i++
+			if e := n.shards[sh].idx.lookup(k); e != nil && e.visit(o.id, ks.kind) {
+				o.hits = append(o.hits, hit{key: k, e: e, shard: sh, kind: ks.kind})
+			}
+		}
+	}
+}
+
+// deliver hands every hit to the subscriptions that want its key and ends the
+// wants that the hit blocks satisfy. The caller holds the locks of every
+// hit's shard.
+func (n *Notifier) deliver(o *op, from string) {
+	if len(o.hits) == 0 {
+		return
+	}
+	o.plan()
+	o.fill(from)
+	for i := range o.hits {
+		h := &o.hits[i]
+		if h.kind != kindBlock {
+			continue
+		}
+		n.shards[h.shard].idx.drop(h.key, h.e)
+		if h.e.creator != o.id {
+			o.cancels = append(o.cancels, h.key)
+			o.keep.Add(int(h.shard))
+		}
+	}
+	o.enqueue()
+}
+
+// finish releases o's shard locks, calling the cancel function with o.cancels
+// while the shards of those keys are still held (see WithCancelFunc), and then
+// releases the wants of the subscriptions that o ended as slow consumers.
+func (n *Notifier) finish(o *op) {
+	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
+		if !o.keep.Has(i) {
+			n.shards[i].mu.Unlock()
+		}
+	}
+	if len(o.cancels) > 0 && n.cfg.cancel != nil {
+		n.cfg.cancel(slices.Clone(o.cancels))
+	}
+	n.unlock(o.keep)
+	for _, s := range o.ended {
+		s.release()
+		n.forget(s)
+	}
+}

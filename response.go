@@ -1,0 +1,236 @@
+package notifier
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+)
+
+// ResponseMessage is what a peer sent in one bitswap message, or what this
+// node added locally. The Notifier hands every subscription the part of it
+// that the subscription wants.
+//
+// A ResponseMessage received from Messages() shares its slices with no other
+// subscription: the receiver may keep and modify them.
+type ResponseMessage struct {
+	From      string         // sending peer ID as a string; "" means local (a block added by this node)
+	Blocks    []blocks.Block // the blocks; each ends the wants for its key
+	Haves     []cid.Cid      // keys the sender has
+	DontHaves []cid.Cid      // keys the sender does not have
+}
+
+// kind says in which field of a ResponseMessage a key appeared.
+type kind uint8
+
+const (
+	kindBlock kind = 1 << iota
+	kindHave
+	kindDontHave
+)
+
+// validate returns ErrNilBlock or ErrInvalidCid, wrapped with the position of
+// the first offending entry, or nil.
+func (m *ResponseMessage) validate() error {
+	for i, b := range m.Blocks {
+		if b == nil {
+			return fmt.Errorf("notifier: Blocks[%d]: %w", i, ErrNilBlock)
+		}
+		if !b.Cid().Defined() {
+			return fmt.Errorf("notifier: Blocks[%d]: %w", i, ErrInvalidCid)
+		}
+	}
+	if err := validateKeys("Haves", m.Haves); err != nil {
+		return err
+	}
+	return validateKeys("DontHaves", m.DontHaves)
+}
+
+func validateKeys(field string, keys []cid.Cid) error {
+	for i, k := range keys {
+		if !k.Defined() {
+			return fmt.Errorf("notifier: %s[%d]: %w", field, i, ErrInvalidCid)
+		}
+	}
+	return nil
+}
+
+func (m *ResponseMessage) empty() bool {
+	return len(m.Blocks) == 0 && len(m.Haves) == 0 && len(m.DontHaves) == 0
+}
+
+// hit is one wanted key of an operation: a key of a published message that
+// some subscription wants, or a block that Subscribe found in the blockstore.
+type hit struct {
+	key   cid.Cid
+	e     *interest
+	shard int32
+	kind  kind
+	blk   blocks.Block // kind == kindBlock
+}
+
+// target is the message that one subscription gets from an operation.
+type target struct {
+	s          *Subscription
+	nb, nh, nd int // counts of Blocks, Haves and DontHaves
+	msg        ResponseMessage
+}
+
+// op is the scratch state of one Publish, Subscribe, Unsubscribe or release.
+// It is pooled: after warm-up an operation allocates only the messages it
+// hands out and the keys it passes to the cancel function.
+type op struct {
+	id        uint64         // unique among ops of one Notifier
+	locks     shardset.Set   // shards to lock
+	keep      shardset.Set   // subset of locks held until the cancel function returns
+	keyShards []int32        // shard of each key, in the order the op visits them
+	hits      []hit          // wanted keys, deduplicated
+	store     []blocks.Block // blocks for PutMany
+	targets   []target
+	slot      map[*Subscription]int // index in targets, when several hits
+	cancels   []cid.Cid             // keys whose last want this op ended
+	ended     []*Subscription       // subscriptions this op ended as slow consumers
+}
+
+func newOp(shards int) *op {
+	return &op{
+		locks: shardset.New(shards),
+		keep:  shardset.New(shards),
+		slot:  make(map[*Subscription]int),
+	}
+}
+
+func (n *Notifier) getOp() *op {
+	o := n.ops.Get().(*op)
+	o.id = n.opSeq.Add(1)
+	return o
+}
+
+// putOp clears o, dropping its references so that the pool retains no block
+// or subscription, and returns it to the pool.
+func (n *Notifier) putOp(o *op) {
+	o.locks.Clear()
+	o.keep.Clear()
+	o.keyShards = o.keyShards[:0]
+	clear(o.hits)
+	o.hits = o.hits[:0]
+	clear(o.store)
+	o.store = o.store[:0]
+	clear(o.targets)
+	o.targets = o.targets[:0]
+	if len(o.slot) > 4096 {
+		o.slot = make(map[*Subscription]int) // clear costs as much as the largest use
+	} else {
+		clear(o.slot)
+	}
+	clear(o.cancels)
+	o.cancels = o.cancels[:0]
+	clear(o.ended)
+	o.ended = o.ended[:0]
+	n.ops.Put(o)
+}
+
+// target returns the target of s, creating it. When the op has a single hit,
+// its subscriptions are distinct and need no lookup.
+func (o *op) target(s *Subscription) *target {
+	if len(o.hits) > 1 {
+		if j, ok := o.slot[s]; ok {
+			return &o.targets[j]
+		}
+		o.slot[s] = len(o.targets)
+	}
+	o.targets = append(o.targets, target{s: s})
+	return &o.targets[len(o.targets)-1]
+}
+
+// plan creates one target per interested subscription and counts what each
+// gets.
+func (o *op) plan() {
+	for i := range o.hits {
+		h := &o.hits[i]
+		for _, s := range h.e.subs {
+			t := o.target(s)
+			switch h.kind {
+			case kindBlock:
+				t.nb++
+			case kindHave:
+				t.nh++
+			default:
+				t.nd++
+			}
+		}
+	}
+}
+
+// fill builds the targets' messages. All blocks go in one array and all keys
+// in another, carved into capacity-limited slices, so a Publish costs two
+// allocations however many subscriptions it reaches.
+func (o *op) fill(from string) {
+	var nb, nc int
+	for i := range o.targets {
+		nb += o.targets[i].nb
+		nc += o.targets[i].nh + o.targets[i].nd
+	}
+	blks := make([]blocks.Block, nb)
+	keys := make([]cid.Cid, nc)
+	for i := range o.targets {
+		t := &o.targets[i]
+		t.msg.From = from
+		t.msg.Blocks, blks = carve(blks, t.nb)
+		t.msg.Haves, keys = carve(keys, t.nh)
+		t.msg.DontHaves, keys = carve(keys, t.nd)
+	}
+	single := len(o.hits) == 1
+	for i := range o.hits {
+		h := &o.hits[i]
+		for j, s := range h.e.subs {
+			var t *target
+			if single {
+				t = &o.targets[j]
+			} else {
+				t = &o.targets[o.slot[s]]
+			}
+			switch h.kind {
+			case kindBlock:
+				t.msg.Blocks = append(t.msg.Blocks, h.blk)
+			case kindHave:
+				t.msg.Haves = append(t.msg.Haves, h.key)
+			default:
+				t.msg.DontHaves = append(t.msg.DontHaves, h.key)
+			}
+		}
+	}
+}
+
+// carve returns an empty slice of capacity n at the front of arena, and the
+// rest; nil when n is 0, so that a message's unused fields are nil.
+func carve[T any](arena []T, n int) (part, rest []T) {
+	if n == 0 {
+		return nil, arena
+	}
+	return arena[:0:n], arena[n:]
+}
+
+// enqueue hands each target its message. It locks all the target
+// subscriptions, in ascending seq, before handing out the first message, so
+// that two operations that reach the same subscriptions reach them all in
+// the same order, whatever their shards.
+func (o *op) enqueue() {
+	slices.SortFunc(o.targets, func(a, b target) int { return cmp.Compare(a.s.seq, b.s.seq) })
+	for i := range o.targets {
+		o.targets[i].s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+	}
+	for i := range o.targets {
+		t := &o.targets[i]
+		if t.s.accept(t.msg) {
+			o.ended = append(o.ended, t.s)
+		}
+	}
+	for i := range o.targets {
+		o.targets[i].s.mu.Unlock()
+	}
+}
