@@ -181,7 +181,31 @@ func New(bs Blockstore, opts ...Option) *Notifier {
 // reused once Remove has returned. It is safe for concurrent use, does not
 // block, and returns ErrClosed after Close.
 func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
+	return n.register(newSubscription(n, sesid))
+}
+
+// NewSubscriptionFunc is NewSubscription for a subscriber that takes messages
+// as they are published rather than from a channel; with f == nil the
+// subscription only records wants and its messages are discarded.
+//
+// f is called synchronously by the operation that delivers the message
+// (Publish or Subscribe), in publish order, while that operation holds the
+// locks of the message's shards and of the subscription: like the cancel
+// function, f must be fast, must not block and must not call any method of
+// the Notifier or its Subscriptions except Stats. Messages() of such a
+// subscription never yields a message; it is closed when the subscription
+// ends, which makes it a done signal. WithMaxPending does not apply.
+func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*Subscription, error) {
 	s := newSubscription(n, sesid)
+	s.fn = f
+	if f == nil {
+		s.fn = func(ResponseMessage) {}
+	}
+	return n.register(s)
+}
+
+func (n *Notifier) register(s *Subscription) (*Subscription, error) {
+	sesid := s.id
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed.Load() {

@@ -25,8 +25,9 @@ type Subscription struct {
 	id  uint64
 	seq uint64 // unique, unlike id; orders the locking of several subscriptions
 
-	out  chan ResponseMessage // closed once, by stop or, while draining, by drain
-	quit chan struct{}        // closed by stop while draining, to stop drain
+	fn   func(ResponseMessage) // set for NewSubscriptionFunc: takes messages instead of out
+	out  chan ResponseMessage  // closed once, by stop or, while draining, by drain
+	quit chan struct{}         // closed by stop while draining, to stop drain
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
 	mu       sync.Mutex
@@ -288,6 +289,10 @@ func (s *Subscription) accept(m ResponseMessage) (ended bool) {
 		delete(s.keys, b.Cid())
 	}
 	if s.done {
+		return false
+	}
+	if s.fn != nil {
+		s.fn(m)
 		return false
 	}
 	if !s.draining {
