@@ -316,9 +316,12 @@ func (s *Subscription) accept(m ResponseMessage) (ended bool) {
 
 // drain moves the backlog into out, blocking on out, until the backlog is
 // empty or s stops. While it runs it is out's only sender, which keeps
-// publish order; when s has stopped it closes out.
+// publish order; when s has stopped it closes out. A message leaves the
+// backlog only once out has taken it, so WithMaxPending counts the one in
+// flight.
 func (s *Subscription) drain() {
 	defer s.n.drainers.Done()
+	sent := false
 	for {
 		s.mu.Lock()
 		if s.done {
@@ -327,7 +330,10 @@ func (s *Subscription) drain() {
 			s.mu.Unlock()
 			return
 		}
-		m, ok := s.backlog.Pop()
+		if sent {
+			s.backlog.Pop()
+		}
+		m, ok := s.backlog.Peek()
 		if !ok {
 			s.draining = false
 			s.mu.Unlock()
@@ -336,7 +342,9 @@ func (s *Subscription) drain() {
 		s.mu.Unlock()
 		select {
 		case s.out <- m:
+			sent = true
 		case <-s.quit:
+			sent = false
 		}
 	}
 }

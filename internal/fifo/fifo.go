@@ -22,6 +22,15 @@ func (q *Queue[T]) Push(v T) {
 	q.buf = append(q.buf, v)
 }
 
+// Peek returns the head without removing it; ok is false when the queue is
+// empty.
+func (q *Queue[T]) Peek() (v T, ok bool) {
+	if q.head == len(q.buf) {
+		return v, false
+	}
+	return q.buf[q.head], true
+}
+
 // Pop removes and returns the head; ok is false when the queue is empty.
 func (q *Queue[T]) Pop() (v T, ok bool) {
 	if q.head == len(q.buf) {

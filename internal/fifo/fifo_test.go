@@ -35,6 +35,13 @@ func TestQueue_KeepsOrderAcrossCompaction(t *testing.T) {
 	if _, ok := q.Pop(); ok {
 		t.Fatal("Pop on empty queue reported ok")
 	}
+	if _, ok := q.Peek(); ok {
+		t.Fatal("Peek on empty queue reported ok")
+	}
+	q.Push(7)
+	if v, ok := q.Peek(); !ok || v != 7 || q.Len() != 1 {
+		t.Fatalf("Peek = %d, %v with Len %d; want 7, true, 1", v, ok, q.Len())
+	}
 }
 
 func TestQueue_Reset(t *testing.T) {
