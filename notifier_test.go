@@ -1,0 +1,365 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+var ctx = context.Background()
+
+func TestPublish_FiltersMessagePerSubscription(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	b := mkBlocks("filter", 4)
+	a, c := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, a.Subscribe(ctx, b[0].Cid(), b[1].Cid()))
+	require.NoError(t, c.Subscribe(ctx, b[1].Cid(), b[2].Cid()))
+
+	require.NoError(t, n.Publish(ctx, ResponseMessage{
+		From:      "peer",
+		Blocks:    []blocks.Block{b[0], b[3]},
+		Haves:     []cid.Cid{b[1].Cid(), b[3].Cid()},
+		DontHaves: []cid.Cid{b[2].Cid()},
+	}))
+	require.Equal(t, ResponseMessage{From: "peer", Blocks: []blocks.Block{b[0]}, Haves: []cid.Cid{b[1].Cid()}}, recv(t, a))
+	require.Equal(t, ResponseMessage{From: "peer", Haves: []cid.Cid{b[1].Cid()}, DontHaves: []cid.Cid{b[2].Cid()}}, recv(t, c))
+	none(t, a)
+	none(t, c)
+}
+
+func TestPublish_MessageThatFiltersToNothingIsNotSent(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	b := mkBlocks("nothing", 2)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:], Haves: []cid.Cid{b[1].Cid()}}))
+	none(t, s)
+}
+
+func TestPublish_HavesDoNotEndTheWant(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("haves", 1)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	for _, p := range []string{"p1", "p2"} {
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: p, Haves: keysOf(b)}))
+		require.Equal(t, ResponseMessage{From: p, Haves: keysOf(b)}, recv(t, s))
+	}
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p3", DontHaves: keysOf(b)}))
+	require.Equal(t, ResponseMessage{From: "p3", DontHaves: keysOf(b)}, recv(t, s))
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	require.Empty(t, cancels.take())
+}
+
+// G1: a block already in the blockstore when Subscribe runs is delivered.
+func TestSubscribe_DeliversBlockAlreadyStored(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, cancels := newWithCancels(t, bs)
+		b := mkBlocks("stored", 2)
+		require.NoError(t, bs.PutMany(ctx, b[:1]))
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+		require.Equal(t, ResponseMessage{Blocks: b[:1]}, recv(t, s))
+		none(t, s)
+		require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+		require.Empty(t, cancels.take(), "a want satisfied inside its own Subscribe had no WANT sent")
+	})
+}
+
+// G1, the mechanism: Subscribe records the want before it consults the
+// blockstore, and holds the key's shard while it does, so no Publish of the
+// key fits between the check and the want.
+func TestSubscribe_ChecksStoreAfterRecordingWantUnderShardLock(t *testing.T) {
+	b := mkBlocks("order", 1)[0]
+	hs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, hs)
+	var wantsAtCheck int
+	var heldAtCheck bool
+	hs.onGet = func(c cid.Cid) error {
+		wantsAtCheck, heldAtCheck = n.Stats().Wants, n.shardHeld(c)
+		return nil
+	}
+	require.NoError(t, mustSub(t, n, 1).Subscribe(ctx, b.Cid()))
+	require.Equal(t, 1, wantsAtCheck, "the want must be recorded before the blockstore check")
+	require.True(t, heldAtCheck, "the blockstore check must run under the key's shard lock")
+}
+
+// G1/G3, the mechanism: Publish stores under the shard locks of its keys.
+func TestPublish_StoresUnderShardLock(t *testing.T) {
+	b := mkBlocks("putlock", 3)
+	hs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, hs)
+	held := map[cid.Cid]bool{}
+	hs.onPutMany = func(blks []blocks.Block) error {
+		for _, k := range keysOf(b) {
+			held[k] = n.shardHeld(k)
+		}
+		return nil
+	}
+	require.NoError(t, mustSub(t, n, 1).Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:2], Haves: []cid.Cid{b[2].Cid()}}))
+	for _, k := range keysOf(b) {
+		require.True(t, held[k], "shard of %s not held during PutMany", k)
+	}
+}
+
+// G1: a local Publish racing a Subscribe of the same key always ends in
+// exactly one delivery.
+func TestLocalPublishRacingSubscribe_AlwaysDelivers(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, _ := newWithCancels(t, bs)
+		rounds := 300
+		if testing.Short() {
+			rounds = 50
+		}
+		for i := range rounds {
+			b := mkBlocks(fmt.Sprintf("race-local-%d", i), 1)
+			s := mustSub(t, n, uint64(i))
+			var wg sync.WaitGroup
+			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b})) })
+			wg.Go(func() { require.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
+			wg.Wait()
+			require.Equal(t, ResponseMessage{Blocks: b}, recv(t, s), "round %d", i)
+			none(t, s)
+			s.Remove()
+		}
+	})
+}
+
+// G1/G4: a remote Publish racing a Subscribe ends in delivery, or with the
+// block neither stored nor delivered; never stored but not delivered.
+func TestRemotePublishRacingSubscribe_NeverStoredButNotDelivered(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, _ := newWithCancels(t, bs)
+		delivered, dropped := 0, 0
+		for i := range 300 {
+			b := mkBlocks(fmt.Sprintf("race-remote-%d", i), 1)
+			s := mustSub(t, n, uint64(i))
+			var wg sync.WaitGroup
+			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b})) })
+			wg.Go(func() { require.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
+			wg.Wait()
+			has, err := bs.Has(ctx, b[0].Cid())
+			require.NoError(t, err)
+			if has {
+				delivered++
+				require.Equal(t, ResponseMessage{From: "peer", Blocks: b}, recv(t, s), "round %d: stored but not delivered", i)
+			} else {
+				dropped++
+				none(t, s)
+				require.Equal(t, 1, n.Stats().Wants, "round %d: want lost", i)
+			}
+			s.Remove()
+		}
+		t.Logf("delivered %d, published before the want %d", delivered, dropped)
+	})
+}
+
+// G2: a block is delivered once per want, whatever the duplicates.
+func TestPublish_DuplicateBlocksDeliveredOnce(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("dup", 1)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid(), b[0].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p1", Blocks: []blocks.Block{b[0], b[0]}, Haves: []cid.Cid{b[0].Cid(), b[0].Cid()}}))
+	require.Equal(t, ResponseMessage{From: "p1", Blocks: b, Haves: keysOf(b)}, recv(t, s))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p2", Blocks: b}))
+	none(t, s)
+	require.Equal(t, keysOf(b), cancels.take())
+}
+
+// G2: several peers sending the same block at once wake the subscriber once.
+func TestConcurrentPeersSendingOneBlock_DeliveredOnce(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, _ := newWithCancels(t, bs)
+		for i := range 100 {
+			b := mkBlocks(fmt.Sprintf("peers-%d", i), 1)
+			s := mustSub(t, n, uint64(i))
+			require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+			var wg sync.WaitGroup
+			for p := range 8 {
+				wg.Go(func() {
+					require.NoError(t, n.Publish(ctx, ResponseMessage{From: fmt.Sprint("peer", p), Blocks: b}))
+				})
+			}
+			wg.Wait()
+			require.Equal(t, b, recv(t, s).Blocks)
+			none(t, s)
+			s.Remove()
+		}
+	})
+}
+
+// G2: a block published while the blockstore check of the same key runs is
+// not delivered a second time.
+func TestPublishDuringStoreCheck_DeliveredOnce(t *testing.T) {
+	b := mkBlocks("during-check", 1)
+	hs := &hookStore{Blockstore: memStore()}
+	require.NoError(t, hs.PutMany(ctx, b))
+	n, _ := newWithCancels(t, hs)
+	published := make(chan struct{})
+	hs.onGet = func(cid.Cid) error {
+		go func() {
+			defer close(published)
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b}))
+		}()
+		return nil
+	}
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	done(t, published, "Publish after Subscribe")
+	require.Equal(t, ResponseMessage{Blocks: b}, recv(t, s))
+	none(t, s)
+}
+
+// G3: when a subscriber receives a block, the blockstore already has it.
+func TestDelivery_BlockIsStoredWhenReceived(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, _ := newWithCancels(t, bs)
+		b := mkBlocks("stored-first", 8)
+		var mu sync.Mutex
+		var missing []cid.Cid
+		fs, err := n.NewSubscriptionFunc(1, func(m ResponseMessage) {
+			for _, blk := range m.Blocks {
+				if ok, err := bs.Has(ctx, blk.Cid()); err != nil || !ok {
+					mu.Lock()
+					missing = append(missing, blk.Cid())
+					mu.Unlock()
+				}
+			}
+		})
+		require.NoError(t, err)
+		s := mustSub(t, n, 2)
+		require.NoError(t, fs.Subscribe(ctx, keysOf(b)...))
+		require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+		var wg sync.WaitGroup
+		for i := range b {
+			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[i : i+1]})) })
+		}
+		for range b {
+			m := recv(t, s)
+			ok, err := bs.Has(ctx, m.Blocks[0].Cid())
+			require.NoError(t, err)
+			require.True(t, ok, "received %s before it was stored", m.Blocks[0].Cid())
+		}
+		wg.Wait()
+		require.Empty(t, missing)
+	})
+}
+
+// G3: a failed PutMany delivers nothing and loses no want.
+func TestPublish_FailedStoreDeliversNothingKeepsWants(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, hs)
+	b := mkBlocks("putfail", 2)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	before := n.Stats()
+
+	hs.onPutMany = func([]blocks.Block) error { return errBoom }
+	err := n.Publish(ctx, ResponseMessage{From: "p", Blocks: b, Haves: keysOf(b)})
+	require.ErrorIs(t, err, errBoom)
+	require.ErrorContains(t, err, "notifier: publish")
+	none(t, s)
+	require.Equal(t, before, n.Stats())
+	require.Empty(t, cancels.take())
+
+	hs.onPutMany = nil
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b}))
+	require.Equal(t, b, recv(t, s).Blocks)
+}
+
+// G4: remote blocks nobody wants are neither stored nor delivered; local
+// blocks always are stored.
+func TestPublish_StoresRemoteBlocksOnlyIfWanted(t *testing.T) {
+	eachStore(t, func(t *testing.T, bs Blockstore) {
+		n, _ := newWithCancels(t, bs)
+		b := mkBlocks("unsolicited", 3)
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:2]}))
+		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[2:]}))
+		for i, want := range []bool{true, false, true} {
+			has, err := bs.Has(ctx, b[i].Cid())
+			require.NoError(t, err)
+			require.Equal(t, want, has, "block %d", i)
+		}
+		require.Equal(t, b[:1], recv(t, s).Blocks)
+		none(t, s)
+	})
+}
+
+// Subscribe delivers a stored block to every subscription still waiting for
+// it, and reports the key: the others had sent WANTs.
+func TestSubscribe_StoredBlockReachesOtherWaiters(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("others", 1)
+	a, c := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, a.Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, bs.PutMany(ctx, b)) // stored behind the Notifier's back
+	require.NoError(t, c.Subscribe(ctx, b[0].Cid()))
+	require.Equal(t, ResponseMessage{Blocks: b}, recv(t, a))
+	require.Equal(t, ResponseMessage{Blocks: b}, recv(t, c))
+	require.Equal(t, keysOf(b), cancels.take())
+	require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+}
+
+// Subscribe is all-or-nothing when the blockstore fails.
+func TestSubscribe_StoreErrorRollsBack(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, hs)
+	b := mkBlocks("rollback", 3)
+	other := mustSub(t, n, 2)
+	require.NoError(t, other.Subscribe(ctx, b[1].Cid()))
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	before := n.Stats()
+
+	hs.onGet = func(c cid.Cid) error {
+		if c == b[2].Cid() {
+			return errBoom
+		}
+		return nil
+	}
+	err := s.Subscribe(ctx, b[1].Cid(), b[2].Cid(), b[0].Cid())
+	require.ErrorIs(t, err, errBoom)
+	require.ErrorContains(t, err, b[2].Cid().String())
+	require.Equal(t, before, n.Stats())
+	require.Empty(t, cancels.take())
+
+	hs.onGet = nil
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b}))
+	require.Equal(t, b[:1], recv(t, s).Blocks, "only the want from before the failed call remains")
+	require.Equal(t, b[1:2], recv(t, other).Blocks)
+	none(t, s)
+}
+
+func TestSubscribe_CanceledContextChangesNothing(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	s := mustSub(t, n, 1)
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	require.ErrorIs(t, s.Subscribe(cctx, mkBlocks("ctx", 1)[0].Cid()), context.Canceled)
+	require.ErrorIs(t, n.Publish(cctx, ResponseMessage{Blocks: mkBlocks("ctx", 1)}), context.Canceled)
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// New(nil) only notifies: nothing is stored, nothing is checked.
+func TestNotifyOnly(t *testing.T) {
+	n, cancels := newWithCancels(t, nil)
+	b := mkBlocks("notify-only", 2)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	none(t, s)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b}))
+	require.Equal(t, b, recv(t, s).Blocks)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: mkBlocks("local", 1)}))
+	require.Equal(t, sorted(keysOf(b)...), cancels.take())
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
