@@ -1,0 +1,187 @@
+package notifier
+
+import (
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// G5: every way a want ends reports the key exactly once, when it was the
+// key's last want.
+func TestCancel_ReportedOnceWhenLastWantEnds(t *testing.T) {
+	ends := map[string]func(n *Notifier, s *Subscription, k cid.Cid, b blocks.Block){
+		"Unsubscribe": func(_ *Notifier, s *Subscription, k cid.Cid, _ blocks.Block) { s.Unsubscribe(k) },
+		"Remove":      func(_ *Notifier, s *Subscription, _ cid.Cid, _ blocks.Block) { s.Remove() },
+		"Publish": func(n *Notifier, _ *Subscription, _ cid.Cid, b blocks.Block) {
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{b}}))
+		},
+	}
+	for name, end := range ends {
+		t.Run(name, func(t *testing.T) {
+			n, cancels := newWithCancels(t, memStore())
+			b := mkBlocks("cancel-"+name, 1)[0]
+			a, c := mustSub(t, n, 1), mustSub(t, n, 2)
+			require.NoError(t, a.Subscribe(ctx, b.Cid()))
+			require.NoError(t, c.Subscribe(ctx, b.Cid()))
+			if name != "Publish" { // one block ends both wants at once
+				end(n, a, b.Cid(), b)
+				require.Empty(t, cancels.take(), "c still wants the key")
+			}
+			end(n, c, b.Cid(), b)
+			require.Equal(t, []cid.Cid{b.Cid()}, cancels.take())
+			a.Unsubscribe(b.Cid())
+			c.Unsubscribe(b.Cid())
+			a.Remove()
+			c.Remove()
+			require.Empty(t, cancels.take(), "reported twice")
+		})
+	}
+}
+
+func TestCancel_CloseReportsRemainingKeys(t *testing.T) {
+	log := &cancelLog{}
+	n := New(memStore(), WithCancelFunc(log.record))
+	b := mkBlocks("close-cancels", 3)
+	a, c := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, a.Subscribe(ctx, keysOf(b[:2])...))
+	require.NoError(t, c.Subscribe(ctx, keysOf(b[1:])...))
+	require.NoError(t, n.Close())
+	require.Equal(t, sorted(keysOf(b)...), log.take())
+	require.NoError(t, n.Close())
+	require.Empty(t, log.take())
+}
+
+// G5: a want satisfied by the blockstore check inside the Subscribe that
+// created it had no WANT sent, so it is not reported.
+func TestCancel_NotReportedForWantSatisfiedInsideItsSubscribe(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("hit", 1)
+	require.NoError(t, bs.PutMany(ctx, b))
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	require.Equal(t, b, recv(t, s).Blocks)
+	require.Empty(t, cancels.take())
+}
+
+// G5, the mechanism: the cancel function runs while the shards of the keys it
+// reports are held, so a later Subscribe of those keys waits for it.
+func TestCancel_CalledWithReportedShardsHeld(t *testing.T) {
+	var n *Notifier
+	var mu sync.Mutex
+	var calls int
+	var free []cid.Cid
+	n = New(memStore(), WithCancelFunc(func(keys []cid.Cid) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		for _, k := range keys {
+			if !n.shardHeld(k) {
+				free = append(free, k)
+			}
+		}
+	}))
+	defer n.Close()
+	b := mkBlocks("held", 16)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:4]}))
+	s.Unsubscribe(keysOf(b[4:8])...)
+	s.Remove()
+	require.Equal(t, 3, calls)
+	require.Empty(t, free, "cancel function called without the shard lock of its keys")
+}
+
+// G5: while the cancel function runs, operations on keys in other shards are
+// not held up, including the shards of the reporting operation's own keys
+// that it does not report.
+func TestCancel_HoldsUpOnlyItsShards(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	k := mkBlocks("slow-cancel", 1)[0]
+	n := New(memStore(), WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, k.Cid()) {
+			close(entered)
+			<-release
+		}
+	}))
+	defer n.Close()
+	other := keysInOtherShards(n, k.Cid(), "elsewhere", 1)
+	s, keeper := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, s.Subscribe(ctx, k.Cid(), other[0].Cid()))
+	require.NoError(t, keeper.Subscribe(ctx, other[0].Cid()))
+
+	unsubscribed := make(chan struct{})
+	go func() {
+		defer close(unsubscribed)
+		s.Unsubscribe(k.Cid(), other[0].Cid()) // reports k only: keeper still wants other
+	}()
+	done(t, entered, "cancel function called")
+
+	ops := make(chan struct{})
+	go func() {
+		defer close(ops)
+		o := mustSub(t, n, 3)
+		require.NoError(t, o.Subscribe(ctx, other[0].Cid()))
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: other}))
+		require.Equal(t, other, recv(t, o).Blocks)
+		require.Equal(t, other, recv(t, keeper).Blocks)
+		_ = n.Stats()
+		o.Remove()
+	}()
+	done(t, ops, "operations on another shard while the cancel function runs")
+	close(release)
+	done(t, unsubscribed, "Unsubscribe")
+}
+
+// G5, end to end: a client that sends CANCEL from the cancel function and
+// WANT after Subscribe returns never has a CANCEL as the last word for a key
+// that is still wanted.
+func TestCancel_NeverOvertakesLaterWant(t *testing.T) {
+	var wire sync.Mutex
+	last := map[cid.Cid]string{}
+	send := func(kind string, keys ...cid.Cid) {
+		wire.Lock()
+		for _, k := range keys {
+			last[k] = kind
+		}
+		wire.Unlock()
+	}
+	n := New(memStore(), WithShards(1), WithCancelFunc(func(keys []cid.Cid) { send("CANCEL", keys...) }))
+	defer n.Close()
+	keys := keysOf(mkBlocks("overtake", 4))
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			s := mustSub(t, n, uint64(g))
+			for i := range 500 {
+				k := keys[(i+g)%len(keys)]
+				if i%2 == 0 {
+					require.NoError(t, s.Subscribe(ctx, k))
+					send("WANT", k)
+				} else {
+					s.Unsubscribe(k)
+				}
+			}
+			s.Unsubscribe(keys[(g+1)%len(keys)]) // leave the goroutines' last wants in place
+		})
+	}
+	wg.Wait()
+	wanted := map[cid.Cid]bool{}
+	for i := range n.shards {
+		for k := range n.shards[i].idx.wants {
+			wanted[k] = true
+		}
+	}
+	for _, k := range keys {
+		if wanted[k] {
+			require.Equal(t, "WANT", last[k], "key %s is wanted but the last word on the wire is CANCEL", k)
+		} else {
+			require.Equal(t, "CANCEL", last[k], fmt.Sprintf("key %s is not wanted but no CANCEL was last", k))
+		}
+	}
+}

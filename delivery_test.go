@@ -1,0 +1,179 @@
+package notifier
+
+import (
+	"fmt"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// seqHave publishes a HAVE for k whose From carries i, so the receiver can
+// check the order.
+func seqHave(t *testing.T, n *Notifier, k cid.Cid, i int) {
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: fmt.Sprint(i), Haves: []cid.Cid{k}}))
+}
+
+// G6: Publish does not wait for a subscriber that does not read, and the
+// subscriber later gets every message in publish order.
+func TestPublish_NeverBlocksOnSlowSubscriber(t *testing.T) {
+	n, _ := newWithCancels(t, memStore(), WithBufferSize(1))
+	k := mkBlocks("slow", 1)[0].Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k))
+	const count = 1000
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		for i := range count {
+			seqHave(t, n, k, i)
+		}
+	}()
+	done(t, published, "Publish blocked on a subscriber that does not read")
+	for i := range count {
+		require.Equal(t, fmt.Sprint(i), recv(t, s).From)
+	}
+	none(t, s)
+}
+
+// G6: order holds while the reader and the publisher run at the same time,
+// across the switch between direct sends and the backlog.
+func TestSubscription_KeepsPublishOrderWhileDraining(t *testing.T) {
+	n, _ := newWithCancels(t, memStore(), WithBufferSize(2))
+	k := mkBlocks("order", 1)[0].Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k))
+	const count = 5000
+	go func() {
+		for i := range count {
+			seqHave(t, n, k, i)
+		}
+	}()
+	for i := range count {
+		require.Equal(t, fmt.Sprint(i), recv(t, s).From)
+	}
+}
+
+// G6: concurrent publishes reach all the subscriptions they share in one
+// order: no two subscriptions see them in different orders.
+func TestSubscriptions_SeeConcurrentPublishesInOneOrder(t *testing.T) {
+	n, _ := newWithCancels(t, memStore(), WithShards(64))
+	b := mkBlocks("one-order", 2)
+	var subs []*Subscription
+	for i := range 8 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+		subs = append(subs, s)
+	}
+	const rounds = 2000
+	var wg sync.WaitGroup
+	for p, k := range keysOf(b) {
+		wg.Go(func() {
+			for i := range rounds {
+				require.NoError(t, n.Publish(ctx, ResponseMessage{From: fmt.Sprint(p, ":", i), Haves: []cid.Cid{k}}))
+			}
+		})
+	}
+	var first []string
+	for i, s := range subs {
+		var got []string
+		for range 2 * rounds {
+			got = append(got, recv(t, s).From)
+		}
+		if i == 0 {
+			first = got
+		} else {
+			require.Equal(t, first, got, "subscription %d saw another order than subscription 0", i)
+		}
+	}
+	wg.Wait()
+}
+
+// G6: past WithMaxPending the subscription ends with ErrSlowConsumer, its wants
+// are released and reported, and nothing else is affected.
+func TestSubscription_SlowConsumerIsEnded(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore(), WithBufferSize(1), WithMaxPending(2))
+	b := mkBlocks("laggard", 2)
+	slow, fast := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, slow.Subscribe(ctx, keysOf(b)...))
+	require.NoError(t, fast.Subscribe(ctx, b[0].Cid()))
+	for i := range 3 { // one in the channel, two in the backlog
+		seqHave(t, n, b[0].Cid(), i)
+		require.Equal(t, fmt.Sprint(i), recv(t, fast).From)
+	}
+	require.NoError(t, slow.Err())
+	require.Empty(t, cancels.take())
+
+	seqHave(t, n, b[0].Cid(), 3) // the fourth overflows
+	require.Equal(t, "3", recv(t, fast).From)
+	got := waitClosed(t, slow)
+	require.NotEmpty(t, got)
+	for i, m := range got {
+		require.Equal(t, fmt.Sprint(i), m.From, "what was received is a prefix, in order")
+	}
+	require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+	require.Equal(t, []cid.Cid{b[1].Cid()}, cancels.take(), "b[0] is still wanted by fast")
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	require.ErrorIs(t, slow.Subscribe(ctx, b[1].Cid()), ErrSlowConsumer)
+
+	again, err := n.NewSubscription(1)
+	require.NoError(t, err, "the session ID is free once the slow subscription is released")
+	again.Remove()
+}
+
+// G6/G7: idle subscriptions cost no goroutine, and a backlog's goroutine exits
+// once the backlog is drained.
+func TestSubscription_IdleCostsNoGoroutine(t *testing.T) {
+	baseline := goleak.IgnoreCurrent()
+	n := New(memStore(), WithBufferSize(1))
+	defer n.Close()
+	b := mkBlocks("idle", 64)
+	var subs []*Subscription
+	for i := range 1000 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, keysOf(b[i%64:i%64+1])...))
+		subs = append(subs, s)
+	}
+	require.NoError(t, goleak.Find(append(leakOpts, baseline)...), "idle subscriptions run goroutines")
+
+	for i := range 5 { // overflow the channel of subscription 0 and start its drainer
+		seqHave(t, n, b[0].Cid(), i)
+	}
+	for _, s := range subs {
+		if s.ID()%64 == 0 {
+			for range 5 {
+				recv(t, s)
+			}
+		}
+	}
+	require.NoError(t, goleak.Find(append(leakOpts, baseline)...), "a drained subscription keeps a goroutine")
+}
+
+// A func subscription takes its messages synchronously, in order.
+func TestSubscriptionFunc_DeliversSynchronously(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	b := mkBlocks("func", 2)
+	var got []ResponseMessage
+	s, err := n.NewSubscriptionFunc(1, func(m ResponseMessage) { got = append(got, m) })
+	require.NoError(t, err)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: keysOf(b)}))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+	require.Equal(t, []ResponseMessage{
+		{From: "p", Haves: keysOf(b)},
+		{From: "p", Blocks: []blocks.Block{b[0]}},
+	}, got)
+	s.Remove()
+	_, open := <-s.Messages()
+	require.False(t, open)
+
+	interest, err := n.NewSubscriptionFunc(2, nil)
+	require.NoError(t, err)
+	require.NoError(t, interest.Subscribe(ctx, b[1].Cid()))
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:]}))
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
