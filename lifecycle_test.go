@@ -1,0 +1,269 @@
+package notifier
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// G7: after Close every entry point returns ErrClosed and every subscription
+// is ended with ErrClosed.
+func TestClose_EndsEverythingAndIsIdempotent(t *testing.T) {
+	bs := memStore()
+	n := New(bs, WithBufferSize(1))
+	b := mkBlocks("close", 2)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	for i := range 3 { // leave a backlog, and so a drain goroutine, behind
+		seqHave(t, n, b[0].Cid(), i)
+	}
+	require.NoError(t, n.Close())
+	require.NoError(t, n.Close())
+
+	waitClosed(t, s)
+	require.ErrorIs(t, s.Err(), ErrClosed)
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: b}), ErrClosed)
+	require.ErrorIs(t, s.Subscribe(ctx, b[0].Cid()), ErrClosed)
+	_, err := n.NewSubscription(2)
+	require.ErrorIs(t, err, ErrClosed)
+	s.Unsubscribe(b[0].Cid())
+	s.Remove()
+	require.Equal(t, Stats{}, n.Stats())
+	has, err := bs.Has(ctx, b[1].Cid())
+	require.NoError(t, err)
+	require.False(t, has, "Publish after Close stored a block")
+}
+
+// G7: after Close no goroutine of the library is left, even where a
+// subscription's backlog was being drained into a channel nobody reads.
+func TestClose_LeavesNoGoroutine(t *testing.T) {
+	baseline := goleak.IgnoreCurrent()
+	n := New(memStore(), WithBufferSize(0))
+	k := mkBlocks("leak", 1)[0].Cid()
+	for i := range 50 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, k))
+	}
+	seqHave(t, n, k, 0) // every subscription now has a drainer blocked on its channel
+	require.NoError(t, n.Close())
+	require.NoError(t, goleak.Find(append(leakOpts, baseline)...))
+}
+
+// G7: Remove is idempotent and safe concurrently with itself and with Close;
+// the session ID is free once Remove returns.
+func TestRemove_IdempotentAndConcurrent(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("remove", 4)
+	s := mustSub(t, n, 7)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(s.Remove)
+	}
+	wg.Wait()
+	waitClosed(t, s)
+	require.NoError(t, s.Err(), "Remove is not a failure")
+	require.ErrorIs(t, s.Subscribe(ctx, b[0].Cid()), ErrClosed)
+	require.Equal(t, sorted(keysOf(b)...), cancels.take())
+	require.Equal(t, Stats{}, n.Stats())
+
+	again := mustSub(t, n, 7)
+	require.NoError(t, again.Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+	require.Equal(t, b[:1], recv(t, again).Blocks)
+	none(t, s)
+}
+
+// G7/G10: Close racing every other operation: nothing panics, every call
+// returns nil or ErrClosed, and afterwards nothing is left.
+func TestClose_RacingEverything(t *testing.T) {
+	for round := range 20 {
+		baseline := goleak.IgnoreCurrent()
+		n := New(memStore(), WithBufferSize(1))
+		b := mkBlocks(fmt.Sprint("close-race-", round), 8)
+		var wg, warm sync.WaitGroup
+		warm.Add(4)
+		for g := range 4 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					if i == 20 {
+						warm.Done()
+					}
+					s, err := n.NewSubscription(uint64(g*1000 + i))
+					if errors.Is(err, ErrClosed) {
+						return
+					}
+					require.NoError(t, err)
+					err = s.Subscribe(ctx, keysOf(b[i%8:])...)
+					if err != nil {
+						require.ErrorIs(t, err, ErrClosed)
+					}
+					err = n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[(i+g)%8:][:1], Haves: keysOf(b)})
+					if err != nil {
+						require.ErrorIs(t, err, ErrClosed)
+					}
+					if i%2 == 0 {
+						s.Remove()
+					}
+				}
+			})
+		}
+		warm.Wait() // Close while every worker is in full swing
+		require.NoError(t, n.Close())
+		wg.Wait()
+		require.Equal(t, Stats{}, n.Stats())
+		require.NoError(t, goleak.Find(append(leakOpts, baseline)...))
+	}
+}
+
+// G8: once every subscription is removed, the index holds nothing, however
+// the wants ended.
+func TestIndex_EmptyAfterAllRemoved(t *testing.T) {
+	n, _ := newWithCancels(t, memStore(), WithShards(16))
+	b := mkBlocks("g8", 200)
+	var subs []*Subscription
+	for i := range 50 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, keysOf(b[i:i+100])...))
+		subs = append(subs, s)
+	}
+	require.Equal(t, Stats{Subscriptions: 50, Keys: 149, Wants: 5000}, n.Stats())
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:40], Haves: keysOf(b)}))
+	for i, s := range subs {
+		if i%2 == 0 {
+			s.Unsubscribe(keysOf(b[60:120])...)
+		}
+	}
+	for _, s := range subs {
+		s.Remove()
+	}
+	require.Equal(t, Stats{}, n.Stats())
+	for i := range n.shards {
+		require.Empty(t, n.shards[i].idx.wants, "shard %d", i)
+	}
+	require.Empty(t, n.sessions)
+}
+
+// G9: bad input gets a clear error and changes nothing.
+func TestBadInput_RefusedWhole(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("bad", 2)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	before := n.Stats()
+
+	err := s.Subscribe(ctx, b[1].Cid(), cid.Undef)
+	require.ErrorIs(t, err, ErrInvalidCid)
+	require.ErrorContains(t, err, "keys[1]")
+	for _, msg := range []ResponseMessage{
+		{Blocks: []blocks.Block{b[0], nil}},
+		{From: "p", Blocks: b, Haves: []cid.Cid{b[0].Cid(), cid.Undef}},
+		{From: "p", Blocks: b, DontHaves: []cid.Cid{cid.Undef}},
+	} {
+		err := n.Publish(ctx, msg)
+		require.Error(t, err)
+		require.True(t, errors.Is(err, ErrNilBlock) || errors.Is(err, ErrInvalidCid), "%v", err)
+	}
+	require.Equal(t, before, n.Stats())
+	none(t, s)
+	require.Empty(t, cancels.take())
+	for _, blk := range b {
+		has, err := bs.Has(ctx, blk.Cid())
+		require.NoError(t, err)
+		require.False(t, has, "a refused message stored a block")
+	}
+
+	_, err = n.NewSubscription(1)
+	require.ErrorIs(t, err, ErrDuplicateSession)
+	require.ErrorContains(t, err, "session 1")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+	require.Equal(t, b[:1], recv(t, s).Blocks, "the first subscription is unaffected")
+}
+
+func TestEmptyInputIsFine(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{}))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{}}))
+	s.Unsubscribe()
+	none(t, s)
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+func TestOptions_PanicOnInvalidValues(t *testing.T) {
+	for name, f := range map[string]func(){
+		"WithShards(0)":      func() { WithShards(0) },
+		"WithShards(3)":      func() { WithShards(3) },
+		"WithShards(131072)": func() { WithShards(1 << 17) },
+		"WithBufferSize(-1)": func() { WithBufferSize(-1) },
+		"WithMaxPending(-1)": func() { WithMaxPending(-1) },
+	} {
+		func() {
+			defer func() {
+				r := recover()
+				require.NotNil(t, r, "%s did not panic", name)
+				require.Contains(t, fmt.Sprint(r), "notifier: "+name)
+			}()
+			f()
+		}()
+	}
+}
+
+// G10: random operations from many goroutines are race-free, and leave
+// nothing behind.
+func TestStress_RandomOperations(t *testing.T) {
+	n, _ := newWithCancels(t, memStore(), WithShards(8), WithBufferSize(4))
+	b := mkBlocks("stress", 64)
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for g := range 6 {
+		wg.Go(func() { stressWorker(t, n, b, uint64(g), deadline) })
+	}
+	wg.Wait()
+	require.Equal(t, Stats{}, n.Stats())
+}
+
+// stressWorker runs random operations until deadline, reading its
+// subscription's messages as it goes, and removes its subscription.
+func stressWorker(t *testing.T, n *Notifier, b []blocks.Block, id uint64, deadline time.Time) {
+	rng := rand.New(rand.NewPCG(id, 1))
+	pick := func(k int) []blocks.Block { i := rng.IntN(len(b) - k); return b[i : i+k] }
+	s := mustSub(t, n, id)
+	for i := 0; time.Now().Before(deadline) || i < 100; i++ {
+		switch rng.IntN(6) {
+		case 0, 1:
+			require.NoError(t, s.Subscribe(ctx, keysOf(pick(4))...))
+		case 2:
+			s.Unsubscribe(keysOf(pick(4))...)
+		case 3:
+			from := ""
+			if rng.IntN(2) == 0 {
+				from = "peer"
+			}
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: from, Blocks: pick(2), Haves: keysOf(pick(3)), DontHaves: keysOf(pick(1))}))
+		case 4:
+			s.Remove()
+			s = mustSub(t, n, id)
+		case 5:
+			_ = n.Stats()
+		}
+		for drained := false; !drained; {
+			select {
+			case <-s.Messages():
+			default:
+				drained = true
+			}
+		}
+	}
+	s.Remove()
+}
