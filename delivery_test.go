@@ -166,6 +166,7 @@ func TestSubscriptionFunc_DeliversSynchronously(t *testing.T) {
 		{From: "p", Haves: keysOf(b)},
 		{From: "p", Blocks: []blocks.Block{b[0]}},
 	}, got)
+	require.Zero(t, cap(s.Messages()), "the done channel needs no buffer")
 	s.Remove()
 	_, open := <-s.Messages()
 	require.False(t, open)

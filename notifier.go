@@ -181,7 +181,7 @@ func New(bs Blockstore, opts ...Option) *Notifier {
 // reused once Remove has returned. It is safe for concurrent use, does not
 // block, and returns ErrClosed after Close.
 func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
-	return n.register(newSubscription(n, sesid))
+	return n.register(newSubscription(n, sesid, n.cfg.bufSize))
 }
 
 // NewSubscriptionFunc is NewSubscription for a subscriber that takes messages
@@ -196,11 +196,11 @@ func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
 // subscription never yields a message; it is closed when the subscription
 // ends, which makes it a done signal. WithMaxPending does not apply.
 func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*Subscription, error) {
-	s := newSubscription(n, sesid)
-	s.fn = f
 	if f == nil {
-		s.fn = func(ResponseMessage) {}
+		f = func(ResponseMessage) {}
 	}
+	s := newSubscription(n, sesid, 0) // out is only a done signal: no buffer
+	s.fn = f
 	return n.register(s)
 }
 

@@ -38,12 +38,12 @@ type Subscription struct {
 	err      error                       // why it ended; see Err
 }
 
-func newSubscription(n *Notifier, id uint64) *Subscription {
+func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
 	return &Subscription{
 		n:    n,
 		id:   id,
 		seq:  n.subSeq.Add(1),
-		out:  make(chan ResponseMessage, n.cfg.bufSize),
+		out:  make(chan ResponseMessage, bufSize),
 		quit: make(chan struct{}),
 		keys: make(map[cid.Cid]struct{}),
 	}
