@@ -1,0 +1,51 @@
+package bitswapcompat
+
+import (
+	"context"
+	"testing"
+
+	notifier "github.com/bitswapsync/notifier"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+)
+
+// BenchmarkPubSub_GetBlock is one request of one key as the client makes it:
+// Subscribe, RecordSessionInterest, SplitWantedUnwanted, Publish, read,
+// RemoveSessionWants.
+func BenchmarkPubSub_GetBlock(b *testing.B) {
+	for _, bufSize := range []int{notifier.DefaultBufferSize, 0} {
+		b.Run(map[int]string{0: "buffer=0", notifier.DefaultBufferSize: "buffer=default"}[bufSize], func(b *testing.B) {
+			ps, sim := New(nil, notifier.WithBufferSize(bufSize))
+			defer ps.Shutdown()
+			blks := newBlocks(b, 1024)
+			ctx := context.Background()
+			b.ReportAllocs()
+			i := 0
+			for b.Loop() {
+				blk := blks[i%len(blks)]
+				i++
+				k := []cid.Cid{blk.Cid()}
+				ch := ps.Subscribe(ctx, k...)
+				sim.RecordSessionInterest(1, k)
+				wanted, _ := sim.SplitWantedUnwanted([]blocks.Block{blk})
+				ps.Publish(peerA, wanted...)
+				<-ch
+				sim.RemoveSessionWants(1, k)
+			}
+		})
+	}
+}
+
+// BenchmarkPubSub_WaitingCall is the memory a waiting call holds.
+func BenchmarkPubSub_WaitingCall(b *testing.B) {
+	ps := NewPubSub(nil)
+	defer ps.Shutdown()
+	blks := newBlocks(b, b.N)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		ps.Subscribe(ctx, blks[i].Cid())
+	}
+}

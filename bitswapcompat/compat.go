@@ -1,0 +1,156 @@
+package bitswapcompat
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	notifier "github.com/bitswapsync/notifier"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// PubSubIDBase is the first of the subscription IDs that PubSub calls take
+// from their Notifier; the IDs from PubSubIDBase up are reserved for them.
+const PubSubIDBase uint64 = 1 << 63
+
+// BlockWrapper returns what a subscriber receives for block b: b itself, or b
+// annotated, e.g. with from (the zero ID for a local block) and the time since
+// the subscriber called Subscribe. It runs inside the operation that delivers
+// b, under the Notifier's locks: it must be fast, must not block, and must not
+// call the PubSub, the SessionInterestManager or their Notifier.
+type BlockWrapper func(b blocks.Block, from peer.ID, sinceSubscribe time.Duration) blocks.Block
+
+type config struct {
+	wrap   BlockWrapper
+	cancel func(keys []cid.Cid)
+	onErr  func(error)
+	nopts  []notifier.Option
+}
+
+// An Option configures a PubSub and, through NewWithOptions, the
+// SessionInterestManager that shares its Notifier.
+type Option func(*config)
+
+// WithBlockWrapper makes every subscriber receive f(block, from, delay)
+// instead of the block. Today's client uses this for tracing: it hands out
+// blocks annotated with their sender and the delay since Subscribe.
+func WithBlockWrapper(f BlockWrapper) Option {
+	return func(c *config) { c.wrap = f }
+}
+
+// WithCancelFunc sends the keys that no subscription of the Notifier wants any
+// more to f, from inside the operation that ended their last want, exactly as
+// notifier.WithCancelFunc does (read its contract: f must be fast, must not
+// block, must not call back). Then RemoveSession and RemoveSessionWants return
+// nil: their keys went to f. This is the step that makes a CANCEL unable to
+// overtake a newer WANT, and the one to take before moving sessions to the
+// native API (see MIGRATION.md). Use it instead of notifier.WithCancelFunc.
+func WithCancelFunc(f func(keys []cid.Cid)) Option {
+	return func(c *config) { c.cancel = f }
+}
+
+// WithErrorFunc sends f the errors that the boxo-shaped methods cannot return:
+// a failed blockstore check in Subscribe (the call's channel is then closed at
+// once), a failed PutMany in Publish (nothing is delivered), a failed
+// Subscribe in RecordSessionInterest (nothing is recorded). f runs on the
+// caller's goroutine, outside every lock. Without it such errors are dropped.
+func WithErrorFunc(f func(error)) Option {
+	return func(c *config) { c.onErr = f }
+}
+
+// WithNotifierOptions passes opts to the Notifier that the PubSub creates.
+func WithNotifierOptions(opts ...notifier.Option) Option {
+	return func(c *config) { c.nopts = append(c.nopts, opts...) }
+}
+
+// New returns a PubSub and a SessionInterestManager backed by one Notifier
+// that stores received blocks in bs and checks bs when a key is subscribed;
+// with bs == nil it only notifies. The PubSub owns the Notifier: its Shutdown
+// closes it. New panics on invalid options, as notifier.New does.
+func New(bs notifier.Blockstore, opts ...notifier.Option) (*PubSub, *SessionInterestManager) {
+	return NewWithOptions(bs, WithNotifierOptions(opts...))
+}
+
+// NewWithOptions is New with this package's options.
+func NewWithOptions(bs notifier.Blockstore, opts ...Option) (*PubSub, *SessionInterestManager) {
+	cfg := makeConfig(opts)
+	ps := newPubSub(bs, cfg, newInterestTable(cfg.cancel == nil))
+	sim := &SessionInterestManager{
+		table:       ps.table,
+		n:           ps.n,
+		ps:          ps,
+		onErr:       cfg.onErr,
+		cancelsSent: cfg.cancel != nil,
+		sessions:    make(map[uint64]*simSession),
+	}
+	return ps, sim
+}
+
+// NewPubSub returns a PubSub on a Notifier of its own, for a fork that builds
+// its pubsub apart from its SessionInterestManager. bs == nil means notify
+// only: nothing is stored, nothing is checked on Subscribe.
+func NewPubSub(bs notifier.Blockstore, opts ...Option) *PubSub {
+	return newPubSub(bs, makeConfig(opts), nil)
+}
+
+// NewSessionInterestManager returns a SessionInterestManager on its own: it
+// has no PubSub to share wants with, so it keeps only its table and behaves
+// as boxo's. It starts no goroutine and needs no shutdown.
+func NewSessionInterestManager() *SessionInterestManager {
+	return &SessionInterestManager{
+		table:    newInterestTable(true),
+		sessions: make(map[uint64]*simSession),
+	}
+}
+
+// NotifierOf returns the Notifier behind ps, which New also gives to its
+// SessionInterestManager. It is how a fork moves to the native API one
+// session at a time: a native session subscribes to this Notifier with an ID
+// below PubSubIDBase that the SessionInterestManager does not use. Publish
+// into it with PublishMessage. Do not close it: Shutdown does.
+func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
+
+// PublishMessage publishes a whole message (blocks, HAVEs and DONT_HAVEs)
+// into the Notifier behind ps, as Notifier.Publish does, and then removes the
+// subscriptions of the PubSub calls it completed. It is PubSub.Publish for a
+// fork that also has native sessions, which want the HAVEs and DONT_HAVEs;
+// msg.From is string(peer.ID), "" for a local block. Unlike Publish it
+// returns the Notifier's error (ErrClosed after Shutdown). It is safe for
+// concurrent use and never waits for a subscriber.
+func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
+	err := ps.n.Publish(ctx, msg)
+	ps.reap()
+	return err
+}
+
+func makeConfig(opts []Option) config {
+	var cfg config
+	for _, o := range opts {
+		o(&cfg)
+	}
+	return cfg
+}
+
+// report hands err to the error function, unless it only says that the
+// Notifier is closed or that the caller's context ended.
+func report(onErr func(error), err error) {
+	if err == nil || onErr == nil || errors.Is(err, notifier.ErrClosed) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return
+	}
+	onErr(err)
+}
+
+// usable returns blks without nil blocks and blocks with an undefined CID,
+// which the Notifier would refuse along with the whole message. It copies
+// blks only when it has something to drop.
+func usable(blks []blocks.Block) []blocks.Block {
+	bad := func(b blocks.Block) bool { return b == nil || !b.Cid().Defined() }
+	if !slices.ContainsFunc(blks, bad) {
+		return blks
+	}
+	return slices.DeleteFunc(slices.Clone(blks), bad)
+}

@@ -1,0 +1,290 @@
+package bitswapcompat
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	notifier "github.com/bitswapsync/notifier"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// PubSub hands received blocks to the requests that wait for them, with the
+// method set of boxo's notifications.PubSub. Each Subscribe call is a
+// subscription of the Notifier, so the blockstore check and the subscription
+// are one atomic step and a waiting call costs no goroutine. All methods are
+// safe for concurrent use.
+type PubSub struct {
+	n     *notifier.Notifier // owned: Shutdown closes it
+	table *interestTable     // shared with New's SessionInterestManager; nil from NewPubSub
+	wrap  BlockWrapper
+	onErr func(error)
+
+	ids      atomic.Uint64 // call IDs are PubSubIDBase | ids
+	nfinish  atomic.Int64  // len(finished), so that reap takes no lock when there is nothing to do
+	shutdown sync.Once
+
+	// mu guards the fields below. Delivery functions take it (after call.mu),
+	// so it is never held while calling the Notifier.
+	mu       sync.Mutex
+	calls    map[*call]struct{}       // live calls, whose channels Shutdown closes
+	finished []*notifier.Subscription // of calls completed inside a delivery, for reap to remove
+	closed   bool
+}
+
+func newPubSub(bs notifier.Blockstore, cfg config, table *interestTable) *PubSub {
+	nopts := cfg.nopts
+	if cfg.cancel != nil {
+		nopts = append(slices.Clip(nopts), notifier.WithCancelFunc(cfg.cancel))
+	}
+	return &PubSub{
+		n:     notifier.New(bs, nopts...),
+		table: table,
+		wrap:  cfg.wrap,
+		onErr: cfg.onErr,
+		calls: make(map[*call]struct{}),
+	}
+}
+
+// call is one Subscribe: a subscription of the Notifier that sends each
+// key's block into ch and closes ch once.
+type call struct {
+	ps    *PubSub
+	ch    chan blocks.Block // one slot per key; closed by whoever sets left to nil
+	keys  []cid.Cid         // distinct defined keys
+	start time.Time         // for the BlockWrapper
+	sub   *notifier.Subscription
+
+	// mu guards the fields below. The call's delivery function holds it while
+	// it runs, under the Notifier's locks.
+	mu   sync.Mutex
+	left map[cid.Cid]struct{} // keys whose block has not arrived; nil once the call ended
+	stop func() bool          // stops the context.AfterFunc that ends the call
+}
+
+// Subscribe returns a channel that yields the block of each of keys once, in
+// arrival order, and is then closed. It is closed early when ctx is done or at
+// Shutdown, and is already closed on return if keys holds no defined CID or
+// the PubSub was shut down. The channel's capacity is len(keys), so delivery
+// never waits for the reader.
+//
+// The subscription is live when Subscribe returns: every block of keys
+// published later reaches the channel, and so does a block that is already in
+// the blockstore (checked inside the subscription, so a block stored just
+// before the call is not missed). If that check fails, the channel is closed
+// at once and the error goes to WithErrorFunc. Subscribe is safe for
+// concurrent use; it blocks only for the blockstore and for operations on the
+// same keys. The PubSub closes the channel; the caller must not.
+func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
+	ch := make(chan blocks.Block, len(keys))
+	c := &call{ps: ps, ch: ch, left: make(map[cid.Cid]struct{}, len(keys))}
+	for _, k := range keys {
+		if _, dup := c.left[k]; k.Defined() && !dup {
+			c.left[k] = struct{}{}
+			c.keys = append(c.keys, k)
+		}
+	}
+	if len(c.keys) == 0 {
+		close(ch)
+		return ch
+	}
+	if ps.wrap != nil {
+		c.start = time.Now()
+	}
+	if !ps.register(c) {
+		return ch
+	}
+	if err := c.sub.Subscribe(ctx, c.keys...); err != nil {
+		report(ps.onErr, err)
+		c.end()
+		return ch
+	}
+	c.watch(ctx)
+	ps.reap()
+	return ch
+}
+
+// register makes c a subscription of the Notifier and a live call. If the
+// PubSub is shut down it ends c and returns false.
+func (ps *PubSub) register(c *call) bool {
+	if ps.table != nil {
+		// Before the subscription exists, so that every end of c (which
+		// undoes this) comes after it.
+		for _, k := range c.keys {
+			ps.table.addCall(k)
+		}
+	}
+	sub, err := ps.n.NewSubscriptionFunc(PubSubIDBase|ps.ids.Add(1), c.deliver)
+	if err != nil {
+		report(ps.onErr, err)
+		c.end()
+		return false
+	}
+	c.sub = sub
+	ps.mu.Lock()
+	closed := ps.closed
+	if !closed {
+		ps.calls[c] = struct{}{}
+	}
+	ps.mu.Unlock()
+	if closed {
+		c.end()
+	}
+	return !closed
+}
+
+// watch arranges for c to end when ctx is done. With a context of the
+// standard library, AfterFunc starts no goroutine until then.
+func (c *call) watch(ctx context.Context) {
+	stop := context.AfterFunc(ctx, c.end)
+	c.mu.Lock()
+	ended := c.left == nil
+	if !ended {
+		c.stop = stop
+	}
+	c.mu.Unlock()
+	if ended {
+		stop()
+	}
+}
+
+// deliver is c's delivery function: the Notifier runs it, under its locks,
+// with each message that c wants. It must not call the Notifier: a call that
+// it completes is queued for reap.
+func (c *call) deliver(m notifier.ResponseMessage) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.left == nil {
+		return
+	}
+	for _, b := range m.Blocks {
+		k := b.Cid()
+		if _, ok := c.left[k]; !ok {
+			continue
+		}
+		delete(c.left, k)
+		if c.ps.table != nil {
+			c.ps.table.endCall(k)
+		}
+		// Never blocks: ch has a slot per key and gets each key once.
+		c.ch <- c.ps.wrapBlock(b, m.From, c.start)
+	}
+	if len(c.left) > 0 {
+		return
+	}
+	c.left = nil
+	close(c.ch)
+	if c.stop != nil {
+		c.stop() // does not wait: it only unregisters from ctx
+	}
+	c.ps.finish(c)
+}
+
+func (ps *PubSub) wrapBlock(b blocks.Block, from string, start time.Time) blocks.Block {
+	if ps.wrap == nil {
+		return b
+	}
+	return ps.wrap(b, peer.ID(from), time.Since(start))
+}
+
+// end ends c early, unless it has already ended: it removes c from the table
+// and the Notifier and then closes ch, so that a reader who sees ch closed
+// finds nothing of c left. It runs on the caller's goroutine, never in a
+// delivery. Once left is nil no delivery sends on ch, so closing it after
+// releasing mu is safe.
+func (c *call) end() {
+	c.mu.Lock()
+	left, stop := c.left, c.stop
+	c.left = nil
+	c.mu.Unlock()
+	if left == nil {
+		return
+	}
+	defer close(c.ch)
+	if stop != nil {
+		stop()
+	}
+	if c.ps.table != nil {
+		for k := range left {
+			c.ps.table.endCall(k)
+		}
+	}
+	c.ps.mu.Lock()
+	delete(c.ps.calls, c)
+	c.ps.mu.Unlock()
+	if c.sub != nil {
+		c.sub.Remove()
+	}
+}
+
+// finish queues the subscription of c, which a delivery has completed, for
+// reap. The caller holds c.mu.
+func (ps *PubSub) finish(c *call) {
+	ps.mu.Lock()
+	delete(ps.calls, c)
+	ps.finished = append(ps.finished, c.sub)
+	ps.nfinish.Store(int64(len(ps.finished)))
+	ps.mu.Unlock()
+}
+
+// reap removes the subscriptions of completed calls. Every method that can
+// run a delivery calls it before returning, so a completed call leaves
+// nothing in the Notifier once that method has returned.
+func (ps *PubSub) reap() {
+	if ps.nfinish.Load() == 0 {
+		return
+	}
+	ps.mu.Lock()
+	subs := ps.finished
+	ps.finished = nil
+	ps.nfinish.Store(0)
+	ps.mu.Unlock()
+	for _, s := range subs {
+		s.Remove()
+	}
+}
+
+// Publish delivers blks, received from peer from (the zero ID for blocks
+// added locally), to every call waiting for them, and with a blockstore
+// stores them first: all local blocks, and the remote blocks that some call
+// or session wants; unwanted remote blocks are dropped. Nil blocks and blocks
+// with an undefined CID are skipped. Publish is safe for concurrent use and
+// never waits for a subscriber; it blocks only for the blockstore and for
+// operations on the same keys. A failed store delivers nothing and goes to
+// WithErrorFunc. After Shutdown it does nothing.
+func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
+	blks = usable(blks)
+	if len(blks) == 0 {
+		return
+	}
+	msg := notifier.ResponseMessage{From: string(from), Blocks: blks}
+	report(ps.onErr, ps.n.Publish(context.Background(), msg))
+	ps.reap()
+}
+
+// Shutdown closes the channel of every call still waiting and then closes the
+// Notifier, which ends the SessionInterestManager's subscriptions too when
+// the two were built by New. Later Subscribe calls return a closed channel
+// and Publish does nothing. Shutdown is idempotent and safe for concurrent
+// use; every call returns once the PubSub is shut down. It blocks only for
+// operations in progress.
+func (ps *PubSub) Shutdown() {
+	ps.shutdown.Do(func() {
+		ps.mu.Lock()
+		ps.closed = true
+		calls := make([]*call, 0, len(ps.calls))
+		for c := range ps.calls {
+			calls = append(calls, c)
+		}
+		ps.mu.Unlock()
+		for _, c := range calls {
+			c.end()
+		}
+		ps.reap()
+		_ = ps.n.Close() // never fails
+	})
+}

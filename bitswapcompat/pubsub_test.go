@@ -1,0 +1,310 @@
+package bitswapcompat
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+const peerA, peerB = peer.ID("peer-a"), peer.ID("peer-b")
+
+// Both constructors must give a PubSub that works on its own: NewPubSub, and
+// New with no session interest recorded.
+func eachPubSub(t *testing.T, bs func() *faultyStore, f func(t *testing.T, ps *PubSub)) {
+	t.Run("NewPubSub", func(t *testing.T) {
+		var store *faultyStore
+		if bs != nil {
+			store = bs()
+		}
+		ps := newTestPubSub(store)
+		defer ps.Shutdown()
+		f(t, ps)
+	})
+	t.Run("New", func(t *testing.T) {
+		var ps *PubSub
+		if bs != nil {
+			ps, _ = New(bs())
+		} else {
+			ps, _ = New(nil)
+		}
+		defer ps.Shutdown()
+		f(t, ps)
+	})
+}
+
+func newTestPubSub(store *faultyStore) *PubSub {
+	if store == nil {
+		return NewPubSub(nil)
+	}
+	return NewPubSub(store)
+}
+
+func memStore() *faultyStore { return &faultyStore{Blockstore: newStore()} }
+
+func TestPubSub_SubscribeWithoutKeysIsClosed(t *testing.T) {
+	eachPubSub(t, nil, func(t *testing.T, ps *PubSub) {
+		requireReceived(t, ps.Subscribe(t.Context()), true)
+		requireReceived(t, ps.Subscribe(t.Context(), cid.Undef, cid.Undef), true)
+		requireIdle(t, ps, nil)
+	})
+}
+
+func TestPubSub_ChannelIsBufferedToKeys(t *testing.T) {
+	eachPubSub(t, nil, func(t *testing.T, ps *PubSub) {
+		blks := newBlocks(t, 3)
+		keys := append(cidsOf(blks...), blks[0].Cid()) // a duplicate counts too
+		ch := ps.Subscribe(t.Context(), keys...)
+		require.Equal(t, len(keys), cap(ch))
+		ps.Publish(peerA, blks...) // nobody reads: it must not block
+		requireReceived(t, ch, true, blks...)
+	})
+}
+
+func TestPubSub_DeliversEachKeyOnceThenCloses(t *testing.T) {
+	eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+		blks := newBlocks(t, 2)
+		ch := ps.Subscribe(t.Context(), blks[0].Cid(), blks[1].Cid(), blks[0].Cid())
+		ps.Publish(peerA, blks[0], blks[0])
+		ps.Publish(peerB, blks[0])
+		requireReceived(t, ch, false, blks[0])
+		ps.Publish(peerB, blks[1])
+		ps.Publish(peerA, blks[1])
+		requireReceived(t, ch, true, blks[1])
+		requireIdle(t, ps, nil)
+	})
+}
+
+// A subscription is live when Subscribe returns, with or without a
+// blockstore, and with no session interest recorded.
+func TestPubSub_LiveWhenSubscribeReturns(t *testing.T) {
+	eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+		blk := newBlocks(t, 1)[0]
+		ch := ps.Subscribe(t.Context(), blk.Cid())
+		ps.Publish(peerA, blk)
+		requireReceived(t, ch, true, blk)
+	})
+}
+
+// The blockstore check happens inside the subscription: a block stored just
+// before Subscribe (here by a local Publish with nobody waiting) is delivered.
+func TestPubSub_BlockStoredBeforeSubscribeIsDelivered(t *testing.T) {
+	eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+		blks := newBlocks(t, 2)
+		ps.Publish("", blks[0])
+		ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+		requireReceived(t, ch, false, blks[0])
+		ps.Publish(peerA, blks[1])
+		requireReceived(t, ch, true, blks[1])
+		requireIdle(t, ps, nil)
+	})
+}
+
+// A local Publish racing a Subscribe of the same key always ends in delivery:
+// either the Publish stores it before the check, or it delivers it after.
+func TestPubSub_LocalPublishRacingSubscribeIsNeverLost(t *testing.T) {
+	ps := NewPubSub(newStore())
+	defer ps.Shutdown()
+	for _, blk := range newBlocks(t, 200) {
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			<-start
+			ps.Publish("", blk)
+		})
+		close(start)
+		ch := ps.Subscribe(t.Context(), blk.Cid())
+		wg.Wait()
+		requireReceived(t, ch, true, blk)
+	}
+	requireIdle(t, ps, nil)
+}
+
+func TestPubSub_StoresLocalAndWantedBlocksOnly(t *testing.T) {
+	store := newStore()
+	ps := NewPubSub(store)
+	defer ps.Shutdown()
+	blks := newBlocks(t, 3)
+	ch := ps.Subscribe(t.Context(), blks[0].Cid())
+	ps.Publish(peerA, blks[0], blks[1]) // blks[1]: remote, unwanted
+	ps.Publish("", blks[2])             // local: stored though unwanted
+	requireReceived(t, ch, true, blks[0])
+	for i, want := range []bool{true, false, true} {
+		has, err := store.Has(t.Context(), blks[i].Cid())
+		require.NoError(t, err)
+		require.Equal(t, want, has, "block %d stored", i)
+	}
+}
+
+// A subscriber never sees a block that the blockstore does not have yet.
+func TestPubSub_StoresBeforeNotifying(t *testing.T) {
+	store := newStore()
+	var hadIt []bool
+	ps := NewPubSub(store, WithBlockWrapper(func(b blocks.Block, _ peer.ID, _ time.Duration) blocks.Block {
+		has, _ := store.Has(context.Background(), b.Cid())
+		hadIt = append(hadIt, has) // one publisher: no lock needed
+		return b
+	}))
+	defer ps.Shutdown()
+	blks := newBlocks(t, 2)
+	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+	ps.Publish(peerA, blks...)
+	requireReceived(t, ch, true, blks...)
+	require.Equal(t, []bool{true, true}, hadIt)
+}
+
+func TestPubSub_WrapperSeesSenderAndDelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		type seen struct {
+			from  peer.ID
+			delay time.Duration
+		}
+		var got []seen
+		ps := NewPubSub(nil, WithBlockWrapper(func(b blocks.Block, from peer.ID, d time.Duration) blocks.Block {
+			got = append(got, seen{from, d})
+			return b
+		}))
+		defer ps.Shutdown()
+		blks := newBlocks(t, 2)
+		ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+		time.Sleep(3 * time.Second) // the bubble's fake clock: sets the delay, lets nothing happen
+		ps.Publish(peerA, blks[0])
+		time.Sleep(2 * time.Second)
+		var zero peer.ID
+		ps.Publish(zero, blks[1])
+		requireReceived(t, ch, true, blks...)
+		require.Equal(t, []seen{{peerA, 3 * time.Second}, {"", 5 * time.Second}}, got)
+	})
+}
+
+func TestPubSub_PublishSkipsBadBlocks(t *testing.T) {
+	eachPubSub(t, nil, func(t *testing.T, ps *PubSub) {
+		blk := newBlocks(t, 1)[0]
+		undef, err := blocks.NewBlockWithCid([]byte("x"), cid.Undef)
+		require.NoError(t, err)
+		ch := ps.Subscribe(t.Context(), blk.Cid())
+		ps.Publish(peerA)
+		ps.Publish(peerA, nil, undef, blk)
+		requireReceived(t, ch, true, blk)
+	})
+}
+
+func TestPubSub_ContextDoneClosesChannel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps, sim := New(memStore())
+		defer ps.Shutdown()
+		blks := newBlocks(t, 2)
+		ctx, cancel := context.WithCancel(t.Context())
+		ch := ps.Subscribe(ctx, cidsOf(blks...)...)
+		ps.Publish(peerA, blks[0])
+		cancel()
+		synctest.Wait()
+		requireReceived(t, ch, true, blks[0])
+		requireIdle(t, ps, sim)
+		ps.Publish(peerA, blks[1]) // nobody wants it any more: dropped
+		requireIdle(t, ps, sim)
+	})
+}
+
+func TestPubSub_ContextAlreadyDone(t *testing.T) {
+	eachPubSub(t, nil, func(t *testing.T, ps *PubSub) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		requireReceived(t, ps.Subscribe(ctx, newBlocks(t, 1)[0].Cid()), true)
+		requireIdle(t, ps, nil)
+	})
+}
+
+// A waiting call costs no goroutine, and none is left once calls complete or
+// are cancelled.
+func TestPubSub_NoGoroutinePerCall(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	ps, sim := New(nil)
+	defer ps.Shutdown()
+	blks := newBlocks(t, 1000)
+	ctx, cancel := context.WithCancel(t.Context())
+	chans := make([]<-chan blocks.Block, len(blks))
+	for i, b := range blks {
+		chans[i] = ps.Subscribe(ctx, b.Cid())
+	}
+	goleak.VerifyNone(t) // 1000 calls waiting, no goroutine
+	ps.Publish(peerA, blks[:500]...)
+	for i := range 500 {
+		requireReceived(t, chans[i], true, blks[i])
+	}
+	cancel()
+	for _, ch := range chans[500:] {
+		for range ch { // closed by the AfterFunc of each call
+		}
+	}
+	goleak.VerifyNone(t)
+	requireIdle(t, ps, sim)
+}
+
+func TestPubSub_ShutdownClosesLiveChannels(t *testing.T) {
+	eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+		blks := newBlocks(t, 3)
+		partial := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+		waiting := ps.Subscribe(context.Background(), blks[2].Cid())
+		ps.Publish(peerA, blks[0])
+		ps.Shutdown()
+		requireReceived(t, partial, true, blks[0])
+		requireReceived(t, waiting, true)
+
+		requireReceived(t, ps.Subscribe(t.Context(), blks[0].Cid()), true)
+		ps.Publish("", blks[2]) // does nothing
+		ps.Shutdown()           // twice is fine
+		require.Zero(t, NotifierOf(ps).Stats())
+	})
+}
+
+func TestPubSub_ConcurrentShutdown(t *testing.T) {
+	ps := NewPubSub(nil)
+	blks := newBlocks(t, 50)
+	chans := make([]<-chan blocks.Block, len(blks))
+	for i, b := range blks {
+		chans[i] = ps.Subscribe(context.Background(), b.Cid())
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(ps.Shutdown)
+	}
+	wg.Go(func() { ps.Publish(peerA, blks...) })
+	wg.Wait()
+	for _, ch := range chans {
+		_, closed := drainNow(ch)
+		require.True(t, closed)
+	}
+}
+
+func TestPubSub_BlockstoreErrors(t *testing.T) {
+	store := memStore()
+	var errs []error
+	ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+	defer ps.Shutdown()
+	blks := newBlocks(t, 2)
+
+	store.failGet.Store(true)
+	requireReceived(t, ps.Subscribe(t.Context(), blks[0].Cid()), true)
+	require.Len(t, errs, 1)
+	require.ErrorIs(t, errs[0], errFault)
+	store.failGet.Store(false)
+
+	ch := ps.Subscribe(t.Context(), blks[1].Cid())
+	store.failPut.Store(true)
+	ps.Publish(peerA, blks[1]) // not stored, so not delivered
+	require.Len(t, errs, 2)
+	require.ErrorIs(t, errs[1], errFault)
+	requireReceived(t, ch, false)
+	store.failPut.Store(false)
+	ps.Publish(peerA, blks[1]) // the want survived the failure
+	requireReceived(t, ch, true, blks[1])
+	requireIdle(t, ps, nil)
+}

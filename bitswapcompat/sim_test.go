@@ -1,0 +1,284 @@
+package bitswapcompat
+
+import (
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// eachSIM runs f on a SessionInterestManager built alone and on one built by
+// New; the queries must answer alike where no block is delivered.
+func eachSIM(t *testing.T, f func(t *testing.T, sim *SessionInterestManager)) {
+	t.Run("alone", func(t *testing.T) { f(t, NewSessionInterestManager()) })
+	t.Run("New", func(t *testing.T) {
+		ps, sim := New(newStore())
+		defer ps.Shutdown()
+		f(t, sim)
+	})
+}
+
+func TestSIM_EmptyAnswersOneSlicePerInput(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		ks := cidsOf(newBlocks(t, 2)...)
+		res := sim.FilterSessionInterested(1, ks, nil, ks[:1])
+		require.Len(t, res, 3)
+		for _, r := range res {
+			require.Empty(t, r)
+		}
+		require.Empty(t, sim.InterestedSessions(ks))
+		require.Empty(t, sim.RemoveSession(1))
+		require.Empty(t, sim.RemoveSessionWants(1, ks))
+		require.Equal(t, [][]cid.Cid{{}, nil}, sim.FilterInterests(slicesCopy(ks)[:0], nil))
+	})
+}
+
+func slicesCopy(ks []cid.Cid) []cid.Cid { return append([]cid.Cid(nil), ks...) }
+
+// FilterSessionInterested must really filter, per session, keeping order.
+func TestSIM_FilterSessionInterestedFilters(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 5)...)
+		sim.RecordSessionInterest(1, []cid.Cid{k[0], k[1], k[2]})
+		sim.RecordSessionInterest(2, []cid.Cid{k[2], k[3]})
+		res := sim.FilterSessionInterested(1, []cid.Cid{k[4], k[2], k[0]}, []cid.Cid{k[3]}, k)
+		require.Equal(t, [][]cid.Cid{{k[2], k[0]}, nil, {k[0], k[1], k[2]}}, res)
+		res = sim.FilterSessionInterested(2, k)
+		require.Equal(t, [][]cid.Cid{{k[2], k[3]}}, res)
+	})
+}
+
+// FilterInterests must really filter, in place, one slice per input, in order.
+func TestSIM_FilterInterestsFiltersInPlace(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 6)...)
+		sim.RecordSessionInterest(1, []cid.Cid{k[1], k[4]})
+		sim.RecordSessionInterest(2, []cid.Cid{k[4], k[5]})
+		blks := []cid.Cid{k[0], k[1], k[2]}
+		haves := []cid.Cid{k[5], k[3], k[4]}
+		dontHaves := []cid.Cid{k[3]}
+		res := sim.FilterInterests(blks, haves, dontHaves)
+		require.Equal(t, [][]cid.Cid{{k[1]}, {k[5], k[4]}, {}}, res)
+		require.Equal(t, k[1], blks[0], "filtered in place")
+		require.Equal(t, []cid.Cid{k[5], k[4], cid.Undef}, haves, "in place, tail zeroed")
+		require.Same(t, &blks[0], &res[0][0])
+	})
+}
+
+func TestSIM_InterestedSessionsEachOnce(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 3)...)
+		sim.RecordSessionInterest(1, k[:2])
+		sim.RecordSessionInterest(2, k[1:])
+		sim.RecordSessionInterest(3, k[2:])
+		require.ElementsMatch(t, []uint64{1, 2}, sim.InterestedSessions(k[:1], k[1:2], k[:2]))
+		require.ElementsMatch(t, []uint64{1, 2, 3}, sim.InterestedSessions(nil, k, k))
+		require.Empty(t, sim.InterestedSessions(nil))
+	})
+}
+
+func TestSIM_RemoveSessionReturnsKeysNobodyWants(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 3)...)
+		sim.RecordSessionInterest(1, k[:2])
+		sim.RecordSessionInterest(2, k[1:])
+		require.ElementsMatch(t, k[:1], sim.RemoveSession(1))
+		require.Equal(t, [][]cid.Cid{nil}, sim.FilterSessionInterested(1, k))
+		require.Equal(t, [][]cid.Cid{k[1:]}, sim.FilterSessionInterested(2, k))
+		require.Empty(t, sim.RemoveSession(1), "twice")
+		require.ElementsMatch(t, k[1:], sim.RemoveSession(2))
+		requireTableEmpty(t, sim)
+	})
+}
+
+func TestSIM_RemoveSessionWantsReturnsKeysNobodyWants(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 3)...)
+		sim.RecordSessionInterest(1, k[:2])
+		sim.RecordSessionInterest(2, k[1:])
+		require.Equal(t, k[:1], sim.RemoveSessionWants(1, k[:1]))
+		require.Equal(t, [][]cid.Cid{k[1:2]}, sim.FilterSessionInterested(1, k))
+		require.Empty(t, sim.RemoveSessionWants(1, k), "session 2 still wants k[1]")
+		require.Equal(t, [][]cid.Cid{nil}, sim.FilterSessionInterested(1, k))
+		require.ElementsMatch(t, k[1:], sim.RemoveSessionWants(2, append(k, k...)))
+		requireTableEmpty(t, sim)
+	})
+}
+
+func TestSIM_SplitWantedUnwanted(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		b := newBlocks(t, 3)
+		k := cidsOf(b...)
+		wanted, unwanted := sim.SplitWantedUnwanted(b)
+		require.Empty(t, wanted)
+		require.Equal(t, b, unwanted)
+
+		sim.RecordSessionInterest(1, k[:2])
+		wanted, unwanted = sim.SplitWantedUnwanted(b)
+		require.Equal(t, b[:2], wanted)
+		require.Equal(t, b[2:], unwanted)
+
+		sim.RecordSessionInterest(2, k[1:])
+		sim.RemoveSessionWants(1, k[:1])
+		wanted, unwanted = sim.SplitWantedUnwanted([]blocks.Block{b[2], b[0], nil, b[1]})
+		require.Equal(t, []blocks.Block{b[2], b[1]}, wanted, "order kept")
+		require.Equal(t, []blocks.Block{b[0], nil}, unwanted)
+	})
+}
+
+func TestSIM_ReservedSessionIDPanics(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 1)...)
+		require.PanicsWithValue(t,
+			"bitswapcompat: session ID 9223372036854775808 is in the range reserved for PubSub calls",
+			func() { sim.RecordSessionInterest(PubSubIDBase, k) })
+		require.Panics(t, func() { sim.RecordSessionInterest(^uint64(0), k) })
+		sim.RecordSessionInterest(PubSubIDBase-1, k)
+		require.Equal(t, k, sim.RemoveSession(PubSubIDBase-1))
+	})
+}
+
+// A session of the SessionInterestManager and a native subscription with the
+// same ID would be one subscription: a programming error.
+func TestSIM_SessionIDOfNativeSubscriptionPanics(t *testing.T) {
+	ps, sim := New(nil)
+	defer ps.Shutdown()
+	native, err := NotifierOf(ps).NewSubscription(7)
+	require.NoError(t, err)
+	defer native.Remove()
+	require.PanicsWithValue(t,
+		"bitswapcompat: session 7 is subscribed to the Notifier outside the SessionInterestManager",
+		func() { sim.RecordSessionInterest(7, cidsOf(newBlocks(t, 1)...)) })
+	requireTableEmpty(t, sim) // rolled back before the panic
+	require.Empty(t, sim.RemoveSession(7))
+}
+
+func TestSIM_SessionIDReusableAfterRemoveSession(t *testing.T) {
+	ps, sim := New(nil)
+	defer ps.Shutdown()
+	k := cidsOf(newBlocks(t, 2)...)
+	sim.RecordSessionInterest(1, k[:1])
+	require.Equal(t, k[:1], sim.RemoveSession(1))
+	sim.RecordSessionInterest(1, k[1:])
+	require.Equal(t, [][]cid.Cid{k[1:]}, sim.FilterSessionInterested(1, k))
+	require.Equal(t, 1, NotifierOf(ps).Stats().Subscriptions)
+	require.Equal(t, k[1:], sim.RemoveSession(1))
+	requireIdle(t, ps, sim)
+}
+
+// With New, a session's interest is a want of the Notifier: a remote block
+// that only a session wants is stored, and its delivery ends the want (the
+// block is no longer "wanted") while the session stays interested until it
+// calls RemoveSessionWants, as boxo's sessions expect.
+func TestSIM_DeliveryEndsWantKeepsInterest(t *testing.T) {
+	store := newStore()
+	ps, sim := New(store)
+	defer ps.Shutdown()
+	b := newBlocks(t, 2)
+	k := cidsOf(b...)
+	sim.RecordSessionInterest(1, k)
+	ps.Publish(peerA, b[0])
+	has, err := store.Has(t.Context(), k[0])
+	require.NoError(t, err)
+	require.True(t, has, "a session's want makes a remote block wanted")
+
+	wanted, _ := sim.SplitWantedUnwanted(b)
+	require.Equal(t, b[1:], wanted, "b[0] was delivered: a copy from another peer is unwanted")
+	require.Equal(t, [][]cid.Cid{k}, sim.FilterSessionInterested(1, k), "still interested")
+	require.Equal(t, []uint64{1}, sim.InterestedSessions(k[:1]))
+	require.Equal(t, 1, NotifierOf(ps).Stats().Wants)
+
+	require.Equal(t, k[:1], sim.RemoveSessionWants(1, k[:1]))
+	sim.RecordSessionInterest(1, k[:1]) // wanted again: the blockstore has it
+	wanted, _ = sim.SplitWantedUnwanted(b)
+	require.Equal(t, b[1:], wanted)
+	require.ElementsMatch(t, k, sim.RemoveSession(1))
+	requireIdle(t, ps, sim)
+}
+
+// With New, SplitWantedUnwanted counts the PubSub calls: a request whose
+// session has not recorded its interest yet still gets its block.
+func TestSIM_SplitCountsWaitingCalls(t *testing.T) {
+	ps, sim := New(nil)
+	defer ps.Shutdown()
+	b := newBlocks(t, 2)
+	ch := ps.Subscribe(t.Context(), b[0].Cid())
+	wanted, unwanted := sim.SplitWantedUnwanted(b)
+	require.Equal(t, b[:1], wanted)
+	require.Equal(t, b[1:], unwanted)
+	require.Empty(t, sim.InterestedSessions(cidsOf(b...)), "a call is not a session")
+	ps.Publish(peerA, wanted...)
+	requireReceived(t, ch, true, b[0])
+	requireIdle(t, ps, sim)
+}
+
+func TestSIM_AfterShutdown(t *testing.T) {
+	ps, sim := New(nil)
+	k := cidsOf(newBlocks(t, 2)...)
+	sim.RecordSessionInterest(1, k[:1])
+	ps.Shutdown()
+	sim.RecordSessionInterest(1, k[1:]) // records nothing
+	sim.RecordSessionInterest(2, k)     // nor this
+	require.Equal(t, [][]cid.Cid{k[:1]}, sim.FilterSessionInterested(1, k))
+	require.Empty(t, sim.InterestedSessions(k[1:]))
+	require.Equal(t, k[:1], sim.RemoveSession(1))
+	require.Empty(t, sim.RemoveSession(2))
+	requireIdle(t, ps, sim)
+}
+
+func TestSIM_RecordErrorRollsBack(t *testing.T) {
+	store := memStore()
+	var errs []error
+	ps, sim := NewWithOptions(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+	defer ps.Shutdown()
+	b := newBlocks(t, 3)
+	k := cidsOf(b...)
+	sim.RecordSessionInterest(1, []cid.Cid{k[0], k[1], cid.Undef})
+	ps.Publish(peerA, b[0]) // k[0]: received, still interested
+	store.failGet.Store(true)
+	sim.RecordSessionInterest(1, k) // wants k[0] again, and k[2]: fails
+	store.failGet.Store(false)
+	require.Len(t, errs, 1)
+	require.ErrorIs(t, errs[0], errFault)
+	require.Equal(t, [][]cid.Cid{k[:2]}, sim.FilterSessionInterested(1, k), "k[2] rolled back")
+	wanted, _ := sim.SplitWantedUnwanted(b)
+	require.Equal(t, b[1:2], wanted, "k[0] back to received")
+	require.Equal(t, 1, NotifierOf(ps).Stats().Wants)
+	require.ElementsMatch(t, k[:2], sim.RemoveSession(1))
+	requireIdle(t, ps, sim)
+}
+
+// With WithCancelFunc, CANCELs come from the Notifier, inside the operation
+// that ended the last want, and the Remove methods return nil.
+func TestSIM_WithCancelFunc(t *testing.T) {
+	var mu sync.Mutex
+	var cancelled []cid.Cid
+	ps, sim := NewWithOptions(nil, WithCancelFunc(func(keys []cid.Cid) {
+		mu.Lock()
+		cancelled = append(cancelled, keys...)
+		mu.Unlock()
+	}))
+	defer ps.Shutdown()
+	b := newBlocks(t, 3)
+	k := cidsOf(b...)
+	sim.RecordSessionInterest(1, k)
+	sim.RecordSessionInterest(2, k[2:])
+	require.Nil(t, sim.RemoveSessionWants(1, k[:1]))
+	require.Equal(t, k[:1], cancelled)
+	ps.Publish(peerA, b[1]) // delivery ends the last want of k[1]
+	require.Equal(t, k[:2], cancelled)
+	require.Nil(t, sim.RemoveSession(1))
+	require.Equal(t, k[:2], cancelled, "session 2 still wants k[2]")
+	require.Nil(t, sim.RemoveSession(2))
+	require.Equal(t, k, cancelled)
+	requireIdle(t, ps, sim)
+}
+
+func requireTableEmpty(t testing.TB, sim *SessionInterestManager) {
+	t.Helper()
+	keys, due := sim.table.size()
+	require.Zero(t, keys, "table keys")
+	require.Zero(t, due, "owed CANCELs")
+}
