@@ -1,0 +1,87 @@
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"time"
+
+	"github.com/bitswapsync/notifier/internal/swapsim"
+)
+
+// parse reads the flags into a Config, and returns the -impl value apart:
+// it may name two implementations.
+func parse(args []string, stderr io.Writer) (swapsim.Config, string, error) {
+	c := swapsim.DefaultConfig()
+	fs := flag.NewFlagSet("swapsim", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, usage)
+		fs.PrintDefaults()
+	}
+	impl := bind(fs, &c)
+	if err := fs.Parse(args); err != nil {
+		return c, "", err
+	}
+	if fs.NArg() > 0 {
+		return c, "", fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if c.Stall == 0 {
+		c.Stall = stallDefault(c.Store)
+	}
+	if c.ProgressEvery > 0 {
+		c.Progress = stderr
+		c.ProgressInPlace = isTerminal(stderr)
+	}
+	return c, *impl, nil
+}
+
+// bind defines the flags, which set c's fields; it returns -impl's value.
+func bind(fs *flag.FlagSet, c *swapsim.Config) *string {
+	impl := fs.String("impl", "both", "implementation: notifier, legacy, or both (side by side)")
+	fs.DurationVar(&c.Duration, "duration", c.Duration, "load time in all; with -impl both, each runs half of it")
+	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of every random choice of the load")
+	fs.IntVar(&c.Sessions, "sessions", c.Sessions, "concurrent sessions, each fetching one DAG at a time")
+	fs.IntVar(&c.Peers, "peers", c.Peers, "simulated peers (at most 64)")
+	fs.IntVar(&c.WantPeers, "want-peers", c.WantPeers, "peers each WANT goes to: want-block to a holder, want-have to the others")
+	fs.DurationVar(&c.MinLatency, "latency-min", c.MinLatency, "least time a peer takes to answer")
+	fs.DurationVar(&c.MaxLatency, "latency-max", c.MaxLatency, "most time a peer takes to answer")
+	fs.IntVar(&c.Depth, "depth", c.Depth, "levels of each DAG")
+	fs.IntVar(&c.Fanout, "fanout", c.Fanout, "most children of a DAG node (each has 1..fanout)")
+	fs.IntVar(&c.BlockSize, "block-size", c.BlockSize, "payload bytes per block, besides its links")
+	fs.Float64Var(&c.Share, "share", c.Share, "chance that a request fetches a DAG another request is fetching")
+	fs.Float64Var(&c.Refetch, "refetch", c.Refetch, "chance that a request fetches a DAG already local")
+	fs.Float64Var(&c.Cancel, "cancel", c.Cancel, "chance that a request is cancelled midway")
+	fs.Float64Var(&c.LocalAdd, "local", c.LocalAdd, "chance, per WANT, that a child of the key is added locally meanwhile")
+	fs.Float64Var(&c.LocalOnly, "local-only", c.LocalOnly, "share of blocks no peer has, that only a local add provides")
+	fs.Float64Var(&c.DupBlock, "dup", c.DupBlock, "chance that a second peer also sends a block")
+	fs.Float64Var(&c.Unsolicited, "unsolicited", c.Unsolicited, "chance that a peer's message carries a block nobody asked for")
+	fs.DurationVar(&c.LocalJitter, "local-jitter", c.LocalJitter, "local adds of a key's children land up to this long after its block is due, racing their Subscribe")
+	fs.DurationVar(&c.Stall, "stall", 0, "a request that receives nothing for this long has lost its blocks (default 2s in memory, 10s with flatfs)")
+	fs.StringVar(&c.Store, "store", c.Store, "blockstore: mem (in memory) or flatfs (go-ds-flatfs on disk, under -dir)")
+	fs.StringVar(&c.Dir, "dir", c.Dir, "with -store flatfs: a fresh directory is made and removed under this one (default $TMPDIR)")
+	fs.DurationVar(&c.ProgressEvery, "progress", c.ProgressEvery, "interval of the progress line on stderr; 0 = none")
+	return impl
+}
+
+// stallDefault leaves a store on disk more time: with flatfs a Put can take
+// milliseconds, and Publish and Subscribe hold their shards' locks across
+// PutMany and Get.
+func stallDefault(store string) time.Duration {
+	if store == "flatfs" {
+		return 10 * time.Second
+	}
+	return swapsim.DefaultConfig().Stall
+}
+
+// isTerminal reports whether w is a character device, where the progress
+// line is rewritten in place.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,228 @@
+package swapsim
+
+import (
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// script drives a checker through the events of one key, as the driver and
+// the client would record them.
+type script struct {
+	t   *testing.T
+	c   *checker
+	blk blocks.Block
+	k   []cid.Cid
+}
+
+func newScript(t *testing.T, syncEnds bool) *script {
+	blk := blocks.NewBlock([]byte("checker test block"))
+	return &script{t: t, c: newChecker(syncEnds), blk: blk, k: []cid.Cid{blk.Cid()}}
+}
+
+func (s *script) subStart(req uint64) (sent bool) {
+	out := []bool{false}
+	s.c.subStart(req, s.k, out)
+	return out[0]
+}
+
+func (s *script) subReturn(req uint64) {
+	s.c.subReturn(req, s.k, true, []uint32{0})
+}
+
+func (s *script) subscribe(req uint64) { s.subStart(req); s.subReturn(req) }
+
+// publish stores and publishes the block; during it, the client calls cancel
+// if withCancel.
+func (s *script) publish(local, withCancel bool) {
+	s.c.pubStart([]blocks.Block{s.blk}, local, 1)
+	s.c.storing([]blocks.Block{s.blk})
+	s.c.stored([]blocks.Block{s.blk})
+	if withCancel {
+		s.c.cancel(s.k)
+	}
+	s.c.pubEnd([]blocks.Block{s.blk})
+}
+
+func (s *script) end(req uint64) {
+	s.c.endStart(req, s.k)
+	s.c.endReturn(req, s.k)
+}
+
+// want asserts the counts of violations, zero for kinds not named.
+func (s *script) want(v map[Violation]int64) {
+	s.t.Helper()
+	got := s.c.total()
+	for kind := range numViolations {
+		require.Equal(s.t, v[kind], got[kind], "%v; examples: %q", kind, s.c.firstExamples())
+	}
+}
+
+func TestChecker_EpochEndedByBlock(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.subscribe(2)
+	s.publish(false, true)
+	_, stored := s.c.delivered(1, s.blk.Cid())
+	require.True(t, stored)
+	s.c.delivered(2, s.blk.Cid())
+	s.end(1)
+	s.end(2)
+	s.c.finish()
+	s.want(nil)
+}
+
+func TestChecker_EpochEndedByUnsubscribe(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // inside Unsubscribe
+	s.c.endReturn(1, s.k)
+	s.subscribe(2) // a new epoch
+	s.c.endStart(2, s.k)
+	s.c.cancel(s.k)
+	s.c.endReturn(2, s.k)
+	s.c.finish()
+	s.want(nil)
+}
+
+func TestChecker_SubscribeHitNeedsNoCancel(t *testing.T) {
+	s := newScript(t, true)
+	s.publish(true, false) // a local add nobody waited for
+	require.False(t, s.subStart(1), "no WANT for a stored block")
+	s.subReturn(1)
+	s.c.delivered(1, s.blk.Cid())
+	s.end(1)
+	s.c.finish()
+	s.want(nil)
+}
+
+// The block is stored between SUB-START and SUB-RETURN, and its epoch ends
+// before the WANT: that WANT awaits no CANCEL.
+func TestChecker_WantAfterItsEpochsCancel(t *testing.T) {
+	s := newScript(t, true)
+	require.True(t, s.subStart(1))
+	s.publish(false, true)
+	s.subReturn(1)
+	s.c.delivered(1, s.blk.Cid())
+	s.end(1)
+	s.c.finish()
+	s.want(nil)
+}
+
+// A Subscribe that started before a CANCEL but took effect after it opens
+// the next epoch: that epoch's CANCEL is not an extra one.
+func TestChecker_SubscribeStraddlingACancel(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.subStart(2)
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // request 1's Unsubscribe ends the epoch
+	s.c.endReturn(1, s.k)
+	s.subReturn(2) // took effect after the cancel: new epoch
+	s.c.endStart(2, s.k)
+	s.c.cancel(s.k)
+	s.c.endReturn(2, s.k)
+	s.want(nil)
+}
+
+func TestChecker_StaleCancel(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.c.cancel(s.k) // nothing ended request 1's want
+	s.want(map[Violation]int64{StaleCancel: 1})
+}
+
+func TestChecker_CancelDuringPublishIsNotStale(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.c.pubStart([]blocks.Block{s.blk}, false, 1)
+	s.c.cancel(s.k) // the publish may have ended the want
+	s.want(nil)
+}
+
+func TestChecker_ExtraCancel(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.publish(false, true)
+	s.c.cancel(s.k) // a second CANCEL for the same epoch
+	s.want(map[Violation]int64{ExtraCancel: 1})
+
+	s = newScript(t, true)
+	s.c.cancel(s.k) // nobody ever wanted the key
+	s.want(map[Violation]int64{ExtraCancel: 1})
+}
+
+func TestChecker_MissingCancel(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.end(1) // Unsubscribe ended the key's last want without a CANCEL
+	s.want(map[Violation]int64{MissingCancel: 1})
+}
+
+func TestChecker_MissingCancelWaitsForPublishes(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.c.pubStart([]blocks.Block{s.blk}, false, 1)
+	s.c.storing([]blocks.Block{s.blk})
+	s.c.stored([]blocks.Block{s.blk})
+	s.c.delivered(1, s.blk.Cid()) // read before the publish reports the cancel
+	s.end(1)
+	s.want(nil)
+	s.c.cancel(s.k)
+	s.c.pubEnd([]blocks.Block{s.blk})
+	s.want(nil)
+}
+
+// Without synchronous ends, a delivered want stays possibly live until its
+// session closes: a late CANCEL is not extra.
+func TestChecker_AsyncEndsWaitForClose(t *testing.T) {
+	s := newScript(t, false)
+	s.subscribe(1)
+	s.publish(false, false)
+	s.c.delivered(1, s.blk.Cid())
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // on the session's goroutine, before Close returns
+	s.c.endReturn(1, s.k)
+	s.want(nil)
+}
+
+func TestChecker_Unsolicited(t *testing.T) {
+	s := newScript(t, true)
+	s.publish(false, false) // remote, nobody wants it
+	s.want(map[Violation]int64{Unsolicited: 1})
+
+	s = newScript(t, true)
+	s.subscribe(1)
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k)
+	s.c.endReturn(1, s.k)
+	s.publish(false, false) // wanted once, not any more
+	s.want(map[Violation]int64{Unsolicited: 1})
+}
+
+func TestChecker_FinishFlagsWantsNeverCancelled(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1) // never ended: the run's teardown would have failed
+	s.c.finish()
+	s.want(map[Violation]int64{MissingCancel: 1})
+}
+
+func TestChecker_GenerationCountsCancels(t *testing.T) {
+	s := newScript(t, true)
+	require.Equal(t, uint32(0), s.c.gen(s.blk.Cid()))
+	s.subscribe(1)
+	s.publish(false, true)
+	require.Equal(t, uint32(1), s.c.gen(s.blk.Cid()))
+}
+
+func TestChecker_ExamplesAreBounded(t *testing.T) {
+	c := newChecker(true)
+	for range 3 * maxExamples {
+		c.violate(LostBlock, "x")
+	}
+	require.Len(t, c.firstExamples(), maxExamples)
+	require.Equal(t, int64(3*maxExamples), c.total()[LostBlock])
+}

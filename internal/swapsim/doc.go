@@ -1,0 +1,68 @@
+// Package swapsim simulates a bitswap client under load and checks, at the
+// end, the invariants of SPEC.md. It drives the notifier and today's two-layer
+// design (internal/legacy) through the same Impl interface, so that one
+// driver runs both. cmd/swapsim is its command line.
+//
+// # The load
+//
+// Config.Sessions workers each fetch one DAG after another, each fetch (a
+// request) in a new session that reuses the worker's session ID. A request
+// wants the DAG's root; when a block arrives it decodes the block's links
+// (block data encodes its children's CIDs, as a real DAG node does) and wants
+// the children in one Want, like a bitswap session walking a DAG. A request
+// fetches a fresh DAG, or by chance one that another request is fetching
+// (shared wants), or one fetched whole before (every block already local).
+//
+// After Want returns, the client sends WANTs for the keys its blockstore did
+// not hold when Want was called, as boxo does after its blockservice check:
+// want-block to one peer that has the block (and, by chance, to a second),
+// want-have to other peers. Config.Peers peers answer with the block, HAVE or
+// DONT_HAVE after a latency drawn from [MinLatency, MaxLatency]; a peer drops
+// an answer if a CANCEL of its key reached the wire after the WANT, as a peer
+// that honours CANCEL does. Peers also push, by chance, blocks nobody asked
+// for. Some blocks no peer has (LocalOnly): they arrive only by a local add.
+// Local adds (Publish with From "") are scheduled around the time a key's
+// children get subscribed, so they race those Subscribes. Some requests are
+// cancelled midway, by Cancel then Close or by Close alone.
+//
+// Simulated latency uses real timers: one scheduler goroutine with a min-heap
+// of due answers, one goroutine per peer that sends all of its due answers as
+// one message, one for local adds. The goroutines of the simulator are
+// therefore Sessions + Peers + 3, whatever the load.
+//
+// Every random choice of the load comes from Config.Seed (per worker, per
+// DAG, per peer); the interleaving of goroutines does not, so two runs with
+// one seed fetch the same kinds of DAGs, not the same sequence of events.
+//
+// # The checks
+//
+// At the end, with every session closed and the network stopped:
+//
+//   - every request that was not cancelled got every block exactly once: a
+//     request that receives nothing for Config.Stall is ended and each block
+//     it still waited for is a LostBlock; a second copy is a DuplicateBlock;
+//     a block, HAVE or DONT_HAVE for a key it never asked for is an
+//     UnexpectedKey; a block the blockstore does not hold yet is NotStored;
+//   - nothing was stored that nobody asked for (Unsolicited): the blockstore
+//     the client gets records every PutMany;
+//   - the index is empty (IndexNotEmpty): Impl.Interest, after every session
+//     is closed; and no goroutine is left once the client is closed;
+//   - every want that ended with its key's last produced one CANCEL
+//     (MissingCancel, ExtraCancel), and no CANCEL overtook a later WANT
+//     (StaleCancel): the cancel function the client gets is the checker's.
+//
+// checker.go defines these precisely, says why each is sound for a client
+// that keeps the contract, and why the simpler "WANTs and CANCELs alternate"
+// rule is not.
+//
+// # What is measured
+//
+// Rates are per second of the load phase (Config.Duration): the drain after
+// it, in which requests in flight finish or stall, is not counted, so that a
+// client whose requests stall is not charged the Stall wait twice. Latency runs from the later of the moment the block was
+// first handed to the client (Publish or ReceiveMessage) and the request's
+// Want for it, to the moment the session reads it. Goroutines and the live
+// heap are sampled every 100ms; the heap holds the client, and also the
+// in-memory blockstore and the checker's per-key state, which grow with the
+// blocks fetched.
+package swapsim

@@ -1,0 +1,157 @@
+package swapsim
+
+import (
+	"context"
+	"fmt"
+	"runtime"
+	"time"
+
+	notifier "github.com/bitswapsync/notifier"
+)
+
+// Report is what one run measured and found.
+type Report struct {
+	Impl, Store string
+	Elapsed     time.Duration // from the first request to the end of the last
+	Load        time.Duration // the load phase: Config.Duration, or less if cancelled
+
+	// Per second of the load phase (the drain after it, which waits for
+	// requests in flight, would penalize a client whose requests stall).
+	BlockRate, MessageRate, InfoRate float64
+
+	Requests, Completed, Cancelled, Stalled int64
+	Blocks, Haves, DontHaves                int64 // read by the sessions
+	Messages                                int64 // handed to the client, local adds included
+	Wants, Dropped, LocalAdds, Unsolicited  int64 // WANTs sent; answers dropped after a CANCEL
+
+	LatencyP50, LatencyP99, LatencyMax time.Duration
+
+	// Goroutines: before the run, the most seen, after Close; Sim is how
+	// many of them the simulator itself runs (sessions, network, sampler).
+	GoroutinesBefore, GoroutinesPeak, GoroutinesEnd, GoroutinesSim int
+	HeapPeak, HeapEnd                                              uint64 // live heap: client, blockstore and simulator
+
+	Violations [numViolations]int64 // indexed by Violation
+	Examples   []string             // the first few of each kind
+}
+
+// TotalViolations returns the number of violations of every kind.
+func (r *Report) TotalViolations() int64 {
+	var n int64
+	for _, v := range r.Violations {
+		n += v
+	}
+	return n
+}
+
+// Run runs the load of cfg against cfg.Impl and checks the invariants. A
+// violation is not an error: it is in the Report. Run returns an error only
+// if the run could not be set up (bad Config, blockstore). Cancelling ctx
+// ends the load early; requests in flight still finish.
+func Run(ctx context.Context, cfg Config) (Report, error) {
+	f := factories[cfg.Impl]
+	if f == nil {
+		return Report{}, fmt.Errorf("swapsim: unknown implementation %q: want notifier or legacy", cfg.Impl)
+	}
+	return run(ctx, cfg, f)
+}
+
+// Impls returns the implementations that an -impl value names.
+func Impls(name string) ([]string, error) {
+	switch name {
+	case "both":
+		return []string{"notifier", "legacy"}, nil
+	case "notifier", "legacy":
+		return []string{name}, nil
+	}
+	return nil, fmt.Errorf("swapsim: unknown implementation %q: want notifier, legacy or both", name)
+}
+
+func run(ctx context.Context, cfg Config, f Factory) (Report, error) {
+	if err := cfg.validate(); err != nil {
+		return Report{}, fmt.Errorf("swapsim: %w", err)
+	}
+	runtime.GC()
+	before := runtime.NumGoroutine()
+	inner, release, err := openStore(&cfg)
+	if err != nil {
+		return Report{}, err
+	}
+	s := newSim(&cfg, inner, f)
+	mon := newMonitor(s)
+	mon.begin()
+	s.net.start()
+	mark, elapsed := s.load(ctx)
+	s.net.close()
+	s.checkIdle()
+	mon.end()
+	rep := s.report(elapsed, mon)
+	rep.setRates(mark)
+	err = release() // before settle: flatfs runs a goroutine until closed
+	rep.GoroutinesBefore = before
+	rep.GoroutinesEnd = s.settle(before)
+	rep.Violations = s.chk.total()
+	rep.Examples = s.chk.firstExamples()
+	return rep, err
+}
+
+// checkIdle checks that the client holds nothing once every session is
+// closed, and closes it.
+func (s *sim) checkIdle() {
+	if in := s.impl.Interest(); in != (notifier.Stats{}) {
+		s.chk.violate(IndexNotEmpty, "%d keys, %d wants, %d sessions left", in.Keys, in.Wants, in.Subscriptions)
+	}
+	if err := s.impl.Close(); err != nil {
+		s.chk.violate(ImplError, "close: %v", err)
+	}
+	s.chk.finish()
+}
+
+// settle waits, for up to settleLimit, for the goroutine count to fall back
+// to before; it flags a leak if it does not and returns the count.
+func (s *sim) settle(before int) int {
+	deadline := time.Now().Add(settleLimit)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= before {
+			return n
+		}
+		if time.Now().After(deadline) {
+			s.chk.violate(GoroutineLeak, "%d goroutines left after Close (%d before the run)", n, before)
+			return n
+		}
+		time.Sleep(10 * time.Millisecond) // polling the runtime: there is nothing to wait on
+	}
+}
+
+const settleLimit = 2 * time.Second
+
+func (r *Report) setRates(m loadMark) {
+	r.Load = m.elapsed
+	if sec := m.elapsed.Seconds(); sec > 0 {
+		r.BlockRate = float64(m.blocks) / sec
+		r.MessageRate = float64(m.messages) / sec
+		r.InfoRate = float64(m.haves+m.dontHaves) / sec
+	}
+}
+
+func heapAfterGC() uint64 {
+	runtime.GC()
+	return heapBytes()
+}
+
+func (s *sim) report(elapsed time.Duration, mon *monitor) Report {
+	c := &s.ctr
+	return Report{
+		Impl: s.cfg.Impl, Store: s.cfg.Store, Elapsed: elapsed,
+		Requests: c.requests.Load(), Completed: c.completed.Load(),
+		Cancelled: c.cancelled.Load(), Stalled: c.stalled.Load(),
+		Blocks: c.blocks.Load(), Haves: c.haves.Load(), DontHaves: c.dontHaves.Load(),
+		Messages: c.messages.Load(), Wants: c.wants.Load(), Dropped: c.dropped.Load(),
+		LocalAdds: c.localAdds.Load(), Unsolicited: c.junk.Load(),
+		LatencyP50: s.lat.quantile(0.50), LatencyP99: s.lat.quantile(0.99),
+		LatencyMax:     time.Duration(s.lat.max.Load()),
+		GoroutinesPeak: mon.peakG, GoroutinesSim: s.cfg.Sessions + s.net.goroutines() + 1,
+		HeapPeak: mon.peakHeap, HeapEnd: heapAfterGC(),
+	}
+}

@@ -1,0 +1,53 @@
+package swapsim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	datastore "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+)
+
+// openStore returns the blockstore of a run and a function that releases it:
+// the in-memory store, or a flatfs store in a fresh directory under
+// cfg.Dir that the release function removes.
+func openStore(cfg *Config) (notifier.Blockstore, func() error, error) {
+	if cfg.Store == "mem" {
+		bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+		return bs, func() error { return nil }, nil
+	}
+	dir, err := os.MkdirTemp(cfg.Dir, "swapsim-"+cfg.Impl+"-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("swapsim: flatfs directory: %w", err)
+	}
+	ds, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
+	if err != nil {
+		return nil, nil, errors.Join(fmt.Errorf("swapsim: flatfs: %w", err), os.RemoveAll(dir))
+	}
+	release := func() error { return errors.Join(ds.Close(), os.RemoveAll(dir)) }
+	// flatfs keys are one path component, as IPFS mounts it.
+	return blockstore.NewBlockstoreNoPrefix(ds), release, nil
+}
+
+// recordingStore tells the checker about every PutMany of the client.
+type recordingStore struct {
+	notifier.Blockstore
+	chk *checker
+}
+
+// PutMany records STORE around the inner PutMany: storing before it (the
+// client has decided to store), stored once it returned.
+func (r recordingStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	r.chk.storing(blks)
+	if err := r.Blockstore.PutMany(ctx, blks); err != nil {
+		return err
+	}
+	r.chk.stored(blks)
+	return nil
+}
