@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -93,35 +94,59 @@ func TestSubscriptions_SeeConcurrentPublishesInOneOrder(t *testing.T) {
 }
 
 // G6: past WithMaxPending the subscription ends with ErrSlowConsumer, its wants
-// are released and reported, and nothing else is affected.
+// are released and reported, and nothing else is affected. synctest orders
+// the drain goroutine: synctest.Wait returns once it is blocked handing its
+// message to the full channel.
 func TestSubscription_SlowConsumerIsEnded(t *testing.T) {
-	n, cancels := newWithCancels(t, memStore(), WithBufferSize(1), WithMaxPending(2))
-	b := mkBlocks("laggard", 2)
-	slow, fast := mustSub(t, n, 1), mustSub(t, n, 2)
-	require.NoError(t, slow.Subscribe(ctx, keysOf(b)...))
-	require.NoError(t, fast.Subscribe(ctx, b[0].Cid()))
-	for i := range 3 { // one in the channel, two in the backlog
-		seqHave(t, n, b[0].Cid(), i)
-		require.Equal(t, fmt.Sprint(i), recv(t, fast).From)
-	}
-	require.NoError(t, slow.Err())
-	require.Empty(t, cancels.take())
+	synctest.Test(t, func(t *testing.T) {
+		cancels := &cancelLog{}
+		n := New(memStore(), WithBufferSize(1), WithMaxPending(2), WithCancelFunc(cancels.record))
+		defer n.Close()
+		b := mkBlocks("laggard", 2)
+		slow, fast := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, slow.Subscribe(ctx, keysOf(b)...))
+		require.NoError(t, fast.Subscribe(ctx, b[0].Cid()))
+		publish := func(i int) {
+			seqHave(t, n, b[0].Cid(), i)
+			require.Equal(t, fmt.Sprint(i), recv(t, fast).From)
+		}
+		publish(0) // in slow's channel
+		publish(1) // in the drain goroutine's hands
+		synctest.Wait()
+		publish(2) // queued
+		publish(3) // queued: two wait, the bound
+		require.NoError(t, slow.Err())
+		require.Empty(t, cancels.take())
 
-	seqHave(t, n, b[0].Cid(), 3) // the fourth overflows
-	require.Equal(t, "3", recv(t, fast).From)
-	got := waitClosed(t, slow)
-	require.NotEmpty(t, got)
-	for i, m := range got {
-		require.Equal(t, fmt.Sprint(i), m.From, "what was received is a prefix, in order")
-	}
-	require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
-	require.Equal(t, []cid.Cid{b[1].Cid()}, cancels.take(), "b[0] is still wanted by fast")
-	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
-	require.ErrorIs(t, slow.Subscribe(ctx, b[1].Cid()), ErrSlowConsumer)
+		publish(4) // overflows; slow is ended before Publish returns
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		require.Equal(t, []cid.Cid{b[1].Cid()}, cancels.take(), "b[0] is still wanted by fast")
+		require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+		got := waitClosed(t, slow)
+		require.Len(t, got, 1, "what was in the channel is kept; the backlog is dropped")
+		require.Equal(t, "0", got[0].From)
+		require.ErrorIs(t, slow.Subscribe(ctx, b[1].Cid()), ErrSlowConsumer)
 
-	again, err := n.NewSubscription(1)
-	require.NoError(t, err, "the session ID is free once the slow subscription is released")
-	again.Remove()
+		again, err := n.NewSubscription(1)
+		require.NoError(t, err, "the session ID is free as soon as the slow subscription is ended")
+		again.Remove()
+	})
+}
+
+// G6: a consumer that has read everything is never ended, however small
+// WithMaxPending is: the message being handed over does not count.
+func TestSubscription_CaughtUpConsumerIsNotEnded(t *testing.T) {
+	n, _ := newWithCancels(t, nil, WithBufferSize(0), WithMaxPending(1))
+	k := mkBlocks("caught-up", 1)[0].Cid()
+	for i := range 500 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, k))
+		seqHave(t, n, k, 0) // into the backlog; the drain goroutine takes it
+		recv(t, s)          // caught up
+		seqHave(t, n, k, 1)
+		require.NoError(t, s.Err(), "round %d: a caught-up consumer was ended", i)
+		s.Remove()
+	}
 }
 
 // G6/G7: idle subscriptions cost no goroutine, and a backlog's goroutine exits

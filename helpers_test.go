@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -221,4 +222,55 @@ func keysInOtherShards(n *Notifier, k cid.Cid, prefix string, count int) []block
 		}
 	}
 	return out
+}
+
+// waitBlockedOnMutex waits until a goroutine whose stack includes fn is parked
+// acquiring a sync.Mutex.
+func waitBlockedOnMutex(t *testing.T, fn string) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for deadline := time.Now().Add(hang); time.Now().Before(deadline); runtime.Gosched() {
+		stacks := string(buf[:runtime.Stack(buf, true)])
+		for _, g := range strings.Split(stacks, "\n\n") {
+			if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, fn) {
+				return
+			}
+		}
+	}
+	t.Fatalf("no goroutine in %s blocked on a mutex", fn)
+}
+
+// blockShard holds the lock of shard sh until the returned func is called,
+// from inside a Subscribe whose blockstore Get does not return.
+func blockShard(t *testing.T, n *Notifier, hs *hookStore, sh int32) (unblock func()) {
+	kx := blockInShard(n, "blocker", sh, true).Cid()
+	entered, release := make(chan struct{}), make(chan struct{})
+	hs.onGet = func(c cid.Cid) error {
+		if c == kx {
+			close(entered)
+			<-release
+		}
+		return nil
+	}
+	blocker := mustSub(t, n, 999)
+	returned := make(chan struct{})
+	go func() {
+		defer close(returned)
+		require.NoError(t, blocker.Subscribe(ctx, kx))
+	}()
+	done(t, entered, "blocker in Get")
+	var once sync.Once
+	unblock = func() { once.Do(func() { close(release); done(t, returned, "blocker") }) }
+	t.Cleanup(unblock)
+	return unblock
+}
+
+// blockInShard returns a block whose key is in shard sh (in == true) or not.
+func blockInShard(n *Notifier, prefix string, sh int32, in bool) blocks.Block {
+	for i := 0; ; i++ {
+		b := blocks.NewBlock([]byte(fmt.Sprintf("%s/%d", prefix, i)))
+		if (n.shardOf(b.Cid()) == sh) == in {
+			return b
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -266,4 +267,90 @@ func stressWorker(t *testing.T, n *Notifier, b []blocks.Block, id uint64, deadli
 		}
 	}
 	s.Remove()
+}
+
+// An end takes effect at one instant: while Remove waits for a shard held by
+// another operation, the subscription is fully live (channel open, Err nil,
+// ID taken, keys wanted and delivered), and once Remove returns it is fully
+// gone. Seeing it closed while its wants are still in the index would let a
+// remote block be stored for nobody.
+func TestRemove_AtomicWithItsWants(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, hs, WithShards(4))
+	kA := blockInShard(n, "a", 0, true)
+	bB := blockInShard(n, "b", 0, false)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA.Cid(), bB.Cid()))
+	unblock := blockShard(t, n, hs, 0)
+
+	removed := make(chan struct{})
+	go func() { defer close(removed); s.Remove() }()
+	waitBlockedOnMutex(t, "(*Subscription).Remove")
+	select {
+	case _, open := <-s.Messages():
+		require.True(t, open, "Messages() closed while the wants are still in the index")
+	default:
+	}
+	require.NoError(t, s.Err())
+	_, err := n.NewSubscription(1)
+	require.ErrorIs(t, err, ErrDuplicateSession)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bB}}))
+	require.Equal(t, []blocks.Block{bB}, recv(t, s).Blocks, "a stored remote block reached its wanter")
+
+	unblock()
+	done(t, removed, "Remove")
+	require.Empty(t, waitClosed(t, s))
+	require.Equal(t, sorted(kA.Cid(), bB.Cid()), cancels.take())
+	again := mustSub(t, n, 1)
+	again.Remove()
+}
+
+// The same for a subscription ended as a slow consumer by a Publish. synctest
+// orders the drain goroutine's hand-off.
+func TestSlowConsumerEnd_AtomicWithItsWants(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hs := &hookStore{Blockstore: memStore()}
+		n, cancels := newWithCancels(t, hs, WithShards(4), WithBufferSize(0), WithMaxPending(1))
+		kA := blockInShard(n, "a", 0, true)
+		bB := blockInShard(n, "b", 0, false)
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA.Cid(), bB.Cid()))
+		unblock := blockShard(t, n, hs, 0)
+
+		have := ResponseMessage{From: "p", Haves: []cid.Cid{bB.Cid()}}
+		require.NoError(t, n.Publish(ctx, have))
+		synctest.Wait()                          // the drain goroutine holds it, blocked on the channel
+		require.NoError(t, n.Publish(ctx, have)) // queued: the bound
+		published := make(chan struct{})
+		go func() { defer close(published); require.NoError(t, n.Publish(ctx, have)) }()
+		waitBlockedOnMutex(t, "(*Notifier).Publish")
+		require.NoError(t, s.Err(), "ended while its wants are still in the index")
+		require.Equal(t, 3, n.Stats().Wants)
+
+		unblock()
+		done(t, published, "Publish")
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+		waitClosed(t, s)
+		require.Equal(t, sorted(kA.Cid(), bB.Cid()), cancels.take())
+		again := mustSub(t, n, 1)
+		again.Remove()
+	})
+}
+
+// Remove returns with Messages() closed, even while a backlog was being drained.
+func TestRemove_ClosesMessagesBeforeReturning(t *testing.T) {
+	n, _ := newWithCancels(t, nil, WithBufferSize(0))
+	k := mkBlocks("closed-on-return", 1)[0].Cid()
+	for i := range 500 {
+		s := mustSub(t, n, uint64(i))
+		require.NoError(t, s.Subscribe(ctx, k))
+		seqHave(t, n, k, 0) // a drain goroutine now holds it
+		s.Remove()
+		select {
+		case _, open := <-s.Messages():
+			require.False(t, open, "round %d: a message after Remove returned", i)
+		default:
+			t.Fatalf("round %d: Messages() still open after Remove returned", i)
+		}
+	}
 }

@@ -112,9 +112,10 @@ func WithBufferSize(n int) Option {
 }
 
 // WithMaxPending bounds the backlog of messages that a subscription's channel
-// could not take yet. A Publish that would exceed it ends the subscription
-// with ErrSlowConsumer instead of blocking or dropping silently. 0, the
-// default, means unbounded.
+// could not take yet: n messages may wait, besides the channel's buffer and
+// the one message being handed to the channel. A Publish that would exceed it
+// ends the subscription with ErrSlowConsumer instead of blocking or dropping
+// silently. 0, the default, means unbounded.
 func WithMaxPending(n int) Option {
 	if n < 0 {
 		panic(fmt.Sprintf("notifier: WithMaxPending(%d): negative bound", n))
@@ -139,7 +140,7 @@ type Notifier struct {
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
 
-	mu       sync.Mutex // guards sessions; never held together with another lock
+	mu       sync.Mutex // guards sessions; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
 	live     atomic.Int64 // len(sessions), for Stats
 }
@@ -244,8 +245,9 @@ func (n *Notifier) forget(s *Subscription) {
 // A message with a nil block (ErrNilBlock) or an undefined CID
 // (ErrInvalidCid) is refused whole. Publish is safe for concurrent use. It
 // never waits for a subscriber to read; it blocks only for the blockstore's
-// PutMany and for other operations on the same shards. It returns ErrClosed
-// after Close.
+// PutMany and for other operations on the same shards, and, when it ends a
+// subscription past WithMaxPending, on that subscription's shards. It returns
+// ErrClosed after Close.
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	if err := msg.validate(); err != nil {
 		return err
@@ -417,7 +419,8 @@ func (n *Notifier) deliver(o *op, from string) {
 
 // finish releases o's shard locks, calling the cancel function with o.cancels
 // while the shards of those keys are still held (see WithCancelFunc), and then
-// releases the wants of the subscriptions that o ended as slow consumers.
+// ends the subscriptions that o found past WithMaxPending. Ending them needs
+// the shards of all their keys, which o could not take in order.
 func (n *Notifier) finish(o *op) {
 	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
 		if !o.keep.Has(i) {
@@ -429,7 +432,6 @@ func (n *Notifier) finish(o *op) {
 	}
 	n.unlock(o.keep)
 	for _, s := range o.ended {
-		s.release()
-		n.forget(s)
+		s.end(ErrSlowConsumer)
 	}
 }

@@ -86,6 +86,7 @@ type target struct {
 type op struct {
 	id        uint64         // unique among ops of one Notifier
 	locks     shardset.Set   // shards to lock
+	locked    bool           // locks are held (see Subscription.lockAll)
 	keep      shardset.Set   // subset of locks held until the cancel function returns
 	keyShards []int32        // shard of each key, in the order the op visits them
 	hits      []hit          // wanted keys, deduplicated
@@ -93,7 +94,7 @@ type op struct {
 	targets   []target
 	slot      map[*Subscription]int // index in targets, when several hits
 	cancels   []cid.Cid             // keys whose last want this op ended
-	ended     []*Subscription       // subscriptions this op ended as slow consumers
+	ended     []*Subscription       // subscriptions this op found past WithMaxPending, to end
 }
 
 func newOp(shards int) *op {
@@ -114,6 +115,7 @@ func (n *Notifier) getOp() *op {
 // or subscription, and returns it to the pool.
 func (n *Notifier) putOp(o *op) {
 	o.locks.Clear()
+	o.locked = false
 	o.keep.Clear()
 	o.keyShards = o.keyShards[:0]
 	clear(o.hits)

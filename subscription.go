@@ -34,7 +34,9 @@ type Subscription struct {
 	keys     map[cid.Cid]struct{}        // wanted keys; k is here exactly when the index lists s under k
 	backlog  fifo.Queue[ResponseMessage] // messages out could not take yet
 	draining bool                        // a drain goroutine is running and is out's only sender
-	done     bool                        // ended: nothing more is sent, keys only shrink
+	exited   chan struct{}               // closed when the latest drain goroutine returns
+	overflow bool                        // past WithMaxPending: the op that saw it ends s
+	done     bool                        // ended: nothing more is sent, keys are empty
 	err      error                       // why it ended; see Err
 }
 
@@ -122,6 +124,11 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	}
 	n.deliver(o, "")
 	n.finish(o)
+	if slices.Contains(o.ended, s) { // its own blockstore hits overflowed it
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.endedErr()
+	}
 	return nil
 }
 
@@ -227,20 +234,58 @@ func (s *Subscription) unindex(o *op, k cid.Cid, sh int32) {
 
 // Remove ends every want of the subscription, reports the keys nobody wants
 // any more to the cancel function, and closes Messages(); messages not yet
-// received are dropped. The session ID may be reused once Remove returns.
-// Remove is idempotent, safe for concurrent use, and blocks only for other
-// operations on the subscription's shards.
+// received are dropped. When Remove returns, Messages() is closed and the
+// session ID may be reused. Remove is idempotent, safe for concurrent use, and
+// blocks only for other operations on the subscription's shards.
 func (s *Subscription) Remove() { s.end(nil) }
 
-// end stops s with err, unless it has already stopped, and releases its wants.
-// Releasing again is harmless: Close relies on it to finish a release that a
-// concurrent Remove or Publish has started.
+// end stops s with err, unless it has already stopped, and ends its wants, in
+// one critical section over the shards of its keys: no operation sees s
+// stopped but still in the index. It returns once out is closed.
 func (s *Subscription) end(err error) {
-	s.mu.Lock()
-	s.stop(err)
+	n := s.n
+	o := n.getOp()
+	defer n.putOp(o)
+	s.lockAll(o)
+	stopped := s.stop(err)
+	exited := s.exited
+	for k := range s.keys {
+		s.unindex(o, k, n.shardOf(k))
+	}
+	clear(s.keys)
+	n.forget(s) // NOTE: n.mu under shard locks and s.mu; n.mu is a leaf
 	s.mu.Unlock()
-	s.release()
-	s.n.forget(s)
+	n.finish(o)
+	if stopped && exited != nil {
+		<-exited // drain has seen quit and closed out; it needs no lock we hold
+	}
+}
+
+// lockAll takes the shard locks of every key of s, then s.mu. A Subscribe may
+// add a key in another shard between computing the set and locking it; then
+// it starts over with the larger set. That converges: keys are added only
+// under their shard's lock, which lockAll holds once the set covers them.
+func (s *Subscription) lockAll(o *op) {
+	n := s.n
+	for {
+		s.mu.Lock()
+		covered := true
+		for k := range s.keys {
+			if sh := int(n.shardOf(k)); !o.locks.Has(sh) {
+				o.locks.Add(sh)
+				covered = false
+			}
+		}
+		if covered && o.locked {
+			return
+		}
+		s.mu.Unlock()
+		if o.locked {
+			n.unlock(o.locks)
+		}
+		n.lock(o.locks)
+		o.locked = true
+	}
 }
 
 // stop marks s ended with err and closes out, or has drain close it. The
@@ -259,36 +304,17 @@ func (s *Subscription) stop(err error) bool {
 	return true
 }
 
-// release ends every want of s, which has stopped: its keys can only shrink,
-// so the shards computed first still cover them once locked.
-func (s *Subscription) release() {
-	n := s.n
-	o := n.getOp()
-	defer n.putOp(o)
-	s.mu.Lock()
-	for k := range s.keys {
-		o.locks.Add(int(n.shardOf(k)))
-	}
-	s.mu.Unlock()
-	n.lock(o.locks)
-	s.mu.Lock()
-	for k := range s.keys {
-		s.unindex(o, k, n.shardOf(k))
-	}
-	clear(s.keys)
-	s.mu.Unlock()
-	n.finish(o)
-}
-
 // accept takes a message for s: the wants its blocks satisfy end, and it goes
 // to out at once if out has room and nothing is queued before it, else to the
-// backlog. The caller holds s.mu. It reports whether the message overflowed
-// WithMaxPending, which ends s: the caller must then release s.
-func (s *Subscription) accept(m ResponseMessage) (ended bool) {
+// backlog. The caller holds s.mu. It reports whether the message is the one
+// that overflowed WithMaxPending: the caller must then end s with
+// ErrSlowConsumer once its own locks are released. Messages for s between the
+// overflow and the end are dropped; Err reports it.
+func (s *Subscription) accept(m ResponseMessage) (overflowed bool) {
 	for _, b := range m.Blocks {
 		delete(s.keys, b.Cid())
 	}
-	if s.done {
+	if s.done || s.overflow {
 		return false
 	}
 	if s.fn != nil {
@@ -303,25 +329,27 @@ func (s *Subscription) accept(m ResponseMessage) (ended bool) {
 		}
 	}
 	if max := s.n.cfg.maxPending; max > 0 && s.backlog.Len() >= max {
-		return s.stop(ErrSlowConsumer)
+		s.overflow = true
+		return true
 	}
 	s.backlog.Push(m)
 	if !s.draining {
 		s.draining = true
+		s.exited = make(chan struct{})
 		s.n.drainers.Add(1)
-		go s.drain()
+		go s.drain(s.exited)
 	}
 	return false
 }
 
 // drain moves the backlog into out, blocking on out, until the backlog is
 // empty or s stops. While it runs it is out's only sender, which keeps
-// publish order; when s has stopped it closes out. A message leaves the
-// backlog only once out has taken it, so WithMaxPending counts the one in
-// flight.
-func (s *Subscription) drain() {
+// publish order; when s has stopped it closes out. It closes exited when it
+// returns. The message it holds while blocked on out has left the backlog:
+// WithMaxPending counts the messages queued behind it.
+func (s *Subscription) drain(exited chan struct{}) {
 	defer s.n.drainers.Done()
-	sent := false
+	defer close(exited)
 	for {
 		s.mu.Lock()
 		if s.done {
@@ -330,10 +358,7 @@ func (s *Subscription) drain() {
 			s.mu.Unlock()
 			return
 		}
-		if sent {
-			s.backlog.Pop()
-		}
-		m, ok := s.backlog.Peek()
+		m, ok := s.backlog.Pop()
 		if !ok {
 			s.draining = false
 			s.mu.Unlock()
@@ -342,9 +367,7 @@ func (s *Subscription) drain() {
 		s.mu.Unlock()
 		select {
 		case s.out <- m:
-			sent = true
 		case <-s.quit:
-			sent = false
 		}
 	}
 }
