@@ -11,6 +11,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -98,18 +99,19 @@ func TestClose_RacingEverything(t *testing.T) {
 					if i == 20 {
 						warm.Done()
 					}
-					s, err := n.NewSubscription(uint64(g*1000 + i))
+					s, err := n.NewSubscription(uint64(g)<<32 | uint64(i))
 					if errors.Is(err, ErrClosed) {
 						return
 					}
-					require.NoError(t, err)
-					err = s.Subscribe(ctx, keysOf(b[i%8:])...)
-					if err != nil {
-						require.ErrorIs(t, err, ErrClosed)
+					if !assert.NoError(t, err) {
+						return
+					}
+					if err := s.Subscribe(ctx, keysOf(b[i%8:])...); err != nil {
+						assert.ErrorIs(t, err, ErrClosed)
 					}
 					err = n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[(i+g)%8:][:1], Haves: keysOf(b)})
 					if err != nil {
-						require.ErrorIs(t, err, ErrClosed)
+						assert.ErrorIs(t, err, ErrClosed)
 					}
 					if i%2 == 0 {
 						s.Remove()
