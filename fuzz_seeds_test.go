@@ -1,0 +1,366 @@
+package notifier_test
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+var updateSeeds = flag.Bool("update-seeds", false, "rewrite testdata/fuzz/FuzzNotifierModel/seed-* from fuzzSeeds")
+
+// fuzzSeeds are the scenarios of the seed corpus, written in a small language
+// that encodeFuzzSeed turns into FuzzNotifierModel's input format. The first
+// line configures the Notifier; each further line is one operation.
+var fuzzSeeds = map[string]string{
+	"local-add-then-subscribe-hit": `config bs shards=64 buf=32 max=0
+		new 1 func
+		new 2 chan
+		pub local blocks=k1
+		sub 0 k1 k2
+		sub 1 k2 k1
+		pub peerA blocks=k2 haves=k1,k2
+		read 1
+		read 1
+		read 1`,
+	"remote-unwanted-not-stored": `config bs shards=1 buf=32 max=0
+		new 1 func
+		pub peerA blocks=k3
+		sub 0 k3
+		pub peerB blocks=k3,k3 haves=k3 donthaves=k3
+		pub peerA blocks=k3`,
+	"duplicates-in-one-message": `config bs shards=2 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 0 k1 k1 k2
+		sub 1 k2 k2
+		pub peerA blocks=k1,k1 haves=k2,k2,k1 donthaves=k2,k2
+		pub local blocks=k2,k2,k1`,
+	"cancel-only-for-last-want": `config bs shards=1 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 0 k1 k2
+		sub 1 k1
+		unsub 0 k1
+		unsub 1 k1 k1
+		sub 0 k1
+		remove 0
+		remove 0
+		close`,
+	"bad-input-changes-nothing": `config bs shards=64 buf=32 max=0
+		new 1 func
+		new 1 chan
+		sub 0 k1 undef
+		pub local blocks=k1,nil
+		pub local blocks=undef
+		pub peerA blocks=k1 haves=undef
+		pub peerA donthaves=k2,undef
+		sub 0
+		pub local
+		unsub 0`,
+	"putmany-fails-then-heals": `config bs shards=64 buf=32 max=0
+		new 1 func
+		sub 0 k1 k2
+		putfail
+		pub peerA blocks=k1 haves=k2
+		pub local blocks=k3
+		putfail
+		pub peerA blocks=k1`,
+	"get-fails-rolls-back": `config bs shards=2 buf=32 max=0
+		new 1 func
+		put k2
+		sub 0 k5
+		getfail
+		sub 0 k1 k2 k5
+		pub peerA blocks=k1
+		getfail
+		sub 0 k1 k2`,
+	"stored-behind-the-back-shared-want": `config bs shards=1 buf=32 max=0
+		new 1 func
+		new 2 chan
+		sub 0 k5
+		put k5
+		sub 1 k5 k6
+		read 1
+		read 1`,
+	"garbage-collected-then-wanted-again": `config bs shards=2 buf=32 max=0
+		new 1 func
+		pub local blocks=k2
+		gc k2
+		sub 0 k2
+		pub peerA blocks=k2
+		gc k2
+		gc k3
+		sub 0 k2
+		pub local blocks=k2`,
+	"slow-consumer": `config bs shards=64 buf=1 max=1
+		new 1 chan
+		new 2 func
+		sub 0 k1 k2 k3 k4
+		sub 1 k4
+		pub peerA haves=k1
+		pub peerA haves=k2
+		pub peerA haves=k3
+		pub peerA haves=k4
+		read 0
+		read 0
+		sub 0 k5
+		new 1 chan
+		sub 2 k1`,
+	"subscribe-overflows-itself": `config bs shards=64 buf=0 max=1
+		new 1 chan
+		sub 0 k1 k2 k3
+		pub peerA haves=k1
+		pub peerA haves=k2
+		put k5
+		sub 0 k5
+		sub 0 k6
+		read 0
+		new 1 func`,
+	"channel-backlog-keeps-order": `config bs shards=1 buf=0 max=0
+		new 3 chan
+		sub 0 k0 k1 k2 k3
+		pub peerA haves=k0
+		pub peerB donthaves=k1
+		pub peerA blocks=k2
+		read 0
+		pub local blocks=k3
+		read 0
+		read 0
+		read 0
+		read 0`,
+	"close-with-wants-and-backlog": `config bs shards=2 buf=1 max=0
+		new 1 chan
+		new 2 func
+		sub 0 k1 k2
+		sub 1 k2 k3
+		pub peerA haves=k1,k2
+		pub peerA haves=k2
+		pub peerA haves=k1
+		close
+		read 0
+		read 0
+		sub 1 k4
+		pub local blocks=k4
+		new 3 func
+		close`,
+	"notify-only": `config nobs shards=1 buf=32 max=0
+		new 1 func
+		pub local blocks=k1
+		sub 0 k1 k2
+		pub peerA blocks=k2,k1
+		putfail
+		getfail
+		pub local blocks=k1
+		sub 0 k1`,
+	"cancelled-context": `config bs shards=64 buf=32 max=0
+		new 1 func
+		sub 0 cancelled k1
+		pub local cancelled blocks=k1
+		sub 0 k1
+		pub peerA cancelled blocks=k1`,
+	"remove-then-reuse-id": `config bs shards=64 buf=2 max=0
+		new 1 chan
+		sub 0 k1
+		pub peerA haves=k1
+		remove 0
+		new 1 func
+		sub 1 k1
+		sub 0 k1
+		read 0
+		read 0`,
+}
+
+// encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see
+// fuzzDecoder for the format.
+func encodeFuzzSeed(src string) ([]byte, error) {
+	lines := strings.Split(strings.TrimSpace(src), "\n")
+	cfg, err := encodeFuzzConfig(strings.Fields(lines[0]))
+	if err != nil {
+		return nil, err
+	}
+	out := cfg
+	for _, line := range lines[1:] {
+		b, err := encodeFuzzOp(strings.Fields(line))
+		if err != nil {
+			return nil, fmt.Errorf("%q: %w", strings.TrimSpace(line), err)
+		}
+		out = append(out, b...)
+	}
+	return out, nil
+}
+
+func encodeFuzzConfig(f []string) ([]byte, error) {
+	if len(f) != 5 || f[0] != "config" {
+		return nil, fmt.Errorf("want config bs|nobs shards= buf= max=, got %q", f)
+	}
+	var c0, c1 byte
+	if f[1] == "nobs" {
+		c0 = 7
+	}
+	choices := []struct {
+		name   string
+		values []string
+		shift  int
+		into   *byte
+	}{
+		{"shards=", []string{"1", "2", "64"}, 3, &c0},
+		{"buf=", []string{"0", "1", "2", "32"}, 0, &c1},
+		{"max=", []string{"0", "1", "2"}, 2, &c1},
+	}
+	for i, c := range choices {
+		v, ok := strings.CutPrefix(f[2+i], c.name)
+		j := indexOf(c.values, v)
+		if !ok || j < 0 {
+			return nil, fmt.Errorf("bad %s in %q", c.name, f)
+		}
+		*c.into |= byte(j) << c.shift
+	}
+	return []byte{c0, c1}, nil
+}
+
+func encodeFuzzOp(f []string) ([]byte, error) {
+	arg := func(i int) byte {
+		if i >= len(f) {
+			return 0
+		}
+		n, _ := strconv.Atoi(f[i])
+		return byte(n)
+	}
+	switch f[0] {
+	case "new":
+		b := arg(1) & 3
+		if len(f) > 2 && f[2] == "chan" {
+			b |= 4
+		}
+		return []byte{0, b}, nil
+	case "sub", "unsub":
+		out := []byte{2, arg(1)}
+		keys := f[2:]
+		if f[0] == "unsub" {
+			out[0] = 5
+		} else if len(keys) > 0 && keys[0] == "cancelled" {
+			out, keys = append(out, 15), keys[1:]
+		} else {
+			out = append(out, 0)
+		}
+		return append(out, encodeFuzzKeys(keys)...), nil
+	case "remove":
+		return []byte{6, arg(1)}, nil
+	case "pub":
+		return encodeFuzzPublish(f[1:])
+	case "close":
+		return []byte{11}, nil
+	case "getfail":
+		return []byte{12}, nil
+	case "putfail":
+		return []byte{13}, nil
+	case "read":
+		return []byte{14, arg(1)}, nil
+	case "put":
+		return append([]byte{15}, encodeFuzzKeys(f[1:])[1:]...), nil
+	case "gc":
+		return []byte{15, 0x80 | encodeFuzzKeys(f[1:])[1]}, nil
+	}
+	return nil, fmt.Errorf("unknown operation %q", f[0])
+}
+
+func encodeFuzzPublish(f []string) ([]byte, error) {
+	var out []byte
+	switch f[0] {
+	case "local":
+		out = []byte{7}
+	case "peerA":
+		out = []byte{9, 0}
+	case "peerB":
+		out = []byte{9, 1}
+	default:
+		return nil, fmt.Errorf("bad sender %q", f[0])
+	}
+	f = f[1:]
+	ctx := byte(0)
+	if len(f) > 0 && f[0] == "cancelled" {
+		ctx, f = 15, f[1:]
+	}
+	out = append(out, ctx)
+	fields := map[string][]string{}
+	for _, kv := range f {
+		k, v, _ := strings.Cut(kv, "=")
+		fields[k] = strings.Split(v, ",")
+	}
+	out = append(out, encodeFuzzBlocks(fields["blocks"])...)
+	out = append(out, encodeFuzzKeys(fields["haves"])...)
+	return append(out, encodeFuzzKeys(fields["donthaves"])...), nil
+}
+
+// encodeFuzzKeys encodes a count and the keys k0..k7 and undef (cid.Undef).
+func encodeFuzzKeys(keys []string) []byte {
+	out := []byte{byte(len(keys))}
+	for _, k := range keys {
+		if k == "undef" {
+			out = append(out, 0xff)
+			continue
+		}
+		n, _ := strconv.Atoi(strings.TrimPrefix(k, "k"))
+		out = append(out, byte(n))
+	}
+	return out
+}
+
+// encodeFuzzBlocks encodes a count and the blocks of k0..k7, nil (a nil
+// block) and undef (a block whose CID is cid.Undef).
+func encodeFuzzBlocks(keys []string) []byte {
+	out := []byte{byte(len(keys))}
+	for _, k := range keys {
+		switch k {
+		case "nil":
+			out = append(out, 0xff)
+		case "undef":
+			out = append(out, 0xfe)
+		default:
+			n, _ := strconv.Atoi(strings.TrimPrefix(k, "k"))
+			out = append(out, byte(n))
+		}
+	}
+	return out
+}
+
+func indexOf(values []string, v string) int {
+	for i, x := range values {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// TestFuzzSeedCorpus checks that testdata/fuzz holds every scenario of
+// fuzzSeeds as encoded now; run it with -update-seeds to rewrite them.
+func TestFuzzSeedCorpus(t *testing.T) {
+	dir := filepath.Join("testdata", "fuzz", "FuzzNotifierModel")
+	for name, src := range fuzzSeeds {
+		data, err := encodeFuzzSeed(src)
+		if err != nil {
+			t.Fatalf("seed %s: %v", name, err)
+		}
+		file := filepath.Join(dir, "seed-"+name)
+		want := fmt.Appendf(nil, "go test fuzz v1\n[]byte(%s)\n", strconv.Quote(string(data)))
+		if *updateSeeds {
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(file, want, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		got, err := os.ReadFile(file)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Errorf("%s is missing or stale (%v); run go test -run TestFuzzSeedCorpus -update-seeds", file, err)
+		}
+	}
+}

@@ -1,0 +1,568 @@
+package notifier_test
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	notifier "github.com/bitswapsync/notifier"
+	blockstore "github.com/ipfs/boxo/blockstore"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	datastore "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
+)
+
+// The linearizability test records concurrent histories of Subscribe,
+// Unsubscribe and Publish and checks them with porcupine against linModel, a
+// sequential specification of the Notifier. Blocks are also deleted from the
+// blockstore, as garbage collection does, so that keys keep leaving it and
+// wants keep waiting; a single-block delete is atomic in the blockstore, so
+// it linearizes with the rest.
+//
+// An operation's observed result is everything it caused: its error, the
+// message each subscription received from it, and the keys it reported to the
+// cancel function. Subscriptions are func subscriptions and the cancel
+// function is synchronous: both run on the goroutine of the operation that
+// delivers or cancels, inside it, so each worker registers the operation it
+// is running under its goroutine ID and the callbacks file what they see under
+// that operation. That attribution is exact, not inferred from timing.
+
+const (
+	linKeys    = 3 // key universe
+	linSubs    = 3 // subscriptions, one per session
+	linClients = 4 // concurrent callers
+	linOps     = 25
+)
+
+var linBlocks = func() (bs [linKeys]blocks.Block) {
+	for i := range bs {
+		bs[i] = blocks.NewBlock(fmt.Appendf(nil, "linearizability block %d", i))
+	}
+	return bs
+}()
+
+type keySet uint8 // bit i: key i
+
+func (s keySet) String() string {
+	var names []string
+	for k := range linKeys {
+		if s&(1<<k) != 0 {
+			names = append(names, "k"+strconv.Itoa(k))
+		}
+	}
+	return "[" + strings.Join(names, " ") + "]"
+}
+
+func (s keySet) cids() []cid.Cid {
+	var cs []cid.Cid
+	for k := range linKeys {
+		if s&(1<<k) != 0 {
+			cs = append(cs, linBlocks[k].Cid())
+		}
+	}
+	return cs
+}
+
+type linKind uint8
+
+const (
+	linSubscribe linKind = iota
+	linUnsubscribe
+	linPublish
+	linCollect // garbage collection deletes a block from the blockstore
+)
+
+// linIn is an operation's input.
+type linIn struct {
+	kind   linKind
+	sub    int    // Subscribe, Unsubscribe
+	keys   keySet // Subscribe, Unsubscribe, collect
+	remote bool   // Publish: from "peer", else local
+	blks   keySet // Publish
+	haves  keySet
+	dhaves keySet
+}
+
+// linMsg is what one subscription received from one operation.
+type linMsg struct {
+	n                   uint8 // number of messages: 0 or 1, more is wrong
+	remote              bool
+	blks, haves, dhaves keySet
+	dup                 bool // a key twice in one field: wrong
+}
+
+// linOut is an operation's observed result.
+type linOut struct {
+	err     string
+	msgs    [linSubs]linMsg
+	cancels keySet
+	dupCxl  bool // a key reported twice by one operation: wrong
+}
+
+// linState is the sequential state: who wants what, and what is stored.
+type linState struct {
+	wants  [linKeys]uint8 // bit s: subscription s wants the key
+	stored keySet
+}
+
+func (st linState) wanted() keySet {
+	var w keySet
+	for k, subs := range st.wants {
+		if subs != 0 {
+			w |= 1 << k
+		}
+	}
+	return w
+}
+
+func (st linState) wantsOf(s int) keySet {
+	var w keySet
+	for k, subs := range st.wants {
+		if subs&(1<<s) != 0 {
+			w |= 1 << k
+		}
+	}
+	return w
+}
+
+// step applies in to st and returns the new state and the result that the
+// specification prescribes.
+func (st linState) step(in linIn) (linState, linOut) {
+	var out linOut
+	switch in.kind {
+	case linSubscribe:
+		added := in.keys &^ st.wantsOf(in.sub)
+		before := st.wanted()
+		for k := range linKeys {
+			if added&(1<<k) != 0 {
+				st.wants[k] |= 1 << in.sub
+			}
+		}
+		hits := added & st.stored
+		st = st.deliver(&out, false, hits, 0, 0)
+		// A want created and satisfied by this very call is not reported.
+		out.cancels = hits & before
+	case linUnsubscribe:
+		for k := range linKeys {
+			if in.keys&(1<<k) != 0 && st.wants[k]&(1<<in.sub) != 0 {
+				st.wants[k] &^= 1 << in.sub
+				if st.wants[k] == 0 {
+					out.cancels |= 1 << k
+				}
+			}
+		}
+	case linCollect:
+		st.stored &^= in.keys
+	case linPublish:
+		wanted := in.blks & st.wanted()
+		if in.remote {
+			st.stored |= wanted // G4: unwanted remote blocks are not stored
+		} else {
+			st.stored |= in.blks
+		}
+		st = st.deliver(&out, in.remote, wanted, in.haves&st.wanted(), in.dhaves&st.wanted())
+		out.cancels = wanted
+	}
+	return st, out
+}
+
+// deliver fills out.msgs with each subscription's part of the keys, all of
+// which are wanted, and ends the wants that blks satisfy.
+func (st linState) deliver(out *linOut, remote bool, blks, haves, dhaves keySet) linState {
+	for s := range linSubs {
+		w := st.wantsOf(s)
+		m := linMsg{remote: remote, blks: blks & w, haves: haves & w, dhaves: dhaves & w}
+		if m.blks|m.haves|m.dhaves != 0 {
+			m.n = 1
+			out.msgs[s] = m
+		}
+	}
+	for k := range linKeys {
+		if blks&(1<<k) != 0 {
+			st.wants[k] = 0
+		}
+	}
+	return st
+}
+
+func (st linState) String() string {
+	var parts []string
+	for k, subs := range st.wants {
+		var ws []string
+		for s := range linSubs {
+			if subs&(1<<s) != 0 {
+				ws = append(ws, "s"+strconv.Itoa(s))
+			}
+		}
+		parts = append(parts, fmt.Sprintf("k%d wanted by {%s}", k, strings.Join(ws, " ")))
+	}
+	return strings.Join(parts, ", ") + "; stored " + st.stored.String()
+}
+
+func (in linIn) String() string {
+	switch in.kind {
+	case linSubscribe:
+		return fmt.Sprintf("s%d.Subscribe%v", in.sub, in.keys)
+	case linUnsubscribe:
+		return fmt.Sprintf("s%d.Unsubscribe%v", in.sub, in.keys)
+	case linCollect:
+		return fmt.Sprintf("blockstore.DeleteBlock%v", in.keys)
+	}
+	from := "local"
+	if in.remote {
+		from = "peer"
+	}
+	return fmt.Sprintf("Publish(%s blocks%v haves%v donthaves%v)", from, in.blks, in.haves, in.dhaves)
+}
+
+func (out linOut) String() string {
+	var parts []string
+	if out.err != "" {
+		parts = append(parts, "error "+out.err)
+	}
+	for s, m := range out.msgs {
+		if m.n == 0 {
+			continue
+		}
+		p := fmt.Sprintf("s%d<-blocks%v haves%v donthaves%v", s, m.blks, m.haves, m.dhaves)
+		if m.n > 1 {
+			p += fmt.Sprintf(" (%d messages!)", m.n)
+		}
+		if m.dup {
+			p += " (duplicate key!)"
+		}
+		parts = append(parts, p)
+	}
+	if out.cancels != 0 || out.dupCxl {
+		p := "cancel" + out.cancels.String()
+		if out.dupCxl {
+			p += " (reported twice!)"
+		}
+		parts = append(parts, p)
+	}
+	if len(parts) == 0 {
+		return "nothing"
+	}
+	return strings.Join(parts, "; ")
+}
+
+var linModel = porcupine.Model{
+	Init: func() any { return linState{} },
+	Step: func(state, input, output any) (bool, any) {
+		next, want := state.(linState).step(input.(linIn))
+		return want == output.(linOut), next
+	},
+	DescribeOperation: func(input, output any) string {
+		return fmt.Sprintf("%v -> %v", input, output)
+	},
+	DescribeState: func(state any) string { return state.(linState).String() },
+}
+
+// linRecorder files what callbacks see under the operation that the calling
+// goroutine has registered.
+type linRecorder struct {
+	mu      sync.Mutex
+	running map[int64]*linOut // goroutine ID -> result of the operation it runs
+	strays  []string          // callbacks outside any registered operation
+}
+
+func (r *linRecorder) begin() *linOut {
+	out := new(linOut)
+	r.mu.Lock()
+	r.running[goid()] = out
+	r.mu.Unlock()
+	return out
+}
+
+func (r *linRecorder) end() {
+	r.mu.Lock()
+	delete(r.running, goid())
+	r.mu.Unlock()
+}
+
+// current returns the result being recorded on this goroutine; the lock is
+// held until the caller calls r.mu.Unlock.
+func (r *linRecorder) current(what string) *linOut {
+	r.mu.Lock()
+	out := r.running[goid()]
+	if out == nil {
+		r.strays = append(r.strays, what)
+	}
+	return out
+}
+
+func (r *linRecorder) onMessage(s int, msg notifier.ResponseMessage) {
+	out := r.current(fmt.Sprintf("message to s%d", s))
+	defer r.mu.Unlock()
+	if out == nil {
+		return
+	}
+	m := &out.msgs[s]
+	m.n++
+	m.remote = msg.From != ""
+	m.blks, m.dup = linAdd(m.blks, m.dup, blockCids(msg.Blocks))
+	m.haves, m.dup = linAdd(m.haves, m.dup, msg.Haves)
+	m.dhaves, m.dup = linAdd(m.dhaves, m.dup, msg.DontHaves)
+}
+
+func (r *linRecorder) onCancel(keys []cid.Cid) {
+	out := r.current("cancel")
+	defer r.mu.Unlock()
+	if out != nil {
+		out.cancels, out.dupCxl = linAdd(out.cancels, out.dupCxl, keys)
+	}
+}
+
+func blockCids(bs []blocks.Block) []cid.Cid {
+	cs := make([]cid.Cid, len(bs))
+	for i, b := range bs {
+		cs[i] = b.Cid()
+	}
+	return cs
+}
+
+func linAdd(set keySet, dup bool, keys []cid.Cid) (keySet, bool) {
+	for _, c := range keys {
+		k := slices.IndexFunc(linBlocks[:], func(b blocks.Block) bool { return b.Cid() == c })
+		if k < 0 {
+			return set, true
+		}
+		dup = dup || set&(1<<k) != 0
+		set |= 1 << k
+	}
+	return set, dup
+}
+
+// goid returns the current goroutine's ID, from the header of its stack trace
+// ("goroutine 42 [running]:").
+func goid() int64 {
+	var buf [64]byte
+	b := bytes.TrimPrefix(buf[:runtime.Stack(buf[:], false)], []byte("goroutine "))
+	id, err := strconv.ParseInt(string(b[:bytes.IndexByte(b, ' ')]), 10, 64)
+	if err != nil {
+		panic("cannot parse goroutine ID: " + err.Error())
+	}
+	return id
+}
+
+// linRound runs linClients goroutines of linOps random operations each on a
+// fresh Notifier and returns the history.
+func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
+	rec := &linRecorder{running: make(map[int64]*linOut)}
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	n := notifier.New(bs, notifier.WithShards(shards), notifier.WithCancelFunc(rec.onCancel))
+	defer n.Close()
+	var subs [linSubs]*notifier.Subscription
+	for s := range subs {
+		var err error
+		subs[s], err = n.NewSubscriptionFunc(uint64(s), func(m notifier.ResponseMessage) { rec.onMessage(s, m) })
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	var clock atomic.Int64
+	histories := make([][]porcupine.Operation, linClients)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range linClients {
+		rng := rand.New(rand.NewPCG(seed, uint64(c)))
+		wg.Go(func() {
+			<-start
+			for range linOps {
+				in := randomLinIn(rng)
+				out := rec.begin()
+				call := clock.Add(1)
+				err := runLinIn(n, bs, subs[:], in)
+				ret := clock.Add(1)
+				rec.end()
+				if err != nil {
+					out.err = err.Error()
+				}
+				histories[c] = append(histories[c], porcupine.Operation{
+					ClientId: c, Input: in, Call: call, Output: *out, Return: ret,
+				})
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+	if len(rec.strays) > 0 {
+		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
+	}
+	return slices.Concat(histories...)
+}
+
+func randomLinIn(rng *rand.Rand) linIn {
+	keys := func() keySet { return keySet(rng.IntN(1 << linKeys)) }
+	switch rng.IntN(12) {
+	case 0, 1, 2, 3:
+		return linIn{kind: linSubscribe, sub: rng.IntN(linSubs), keys: keys() | 1<<rng.IntN(linKeys)}
+	case 4, 5:
+		return linIn{kind: linUnsubscribe, sub: rng.IntN(linSubs), keys: keys()}
+	case 6:
+		return linIn{kind: linCollect, keys: 1 << rng.IntN(linKeys)}
+	}
+	in := linIn{kind: linPublish, remote: rng.IntN(3) > 0, blks: keys() & keys(), haves: keys() & keys(), dhaves: keys() & keys()}
+	if in.blks|in.haves|in.dhaves == 0 {
+		in.blks = 1 << rng.IntN(linKeys)
+	}
+	return in
+}
+
+func runLinIn(n *notifier.Notifier, bs blockstore.Blockstore, subs []*notifier.Subscription, in linIn) error {
+	ctx := context.Background()
+	switch in.kind {
+	case linCollect:
+		return bs.DeleteBlock(ctx, in.keys.cids()[0])
+	case linSubscribe:
+		return subs[in.sub].Subscribe(ctx, in.keys.cids()...)
+	case linUnsubscribe:
+		subs[in.sub].Unsubscribe(in.keys.cids()...)
+		return nil
+	}
+	msg := notifier.ResponseMessage{Haves: in.haves.cids(), DontHaves: in.dhaves.cids()}
+	if in.remote {
+		msg.From = "peer"
+	}
+	for _, c := range in.blks.cids() {
+		msg.Blocks = append(msg.Blocks, linBlocks[slices.IndexFunc(linBlocks[:], func(b blocks.Block) bool { return b.Cid() == c })])
+	}
+	return n.Publish(ctx, msg)
+}
+
+// TestLinearizability checks histories of concurrent Subscribe, Unsubscribe
+// and Publish calls against the sequential specification, for a bounded time,
+// with one shard (every operation serialized), two (operations spanning
+// shards) and many. A history that porcupine cannot decide in time is logged
+// and skipped, never counted as a pass.
+func TestLinearizability(t *testing.T) {
+	budget, rounds := 2*time.Second, 300
+	if testing.Short() {
+		budget = 300 * time.Millisecond
+	}
+	if *linBudget > 0 {
+		budget, rounds = *linBudget, math.MaxInt
+	}
+	for _, shards := range []int{1, 2, 64} {
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { checkLinearizable(t, shards, budget, rounds) })
+	}
+}
+
+var linBudget = flag.Duration("lin-budget", 0, "TestLinearizability: check histories for this long per shard count, "+
+	"instead of up to 300 histories in 2s (300ms with -short)")
+
+func checkLinearizable(t *testing.T, shards int, budget time.Duration, rounds int) {
+	seed := uint64(time.Now().UnixNano())
+	deadline := time.Now().Add(budget)
+	var checked, unknown int
+	for r := uint64(0); r < uint64(rounds) && time.Now().Before(deadline); r++ {
+		history := linRound(t, shards, seed+r)
+		switch res := porcupine.CheckOperationsTimeout(linModel, history, 2*time.Second); res {
+		case porcupine.Ok:
+			checked++
+		case porcupine.Unknown:
+			unknown++
+			t.Logf("seed %d: porcupine timed out; history skipped, not passed", seed+r)
+		default:
+			report, _ := linReport(history, seed+r)
+			t.Fatal(report)
+		}
+	}
+	t.Logf("%d histories of %d operations linearizable, %d undecided", checked, linClients*linOps, unknown)
+	if checked == 0 {
+		t.Skip("no history could be decided in time")
+	}
+}
+
+// linReport describes a history that is not linearizable: where to find
+// porcupine's visualization, the history in call order, and the longest
+// linearizations porcupine found, with the state after each step.
+func linReport(history []porcupine.Operation, seed uint64) (report, vis string) {
+	_, info := porcupine.CheckOperationsVerbose(linModel, history, 10*time.Second)
+	var b strings.Builder
+	fmt.Fprintf(&b, "history (seed %d) is not linearizable\n", seed)
+	if f, err := os.CreateTemp("", "notifier-linearizability-*.html"); err == nil {
+		if err := porcupine.Visualize(linModel, info, f); err == nil {
+			vis = f.Name()
+			fmt.Fprintf(&b, "visualization (open in a browser): %s\n", vis)
+		}
+		f.Close()
+	}
+	b.WriteString("history, by call time:\n")
+	ops := slices.Clone(history)
+	slices.SortFunc(ops, func(x, y porcupine.Operation) int { return int(x.Call - y.Call) })
+	for _, op := range ops {
+		fmt.Fprintf(&b, "  [%3d,%3d] client %d: %v -> %v\n", op.Call, op.Return, op.ClientId, op.Input, op.Output)
+	}
+	for _, partition := range info.PartialLinearizationsOperations() {
+		longest := slices.MaxFunc(partition, func(x, y []porcupine.Operation) int { return len(x) - len(y) })
+		fmt.Fprintf(&b, "longest linearizable prefix (%d of %d operations):\n", len(longest), len(history))
+		st := linState{}
+		for _, op := range longest {
+			st, _ = st.step(op.Input.(linIn))
+			fmt.Fprintf(&b, "  %v -> %v\n      state: %v\n", op.Input, op.Output, st)
+		}
+		b.WriteString("no operation can come next; what the candidates returned and what the state prescribes:\n")
+		rest := slices.DeleteFunc(slices.Clone(ops), func(op porcupine.Operation) bool {
+			return slices.ContainsFunc(longest, func(l porcupine.Operation) bool {
+				return l.ClientId == op.ClientId && l.Call == op.Call
+			})
+		})
+		if len(rest) == 0 {
+			continue
+		}
+		first := slices.MinFunc(rest, func(x, y porcupine.Operation) int { return int(x.Return - y.Return) }).Return
+		for _, op := range rest {
+			if op.Call <= first {
+				_, want := st.step(op.Input.(linIn))
+				fmt.Fprintf(&b, "  client %d: %v -> %v, expected %v\n", op.ClientId, op.Input, op.Output, want)
+			}
+		}
+	}
+	return b.String(), vis
+}
+
+// TestLinearizability_ReportsLostWakeup feeds the checker a history with the
+// bug this library exists to prevent, and checks that it is caught and
+// reported readably: a Subscribe returned, then a local Publish of its key
+// delivered nothing.
+func TestLinearizability_ReportsLostWakeup(t *testing.T) {
+	history := []porcupine.Operation{
+		{ClientId: 0, Input: linIn{kind: linSubscribe, sub: 1, keys: 1}, Call: 1, Output: linOut{}, Return: 2},
+		{ClientId: 1, Input: linIn{kind: linPublish, blks: 1}, Call: 3, Output: linOut{}, Return: 4},
+		{ClientId: 2, Input: linIn{kind: linSubscribe, sub: 0, keys: 2}, Call: 3, Output: linOut{}, Return: 5},
+	}
+	if res := porcupine.CheckOperationsTimeout(linModel, history, time.Second); res != porcupine.Illegal {
+		t.Fatalf("checker says %v for a lost wakeup", res)
+	}
+	report, vis := linReport(history, 0)
+	if vis != "" {
+		defer os.Remove(vis)
+	}
+	for _, want := range []string{
+		"not linearizable",
+		"Publish(local blocks[k0] haves[] donthaves[]) -> nothing, expected s1<-blocks[k0]",
+		"cancel[k0]",
+	} {
+		if !strings.Contains(report, want) {
+			t.Errorf("report lacks %q:\n%s", want, report)
+		}
+	}
+	if vis == "" {
+		t.Error("no visualization written")
+	}
+}
