@@ -324,7 +324,7 @@ func TestSlowConsumerEnd_AtomicWithItsWants(t *testing.T) {
 		synctest.Wait()                          // the drain goroutine holds it, blocked on the channel
 		require.NoError(t, n.Publish(ctx, have)) // queued: the bound
 		published := make(chan struct{})
-		go func() { defer close(published); require.NoError(t, n.Publish(ctx, have)) }()
+		go func() { defer close(published); assert.NoError(t, n.Publish(ctx, have)) }()
 		waitBlockedOnMutex(t, "(*Notifier).Publish")
 		require.NoError(t, s.Err(), "ended while its wants are still in the index")
 		require.Equal(t, 3, n.Stats().Wants)

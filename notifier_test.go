@@ -8,6 +8,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -121,8 +122,8 @@ func TestLocalPublishRacingSubscribe_AlwaysDelivers(t *testing.T) {
 			b := mkBlocks(fmt.Sprintf("race-local-%d", i), 1)
 			s := mustSub(t, n, uint64(i))
 			var wg sync.WaitGroup
-			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b})) })
-			wg.Go(func() { require.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
+			wg.Go(func() { assert.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b})) })
+			wg.Go(func() { assert.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
 			wg.Wait()
 			require.Equal(t, ResponseMessage{Blocks: b}, recv(t, s), "round %d", i)
 			none(t, s)
@@ -141,8 +142,8 @@ func TestRemotePublishRacingSubscribe_NeverStoredButNotDelivered(t *testing.T) {
 			b := mkBlocks(fmt.Sprintf("race-remote-%d", i), 1)
 			s := mustSub(t, n, uint64(i))
 			var wg sync.WaitGroup
-			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b})) })
-			wg.Go(func() { require.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
+			wg.Go(func() { assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b})) })
+			wg.Go(func() { assert.NoError(t, s.Subscribe(ctx, b[0].Cid())) })
 			wg.Wait()
 			has, err := bs.Has(ctx, b[0].Cid())
 			require.NoError(t, err)
@@ -239,7 +240,7 @@ func TestDelivery_BlockIsStoredWhenReceived(t *testing.T) {
 		require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
 		var wg sync.WaitGroup
 		for i := range b {
-			wg.Go(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[i : i+1]})) })
+			wg.Go(func() { assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[i : i+1]})) })
 		}
 		for range b {
 			m := recv(t, s)
