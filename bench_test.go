@@ -1,0 +1,553 @@
+package notifier_test
+
+// Benchmarks for the workloads W1-W5 of SPEC.md ("Performance"), each run on
+// the Notifier and, in the same run, on the baseline that reproduces today's
+// two-layer bitswap design (internal/legacy) and on a floor; the last
+// sub-benchmark level is impl=..., so that
+//
+//	go run golang.org/x/perf/cmd/benchstat@latest -col /impl out.txt
+//
+// prints them side by side with the ratio to the baseline, which runs first.
+// BENCHMARKS.md gives the commands and the results; internal/benchkit holds
+// the workloads and the adapters that drive every implementation the same
+// way.
+//
+// Fairness, for every workload:
+//   - Same blockstore, same keys, same messages, same order. A store=none row
+//     is notify-only: notifier.New(nil) and legacy.NewClient(nil).
+//   - Consumers: every delivery is drained and counted by the goroutines a
+//     client would run: per Notifier subscription one goroutine ranging over
+//     Messages(); per baseline session one goroutine draining Updates() and,
+//     per request, one draining the GetBlocks channel. A round's time ends
+//     only when every consumer has counted every block of the round.
+//   - Buffers: a Notifier subscription's channel holds as much as the
+//     baseline hands a session without blocking: W1 1024 (its GetBlocks
+//     channel holds len(keys)), W2/W3 128 (boxo's session queue). The
+//     notifier-buf32 rows use the default of 32.
+//   - A delivered block ends the want, so a round consumes every want. Between
+//     rounds, with the timer stopped, the round's blocks are deleted from the
+//     store and every session wants its keys again (Subscribe / GetBlocks,
+//     which check the store), and the benchmark waits until the goroutines
+//     that this started are idle (the baseline's request goroutines build
+//     their state after GetBlocks returns).
+//   - Both have the same no-op cancel function.
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/benchkit"
+	"github.com/bitswapsync/notifier/internal/legacy"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+)
+
+const (
+	benchW1Buffer = 1024 // a W1 subscription's channel: the baseline's GetBlocks channel holds 1024
+	benchW2Buffer = 128  // a W2/W3 subscription's channel: boxo's session queue
+	benchChurn    = 5000 // W3's Subscribe/Unsubscribe operations per second
+	benchSettle   = time.Second
+)
+
+var (
+	benchAllStores = []string{benchkit.StoreNone, benchkit.StoreMem, benchkit.StoreFlatFS}
+	benchStores    = []string{benchkit.StoreMem, benchkit.StoreFlatFS}
+
+	// benchImpls are W1's and W2's implementations, the baseline first; see
+	// benchImplsFor.
+	benchImpls = []benchkit.Maker{
+		benchkit.Makers[0], // legacy
+		benchkit.Makers[1], // notifier
+		{Name: "notifier-buf32", New: func(c benchkit.Config) (benchkit.Impl, error) {
+			c.Buffer = notifier.DefaultBufferSize
+			return benchkit.NewNotifier(c)
+		}},
+		benchkit.Makers[2], // notifier-func
+		benchkit.Makers[3], // floor
+	}
+
+	benchW2Plan = sync.OnceValue(benchkit.W2)
+)
+
+// benchImplsFor returns the implementations to run on store kind: all of
+// them, but on flatfs, where creating a file costs more than anything
+// measured, only the baseline, the Notifier and the floor, which keeps one
+// pass of every benchmark (-benchtime=1x) within CI's time.
+func benchImplsFor(kind string) []benchkit.Maker {
+	if kind != benchkit.StoreFlatFS {
+		return benchImpls
+	}
+	return []benchkit.Maker{benchkit.Makers[0], benchkit.Makers[1], benchkit.Makers[3]}
+}
+
+// benchStore opens a store of kind, in a temporary directory for flatfs, and
+// returns it with the function that closes and removes it.
+func benchStore(b *testing.B, kind string) (*benchkit.Store, func()) {
+	b.Helper()
+	dir, err := os.MkdirTemp("", "notifier-bench-")
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, err := benchkit.OpenStore(kind, dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return st, func() {
+		if err := st.Close(); err != nil {
+			b.Error(err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// BenchmarkW1 is the fan-out workload: S subscriptions all want the same 1024
+// keys; each message carries one block from a remote peer, so each message is
+// S deliveries. One op is one round of 1024 messages; ns/block is per
+// delivered block (per subscription). The floor row stores the blocks too:
+// under store=mem it is "floor plus the blockstore put".
+func BenchmarkW1(b *testing.B) {
+	for _, kind := range benchAllStores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, s := range []int{1, 16, 256} {
+				p := benchkit.W1(s)
+				b.Run(fmt.Sprintf("S=%d", s), func(b *testing.B) {
+					for _, mk := range benchImplsFor(kind) {
+						b.Run("impl="+mk.Name, func(b *testing.B) {
+							elapsed, _ := benchRounds(b, kind, mk, p, benchW1Buffer)
+							b.ReportMetric(elapsed/float64(b.N*len(p.Msgs)*s), "ns/block")
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
+// BenchmarkW2 is the disjoint workload: 256 subscriptions of 64 keys each;
+// messages of 16 blocks, 32 HAVEs and 8 DONT_HAVEs from 8 peers, each
+// reaching about 50 subscriptions. One op is one round of 1024 messages.
+// allocs/msg counts every allocation while the timer runs (consumers
+// included); the store=none row is the figure "outside PutMany".
+func BenchmarkW2(b *testing.B) {
+	p := benchW2Plan()
+	for _, kind := range benchAllStores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, mk := range benchImplsFor(kind) {
+				b.Run("impl="+mk.Name, func(b *testing.B) { benchW2(b, kind, mk, p, 0) })
+			}
+		})
+	}
+}
+
+func benchW2(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, shards int) {
+	elapsed, mallocs := benchRounds(b, kind, mk, p, benchW2Buffer, shards)
+	msgs := float64(b.N * len(p.Msgs))
+	b.ReportMetric(elapsed/msgs, "ns/msg")
+	b.ReportMetric(float64(mallocs)/msgs, "allocs/msg")
+}
+
+// benchRounds runs b.N rounds of p on a fresh implementation and returns the
+// timed nanoseconds and the allocations made while the timer ran.
+func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, buffer int, shards ...int) (elapsed float64, mallocs uint64) {
+	b.ReportAllocs()
+	ctx := context.Background()
+	st, closeStore := benchStore(b, kind)
+	defer closeStore()
+	cfg := benchkit.Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: buffer}
+	if len(shards) > 0 {
+		cfg.Shards = shards[0]
+	}
+	impl, err := mk.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer impl.Close()
+	var ms runtime.MemStats
+	b.StopTimer()
+	b.ResetTimer()
+	for range b.N {
+		if err := p.Reset(ctx, st, impl); err != nil {
+			b.Fatal(err)
+		}
+		benchkit.Settle(benchSettle)
+		impl.Arm()
+		runtime.ReadMemStats(&ms)
+		m0 := ms.Mallocs
+		b.StartTimer()
+		for i := range p.Msgs {
+			if err := impl.Publish(ctx, &p.Msgs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		impl.Wait()
+		b.StopTimer()
+		runtime.ReadMemStats(&ms)
+		mallocs += ms.Mallocs - m0
+	}
+	return float64(b.Elapsed().Nanoseconds()), mallocs
+}
+
+// BenchmarkW3 is W2 with b.RunParallel publishers, GOMAXPROCS of them: run it
+// with -cpu 1,2 and compare with benchstat -col /gomaxprocs. One op is one
+// message. The publishers share the round's messages; at the end of a round
+// the publisher that takes the next round's first message waits for the
+// round's publishes and deliveries and, with the timer stopped, resets the
+// wants while the others wait. With churn=5000 another goroutine makes a
+// session of its own want and unwant keys that are never published, 5,000
+// operations a second (Subscribe/Unsubscribe; for the baseline GetBlocks
+// and the cancel of its context); churn-ops/s is the rate achieved. The floor
+// has no churn row: it keeps no wants to churn.
+func BenchmarkW3(b *testing.B) {
+	p := benchW2Plan()
+	for _, kind := range benchAllStores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, churn := range []int{0, benchChurn} {
+				b.Run(fmt.Sprintf("churn=%d", churn), func(b *testing.B) {
+					for _, mk := range benchkit.Makers {
+						if mk.Name == benchkit.ImplNotifierFunc || churn > 0 && mk.Name == benchkit.ImplFloor {
+							continue
+						}
+						b.Run("impl="+mk.Name, func(b *testing.B) { benchW3(b, kind, mk, p, churn, 0) })
+					}
+				})
+			}
+		})
+	}
+}
+
+func benchW3(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, churn, shards int) {
+	b.ReportAllocs()
+	ctx := context.Background()
+	st, closeStore := benchStore(b, kind)
+	defer closeStore()
+	impl, err := mk.New(benchkit.Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: benchW2Buffer, Shards: shards})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer impl.Close()
+	g := &benchGate{b: b, p: p, st: st, impl: impl}
+	g.cond = sync.NewCond(&g.mu)
+	if err := p.Reset(ctx, st, impl); err != nil {
+		b.Fatal(err)
+	}
+	benchkit.Settle(benchSettle)
+	impl.Arm()
+	g.pub[0].Add(len(p.Msgs))
+	var stopChurn func() (int, time.Duration)
+	if churn > 0 {
+		stopChurn, err = benchkit.Churn(ctx, impl.(benchkit.Churner), benchkit.FakeKeys(3, 1024), churn)
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			g.publish(ctx)
+		}
+	})
+	benchkit.WaitDelivered(impl, int64(b.N)*benchkit.W2Blocks)
+	b.StopTimer()
+	if stopChurn != nil {
+		ops, took := stopChurn()
+		b.ReportMetric(float64(ops)/took.Seconds(), "churn-ops/s")
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/msg")
+}
+
+// benchGate hands the publishers of W3 the messages of successive rounds and
+// lets one of them reset the wants between rounds while the others wait.
+type benchGate struct {
+	b    *testing.B
+	p    *benchkit.Plan
+	st   *benchkit.Store
+	impl benchkit.Impl
+	next atomic.Int64 // index of the next message, counted over all rounds
+
+	pub [2]sync.WaitGroup // publishes of round r, in pub[r%2]
+
+	mu     sync.Mutex // guards opened
+	cond   *sync.Cond // signalled when opened grows
+	opened int64      // the last round whose messages may be published
+}
+
+func (g *benchGate) publish(ctx context.Context) {
+	i := g.next.Add(1) - 1
+	n := int64(len(g.p.Msgs))
+	r := i / n
+	if i%n == 0 && r > 0 {
+		g.turn(ctx, r)
+	} else {
+		g.await(r)
+	}
+	if err := g.impl.Publish(ctx, &g.p.Msgs[i%n]); err != nil {
+		g.b.Error(err)
+	}
+	g.pub[r%2].Done()
+}
+
+func (g *benchGate) await(r int64) {
+	g.mu.Lock()
+	for g.opened < r {
+		g.cond.Wait()
+	}
+	g.mu.Unlock()
+}
+
+// turn ends round r-1 and opens round r. The other publishers are either
+// finishing round r-1 or waiting for r, so the timer, stopped here, is not
+// touched concurrently.
+func (g *benchGate) turn(ctx context.Context, r int64) {
+	g.pub[(r-1)%2].Wait()
+	g.impl.Wait()
+	g.b.StopTimer()
+	if err := g.p.Reset(ctx, g.st, g.impl); err != nil {
+		g.b.Error(err)
+	}
+	benchkit.Settle(50 * time.Millisecond) // the churn goroutine may never let it settle
+	g.impl.Arm()
+	g.pub[r%2].Add(len(g.p.Msgs))
+	g.b.StartTimer()
+	g.mu.Lock()
+	g.opened = r
+	g.cond.Broadcast()
+	g.mu.Unlock()
+}
+
+// BenchmarkW4 is subscribe-hit: a request for keys whose blocks are all in
+// the blockstore, and the receipt of those blocks. impl=floor is the
+// blockstore's Get alone, the reference of the target. One op is one call of
+// keys keys; ns/key is per key. The keys cycle through 1024 stored blocks.
+func BenchmarkW4(b *testing.B) {
+	blks := benchkit.Blocks("w4", 1024)
+	keys := benchkit.Keys(blks)
+	for _, kind := range benchStores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, k := range []int{1, 64} {
+				b.Run(fmt.Sprintf("keys=%d", k), func(b *testing.B) {
+					for _, impl := range []string{benchkit.ImplLegacy, benchkit.ImplNotifier, benchkit.ImplFloor} {
+						b.Run("impl="+impl, func(b *testing.B) { benchW4(b, kind, impl, blks, keys, k) })
+					}
+				})
+			}
+		})
+	}
+}
+
+func benchW4(b *testing.B, kind, impl string, blks []blocks.Block, keys []cid.Cid, k int) {
+	b.ReportAllocs()
+	ctx := context.Background()
+	st, closeStore := benchStore(b, kind)
+	defer closeStore()
+	if err := st.PutMany(ctx, blks); err != nil {
+		b.Fatal(err)
+	}
+	var get func(batch []cid.Cid) int
+	switch impl {
+	case benchkit.ImplNotifier:
+		n := notifier.New(st.Notifier(), notifier.WithCancelFunc(benchkit.NoCancel))
+		defer n.Close()
+		s, err := n.NewSubscription(1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		get = func(batch []cid.Cid) int {
+			if err := s.Subscribe(ctx, batch...); err != nil {
+				b.Fatal(err)
+			}
+			got := 0
+			for got < len(batch) {
+				got += len((<-s.Messages()).Blocks)
+			}
+			return got
+		}
+	case benchkit.ImplLegacy:
+		c := legacy.NewClient(st.Legacy(), legacy.WithCancelFunc(benchkit.NoCancel))
+		defer c.Close()
+		ses := c.NewSession(1)
+		get = func(batch []cid.Cid) int {
+			ch, err := ses.GetBlocks(ctx, batch...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			got := 0
+			for range ch {
+				got++
+			}
+			return got
+		}
+	default:
+		get = func(batch []cid.Cid) int {
+			for _, key := range batch {
+				if _, err := st.Get(ctx, key); err != nil {
+					b.Fatal(err)
+				}
+			}
+			return len(batch)
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		lo := i * k % len(keys)
+		if got := get(keys[lo : lo+k]); got != k {
+			b.Fatalf("got %d blocks, want %d", got, k)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*k), "ns/key")
+}
+
+// BenchmarkW5 is memory: 1,000 subscriptions wanting 1,000 keys each, the
+// same keys (shared) or keys of their own (disjoint); nothing is published.
+// B/pair is the growth of the live heap (after two GCs, once the
+// implementation's goroutines are idle) per (subscription, key) pair;
+// stackB/pair the growth of goroutine stacks; goroutines/sub the goroutines
+// the implementation keeps per subscription. One op builds the whole index
+// (ns/op: the time to subscribe 1M pairs); run it with -benchtime=1x.
+//
+// Only store=mem runs: the store is only read while subscribing (1M misses),
+// the bytes measured do not depend on it (BENCHMARKS.md has a flatfs run
+// made by adding it to the list below: the same figures), and 1M flatfs
+// misses would take a quarter of CI's budget for one pass.
+func BenchmarkW5(b *testing.B) {
+	for _, kind := range []string{benchkit.StoreMem} {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, shape := range []string{"shared", "disjoint"} {
+				b.Run("keys="+shape, func(b *testing.B) {
+					for _, impl := range []string{benchkit.ImplLegacy, benchkit.ImplNotifier} {
+						b.Run("impl="+impl, func(b *testing.B) { benchW5(b, kind, shape, impl) })
+					}
+				})
+			}
+		})
+	}
+}
+
+func benchW5(b *testing.B, kind, shape, impl string) {
+	b.ReportAllocs()
+	ctx := context.Background()
+	st, closeStore := benchStore(b, kind)
+	defer closeStore()
+	subKeys := make([][]cid.Cid, benchkit.W5Size)
+	shared := benchkit.FakeKeys(5, benchkit.W5Size)
+	for i := range subKeys {
+		if shape == "shared" {
+			subKeys[i] = shared
+		} else {
+			subKeys[i] = benchkit.FakeKeys(uint32(100+i), benchkit.W5Size)
+		}
+	}
+	build := benchkit.BuildNotifier
+	if impl == benchkit.ImplLegacy {
+		build = benchkit.BuildLegacy
+	}
+	pairs := float64(b.N * benchkit.W5Size * benchkit.W5Size)
+	var heap, stack, goroutines float64
+	b.StopTimer()
+	b.ResetTimer()
+	for range b.N {
+		before, g0 := benchMem()
+		b.StartTimer()
+		built, err := build(ctx, st, subKeys)
+		b.StopTimer()
+		if err != nil {
+			b.Fatal(err)
+		}
+		after, g1 := benchMem()
+		heap += float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		stack += float64(after.StackInuse) - float64(before.StackInuse)
+		goroutines += float64(g1 - g0)
+		built.Close()
+	}
+	b.ReportMetric(heap/pairs, "B/pair")
+	b.ReportMetric(stack/pairs, "stackB/pair")
+	b.ReportMetric(goroutines/float64(b.N*benchkit.W5Size), "goroutines/sub")
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/pairs, "ns/pair")
+}
+
+// benchMem waits for the goroutines to be idle, collects garbage (twice, so
+// that sync.Pool's victim cache is empty too) and returns the memory
+// statistics and the number of goroutines.
+func benchMem() (runtime.MemStats, int) {
+	benchkit.Settle(5 * time.Second)
+	runtime.GC()
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms, runtime.NumGoroutine()
+}
+
+// BenchmarkIdleSubscription measures what a subscription that wants nothing
+// costs: 1,000 of them, goroutines and bytes per subscription (heap, and
+// goroutine stacks).
+func BenchmarkIdleSubscription(b *testing.B) {
+	const subs = 1000
+	for _, impl := range []string{benchkit.ImplLegacy, benchkit.ImplNotifier} {
+		b.Run("impl="+impl, func(b *testing.B) {
+			b.ReportAllocs()
+			var heap, stack, goroutines float64
+			for range b.N {
+				b.StopTimer()
+				before, g0 := benchMem()
+				b.StartTimer()
+				var stop func()
+				if impl == benchkit.ImplLegacy {
+					c := legacy.NewClient(nil)
+					for i := range subs {
+						c.NewSession(uint64(i))
+					}
+					stop = c.Close
+				} else {
+					n := notifier.New(nil)
+					for i := range subs {
+						if _, err := n.NewSubscription(uint64(i)); err != nil {
+							b.Fatal(err)
+						}
+					}
+					stop = func() { _ = n.Close() }
+				}
+				b.StopTimer()
+				after, g1 := benchMem()
+				heap += float64(after.HeapAlloc) - float64(before.HeapAlloc)
+				stack += float64(after.StackInuse) - float64(before.StackInuse)
+				goroutines += float64(g1 - g0)
+				stop()
+				b.StartTimer()
+			}
+			n := float64(b.N * subs)
+			b.ReportMetric(goroutines/n, "goroutines/sub")
+			b.ReportMetric(heap/n, "B/sub")
+			b.ReportMetric(stack/n, "stackB/sub")
+		})
+	}
+}
+
+// BenchmarkShards chose notifier.DefaultShards: the Notifier alone, store=mem,
+// at several shard counts, on W2 and on W3 with churn (run with -cpu 1,2;
+// compare with benchstat -col /shards).
+func BenchmarkShards(b *testing.B) {
+	p := benchW2Plan()
+	mk := benchkit.Makers[1] // notifier
+	for _, w := range []string{"W2", "W3"} {
+		b.Run(w, func(b *testing.B) {
+			for _, shards := range []int{1, 8, 32, 64, 256} {
+				b.Run(fmt.Sprintf("shards=%d", shards), func(b *testing.B) {
+					if w == "W2" {
+						benchW2(b, benchkit.StoreMem, mk, p, shards)
+					} else {
+						benchW3(b, benchkit.StoreMem, mk, p, benchChurn, shards)
+					}
+				})
+			}
+		})
+	}
+}

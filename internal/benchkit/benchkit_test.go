@@ -1,0 +1,147 @@
+package benchkit
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/bitswapsync/notifier"
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+)
+
+func TestW2_Shape(t *testing.T) {
+	p := W2()
+	if len(p.Msgs) != W2Subs*W2KeysPer/W2Blocks {
+		t.Fatalf("%d messages", len(p.Msgs))
+	}
+	delivered := make(map[cid.Cid]int) // key -> message that carries its block
+	for m, msg := range p.Msgs {
+		if len(msg.Blocks) != W2Blocks {
+			t.Fatalf("message %d has %d blocks", m, len(msg.Blocks))
+		}
+		for _, b := range msg.Blocks {
+			if _, dup := delivered[b.Cid()]; dup {
+				t.Fatalf("block %s published twice", b.Cid())
+			}
+			delivered[b.Cid()] = m
+		}
+	}
+	if len(delivered) != len(p.Keys) {
+		t.Fatalf("%d of %d keys published", len(delivered), len(p.Keys))
+	}
+	full := 0
+	for m, msg := range p.Msgs {
+		if len(msg.Haves) == W2Haves && len(msg.DontHaves) == W2DontHaves {
+			full++
+		}
+		for _, k := range append(append([]cid.Cid(nil), msg.Haves...), msg.DontHaves...) {
+			if delivered[k] <= m {
+				t.Fatalf("message %d announces %s, whose block came in message %d", m, k, delivered[k])
+			}
+		}
+	}
+	if full < len(p.Msgs)-4 {
+		t.Fatalf("only %d full messages", full)
+	}
+	t.Logf("W2: a message reaches %.1f of %d subscriptions on average", p.InterestedPerMsg(), W2Subs)
+}
+
+// smallPlan is W2 in miniature: subs subscriptions of 4 keys each, two
+// blocks and one HAVE of the next message's first key per message.
+func smallPlan(subs int) *Plan {
+	blks := Blocks("small", subs*4)
+	p := &Plan{Blocks: blks, Keys: Keys(blks), PerSub: 4}
+	for i := range subs {
+		p.SubKeys = append(p.SubKeys, p.Keys[i*4:(i+1)*4])
+	}
+	for m := 0; m < len(blks)/2; m++ {
+		msg := notifier.ResponseMessage{From: Peer(m), Blocks: []blocks.Block{blks[2*m], blks[2*m+1]}}
+		if 2*m+2 < len(blks) {
+			msg.Haves = []cid.Cid{p.Keys[2*m+2]}
+		}
+		p.Msgs = append(p.Msgs, msg)
+	}
+	return p
+}
+
+// Every implementation consumes whole rounds, on every kind of store.
+func TestImpls_RoundsComplete(t *testing.T) {
+	ctx := context.Background()
+	p := smallPlan(8)
+	for _, kind := range []string{StoreNone, StoreMem, StoreFlatFS} {
+		for _, mk := range Makers {
+			t.Run(kind+"/"+mk.Name, func(t *testing.T) {
+				st, err := OpenStore(kind, t.TempDir())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				impl, err := mk.New(Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: 2})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer impl.Close()
+				for round := 1; round <= 3; round++ {
+					if err := p.Reset(ctx, st, impl); err != nil {
+						t.Fatal(err)
+					}
+					Settle(time.Second)
+					impl.Arm()
+					for i := range p.Msgs {
+						if err := impl.Publish(ctx, &p.Msgs[i]); err != nil {
+							t.Fatal(err)
+						}
+					}
+					impl.Wait()
+					if got, want := impl.Delivered(), int64(round*len(p.Keys)); got != want {
+						t.Fatalf("round %d: delivered %d, want %d", round, got, want)
+					}
+				}
+			})
+		}
+	}
+}
+
+func TestChurn_KeepsTheRate(t *testing.T) {
+	st, err := OpenStore(StoreMem, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mk := range []Maker{Makers[0], Makers[1]} {
+		t.Run(mk.Name, func(t *testing.T) {
+			impl, err := mk.New(Config{Store: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer impl.Close()
+			stop, err := Churn(context.Background(), impl.(Churner), FakeKeys(1, 16), 5000)
+			if err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			ops, took := stop()
+			// Catching up keeps the rate; the lower bound only leaves room for a slow
+			// machine under -race.
+			if rate := float64(ops) / took.Seconds(); rate < 1000 || rate > 5100 {
+				t.Fatalf("%d ops in %v: %.0f/s", ops, took, rate)
+			}
+		})
+	}
+}
+
+func TestBuild_W5TearsDown(t *testing.T) {
+	ctx := context.Background()
+	st, err := OpenStore(StoreMem, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := [][]cid.Cid{FakeKeys(7, 10), FakeKeys(8, 10)}
+	for _, build := range []func(context.Context, *Store, [][]cid.Cid) (*Built, error){BuildNotifier, BuildLegacy} {
+		b, err := build(ctx, st, keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b.Close()
+	}
+}
