@@ -167,11 +167,13 @@ func (c *call) deliver(m notifier.ResponseMessage) {
 			continue
 		}
 		delete(c.left, k)
+		// Never blocks: ch has a slot per key and gets each key once. The
+		// block is in ch before the table stops counting the call, so a
+		// CANCEL computed from the table never precedes it.
+		c.ch <- c.ps.wrapBlock(b, m.From, c.start)
 		if c.ps.table != nil {
 			c.ps.table.endCall(k)
 		}
-		// Never blocks: ch has a slot per key and gets each key once.
-		c.ch <- c.ps.wrapBlock(b, m.From, c.start)
 	}
 	if len(c.left) > 0 {
 		return
