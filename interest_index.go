@@ -11,12 +11,19 @@ import (
 
 // interest is the set of subscriptions that want one key.
 //
-// Invariant: subs is never empty while the interest is in an index, holds
-// each subscription at most once, and s is in subs exactly when the key is
-// in s.keys.
+// Invariant: subs is never empty while the interest is in an index and holds
+// each subscription at most once; s is in subs exactly when s.keys maps the
+// key to this interest. When a block ends every want of the key, the interest
+// leaves the index and is marked dropped, for good: the subscribers' entries
+// in their keys maps then go stale in place instead of being deleted one by
+// one on the delivery path (see Subscription.keys).
 type interest struct {
 	subs  []*Subscription
 	first [1]*Subscription // backs subs while one subscription wants the key, the common case
+
+	// dropped is set, under the shard lock, when the interest leaves the index
+	// by delivery; it is never cleared, so it may be read without the lock.
+	dropped atomic.Bool
 
 	// creator is the op that added the key to the index; a want that this same
 	// op satisfies had no WANT sent for it, so its end is not reported.
@@ -99,8 +106,13 @@ func (x *shardIndex) remove(k cid.Cid, s *Subscription) (found, last bool) {
 }
 
 // drop ends every want of k: its block has been delivered to all of them.
+// The subscribers' entries go stale; the interest lets go of them so that a
+// stale entry keeps no other subscription alive.
 func (x *shardIndex) drop(k cid.Cid, e *interest) {
 	delete(x.wants, k)
 	x.keys.Add(-1)
 	x.pairs.Add(-int64(len(e.subs)))
+	e.dropped.Store(true)
+	e.first[0] = nil
+	e.subs = nil
 }

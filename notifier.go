@@ -407,7 +407,7 @@ func (n *Notifier) deliver(o *op, from string) {
 	o.fill(from)
 	for i := range o.hits {
 		h := &o.hits[i]
-		if h.kind != kindBlock {
+		if h.kind != kindBlock || h.e == nil {
 			continue
 		}
 		n.shards[h.shard].idx.drop(h.key, h.e)
@@ -416,13 +416,15 @@ func (n *Notifier) deliver(o *op, from string) {
 			o.keep.Add(int(h.shard))
 		}
 	}
-	o.enqueue()
+	o.lockTargets()
 }
 
 // finish releases o's shard locks, calling the cancel function with o.cancels
-// while the shards of those keys are still held (see WithCancelFunc), and then
-// ends the subscriptions that o found past WithMaxPending. Ending them needs
-// the shards of all their keys, which o could not take in order.
+// while the shards of those keys are still held (see WithCancelFunc); then
+// hands the channel subscriptions their messages (outside the shard locks,
+// which shortens the critical section that concurrent Publishes contend for),
+// and ends the subscriptions that o found past WithMaxPending. Ending them
+// needs the shards of all their keys, which o could not take in order.
 func (n *Notifier) finish(o *op) {
 	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
 		if !o.keep.Has(i) {
@@ -433,6 +435,7 @@ func (n *Notifier) finish(o *op) {
 		n.cfg.cancel(slices.Clone(o.cancels))
 	}
 	n.unlock(o.keep)
+	o.handOut()
 	for _, s := range o.ended {
 		s.end(ErrSlowConsumer)
 	}

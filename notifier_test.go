@@ -72,22 +72,21 @@ func TestSubscribe_DeliversBlockAlreadyStored(t *testing.T) {
 	})
 }
 
-// G1, the mechanism: Subscribe records the want before it consults the
-// blockstore, and holds the key's shard while it does, so no Publish of the
-// key fits between the check and the want.
-func TestSubscribe_ChecksStoreAfterRecordingWantUnderShardLock(t *testing.T) {
+// G1, the mechanism: Subscribe holds the key's shard lock from the
+// blockstore check to the recording of the want, so no Publish of the key
+// fits between them.
+func TestSubscribe_ChecksStoreUnderShardLock(t *testing.T) {
 	b := mkBlocks("order", 1)[0]
 	hs := &hookStore{Blockstore: memStore()}
 	n, _ := newWithCancels(t, hs)
-	var wantsAtCheck int
 	var heldAtCheck bool
 	hs.onGet = func(c cid.Cid) error {
-		wantsAtCheck, heldAtCheck = n.Stats().Wants, n.shardHeld(c)
+		heldAtCheck = n.shardHeld(c)
 		return nil
 	}
 	require.NoError(t, mustSub(t, n, 1).Subscribe(ctx, b.Cid()))
-	require.Equal(t, 1, wantsAtCheck, "the want must be recorded before the blockstore check")
 	require.True(t, heldAtCheck, "the blockstore check must run under the key's shard lock")
+	require.Equal(t, 1, n.Stats().Wants, "the want of a missing key is recorded in the same critical section")
 }
 
 // G1/G3, the mechanism: Publish stores under the shard locks of its keys.

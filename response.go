@@ -67,7 +67,7 @@ func (m *ResponseMessage) empty() bool {
 // some subscription wants, or a block that Subscribe found in the blockstore.
 type hit struct {
 	key   cid.Cid
-	e     *interest
+	e     *interest // nil: a Subscribe hit that only its subscriber wants (op.self)
 	shard int32
 	kind  kind
 	blk   blocks.Block // kind == kindBlock
@@ -77,7 +77,16 @@ type hit struct {
 type target struct {
 	s          *Subscription
 	nb, nh, nd int // counts of Blocks, Haves and DontHaves
+	stale      int // blocks that end a want recorded in s.keys
 	msg        ResponseMessage
+}
+
+// lockEntry is a target subscription in the order enqueue locks it. Sorting
+// these rather than the targets moves 16 bytes per swap instead of ~120.
+type lockEntry struct {
+	seq uint64
+	s   *Subscription
+	t   int // index in op.targets
 }
 
 // op is the scratch state of one Publish, Subscribe, Unsubscribe or release.
@@ -92,7 +101,10 @@ type op struct {
 	hits      []hit          // wanted keys, deduplicated
 	store     []blocks.Block // blocks for PutMany
 	targets   []target
+	order     []lockEntry
 	slot      map[*Subscription]int // index in targets, when several hits
+	self      [1]*Subscription      // the subscriber, in a Subscribe
+	seen      map[cid.Cid]struct{}  // keys of a long Subscribe, for repeated
 	cancels   []cid.Cid             // keys whose last want this op ended
 	ended     []*Subscription       // subscriptions this op found past WithMaxPending, to end
 }
@@ -102,6 +114,7 @@ func newOp(shards int) *op {
 		locks: shardset.New(shards),
 		keep:  shardset.New(shards),
 		slot:  make(map[*Subscription]int),
+		seen:  make(map[cid.Cid]struct{}),
 	}
 }
 
@@ -124,16 +137,56 @@ func (n *Notifier) putOp(o *op) {
 	o.store = o.store[:0]
 	clear(o.targets)
 	o.targets = o.targets[:0]
+	clear(o.order)
+	o.order = o.order[:0]
 	if len(o.slot) > 4096 {
 		o.slot = make(map[*Subscription]int) // clear costs as much as the largest use
 	} else {
 		clear(o.slot)
+	}
+	o.self[0] = nil
+	if len(o.seen) > 4096 {
+		o.seen = make(map[cid.Cid]struct{})
+	} else {
+		clear(o.seen)
 	}
 	clear(o.cancels)
 	o.cancels = o.cancels[:0]
 	clear(o.ended)
 	o.ended = o.ended[:0]
 	n.ops.Put(o)
+}
+
+// repeated reports whether a Subscribe has already made k a candidate (is in
+// o.hits). Short calls scan; long ones switch to o.seen.
+func (o *op) repeated(k cid.Cid) bool {
+	const scan = 16
+	if len(o.hits) < scan {
+		for i := range o.hits {
+			if o.hits[i].key == k {
+				return true
+			}
+		}
+		return false
+	}
+	if len(o.seen) == 0 {
+		for i := range o.hits {
+			o.seen[o.hits[i].key] = struct{}{}
+		}
+	}
+	if _, ok := o.seen[k]; ok {
+		return true
+	}
+	o.seen[k] = struct{}{}
+	return false
+}
+
+// subsOf returns the subscriptions that want h's key.
+func (o *op) subsOf(h *hit) []*Subscription {
+	if h.e == nil {
+		return o.self[:]
+	}
+	return h.e.subs
 }
 
 // target returns the target of s, creating it. When the op has a single hit,
@@ -154,11 +207,14 @@ func (o *op) target(s *Subscription) *target {
 func (o *op) plan() {
 	for i := range o.hits {
 		h := &o.hits[i]
-		for _, s := range h.e.subs {
+		for _, s := range o.subsOf(h) {
 			t := o.target(s)
 			switch h.kind {
 			case kindBlock:
 				t.nb++
+				if h.e != nil {
+					t.stale++
+				}
 			case kindHave:
 				t.nh++
 			default:
@@ -189,7 +245,7 @@ func (o *op) fill(from string) {
 	single := len(o.hits) == 1
 	for i := range o.hits {
 		h := &o.hits[i]
-		for j, s := range h.e.subs {
+		for j, s := range o.subsOf(h) {
 			var t *target
 			if single {
 				t = &o.targets[j]
@@ -217,22 +273,49 @@ func carve[T any](arena []T, n int) (part, rest []T) {
 	return arena[:0:n], arena[n:]
 }
 
-// enqueue hands each target its message. It locks all the target
-// subscriptions, in ascending seq, before handing out the first message, so
-// that two operations that reach the same subscriptions reach them all in
-// the same order, whatever their shards.
-func (o *op) enqueue() {
-	slices.SortFunc(o.targets, func(a, b target) int { return cmp.Compare(a.s.seq, b.s.seq) })
-	for i := range o.targets {
-		o.targets[i].s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+// lockTargets locks the target subscriptions, in ascending seq, and hands
+// their messages to those that take them through a function (see
+// NewSubscriptionFunc), which run under the shard locks as documented. The
+// channel subscriptions get theirs from handOut, once the shard locks are
+// released. Holding every target's lock from before the first message to
+// after the last is what makes two operations that reach the same
+// subscriptions reach them all in the same order, whatever their shards.
+func (o *op) lockTargets() {
+	if len(o.targets) == 1 {
+		o.order = append(o.order, lockEntry{s: o.targets[0].s})
+	} else {
+		for i := range o.targets {
+			o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
+		}
+		slices.SortFunc(o.order, func(a, b lockEntry) int { return cmp.Compare(a.seq, b.seq) })
 	}
-	for i := range o.targets {
-		t := &o.targets[i]
-		if t.s.accept(t.msg) {
-			o.ended = append(o.ended, t.s)
+	for _, l := range o.order {
+		l.s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+	}
+	for _, l := range o.order {
+		if l.s.fn != nil {
+			o.accept(&o.targets[l.t])
 		}
 	}
-	for i := range o.targets {
-		o.targets[i].s.mu.Unlock()
+}
+
+// handOut hands the channel subscriptions locked by lockTargets their
+// messages and unlocks every target. The caller may have released the shard
+// locks: the subscriptions' locks keep out every operation that could
+// observe s before its message.
+func (o *op) handOut() {
+	for _, l := range o.order {
+		if l.s.fn == nil {
+			o.accept(&o.targets[l.t])
+		}
+	}
+	for _, l := range o.order {
+		l.s.mu.Unlock()
+	}
+}
+
+func (o *op) accept(t *target) {
+	if t.s.accept(t.msg, t.stale) {
+		o.ended = append(o.ended, t.s)
 	}
 }

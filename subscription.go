@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"sync"
 
 	"github.com/bitswapsync/notifier/internal/fifo"
+	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	format "github.com/ipfs/go-ipld-format"
@@ -31,13 +33,21 @@ type Subscription struct {
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
 	mu       sync.Mutex
-	keys     map[cid.Cid]struct{}        // wanted keys; k is here exactly when the index lists s under k
 	backlog  fifo.Queue[ResponseMessage] // messages out could not take yet
 	draining bool                        // a drain goroutine is running and is out's only sender
 	exited   chan struct{}               // closed when the latest drain goroutine returns
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
 	done     bool                        // ended: nothing more is sent, keys are empty
 	err      error                       // why it ended; see Err
+
+	// keys maps each key s wants to its interest in the index. An entry whose
+	// interest is dropped is stale: the key's block was delivered and s no
+	// longer wants it. Delivery leaves stale entries in place, since deleting
+	// from every subscriber's map costs a cache miss per subscriber and block;
+	// stale counts them, and want compacts the map once they are most of it.
+	// A key wanted again replaces its stale entry.
+	keys  map[cid.Cid]*interest
+	stale int
 }
 
 func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
@@ -47,7 +57,7 @@ func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
 		seq:  n.subSeq.Add(1),
 		out:  make(chan ResponseMessage, bufSize),
 		quit: make(chan struct{}),
-		keys: make(map[cid.Cid]struct{}),
+		keys: make(map[cid.Cid]*interest),
 	}
 }
 
@@ -86,10 +96,10 @@ func (s *Subscription) endedErr() error {
 //
 // Keys already wanted are ignored; duplicates are fine. An undefined key
 // fails the call with ErrInvalidCid before anything changes. If the
-// blockstore fails, the wants this call added are taken back and the error is
-// returned wrapped. Subscribe blocks only for the blockstore and for other
-// operations on the same shards. After Close or Remove it returns ErrClosed;
-// after a slow-consumer end, ErrSlowConsumer.
+// blockstore fails, nothing changes and the error is returned wrapped.
+// Subscribe blocks only for the blockstore and for other operations on the
+// same shards. After Close or Remove it returns ErrClosed; after a
+// slow-consumer end, ErrSlowConsumer.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
 		return err
@@ -109,16 +119,22 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 		o.locks.Add(int(sh))
 	}
 	n.lock(o.locks)
+	// The critical section: the shard locks of keys are held from here until
+	// finish, so no other operation on these keys can tell in which order the
+	// steps below run. Checking the blockstore before recording the wants
+	// spares a found key the trip into the index and out again.
 	if n.closed.Load() {
 		n.unlock(o.locks)
 		return ErrClosed
 	}
-	if err := s.want(o, keys); err != nil {
-		n.unlock(o.locks)
-		return err
+	err := s.candidates(o, keys)
+	if err == nil {
+		err = s.check(ctx, o)
 	}
-	if err := s.check(ctx, o); err != nil {
-		s.unwant(o)
+	if err == nil {
+		err = s.want(o)
+	}
+	if err != nil {
 		n.unlock(o.locks)
 		return err
 	}
@@ -132,37 +148,32 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	return nil
 }
 
-// want adds the keys s does not want yet to s.keys and to the index, and puts
-// them in o.hits as candidates for the blockstore check. The caller holds
-// their shard locks.
-func (s *Subscription) want(o *op, keys []cid.Cid) error {
+// candidates puts in o.hits, once each, the keys that s does not want yet.
+// The caller holds their shard locks, so their state cannot change until
+// want: only operations holding a key's shard lock add or end s's want of it.
+func (s *Subscription) candidates(o *op, keys []cid.Cid) error {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.done {
-		err := s.endedErr()
-		s.mu.Unlock()
-		return err
+		return s.endedErr()
 	}
 	for i, k := range keys {
-		if _, ok := s.keys[k]; ok {
+		if e := s.keys[k]; e != nil && !e.dropped.Load() {
 			continue
 		}
-		s.keys[k] = struct{}{}
+		if len(keys) > 1 && o.repeated(k) {
+			continue
+		}
 		o.hits = append(o.hits, hit{key: k, shard: o.keyShards[i], kind: kindBlock})
-	}
-	s.mu.Unlock()
-	for i := range o.hits {
-		h := &o.hits[i]
-		h.e = s.n.shards[h.shard].idx.add(h.key, s, o.id)
 	}
 	return nil
 }
 
-// check keeps in o.hits only the candidates whose block is in the blockstore,
-// with the block. On error o.hits still lists every candidate, for unwant.
+// check looks the candidates up in the blockstore and gives the found ones
+// their block.
 func (s *Subscription) check(ctx context.Context, o *op) error {
 	bs := s.n.bs
 	if bs == nil {
-		o.hits = o.hits[:0]
 		return nil
 	}
 	for i := range o.hits {
@@ -175,7 +186,6 @@ func (s *Subscription) check(ctx context.Context, o *op) error {
 			h.blk = blk
 		}
 	}
-	o.hits = slices.DeleteFunc(o.hits, func(h hit) bool { return h.blk == nil })
 	return nil
 }
 
@@ -183,15 +193,71 @@ func isNotFound(err error) bool {
 	return format.IsNotFound(err) || errors.Is(err, datastore.ErrNotFound)
 }
 
-// unwant takes back the wants that want added to o.hits. The caller holds
-// their shard locks. No cancel is due: no WANT was sent for them.
-func (s *Subscription) unwant(o *op) {
+// want records the wants of the candidates that check did not find, and
+// keeps in o.hits the found ones, to deliver: a found key that others want
+// joins their interest (their wants end with s's); one that nobody wants
+// stays out of the index, for s alone (o.self). When every found key is for
+// s alone, want hands them to s itself and leaves o.hits empty. The caller
+// holds the candidates' shard locks. s may have ended since candidates; then
+// nothing changes.
+func (s *Subscription) want(o *op) error {
 	s.mu.Lock()
-	for _, h := range o.hits {
-		delete(s.keys, h.key)
-		s.n.shards[h.shard].idx.remove(h.key, s)
+	defer s.mu.Unlock()
+	if s.done {
+		return s.endedErr()
 	}
-	s.mu.Unlock()
+	o.self[0] = s
+	found, shared := 0, 0
+	for i := range o.hits {
+		h := o.hits[i]
+		x := &s.n.shards[h.shard].idx
+		if h.blk != nil && x.lookup(h.key) == nil {
+			o.hits[found] = h // h.e == nil: for s alone
+			found++
+			continue
+		}
+		if old := s.keys[h.key]; old != nil && s.stale > 0 { // stale: candidates skipped live ones
+			s.stale--
+		}
+		e := x.add(h.key, s, o.id)
+		s.keys[h.key] = e
+		if h.blk != nil {
+			h.e = e
+			o.hits[found] = h
+			found++
+			shared++
+		}
+	}
+	clear(o.hits[found:])
+	o.hits = o.hits[:found]
+	s.compact()
+	if found > 0 && shared == 0 {
+		// The common case, a request for stored blocks that nobody else
+		// waits for: hand them over under the s.mu already held.
+		blks := make([]blocks.Block, found)
+		for i := range o.hits {
+			blks[i] = o.hits[i].blk
+		}
+		clear(o.hits)
+		o.hits = o.hits[:0]
+		if s.accept(ResponseMessage{Blocks: blks}, 0) {
+			o.ended = append(o.ended, s)
+		}
+	}
+	return nil
+}
+
+// compact deletes the stale entries of s.keys once they outnumber the live
+// ones (and 64), which keeps their cost amortised O(1) per delivered block.
+// The caller holds s.mu. An entry found dropped here but not yet counted by
+// accept is counted later, so stale may run ahead of the truth; that only
+// brings the next compaction forward.
+func (s *Subscription) compact() {
+	if s.stale <= 64 || s.stale <= len(s.keys)/2 {
+		return
+	}
+	maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.dropped.Load() })
+	s.stale = 0
 }
 
 // Unsubscribe ends the subscription's wants of keys; keys it does not want are
@@ -213,10 +279,15 @@ func (s *Subscription) Unsubscribe(keys ...cid.Cid) {
 	n.lock(o.locks)
 	s.mu.Lock()
 	for i, k := range keys {
-		if _, ok := s.keys[k]; !ok {
+		e := s.keys[k]
+		if e == nil {
 			continue
 		}
 		delete(s.keys, k)
+		if e.dropped.Load() {
+			s.stale = max(s.stale-1, 0)
+			continue
+		}
 		s.unindex(o, k, o.keyShards[i])
 	}
 	s.mu.Unlock()
@@ -249,10 +320,13 @@ func (s *Subscription) end(err error) {
 	s.lockAll(o)
 	stopped := s.stop(err)
 	exited := s.exited
-	for k := range s.keys {
-		s.unindex(o, k, n.shardOf(k))
+	for k, e := range s.keys {
+		if !e.dropped.Load() {
+			s.unindex(o, k, n.shardOf(k))
+		}
 	}
 	clear(s.keys)
+	s.stale = 0
 	n.forget(s) // NOTE: n.mu under shard locks and s.mu; n.mu is a leaf
 	s.mu.Unlock()
 	n.finish(o)
@@ -261,16 +335,20 @@ func (s *Subscription) end(err error) {
 	}
 }
 
-// lockAll takes the shard locks of every key of s, then s.mu. A Subscribe may
-// add a key in another shard between computing the set and locking it; then
-// it starts over with the larger set. That converges: keys are added only
-// under their shard's lock, which lockAll holds once the set covers them.
+// lockAll takes the shard locks of every key s wants, then s.mu. A Subscribe
+// may add a key in another shard between computing the set and locking it;
+// then it starts over with the larger set. That converges: keys are added
+// only under their shard's lock, which lockAll holds once the set covers
+// them. Stale entries need no lock: a dropped interest never comes back.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
 	for {
 		s.mu.Lock()
 		covered := true
-		for k := range s.keys {
+		for k, e := range s.keys {
+			if e.dropped.Load() {
+				continue
+			}
 			if sh := int(n.shardOf(k)); !o.locks.Has(sh) {
 				o.locks.Add(sh)
 				covered = false
@@ -304,16 +382,15 @@ func (s *Subscription) stop(err error) bool {
 	return true
 }
 
-// accept takes a message for s: the wants its blocks satisfy end, and it goes
-// to out at once if out has room and nothing is queued before it, else to the
+// accept takes a message for s, whose blocks made stale entries of s.keys
+// stale (the index has dropped their interests already). The message goes to
+// out at once if out has room and nothing is queued before it, else to the
 // backlog. The caller holds s.mu. It reports whether the message is the one
 // that overflowed WithMaxPending: the caller must then end s with
 // ErrSlowConsumer once its own locks are released. Messages for s between the
 // overflow and the end are dropped; Err reports it.
-func (s *Subscription) accept(m ResponseMessage) (overflowed bool) {
-	for _, b := range m.Blocks {
-		delete(s.keys, b.Cid())
-	}
+func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
+	s.stale += stale
 	if s.done || s.overflow {
 		return false
 	}

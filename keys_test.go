@@ -1,0 +1,118 @@
+package notifier
+
+import (
+	"maps"
+	"slices"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/stretchr/testify/require"
+)
+
+// Tests of how a subscription keeps its keys: repeated keys in one Subscribe,
+// and the stale entries that delivered blocks leave behind (Subscription.keys).
+
+// G2: a key repeated in one Subscribe is checked and delivered once, whether
+// its block is stored or not, in short calls (scanned) and long ones (o.seen).
+func TestSubscribe_RepeatedKeysCountOnce(t *testing.T) {
+	for _, size := range []int{3, 40} {
+		bs := memStore()
+		n, cancels := newWithCancels(t, bs)
+		b := mkBlocks("repeat", size)
+		stored := b[:size/2]
+		require.NoError(t, bs.PutMany(ctx, stored))
+		keys := keysOf(b)
+		keys = append(keys, keys...)
+		slices.Reverse(keys[size:]) // repeats far from and next to their first occurrence
+		keys = append(keys, keys[0], keys[size-1])
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, keys...))
+		require.Equal(t, ResponseMessage{Blocks: stored}, recv(t, s), "size %d", size)
+		none(t, s)
+		missing := size - len(stored)
+		require.Equal(t, Stats{Subscriptions: 1, Keys: missing, Wants: missing}, n.Stats(), "size %d", size)
+		s.Remove()
+		require.Equal(t, sorted(keysOf(b[len(stored):])...), cancels.take(), "size %d", size)
+	}
+}
+
+// A delivered block ends the want of every subscriber without touching their
+// keys maps; the stale entries are treated as absent: the key can be wanted
+// again, Remove reports no cancel for it, and the dropped interest holds no
+// subscription.
+func TestDeliveredWant_IsGoneEverywhere(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("stale", 2)
+	s, o := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	require.NoError(t, o.Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+	require.Equal(t, ResponseMessage{From: "p", Blocks: b[:1]}, recv(t, s))
+	require.Equal(t, ResponseMessage{From: "p", Blocks: b[:1]}, recv(t, o))
+	require.Equal(t, keysOf(b[:1]), cancels.take())
+	require.Equal(t, Stats{Subscriptions: 2, Keys: 1, Wants: 1}, n.Stats())
+
+	s.mu.Lock()
+	e := s.keys[b[0].Cid()]
+	s.mu.Unlock()
+	require.NotNil(t, e, "the entry stays, stale")
+	require.True(t, e.dropped.Load())
+	require.Nil(t, e.subs, "a dropped interest lets go of its subscribers")
+	require.Nil(t, e.first[0], "a dropped interest lets go of its subscribers")
+
+	// Wanted again: a new want, not the stale one. The block is stored now,
+	// so the Subscribe delivers it at once.
+	require.NoError(t, o.Subscribe(ctx, b[0].Cid()))
+	require.Equal(t, ResponseMessage{Blocks: b[:1]}, recv(t, o))
+	bs2 := mkBlocks("stale-again", 1)
+	require.NoError(t, s.Subscribe(ctx, bs2[0].Cid()))
+	require.Equal(t, Stats{Subscriptions: 2, Keys: 2, Wants: 2}, n.Stats())
+
+	s.Remove()
+	require.Equal(t, sorted(b[1].Cid(), bs2[0].Cid()), cancels.take(), "no cancel for the delivered key")
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// A subscription's stale entries are compacted by its next Subscribe once
+// they outnumber its live ones, so a long-lived session does not grow without
+// bound.
+func TestStaleKeys_Compacted(t *testing.T) {
+	n, _ := newWithCancels(t, nil)
+	const delivered, live = 200, 10
+	b := mkBlocks("compact", delivered+live)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
+	for _, blk := range b[:delivered] {
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{blk}}))
+		recv(t, s)
+	}
+	s.mu.Lock()
+	require.Len(t, s.keys, delivered+live, "delivery leaves the entries in place")
+	s.mu.Unlock()
+
+	extra := mkBlocks("compact-extra", 1)[0].Cid()
+	require.NoError(t, s.Subscribe(ctx, extra))
+	s.mu.Lock()
+	got := slices.Collect(maps.Keys(s.keys))
+	s.mu.Unlock()
+	require.Equal(t, sorted(append(keysOf(b[delivered:]), extra)...), sorted(got...))
+	require.Equal(t, Stats{Subscriptions: 1, Keys: live + 1, Wants: live + 1}, n.Stats())
+}
+
+// Remove does not wait for the shards of keys whose blocks were delivered:
+// those wants are over.
+func TestRemove_IgnoresShardsOfDeliveredKeys(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, hs, WithShards(4))
+	kA := blockInShard(n, "a", 0, true)
+	kB := blockInShard(n, "b", 0, false)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA.Cid(), kB.Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{kA}}))
+	recv(t, s)
+	blockShard(t, n, hs, 0)
+	removed := make(chan struct{})
+	go func() { defer close(removed); s.Remove() }()
+	done(t, removed, "Remove, with the shard of a delivered key held")
+}
