@@ -25,10 +25,6 @@ type interest struct {
 	// by delivery; it is never cleared, so it may be read without the lock.
 	dropped atomic.Bool
 
-	// creator is the op that added the key to the index; a want that this same
-	// op satisfies had no WANT sent for it, so its end is not reported.
-	creator uint64
-
 	// seenOp and seenKinds deduplicate keys that repeat within one message.
 	seenOp    uint64
 	seenKinds kind
@@ -64,10 +60,10 @@ func (x *shardIndex) lookup(k cid.Cid) *interest { return x.wants[k] }
 
 // add records that s wants k and returns the interest. The caller has
 // checked that s does not want k yet.
-func (x *shardIndex) add(k cid.Cid, s *Subscription, op uint64) *interest {
+func (x *shardIndex) add(k cid.Cid, s *Subscription) *interest {
 	e := x.wants[k]
 	if e == nil {
-		e = &interest{creator: op}
+		e = &interest{}
 		e.first[0] = s
 		e.subs = e.first[:1]
 		x.wants[k] = e

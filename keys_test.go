@@ -4,8 +4,10 @@ import (
 	"maps"
 	"slices"
 	"testing"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
 )
 
@@ -115,4 +117,34 @@ func TestRemove_IgnoresShardsOfDeliveredKeys(t *testing.T) {
 	removed := make(chan struct{})
 	go func() { defer close(removed); s.Remove() }()
 	done(t, removed, "Remove, with the shard of a delivered key held")
+}
+
+// G8: a subscription removed while its Subscribe is checking the blockstore
+// (Remove does not wait for shards of keys the subscription does not want
+// yet) gets none of that Subscribe's wants: Subscribe returns ErrClosed and
+// the index stays empty.
+func TestSubscribe_RacingRemoveRecordsNothing(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, hs)
+	k := mkBlocks("racing-remove", 1)[0].Cid()
+	inGet, release := make(chan struct{}), make(chan struct{})
+	hs.onGet = func(c cid.Cid) error {
+		close(inGet)
+		<-release
+		return nil
+	}
+	s := mustSub(t, n, 1)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- s.Subscribe(ctx, k) }()
+	done(t, inGet, "Subscribe in Get")
+	s.Remove()
+	close(release)
+	select {
+	case err := <-subscribed:
+		require.ErrorIs(t, err, ErrClosed)
+	case <-time.After(hang):
+		t.Fatal("Subscribe hung")
+	}
+	require.Equal(t, Stats{}, n.Stats())
+	require.Empty(t, cancels.take())
 }

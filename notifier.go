@@ -410,11 +410,11 @@ func (n *Notifier) deliver(o *op, from string) {
 		if h.kind != kindBlock || h.e == nil {
 			continue
 		}
+		// Every want in the index had its WANT sent: a Subscribe that finds
+		// a block nobody else wants delivers it without indexing it.
 		n.shards[h.shard].idx.drop(h.key, h.e)
-		if h.e.creator != o.id {
-			o.cancels = append(o.cancels, h.key)
-			o.keep.Add(int(h.shard))
-		}
+		o.cancels = append(o.cancels, h.key)
+		o.keep.Add(int(h.shard))
 	}
 	o.lockTargets()
 }

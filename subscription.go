@@ -219,7 +219,7 @@ func (s *Subscription) want(o *op) error {
 		if old := s.keys[h.key]; old != nil && s.stale > 0 { // stale: candidates skipped live ones
 			s.stale--
 		}
-		e := x.add(h.key, s, o.id)
+		e := x.add(h.key, s)
 		s.keys[h.key] = e
 		if h.blk != nil {
 			h.e = e
