@@ -84,8 +84,9 @@ type Option func(*config)
 // operation returns, while it holds the locks of the shards of those keys:
 // any later Subscribe of one of these keys returns only after f has returned,
 // which is what keeps a CANCEL from overtaking a newer WANT. Operations on
-// other keys in those shards wait for f too; the rest of the Notifier does
-// not. So f must be fast, must not block, and must not call any method of the
+// other keys in those shards wait for f too, and so do operations on the
+// subscriptions that a Publish delivers to (their messages are handed over
+// after f returns); the rest of the Notifier does not. So f must be fast, must not block, and must not call any method of the
 // Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
 //
 // The tempting alternative, calling f after the locks are released, lets a
