@@ -58,10 +58,10 @@ func newShardIndex() shardIndex {
 // lookup returns the interest in k, or nil if nobody wants k.
 func (x *shardIndex) lookup(k cid.Cid) *interest { return x.wants[k] }
 
-// add records that s wants k and returns the interest. The caller has
-// checked that s does not want k yet.
-func (x *shardIndex) add(k cid.Cid, s *Subscription) *interest {
-	e := x.wants[k]
+// add records that s wants k and returns the interest. e is the current
+// interest in k (lookup), nil if nobody wants k. The caller has checked that
+// s does not want k yet.
+func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 	if e == nil {
 		e = &interest{}
 		e.first[0] = s

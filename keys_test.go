@@ -148,3 +148,28 @@ func TestSubscribe_RacingRemoveRecordsNothing(t *testing.T) {
 	require.Equal(t, Stats{}, n.Stats())
 	require.Empty(t, cancels.take())
 }
+
+// Subscribing to a key already wanted changes nothing, whether the key's
+// subscriber list is short (scanned) or long (answered from the keys map).
+func TestSubscribe_AlreadyWantedIsNoOp(t *testing.T) {
+	for _, subs := range []int{3, 12} {
+		bs := memStore()
+		n, cancels := newWithCancels(t, bs)
+		b := mkBlocks("again", 2)
+		all := make([]*Subscription, subs)
+		for i := range all {
+			all[i] = mustSub(t, n, uint64(i+1))
+			require.NoError(t, all[i].Subscribe(ctx, b[0].Cid()))
+		}
+		for _, s := range all {
+			require.NoError(t, s.Subscribe(ctx, b[0].Cid(), b[1].Cid(), b[0].Cid()))
+		}
+		require.Equal(t, Stats{Subscriptions: subs, Keys: 2, Wants: 2 * subs}, n.Stats(), "%d subscriptions", subs)
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+		for _, s := range all {
+			require.Equal(t, ResponseMessage{From: "p", Blocks: b[:1]}, recv(t, s), "%d subscriptions", subs)
+			none(t, s)
+		}
+		require.Equal(t, keysOf(b[:1]), cancels.take())
+	}
+}

@@ -127,10 +127,8 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 		n.unlock(o.locks)
 		return ErrClosed
 	}
-	err := s.candidates(o, keys)
-	if err == nil {
-		err = s.check(ctx, o)
-	}
+	s.candidates(o, keys)
+	err := s.check(ctx, o)
 	if err == nil {
 		err = s.want(o)
 	}
@@ -148,25 +146,45 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	return nil
 }
 
-// candidates puts in o.hits, once each, the keys that s does not want yet.
-// The caller holds their shard locks, so their state cannot change until
-// want: only operations holding a key's shard lock add or end s's want of it.
-func (s *Subscription) candidates(o *op, keys []cid.Cid) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.done {
-		return s.endedErr()
-	}
+// candidates puts in o.hits, once each, the keys that s does not want yet,
+// with their interest in the index (nil if nobody wants them). The caller
+// holds their shard locks, so none of that can change until want: only
+// operations holding a key's shard lock add or end a want of it.
+//
+// s wants k exactly when the index lists s under k, so a key nobody wants
+// needs no look at s.keys, nor s.mu: a request for keys not wanted yet, the
+// common case, takes s.mu once, in want. Whether s has ended is left to want.
+func (s *Subscription) candidates(o *op, keys []cid.Cid) {
+	locked := false
 	for i, k := range keys {
-		if e := s.keys[k]; e != nil && !e.dropped.Load() {
+		sh := o.keyShards[i]
+		e := s.n.shards[sh].idx.lookup(k)
+		if e != nil && s.listedIn(e, k, &locked) {
 			continue
 		}
 		if len(keys) > 1 && o.repeated(k) {
 			continue
 		}
-		o.hits = append(o.hits, hit{key: k, shard: o.keyShards[i], kind: kindBlock})
+		o.hits = append(o.hits, hit{key: k, e: e, shard: sh, kind: kindBlock})
 	}
-	return nil
+	if locked {
+		s.mu.Unlock()
+	}
+}
+
+// listedIn reports whether s is among e's subscriptions, e being the interest
+// in k. A short list is scanned; a long one is answered from s.keys, taking
+// s.mu once (*locked) for the rest of candidates. The caller holds k's shard.
+func (s *Subscription) listedIn(e *interest, k cid.Cid, locked *bool) bool {
+	const scan = 8
+	if len(e.subs) <= scan {
+		return slices.Contains(e.subs, s)
+	}
+	if !*locked {
+		s.mu.Lock()
+		*locked = true
+	}
+	return s.keys[k] == e
 }
 
 // check looks the candidates up in the blockstore and gives the found ones
@@ -198,8 +216,7 @@ func isNotFound(err error) bool {
 // joins their interest (their wants end with s's); one that nobody wants
 // stays out of the index, for s alone (o.self). When every found key is for
 // s alone, want hands them to s itself and leaves o.hits empty. The caller
-// holds the candidates' shard locks. s may have ended since candidates; then
-// nothing changes.
+// holds the candidates' shard locks. If s has ended, nothing changes.
 func (s *Subscription) want(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -210,16 +227,15 @@ func (s *Subscription) want(o *op) error {
 	found, shared := 0, 0
 	for i := range o.hits {
 		h := o.hits[i]
-		x := &s.n.shards[h.shard].idx
-		if h.blk != nil && x.lookup(h.key) == nil {
-			o.hits[found] = h // h.e == nil: for s alone
+		if h.blk != nil && h.e == nil {
+			o.hits[found] = h // for s alone
 			found++
 			continue
 		}
 		if old := s.keys[h.key]; old != nil && s.stale > 0 { // stale: candidates skipped live ones
 			s.stale--
 		}
-		e := x.add(h.key, s)
+		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
 		s.keys[h.key] = e
 		if h.blk != nil {
 			h.e = e
