@@ -6,8 +6,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/stretchr/testify/require"
 )
 
@@ -172,4 +175,28 @@ func TestSubscribe_AlreadyWantedIsNoOp(t *testing.T) {
 		}
 		require.Equal(t, keysOf(b[:1]), cancels.take())
 	}
+}
+
+// A key delivered to many subscriptions and then wanted by all of them again
+// is a new want for each, also where the long-list check consults s.keys,
+// whose entry for the key is stale.
+func TestSubscribe_RewantAfterDeliveryAmongMany(t *testing.T) {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	n, _ := newWithCancels(t, bs)
+	b := mkBlocks("rewant-many", 1)
+	const subs = 12
+	all := make([]*Subscription, subs)
+	for i := range all {
+		all[i] = mustSub(t, n, uint64(i+1))
+		require.NoError(t, all[i].Subscribe(ctx, b[0].Cid()))
+	}
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b}))
+	for _, s := range all {
+		recv(t, s)
+	}
+	require.NoError(t, bs.DeleteBlock(ctx, b[0].Cid())) // so that the Subscribes below do not find it
+	for _, s := range all {
+		require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	}
+	require.Equal(t, Stats{Subscriptions: subs, Keys: 1, Wants: subs}, n.Stats())
 }
