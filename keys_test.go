@@ -200,3 +200,18 @@ func TestSubscribe_RewantAfterDeliveryAmongMany(t *testing.T) {
 	}
 	require.Equal(t, Stats{Subscriptions: subs, Keys: 1, Wants: subs}, n.Stats())
 }
+
+// An ended subscription's Subscribe is refused before the blockstore is
+// consulted, so it fails with ErrClosed even while the blockstore fails.
+// (Found by FuzzNotifierModel: testdata/fuzz/FuzzNotifierModel/358ef0d25fd5cd85.)
+func TestSubscribe_AfterRemoveTouchesNothing(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, hs)
+	gets := 0
+	hs.onGet = func(cid.Cid) error { gets++; return errBoom }
+	s := mustSub(t, n, 1)
+	s.Remove()
+	require.ErrorIs(t, s.Subscribe(ctx, mkBlocks("after-remove", 1)[0].Cid()), ErrClosed)
+	require.Zero(t, gets, "the blockstore was consulted for an ended subscription")
+	require.Equal(t, Stats{}, n.Stats())
+}

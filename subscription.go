@@ -7,6 +7,7 @@ import (
 	"maps"
 	"slices"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bitswapsync/notifier/internal/fifo"
 	blocks "github.com/ipfs/go-block-format"
@@ -48,6 +49,9 @@ type Subscription struct {
 	// A key wanted again replaces its stale entry.
 	keys  map[cid.Cid]*interest
 	stale int
+
+	// ended mirrors done for readers without s.mu: set with it, never cleared.
+	ended atomic.Bool
 }
 
 func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
@@ -127,8 +131,10 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 		n.unlock(o.locks)
 		return ErrClosed
 	}
-	s.candidates(o, keys)
-	err := s.check(ctx, o)
+	err := s.candidates(o, keys)
+	if err == nil {
+		err = s.check(ctx, o)
+	}
 	if err == nil {
 		err = s.want(o)
 	}
@@ -153,8 +159,15 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 //
 // s wants k exactly when the index lists s under k, so a key nobody wants
 // needs no look at s.keys, nor s.mu: a request for keys not wanted yet, the
-// common case, takes s.mu once, in want. Whether s has ended is left to want.
-func (s *Subscription) candidates(o *op, keys []cid.Cid) {
+// common case, takes s.mu once, in want. An ended s is refused here, before
+// the blockstore is consulted; want checks again under s.mu, since s may end
+// in between.
+func (s *Subscription) candidates(o *op, keys []cid.Cid) error {
+	if s.ended.Load() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.endedErr()
+	}
 	locked := false
 	for i, k := range keys {
 		sh := o.keyShards[i]
@@ -170,6 +183,7 @@ func (s *Subscription) candidates(o *op, keys []cid.Cid) {
 	if locked {
 		s.mu.Unlock()
 	}
+	return nil
 }
 
 // listedIn reports whether s is among e's subscriptions, e being the interest
@@ -389,6 +403,7 @@ func (s *Subscription) stop(err error) bool {
 		return false
 	}
 	s.done, s.err = true, err
+	s.ended.Store(true)
 	s.backlog.Reset()
 	if s.draining {
 		close(s.quit)
