@@ -2,12 +2,15 @@ package notifier
 
 import (
 	"fmt"
+	"runtime"
 	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -184,4 +187,61 @@ func TestCancel_NeverOvertakesLaterWant(t *testing.T) {
 			require.Equal(t, "CANCEL", last[k], fmt.Sprintf("key %s is not wanted but no CANCEL was last", k))
 		}
 	}
+}
+
+// G5 (SPEC: the cancel function "may delay operations on keys that share a
+// shard with the keys it reports, never the whole Notifier"; README: "While it
+// runs it holds up only keys that share a shard with the keys it reports").
+//
+// A Publish must not call the cancel function while it holds the locks of the
+// subscriptions it delivers to: a second Publish, on a key in another shard,
+// that reaches one of those subscriptions would wait in lockTargets for the
+// cancel function, holding its own shard, and so would, behind it, any
+// operation on that shard, of any subscription. (Found in review of b1ba4a4,
+// which called the cancel function before handing messages over.)
+func TestCancel_OfPublishDoesNotHoldUpItsSubscriptions(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	k := mkBlocks("slow-cancel", 1)[0]
+	n := New(memStore(), WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, k.Cid()) {
+			close(entered)
+			<-release
+		}
+	}))
+	defer n.Close()
+	other := keysInOtherShards(n, k.Cid(), "elsewhere", 1)[0]
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k.Cid(), other.Cid()))
+
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}}))
+	}()
+	done(t, entered, "cancel function called by the Publish of k")
+
+	// Operations on a key whose shard the cancel function does not hold.
+	ops := make(chan struct{})
+	go func() {
+		defer close(ops)
+		_ = n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{other.Cid()}})
+	}()
+
+	var stuck bool
+	for deadline := time.Now().Add(hang); time.Now().Before(deadline); runtime.Gosched() {
+		select {
+		case <-ops:
+		default:
+			if parkedOnMutexIn("lockTargets") {
+				stuck = true
+				break
+			}
+			continue
+		}
+		break
+	}
+	close(release) // let everything finish, whatever the outcome
+	done(t, published, "Publish of k")
+	done(t, ops, "Publish of a HAVE in another shard")
+	require.False(t, stuck, "a Publish on a key in another shard waited for the cancel function (on a subscription lock)")
 }

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -356,4 +359,49 @@ func TestRemove_ClosesMessagesBeforeReturning(t *testing.T) {
 			t.Fatalf("round %d: Messages() still open after Remove returned", i)
 		}
 	}
+}
+
+// lockAll (Remove, Close, slow-consumer end) must unlock only the shards it
+// locked when a Subscribe added a key in a new shard while lockAll waited for
+// its first set. It used to grow o.locks first and unlock the grown set: a
+// shard it never locked, which is "fatal error: sync: unlock of unlocked
+// mutex" when the shard is free, and when another operation holds it, a
+// release of that operation's lock. (Found in review; present since the
+// atomic end of e4a5d45.)
+//
+// Interleaving: s wants kA (shard 1), whose shard another Subscribe holds.
+// Remove: lockAll locks s.mu, sees shard 1, unlocks s.mu, waits for shard 1.
+// s.Subscribe(kB), kB in shard 2: adds kB under shard 2 and s.mu, returns.
+// Shard 1 is released; lockAll rescans, adds shard 2 to o.locks, then
+// n.unlock(o.locks) unlocks shards 1 and 2; shard 2 was never locked.
+//
+// The scenario runs in a child process, since a fatal error cannot be
+// recovered and would take the rest of the package's tests with it.
+func TestRemove_RacingSubscribeUnlocksOnlyWhatItLocked(t *testing.T) {
+	if os.Getenv("NOTIFIER_LOCKALL_CHILD") != "1" {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestRemove_RacingSubscribeUnlocksOnlyWhatItLocked$", "-test.count=1")
+		cmd.Env = append(os.Environ(), "NOTIFIER_LOCKALL_CHILD=1")
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			first, _, _ := strings.Cut(string(out), "\n\n")
+			t.Fatalf("Remove racing Subscribe, in a child process: %v\n%s", err, first)
+		}
+		return
+	}
+	hs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, hs, WithShards(4))
+	kA := blockInShard(n, "a", 1, true).Cid()
+	kB := blockInShard(n, "b", 2, true).Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA))
+
+	unblock := blockShard(t, n, hs, 1)
+	removed := make(chan struct{})
+	go func() { defer close(removed); s.Remove() }()
+	waitBlockedOnMutex(t, "lockAll") // first pass: waiting for shard 1, s.mu released
+
+	require.NoError(t, s.Subscribe(ctx, kB)) // shard 2 is free
+	unblock()
+	done(t, removed, "Remove")
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats(), "only the blocker's want is left")
 }

@@ -84,9 +84,8 @@ type Option func(*config)
 // operation returns, while it holds the locks of the shards of those keys:
 // any later Subscribe of one of these keys returns only after f has returned,
 // which is what keeps a CANCEL from overtaking a newer WANT. Operations on
-// other keys in those shards wait for f too, and so do operations on the
-// subscriptions that a Publish delivers to (their messages are handed over
-// after f returns); the rest of the Notifier does not. So f must be fast, must not block, and must not call any method of the
+// other keys in those shards wait for f too; the rest of the Notifier does
+// not. So f must be fast, must not block, and must not call any method of the
 // Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
 //
 // The tempting alternative, calling f after the locks are released, lets a
@@ -420,23 +419,30 @@ func (n *Notifier) deliver(o *op, from string) {
 	o.lockTargets()
 }
 
-// finish releases o's shard locks, calling the cancel function with o.cancels
-// while the shards of those keys are still held (see WithCancelFunc); then
-// hands the channel subscriptions their messages (outside the shard locks,
-// which shortens the critical section that concurrent Publishes contend for),
-// and ends the subscriptions that o found past WithMaxPending. Ending them
-// needs the shards of all their keys, which o could not take in order.
+// finish releases o's shard locks except those of the keys to cancel (keep),
+// hands the channel subscriptions their messages and releases the target
+// subscriptions (handOut), calls the cancel function with o.cancels while the
+// keep shards are still held (see WithCancelFunc), and releases them. Then it
+// ends the subscriptions that o found past WithMaxPending: that needs the
+// shards of all their keys, which o could not take in order.
+//
+// The order is forced. The targets must be locked before the first shard is
+// released, or a later operation on that shard could reach a shared
+// subscription first. The cancel function must run under the keep shards but
+// not under the targets' locks, or an operation on an unrelated shard that
+// delivers to one of them would wait for it. So the hand-over runs under the
+// keep shards only.
 func (n *Notifier) finish(o *op) {
 	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
 		if !o.keep.Has(i) {
 			n.shards[i].mu.Unlock()
 		}
 	}
+	o.handOut()
 	if len(o.cancels) > 0 && n.cfg.cancel != nil {
 		n.cfg.cancel(slices.Clone(o.cancels))
 	}
 	n.unlock(o.keep)
-	o.handOut()
 	for _, s := range o.ended {
 		s.end(ErrSlowConsumer)
 	}

@@ -97,6 +97,7 @@ type op struct {
 	locks     shardset.Set   // shards to lock
 	locked    bool           // locks are held (see Subscription.lockAll)
 	keep      shardset.Set   // subset of locks held until the cancel function returns
+	more      shardset.Set   // shards Subscription.lockAll found it lacks
 	keyShards []int32        // shard of each key, in the order the op visits them
 	hits      []hit          // wanted keys, deduplicated
 	store     []blocks.Block // blocks for PutMany
@@ -113,6 +114,7 @@ func newOp(shards int) *op {
 	return &op{
 		locks: shardset.New(shards),
 		keep:  shardset.New(shards),
+		more:  shardset.New(shards),
 		slot:  make(map[*Subscription]int),
 		seen:  make(map[cid.Cid]struct{}),
 	}
@@ -130,6 +132,7 @@ func (n *Notifier) putOp(o *op) {
 	o.locks.Clear()
 	o.locked = false
 	o.keep.Clear()
+	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	clear(o.hits)
 	o.hits = o.hits[:0]
@@ -276,8 +279,8 @@ func carve[T any](arena []T, n int) (part, rest []T) {
 // lockTargets locks the target subscriptions, in ascending seq, and hands
 // their messages to those that take them through a function (see
 // NewSubscriptionFunc), which run under the shard locks as documented. The
-// channel subscriptions get theirs from handOut, once the shard locks are
-// released. Holding every target's lock from before the first message to
+// channel subscriptions get theirs from handOut, once finish has released the
+// shard locks that the cancel function does not need. Holding every target's lock from before the first message to
 // after the last is what makes two operations that reach the same
 // subscriptions reach them all in the same order, whatever their shards.
 func (o *op) lockTargets() {

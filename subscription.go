@@ -380,7 +380,7 @@ func (s *Subscription) lockAll(o *op) {
 				continue
 			}
 			if sh := int(n.shardOf(k)); !o.locks.Has(sh) {
-				o.locks.Add(sh)
+				o.more.Add(sh)
 				covered = false
 			}
 		}
@@ -389,8 +389,12 @@ func (s *Subscription) lockAll(o *op) {
 		}
 		s.mu.Unlock()
 		if o.locked {
-			n.unlock(o.locks)
+			n.unlock(o.locks) // only what was locked: o.more is not in it yet
 		}
+		for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
+			o.locks.Add(i)
+		}
+		o.more.Clear()
 		n.lock(o.locks)
 		o.locked = true
 	}
