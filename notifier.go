@@ -303,11 +303,14 @@ func (n *Notifier) Stats() Stats {
 }
 
 // Close ends every subscription (their Err is ErrClosed), reports their keys to
-// the cancel function, and waits until every operation in progress has
-// finished and every goroutine of the Notifier has exited. After Close,
-// Publish, Subscribe and NewSubscription return ErrClosed. Close is
-// idempotent and safe for concurrent use; every call returns once the
-// Notifier is fully closed. It does not close the blockstore.
+// the cancel function, and waits until every operation in progress has taken
+// effect and every goroutine of the Notifier has exited. (A Publish in
+// progress may return after Close does: once it has taken effect it only
+// hands its messages to subscriptions, which Close has ended, so they are
+// dropped.) After Close, Publish, Subscribe and NewSubscription return
+// ErrClosed. Close is idempotent and safe for concurrent use; every call
+// returns once the Notifier is fully closed. It does not close the
+// blockstore.
 func (n *Notifier) Close() error {
 	n.closeOnce.Do(n.close)
 	return nil
