@@ -104,15 +104,7 @@ func TestCancel_CalledWithReportedShardsHeld(t *testing.T) {
 // not held up, including the shards of the reporting operation's own keys
 // that it does not report.
 func TestCancel_HoldsUpOnlyItsShards(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	k := mkBlocks("slow-cancel", 1)[0]
-	n := New(memStore(), WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
-		if slices.Contains(keys, k.Cid()) {
-			close(entered)
-			<-release
-		}
-	}))
-	defer n.Close()
+	n, k, entered, release := newWithSlowCancel(t)
 	other := keysInOtherShards(n, k.Cid(), "elsewhere", 1)
 	s, keeper := mustSub(t, n, 1), mustSub(t, n, 2)
 	require.NoError(t, s.Subscribe(ctx, k.Cid(), other[0].Cid()))
@@ -200,15 +192,7 @@ func TestCancel_NeverOvertakesLaterWant(t *testing.T) {
 // operation on that shard, of any subscription. (Found in review of b1ba4a4,
 // which called the cancel function before handing messages over.)
 func TestCancel_OfPublishDoesNotHoldUpItsSubscriptions(t *testing.T) {
-	entered, release := make(chan struct{}), make(chan struct{})
-	k := mkBlocks("slow-cancel", 1)[0]
-	n := New(memStore(), WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
-		if slices.Contains(keys, k.Cid()) {
-			close(entered)
-			<-release
-		}
-	}))
-	defer n.Close()
+	n, k, entered, release := newWithSlowCancel(t)
 	other := keysInOtherShards(n, k.Cid(), "elsewhere", 1)[0]
 	s := mustSub(t, n, 1)
 	require.NoError(t, s.Subscribe(ctx, k.Cid(), other.Cid()))
@@ -244,4 +228,19 @@ func TestCancel_OfPublishDoesNotHoldUpItsSubscriptions(t *testing.T) {
 	done(t, published, "Publish of k")
 	done(t, ops, "Publish of a HAVE in another shard")
 	require.False(t, stuck, "a Publish on a key in another shard waited for the cancel function (on a subscription lock)")
+}
+
+// newWithSlowCancel returns a Notifier whose cancel function, when it reports
+// k, closes entered and then blocks until release is closed.
+func newWithSlowCancel(t *testing.T) (n *Notifier, k blocks.Block, entered, release chan struct{}) {
+	entered, release = make(chan struct{}), make(chan struct{})
+	k = mkBlocks("slow-cancel", 1)[0]
+	n = New(memStore(), WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, k.Cid()) {
+			close(entered)
+			<-release
+		}
+	}))
+	t.Cleanup(func() { n.Close() })
+	return n, k, entered, release
 }

@@ -182,7 +182,15 @@ func TestSubscriptionFunc_DeliversSynchronously(t *testing.T) {
 	n, _ := newWithCancels(t, memStore())
 	b := mkBlocks("func", 2)
 	var got []ResponseMessage
-	s, err := n.NewSubscriptionFunc(1, func(m ResponseMessage) { got = append(got, m) })
+	var unheld []cid.Cid // keys whose shard lock f ran without; checked after, as f must not fail the test under locks
+	s, err := n.NewSubscriptionFunc(1, func(m ResponseMessage) {
+		got = append(got, m)
+		for _, k := range append(keysOf(m.Blocks), m.Haves...) {
+			if !n.shardHeld(k) {
+				unheld = append(unheld, k)
+			}
+		}
+	})
 	require.NoError(t, err)
 	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
 	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: keysOf(b)}))
@@ -191,6 +199,7 @@ func TestSubscriptionFunc_DeliversSynchronously(t *testing.T) {
 		{From: "p", Haves: keysOf(b)},
 		{From: "p", Blocks: []blocks.Block{b[0]}},
 	}, got)
+	require.Empty(t, unheld, "f called without the shard locks of its message")
 	require.Zero(t, cap(s.Messages()), "the done channel needs no buffer")
 	s.Remove()
 	_, open := <-s.Messages()

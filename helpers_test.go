@@ -228,13 +228,9 @@ func keysInOtherShards(n *Notifier, k cid.Cid, prefix string, count int) []block
 // acquiring a sync.Mutex.
 func waitBlockedOnMutex(t *testing.T, fn string) {
 	t.Helper()
-	buf := make([]byte, 1<<20)
 	for deadline := time.Now().Add(hang); time.Now().Before(deadline); runtime.Gosched() {
-		stacks := string(buf[:runtime.Stack(buf, true)])
-		for _, g := range strings.Split(stacks, "\n\n") {
-			if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, fn) {
-				return
-			}
+		if parkedOnMutexIn(fn) {
+			return
 		}
 	}
 	t.Fatalf("no goroutine in %s blocked on a mutex", fn)

@@ -67,7 +67,7 @@ func (m *ResponseMessage) empty() bool {
 // some subscription wants, or a block that Subscribe found in the blockstore.
 type hit struct {
 	key   cid.Cid
-	e     *interest // nil: a Subscribe hit that only its subscriber wants (op.self)
+	e     *interest // the key's interest; in Subscribe nil until want, and after it nil for a hit only its subscriber wants (op.self)
 	shard int32
 	kind  kind
 	blk   blocks.Block // kind == kindBlock

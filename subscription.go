@@ -38,7 +38,6 @@ type Subscription struct {
 	draining bool                        // a drain goroutine is running and is out's only sender
 	exited   chan struct{}               // closed when the latest drain goroutine returns
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
-	done     bool                        // ended: nothing more is sent, keys are empty
 	err      error                       // why it ended; see Err
 
 	// keys maps each key s wants to its interest in the index. An entry whose
@@ -50,7 +49,8 @@ type Subscription struct {
 	keys  map[cid.Cid]*interest
 	stale int
 
-	// ended mirrors done for readers without s.mu: set with it, never cleared.
+	// ended: nothing more is sent, keys are empty. Set under s.mu, never
+	// cleared; atomic so that Subscribe can refuse an ended s without s.mu.
 	ended atomic.Bool
 }
 
@@ -234,7 +234,7 @@ func isNotFound(err error) bool {
 func (s *Subscription) want(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.done {
+	if s.ended.Load() {
 		return s.endedErr()
 	}
 	o.self[0] = s
@@ -246,11 +246,12 @@ func (s *Subscription) want(o *op) error {
 			found++
 			continue
 		}
-		if old := s.keys[h.key]; old != nil && s.stale > 0 { // stale: candidates skipped live ones
+		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
+		before := len(s.keys)
+		s.keys[h.key] = e
+		if len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as candidates skipped live ones
 			s.stale--
 		}
-		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
-		s.keys[h.key] = e
 		if h.blk != nil {
 			h.e = e
 			o.hits[found] = h
@@ -403,10 +404,10 @@ func (s *Subscription) lockAll(o *op) {
 // stop marks s ended with err and closes out, or has drain close it. The
 // caller holds s.mu. It reports whether s was still live.
 func (s *Subscription) stop(err error) bool {
-	if s.done {
+	if s.ended.Load() {
 		return false
 	}
-	s.done, s.err = true, err
+	s.err = err
 	s.ended.Store(true)
 	s.backlog.Reset()
 	if s.draining {
@@ -426,7 +427,7 @@ func (s *Subscription) stop(err error) bool {
 // overflow and the end are dropped; Err reports it.
 func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 	s.stale += stale
-	if s.done || s.overflow {
+	if s.ended.Load() || s.overflow {
 		return false
 	}
 	if s.fn != nil {
@@ -464,7 +465,7 @@ func (s *Subscription) drain(exited chan struct{}) {
 	defer close(exited)
 	for {
 		s.mu.Lock()
-		if s.done {
+		if s.ended.Load() {
 			s.draining = false
 			close(s.out)
 			s.mu.Unlock()
