@@ -152,6 +152,10 @@ func Settle(limit time.Duration) bool {
 	copy(samples, settleSamples)
 	for quiet := 0; quiet < 3; {
 		metrics.Read(samples)
+		if samples[0].Value.Kind() == metrics.KindBad { // Go < 1.26: no such metrics
+			runtime.Gosched()
+			return false
+		}
 		if samples[0].Value.Uint64() == 0 && samples[1].Value.Uint64() <= 1 {
 			quiet++
 			runtime.Gosched()
