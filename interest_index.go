@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"slices"
 	"sync/atomic"
 
 	cid "github.com/ipfs/go-cid"
@@ -16,7 +17,9 @@ import (
 // key to this interest. When a block ends every want of the key, the interest
 // leaves the index and is marked dropped, for good: the subscribers' entries
 // in their keys maps then go stale in place instead of being deleted one by
-// one on the delivery path (see Subscription.keys).
+// one on the delivery path (see Subscription.keys). An interest in the held
+// map (interest subscriptions) never leaves it by delivery, so it is never
+// dropped.
 type interest struct {
 	subs  []*Subscription
 	first [1]*Subscription // backs subs while one subscription wants the key, the common case
@@ -43,31 +46,55 @@ func (e *interest) visit(op uint64, k kind) bool {
 }
 
 // shardIndex maps the keys of one shard to the subscriptions that want them.
+// A key's wants live in one of two maps, by the kind of subscription: wants
+// for the subscriptions whose want of a key ends when its block is delivered,
+// held for interest subscriptions (Notifier.NewInterest), whose wants outlive
+// delivery. A key is wanted while it is in either map.
 type shardIndex struct {
 	wants map[cid.Cid]*interest
+	held  map[cid.Cid]*interest
 
 	// Gauges for Stats, written under the shard's lock, read without it.
-	keys  atomic.Int64 // len(wants)
-	pairs atomic.Int64 // sum of len(subs)
+	keys  atomic.Int64 // keys in wants or held, each once
+	pairs atomic.Int64 // sum of len(subs) over both maps
 }
 
 func newShardIndex() shardIndex {
-	return shardIndex{wants: make(map[cid.Cid]*interest)}
+	return shardIndex{wants: make(map[cid.Cid]*interest), held: make(map[cid.Cid]*interest)}
 }
 
-// lookup returns the interest in k, or nil if nobody wants k.
+// table returns the map in which s's wants live.
+func (x *shardIndex) table(s *Subscription) map[cid.Cid]*interest {
+	if s.keeps {
+		return x.held
+	}
+	return x.wants
+}
+
+// lookup returns the interest in k of the subscriptions whose wants end at
+// delivery, or nil if none wants k.
 func (x *shardIndex) lookup(k cid.Cid) *interest { return x.wants[k] }
 
+// lookupFor returns the interest in k of the subscriptions of s's kind.
+func (x *shardIndex) lookupFor(k cid.Cid, s *Subscription) *interest { return x.table(s)[k] }
+
+// wanted reports whether any subscription wants k.
+func (x *shardIndex) wanted(k cid.Cid) bool {
+	return x.wants[k] != nil || x.held[k] != nil
+}
+
 // add records that s wants k and returns the interest. e is the current
-// interest in k (lookup), nil if nobody wants k. The caller has checked that
-// s does not want k yet.
+// interest in k of s's kind (lookupFor), nil if none. The caller has checked
+// that s does not want k yet.
 func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 	if e == nil {
+		if !x.wanted(k) {
+			x.keys.Add(1)
+		}
 		e = &interest{}
 		e.first[0] = s
 		e.subs = e.first[:1]
-		x.wants[k] = e
-		x.keys.Add(1)
+		x.table(s)[k] = e
 	} else {
 		e.subs = append(e.subs, s)
 	}
@@ -75,40 +102,49 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 	return e
 }
 
-// remove ends s's want of k. It reports whether s wanted k and whether that
-// was the last want of k, in which case k has left the index.
-func (x *shardIndex) remove(k cid.Cid, s *Subscription) (found, last bool) {
-	e := x.wants[k]
+// remove ends s's want of k. It reports whether s wanted k, whether that was
+// the last want of k by a subscription of s's kind (kindLast), and whether it
+// was the last want of k at all, in which case k has left the index.
+func (x *shardIndex) remove(k cid.Cid, s *Subscription) (found, kindLast, last bool) {
+	t := x.table(s)
+	e := t[k]
 	if e == nil {
-		return false, false
+		return false, false, false
 	}
-	for i, t := range e.subs {
-		if t != s {
-			continue
-		}
-		end := len(e.subs) - 1
-		e.subs[i] = e.subs[end]
-		e.subs[end] = nil
-		e.subs = e.subs[:end]
-		x.pairs.Add(-1)
-		if end > 0 {
-			return true, false
-		}
-		delete(x.wants, k)
-		x.keys.Add(-1)
-		return true, true
+	i := slices.Index(e.subs, s)
+	if i < 0 {
+		return false, false, false
 	}
-	return false, false
+	end := len(e.subs) - 1
+	e.subs[i] = e.subs[end]
+	e.subs[end] = nil
+	e.subs = e.subs[:end]
+	x.pairs.Add(-1)
+	if end > 0 {
+		return true, false, false
+	}
+	delete(t, k)
+	if x.wanted(k) {
+		return true, true, false
+	}
+	x.keys.Add(-1)
+	return true, true, true
 }
 
-// drop ends every want of k: its block has been delivered to all of them.
-// The subscribers' entries go stale; the interest lets go of them so that a
-// stale entry keeps no other subscription alive.
-func (x *shardIndex) drop(k cid.Cid, e *interest) {
+// drop ends every want of k that ends at delivery: its block has been
+// delivered to all of them. It reports whether that was the last want of k,
+// that is whether no interest subscription holds k. The subscribers' entries
+// go stale; the interest lets go of them so that a stale entry keeps no other
+// subscription alive.
+func (x *shardIndex) drop(k cid.Cid, e *interest) (last bool) {
 	delete(x.wants, k)
-	x.keys.Add(-1)
 	x.pairs.Add(-int64(len(e.subs)))
 	e.dropped.Store(true)
 	e.first[0] = nil
 	e.subs = nil
+	if x.held[k] != nil {
+		return false
+	}
+	x.keys.Add(-1)
+	return true
 }

@@ -142,9 +142,10 @@ type Notifier struct {
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
 
-	mu       sync.Mutex // guards sessions; a leaf: nothing is locked while it is held
+	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
-	live     atomic.Int64 // len(sessions), for Stats
+	requests map[*Subscription]struct{} // live subscriptions of NewRequest, which have no session ID
+	live     atomic.Int64               // len(sessions) + len(requests), for Stats
 }
 
 // shard is one lock and the part of the index it guards.
@@ -171,6 +172,7 @@ func New(bs Blockstore, opts ...Option) *Notifier {
 		mask:     uint64(cfg.shards - 1),
 		shards:   make([]shard, cfg.shards),
 		sessions: make(map[uint64]*Subscription),
+		requests: make(map[*Subscription]struct{}),
 	}
 	for i := range n.shards {
 		n.shards[i].idx = newShardIndex()
@@ -207,17 +209,56 @@ func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*
 	return n.register(s)
 }
 
+// NewInterest returns a subscription that records the interest of session
+// sesid, as boxo's SessionInterestManager does: a want of an interest
+// subscription outlives the delivery of its block and ends only by
+// Unsubscribe, Release, Remove, ReleaseAll or Close. It receives no messages
+// (Messages() is only a done signal) and its Subscribe does not consult the
+// blockstore, since there is nobody to hand a found block to. Its wants count
+// as wants everywhere else: a remote block that it wants is stored and
+// delivered to the other subscriptions that want it, and the cancel function
+// hears of a key only once the interest subscriptions have let go of it too.
+// Interested and AppendInterested read them. The session ID follows the
+// rules of NewSubscription. It is safe for concurrent use, does not block,
+// and returns ErrClosed after Close.
+func (n *Notifier) NewInterest(sesid uint64) (*Subscription, error) {
+	s := newSubscription(n, sesid, 0)
+	s.fn = func(ResponseMessage) {}
+	s.keeps = true
+	return n.register(s)
+}
+
+// NewRequest is NewSubscriptionFunc for one request rather than a session: the
+// subscription has no session ID (ID returns 0) and takes no part in the
+// uniqueness of session IDs, so it never collides with a session. It is what
+// a PubSub-style Subscribe call needs. f follows the rules of
+// NewSubscriptionFunc. It is safe for concurrent use, does not block, and
+// returns ErrClosed after Close.
+func (n *Notifier) NewRequest(f func(ResponseMessage)) (*Subscription, error) {
+	if f == nil {
+		f = func(ResponseMessage) {}
+	}
+	s := newSubscription(n, 0, 0)
+	s.fn = f
+	s.anon = true
+	return n.register(s)
+}
+
 func (n *Notifier) register(s *Subscription) (*Subscription, error) {
-	sesid := s.id
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed.Load() {
 		return nil, ErrClosed
 	}
-	if _, dup := n.sessions[sesid]; dup {
-		return nil, fmt.Errorf("notifier: session %d: %w", sesid, ErrDuplicateSession)
+	if s.anon {
+		n.requests[s] = struct{}{}
+		n.live.Add(1)
+		return s, nil
 	}
-	n.sessions[sesid] = s
+	if _, dup := n.sessions[s.id]; dup {
+		return nil, fmt.Errorf("notifier: session %d: %w", s.id, ErrDuplicateSession)
+	}
+	n.sessions[s.id] = s
 	n.live.Add(1)
 	return s, nil
 }
@@ -225,11 +266,18 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 // forget unregisters s so that its session ID can be reused.
 func (n *Notifier) forget(s *Subscription) {
 	n.mu.Lock()
+	defer n.mu.Unlock()
+	if s.anon {
+		if _, ok := n.requests[s]; ok {
+			delete(n.requests, s)
+			n.live.Add(-1)
+		}
+		return
+	}
 	if n.sessions[s.id] == s {
 		delete(n.sessions, s.id)
 		n.live.Add(-1)
 	}
-	n.mu.Unlock()
 }
 
 // Publish stores the blocks of msg that must be stored and hands every
@@ -319,10 +367,10 @@ func (n *Notifier) Close() error {
 func (n *Notifier) close() {
 	n.closed.Store(true)
 	n.mu.Lock()
-	subs := slices.Collect(maps.Values(n.sessions))
+	subs := slices.AppendSeq(slices.Collect(maps.Values(n.sessions)), maps.Keys(n.requests))
 	n.mu.Unlock()
 	for _, s := range subs {
-		s.end(ErrClosed)
+		s.end(ErrClosed, false)
 	}
 	// Barrier: an operation that locked a shard before closed was set finishes
 	// before this loop passes that shard; one that locks later sees closed.
@@ -331,6 +379,50 @@ func (n *Notifier) close() {
 		n.shards[i].mu.Unlock() //nolint:staticcheck // empty critical section is the point
 	}
 	n.drainers.Wait()
+}
+
+// Wanted reports whether any subscription wants k, of any kind. It takes k's
+// shard lock, so it waits for operations on that shard (and for a cancel
+// function running there); it is safe for concurrent use. An undefined k is
+// wanted by nobody.
+func (n *Notifier) Wanted(k cid.Cid) bool {
+	if !k.Defined() {
+		return false
+	}
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.idx.wanted(k)
+}
+
+// Interested reports whether an interest subscription (NewInterest) wants k.
+// It locks as Wanted does.
+func (n *Notifier) Interested(k cid.Cid) bool {
+	if !k.Defined() {
+		return false
+	}
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.idx.held[k] != nil
+}
+
+// AppendInterested appends to ids the session IDs of the interest
+// subscriptions that want k, in no particular order, and returns the
+// extended slice. It locks as Wanted does.
+func (n *Notifier) AppendInterested(ids []uint64, k cid.Cid) []uint64 {
+	if !k.Defined() {
+		return ids
+	}
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if e := sh.idx.held[k]; e != nil {
+		for _, s := range e.subs {
+			ids = append(ids, s.id)
+		}
+	}
+	return ids
 }
 
 func (n *Notifier) shardOf(k cid.Cid) int32 {
@@ -375,9 +467,10 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 	for _, b := range msg.Blocks {
 		k, sh := b.Cid(), o.keyShards[i]
 		i++
-		e := n.shards[sh].idx.lookup(k)
+		idx := &n.shards[sh].idx
+		e := idx.lookup(k)
 		if e == nil || !e.visit(o.id, kindBlock) {
-			if e == nil && msg.From == "" {
+			if e == nil && n.storeUnrouted(idx, k, o.id, msg.From) {
 				o.store = append(o.store, b)
 			}
 			continue
@@ -399,6 +492,16 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 	}
 }
 
+// storeUnrouted reports whether a block for k that no subscription will be
+// handed must be stored all the same: it is local, or an interest
+// subscription wants k (the first time op sees it).
+func (n *Notifier) storeUnrouted(idx *shardIndex, k cid.Cid, op uint64, from string) bool {
+	if h := idx.held[k]; h != nil {
+		return h.visit(op, kindBlock)
+	}
+	return from == ""
+}
+
 // deliver hands every hit to the subscriptions that want its key and ends the
 // wants that the hit blocks satisfy. The caller holds the locks of every
 // hit's shard.
@@ -415,9 +518,10 @@ func (n *Notifier) deliver(o *op, from string) {
 		}
 		// Every want in the index had its WANT sent: a Subscribe that finds
 		// a block nobody else wants delivers it without indexing it.
-		n.shards[h.shard].idx.drop(h.key, h.e)
-		o.cancels = append(o.cancels, h.key)
-		o.keep.Add(int(h.shard))
+		if n.shards[h.shard].idx.drop(h.key, h.e) {
+			o.cancels = append(o.cancels, h.key)
+			o.keep.Add(int(h.shard))
+		}
 	}
 	o.lockTargets()
 }
@@ -447,6 +551,6 @@ func (n *Notifier) finish(o *op) {
 	}
 	n.unlock(o.keep)
 	for _, s := range o.ended {
-		s.end(ErrSlowConsumer)
+		s.end(ErrSlowConsumer, false)
 	}
 }

@@ -107,6 +107,7 @@ type op struct {
 	self      [1]*Subscription      // the subscriber, in a Subscribe
 	seen      map[cid.Cid]struct{}  // keys of a long Subscribe, for repeated
 	cancels   []cid.Cid             // keys whose last want this op ended
+	freed     []cid.Cid             // keys whose last want of the subscription's kind this op ended (Release)
 	ended     []*Subscription       // subscriptions this op found past WithMaxPending, to end
 }
 
@@ -155,9 +156,19 @@ func (n *Notifier) putOp(o *op) {
 	}
 	clear(o.cancels)
 	o.cancels = o.cancels[:0]
+	clear(o.freed)
+	o.freed = o.freed[:0]
 	clear(o.ended)
 	o.ended = o.ended[:0]
 	n.ops.Put(o)
+}
+
+// report returns a copy of o.freed if want is set and it is not empty.
+func (o *op) report(want bool) []cid.Cid {
+	if !want || len(o.freed) == 0 {
+		return nil
+	}
+	return slices.Clone(o.freed)
 }
 
 // repeated reports whether a Subscribe has already made k a candidate (is in

@@ -28,9 +28,11 @@ type Subscription struct {
 	id  uint64
 	seq uint64 // unique, unlike id; orders the locking of several subscriptions
 
-	fn   func(ResponseMessage) // set for NewSubscriptionFunc: takes messages instead of out
-	out  chan ResponseMessage  // closed once, by stop or, while draining, by drain
-	quit chan struct{}         // closed by stop while draining, to stop drain
+	fn    func(ResponseMessage) // set for NewSubscriptionFunc, NewRequest and NewInterest: takes messages instead of out
+	keeps bool                  // an interest subscription (NewInterest): its wants live in the index's held map
+	anon  bool                  // a request (NewRequest): no session ID
+	out   chan ResponseMessage  // closed once, by stop or, while draining, by drain
+	quit  chan struct{}         // closed by stop while draining, to stop drain
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
 	mu       sync.Mutex
@@ -65,7 +67,8 @@ func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
 	}
 }
 
-// ID returns the session ID given to NewSubscription.
+// ID returns the session ID given to NewSubscription, NewSubscriptionFunc or
+// NewInterest; 0 for a subscription of NewRequest, which has none.
 func (s *Subscription) ID() uint64 { return s.id }
 
 // Messages returns the channel on which the subscription receives, in publish
@@ -171,7 +174,7 @@ func (s *Subscription) candidates(o *op, keys []cid.Cid) error {
 	locked := false
 	for i, k := range keys {
 		sh := o.keyShards[i]
-		e := s.n.shards[sh].idx.lookup(k)
+		e := s.n.shards[sh].idx.lookupFor(k, s)
 		if e != nil && s.listedIn(e, k, &locked) {
 			continue
 		}
@@ -205,7 +208,7 @@ func (s *Subscription) listedIn(e *interest, k cid.Cid, locked *bool) bool {
 // their block.
 func (s *Subscription) check(ctx context.Context, o *op) error {
 	bs := s.n.bs
-	if bs == nil {
+	if bs == nil || s.keeps { // an interest subscription has nobody to hand a found block to
 		return nil
 	}
 	for i := range o.hits {
@@ -295,9 +298,21 @@ func (s *Subscription) compact() {
 // ignored. Keys that nobody wants any more go to the cancel function before
 // Unsubscribe returns. It is safe for concurrent use and blocks only for
 // other operations on the same shards.
-func (s *Subscription) Unsubscribe(keys ...cid.Cid) {
+func (s *Subscription) Unsubscribe(keys ...cid.Cid) { s.release(keys, false) }
+
+// Release is Unsubscribe that also returns the keys whose last want it ended,
+// each once, in no particular order: for an interest subscription
+// (NewInterest), the keys that no interest subscription wants any more — what
+// boxo's SessionInterestManager.RemoveSessionWants returns — whatever other
+// subscriptions still want them; for any other subscription, the keys that
+// nobody wants any more, which also go to the cancel function. The result
+// is computed under the shard locks of keys, so of several concurrent
+// operations exactly one reports a key. The caller owns the slice.
+func (s *Subscription) Release(keys ...cid.Cid) []cid.Cid { return s.release(keys, true) }
+
+func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 	if len(keys) == 0 {
-		return
+		return nil
 	}
 	n := s.n
 	o := n.getOp()
@@ -323,15 +338,43 @@ func (s *Subscription) Unsubscribe(keys ...cid.Cid) {
 	}
 	s.mu.Unlock()
 	n.finish(o)
+	return o.report(report)
 }
 
-// unindex removes s from the index under k and, if that was k's last want,
-// queues k for the cancel function. The caller holds k's shard lock and s.mu.
+// unindex removes s from the index under k. If that was k's last want it
+// queues k for the cancel function; if it was the last of s's kind (see
+// Release), it adds k to o.freed. The caller holds k's shard lock and s.mu.
 func (s *Subscription) unindex(o *op, k cid.Cid, sh int32) {
-	if _, last := s.n.shards[sh].idx.remove(k, s); last {
+	_, kindLast, last := s.n.shards[sh].idx.remove(k, s)
+	if last {
 		o.cancels = append(o.cancels, k)
 		o.keep.Add(int(sh))
 	}
+	if last || (kindLast && s.keeps) {
+		o.freed = append(o.freed, k)
+	}
+}
+
+// Wants reports whether the subscription wants k now. It takes k's shard
+// lock, so it waits for operations on that shard; it is safe for concurrent
+// use and returns false once the subscription has ended.
+func (s *Subscription) Wants(k cid.Cid) bool {
+	if !k.Defined() {
+		return false
+	}
+	sh := &s.n.shards[s.n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.idx.lookupFor(k, s)
+	if e == nil {
+		return false
+	}
+	locked := false
+	in := s.listedIn(e, k, &locked)
+	if locked {
+		s.mu.Unlock()
+	}
+	return in
 }
 
 // Remove ends every want of the subscription, reports the keys nobody wants
@@ -339,12 +382,17 @@ func (s *Subscription) unindex(o *op, k cid.Cid, sh int32) {
 // received are dropped. When Remove returns, Messages() is closed and the
 // session ID may be reused. Remove is idempotent, safe for concurrent use, and
 // blocks only for other operations on the subscription's shards.
-func (s *Subscription) Remove() { s.end(nil) }
+func (s *Subscription) Remove() { s.end(nil, false) }
+
+// ReleaseAll is Remove that also returns the keys whose last want it ended,
+// as Release does. A second call, or a call after Close, returns nil.
+func (s *Subscription) ReleaseAll() []cid.Cid { return s.end(nil, true) }
 
 // end stops s with err, unless it has already stopped, and ends its wants, in
 // one critical section over the shards of its keys: no operation sees s
-// stopped but still in the index. It returns once out is closed.
-func (s *Subscription) end(err error) {
+// stopped but still in the index. It returns once out is closed, with the
+// keys of o.freed if report is set.
+func (s *Subscription) end(err error, report bool) []cid.Cid {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
@@ -364,6 +412,7 @@ func (s *Subscription) end(err error) {
 	if stopped && exited != nil {
 		<-exited // drain has seen quit and closed out; it needs no lock we hold
 	}
+	return o.report(report)
 }
 
 // lockAll takes the shard locks of every key s wants, then s.mu. A Subscribe

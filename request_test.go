@@ -1,0 +1,200 @@
+package notifier
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+)
+
+// Requests (NewRequest): subscriptions without a session ID.
+
+// Any number of requests live at once, each with ID 0, beside a session whose
+// ID is 0, whichever registered first; they never collide with a session.
+func TestRequest_HasNoSessionID(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	var reqs []*Subscription
+	for range 500 {
+		r := mustRequest(t, n, nil)
+		require.Zero(t, r.ID())
+		reqs = append(reqs, r)
+	}
+	s0 := mustSub(t, n, 0)
+	_, err := n.NewInterest(0)
+	require.ErrorIs(t, err, ErrDuplicateSession, "sessions still collide with each other")
+	for range 500 {
+		reqs = append(reqs, mustRequest(t, n, nil))
+	}
+	require.Equal(t, 1001, n.Stats().Subscriptions)
+
+	s0.Remove()
+	in0 := mustInterest(t, n, 0) // beside an interest with ID 0, too
+	reqs = append(reqs, mustRequest(t, n, nil))
+	require.Equal(t, 1002, n.Stats().Subscriptions)
+	in0.Remove()
+	for _, r := range reqs {
+		r.Remove()
+	}
+	require.Equal(t, Stats{}, n.Stats())
+	require.Empty(t, n.requests)
+	require.Empty(t, n.sessions)
+}
+
+// A request takes its messages through its function, as NewSubscriptionFunc
+// does: HAVEs, blocks (which end its wants) and stored blocks found by its
+// Subscribe; Messages() is a done signal.
+func TestRequest_DeliversThroughFunc(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("request-func", 2)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]})) // stored
+	got := &msgLog{}
+	r := mustRequest(t, n, got.record)
+	require.NoError(t, r.Subscribe(ctx, keysOf(b)...))
+	require.Equal(t, []ResponseMessage{{Blocks: b[:1]}}, got.take(), "delivered before Subscribe returns")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: keysOf(b)}))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:]}))
+	require.Equal(t, []ResponseMessage{
+		{From: "p", Haves: keysOf(b[1:])},
+		{From: "p", Blocks: []blocks.Block{b[1]}},
+	}, got.take())
+	require.False(t, r.Wants(b[1].Cid()))
+	require.Equal(t, []cid.Cid{b[1].Cid()}, cancels.take())
+	openAndEmpty(t, r)
+	require.Zero(t, cap(r.Messages()))
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// Remove unregisters a request and only that one; Remove is idempotent.
+func TestRequest_RemoveUnregisters(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("request-remove", 2)
+	r1, r2 := mustRequest(t, n, nil), mustRequest(t, n, nil)
+	require.NoError(t, r1.Subscribe(ctx, b[0].Cid()))
+	require.NoError(t, r2.Subscribe(ctx, keysOf(b)...))
+	require.Equal(t, Stats{Subscriptions: 2, Keys: 2, Wants: 3}, n.Stats())
+
+	r1.Remove()
+	r1.Remove()
+	closedNow(t, r1)
+	require.NoError(t, r1.Err())
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 2, Wants: 2}, n.Stats())
+	require.Empty(t, cancels.take(), "r2 still wants both keys")
+	openAndEmpty(t, r2)
+	require.True(t, r2.Wants(b[0].Cid()))
+
+	require.Equal(t, sorted(keysOf(b)...), sortedOrNil(r2.ReleaseAll()))
+	require.Equal(t, sorted(keysOf(b)...), cancels.take())
+	r2.Remove()
+	require.Equal(t, Stats{}, n.Stats())
+	require.Empty(t, n.requests)
+	require.ErrorIs(t, r2.Subscribe(ctx, b[0].Cid()), ErrClosed)
+}
+
+// Close ends every request: Messages() closed, Err() ErrClosed, no count
+// left; NewRequest then returns ErrClosed.
+func TestRequest_EndedByClose(t *testing.T) {
+	cancels := &cancelLog{}
+	n := New(memStore(), WithCancelFunc(cancels.record))
+	b := mkBlocks("request-close", 3)
+	var reqs []*Subscription
+	for i := range b {
+		r := mustRequest(t, n, nil)
+		require.NoError(t, r.Subscribe(ctx, b[i].Cid()))
+		reqs = append(reqs, r)
+	}
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 3, Wants: 3}, n.Stats())
+	require.NoError(t, n.Close())
+	for _, r := range reqs {
+		closedNow(t, r)
+		require.ErrorIs(t, r.Err(), ErrClosed)
+	}
+	require.Equal(t, sorted(keysOf(b)...), cancels.take())
+	requireIndexEmpty(t, n)
+	_, err := n.NewRequest(nil)
+	require.ErrorIs(t, err, ErrClosed)
+}
+
+// Requests created, used and removed from many goroutines while Close runs:
+// every request that NewRequest returned is ended once Close has returned
+// (Messages() closed; Err() ErrClosed unless its goroutine removed it
+// first), NewRequest fails only with ErrClosed, and no goroutine is left.
+func TestRequest_ConcurrentWithClose(t *testing.T) {
+	baseline := goleak.IgnoreCurrent()
+	for round := range 20 {
+		n := New(memStore(), WithCancelFunc(func([]cid.Cid) {}))
+		b := mkBlocks("request-race", 8)
+		started := make(chan struct{}, 8)
+		results := make([][]requestRun, 8)
+		var wg sync.WaitGroup
+		for g := range results {
+			wg.Go(func() { results[g] = requestsUntilClosed(n, b, g, started) })
+		}
+		for range results {
+			done(t, started, "goroutine started") // every goroutine has a live request before Close
+		}
+		require.NoError(t, n.Close())
+		wg.Wait()
+		total := 0
+		for g, runs := range results {
+			for i, run := range runs {
+				require.NoError(t, run.err, "round %d, goroutine %d, request %d", round, g, i)
+				closedNow(t, run.r)
+				if run.removed { // by Remove (nil), unless Close came first
+					if err := run.r.Err(); err != nil {
+						require.ErrorIs(t, err, ErrClosed)
+					}
+				} else {
+					require.ErrorIs(t, run.r.Err(), ErrClosed)
+				}
+			}
+			total += len(runs)
+		}
+		require.GreaterOrEqual(t, total, len(results))
+		requireIndexEmpty(t, n)
+		require.Empty(t, n.requests)
+	}
+	require.NoError(t, goleak.Find(append(leakOpts, baseline)...))
+}
+
+// requestRun is one request of requestsUntilClosed.
+type requestRun struct {
+	r       *Subscription
+	removed bool  // its goroutine removed it
+	err     error // an unexpected error of its operations
+}
+
+// requestsUntilClosed creates requests that subscribe to keys of b and
+// publish them, removing some, until the Notifier is closed. It signals
+// started once, when it has a live request or when it gives up.
+func requestsUntilClosed(n *Notifier, b []blocks.Block, g int, started chan<- struct{}) []requestRun {
+	signal := sync.OnceFunc(func() { started <- struct{}{} })
+	defer signal()
+	var runs []requestRun
+	for i := 0; ; i++ {
+		r, err := n.NewRequest(func(ResponseMessage) {})
+		if err != nil {
+			if !errors.Is(err, ErrClosed) {
+				runs = append(runs, requestRun{err: err})
+			}
+			return runs
+		}
+		run := requestRun{r: r}
+		signal()
+		k := b[(g+i)%len(b)]
+		if err := r.Subscribe(ctx, k.Cid(), b[g].Cid()); err != nil && !errors.Is(err, ErrClosed) {
+			run.err = err
+		}
+		if err := n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}}); err != nil && !errors.Is(err, ErrClosed) {
+			run.err = err
+		}
+		if i%3 == 0 {
+			r.Remove()
+			run.removed = true
+		}
+		runs = append(runs, run)
+	}
+}
