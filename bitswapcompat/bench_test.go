@@ -4,9 +4,10 @@ import (
 	"context"
 	"testing"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // BenchmarkPubSub_GetBlock is one request of one key as the client makes it:

@@ -3,18 +3,15 @@ package bitswapcompat
 import (
 	"context"
 	"errors"
-	"slices"
+	"fmt"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
-)
 
-// PubSubIDBase is the first of the subscription IDs that PubSub calls take
-// from their Notifier; the IDs from PubSubIDBase up are reserved for them.
-const PubSubIDBase uint64 = 1 << 63
+	notifier "github.com/bitswapsync/notifier"
+)
 
 // BlockWrapper returns what a subscriber receives for block b: b itself, or b
 // annotated, e.g. with from (the zero ID for a local block) and the time since
@@ -54,8 +51,7 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 
 // WithErrorFunc sends f the errors that the boxo-shaped methods cannot return:
 // a failed blockstore check in Subscribe (the call's channel is then closed at
-// once), a failed PutMany in Publish (nothing is delivered), a failed
-// Subscribe in RecordSessionInterest (nothing is recorded). f runs on the
+// once) and a failed PutMany in Publish (nothing is delivered). f runs on the
 // caller's goroutine, outside every lock. Without it such errors are dropped.
 func WithErrorFunc(f func(error)) Option {
 	return func(c *config) { c.onErr = f }
@@ -77,40 +73,30 @@ func New(bs notifier.Blockstore, opts ...notifier.Option) (*PubSub, *SessionInte
 // NewWithOptions is New with this package's options.
 func NewWithOptions(bs notifier.Blockstore, opts ...Option) (*PubSub, *SessionInterestManager) {
 	cfg := makeConfig(opts)
-	ps := newPubSub(bs, cfg, newInterestTable(cfg.cancel == nil))
-	sim := &SessionInterestManager{
-		table:       ps.table,
-		n:           ps.n,
-		ps:          ps,
-		onErr:       cfg.onErr,
-		cancelsSent: cfg.cancel != nil,
-		sessions:    make(map[uint64]*simSession),
-	}
-	return ps, sim
+	ps := newPubSub(bs, cfg)
+	return ps, newSessionInterestManager(ps.n, cfg)
 }
 
 // NewPubSub returns a PubSub on a Notifier of its own, for a fork that builds
 // its pubsub apart from its SessionInterestManager. bs == nil means notify
 // only: nothing is stored, nothing is checked on Subscribe.
 func NewPubSub(bs notifier.Blockstore, opts ...Option) *PubSub {
-	return newPubSub(bs, makeConfig(opts), nil)
+	return newPubSub(bs, makeConfig(opts))
 }
 
 // NewSessionInterestManager returns a SessionInterestManager on its own: it
-// has no PubSub to share wants with, so it keeps only its table and behaves
-// as boxo's. It starts no goroutine and needs no shutdown.
+// has no PubSub to share wants with, so it records its sessions in a
+// notify-only Notifier of its own, where nothing else wants anything, and
+// behaves as boxo's. It starts no goroutine and needs no shutdown.
 func NewSessionInterestManager() *SessionInterestManager {
-	return &SessionInterestManager{
-		table:    newInterestTable(true),
-		sessions: make(map[uint64]*simSession),
-	}
+	return newSessionInterestManager(notifier.New(nil), config{})
 }
 
 // NotifierOf returns the Notifier behind ps, which New also gives to its
 // SessionInterestManager. It is how a fork moves to the native API one
-// session at a time: a native session subscribes to this Notifier with an ID
-// below PubSubIDBase that the SessionInterestManager does not use. Publish
-// into it with PublishMessage. Do not close it: Shutdown does.
+// session at a time: a native session subscribes to this Notifier with a
+// session ID that the SessionInterestManager does not use. Publish into it
+// with PublishMessage. Do not close it: Shutdown does.
 func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 
 // PublishMessage publishes a whole message (blocks, HAVEs and DONT_HAVEs)
@@ -144,13 +130,16 @@ func report(onErr func(error), err error) {
 	onErr(err)
 }
 
-// usable returns blks without nil blocks and blocks with an undefined CID,
-// which the Notifier would refuse along with the whole message. It copies
-// blks only when it has something to drop.
-func usable(blks []blocks.Block) []blocks.Block {
-	bad := func(b blocks.Block) bool { return b == nil || !b.Cid().Defined() }
-	if !slices.ContainsFunc(blks, bad) {
-		return blks
+// mustBeUsable panics, naming method, on a nil block or a block with an
+// undefined CID: boxo's methods panic on a nil block too, and no peer can
+// send a block without a CID, so either is a programming error of the caller.
+func mustBeUsable(method string, blks []blocks.Block) {
+	for i, b := range blks {
+		if b == nil {
+			panic(fmt.Sprintf("bitswapcompat: %s: blks[%d] is a nil block", method, i))
+		}
+		if !b.Cid().Defined() {
+			panic(fmt.Sprintf("bitswapcompat: %s: blks[%d] has an undefined CID", method, i))
+		}
 	}
-	return slices.DeleteFunc(slices.Clone(blks), bad)
 }

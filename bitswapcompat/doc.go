@@ -6,33 +6,35 @@
 //
 // # One Notifier, two views
 //
-// New builds both on one notifier.Notifier. Every PubSub.Subscribe call and
-// every session recorded with RecordSessionInterest is a subscription of that
-// Notifier, so the Notifier's atomic Publish and Subscribe decide what is
-// stored and delivered for both. The Notifier has no read API yet, so the
-// SessionInterestManager answers its queries from an interest table
-// (interest_table.go) that this package keeps in step with the Notifier: it is
-// written before each subscription change this package makes, and by the
-// Notifier's own delivery callbacks inside the critical section that ends a
-// want. The table also counts the PubSub calls waiting for each key, which is
-// how SplitWantedUnwanted sees a request that no session has recorded yet.
+// New builds both on one notifier.Notifier, and the Notifier's index is the
+// only one: this package keeps none of its own. Every PubSub.Subscribe call
+// is a request subscription of the Notifier (Notifier.NewRequest), whose want
+// of a key ends when its block is delivered; every session recorded with
+// RecordSessionInterest is an interest subscription (Notifier.NewInterest),
+// whose wants outlive delivery and end only by RemoveSessionWants or
+// RemoveSession, as boxo's session interests do. The Notifier's atomic
+// Publish and Subscribe decide what is stored and delivered for both; the
+// queries (SplitWantedUnwanted, InterestedSessions, FilterInterests,
+// FilterSessionInterested) read its index under its shard locks, and the
+// removals return what the Notifier computed inside the operation that ended
+// the last interest.
 //
 // NewPubSub and NewSessionInterestManager build each part alone, as a fork's
-// existing constructors do. Alone, the SessionInterestManager has nobody to
-// share wants with and keeps only its table; it then behaves as boxo's.
+// existing constructors do. Alone, the SessionInterestManager records its
+// sessions in a notify-only Notifier of its own, where nothing else wants
+// anything; it then behaves as boxo's.
 //
 // # Session IDs
 //
-// Subscriptions of one Notifier need distinct IDs. PubSub calls take theirs
-// from [PubSubIDBase, 2^64), in order; sessions, of the SessionInterestManager
-// or native ones (see NotifierOf), must use IDs below PubSubIDBase.
-// RecordSessionInterest panics on an ID in the reserved range. boxo numbers
-// sessions from 1 upwards, so it never gets there.
+// Any uint64 is a session ID. Requests have no session ID at all, so they
+// never collide with sessions. Sessions of the SessionInterestManager and
+// native ones (see NotifierOf) share the Notifier's session IDs:
+// RecordSessionInterest panics on an ID that a native session holds.
 //
 // # Delivery without goroutines
 //
 // A PubSub call is a notifier.Subscription whose messages go to a function
-// (Notifier.NewSubscriptionFunc), run by the operation that delivers them. That
+// (Notifier.NewRequest), run by the operation that delivers them. That
 // function sends each block into the call's channel, which has one slot per
 // key and gets each key's block at most once, so the send never blocks. The
 // function closes the channel when the last key has arrived; context.AfterFunc
@@ -52,15 +54,14 @@
 // # Ownership
 //
 // The PubSub owns the Notifier, also the one it shares in New: its Shutdown
-// closes the Notifier (boxo's client calls it last, in Close). After that the
-// SessionInterestManager records no new interest; removals and queries still
-// work on what it had recorded.
+// closes the Notifier (boxo's client calls it last, in Close), which ends
+// every subscription, the sessions of the SessionInterestManager too: after
+// that it records nothing, its queries answer as if no session were
+// interested, and RemoveSession and RemoveSessionWants return nil.
 //
 // # Lock order
 //
-// The Notifier's locks (held while it runs delivery functions and the cancel
-// function), then call.mu, then tableShard.mu, then interestTable.dueMu;
-// call.mu, then PubSub.mu. None of these is held while calling the Notifier.
-// simSession.op is held across Notifier calls and is never taken by a
-// callback; it is taken before SessionInterestManager.mu.
+// SessionInterestManager.mu, then the Notifier's locks (held while it runs
+// delivery functions and the cancel function), then call.mu, then PubSub.mu.
+// Only SessionInterestManager.mu is held while calling the Notifier.
 package bitswapcompat

@@ -5,10 +5,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/bitswapsync/notifier/bitswapcompat"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/bitswapsync/notifier/bitswapcompat"
 )
 
 // A request subscribes, its session records its interest, a peer's block

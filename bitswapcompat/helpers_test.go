@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -12,7 +15,10 @@ import (
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // newBlocks returns n blocks distinct from those of every other test.
@@ -36,15 +42,23 @@ func newStore() bstore.Blockstore {
 	return bstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 }
 
-// faultyStore fails Get or PutMany while the matching switch is on.
+// faultyStore fails Get or PutMany while the matching switch is on, and
+// counts the lookups (Get and Has) made in it.
 type faultyStore struct {
 	bstore.Blockstore
 	failGet, failPut atomic.Bool
+	lookups          atomic.Int64
 }
 
 var errFault = errors.New("injected blockstore fault")
 
+func (s *faultyStore) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	s.lookups.Add(1)
+	return s.Blockstore.Has(ctx, c)
+}
+
 func (s *faultyStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	s.lookups.Add(1)
 	if s.failGet.Load() {
 		return nil, errFault
 	}
@@ -83,16 +97,153 @@ func requireReceived(t testing.TB, ch <-chan blocks.Block, closed bool, want ...
 	require.Equal(t, closed, isClosed, "channel closed")
 }
 
-// requireIdle checks that nothing is left in the Notifier or the table.
+// requireIdle checks that nothing is left in the Notifiers.
 func requireIdle(t testing.TB, ps *PubSub, sim *SessionInterestManager) {
 	t.Helper()
 	require.Zero(t, NotifierOf(ps).Stats(), "Notifier stats")
 	if sim != nil {
-		keys, _ := sim.table.size()
-		require.Zero(t, keys, "interest table keys")
+		require.Zero(t, sim.n.Stats(), "session Notifier stats")
 	}
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	require.Empty(t, ps.calls, "live calls")
 	require.Empty(t, ps.finished, "finished calls not reaped")
+}
+
+// cancelLog records what a WithCancelFunc function receives.
+type cancelLog struct {
+	mu     sync.Mutex // guards the fields below
+	keys   []cid.Cid
+	counts map[cid.Cid]int
+}
+
+func (l *cancelLog) add(keys []cid.Cid) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.keys = append(l.keys, keys...)
+	if l.counts == nil {
+		l.counts = make(map[cid.Cid]int)
+	}
+	for _, k := range keys {
+		l.counts[k]++
+	}
+}
+
+// count returns how many times k was received.
+func (l *cancelLog) count(k cid.Cid) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.counts[k]
+}
+
+// since returns the keys received after the first mark, nil if none.
+func (l *cancelLog) since(mark int) []cid.Cid {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if mark == len(l.keys) {
+		return nil
+	}
+	return slices.Clone(l.keys[mark:])
+}
+
+func (l *cancelLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.keys)
+}
+
+// wiring is one way a fork builds its SessionInterestManager.
+type wiring struct {
+	ps    *PubSub // shares the Notifier with sim; nil when sim is built alone
+	sim   *SessionInterestManager
+	store *faultyStore // the Notifier's blockstore; nil: notify only
+	log   *cancelLog   // set with WithCancelFunc: Remove* return nil, the CANCELs go here
+}
+
+// eachWiring runs f on a SessionInterestManager built alone, by New without
+// and with a blockstore, and by NewWithOptions with WithCancelFunc.
+func eachWiring(t *testing.T, f func(t *testing.T, w *wiring)) {
+	t.Run("alone", func(t *testing.T) { f(t, &wiring{sim: NewSessionInterestManager()}) })
+	eachSharedWiring(t, f)
+}
+
+// eachSharedWiring is eachWiring without the SessionInterestManager built
+// alone: every wiring has a PubSub on the same Notifier.
+func eachSharedWiring(t *testing.T, f func(t *testing.T, w *wiring)) {
+	run := func(name string, w *wiring, opts ...Option) {
+		t.Run(name, func(t *testing.T) {
+			if w.store != nil {
+				w.ps, w.sim = NewWithOptions(w.store, opts...)
+			} else {
+				w.ps, w.sim = NewWithOptions(nil, opts...)
+			}
+			defer w.ps.Shutdown()
+			f(t, w)
+		})
+	}
+	run("New", &wiring{})
+	run("New+store", &wiring{store: memStore()})
+	log := &cancelLog{}
+	run("NewWithOptions+cancel", &wiring{log: log}, WithCancelFunc(log.add))
+}
+
+// publish delivers blks from peer from: through the PubSub, or, when the
+// SessionInterestManager is alone, straight into its Notifier.
+func (w *wiring) publish(t testing.TB, from peer.ID, blks ...blocks.Block) {
+	t.Helper()
+	if w.ps != nil {
+		w.ps.Publish(from, blks...)
+		return
+	}
+	msg := notifier.ResponseMessage{From: string(from), Blocks: blks}
+	require.NoError(t, w.sim.n.Publish(context.Background(), msg))
+}
+
+// removeWants is RemoveSessionWants as the fork sees it: the keys to CANCEL.
+// With WithCancelFunc those are what the function got during the call, which
+// itself must return nil.
+func (w *wiring) removeWants(t testing.TB, ses uint64, ks []cid.Cid) []cid.Cid {
+	t.Helper()
+	if w.log == nil {
+		return w.sim.RemoveSessionWants(ses, ks)
+	}
+	mark := w.log.len()
+	require.Nil(t, w.sim.RemoveSessionWants(ses, ks), "RemoveSessionWants with WithCancelFunc")
+	return w.log.since(mark)
+}
+
+// removeSession is RemoveSession as the fork sees it, as removeWants.
+func (w *wiring) removeSession(t testing.TB, ses uint64) []cid.Cid {
+	t.Helper()
+	if w.log == nil {
+		return w.sim.RemoveSession(ses)
+	}
+	mark := w.log.len()
+	require.Nil(t, w.sim.RemoveSession(ses), "RemoveSession with WithCancelFunc")
+	return w.log.since(mark)
+}
+
+// requireIdle checks that nothing is left in the wiring's Notifier.
+func (w *wiring) requireIdle(t testing.TB) {
+	t.Helper()
+	if w.ps != nil {
+		requireIdle(t, w.ps, w.sim)
+		return
+	}
+	require.Zero(t, w.sim.n.Stats(), "session Notifier stats")
+}
+
+// requirePanicsWithPrefix checks that f panics with a string starting with
+// prefix.
+func requirePanicsWithPrefix(t testing.TB, prefix string, f func()) {
+	t.Helper()
+	var v any
+	func() {
+		defer func() { v = recover() }()
+		f()
+	}()
+	require.NotNil(t, v, "no panic")
+	msg, ok := v.(string)
+	require.True(t, ok, "panic value %#v is not a string", v)
+	require.True(t, strings.HasPrefix(msg, prefix), "panic %q does not start with %q", msg, prefix)
 }

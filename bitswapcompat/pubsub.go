@@ -7,25 +7,25 @@ import (
 	"sync/atomic"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // PubSub hands received blocks to the requests that wait for them, with the
-// method set of boxo's notifications.PubSub. Each Subscribe call is a
-// subscription of the Notifier, so the blockstore check and the subscription
-// are one atomic step and a waiting call costs no goroutine. All methods are
-// safe for concurrent use.
+// method set of boxo's notifications.PubSub. Each Subscribe call is a request
+// subscription of the Notifier (Notifier.NewRequest), which has no session
+// ID, so the blockstore check and the subscription are one atomic step, a
+// waiting call costs no goroutine, and calls never collide with sessions. All
+// methods are safe for concurrent use.
 type PubSub struct {
 	n     *notifier.Notifier // owned: Shutdown closes it
-	table *interestTable     // shared with New's SessionInterestManager; nil from NewPubSub
 	wrap  BlockWrapper
 	onErr func(error)
 
-	ids      atomic.Uint64 // call IDs are PubSubIDBase | ids
-	nfinish  atomic.Int64  // len(finished), so that reap takes no lock when there is nothing to do
+	nfinish  atomic.Int64 // len(finished), so that reap takes no lock when there is nothing to do
 	shutdown sync.Once
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
@@ -36,14 +36,13 @@ type PubSub struct {
 	closed   bool
 }
 
-func newPubSub(bs notifier.Blockstore, cfg config, table *interestTable) *PubSub {
+func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	nopts := cfg.nopts
 	if cfg.cancel != nil {
 		nopts = append(slices.Clip(nopts), notifier.WithCancelFunc(cfg.cancel))
 	}
 	return &PubSub{
 		n:     notifier.New(bs, nopts...),
-		table: table,
 		wrap:  cfg.wrap,
 		onErr: cfg.onErr,
 		calls: make(map[*call]struct{}),
@@ -56,6 +55,7 @@ type call struct {
 	ps    *PubSub
 	ch    chan blocks.Block // one slot per key; closed by whoever sets left to nil
 	keys  []cid.Cid         // distinct defined keys
+	undef bool              // an undefined key was asked for: its block never comes, so only ctx or Shutdown ends c
 	start time.Time         // for the BlockWrapper
 	sub   *notifier.Subscription
 
@@ -68,9 +68,11 @@ type call struct {
 
 // Subscribe returns a channel that yields the block of each of keys once, in
 // arrival order, and is then closed. It is closed early when ctx is done or at
-// Shutdown, and is already closed on return if keys holds no defined CID or
-// the PubSub was shut down. The channel's capacity is len(keys), so delivery
-// never waits for the reader.
+// Shutdown, and is already closed on return if keys is empty or the PubSub
+// was shut down. An undefined CID among keys, as in boxo, never arrives: the
+// channel then yields the other keys' blocks and is closed only when ctx is
+// done or at Shutdown. The channel's capacity is len(keys), so delivery never
+// waits for the reader.
 //
 // The subscription is live when Subscribe returns: every block of keys
 // published later reaches the channel, and so does a block that is already in
@@ -83,12 +85,16 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	ch := make(chan blocks.Block, len(keys))
 	c := &call{ps: ps, ch: ch, left: make(map[cid.Cid]struct{}, len(keys))}
 	for _, k := range keys {
-		if _, dup := c.left[k]; k.Defined() && !dup {
+		if !k.Defined() {
+			c.undef = true
+			continue
+		}
+		if _, dup := c.left[k]; !dup {
 			c.left[k] = struct{}{}
 			c.keys = append(c.keys, k)
 		}
 	}
-	if len(c.keys) == 0 {
+	if len(keys) == 0 {
 		close(ch)
 		return ch
 	}
@@ -108,17 +114,10 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	return ch
 }
 
-// register makes c a subscription of the Notifier and a live call. If the
-// PubSub is shut down it ends c and returns false.
+// register makes c a request subscription of the Notifier and a live call. If
+// the PubSub is shut down it ends c and returns false.
 func (ps *PubSub) register(c *call) bool {
-	if ps.table != nil {
-		// Before the subscription exists, so that every end of c (which
-		// undoes this) comes after it.
-		for _, k := range c.keys {
-			ps.table.addCall(k)
-		}
-	}
-	sub, err := ps.n.NewSubscriptionFunc(PubSubIDBase|ps.ids.Add(1), c.deliver)
+	sub, err := ps.n.NewRequest(c.deliver)
 	if err != nil {
 		report(ps.onErr, err)
 		c.end()
@@ -167,15 +166,9 @@ func (c *call) deliver(m notifier.ResponseMessage) {
 			continue
 		}
 		delete(c.left, k)
-		// Never blocks: ch has a slot per key and gets each key once. The
-		// block is in ch before the table stops counting the call, so a
-		// CANCEL computed from the table never precedes it.
-		c.ch <- c.ps.wrapBlock(b, m.From, c.start)
-		if c.ps.table != nil {
-			c.ps.table.endCall(k)
-		}
+		c.ch <- c.ps.wrapBlock(b, m.From, c.start) // never blocks: a slot per key, each key once
 	}
-	if len(c.left) > 0 {
+	if len(c.left) > 0 || c.undef {
 		return
 	}
 	c.left = nil
@@ -193,9 +186,9 @@ func (ps *PubSub) wrapBlock(b blocks.Block, from string, start time.Time) blocks
 	return ps.wrap(b, peer.ID(from), time.Since(start))
 }
 
-// end ends c early, unless it has already ended: it removes c from the table
-// and the Notifier and then closes ch, so that a reader who sees ch closed
-// finds nothing of c left. It runs on the caller's goroutine, never in a
+// end ends c early, unless it has already ended: it removes c from the
+// Notifier and then closes ch, so that a reader who sees ch closed finds
+// nothing of c left. It runs on the caller's goroutine, never in a
 // delivery. Once left is nil no delivery sends on ch, so closing it after
 // releasing mu is safe.
 func (c *call) end() {
@@ -209,11 +202,6 @@ func (c *call) end() {
 	defer close(c.ch)
 	if stop != nil {
 		stop()
-	}
-	if c.ps.table != nil {
-		for k := range left {
-			c.ps.table.endCall(k)
-		}
 	}
 	c.ps.mu.Lock()
 	delete(c.ps.calls, c)
@@ -253,13 +241,16 @@ func (ps *PubSub) reap() {
 // Publish delivers blks, received from peer from (the zero ID for blocks
 // added locally), to every call waiting for them, and with a blockstore
 // stores them first: all local blocks, and the remote blocks that some call
-// or session wants; unwanted remote blocks are dropped. Nil blocks and blocks
-// with an undefined CID are skipped. Publish is safe for concurrent use and
-// never waits for a subscriber; it blocks only for the blockstore and for
-// operations on the same keys. A failed store delivers nothing and goes to
-// WithErrorFunc. After Shutdown it does nothing.
+// or session wants; unwanted remote blocks are dropped. Publish is safe for
+// concurrent use and never waits for a subscriber; it blocks only for the
+// blockstore and for operations on the same keys. A failed store delivers
+// nothing and goes to WithErrorFunc. After Shutdown it does nothing.
+//
+// A nil block, on which boxo's Publish panics too, panics with a
+// "bitswapcompat:" message, and so does a block with an undefined CID, which
+// no peer can send.
 func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
-	blks = usable(blks)
+	mustBeUsable("Publish", blks)
 	if len(blks) == 0 {
 		return
 	}

@@ -7,205 +7,164 @@ import (
 	"slices"
 	"sync"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // SessionInterestManager records which session is interested in which CID,
-// with the method set of boxo's sessioninterestmanager. Built by New, each
-// session's wants are a subscription of the PubSub's Notifier, so a block
-// that a session wants is stored and delivered like one a request waits for.
-// All methods are safe for concurrent use. Operations on one session are
-// serialized; queries never wait for them.
+// with the method set of boxo's sessioninterestmanager. Each session is an
+// interest subscription of the Notifier (Notifier.NewInterest): its wants
+// outlive the delivery of their blocks, as boxo's interests do, and every
+// query is answered by the Notifier's own index, under its shard locks. Built
+// by New, the Notifier is the PubSub's, so a block that a session wants is
+// stored and delivered like one a request waits for. Any uint64 is a valid
+// session ID. All methods are safe for concurrent use.
 type SessionInterestManager struct {
-	table       *interestTable
-	n           *notifier.Notifier // nil when built alone
-	ps          *PubSub            // owns n; reaps the calls a RecordSessionInterest completes
+	n           *notifier.Notifier
 	onErr       func(error)
 	cancelsSent bool // WithCancelFunc: CANCELs go there, not to Remove* results
 
-	mu       sync.Mutex // guards sessions; taken after simSession.op, never before
-	sessions map[uint64]*simSession
+	// mu guards sessions. RemoveSession holds it while it ends a session's
+	// subscription, so that the session ID is free again when a later
+	// RecordSessionInterest creates it anew. NOTE: the Notifier's locks are
+	// taken under it; it is never taken under them.
+	mu       sync.Mutex
+	sessions map[uint64]*notifier.Subscription
 }
 
-// simSession is one session's state.
-type simSession struct {
-	// op serializes the operations on the session. It is held across calls to
-	// the Notifier and is never taken by a callback.
-	op   sync.Mutex
-	gone bool                   // RemoveSession ran; a new simSession takes the ID
-	sub  *notifier.Subscription // nil until the first want; only with a Notifier
-	keys map[cid.Cid]struct{}   // keys in which the table lists the session
-}
-
-// acquire returns the session ses with its op locked, creating it if create
-// is set; nil if it does not exist and create is not set.
-func (sim *SessionInterestManager) acquire(ses uint64, create bool) *simSession {
-	for {
-		sim.mu.Lock()
-		s := sim.sessions[ses]
-		if s == nil && create {
-			s = &simSession{keys: make(map[cid.Cid]struct{})}
-			sim.sessions[ses] = s
-		}
-		sim.mu.Unlock()
-		if s == nil {
-			return nil
-		}
-		s.op.Lock()
-		if !s.gone {
-			return s
-		}
-		s.op.Unlock()
+func newSessionInterestManager(n *notifier.Notifier, cfg config) *SessionInterestManager {
+	return &SessionInterestManager{
+		n:           n,
+		onErr:       cfg.onErr,
+		cancelsSent: cfg.cancel != nil,
+		sessions:    make(map[uint64]*notifier.Subscription),
 	}
 }
 
-// RecordSessionInterest records that session ses wants ks; keys it already
-// wants are ignored, and a key whose block it has already received is wanted
-// again. Built by New, the wants are subscribed in the Notifier, which checks
-// the blockstore for them (if any) as a Subscribe does. Undefined CIDs are
-// skipped. It is safe for concurrent use and blocks only for other operations
-// on the session and for the Notifier. After Shutdown it records nothing.
+// session returns the subscription of session ses, creating it.
+func (sim *SessionInterestManager) session(ses uint64) (*notifier.Subscription, error) {
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	if sub := sim.sessions[ses]; sub != nil {
+		return sub, nil
+	}
+	sub, err := sim.n.NewInterest(ses)
+	if err != nil {
+		return nil, err
+	}
+	sim.sessions[ses] = sub
+	return sub, nil
+}
+
+// lookup returns the subscription of session ses, or nil.
+func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	return sim.sessions[ses]
+}
+
+// RecordSessionInterest records that session ses is interested in ks; keys it
+// is interested in already are ignored. The interest lasts until
+// RemoveSessionWants or RemoveSession, whether or not the block arrives. It
+// is safe for concurrent use and blocks only for operations on the same
+// shards of the Notifier. After Shutdown it records nothing.
 //
-// It panics if ses is in the range reserved for PubSub calls (PubSubIDBase and
-// up) or belongs to a subscription made directly on the Notifier.
+// An undefined CID in ks panics with a "bitswapcompat:" message: the Notifier
+// cannot index it, and recording part of ks silently would leave a WANT that
+// no CANCEL follows. It also panics if ses belongs to a subscription made
+// directly on the Notifier (a native session, see NotifierOf).
 func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Cid) {
-	if ses >= PubSubIDBase {
-		panic(fmt.Sprintf("bitswapcompat: session ID %d is in the range reserved for PubSub calls", ses))
+	for i, k := range ks {
+		if !k.Defined() {
+			panic(fmt.Sprintf("bitswapcompat: RecordSessionInterest(%d): ks[%d] is an undefined CID", ses, i))
+		}
 	}
 	if len(ks) == 0 {
 		return
 	}
-	s := sim.acquire(ses, true)
-	defer s.op.Unlock()
-	var added []cid.Cid
-	var prev []state
-	for _, k := range ks {
-		if !k.Defined() {
-			continue
-		}
-		if p := sim.table.record(ses, k); p != wanting {
-			s.keys[k] = struct{}{}
-			added, prev = append(added, k), append(prev, p)
-		}
-	}
-	if len(added) == 0 || sim.n == nil {
-		return
-	}
-	if err := sim.subscribe(ses, s, added); err != nil {
-		for i, k := range added {
-			sim.table.restore(ses, k, prev[i])
-			if prev[i] == absent {
-				delete(s.keys, k)
-			}
-		}
+	for {
+		sub, err := sim.session(ses)
 		if errors.Is(err, notifier.ErrDuplicateSession) {
 			panic(fmt.Sprintf("bitswapcompat: session %d is subscribed to the Notifier outside the SessionInterestManager", ses))
 		}
+		if err == nil {
+			err = sub.Subscribe(context.Background(), ks...)
+			if errors.Is(err, notifier.ErrClosed) && sim.forget(ses, sub) {
+				continue // a concurrent RemoveSession ended sub: the session starts anew
+			}
+		}
 		report(sim.onErr, err)
+		return
 	}
 }
 
-// subscribe adds keys to the wants of the session's subscription, creating
-// it. The caller holds s.op.
-func (sim *SessionInterestManager) subscribe(ses uint64, s *simSession, keys []cid.Cid) error {
-	if s.sub == nil {
-		table := sim.table
-		sub, err := sim.n.NewSubscriptionFunc(ses, func(m notifier.ResponseMessage) {
-			for _, b := range m.Blocks {
-				table.delivered(ses, b.Cid())
-			}
-		})
-		if err != nil {
-			return err
-		}
-		s.sub = sub
+// forget removes sub, which has ended, from sessions if it is still there,
+// and reports whether it was; it is not when the Notifier is closed.
+func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription) bool {
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	if sim.sessions[ses] == sub {
+		delete(sim.sessions, ses)
 	}
-	err := s.sub.Subscribe(context.Background(), keys...)
-	sim.ps.reap() // the blockstore check may have completed PubSub calls
-	return err
+	return sub.Err() == nil // ended by Remove, not by Close
 }
 
 // RemoveSession ends every interest of session ses and returns the keys that
-// no session wants any more (see RemoveSessionWants). The session ID may be
-// used again once it has returned. It is safe for concurrent use and blocks
-// only for other operations on the session and for the Notifier. After
-// Shutdown it still removes what was recorded.
+// no session is interested in any more, for the caller to CANCEL, as boxo's
+// does. A PubSub call still waiting for such a key does not hold it back:
+// the CANCEL goes out as it does in boxo, and the call still gets the block
+// if it arrives. With WithCancelFunc it returns nil: the Notifier reports the
+// keys that nobody, request or session, wants any more to that function. The
+// session ID may be used again once it has returned. It is safe for
+// concurrent use and blocks only for operations on the session's shards.
+// After Shutdown it returns nil.
 func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
-	var free []cid.Cid
-	if s := sim.acquire(ses, false); s != nil {
-		for k := range s.keys {
-			if _, _, f := sim.table.release(ses, k); f {
-				free = append(free, k)
-			}
-		}
-		clear(s.keys)
-		if s.sub != nil {
-			s.sub.Remove()
-		}
-		s.gone = true
-		sim.mu.Lock() // NOTE: second lock, after s.op
-		delete(sim.sessions, ses)
-		sim.mu.Unlock()
-		s.op.Unlock()
+	sim.mu.Lock()
+	defer sim.mu.Unlock()
+	sub := sim.sessions[ses]
+	if sub == nil {
+		return nil
 	}
-	return sim.cancels(free)
+	delete(sim.sessions, ses)
+	return sim.cancels(sub.ReleaseAll())
 }
 
 // RemoveSessionWants ends the interest of session ses in ks and returns the
-// keys that no session wants any more, for the caller to CANCEL: keys in ks
-// that nobody is interested in and no PubSub call waits for now. A key that a
-// call still waits for is held back, as its CANCEL would starve the call; it
-// is returned by a later RemoveSession or RemoveSessionWants, of any session,
-// once the last such call has ended. With WithCancelFunc both return nil: the
-// keys went to that function. It is safe for concurrent use and blocks only
-// for other operations on the session and for the Notifier.
+// keys among them that no session is interested in any more, in the order of
+// ks, as RemoveSession does. Each key is returned by the one call that ended
+// its last interest, never later. It is safe for concurrent use and blocks
+// only for operations on the same shards.
 func (sim *SessionInterestManager) RemoveSessionWants(ses uint64, ks []cid.Cid) []cid.Cid {
-	var free []cid.Cid
-	if s := sim.acquire(ses, false); s != nil {
-		var live []cid.Cid
-		for _, k := range ks {
-			found, l, f := sim.table.release(ses, k)
-			if !found {
-				continue
-			}
-			delete(s.keys, k)
-			if l {
-				live = append(live, k)
-			}
-			if f {
-				free = append(free, k)
-			}
-		}
-		if len(live) > 0 && s.sub != nil {
-			s.sub.Unsubscribe(live...)
-		}
-		s.op.Unlock()
+	sub := sim.lookup(ses)
+	if sub == nil {
+		return nil
 	}
-	return sim.cancels(free)
+	return sim.cancels(sub.Release(ks...))
 }
 
-// cancels returns free with the owed CANCELs that are due, or nil if CANCELs
-// go to WithCancelFunc.
+// cancels returns free, or nil if CANCELs go to WithCancelFunc.
 func (sim *SessionInterestManager) cancels(free []cid.Cid) []cid.Cid {
 	if sim.cancelsSent {
 		return nil
 	}
-	return append(free, sim.table.takeDue()...)
+	return free
 }
 
 // FilterSessionInterested returns, for each of ksets, in order, a new slice of
-// the keys that session ses is interested in: it wants them, or has received
-// their block and not yet called RemoveSessionWants for them. It is safe for
-// concurrent use, does not block on other operations, and keeps working
-// after Shutdown.
+// the keys that session ses is interested in. It is safe for concurrent use
+// and takes one shard lock of the Notifier per key.
 func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...[]cid.Cid) [][]cid.Cid {
 	res := make([][]cid.Cid, len(ksets))
+	sub := sim.lookup(ses)
+	if sub == nil {
+		return res
+	}
 	for i, ks := range ksets {
 		var in []cid.Cid
 		for _, k := range ks {
-			if sim.table.interestedIn(ses, k) {
+			if sub.Wants(k) {
 				in = append(in, k)
 			}
 		}
@@ -215,15 +174,17 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 }
 
 // SplitWantedUnwanted splits blks, keeping their order, into the blocks that
-// a session still wants or a PubSub call waits for, and the others (nil
-// blocks among them). With New, the PubSub's calls count, so a request whose
-// session has not recorded its interest yet still gets its block. It is safe
-// for concurrent use, does not block on other operations, and keeps working
-// after Shutdown.
+// a session is interested in or a PubSub call waits for, and the others.
+// With New, the PubSub's calls count, so a request whose session has not
+// recorded its interest yet, or whose session let go of the key while the
+// request still waits, gets its block. It is safe for concurrent use and
+// takes one shard lock of the Notifier per block. A nil block panics with a
+// "bitswapcompat:" message (boxo's panics on it too).
 func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wanted, unwanted []blocks.Block) {
+	mustBeUsable("SplitWantedUnwanted", blks)
 	wanted = make([]blocks.Block, 0, len(blks))
 	for _, b := range blks {
-		if b != nil && sim.table.wanted(b.Cid()) {
+		if sim.n.Wanted(b.Cid()) {
 			wanted = append(wanted, b)
 		} else {
 			unwanted = append(unwanted, b)
@@ -233,30 +194,27 @@ func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wan
 }
 
 // InterestedSessions returns, each once and in no particular order, the
-// sessions interested in any key of keySets. It is safe for concurrent use,
-// does not block on other operations, and keeps working after Shutdown.
+// sessions interested in any key of keySets. It is safe for concurrent use
+// and takes one shard lock of the Notifier per key.
 func (sim *SessionInterestManager) InterestedSessions(keySets ...[]cid.Cid) []uint64 {
-	set := make(map[uint64]struct{})
+	var ids []uint64
 	for _, ks := range keySets {
 		for _, k := range ks {
-			sim.table.addSessions(k, set)
+			ids = sim.n.AppendInterested(ids, k)
 		}
 	}
-	ses := make([]uint64, 0, len(set))
-	for id := range set {
-		ses = append(ses, id)
-	}
-	return ses
+	slices.Sort(ids)
+	return slices.Compact(ids)
 }
 
 // FilterInterests keeps, in each of keySets and in order, only the keys that
 // some session is interested in. It filters in place: the slices' contents
 // change (and the tail past the new length is zeroed); it returns keySets. It
-// is safe for concurrent use provided no one else uses those slices, does not
-// block on other operations, and keeps working after Shutdown.
+// is safe for concurrent use provided no one else uses those slices, and
+// takes one shard lock of the Notifier per key.
 func (sim *SessionInterestManager) FilterInterests(keySets ...[]cid.Cid) [][]cid.Cid {
 	for i, ks := range keySets {
-		keySets[i] = slices.DeleteFunc(ks, func(k cid.Cid) bool { return !sim.table.interested(k) })
+		keySets[i] = slices.DeleteFunc(ks, func(k cid.Cid) bool { return !sim.n.Interested(k) })
 	}
 	return keySets
 }

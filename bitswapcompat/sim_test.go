@@ -1,7 +1,6 @@
 package bitswapcompat
 
 import (
-	"sync"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -122,37 +121,10 @@ func TestSIM_SplitWantedUnwanted(t *testing.T) {
 
 		sim.RecordSessionInterest(2, k[1:])
 		sim.RemoveSessionWants(1, k[:1])
-		wanted, unwanted = sim.SplitWantedUnwanted([]blocks.Block{b[2], b[0], nil, b[1]})
+		wanted, unwanted = sim.SplitWantedUnwanted([]blocks.Block{b[2], b[0], b[1], b[0]})
 		require.Equal(t, []blocks.Block{b[2], b[1]}, wanted, "order kept")
-		require.Equal(t, []blocks.Block{b[0], nil}, unwanted)
+		require.Equal(t, []blocks.Block{b[0], b[0]}, unwanted)
 	})
-}
-
-func TestSIM_ReservedSessionIDPanics(t *testing.T) {
-	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
-		k := cidsOf(newBlocks(t, 1)...)
-		require.PanicsWithValue(t,
-			"bitswapcompat: session ID 9223372036854775808 is in the range reserved for PubSub calls",
-			func() { sim.RecordSessionInterest(PubSubIDBase, k) })
-		require.Panics(t, func() { sim.RecordSessionInterest(^uint64(0), k) })
-		sim.RecordSessionInterest(PubSubIDBase-1, k)
-		require.Equal(t, k, sim.RemoveSession(PubSubIDBase-1))
-	})
-}
-
-// A session of the SessionInterestManager and a native subscription with the
-// same ID would be one subscription: a programming error.
-func TestSIM_SessionIDOfNativeSubscriptionPanics(t *testing.T) {
-	ps, sim := New(nil)
-	defer ps.Shutdown()
-	native, err := NotifierOf(ps).NewSubscription(7)
-	require.NoError(t, err)
-	defer native.Remove()
-	require.PanicsWithValue(t,
-		"bitswapcompat: session 7 is subscribed to the Notifier outside the SessionInterestManager",
-		func() { sim.RecordSessionInterest(7, cidsOf(newBlocks(t, 1)...)) })
-	requireTableEmpty(t, sim) // rolled back before the panic
-	require.Empty(t, sim.RemoveSession(7))
 }
 
 func TestSIM_SessionIDReusableAfterRemoveSession(t *testing.T) {
@@ -165,36 +137,6 @@ func TestSIM_SessionIDReusableAfterRemoveSession(t *testing.T) {
 	require.Equal(t, [][]cid.Cid{k[1:]}, sim.FilterSessionInterested(1, k))
 	require.Equal(t, 1, NotifierOf(ps).Stats().Subscriptions)
 	require.Equal(t, k[1:], sim.RemoveSession(1))
-	requireIdle(t, ps, sim)
-}
-
-// With New, a session's interest is a want of the Notifier: a remote block
-// that only a session wants is stored, and its delivery ends the want (the
-// block is no longer "wanted") while the session stays interested until it
-// calls RemoveSessionWants, as boxo's sessions expect.
-func TestSIM_DeliveryEndsWantKeepsInterest(t *testing.T) {
-	store := newStore()
-	ps, sim := New(store)
-	defer ps.Shutdown()
-	b := newBlocks(t, 2)
-	k := cidsOf(b...)
-	sim.RecordSessionInterest(1, k)
-	ps.Publish(peerA, b[0])
-	has, err := store.Has(t.Context(), k[0])
-	require.NoError(t, err)
-	require.True(t, has, "a session's want makes a remote block wanted")
-
-	wanted, _ := sim.SplitWantedUnwanted(b)
-	require.Equal(t, b[1:], wanted, "b[0] was delivered: a copy from another peer is unwanted")
-	require.Equal(t, [][]cid.Cid{k}, sim.FilterSessionInterested(1, k), "still interested")
-	require.Equal(t, []uint64{1}, sim.InterestedSessions(k[:1]))
-	require.Equal(t, 1, NotifierOf(ps).Stats().Wants)
-
-	require.Equal(t, k[:1], sim.RemoveSessionWants(1, k[:1]))
-	sim.RecordSessionInterest(1, k[:1]) // wanted again: the blockstore has it
-	wanted, _ = sim.SplitWantedUnwanted(b)
-	require.Equal(t, b[1:], wanted)
-	require.ElementsMatch(t, k, sim.RemoveSession(1))
 	requireIdle(t, ps, sim)
 }
 
@@ -214,71 +156,54 @@ func TestSIM_SplitCountsWaitingCalls(t *testing.T) {
 	requireIdle(t, ps, sim)
 }
 
+// Shutdown closes the shared Notifier, which ends every session: the
+// SessionInterestManager then records nothing, answers as if no session were
+// interested, and its removals return nil.
 func TestSIM_AfterShutdown(t *testing.T) {
 	ps, sim := New(nil)
-	k := cidsOf(newBlocks(t, 2)...)
+	b := newBlocks(t, 2)
+	k := cidsOf(b...)
 	sim.RecordSessionInterest(1, k[:1])
 	ps.Shutdown()
 	sim.RecordSessionInterest(1, k[1:]) // records nothing
 	sim.RecordSessionInterest(2, k)     // nor this
-	require.Equal(t, [][]cid.Cid{k[:1]}, sim.FilterSessionInterested(1, k))
-	require.Empty(t, sim.InterestedSessions(k[1:]))
-	require.Equal(t, k[:1], sim.RemoveSession(1))
-	require.Empty(t, sim.RemoveSession(2))
-	requireIdle(t, ps, sim)
-}
-
-func TestSIM_RecordErrorRollsBack(t *testing.T) {
-	store := memStore()
-	var errs []error
-	ps, sim := NewWithOptions(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
-	defer ps.Shutdown()
-	b := newBlocks(t, 3)
-	k := cidsOf(b...)
-	sim.RecordSessionInterest(1, []cid.Cid{k[0], k[1], cid.Undef})
-	ps.Publish(peerA, b[0]) // k[0]: received, still interested
-	store.failGet.Store(true)
-	sim.RecordSessionInterest(1, k) // wants k[0] again, and k[2]: fails
-	store.failGet.Store(false)
-	require.Len(t, errs, 1)
-	require.ErrorIs(t, errs[0], errFault)
-	require.Equal(t, [][]cid.Cid{k[:2]}, sim.FilterSessionInterested(1, k), "k[2] rolled back")
-	wanted, _ := sim.SplitWantedUnwanted(b)
-	require.Equal(t, b[1:2], wanted, "k[0] back to received")
-	require.Equal(t, 1, NotifierOf(ps).Stats().Wants)
-	require.ElementsMatch(t, k[:2], sim.RemoveSession(1))
+	require.Equal(t, [][]cid.Cid{nil}, sim.FilterSessionInterested(1, k))
+	require.Equal(t, [][]cid.Cid{nil}, sim.FilterSessionInterested(2, k))
+	require.Empty(t, sim.InterestedSessions(k))
+	require.Equal(t, [][]cid.Cid{{}}, sim.FilterInterests(slicesCopy(k)))
+	wanted, unwanted := sim.SplitWantedUnwanted(b)
+	require.Empty(t, wanted)
+	require.Equal(t, b, unwanted)
+	require.Empty(t, sim.RemoveSessionWants(1, k))
+	require.Nil(t, sim.RemoveSession(1))
+	require.Nil(t, sim.RemoveSession(2))
 	requireIdle(t, ps, sim)
 }
 
 // With WithCancelFunc, CANCELs come from the Notifier, inside the operation
-// that ended the last want, and the Remove methods return nil.
+// that ended the last want, and the Remove methods return nil. A session's
+// interest outlives the delivery of its block, so the delivery sends no
+// CANCEL.
 func TestSIM_WithCancelFunc(t *testing.T) {
-	var mu sync.Mutex
-	var cancelled []cid.Cid
-	ps, sim := NewWithOptions(nil, WithCancelFunc(func(keys []cid.Cid) {
-		mu.Lock()
-		cancelled = append(cancelled, keys...)
-		mu.Unlock()
-	}))
+	log := &cancelLog{}
+	ps, sim := NewWithOptions(nil, WithCancelFunc(log.add))
 	defer ps.Shutdown()
 	b := newBlocks(t, 3)
 	k := cidsOf(b...)
 	sim.RecordSessionInterest(1, k)
 	sim.RecordSessionInterest(2, k[2:])
 	require.Nil(t, sim.RemoveSessionWants(1, k[:1]))
-	require.Equal(t, k[:1], cancelled)
-	ps.Publish(peerA, b[1]) // delivery ends the last want of k[1]
-	require.Equal(t, k[:2], cancelled)
+	require.Equal(t, k[:1], log.since(0))
+	ps.Publish(peerA, b[1])
+	require.Equal(t, k[:1], log.since(0), "session 1 is still interested in k[1]")
 	require.Nil(t, sim.RemoveSession(1))
-	require.Equal(t, k[:2], cancelled, "session 2 still wants k[2]")
+	require.Equal(t, k[:2], log.since(0), "session 2 still wants k[2]")
 	require.Nil(t, sim.RemoveSession(2))
-	require.Equal(t, k, cancelled)
+	require.Equal(t, k, log.since(0))
 	requireIdle(t, ps, sim)
 }
 
 func requireTableEmpty(t testing.TB, sim *SessionInterestManager) {
 	t.Helper()
-	keys, due := sim.table.size()
-	require.Zero(t, keys, "table keys")
-	require.Zero(t, due, "owed CANCELs")
+	require.Zero(t, sim.n.Stats().Keys, "keys")
 }

@@ -2,6 +2,7 @@ package bitswapcompat
 
 import (
 	"context"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -10,6 +11,7 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -67,12 +69,19 @@ func stressWorker(t *testing.T, c *client, pool []blocks.Block, rng *rand.Rand, 
 			from = "" // added locally
 		}
 		c.receive(from, want, slices.Clone(keys), nil) // FilterInterests filters haves in place
+		// Publish delivers before it returns, so every key has arrived: by
+		// this receive or an earlier one, or from the blockstore.
+		blks, closed := drainNow(ch)
 		got := map[cid.Cid]bool{}
-		for b := range ch {
+		for _, b := range blks {
 			got[b.Cid()] = true
 		}
 		for _, k := range keys {
-			require.True(t, got[k], "request missed %s", k)
+			assert.True(t, got[k], "request missed %s", k)
+		}
+		if !assert.True(t, closed, "request still open with every key published") {
+			cancel()
+			return
 		}
 		c.cancelSessionWants(ses, keys...)
 		cancel()
@@ -108,4 +117,160 @@ func TestStress_SubscribePublishCancel(t *testing.T) {
 	wg.Wait()
 	ps.Shutdown()
 	requireIdle(t, ps, sim)
+}
+
+// Record, RemoveSessionWants and RemoveSession calls of many sessions, mixed,
+// on overlapping keys, checked one by one against a model while PubSub calls
+// and blocks come and go on the same keys. The test serialises the calls
+// that touch a key (a lock per key, the model's too), so each call's exact
+// result is known; calls on other keys run at once. Each session belongs to
+// one goroutine, which therefore knows which keys RemoveSession touches.
+// With WithCancelFunc the calls return nil and the keys each call frees must
+// reach the cancel function before it returns.
+func TestStress_SessionInterestMatchesModel(t *testing.T) {
+	eachWiring(t, func(t *testing.T, w *wiring) {
+		const workers, ops = 8, 250
+		pool := newBlocks(t, 12)
+		keys := cidsOf(pool...)
+		stop := startTraffic(t, w, pool)
+		defer stop()
+		m := newInterestModel(keys)
+		locks := make([]sync.Mutex, len(keys)) // locks[i] guards m.holders[i], m.down[i], returned[i]
+		returned := make([]int, len(keys))
+		var sessions []uint64
+		for g := range workers {
+			sessions = append(sessions, uint64(g), ^uint64(0)-uint64(g))
+		}
+		var wg sync.WaitGroup
+		for g := range workers {
+			wg.Go(func() {
+				mw := &modelWorker{
+					w: w, m: m, locks: locks, returned: returned, keys: keys,
+					rng:  rand.New(rand.NewPCG(uint64(g), 5)),
+					mine: map[uint64]map[int]bool{sessions[2*g]: {}, sessions[2*g+1]: {}},
+				}
+				for range ops {
+					if !mw.step(t) {
+						return
+					}
+				}
+				for ses := range mw.mine {
+					mw.removeSession(t, ses)
+				}
+			})
+		}
+		wg.Wait()
+		require.Equal(t, m.down, returned, "per key: times returned by Remove*, times it went from interested to not")
+		m.requireMatches(t, w, sessions, pool)
+		stop()
+		w.requireIdle(t)
+	})
+}
+
+// modelWorker is one goroutine of TestStress_SessionInterestMatchesModel.
+type modelWorker struct {
+	w        *wiring
+	m        *interestModel
+	locks    []sync.Mutex
+	returned []int
+	keys     []cid.Cid
+	rng      *rand.Rand
+	mine     map[uint64]map[int]bool // the keys of this goroutine's sessions
+}
+
+// step makes one random call and reports whether it returned what the model
+// says.
+func (mw *modelWorker) step(t *testing.T) bool {
+	var ses uint64
+	for s := range mw.mine {
+		if ses = s; mw.rng.IntN(2) == 0 {
+			break
+		}
+	}
+	switch mw.rng.IntN(7) {
+	case 0, 1, 2:
+		idx := pick(mw.rng, len(mw.keys), 1+mw.rng.IntN(4))
+		unlock := mw.lock(idx)
+		defer unlock()
+		mw.w.sim.RecordSessionInterest(ses, keysAt(mw.keys, idx))
+		mw.m.record(ses, idx)
+		for _, i := range idx {
+			mw.mine[ses][i] = true
+		}
+		return true
+	case 3, 4, 5:
+		idx := pick(mw.rng, len(mw.keys), 1+mw.rng.IntN(5))
+		unlock := mw.lock(idx)
+		defer unlock()
+		counts := mw.w.cancelCounts(mw.keys)
+		got := mw.w.sim.RemoveSessionWants(ses, keysAt(mw.keys, idx))
+		want := mw.m.removeWants(ses, idx)
+		for _, i := range idx {
+			delete(mw.mine[ses], i)
+		}
+		return mw.check(t, "RemoveSessionWants", got, want, idx, counts)
+	default:
+		return mw.removeSession(t, ses)
+	}
+}
+
+func (mw *modelWorker) removeSession(t *testing.T, ses uint64) bool {
+	idx := slices.Sorted(maps.Keys(mw.mine[ses]))
+	unlock := mw.lock(idx)
+	defer unlock()
+	counts := mw.w.cancelCounts(mw.keys)
+	got := mw.w.sim.RemoveSession(ses)
+	want := mw.m.removeWants(ses, idx)
+	clear(mw.mine[ses])
+	return mw.check(t, "RemoveSession", got, want, idx, counts)
+}
+
+// check compares what a removal returned (or, with WithCancelFunc, sent to
+// the cancel function) with the model, and counts it. The caller holds the
+// locks of idx, so no other call touches those keys meanwhile.
+func (mw *modelWorker) check(t *testing.T, method string, got, want []cid.Cid, idx []int, counts []int) bool {
+	if mw.w.log != nil {
+		if !assert.Nil(t, got, "%s with WithCancelFunc", method) {
+			return false
+		}
+		deltas := mw.w.cancelDeltas(mw.keys, counts)
+		got = nil
+		for _, i := range uniq(idx) {
+			for range deltas[i] {
+				got = append(got, mw.keys[i])
+			}
+		}
+		return assert.ElementsMatch(t, want, got, "%s: keys sent to the cancel function", method) && mw.count(got)
+	}
+	if method == "RemoveSession" || len(want) == 0 { // nil or empty: either will do
+		return assert.ElementsMatch(t, want, got, method) && mw.count(got)
+	}
+	return assert.Equal(t, want, got, method) && mw.count(got)
+}
+
+func (mw *modelWorker) count(got []cid.Cid) bool {
+	for _, k := range got {
+		mw.returned[slices.Index(mw.keys, k)]++
+	}
+	return true
+}
+
+// lock takes the locks of the keys idx, in ascending order, and returns the
+// function that releases them.
+func (mw *modelWorker) lock(idx []int) (unlock func()) {
+	u := uniq(idx)
+	for _, i := range u {
+		mw.locks[i].Lock()
+	}
+	return func() {
+		for _, i := range u {
+			mw.locks[i].Unlock()
+		}
+	}
+}
+
+func uniq(idx []int) []int {
+	u := slices.Clone(idx)
+	slices.Sort(u)
+	return slices.Compact(u)
 }
