@@ -10,13 +10,14 @@ import (
 	"testing"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/faultbs"
 	blockstore "github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // Helpers shared by faults_test.go and regression_test.go.
@@ -42,7 +43,7 @@ func newFaultEnv(t *testing.T, opts ...notifier.Option) *faultEnv {
 	}
 	e.fbs = faultbs.New(e.inner)
 	e.n = notifier.New(e.fbs, append([]notifier.Option{notifier.WithCancelFunc(e.cancels.record)}, opts...)...)
-	t.Cleanup(func() { e.n.Close() })
+	t.Cleanup(func() { closeOrFail(t, e.n) })
 	return e
 }
 
@@ -159,5 +160,14 @@ func waitEntered(t *testing.T, entered <-chan struct{}) {
 	case <-entered:
 	case <-time.After(hangTimeout):
 		t.Fatalf("no blockstore call stalled after %v", hangTimeout)
+	}
+}
+
+// closeOrFail closes n and reports an error of Close, which must never fail.
+// It is safe to call off the test goroutine.
+func closeOrFail(t testing.TB, n *notifier.Notifier) {
+	t.Helper()
+	if err := n.Close(); err != nil {
+		t.Errorf("Close: %v", err)
 	}
 }

@@ -42,11 +42,12 @@ import (
 	"testing"
 	"time"
 
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+
 	"github.com/bitswapsync/notifier"
 	"github.com/bitswapsync/notifier/internal/benchkit"
 	"github.com/bitswapsync/notifier/internal/legacy"
-	blocks "github.com/ipfs/go-block-format"
-	cid "github.com/ipfs/go-cid"
 )
 
 const (
@@ -355,7 +356,7 @@ func benchW4(b *testing.B, kind, impl string, blks []blocks.Block, keys []cid.Ci
 	switch impl {
 	case benchkit.ImplNotifier:
 		n := notifier.New(st.Notifier(), notifier.WithCancelFunc(benchkit.NoCancel))
-		defer n.Close()
+		defer closeOrFail(b, n)
 		s, err := n.NewSubscription(1)
 		if err != nil {
 			b.Fatal(err)

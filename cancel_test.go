@@ -89,7 +89,7 @@ func TestCancel_CalledWithReportedShardsHeld(t *testing.T) {
 			}
 		}
 	}))
-	defer n.Close()
+	defer func() { require.NoError(t, n.Close()) }()
 	b := mkBlocks("held", 16)
 	s := mustSub(t, n, 1)
 	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
@@ -147,7 +147,7 @@ func TestCancel_NeverOvertakesLaterWant(t *testing.T) {
 		wire.Unlock()
 	}
 	n := New(memStore(), WithShards(1), WithCancelFunc(func(keys []cid.Cid) { send("CANCEL", keys...) }))
-	defer n.Close()
+	defer func() { require.NoError(t, n.Close()) }()
 	keys := keysOf(mkBlocks("overtake", 4))
 	var wg sync.WaitGroup
 	for g := range 4 {
@@ -241,6 +241,6 @@ func newWithSlowCancel(t *testing.T) (n *Notifier, k blocks.Block, entered, rele
 			<-release
 		}
 	}))
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n, k, entered, release
 }

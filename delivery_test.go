@@ -101,7 +101,7 @@ func TestSubscription_SlowConsumerIsEnded(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		cancels := &cancelLog{}
 		n := New(memStore(), WithBufferSize(1), WithMaxPending(2), WithCancelFunc(cancels.record))
-		defer n.Close()
+		defer func() { require.NoError(t, n.Close()) }()
 		b := mkBlocks("laggard", 2)
 		slow, fast := mustSub(t, n, 1), mustSub(t, n, 2)
 		require.NoError(t, slow.Subscribe(ctx, keysOf(b)...))
@@ -154,7 +154,7 @@ func TestSubscription_CaughtUpConsumerIsNotEnded(t *testing.T) {
 func TestSubscription_IdleCostsNoGoroutine(t *testing.T) {
 	baseline := goleak.IgnoreCurrent()
 	n := New(memStore(), WithBufferSize(1))
-	defer n.Close()
+	defer func() { require.NoError(t, n.Close()) }()
 	b := mkBlocks("idle", 64)
 	var subs []*Subscription
 	for i := range 1000 {

@@ -4,12 +4,13 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/bitswapsync/notifier"
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+
+	"github.com/bitswapsync/notifier"
 )
 
 // A session's life: it subscribes to two blocks, hears that a peer has one,
@@ -27,7 +28,7 @@ func Example() {
 			fmt.Println("CANCEL", name[k]) // a real client queues CANCELs to its peers here
 		}
 	}))
-	defer n.Close()
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
 
 	ses, _ := n.NewSubscription(1)
 	if err := ses.Subscribe(ctx, root.Cid(), leaf.Cid()); err != nil {
@@ -62,7 +63,7 @@ func ExampleSubscription_Subscribe_alreadyStored() {
 	ctx := context.Background()
 	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 	n := notifier.New(bs)
-	defer n.Close()
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
 
 	blk := blocks.NewBlock([]byte("added locally"))
 	_ = n.Publish(ctx, notifier.ResponseMessage{Blocks: []blocks.Block{blk}}) // From "" = local

@@ -11,10 +11,11 @@ import (
 	"sync/atomic"
 	"testing"
 
-	notifier "github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/faultbs"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // Fault injection: a blockstore that fails, stalls, or honours context
@@ -246,7 +247,7 @@ func closeWithStalled(t *testing.T, stalled string) {
 	waitEntered(t, entered)
 	closeDone := make(chan struct{})
 	go func() {
-		e.n.Close()
+		closeOrFail(t, e.n)
 		closed.Store(true)
 		close(closeDone)
 	}()

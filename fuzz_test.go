@@ -9,13 +9,14 @@ import (
 	"testing"
 	"testing/synctest"
 
-	notifier "github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/faultbs"
 	blockstore "github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // FuzzNotifierModel decodes its input into a sequence of operations

@@ -44,7 +44,7 @@ var storeCases = []storeCase{
 		d, err := flatfs.CreateOrOpen(t.TempDir(), flatfs.NextToLast(2), false)
 		require.NoError(t, err)
 		t.Cleanup(func() { require.NoError(t, d.Close()) })
-		return blockstore.NewBlockstoreNoPrefix(d) // flatfs keys are one path component, as IPFS mounts it
+		return blockstore.NewBlockstore(d, blockstore.NoPrefix()) // flatfs keys are one path component, as IPFS mounts it
 	}},
 }
 
@@ -134,7 +134,7 @@ func sorted(keys ...cid.Cid) []cid.Cid {
 func newWithCancels(t *testing.T, bs Blockstore, opts ...Option) (*Notifier, *cancelLog) {
 	log := &cancelLog{}
 	n := New(bs, append([]Option{WithCancelFunc(log.record)}, opts...)...)
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n, log
 }
 

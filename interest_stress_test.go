@@ -86,7 +86,7 @@ func (m *interestModel) expectRelease(held map[cid.Cid]bool, keys []cid.Cid) []c
 func TestInterestStress_SerialisedReleaseMatchesModel(t *testing.T) {
 	cancels := &cancelLog{}
 	n := New(nil, WithCancelFunc(cancels.record), WithShards(2))
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	keys := keysOf(mkBlocks("law", 4))
 	m := &interestModel{holders: map[cid.Cid]int{}, rises: map[cid.Cid]int{}, reports: map[cid.Cid]int{}}
 	deadline := time.Now().Add(stressFor)
@@ -172,7 +172,7 @@ func TestInterestStress_ConcurrentReportsMatchCancels(t *testing.T) {
 	cancels := newKeyCount()
 	cs := newCountStore()
 	n := New(cs, WithCancelFunc(cancels.add), WithShards(2))
-	t.Cleanup(func() { n.Close() })
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := mkBlocks("conserve", 4)
 	keys := keysOf(b)
 	pinned := keys[0]

@@ -18,12 +18,13 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
-	notifier "github.com/bitswapsync/notifier"
 	blockstore "github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // The linearizability test records concurrent histories of Subscribe,
@@ -365,7 +366,7 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 	rec := &linRecorder{running: make(map[int64]*linOut)}
 	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 	n := notifier.New(bs, notifier.WithShards(shards), notifier.WithCancelFunc(rec.onCancel))
-	defer n.Close()
+	defer closeOrFail(t, n)
 	var subs [linSubs]*notifier.Subscription
 	for s := range subs {
 		var err error
@@ -416,7 +417,11 @@ func randomLinIn(rng *rand.Rand) linIn {
 	case 6:
 		return linIn{kind: linCollect, keys: 1 << rng.IntN(linKeys)}
 	}
-	in := linIn{kind: linPublish, remote: rng.IntN(3) > 0, blks: keys() & keys(), haves: keys() & keys(), dhaves: keys() & keys()}
+	sparse := func() keySet { // two draws: about a quarter of the keys
+		first := keys()
+		return first & keys()
+	}
+	in := linIn{kind: linPublish, remote: rng.IntN(3) > 0, blks: sparse(), haves: sparse(), dhaves: sparse()}
 	if in.blks|in.haves|in.dhaves == 0 {
 		in.blks = 1 << rng.IntN(linKeys)
 	}
@@ -496,11 +501,14 @@ func linReport(history []porcupine.Operation, seed uint64) (report, vis string) 
 	var b strings.Builder
 	fmt.Fprintf(&b, "history (seed %d) is not linearizable\n", seed)
 	if f, err := os.CreateTemp("", "notifier-linearizability-*.html"); err == nil {
-		if err := porcupine.Visualize(linModel, info, f); err == nil {
+		err := porcupine.Visualize(linModel, info, f)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
 			vis = f.Name()
 			fmt.Fprintf(&b, "visualization (open in a browser): %s\n", vis)
 		}
-		f.Close()
 	}
 	b.WriteString("history, by call time:\n")
 	ops := slices.Clone(history)
@@ -551,7 +559,11 @@ func TestLinearizability_ReportsLostWakeup(t *testing.T) {
 	}
 	report, vis := linReport(history, 0)
 	if vis != "" {
-		defer os.Remove(vis)
+		t.Cleanup(func() {
+			if err := os.Remove(vis); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	for _, want := range []string{
 		"not linearizable",

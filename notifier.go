@@ -25,9 +25,10 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/bitswapsync/notifier/internal/shardset"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
 )
 
 // Sentinel errors. Errors returned by this package wrap them; test with errors.Is.

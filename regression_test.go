@@ -11,12 +11,13 @@ import (
 	"testing"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/faultbs"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	format "github.com/ipfs/go-ipld-format"
 	"go.uber.org/goleak"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // Regression tests for races that the bitswap world has hit, each named
@@ -253,7 +254,7 @@ func shutdownRace(t *testing.T) {
 		wg.Go(func() { r.work(t, uint64(w)) })
 	}
 	<-r.closeNow
-	e.n.Close()
+	closeOrFail(t, e.n)
 	closed.Store(true)
 	wg.Wait()
 	if n := late.Load(); n != 0 {
@@ -392,7 +393,7 @@ func duplicateWhileStoring(t *testing.T, firstStored bool) {
 		t.Fatalf("got %s", describeMsg(m))
 	}
 	quiet(t, s)
-	e.n.Close()
+	closeOrFail(t, e.n)
 }
 
 // A CANCEL for a key (session A's last want ends) races a new WANT for the
@@ -419,7 +420,7 @@ func TestRegression_CancelRacingWantForSameKey(t *testing.T) {
 					w.send("CANCEL")
 				}
 			}))
-			defer n.Close()
+			defer closeOrFail(t, n)
 			k := testBlocks("cancel racing want", 1)[0].Cid()
 			cancelFirst := 0
 			for r := range rounds {
@@ -507,7 +508,7 @@ func TestRegression_LongRunningSessionMillionKeys(t *testing.T) {
 	ctx := context.Background()
 	var cancelled int
 	n := notifier.New(discardStore{}, notifier.WithCancelFunc(func(keys []cid.Cid) { cancelled += len(keys) }))
-	defer n.Close()
+	defer closeOrFail(t, n)
 	s, _ := n.NewSubscriptionFunc(1, nil)
 	heapBefore := heapInUse()
 	blks := make([]blocks.Block, batch)

@@ -260,7 +260,7 @@ func TestRelease_ReportDecidedUnderShardLocks(t *testing.T) {
 					<-proceed
 				}
 			}))
-			t.Cleanup(func() { n.Close() })
+			t.Cleanup(func() { require.NoError(t, n.Close()) })
 			t.Cleanup(letGo) // before Close, which waits for A's cancel function
 			k := keysInOtherShards(n, k2, "decided", 1)[0].Cid()
 			a, b := mustInterest(t, n, 1), mustInterest(t, n, 2)

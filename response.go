@@ -5,10 +5,10 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/bitswapsync/notifier/internal/shardset"
-
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
 )
 
 // ResponseMessage is what a peer sent in one bitswap message, or what this

@@ -9,11 +9,12 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/bitswapsync/notifier/internal/fifo"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	format "github.com/ipfs/go-ipld-format"
+
+	"github.com/bitswapsync/notifier/internal/fifo"
 )
 
 // Subscription is one session's view of the Notifier: the keys it wants and

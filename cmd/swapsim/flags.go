@@ -17,7 +17,7 @@ func parse(args []string, stderr io.Writer) (swapsim.Config, string, error) {
 	fs := flag.NewFlagSet("swapsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprint(stderr, usage)
+		_, _ = io.WriteString(stderr, usage) // nowhere to report a failure to write the usage
 		fs.PrintDefaults()
 	}
 	impl := bind(fs, &c)

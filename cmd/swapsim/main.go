@@ -55,26 +55,29 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "swapsim:", err)
+		warn(stderr, "swapsim:", err)
 		return 2
 	}
 	names, err := swapsim.Impls(impl)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		warn(stderr, err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	reps, err := runAll(ctx, cfg, names, stderr)
 	if err != nil {
-		fmt.Fprintln(stderr, err)
+		warn(stderr, err)
 		return 2
 	}
 	if err := swapsim.WriteTable(stdout, reps...); err != nil {
-		fmt.Fprintln(stderr, "swapsim:", err)
+		warn(stderr, "swapsim:", err)
 		return 2
 	}
-	swapsim.WriteExamples(stdout, reps...)
+	if err := swapsim.WriteExamples(stdout, reps...); err != nil {
+		warn(stderr, "swapsim:", err)
+		return 2
+	}
 	return status(reps)
 }
 
@@ -84,7 +87,7 @@ func runAll(ctx context.Context, cfg swapsim.Config, names []string, stderr io.W
 	var reps []swapsim.Report
 	for _, name := range names {
 		cfg.Impl = name
-		fmt.Fprintf(stderr, "swapsim: %s for %v\n", &cfg, cfg.Duration)
+		warn(stderr, fmt.Sprintf("swapsim: %s for %v", &cfg, cfg.Duration))
 		rep, err := swapsim.Run(ctx, cfg)
 		if err != nil {
 			return nil, err
@@ -102,4 +105,10 @@ func status(reps []swapsim.Report) int {
 		}
 	}
 	return 0
+}
+
+// warn writes a line to stderr. A failure to write there has nowhere to be
+// reported, so it is ignored.
+func warn(stderr io.Writer, a ...any) {
+	_, _ = fmt.Fprintln(stderr, a...)
 }

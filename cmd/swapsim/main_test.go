@@ -4,8 +4,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/bitswapsync/notifier/internal/swapsim"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/swapsim"
 )
 
 func TestRun_BothSideBySide(t *testing.T) {

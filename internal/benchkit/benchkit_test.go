@@ -5,9 +5,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier"
 )
 
 func TestW2_Shape(t *testing.T) {
@@ -76,7 +77,11 @@ func TestImpls_RoundsComplete(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer st.Close()
+				defer func() {
+					if err := st.Close(); err != nil {
+						t.Error(err)
+					}
+				}()
 				impl, err := mk.New(Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: 2})
 				if err != nil {
 					t.Fatal(err)

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"sync"
 
-	"github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier"
 )
 
 // floorBuffer is the capacity of a floor session's channel unless

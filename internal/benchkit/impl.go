@@ -9,8 +9,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bitswapsync/notifier"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier"
 )
 
 // Impl is one implementation under test, with Config.Subs sessions numbered

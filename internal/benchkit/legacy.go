@@ -4,10 +4,11 @@ import (
 	"context"
 	"sync"
 
-	"github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/legacy"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/legacy"
 )
 
 // legacyImpl runs a workload on the baseline, called as boxo's bitswap client

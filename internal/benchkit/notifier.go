@@ -4,8 +4,9 @@ import (
 	"context"
 	"sync"
 
-	"github.com/bitswapsync/notifier"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier"
 )
 
 // notifierImpl runs a workload on the Notifier. Each session is a

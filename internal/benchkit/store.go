@@ -13,14 +13,15 @@ import (
 	"fmt"
 	"syscall"
 
-	"github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/legacy"
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+
+	"github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/legacy"
 )
 
 // Store kinds.
@@ -52,7 +53,7 @@ func OpenStore(kind, dir string) (*Store, error) {
 			return nil, fmt.Errorf("benchkit: open flatfs in %s: %w", dir, err)
 		}
 		// flatfs keys are one path component, as IPFS mounts it.
-		st.bs, st.close = blockstore.NewBlockstoreNoPrefix(d), d.Close
+		st.bs, st.close = blockstore.NewBlockstore(d, blockstore.NoPrefix()), d.Close
 	default:
 		return nil, fmt.Errorf("benchkit: unknown store kind %q", kind)
 	}

@@ -7,9 +7,10 @@ import (
 	"sync"
 	"time"
 
+	cid "github.com/ipfs/go-cid"
+
 	"github.com/bitswapsync/notifier"
 	"github.com/bitswapsync/notifier/internal/legacy"
-	cid "github.com/ipfs/go-cid"
 )
 
 // Reset prepares a new round of p on impl: it deletes the round's blocks from

@@ -7,8 +7,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // sim is one run: the client under test, the world around it, and the

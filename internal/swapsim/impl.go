@@ -4,10 +4,11 @@ import (
 	"context"
 	"sync"
 
-	notifier "github.com/bitswapsync/notifier"
-	"github.com/bitswapsync/notifier/internal/legacy"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/legacy"
 )
 
 // Impl is a bitswap client's receive path under test: what routes received

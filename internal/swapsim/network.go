@@ -6,9 +6,10 @@ import (
 	"sync"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // The network is one scheduler goroutine and one goroutine per peer, plus one

@@ -128,19 +128,24 @@ func violationRows(tw io.Writer, reps []Report) {
 	}
 }
 
+// line writes one row into a tabwriter, which keeps it in memory: a write
+// error of the destination surfaces from Flush, which WriteTable returns.
 func line(w io.Writer, cells ...string) {
-	fmt.Fprint(w, strings.Join(cells, "\t")+"\t\n")
+	_, _ = io.WriteString(w, strings.Join(cells, "\t")+"\t\n")
 }
 
 // WriteExamples writes the first violations each report kept.
-func WriteExamples(w io.Writer, reps ...Report) {
+func WriteExamples(w io.Writer, reps ...Report) error {
+	var b strings.Builder
 	for _, r := range reps {
 		if len(r.Examples) == 0 {
 			continue
 		}
-		fmt.Fprintf(w, "\nfirst violations (%s):\n", r.Impl)
+		fmt.Fprintf(&b, "\nfirst violations (%s):\n", r.Impl)
 		for _, e := range r.Examples {
-			fmt.Fprintf(w, "  %s\n", e)
+			fmt.Fprintf(&b, "  %s\n", e)
 		}
 	}
+	_, err := io.WriteString(w, b.String())
+	return err
 }

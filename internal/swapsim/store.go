@@ -6,12 +6,13 @@ import (
 	"fmt"
 	"os"
 
-	notifier "github.com/bitswapsync/notifier"
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // openStore returns the blockstore of a run and a function that releases it:
@@ -32,7 +33,7 @@ func openStore(cfg *Config) (notifier.Blockstore, func() error, error) {
 	}
 	release := func() error { return errors.Join(ds.Close(), os.RemoveAll(dir)) }
 	// flatfs keys are one path component, as IPFS mounts it.
-	return blockstore.NewBlockstoreNoPrefix(ds), release, nil
+	return blockstore.NewBlockstore(ds, blockstore.NoPrefix()), release, nil
 }
 
 // recordingStore tells the checker about every PutMany of the client.
