@@ -54,13 +54,24 @@ type shardIndex struct {
 	wants map[cid.Cid]*interest
 	held  map[cid.Cid]*interest
 
+	// res holds the keys that an operation has reserved while it calls the
+	// blockstore with no lock held: the done channel of that operation, closed
+	// once it has committed. An operation that would read or change the wants
+	// of a reserved key waits for it instead (Notifier.lockFree), so the key
+	// looks the same to the reserving operation before and after its I/O.
+	res map[cid.Cid]chan struct{}
+
 	// Gauges for Stats, written under the shard's lock, read without it.
 	keys  atomic.Int64 // keys in wants or held, each once
 	pairs atomic.Int64 // sum of len(subs) over both maps
 }
 
 func newShardIndex() shardIndex {
-	return shardIndex{wants: make(map[cid.Cid]*interest), held: make(map[cid.Cid]*interest)}
+	return shardIndex{
+		wants: make(map[cid.Cid]*interest),
+		held:  make(map[cid.Cid]*interest),
+		res:   make(map[cid.Cid]chan struct{}),
+	}
 }
 
 // table returns the map in which s's wants live.

@@ -1,17 +1,3 @@
-// Package notifier hands the blocks, HAVEs and DONT_HAVEs that a bitswap client
-// receives to the sessions that want them, and records which session wants
-// which CID, in one component whose operations are atomic.
-//
-// A bitswap client today keeps a pubsub that wakes waiting requests and a
-// separate session-interest map, and updates them in separate steps: a block
-// that arrives between a request's blockstore check and its subscription is
-// never delivered, and a CANCEL can overtake a newer WANT. Here Subscribe
-// records the want and checks the blockstore in one critical section, Publish
-// stores and delivers in one, and the keys that nobody wants any more are
-// reported inside the critical section that ended their last want.
-//
-// Every operation takes effect at one instant between its call and its
-// return; operations on keys in different shards run in parallel.
 package notifier
 
 import (
@@ -142,6 +128,8 @@ type Notifier struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
+	inflight  sync.WaitGroup // operations holding reservations (in blockstore I/O); Add only under a shard lock, before closed is set
+	waiting   atomic.Int64   // operations waiting for another's reservation (lockFree, lockAll)
 
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
@@ -295,10 +283,13 @@ func (n *Notifier) forget(s *Subscription) {
 //
 // A message with a nil block (ErrNilBlock) or an undefined CID
 // (ErrInvalidCid) is refused whole. Publish is safe for concurrent use. It
-// never waits for a subscriber to read; it blocks only for the blockstore's
-// PutMany and for other operations on the same shards, and, when it ends a
-// subscription past WithMaxPending, on that subscription's shards. It returns
-// ErrClosed after Close.
+// never waits for a subscriber to read. It calls PutMany holding no lock of
+// the Notifier, with the message's keys reserved: until it returns, other
+// operations that would change the wants of those keys wait for it, and
+// operations on other keys, in any shard, do not. It blocks only for the
+// blockstore, for operations holding the same shard locks or reservations on
+// its keys (ctx ends that wait), and, when it ends a subscription past
+// WithMaxPending, as Remove does. It returns ErrClosed after Close.
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	if err := msg.validate(); err != nil {
 		return err
@@ -315,21 +306,113 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	o := n.getOp()
 	defer n.putOp(o)
 	n.shardKeys(o, &msg)
-	n.lock(o.locks)
-	if n.closed.Load() {
-		n.unlock(o.locks)
-		return ErrClosed
+	if err := n.lockFree(ctx, o, true); err != nil {
+		return err
 	}
 	n.collect(o, &msg)
 	if n.bs != nil && len(o.store) > 0 {
-		if err := n.bs.PutMany(ctx, o.store); err != nil {
-			n.unlock(o.locks)
-			return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), msg.From, err)
+		if err := n.store(ctx, o, &msg); err != nil {
+			return err
 		}
 	}
 	n.deliver(o, msg.From)
 	n.finish(o)
 	return nil
+}
+
+// store puts o.store in the blockstore with no lock held and every key of the
+// message reserved, and takes o's shard locks again. The reservations keep
+// every other operation that would change the wants of those keys out until
+// then, so what collect decided still holds and the Publish takes effect at
+// one instant, the PutMany's, for those keys and the blockstore alike. (The
+// HAVEs and DONT_HAVEs are reserved too: collecting them again after the
+// PutMany would split the Publish in two instants, and a garbage collection
+// deleting one of its blocks in between would tell them apart.) On error it
+// returns with no lock held and nothing changed.
+func (n *Notifier) store(ctx context.Context, o *op, msg *ResponseMessage) error {
+	n.reserve(o)
+	n.unlock(o.locks)
+	err := n.bs.PutMany(ctx, o.store)
+	n.lock(o.locks)
+	n.unreserve(o)
+	if err != nil {
+		n.unlock(o.locks)
+		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), msg.From, err)
+	}
+	return nil
+}
+
+// lockFree takes o's shard locks at a moment when no other operation holds a
+// reservation on o.resKeys: it waits for such an operation, holding no lock,
+// and tries again. With refuseClosed it returns ErrClosed, holding no lock,
+// once the Notifier is closed. While it waits, ctx may end the wait.
+//
+// Waiting with no lock held is what keeps this free of deadlock: an operation
+// that holds reservations waits only for the blockstore and for shard locks,
+// which nobody holds while waiting.
+func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error {
+	for {
+		n.lock(o.locks)
+		if refuseClosed && n.closed.Load() {
+			n.unlock(o.locks)
+			return ErrClosed
+		}
+		busy := n.reserved(o)
+		if busy == nil {
+			return nil
+		}
+		n.unlock(o.locks)
+		if err := n.await(ctx, busy); err != nil {
+			return err
+		}
+	}
+}
+
+// await waits, holding no lock, until busy is closed or ctx is done.
+func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
+	n.waiting.Add(1)
+	defer n.waiting.Add(-1)
+	select {
+	case <-busy:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("notifier: wait for an operation on the same keys: %w", ctx.Err())
+	}
+}
+
+// reserved returns the done channel of another operation that reserved one
+// of o.resKeys, or nil. The caller holds their shard locks.
+func (n *Notifier) reserved(o *op) chan struct{} {
+	for i, k := range o.resKeys {
+		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o.done {
+			return r
+		}
+	}
+	return nil
+}
+
+// reserve reserves o.resKeys for o. The caller holds their shard locks and
+// has checked, under them, that the Notifier is not closed.
+func (n *Notifier) reserve(o *op) {
+	o.done = make(chan struct{})
+	for i, k := range o.resKeys {
+		n.shards[o.keyShards[i]].idx.res[k] = o.done
+	}
+	n.inflight.Add(1)
+}
+
+// unreserve releases o's reservations and wakes the operations waiting for
+// them, which then wait for the shard locks that the caller holds.
+func (n *Notifier) unreserve(o *op) {
+	for i, k := range o.resKeys {
+		idx := &n.shards[o.keyShards[i]].idx
+		if idx.res[k] == o.done {
+			delete(idx.res, k)
+		}
+	}
+	close(o.done)
+	o.done = nil
+	n.inflight.Done()
 }
 
 // Stats is a snapshot of the index's gauges.
@@ -379,6 +462,7 @@ func (n *Notifier) close() {
 		n.shards[i].mu.Lock()
 		n.shards[i].mu.Unlock() //nolint:staticcheck // empty critical section is the point
 	}
+	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they reserved under one, before the barrier
 	n.drainers.Wait()
 }
 
@@ -443,10 +527,12 @@ func (n *Notifier) unlock(set shardset.Set) {
 	}
 }
 
-// shardKeys records the shard of every key of msg in o and adds it to o.locks.
+// shardKeys records every key of msg in o.resKeys, its shard in o.keyShards,
+// and adds the shard to o.locks.
 func (n *Notifier) shardKeys(o *op, msg *ResponseMessage) {
 	add := func(k cid.Cid) {
 		sh := n.shardOf(k)
+		o.resKeys = append(o.resKeys, k)
 		o.keyShards = append(o.keyShards, sh)
 		o.locks.Add(int(sh))
 	}

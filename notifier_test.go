@@ -72,39 +72,46 @@ func TestSubscribe_DeliversBlockAlreadyStored(t *testing.T) {
 	})
 }
 
-// G1, the mechanism: Subscribe holds the key's shard lock from the
-// blockstore check to the recording of the want, so no Publish of the key
-// fits between them.
-func TestSubscribe_ChecksStoreUnderShardLock(t *testing.T) {
+// G11 and G1, the mechanism: Subscribe checks the blockstore holding no
+// shard lock, with its keys reserved so that no Publish of them fits between
+// the check and the recording of the want.
+func TestSubscribe_ChecksStoreUnlockedWithKeysReserved(t *testing.T) {
 	b := mkBlocks("order", 1)[0]
 	hs := &hookStore{Blockstore: memStore()}
-	n, _ := newWithCancels(t, hs)
-	var heldAtCheck bool
+	n, _ := newWithCancels(t, hs, WithShards(1))
+	var heldAtCheck, reservedAtCheck bool
 	hs.onGet = func(c cid.Cid) error {
-		heldAtCheck = n.shardHeld(c)
+		heldAtCheck, reservedAtCheck = n.shardHeld(c), n.isReserved(c)
 		return nil
 	}
 	require.NoError(t, mustSub(t, n, 1).Subscribe(ctx, b.Cid()))
-	require.True(t, heldAtCheck, "the blockstore check must run under the key's shard lock")
-	require.Equal(t, 1, n.Stats().Wants, "the want of a missing key is recorded in the same critical section")
+	require.False(t, heldAtCheck, "the blockstore check must run with no shard lock held")
+	require.True(t, reservedAtCheck, "the key must be reserved during the check")
+	require.False(t, n.isReserved(b.Cid()), "the reservation ends with the Subscribe")
+	require.Equal(t, 1, n.Stats().Wants, "the want of a missing key is recorded")
 }
 
-// G1/G3, the mechanism: Publish stores under the shard locks of its keys.
-func TestPublish_StoresUnderShardLock(t *testing.T) {
+// G11 and G3, the mechanism: Publish stores holding no shard lock, with every
+// key of its message reserved.
+func TestPublish_StoresUnlockedWithKeysReserved(t *testing.T) {
 	b := mkBlocks("putlock", 3)
 	hs := &hookStore{Blockstore: memStore()}
-	n, _ := newWithCancels(t, hs)
-	held := map[cid.Cid]bool{}
+	n, _ := newWithCancels(t, hs, WithShards(1))
+	held, reserved := map[cid.Cid]bool{}, map[cid.Cid]bool{}
 	hs.onPutMany = func(blks []blocks.Block) error {
 		for _, k := range keysOf(b) {
-			held[k] = n.shardHeld(k)
+			held[k], reserved[k] = n.shardHeld(k), n.isReserved(k)
 		}
 		return nil
 	}
 	require.NoError(t, mustSub(t, n, 1).Subscribe(ctx, b[0].Cid()))
 	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:2], Haves: []cid.Cid{b[2].Cid()}}))
 	for _, k := range keysOf(b) {
-		require.True(t, held[k], "shard of %s not held during PutMany", k)
+		require.False(t, held[k], "shard of %s held during PutMany", k)
+	}
+	require.Equal(t, map[cid.Cid]bool{b[0].Cid(): true, b[1].Cid(): true, b[2].Cid(): true}, reserved)
+	for _, k := range keysOf(b) {
+		require.False(t, n.isReserved(k), "the reservations end with the Publish")
 	}
 }
 

@@ -106,6 +106,8 @@ type op struct {
 	slot      map[*Subscription]int // index in targets, when several hits
 	self      [1]*Subscription      // the subscriber, in a Subscribe
 	seen      map[cid.Cid]struct{}  // keys of a long Subscribe, for repeated
+	resKeys   []cid.Cid             // keys the op reserves for its blockstore I/O; their shards are keyShards[:len(resKeys)]
+	done      chan struct{}         // while the op holds reservations: closed when it releases them
 	cancels   []cid.Cid             // keys whose last want this op ended
 	freed     []cid.Cid             // keys whose last want of the subscription's kind this op ended (Release)
 	ended     []*Subscription       // subscriptions this op found past WithMaxPending, to end
@@ -154,6 +156,9 @@ func (n *Notifier) putOp(o *op) {
 	} else {
 		clear(o.seen)
 	}
+	clear(o.resKeys)
+	o.resKeys = o.resKeys[:0]
+	o.done = nil
 	clear(o.cancels)
 	o.cancels = o.cancels[:0]
 	clear(o.freed)

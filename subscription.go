@@ -103,11 +103,14 @@ func (s *Subscription) endedErr() error {
 // key first.
 //
 // Keys already wanted are ignored; duplicates are fine. An undefined key
-// fails the call with ErrInvalidCid before anything changes. If the
-// blockstore fails, nothing changes and the error is returned wrapped.
-// Subscribe blocks only for the blockstore and for other operations on the
-// same shards. After Close or Remove it returns ErrClosed; after a
-// slow-consumer end, ErrSlowConsumer.
+// fails the call with ErrInvalidCid before anything changes. The blockstore
+// is checked holding no lock of the Notifier, with keys reserved, and the
+// wants are recorded after it: so if the blockstore fails, the call has added
+// no want (and, its keys being reserved, no other operation has satisfied one
+// meanwhile), nothing changes, and the error is returned wrapped. Subscribe
+// blocks only for the blockstore and for operations holding the same shard
+// locks or reservations on its keys (ctx ends that wait). After Close or
+// Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
 		return err
@@ -126,15 +129,15 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 		o.keyShards = append(o.keyShards, sh)
 		o.locks.Add(int(sh))
 	}
-	n.lock(o.locks)
-	// The critical section: the shard locks of keys are held from here until
-	// finish, so no other operation on these keys can tell in which order the
-	// steps below run. Checking the blockstore before recording the wants
-	// spares a found key the trip into the index and out again.
-	if n.closed.Load() {
-		n.unlock(o.locks)
-		return ErrClosed
+	o.resKeys = append(o.resKeys, keys...)
+	if err := n.lockFree(ctx, o, true); err != nil {
+		return err
 	}
+	// From here until finish, keys are s's alone: their shard locks are held
+	// but for the blockstore check, during which they are reserved. So no
+	// other operation on these keys can tell in which order the steps below
+	// run. Checking the blockstore before recording the wants spares a found
+	// key the trip into the index and out again.
 	err := s.candidates(o, keys)
 	if err == nil {
 		err = s.check(ctx, o)
@@ -206,12 +209,24 @@ func (s *Subscription) listedIn(e *interest, k cid.Cid, locked *bool) bool {
 }
 
 // check looks the candidates up in the blockstore and gives the found ones
-// their block.
+// their block. It calls the blockstore with no lock held and the keys
+// reserved (see Notifier.lockFree), and returns holding the shard locks again.
 func (s *Subscription) check(ctx context.Context, o *op) error {
-	bs := s.n.bs
-	if bs == nil || s.keeps { // an interest subscription has nobody to hand a found block to
+	n := s.n
+	if n.bs == nil || s.keeps || len(o.hits) == 0 { // an interest subscription has nobody to hand a found block to
 		return nil
 	}
+	n.reserve(o)
+	n.unlock(o.locks)
+	err := s.get(ctx, o)
+	n.lock(o.locks)
+	n.unreserve(o)
+	return err
+}
+
+// get fills in the blocks of the candidates that the blockstore has.
+func (s *Subscription) get(ctx context.Context, o *op) error {
+	bs := s.n.bs
 	for i := range o.hits {
 		h := &o.hits[i]
 		blk, err := bs.Get(ctx, h.key)
@@ -298,7 +313,8 @@ func (s *Subscription) compact() {
 // Unsubscribe ends the subscription's wants of keys; keys it does not want are
 // ignored. Keys that nobody wants any more go to the cancel function before
 // Unsubscribe returns. It is safe for concurrent use and blocks only for
-// other operations on the same shards.
+// other operations on the same shards, and for an operation whose blockstore
+// call holds a reservation on one of keys, until that call returns.
 func (s *Subscription) Unsubscribe(keys ...cid.Cid) { s.release(keys, false) }
 
 // Release is Unsubscribe that also returns the keys whose last want it ended,
@@ -323,7 +339,8 @@ func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 		o.keyShards = append(o.keyShards, sh)
 		o.locks.Add(int(sh))
 	}
-	n.lock(o.locks)
+	o.resKeys = append(o.resKeys, keys...)
+	_ = n.lockFree(context.Background(), o, false) // cannot fail: it neither refuses Close nor has a deadline
 	s.mu.Lock()
 	for i, k := range keys {
 		e := s.keys[k]
@@ -382,7 +399,10 @@ func (s *Subscription) Wants(k cid.Cid) bool {
 // any more to the cancel function, and closes Messages(); messages not yet
 // received are dropped. When Remove returns, Messages() is closed and the
 // session ID may be reused. Remove is idempotent, safe for concurrent use, and
-// blocks only for other operations on the subscription's shards.
+// blocks only for other operations on the subscription's shards, and for an
+// operation whose blockstore call holds a reservation on one of its keys,
+// until that call returns. It must not be called from the cancel function or
+// a delivery function (see WithCancelFunc and NewSubscriptionFunc).
 func (s *Subscription) Remove() { s.end(nil, false) }
 
 // ReleaseAll is Remove that also returns the keys whose last want it ended,
@@ -416,31 +436,42 @@ func (s *Subscription) end(err error, report bool) []cid.Cid {
 	return o.report(report)
 }
 
-// lockAll takes the shard locks of every key s wants, then s.mu. A Subscribe
-// may add a key in another shard between computing the set and locking it;
-// then it starts over with the larger set. That converges: keys are added
-// only under their shard's lock, which lockAll holds once the set covers
-// them. Stale entries need no lock: a dropped interest never comes back.
+// lockAll takes the shard locks of every key s wants, then s.mu, at a moment
+// when no other operation holds a reservation on one of those keys. A
+// Subscribe may add a key in another shard between computing the set and
+// locking it; then it starts over with the larger set. That converges: keys
+// are added only under their shard's lock, which lockAll holds once the set
+// covers them. A reserved key makes it release everything, wait for the
+// reserving operation, and start over (see Notifier.lockFree). Stale entries
+// need no lock: a dropped interest never comes back.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
 	for {
 		s.mu.Lock()
 		covered := true
+		var busy chan struct{}
 		for k, e := range s.keys {
 			if e.dropped.Load() {
 				continue
 			}
-			if sh := int(n.shardOf(k)); !o.locks.Has(sh) {
+			sh := int(n.shardOf(k))
+			if !o.locks.Has(sh) {
 				o.more.Add(sh)
 				covered = false
+			} else if o.locked && busy == nil {
+				busy = n.shards[sh].idx.res[k]
 			}
 		}
-		if covered && o.locked {
+		if covered && o.locked && busy == nil {
 			return
 		}
 		s.mu.Unlock()
 		if o.locked {
 			n.unlock(o.locks) // only what was locked: o.more is not in it yet
+			o.locked = false
+		}
+		if busy != nil {
+			_ = n.await(context.Background(), busy) // cannot fail: no deadline
 		}
 		for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
 			o.locks.Add(i)

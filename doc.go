@@ -1,0 +1,105 @@
+// Package notifier hands the blocks, HAVEs and DONT_HAVEs that a bitswap client
+// receives to the sessions that want them, and records which session wants
+// which CID, in one component whose operations are atomic.
+//
+// A bitswap client today keeps a pubsub that wakes waiting requests and a
+// separate session-interest map, and updates them in separate steps: a block
+// that arrives between a request's blockstore check and its subscription is
+// never delivered, and a CANCEL can overtake a newer WANT. Here Subscribe
+// records the want and checks the blockstore in one atomic step, Publish
+// stores and delivers in one, and the keys that nobody wants any more are
+// reported inside the operation that ended their last want, under the locks
+// of those keys.
+//
+// Every operation takes effect at one instant between its call and its
+// return; operations on keys in different shards run in parallel.
+//
+// # Kinds of subscriptions
+//
+// A Subscription wants the keys given to its Subscribe and receives what is
+// published for them, filtered to them. Its constructor decides how it
+// receives and how long a want lasts:
+//
+//   - [Notifier.NewSubscription]: a session that reads the channel
+//     [Subscription.Messages]. A want ends when its block is delivered.
+//     Messages wait in the channel ([WithBufferSize]), then in a backlog
+//     bounded by [WithMaxPending].
+//   - [Notifier.NewSubscriptionFunc]: a session whose messages go to a
+//     function, which the delivering operation calls under its locks. Wants
+//     end as above. Messages() yields nothing; it is closed when the
+//     subscription ends.
+//   - [Notifier.NewRequest]: NewSubscriptionFunc for one request rather than a
+//     session. It has no session ID, so it never collides with a session;
+//     it is what a PubSub-style Subscribe call needs.
+//   - [Notifier.NewInterest]: the interest of a session, as boxo's
+//     SessionInterestManager records it. It receives nothing and its
+//     Subscribe does not check the blockstore; its wants outlive delivery and
+//     end only by Unsubscribe, Release, Remove, ReleaseAll or Close. They
+//     count as wants everywhere else (storage, the cancel function);
+//     Interested and AppendInterested read them.
+//
+// A session ID is unique among live subscriptions and may be reused once
+// Remove has returned.
+//
+// # Locks, and where the callbacks run
+//
+// The index is split into shards, each with its own lock; a key belongs to
+// one shard. Lock order: shard locks in ascending index, then the lock of one
+// Subscription, or of several in the order of their creation, then the
+// Notifier's registry of subscriptions, a leaf. The operations take:
+//
+//   - Publish: the shard locks of all the message's keys at once. To store
+//     blocks, it reserves the keys of the message's blocks, releases the
+//     shard locks, calls the blockstore's PutMany holding no lock, and takes
+//     the shard locks again. Then it takes the locks of the subscriptions it
+//     delivers to (delivery functions run here), keeps only the shards of the
+//     keys whose last want it ended, hands the channel subscriptions their
+//     messages, releases the subscriptions, and runs the cancel function
+//     under those shards.
+//   - Subscribe: the shard locks of its keys at once. With a blockstore and
+//     keys it does not want yet (and unless it is an interest subscription),
+//     it reserves its keys and calls Get holding no lock, as Publish does with
+//     PutMany. Then, under the shard locks again, its own lock, to record the
+//     wants. A found block is delivered as in Publish; if others waited for
+//     it, its key goes to the cancel function as in Publish.
+//   - Unsubscribe, Release: the shard locks of their keys, then the
+//     subscription's lock; the cancel function runs under the shards of the
+//     keys it reports, once the subscription's lock is released.
+//   - Remove, ReleaseAll: the shard locks of every key the subscription wants
+//     (taken again, with more shards, if a concurrent Subscribe added one),
+//     then its lock and the registry; the cancel function as for Unsubscribe;
+//     then, holding nothing, it waits for the subscription's drain goroutine.
+//     A Publish or Subscribe that pushes a subscription past WithMaxPending
+//     ends it this way once it has released its own locks.
+//   - Close: the registry, to list the live subscriptions; ends each as
+//     Remove does; takes and releases each shard lock in turn, so that
+//     operations in progress finish; then waits for the operations still in
+//     the blockstore and for the drain goroutines.
+//   - NewSubscription, NewSubscriptionFunc, NewRequest, NewInterest: the
+//     registry only.
+//   - Wanted, Interested, AppendInterested, Subscription.Wants: the one shard
+//     lock of their key (Wants also the subscription's lock when many
+//     subscriptions want the key). Err: the subscription's lock.
+//   - Stats, ID, Messages: no lock.
+//
+// An operation that finds one of its keys reserved by another (for Publish,
+// the keys of its blocks) releases its locks, waits for that operation to
+// finish, and starts again; the waits of Publish and Subscribe end early
+// with their ctx. The read calls do not wait: they see the wants as they were
+// before the reserving operation.
+//
+// So the cancel function runs on the goroutine of the operation that ended
+// the last want of its keys, holding the shard locks of those keys and no
+// subscription's lock; a delivery function runs on the goroutine of the
+// operation that delivers, holding the shard locks of that operation's keys
+// and the locks of every subscription it delivers to. Neither may call a
+// method of the Notifier or its Subscriptions except Stats. No lock is held
+// while sending on a channel that may block: a subscription whose channel is
+// full gets a drain goroutine, which takes the subscription's lock only to
+// take the next message.
+//
+// The blockstore is called outside every lock of the Notifier (G11). While
+// it runs, its caller holds only the reservations of its keys, so a slow or
+// stalled store delays only the operations that would change the wants of
+// those keys, and Close.
+package notifier

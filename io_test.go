@@ -1,0 +1,188 @@
+package notifier
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// stallStore is a blockstore whose Get and PutMany of chosen keys stop until
+// released, and say when they have started.
+type stallStore struct {
+	Blockstore
+	mu      sync.Mutex
+	stalled map[cid.Cid]chan struct{} // key -> release
+	entered chan cid.Cid
+}
+
+func newStallStore() *stallStore {
+	return &stallStore{Blockstore: memStore(), stalled: map[cid.Cid]chan struct{}{}, entered: make(chan cid.Cid, 16)}
+}
+
+// stall makes the next blockstore calls on k wait until the returned func is
+// called.
+func (s *stallStore) stall(t *testing.T, k cid.Cid) (release func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.stalled[k] = ch
+	s.mu.Unlock()
+	var once sync.Once
+	release = func() { once.Do(func() { close(ch) }) }
+	t.Cleanup(release)
+	return release
+}
+
+func (s *stallStore) wait(k cid.Cid) {
+	s.mu.Lock()
+	ch := s.stalled[k]
+	s.mu.Unlock()
+	if ch != nil {
+		s.entered <- k
+		<-ch
+	}
+}
+
+func (s *stallStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	s.wait(c)
+	return s.Blockstore.Get(ctx, c)
+}
+
+func (s *stallStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for _, b := range blks {
+		s.wait(b.Cid())
+	}
+	return s.Blockstore.PutMany(ctx, blks)
+}
+
+// G11: a PutMany and a Get that do not return hold no lock of the Notifier.
+// With one shard, every key shares it: while both are stalled, Subscribe,
+// Publish (storing and delivering), Unsubscribe and Remove of other keys
+// complete. Once released, the stalled operations deliver what G1-G3 say.
+func TestIO_StalledStoreDelaysOnlyItsKeys(t *testing.T) {
+	st := newStallStore()
+	n, cancels := newWithCancels(t, st, WithShards(1))
+	b := mkBlocks("stall", 6)
+	kPut, kGet := b[0].Cid(), b[1].Cid()
+	require.NoError(t, st.Blockstore.PutMany(ctx, b[1:2])) // kGet is stored: its Subscribe will find it
+
+	waiter := mustSub(t, n, 1)
+	require.NoError(t, waiter.Subscribe(ctx, kPut))
+	releasePut, releaseGet := st.stall(t, kPut), st.stall(t, kGet)
+
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+	require.Equal(t, kPut, <-st.entered)
+	getter := mustSub(t, n, 2)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- getter.Subscribe(ctx, kGet) }()
+	require.Equal(t, kGet, <-st.entered)
+
+	// Both stalled; every operation on other keys goes through.
+	other := mustSub(t, n, 3)
+	require.NoError(t, other.Subscribe(ctx, b[2].Cid(), b[3].Cid(), b[4].Cid()))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[2:3], Haves: []cid.Cid{b[3].Cid()}}))
+	require.Equal(t, ResponseMessage{From: "peer", Blocks: b[2:3], Haves: []cid.Cid{b[3].Cid()}}, recv(t, other))
+	other.Unsubscribe(b[3].Cid())
+	has, err := st.Has(ctx, b[2].Cid())
+	require.NoError(t, err)
+	require.True(t, has, "G3")
+	gone := mustSub(t, n, 4)
+	require.NoError(t, gone.Subscribe(ctx, b[5].Cid()))
+	gone.Remove()
+	require.Empty(t, waitClosed(t, gone))
+	require.Equal(t, sorted(b[2].Cid(), b[3].Cid(), b[5].Cid()), cancels.take())
+	select {
+	case err := <-published:
+		t.Fatalf("the stalled Publish returned %v", err)
+	case err := <-subscribed:
+		t.Fatalf("the stalled Subscribe returned %v", err)
+	default:
+	}
+	none(t, waiter)
+
+	releasePut()
+	require.NoError(t, <-published)
+	require.Equal(t, ResponseMessage{From: "peer", Blocks: b[:1]}, recv(t, waiter), "G1: delivered once stored")
+	releaseGet()
+	require.NoError(t, <-subscribed)
+	require.Equal(t, ResponseMessage{Blocks: b[1:2]}, recv(t, getter), "G1: a stored block found by the check")
+	require.Equal(t, sorted(kPut), cancels.take())
+	other.Remove()
+	require.Equal(t, sorted(b[4].Cid()), cancels.take())
+	waiter.Remove()
+	getter.Remove()
+	require.Equal(t, Stats{}, n.Stats(), "G8")
+}
+
+// G1/G2 with I/O outside the locks: operations on a key whose blockstore call
+// is stalled wait for it, and see it done. A Subscribe of a key being stored
+// gets the block once, from the Publish; a second Publish of it waits and
+// delivers nothing more; Unsubscribe and Remove of a subscription wanting it
+// wait too, so none of them sees the key half stored.
+func TestIO_OperationsOnAStalledKeyWait(t *testing.T) {
+	st := newStallStore()
+	n, cancels := newWithCancels(t, st, WithShards(1))
+	b := mkBlocks("wait", 1)[0]
+	k := b.Cid()
+	early, leaver := mustSub(t, n, 1), mustSub(t, n, 3)
+	require.NoError(t, early.Subscribe(ctx, k))
+	require.NoError(t, leaver.Subscribe(ctx, k))
+	release := st.stall(t, k)
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}) }()
+	require.Equal(t, k, <-st.entered)
+
+	late := mustSub(t, n, 2)
+	results := make(chan string, 4)
+	go func() {
+		require.NoError(t, late.Subscribe(ctx, k))
+		results <- "subscribe"
+	}()
+	go func() {
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "other", Blocks: []blocks.Block{b}}))
+		results <- "publish again"
+	}()
+	go func() {
+		early.Unsubscribe(k)
+		results <- "unsubscribe"
+	}()
+	go func() {
+		leaver.Remove()
+		results <- "remove"
+	}()
+	waitWaiting(t, n, 4)
+	require.Empty(t, results, "operations on the stalled key must wait")
+
+	release()
+	require.NoError(t, <-published)
+	for range 4 {
+		<-results
+	}
+	require.Equal(t, []ResponseMessage{{From: "peer", Blocks: []blocks.Block{b}}}, waitClosed(t, leaver),
+		"Remove waited for the Publish, which found leaver wanting the block")
+	require.Equal(t, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}, recv(t, early))
+	none(t, early)
+	// late subscribed after the Publish took effect: the check found the block.
+	require.Equal(t, []blocks.Block{b}, recv(t, late).Blocks)
+	none(t, late)
+	require.Equal(t, sorted(k), cancels.take(), "one CANCEL, for the delivery to early and leaver")
+	require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+}
+
+// waitWaiting waits until want operations of n wait for a reservation.
+func waitWaiting(t *testing.T, n *Notifier, want int64) {
+	t.Helper()
+	deadline := time.Now().Add(hang)
+	for n.waiting.Load() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d operations wait for a reservation, want %d", n.waiting.Load(), want)
+		}
+		runtime.Gosched()
+	}
+}
