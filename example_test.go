@@ -2,6 +2,7 @@ package notifier_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/ipfs/boxo/blockstore"
@@ -74,4 +75,143 @@ func ExampleSubscription_Subscribe_alreadyStored() {
 	fmt.Printf("%s (local: %v)\n", m.Blocks[0].RawData(), m.From == "")
 	// Output:
 	// added locally (local: true)
+}
+
+// A subscription can take its messages in a function instead of a channel.
+// The function runs inside the operation that delivers, so the block is there
+// before Publish returns; Messages() then yields nothing and only says, by
+// being closed, that the subscription has ended.
+func ExampleNotifier_NewSubscriptionFunc() {
+	ctx := context.Background()
+	n := notifier.New(nil)
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
+	blk := blocks.NewBlock([]byte("pushed"))
+	ses, _ := n.NewSubscriptionFunc(3, func(m notifier.ResponseMessage) {
+		// Under the Notifier's locks: be fast, do not block, do not call back.
+		fmt.Printf("delivered %q from %s\n", m.Blocks[0].RawData(), m.From)
+	})
+	_ = ses.Subscribe(ctx, blk.Cid())
+
+	_ = n.Publish(ctx, notifier.ResponseMessage{From: "peerA", Blocks: []blocks.Block{blk}})
+	fmt.Println("Publish returned")
+	select {
+	case <-ses.Messages():
+		fmt.Println("Messages() yielded something")
+	default:
+		fmt.Println("Messages() holds nothing")
+	}
+
+	ses.Remove()
+	_, open := <-ses.Messages()
+	fmt.Println("after Remove, Messages() open:", open)
+	// Output:
+	// delivered "pushed" from peerA
+	// Publish returned
+	// Messages() holds nothing
+	// after Remove, Messages() open: false
+}
+
+// A subscription that does not read falls behind. With a channel of one
+// message and one more allowed to wait, at most three messages fit (one in the
+// channel, one being handed to it, one waiting); the Publish that overflows
+// ends the subscription instead of blocking or dropping silently: Err says
+// why, Messages() is closed, and its wants are released, so the cancel
+// function hears of its key.
+func ExampleWithMaxPending() {
+	ctx := context.Background()
+	k := blocks.NewBlock([]byte("wanted")).Cid()
+	n := notifier.New(nil,
+		notifier.WithBufferSize(1),
+		notifier.WithMaxPending(1),
+		notifier.WithCancelFunc(func(keys []cid.Cid) {
+			fmt.Println("CANCEL", len(keys), "key, ours:", keys[0] == k)
+		}))
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
+	slow, _ := n.NewSubscription(1)
+	_ = slow.Subscribe(ctx, k)
+	for _, p := range []string{"peerA", "peerB", "peerC", "peerD", "peerE"} {
+		// A HAVE does not end the want, so every message is for slow.
+		if err := n.Publish(ctx, notifier.ResponseMessage{From: p, Haves: []cid.Cid{k}}); err != nil {
+			fmt.Println("publish:", err) // not reached: Publish never waits for a reader
+		}
+	}
+
+	for range slow.Messages() { // what the channel held, then closed
+	}
+	fmt.Println("err is ErrSlowConsumer:", errors.Is(slow.Err(), notifier.ErrSlowConsumer))
+	fmt.Println("still wants the key:", slow.Wants(k), "wanted at all:", n.Wanted(k))
+	fmt.Println("Subscribe after the end:", errors.Is(slow.Subscribe(ctx, k), notifier.ErrSlowConsumer))
+	// Output:
+	// CANCEL 1 key, ours: true
+	// err is ErrSlowConsumer: true
+	// still wants the key: false wanted at all: false
+	// Subscribe after the end: true
+}
+
+// The cancel function hears of a key once, when its last want ends, from
+// inside the operation that ended it: here an Unsubscribe by the last of two
+// subscribers, then the delivery of a block. It returns before that operation
+// does, so a later Subscribe (and the WANT sent after it) always follows the
+// CANCEL.
+func ExampleWithCancelFunc() {
+	ctx := context.Background()
+	x := blocks.NewBlock([]byte("x"))
+	y := blocks.NewBlock([]byte("y"))
+	name := map[cid.Cid]string{x.Cid(): "x", y.Cid(): "y"}
+	n := notifier.New(nil, notifier.WithCancelFunc(func(keys []cid.Cid) {
+		for _, k := range keys {
+			fmt.Println("  CANCEL", name[k]) // fast, non-blocking, no call back into n
+		}
+	}))
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
+	a, _ := n.NewSubscription(1)
+	b, _ := n.NewSubscription(2)
+	_ = a.Subscribe(ctx, x.Cid(), y.Cid())
+	_ = b.Subscribe(ctx, x.Cid())
+
+	fmt.Println("a unsubscribes x")
+	a.Unsubscribe(x.Cid()) // b still wants x: nothing to cancel
+	fmt.Println("b unsubscribes x")
+	b.Unsubscribe(x.Cid()) // the last want of x
+	fmt.Println("y arrives")
+	_ = n.Publish(ctx, notifier.ResponseMessage{From: "peerA", Blocks: []blocks.Block{y}})
+	fmt.Println("a received", name[(<-a.Messages()).Blocks[0].Cid()])
+	// Output:
+	// a unsubscribes x
+	// b unsubscribes x
+	//   CANCEL x
+	// y arrives
+	//   CANCEL y
+	// a received y
+}
+
+// A Notifier without a blockstore only notifies, for a client that stores
+// received blocks elsewhere: Publish stores nothing, Subscribe checks
+// nothing, and a block published while it is wanted is delivered.
+func ExampleNew_notifyOnly() {
+	ctx := context.Background()
+	n := notifier.New(nil)
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
+	blk := blocks.NewBlock([]byte("block"))
+	_ = n.Publish(ctx, notifier.ResponseMessage{Blocks: []blocks.Block{blk}}) // local, but not kept
+
+	ses, _ := n.NewSubscription(1)
+	_ = ses.Subscribe(ctx, blk.Cid())
+	select {
+	case <-ses.Messages():
+		fmt.Println("found by Subscribe")
+	default:
+		fmt.Println("Subscribe found nothing: nothing was stored")
+	}
+
+	_ = n.Publish(ctx, notifier.ResponseMessage{From: "peerA", Blocks: []blocks.Block{blk}})
+	m := <-ses.Messages()
+	fmt.Printf("delivered %q from %s\n", m.Blocks[0].RawData(), m.From)
+	// Output:
+	// Subscribe found nothing: nothing was stored
+	// delivered "block" from peerA
 }

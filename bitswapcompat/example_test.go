@@ -5,8 +5,11 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	datastore "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/bitswapsync/notifier/bitswapcompat"
@@ -56,4 +59,50 @@ func ExampleWithBlockWrapper() {
 	tb := (<-ch).(tracedBlock)
 	fmt.Println(string(tb.RawData()), "from", string(tb.From))
 	// Output: traced from remote
+}
+
+// How a client wires both parts on one Notifier, with its blockstore and a
+// cancel function: a session records its interest, a request of that session
+// subscribes, a peer's message brings a wanted and an unwanted block, the
+// client keeps the wanted one and publishes it, which stores it and hands it
+// to the request. The session's interest outlives the delivery; when the
+// session ends, its key goes to the cancel function, not to RemoveSession's
+// result.
+func ExampleNewWithOptions() {
+	ctx := context.Background()
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	blk := blocks.NewBlock([]byte("wanted"))
+	junk := blocks.NewBlock([]byte("never asked for"))
+	name := map[cid.Cid]string{blk.Cid(): "wanted", junk.Cid(): "junk"}
+
+	ps, sim := bitswapcompat.NewWithOptions(bs,
+		bitswapcompat.WithCancelFunc(func(keys []cid.Cid) {
+			for _, k := range keys {
+				fmt.Println("CANCEL", name[k]) // queue CANCELs to peers: fast, no call back
+			}
+		}),
+		bitswapcompat.WithErrorFunc(func(err error) { fmt.Println("error:", err) }))
+	defer ps.Shutdown() // closes the Notifier too
+
+	const session = 7
+	sim.RecordSessionInterest(session, []cid.Cid{blk.Cid()})
+	ch := ps.Subscribe(ctx, blk.Cid()) // not in bs yet: the request waits
+	// The session sends its WANTs now.
+
+	wanted, unwanted := sim.SplitWantedUnwanted([]blocks.Block{junk, blk})
+	fmt.Println("wanted:", len(wanted), "unwanted:", len(unwanted), name[unwanted[0].Cid()])
+	ps.Publish(peer.ID("peerA"), wanted...)
+	for b := range ch { // closed once every key of the request has arrived
+		fmt.Println("request got", name[b.Cid()])
+	}
+	stored, _ := bs.Has(ctx, blk.Cid())
+	fmt.Println("stored:", stored, "session interested:", sim.InterestedSessions([]cid.Cid{blk.Cid()}))
+
+	fmt.Println("RemoveSession returned", len(sim.RemoveSession(session)), "keys")
+	// Output:
+	// wanted: 1 unwanted: 1 junk
+	// request got wanted
+	// stored: true session interested: [7]
+	// CANCEL wanted
+	// RemoveSession returned 0 keys
 }
