@@ -10,22 +10,30 @@ import (
 	"github.com/bitswapsync/notifier/internal/swapsim"
 )
 
-// parse reads the flags into a Config, and returns the -impl value apart:
-// it may name two implementations.
-func parse(args []string, stderr io.Writer) (swapsim.Config, string, error) {
-	c := swapsim.DefaultConfig()
+// options are the flags: the load, and what is not part of it.
+type options struct {
+	cfg  swapsim.Config
+	impl string // may name two implementations
+	// Files to write besides the table; "" = none.
+	svg, png, json string
+}
+
+// parse reads the flags.
+func parse(args []string, stderr io.Writer) (options, error) {
+	o := options{cfg: swapsim.DefaultConfig()}
+	c := &o.cfg
 	fs := flag.NewFlagSet("swapsim", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
 		_, _ = io.WriteString(stderr, usage) // nowhere to report a failure to write the usage
 		fs.PrintDefaults()
 	}
-	impl := bind(fs, &c)
+	bind(fs, &o)
 	if err := fs.Parse(args); err != nil {
-		return c, "", err
+		return o, err
 	}
 	if fs.NArg() > 0 {
-		return c, "", fmt.Errorf("unexpected arguments %q", fs.Args())
+		return o, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	if c.Stall == 0 {
 		c.Stall = stallDefault(c.Store)
@@ -34,12 +42,16 @@ func parse(args []string, stderr io.Writer) (swapsim.Config, string, error) {
 		c.Progress = stderr
 		c.ProgressInPlace = isTerminal(stderr)
 	}
-	return c, *impl, nil
+	return o, nil
 }
 
-// bind defines the flags, which set c's fields; it returns -impl's value.
-func bind(fs *flag.FlagSet, c *swapsim.Config) *string {
-	impl := fs.String("impl", "both", "implementation: notifier, legacy, or both (side by side)")
+// bind defines the flags, which set o's fields.
+func bind(fs *flag.FlagSet, o *options) {
+	c := &o.cfg
+	fs.StringVar(&o.impl, "impl", "both", "implementation: notifier, legacy, or both (side by side)")
+	fs.StringVar(&o.svg, "svg", "", "write a picture of the latency distribution and of blocks/s over time to this SVG file")
+	fs.StringVar(&o.png, "png", "", "the same picture as -svg, as a PNG file")
+	fs.StringVar(&o.json, "json", "", "write every figure of the table, the latency histogram and the blocks/s series to this JSON file")
 	fs.DurationVar(&c.Duration, "duration", c.Duration, "load time in all; with -impl both, each runs half of it")
 	fs.Uint64Var(&c.Seed, "seed", c.Seed, "seed of every random choice of the load")
 	fs.IntVar(&c.Sessions, "sessions", c.Sessions, "concurrent sessions, each fetching one DAG at a time")
@@ -62,7 +74,6 @@ func bind(fs *flag.FlagSet, c *swapsim.Config) *string {
 	fs.StringVar(&c.Store, "store", c.Store, "blockstore: mem (in memory) or flatfs (go-ds-flatfs on disk, under -dir)")
 	fs.StringVar(&c.Dir, "dir", c.Dir, "with -store flatfs: a fresh directory is made and removed under this one (default $TMPDIR)")
 	fs.DurationVar(&c.ProgressEvery, "progress", c.ProgressEvery, "interval of the progress line on stderr; 0 = none")
-	return impl
 }
 
 // stallDefault leaves a store on disk more time: with flatfs a Put can take

@@ -43,14 +43,21 @@ Requests in flight when the duration ends finish (or stall, after -stall)
 before the checks, so a run takes a little longer than -duration.
 
 Exit status: 0 if the notifier kept every invariant (legacy's violations are
-reported, never fatal), 1 if it did not, 2 on a usage or setup error.
+reported, never fatal), 1 if it did not, 2 on a usage or setup error or if
+a file of -svg, -png or -json could not be written.
+
+-json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
+WriteJSON) with the figures of the table, per implementation, under the keys
+of its rows (load_s, blocks_per_s, latency_p99_s, ...), the latency histogram
+and the blocks/s series; -svg and -png draw the latency distribution and the
+blocks/s over time of each implementation in one picture.
 
 Flags:
 `
 
 // run is main without the exit: it returns the exit status.
 func run(args []string, stdout, stderr io.Writer) int {
-	cfg, impl, err := parse(args, stderr)
+	opts, err := parse(args, stderr)
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
 	}
@@ -58,27 +65,88 @@ func run(args []string, stdout, stderr io.Writer) int {
 		warn(stderr, "swapsim:", err)
 		return 2
 	}
-	names, err := swapsim.Impls(impl)
+	cfg := opts.cfg
+	names, err := swapsim.Impls(opts.impl)
 	if err != nil {
 		warn(stderr, err)
+		return 2
+	}
+	files, err := createFiles(opts)
+	if err != nil {
+		warn(stderr, "swapsim:", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
 	reps, err := runAll(ctx, cfg, names, stderr)
 	if err != nil {
+		removeFiles(files)
 		warn(stderr, err)
 		return 2
 	}
-	if err := swapsim.WriteTable(stdout, reps...); err != nil {
-		warn(stderr, "swapsim:", err)
-		return 2
-	}
-	if err := swapsim.WriteExamples(stdout, reps...); err != nil {
+	err = errors.Join(swapsim.WriteTable(stdout, reps...), swapsim.WriteExamples(stdout, reps...),
+		writeFiles(files, reps))
+	if err != nil {
 		warn(stderr, "swapsim:", err)
 		return 2
 	}
 	return status(reps)
+}
+
+// outFile is a file that -svg, -png or -json names, created before the run
+// (so that a bad path fails at once, not after it) and written after it.
+type outFile struct {
+	f     *os.File
+	write func(io.Writer, []swapsim.Report) error
+}
+
+// createFiles creates the files the options name. On an error it removes
+// those it created.
+func createFiles(o options) ([]outFile, error) {
+	var files []outFile
+	for _, f := range []struct {
+		name  string
+		write func(io.Writer, []swapsim.Report) error
+	}{
+		{o.svg, func(w io.Writer, reps []swapsim.Report) error { return swapsim.WritePlot(w, "svg", o.cfg, reps...) }},
+		{o.png, func(w io.Writer, reps []swapsim.Report) error { return swapsim.WritePlot(w, "png", o.cfg, reps...) }},
+		{o.json, func(w io.Writer, reps []swapsim.Report) error { return swapsim.WriteJSON(w, o.cfg, reps...) }},
+	} {
+		if f.name == "" {
+			continue
+		}
+		file, err := os.Create(f.name)
+		if err != nil {
+			removeFiles(files)
+			return nil, err
+		}
+		files = append(files, outFile{f: file, write: f.write})
+	}
+	return files, nil
+}
+
+// writeFiles writes and closes the files.
+func writeFiles(files []outFile, reps []swapsim.Report) error {
+	var errs []error
+	for _, f := range files {
+		err := f.write(f.f, reps)
+		if cerr := f.f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", f.f.Name(), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeFiles closes and removes files that will not be written. Errors are
+// ignored: the run has already failed, and that is what is reported.
+func removeFiles(files []outFile) {
+	for _, f := range files {
+		_ = f.f.Close()
+		_ = os.Remove(f.f.Name())
+	}
 }
 
 // runAll runs each implementation for an equal share of cfg.Duration.

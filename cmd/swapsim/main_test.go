@@ -1,6 +1,10 @@
 package main
 
 import (
+	"encoding/json"
+	"encoding/xml"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -39,12 +43,74 @@ func TestStatus_OnlyTheNotifierFails(t *testing.T) {
 }
 
 func TestParse_StallFollowsTheStore(t *testing.T) {
-	cfg, impl, err := parse([]string{"-store", "flatfs"}, &strings.Builder{})
+	o, err := parse([]string{"-store", "flatfs"}, &strings.Builder{})
 	require.NoError(t, err)
-	require.Equal(t, "both", impl)
-	require.Equal(t, stallDefault("flatfs"), cfg.Stall)
-	cfg, _, err = parse([]string{"-stall", "3s", "-progress", "0"}, &strings.Builder{})
+	require.Equal(t, "both", o.impl)
+	require.Equal(t, stallDefault("flatfs"), o.cfg.Stall)
+	o, err = parse([]string{"-stall", "3s", "-progress", "0"}, &strings.Builder{})
 	require.NoError(t, err)
-	require.Equal(t, "3s", cfg.Stall.String())
-	require.Nil(t, cfg.Progress)
+	require.Equal(t, "3s", o.cfg.Stall.String())
+	require.Nil(t, o.cfg.Progress)
+}
+
+func TestRun_WritesFiles(t *testing.T) {
+	dir := t.TempDir()
+	// -png is left out: drawing one takes seconds with -race (internal/swapsim
+	// draws a coarse one).
+	svg, js := filepath.Join(dir, "a.svg"), filepath.Join(dir, "a.json")
+	var out, errs strings.Builder
+	code := run([]string{
+		"-duration", "400ms", "-sessions", "4", "-peers", "4", "-progress", "0", "-seed", "7",
+		"-svg", svg, "-json", js,
+	}, &out, &errs)
+	require.Equal(t, 0, code, "stderr: %s", errs.String())
+
+	b, err := os.ReadFile(svg)
+	require.NoError(t, err)
+	var doc struct {
+		XMLName xml.Name
+		Texts   []string `xml:"g>text"`
+	}
+	require.NoError(t, xml.Unmarshal(b, &doc))
+	require.Equal(t, "svg", doc.XMLName.Local)
+	require.Contains(t, strings.Join(doc.Texts, "\n"), "notifier: ")
+	require.Contains(t, strings.Join(doc.Texts, "\n"), "legacy: ")
+
+	b, err = os.ReadFile(js)
+	require.NoError(t, err)
+	var res struct {
+		Schema string
+		Config struct {
+			Seed     uint64
+			Sessions int
+		}
+		Runs []struct {
+			Impl    string
+			Metrics map[string]float64
+		}
+	}
+	require.NoError(t, json.Unmarshal(b, &res))
+	require.Equal(t, "swapsim/v1", res.Schema)
+	require.Equal(t, uint64(7), res.Config.Seed)
+	require.Equal(t, 4, res.Config.Sessions)
+	require.Len(t, res.Runs, 2)
+	for i, impl := range []string{"notifier", "legacy"} {
+		require.Equal(t, impl, res.Runs[i].Impl)
+		require.Positive(t, res.Runs[i].Metrics["blocks_per_s"])
+		require.InDelta(t, 0.2, res.Runs[i].Metrics["load_s"], 0.15, "each runs half of -duration")
+	}
+}
+
+// A file that cannot be created fails the command before the run, and the
+// files created before it are removed.
+func TestRun_UnwritableFile(t *testing.T) {
+	dir := t.TempDir()
+	svg, bad := filepath.Join(dir, "a.svg"), filepath.Join(dir, "no such dir", "a.json")
+	var out, errs strings.Builder
+	code := run([]string{"-impl", "notifier", "-progress", "0", "-svg", svg, "-json", bad}, &out, &errs)
+	require.Equal(t, 2, code)
+	require.Empty(t, out.String())
+	require.Contains(t, errs.String(), "a.json")
+	require.NotContains(t, errs.String(), "swapsim: notifier:", "no run")
+	require.NoFileExists(t, svg)
 }

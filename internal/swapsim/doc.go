@@ -64,5 +64,8 @@
 // Want for it, to the moment the session reads it. Goroutines and the live
 // heap are sampled every 100ms; the heap holds the client, and also the
 // in-memory blockstore and the checker's per-key state, which grow with the
-// blocks fetched.
+// blocks fetched. Every latency goes into a histogram of 16 buckets per power
+// of two (Report.Latency), and the count of blocks delivered is sampled every
+// 100ms (Report.Series): WriteJSON writes them with the table's figures,
+// WritePlot draws them.
 package swapsim

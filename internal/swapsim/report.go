@@ -9,12 +9,44 @@ import (
 )
 
 // row is one line of the table: a metric of each report, and whether a
-// ratio of two reports means something ("higher" or "lower" is better).
+// ratio of two reports means something ("higher" or "lower" is better). key
+// names the metric in the JSON output (WriteJSON); its suffix is its unit.
 type row struct {
 	name   string
+	key    string
 	better string // "" = no ratio
+	unit   unit
 	value  func(*Report) float64
-	format func(float64) string
+}
+
+// unit is how a row's value is printed in the table and written in JSON.
+type unit int
+
+const (
+	unitCount unit = iota // a number of things
+	unitRate              // per second
+	unitDur               // nanoseconds in value, seconds in JSON
+	unitBytes             // bytes, printed in MiB
+)
+
+func (u unit) format(v float64) string {
+	switch u {
+	case unitRate:
+		return count(v)
+	case unitDur:
+		return fmtDur(v)
+	case unitBytes:
+		return size(uint64(v))
+	}
+	return fmt.Sprintf("%.0f", v)
+}
+
+// json returns v as written in JSON: durations in seconds, the rest as is.
+func (u unit) json(v float64) float64 {
+	if u == unitDur {
+		return time.Duration(v).Seconds() // as Duration.Seconds rounds: v is a whole Duration
+	}
+	return v
 }
 
 func dur(d func(*Report) time.Duration) func(*Report) float64 {
@@ -24,10 +56,6 @@ func dur(d func(*Report) time.Duration) func(*Report) float64 {
 func integer(n func(*Report) int64) func(*Report) float64 {
 	return func(r *Report) float64 { return float64(n(r)) }
 }
-
-func fmtInt(v float64) string  { return fmt.Sprintf("%.0f", v) }
-func fmtRate(v float64) string { return count(v) }
-func fmtSize(v float64) string { return size(uint64(v)) }
 
 func fmtDur(v float64) string {
 	d := time.Duration(v)
@@ -41,22 +69,22 @@ func fmtDur(v float64) string {
 }
 
 var rows = []row{
-	{"load phase", "", dur(func(r *Report) time.Duration { return r.Load }), fmtDur},
-	{"elapsed with drain", "", dur(func(r *Report) time.Duration { return r.Elapsed }), fmtDur},
-	{"requests completed", "", integer(func(r *Report) int64 { return r.Completed }), fmtInt},
-	{"requests cancelled", "", integer(func(r *Report) int64 { return r.Cancelled }), fmtInt},
-	{"requests stalled", "", integer(func(r *Report) int64 { return r.Stalled }), fmtInt},
-	{"blocks/s", "higher", func(r *Report) float64 { return r.BlockRate }, fmtRate},
-	{"messages/s", "higher", func(r *Report) float64 { return r.MessageRate }, fmtRate},
-	{"HAVE+DONT_HAVE/s", "higher", func(r *Report) float64 { return r.InfoRate }, fmtRate},
-	{"latency p50", "lower", dur(func(r *Report) time.Duration { return r.LatencyP50 }), fmtDur},
-	{"latency p99", "lower", dur(func(r *Report) time.Duration { return r.LatencyP99 }), fmtDur},
-	{"latency max", "lower", dur(func(r *Report) time.Duration { return r.LatencyMax }), fmtDur},
-	{"goroutines peak", "lower", integer(func(r *Report) int64 { return int64(r.GoroutinesPeak) }), fmtInt},
-	{"  of the client", "lower", integer(func(r *Report) int64 { return int64(clientGoroutines(r)) }), fmtInt},
-	{"goroutines at end", "", integer(func(r *Report) int64 { return int64(r.GoroutinesEnd) }), fmtInt},
-	{"heap peak (*)", "", func(r *Report) float64 { return float64(r.HeapPeak) }, fmtSize},
-	{"heap at end (*)", "", func(r *Report) float64 { return float64(r.HeapEnd) }, fmtSize},
+	{"load phase", "load_s", "", unitDur, dur(func(r *Report) time.Duration { return r.Load })},
+	{"elapsed with drain", "elapsed_s", "", unitDur, dur(func(r *Report) time.Duration { return r.Elapsed })},
+	{"requests completed", "requests_completed", "", unitCount, integer(func(r *Report) int64 { return r.Completed })},
+	{"requests cancelled", "requests_cancelled", "", unitCount, integer(func(r *Report) int64 { return r.Cancelled })},
+	{"requests stalled", "requests_stalled", "", unitCount, integer(func(r *Report) int64 { return r.Stalled })},
+	{"blocks/s", "blocks_per_s", "higher", unitRate, func(r *Report) float64 { return r.BlockRate }},
+	{"messages/s", "messages_per_s", "higher", unitRate, func(r *Report) float64 { return r.MessageRate }},
+	{"HAVE+DONT_HAVE/s", "haves_dont_haves_per_s", "higher", unitRate, func(r *Report) float64 { return r.InfoRate }},
+	{"latency p50", "latency_p50_s", "lower", unitDur, dur(func(r *Report) time.Duration { return r.LatencyP50 })},
+	{"latency p99", "latency_p99_s", "lower", unitDur, dur(func(r *Report) time.Duration { return r.LatencyP99 })},
+	{"latency max", "latency_max_s", "lower", unitDur, dur(func(r *Report) time.Duration { return r.LatencyMax })},
+	{"goroutines peak", "goroutines_peak", "lower", unitCount, integer(func(r *Report) int64 { return int64(r.GoroutinesPeak) })},
+	{"  of the client", "goroutines_peak_client", "lower", unitCount, integer(func(r *Report) int64 { return int64(clientGoroutines(r)) })},
+	{"goroutines at end", "goroutines_end", "", unitCount, integer(func(r *Report) int64 { return int64(r.GoroutinesEnd) })},
+	{"heap peak (*)", "heap_peak_bytes", "", unitBytes, func(r *Report) float64 { return float64(r.HeapPeak) }},
+	{"heap at end (*)", "heap_end_bytes", "", unitBytes, func(r *Report) float64 { return float64(r.HeapEnd) }},
 }
 
 // clientGoroutines estimates the client's share of the peak: the peak less
@@ -97,20 +125,28 @@ const heapNote = "(*) the heap holds the in-memory blockstore and the checker's 
 func (rw row) cells(reps []Report, ratio bool) []string {
 	cells := []string{rw.name}
 	for i := range reps {
-		cells = append(cells, rw.format(rw.value(&reps[i])))
+		cells = append(cells, rw.unit.format(rw.value(&reps[i])))
 	}
 	if ratio {
-		a, b := rw.value(&reps[0]), rw.value(&reps[1])
-		switch {
+		switch q, ok := rw.ratio(&reps[0], &reps[1]); {
 		case rw.better == "":
 			cells = append(cells, "", "")
-		case b == 0:
+		case !ok:
 			cells = append(cells, "-", rw.better)
 		default:
-			cells = append(cells, fmt.Sprintf("%.2fx", a/b), rw.better)
+			cells = append(cells, fmt.Sprintf("%.2fx", q), rw.better)
 		}
 	}
 	return cells
+}
+
+// ratio returns a's value over b's, and false if b's is 0.
+func (rw row) ratio(a, b *Report) (float64, bool) {
+	d := rw.value(b)
+	if d == 0 {
+		return 0, false
+	}
+	return rw.value(a) / d, true
 }
 
 func violationRows(tw io.Writer, reps []Report) {

@@ -25,6 +25,14 @@ type Report struct {
 	Wants, Dropped, LocalAdds, Unsolicited  int64 // WANTs sent; answers dropped after a CANCEL
 
 	LatencyP50, LatencyP99, LatencyMax time.Duration
+	// Latency is the histogram of every delivery's latency, its non-empty
+	// buckets in order (16 per power of two): the counts add up to Blocks.
+	Latency []Bucket
+
+	// Series is the count of blocks delivered, sampled every 100ms from the
+	// start of the load to the end of the drain (the last interval may be up
+	// to half as long again); BlockRates turns it into blocks/s.
+	Series []Sample
 
 	// Goroutines: before the run, the most seen, after Close; Sim is how
 	// many of them the simulator itself runs (sessions, network, sampler).
@@ -135,6 +143,27 @@ func (r *Report) setRates(m loadMark) {
 	}
 }
 
+// Rate is the blocks/s of the interval of a Series that ends At.
+type Rate struct {
+	At     time.Duration
+	PerSec float64
+}
+
+// BlockRates returns the blocks/s of each interval of r.Series, one per
+// Sample, the first from the start of the load.
+func (r *Report) BlockRates() []Rate {
+	rates := make([]Rate, len(r.Series))
+	var prev Sample
+	for i, s := range r.Series {
+		rates[i].At = s.At
+		if dt := s.At - prev.At; dt > 0 {
+			rates[i].PerSec = float64(s.Blocks-prev.Blocks) / dt.Seconds()
+		}
+		prev = s
+	}
+	return rates
+}
+
 func heapAfterGC() uint64 {
 	runtime.GC()
 	return heapBytes()
@@ -150,7 +179,8 @@ func (s *sim) report(elapsed time.Duration, mon *monitor) Report {
 		Messages: c.messages.Load(), Wants: c.wants.Load(), Dropped: c.dropped.Load(),
 		LocalAdds: c.localAdds.Load(), Unsolicited: c.junk.Load(),
 		LatencyP50: s.lat.quantile(0.50), LatencyP99: s.lat.quantile(0.99),
-		LatencyMax:     time.Duration(s.lat.max.Load()),
+		LatencyMax: time.Duration(s.lat.max.Load()), Latency: s.lat.buckets(),
+		Series:         mon.series,
 		GoroutinesPeak: mon.peakG, GoroutinesSim: s.cfg.Sessions + s.net.goroutines() + 1,
 		HeapPeak: mon.peakHeap, HeapEnd: heapAfterGC(),
 	}

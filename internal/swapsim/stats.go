@@ -67,6 +67,29 @@ func (h *histogram) quantile(q float64) time.Duration {
 	return time.Duration(h.max.Load())
 }
 
+// Bucket is one bucket of the latency histogram: Count deliveries took at
+// most Le, and more than the previous bucket's Le.
+type Bucket struct {
+	Le    time.Duration
+	Count int64
+}
+
+// buckets returns the non-empty buckets in order. The last one's bound is the
+// largest value recorded, as quantile's is.
+func (h *histogram) buckets() []Bucket {
+	var bs []Bucket
+	for b := range h.counts {
+		if n := h.counts[b].Load(); n > 0 {
+			bs = append(bs, Bucket{Le: time.Duration(bucketTop(b)), Count: int64(n)})
+		}
+	}
+	if len(bs) > 0 {
+		last := &bs[len(bs)-1]
+		last.Le = min(last.Le, time.Duration(h.max.Load()))
+	}
+	return bs
+}
+
 // monitor samples goroutines and heap every sampleEvery and prints the
 // progress line.
 type monitor struct {
@@ -79,6 +102,14 @@ type monitor struct {
 	peakG    int
 	peakHeap uint64
 	last     progressMark
+	series   []Sample
+}
+
+// Sample is the count of blocks delivered to sessions since the start of the
+// load, At that time; a Report holds one every sampleEvery.
+type Sample struct {
+	At     time.Duration
+	Blocks int64
 }
 
 const sampleEvery = 100 * time.Millisecond
@@ -96,6 +127,8 @@ func newMonitor(s *sim) *monitor {
 func (m *monitor) begin() {
 	m.start = time.Now()
 	m.last = progressMark{at: m.start}
+	// One sample per sampleEvery of the load phase, the drain's few more.
+	m.series = make([]Sample, 0, int(m.s.cfg.Duration/sampleEvery)+16)
 	go m.run()
 }
 
@@ -110,15 +143,19 @@ func (m *monitor) run() {
 	tick := time.NewTicker(sampleEvery)
 	defer tick.Stop()
 	next := m.start.Add(m.s.cfg.ProgressEvery)
+	m.sample()
 	for {
-		m.sample()
 		select {
 		case now := <-tick.C:
+			m.sample()
+			m.record(false)
 			if m.s.cfg.Progress != nil && !now.Before(next) {
 				m.progress(now)
 				next = next.Add(m.s.cfg.ProgressEvery)
 			}
 		case <-m.stop:
+			m.sample()
+			m.record(true)
 			if m.s.cfg.Progress != nil && m.s.cfg.ProgressInPlace {
 				_, _ = fmt.Fprintln(m.s.cfg.Progress) // progress is best effort
 			}
@@ -130,6 +167,21 @@ func (m *monitor) run() {
 func (m *monitor) sample() {
 	m.peakG = max(m.peakG, runtime.NumGoroutine())
 	m.peakHeap = max(m.peakHeap, heapBytes())
+}
+
+// record appends the blocks delivered so far to the series, unless the last
+// sample is less than half an interval ago (the ticker fires late, then at
+// once, when the monitor was not scheduled in time): a rate over a few
+// microseconds means nothing. The last sample replaces that one instead.
+func (m *monitor) record(last bool) {
+	s := Sample{At: time.Since(m.start), Blocks: m.s.ctr.blocks.Load()}
+	n := len(m.series)
+	switch {
+	case n == 0 || s.At-m.series[n-1].At >= sampleEvery/2:
+		m.series = append(m.series, s)
+	case last:
+		m.series[n-1] = s
+	}
 }
 
 // heapBytes is the live heap (HeapAlloc), read without stopping the world.
