@@ -61,7 +61,7 @@
 //
 // # Lock order
 //
-// SessionInterestManager.mu, then the Notifier's locks (held while it runs
-// delivery functions and the cancel function), then call.mu, then PubSub.mu.
-// Only SessionInterestManager.mu is held while calling the Notifier.
+// The Notifier's locks (held while it runs delivery functions and the cancel
+// function), then call.mu, then PubSub.mu. SessionInterestManager.mu is a
+// leaf. None of these is held while calling the Notifier.
 package bitswapcompat

@@ -26,12 +26,18 @@ type SessionInterestManager struct {
 	onErr       func(error)
 	cancelsSent bool // WithCancelFunc: CANCELs go there, not to Remove* results
 
-	// mu guards sessions. RemoveSession holds it while it ends a session's
-	// subscription, so that the session ID is free again when a later
-	// RecordSessionInterest creates it anew. NOTE: the Notifier's locks are
-	// taken under it; it is never taken under them.
+	// mu guards sessions. It is a leaf: nothing else is locked, and nothing
+	// waited for, while it is held.
 	mu       sync.Mutex
-	sessions map[uint64]*notifier.Subscription
+	sessions map[uint64]*simSession
+}
+
+// simSession is a session's interest subscription. While RemoveSession ends
+// it, leaving is open and the entry stays, so that a RecordSessionInterest of
+// the same ID waits for the ID to be free instead of colliding with it.
+type simSession struct {
+	sub     *notifier.Subscription
+	leaving chan struct{} // nil, or closed once RemoveSession has ended sub
 }
 
 func newSessionInterestManager(n *notifier.Notifier, cfg config) *SessionInterestManager {
@@ -39,30 +45,44 @@ func newSessionInterestManager(n *notifier.Notifier, cfg config) *SessionInteres
 		n:           n,
 		onErr:       cfg.onErr,
 		cancelsSent: cfg.cancel != nil,
-		sessions:    make(map[uint64]*notifier.Subscription),
+		sessions:    make(map[uint64]*simSession),
 	}
 }
 
-// session returns the subscription of session ses, creating it.
+// session returns the subscription of session ses, creating it. If
+// RemoveSession is ending the session, it waits for that first.
 func (sim *SessionInterestManager) session(ses uint64) (*notifier.Subscription, error) {
-	sim.mu.Lock()
-	defer sim.mu.Unlock()
-	if sub := sim.sessions[ses]; sub != nil {
-		return sub, nil
+	for {
+		sim.mu.Lock()
+		e := sim.sessions[ses]
+		if e == nil {
+			break
+		}
+		if e.leaving == nil {
+			sim.mu.Unlock()
+			return e.sub, nil
+		}
+		sim.mu.Unlock()
+		<-e.leaving
 	}
+	defer sim.mu.Unlock()
 	sub, err := sim.n.NewInterest(ses)
 	if err != nil {
 		return nil, err
 	}
-	sim.sessions[ses] = sub
+	sim.sessions[ses] = &simSession{sub: sub}
 	return sub, nil
 }
 
-// lookup returns the subscription of session ses, or nil.
+// lookup returns the subscription of session ses, or nil if there is none or
+// RemoveSession is ending it.
 func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 	sim.mu.Lock()
 	defer sim.mu.Unlock()
-	return sim.sessions[ses]
+	if e := sim.sessions[ses]; e != nil && e.leaving == nil {
+		return e.sub
+	}
+	return nil
 }
 
 // RecordSessionInterest records that session ses is interested in ks; keys it
@@ -105,7 +125,7 @@ func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Ci
 func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription) bool {
 	sim.mu.Lock()
 	defer sim.mu.Unlock()
-	if sim.sessions[ses] == sub {
+	if e := sim.sessions[ses]; e != nil && e.sub == sub && e.leaving == nil {
 		delete(sim.sessions, ses)
 	}
 	return sub.Err() == nil // ended by Remove, not by Close
@@ -122,13 +142,21 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // After Shutdown it returns nil.
 func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 	sim.mu.Lock()
-	defer sim.mu.Unlock()
-	sub := sim.sessions[ses]
-	if sub == nil {
+	e := sim.sessions[ses]
+	if e == nil || e.leaving != nil { // none, or a concurrent RemoveSession ends it
+		sim.mu.Unlock()
 		return nil
 	}
+	e.leaving = make(chan struct{})
+	sim.mu.Unlock()
+	// Without sim.mu: ReleaseAll may wait for a blockstore call on one of the
+	// session's keys, which must not hold up the other sessions.
+	freed := e.sub.ReleaseAll()
+	sim.mu.Lock()
 	delete(sim.sessions, ses)
-	return sim.cancels(sub.ReleaseAll())
+	sim.mu.Unlock()
+	close(e.leaving)
+	return sim.cancels(freed)
 }
 
 // RemoveSessionWants ends the interest of session ses in ks and returns the
