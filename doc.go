@@ -49,9 +49,10 @@
 // Notifier's registry of subscriptions, a leaf. The operations take:
 //
 //   - Publish: the shard locks of all the message's keys at once. To store
-//     blocks, it reserves the keys of the message's blocks, releases the
-//     shard locks, calls the blockstore's PutMany holding no lock, and takes
-//     the shard locks again. Then it takes the locks of the subscriptions it
+//     blocks, it reserves every key of the message (HAVEs and DONT_HAVEs
+//     too, so that it takes effect at one instant), releases the shard
+//     locks, calls the blockstore's PutMany holding no lock, and takes the
+//     shard locks again. Then it takes the locks of the subscriptions it
 //     delivers to (delivery functions run here), keeps only the shards of the
 //     keys whose last want it ended, hands the channel subscriptions their
 //     messages, releases the subscriptions, and runs the cancel function
@@ -82,11 +83,14 @@
 //     subscriptions want the key). Err: the subscription's lock.
 //   - Stats, ID, Messages: no lock.
 //
-// An operation that finds one of its keys reserved by another (for Publish,
-// the keys of its blocks) releases its locks, waits for that operation to
-// finish, and starts again; the waits of Publish and Subscribe end early
-// with their ctx. The read calls do not wait: they see the wants as they were
-// before the reserving operation.
+// An operation that finds one of its keys reserved by another releases its
+// locks, waits for that operation to finish, and starts again; the waits of
+// Publish and Subscribe end early with their ctx. The wait is not fair: an
+// operation on several keys may wait again for a later reservation of
+// another of its keys. The read calls do not wait: they see the wants as
+// they were before the reserving operation, so they are linearizable with
+// the Notifier's operations but not with a blockstore changed by others
+// (a garbage collection) during that operation's call.
 //
 // So the cancel function runs on the goroutine of the operation that ended
 // the last want of its keys, holding the shard locks of those keys and no
