@@ -83,6 +83,12 @@
 //     subscriptions want the key). Err: the subscription's lock.
 //   - Stats, ID, Messages: no lock.
 //
+// With WithMetrics, an operation that may change the index or the
+// subscriptions ends, holding no lock, by setting the gauges from Stats under
+// a leaf lock of the metrics that it only tries (TryLock): if another
+// operation holds it, that one sets them for both (metrics.go). Log lines and
+// span events are written holding no lock.
+//
 // An operation that finds one of its keys reserved by another releases its
 // locks, waits for that operation to finish, and starts again; the waits of
 // Publish and Subscribe end early with their ctx. The wait is not fair: an

@@ -57,6 +57,7 @@ type config struct {
 	shards     int
 	bufSize    int
 	maxPending int
+	metrics    context.Context // scope of WithMetrics (metrics.go); nil: no metrics
 }
 
 // An Option configures a Notifier. Options given invalid values panic in New's
@@ -117,6 +118,7 @@ func WithMaxPending(n int) Option {
 type Notifier struct {
 	bs     Blockstore // nil: notify only
 	cfg    config
+	m      *meters // nil without WithMetrics (metrics.go)
 	seed   maphash.Seed
 	mask   uint64 // len(shards) - 1
 	shards []shard
@@ -157,6 +159,7 @@ func New(bs Blockstore, opts ...Option) *Notifier {
 	n := &Notifier{
 		bs:       bs,
 		cfg:      cfg,
+		m:        newMeters(cfg.metrics),
 		seed:     maphash.MakeSeed(),
 		mask:     uint64(cfg.shards - 1),
 		shards:   make([]shard, cfg.shards),
@@ -234,6 +237,7 @@ func (n *Notifier) NewRequest(f func(ResponseMessage)) (*Subscription, error) {
 }
 
 func (n *Notifier) register(s *Subscription) (*Subscription, error) {
+	defer n.m.refresh(n) // observe.go hook; runs after n.mu.Unlock
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if n.closed.Load() {
@@ -305,11 +309,14 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	}
 	o := n.getOp()
 	defer n.putOp(o)
+	o.probe.begin(n, ctx)            // observe.go hook
+	defer o.probe.done(opPublish, o) // observe.go hook
 	n.shardKeys(o, &msg)
 	if err := n.lockFree(ctx, o, true); err != nil {
 		return err
 	}
 	n.collect(o, &msg)
+	o.probe.collected(n, o, &msg) // observe.go hook
 	if n.bs != nil && len(o.store) > 0 {
 		if err := n.store(ctx, o, &msg); err != nil {
 			return err
@@ -332,7 +339,9 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 func (n *Notifier) store(ctx context.Context, o *op, msg *ResponseMessage) error {
 	n.reserve(o)
 	n.unlock(o.locks)
+	t := o.probe.clock() // observe.go hook
 	err := n.bs.PutMany(ctx, o.store)
+	o.probe.storeDone(t, len(o.store), err) // observe.go hook
 	n.lock(o.locks)
 	n.unreserve(o)
 	if err != nil {
@@ -640,4 +649,5 @@ func (n *Notifier) finish(o *op) {
 	for _, s := range o.ended {
 		s.end(ErrSlowConsumer, false)
 	}
+	n.finished(o) // observe.go hook: metrics, slow-consumer log
 }

@@ -111,6 +111,7 @@ type op struct {
 	cancels   []cid.Cid             // keys whose last want this op ended
 	freed     []cid.Cid             // keys whose last want of the subscription's kind this op ended (Release)
 	ended     []*Subscription       // subscriptions this op found past WithMaxPending, to end
+	probe     probe                 // what Publish and Subscribe report (observe.go)
 }
 
 func newOp(shards int) *op {
@@ -165,6 +166,7 @@ func (n *Notifier) putOp(o *op) {
 	o.freed = o.freed[:0]
 	clear(o.ended)
 	o.ended = o.ended[:0]
+	o.probe = probe{}
 	n.ops.Put(o)
 }
 

@@ -124,6 +124,8 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	}
 	o := n.getOp()
 	defer n.putOp(o)
+	o.probe.begin(n, ctx)              // observe.go hook
+	defer o.probe.done(opSubscribe, o) // observe.go hook
 	for _, k := range keys {
 		sh := n.shardOf(k)
 		o.keyShards = append(o.keyShards, sh)
@@ -218,7 +220,9 @@ func (s *Subscription) check(ctx context.Context, o *op) error {
 	}
 	n.reserve(o)
 	n.unlock(o.locks)
+	t := o.probe.clock() // observe.go hook
 	err := s.get(ctx, o)
+	o.probe.storeDone(t, 0, err) // observe.go hook
 	n.lock(o.locks)
 	n.unreserve(o)
 	return err
@@ -290,6 +294,7 @@ func (s *Subscription) want(o *op) error {
 		}
 		clear(o.hits)
 		o.hits = o.hits[:0]
+		o.probe.handedOwn(found) // observe.go hook
 		if s.accept(ResponseMessage{Blocks: blks}, 0) {
 			o.ended = append(o.ended, s)
 		}

@@ -56,7 +56,8 @@ type Config struct {
 	// Buffer is the capacity of a Notifier subscription's Messages() channel
 	// (0: notifier.DefaultBufferSize) and of a floor session's channel.
 	Buffer int
-	Shards int // notifier.WithShards; 0: the default
+	Shards int               // notifier.WithShards; 0: the default
+	Extra  []notifier.Option // further options of a Notifier, after the above
 }
 
 // Maker builds an Impl.

@@ -21,7 +21,7 @@ type notifierImpl struct {
 }
 
 // Options returns the Notifier options for cfg: the no-op cancel function,
-// and the buffer and shard counts if set.
+// the buffer and shard counts if set, and cfg.Extra.
 func Options(cfg Config) []notifier.Option {
 	opts := []notifier.Option{notifier.WithCancelFunc(NoCancel)}
 	if cfg.Buffer > 0 {
@@ -30,7 +30,7 @@ func Options(cfg Config) []notifier.Option {
 	if cfg.Shards > 0 {
 		opts = append(opts, notifier.WithShards(cfg.Shards))
 	}
-	return opts
+	return append(opts, cfg.Extra...)
 }
 
 // NewNotifier returns the Notifier, consumed through Messages().

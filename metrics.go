@@ -1,0 +1,141 @@
+package notifier
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	metrics "github.com/ipfs/go-metrics-interface"
+)
+
+// This file holds the Notifier's metrics. The hooks that feed them, and the
+// logs and trace events, are in observe.go.
+
+// WithMetrics makes the Notifier register its metrics, through
+// go-metrics-interface, under the scope that ctx carries plus a "notifier"
+// sub-scope, as boxo's bitswap does with its own: in kubo, whose root scope is
+// "ipfs" and whose bitswap adds "bitswap", a client's ctx gives names such as
+// ipfs_bitswap_notifier_wants in Prometheus. README.md lists them.
+//
+// The metrics are created when New runs, through the implementation injected
+// into go-metrics-interface then (go-metrics-prometheus in a node); with none
+// injected, or without this option, nothing is registered and the operations
+// skip the bookkeeping (one nil check each). Two Notifiers given the same
+// scope share the metrics if the binding allows it (go-metrics-prometheus
+// does). WithMetrics panics on a nil ctx. Only ctx's values are used.
+func WithMetrics(ctx context.Context) Option {
+	if ctx == nil {
+		panic("notifier: WithMetrics(nil): want the context that carries the metrics scope")
+	}
+	return func(c *config) { c.metrics = metrics.CtxSubScope(ctx, "notifier") }
+}
+
+// durationBuckets, in seconds, extend the buckets of boxo's bitswap
+// networks (0.05 s up) down to 10 µs: a Publish on an in-memory store takes
+// tens of microseconds, one that waits for a disk milliseconds.
+var durationBuckets = []float64{
+	10e-6, 50e-6, 100e-6, 500e-6, 1e-3, 5e-3, 0.01,
+	0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10,
+}
+
+// Names and help texts of the metrics, relative to the scope of WithMetrics.
+const (
+	mSubscriptions = "subscriptions"
+	mKeys          = "wanted_keys"
+	mWants         = "wants"
+	mStored        = "blocks_stored_total"
+	mDelivered     = "blocks_delivered_total"
+	mUnsolicited   = "blocks_unsolicited_total"
+	mCancels       = "cancels_total"
+	mSlow          = "slow_consumers_total"
+	mBSErrors      = "blockstore_errors_total"
+	mPublish       = "publish_seconds"
+	mPublishBS     = "publish_blockstore_seconds"
+	mSubscribe     = "subscribe_seconds"
+	mSubscribeBS   = "subscribe_blockstore_seconds"
+)
+
+// meters holds the Notifier's metrics; a nil *meters records nothing.
+type meters struct {
+	subs, keys, wants metrics.Gauge // Stats, see refresh
+
+	stored, delivered, unsolicited metrics.Counter
+	cancels, slow, bsErrors        metrics.Counter
+
+	publish, publishBS, subscribe, subscribeBS metrics.Histogram
+
+	// dirty: some operation changed the index since the gauges were last set
+	// from Stats; see refresh.
+	dirty atomic.Bool
+	// mu is held while the gauges are set from Stats; only TryLock takes it.
+	// A leaf: it is taken holding no other lock.
+	mu sync.Mutex
+}
+
+// newMeters creates the metrics in the scope of ctx, or returns nil if ctx is
+// nil (no WithMetrics) or no implementation of go-metrics-interface is
+// injected, in which case every metric would be a no-op.
+func newMeters(ctx context.Context) *meters {
+	if ctx == nil || !metrics.Active() {
+		return nil
+	}
+	gauge := func(name, help string) metrics.Gauge { return metrics.NewCtx(ctx, name, help).Gauge() }
+	counter := func(name, help string) metrics.Counter { return metrics.NewCtx(ctx, name, help).Counter() }
+	hist := func(name, help string) metrics.Histogram {
+		return metrics.NewCtx(ctx, name, help).Histogram(durationBuckets)
+	}
+	return &meters{
+		subs:  gauge(mSubscriptions, "Live subscriptions of the notifier."),
+		keys:  gauge(mKeys, "Distinct keys wanted by at least one subscription."),
+		wants: gauge(mWants, "Wants: (subscription, key) pairs."),
+
+		stored:      counter(mStored, "Blocks stored in the blockstore by Publish."),
+		delivered:   counter(mDelivered, "Blocks handed to subscriptions, once per subscription that receives one."),
+		unsolicited: counter(mUnsolicited, "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them."),
+		cancels:     counter(mCancels, "Keys whose last want ended, reported to the cancel function."),
+		slow:        counter(mSlow, "Subscriptions ended as slow consumers (past WithMaxPending)."),
+		bsErrors:    counter(mBSErrors, "Blockstore errors returned by Publish (PutMany) and Subscribe (Get)."),
+
+		publish:     hist(mPublish, "Time inside Publish, blockstore included, in seconds."),
+		publishBS:   hist(mPublishBS, "Time Publish spends in the blockstore's PutMany, in seconds."),
+		subscribe:   hist(mSubscribe, "Time inside Subscribe, blockstore included, in seconds."),
+		subscribeBS: hist(mSubscribeBS, "Time Subscribe spends checking the blockstore (Get), in seconds."),
+	}
+}
+
+// refresh sets the gauges from n.Stats(); a nil m does nothing. Every
+// operation that may have changed the index or the subscriptions calls it
+// once it holds no lock.
+//
+// Why this rather than a gauge updated where the index's counters change:
+// those counters are sharded so that operations on different keys touch
+// different cache lines; a gauge beside each of them would make every want
+// that starts or ends write one shared line, inside the shard locks. Stats
+// costs a read of two counters per shard, outside every lock, once per
+// operation, and only with metrics.
+//
+// Setting a gauge from a snapshot is correct only if the last snapshot set is
+// one taken after the last change: two operations that set their snapshots in
+// the other order would leave an old value for good. So the snapshots are
+// taken and set under mu, and an operation that finds mu held leaves its
+// change to the holder: it marks the gauges dirty before TryLock, and the
+// holder, after unlocking, starts over while they are dirty. (The mark
+// precedes the failed TryLock, which precedes the holder's unlock and its
+// look at the mark, so the holder sees it, or another refresh that cleared
+// it reads Stats after it.) Concurrent operations thus take one snapshot at a
+// time between them instead of one each; once they stop, the gauges equal
+// Stats.
+func (m *meters) refresh(n *Notifier) {
+	if m == nil {
+		return
+	}
+	m.dirty.Store(true)
+	for m.dirty.Load() && m.mu.TryLock() {
+		m.dirty.Store(false)
+		st := n.Stats()
+		m.subs.Set(float64(st.Subscriptions))
+		m.keys.Set(float64(st.Keys))
+		m.wants.Set(float64(st.Wants))
+		m.mu.Unlock()
+	}
+}

@@ -1,0 +1,219 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	metrics "github.com/ipfs/go-metrics-interface"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/promtest"
+)
+
+// kuboScope is the scope that kubo's bitswap client hands its parts: kubo's
+// root "ipfs", then bitswap.New's "bitswap".
+func kuboScope() context.Context {
+	return metrics.CtxSubScope(metrics.CtxScope(context.Background(), "ipfs"), "bitswap")
+}
+
+const promPrefix = "ipfs_bitswap_notifier_"
+
+// exposition returns the Prometheus text of a counter or gauge.
+func exposition(typ, name, help string, v float64) string {
+	return fmt.Sprintf("# HELP %s %s\n# TYPE %s %s\n%s %v\n", name, help, name, typ, name, v)
+}
+
+// histogram returns the family name from reg, failing if it is not a
+// histogram with help.
+func histogram(t *testing.T, reg *prometheus.Registry, name, help string) *dto.Histogram {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			require.Equal(t, dto.MetricType_HISTOGRAM, mf.GetType(), name)
+			require.Equal(t, help, mf.GetHelp(), name)
+			require.Len(t, mf.GetMetric(), 1, name)
+			return mf.GetMetric()[0].GetHistogram()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return nil
+}
+
+func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
+	reg := promtest.Registry(t)
+	bs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, bs, WithMetrics(kuboScope()), WithBufferSize(1), WithMaxPending(1))
+	ctx := context.Background()
+	b := mkBlocks("metrics", 8)
+	k := keysOf(b)
+
+	a, sb := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, a.Subscribe(ctx, k[0], k[1], k[2]))
+	require.NoError(t, sb.Subscribe(ctx, k[2], k[3]))
+	// A remote block wanted, one unsolicited, a HAVE: A gets one message.
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[0:1], Haves: k[1:2]}))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[7:8]}))
+	recv(t, a)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[5:6]})) // local: stored, wanted by nobody
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer2", Blocks: b[2:3]}))
+	recv(t, a)
+	recv(t, sb)
+	c := mustSub(t, n, 3)
+	require.NoError(t, c.Subscribe(ctx, k[5])) // found in the store: handed to c alone
+	recv(t, c)
+	a.Unsubscribe(k[1])
+	publishes, subscribes := 4, 3
+
+	// A subscription that never reads: past its buffer (1) and backlog (1)
+	// it is ended. When the drain goroutine takes the second message from the
+	// backlog varies, so publish until it is ended.
+	d := mustSub(t, n, 4)
+	require.NoError(t, d.Subscribe(ctx, k[6]))
+	subscribes++
+	for i := 0; d.Err() == nil; i++ {
+		require.Less(t, i, 10, "not ended as a slow consumer")
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: k[6:7]}))
+		publishes++
+	}
+	require.ErrorIs(t, d.Err(), ErrSlowConsumer)
+
+	bs.onPutMany = func([]blocks.Block) error { return errBoom }
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: b[4:5]}), errBoom)
+	publishes++
+	bs.onPutMany = nil
+	bs.onGet = func(cid.Cid) error { return errBoom }
+	require.ErrorIs(t, sb.Subscribe(ctx, k[4]), errBoom)
+	subscribes++
+	bs.onGet = nil
+
+	require.ElementsMatch(t, []cid.Cid{k[0], k[2], k[1], k[6]}, cancels.take())
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 1, Wants: 1}, n.Stats()) // sb wants k[3]
+
+	want := exposition("gauge", promPrefix+"subscriptions", "Live subscriptions of the notifier.", 3) +
+		exposition("gauge", promPrefix+"wanted_keys", "Distinct keys wanted by at least one subscription.", 1) +
+		exposition("gauge", promPrefix+"wants", "Wants: (subscription, key) pairs.", 1) +
+		exposition("counter", promPrefix+"blocks_stored_total", "Blocks stored in the blockstore by Publish.", 3) +
+		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription that receives one.", 4) +
+		exposition("counter", promPrefix+"blocks_unsolicited_total", "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them.", 1) +
+		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended, reported to the cancel function.", 4) +
+		exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1) +
+		exposition("counter", promPrefix+"blockstore_errors_total", "Blockstore errors returned by Publish (PutMany) and Subscribe (Get).", 2)
+	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
+		promPrefix+"subscriptions", promPrefix+"wanted_keys", promPrefix+"wants",
+		promPrefix+"blocks_stored_total", promPrefix+"blocks_delivered_total", promPrefix+"blocks_unsolicited_total",
+		promPrefix+"cancels_total", promPrefix+"slow_consumers_total", promPrefix+"blockstore_errors_total"))
+
+	for _, h := range []struct {
+		name, help string
+		count      int
+	}{
+		{"publish_seconds", "Time inside Publish, blockstore included, in seconds.", publishes},
+		{"publish_blockstore_seconds", "Time Publish spends in the blockstore's PutMany, in seconds.", 4}, // b0, b5, b2, the failed b4
+		{"subscribe_seconds", "Time inside Subscribe, blockstore included, in seconds.", subscribes},
+		{"subscribe_blockstore_seconds", "Time Subscribe spends checking the blockstore (Get), in seconds.", subscribes},
+	} {
+		got := histogram(t, reg, promPrefix+h.name, h.help)
+		require.EqualValues(t, h.count, got.GetSampleCount(), h.name)
+		require.Positive(t, got.GetSampleSum(), h.name)
+		bounds := make([]float64, 0, len(got.GetBucket()))
+		for _, bk := range got.GetBucket() {
+			bounds = append(bounds, bk.GetUpperBound())
+		}
+		require.Equal(t, durationBuckets, bounds, h.name)
+	}
+}
+
+// The gauges are set from snapshots; after concurrent operations stop they
+// must equal Stats, whatever order the snapshots were set in.
+func TestMetrics_GaugesEqualStatsAfterConcurrentOperations(t *testing.T) {
+	reg := promtest.Registry(t)
+	n := New(nil, WithMetrics(kuboScope()), WithShards(4)) // notify only: a Subscribe finds nothing stored
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	ctx := context.Background()
+	blks := mkBlocks("gauges", 64)
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 1))
+			for i := range 300 {
+				s, err := n.NewSubscriptionFunc(uint64(w*1000+i), nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				for range 4 {
+					b := blks[rng.IntN(len(blks))]
+					switch rng.IntN(3) {
+					case 0:
+						_ = s.Subscribe(ctx, b.Cid())
+					case 1:
+						_ = n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{b}})
+					default:
+						s.Unsubscribe(b.Cid())
+					}
+				}
+				if rng.IntN(2) == 0 {
+					s.Remove()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	st := n.Stats()
+	require.Positive(t, st.Wants)
+	gauge := func(name string) int {
+		return int(gaugeValue(t, reg, promPrefix+name))
+	}
+	require.Equal(t, st, Stats{Subscriptions: gauge("subscriptions"), Keys: gauge("wanted_keys"), Wants: gauge("wants")})
+
+	require.NoError(t, n.Close())
+	require.Equal(t, Stats{}, Stats{Subscriptions: gauge("subscriptions"), Keys: gauge("wanted_keys"), Wants: gauge("wants")})
+}
+
+// gaugeValue returns the value of the gauge name in reg.
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			require.Equal(t, dto.MetricType_GAUGE, mf.GetType(), name)
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	t.Fatalf("no metric %s", name)
+	return 0
+}
+
+func TestMetrics_NothingRegisteredWithoutTheOption(t *testing.T) {
+	reg := promtest.Registry(t)
+	n := New(memStore())
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	s := mustSub(t, n, 1)
+	b := mkBlocks("none", 1)[0]
+	require.NoError(t, s.Subscribe(context.Background(), b.Cid()))
+	require.NoError(t, n.Publish(context.Background(), ResponseMessage{From: "p", Blocks: []blocks.Block{b}}))
+	recv(t, s)
+	n.m.refresh(n) // a nil *meters is a no-op
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	require.Empty(t, mfs)
+	require.Nil(t, n.m)
+}
+
+func TestMetrics_WithMetricsPanicsOnNilContext(t *testing.T) {
+	require.PanicsWithValue(t, "notifier: WithMetrics(nil): want the context that carries the metrics scope", func() {
+		WithMetrics(nil) //nolint:staticcheck // the point of the test
+	})
+}

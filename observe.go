@@ -1,0 +1,208 @@
+package notifier
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	logging "github.com/ipfs/go-log/v2"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// This file holds what Publish and Subscribe report to the operator: the
+// metrics of metrics.go, the log lines, and events on the caller's span. The
+// operations call these hooks at fixed points; each hook costs one check when
+// there is neither a metric nor a recording span to feed.
+
+// log is the logger of the package, "bitswap/notifier" beside boxo's
+// "bitswap/client". It logs only what an operator must see, at error level,
+// which go-log shows by default: a subscription ended as a slow consumer and
+// a blockstore error, each of which fails a request. At debug level it also
+// logs one line per Publish and Subscribe.
+var log = logging.Logger("bitswap/notifier")
+
+// probe observes one Publish or Subscribe. It lives in the op; its zero value
+// observes nothing but the blockstore's error, which is always logged.
+type probe struct {
+	m     *meters    // nil: no metrics
+	span  trace.Span // nil unless the caller's span is recording
+	debug bool       // the logger is at debug level
+	start time.Time  // when the operation began, if on
+
+	inStore     time.Duration // time in the blockstore's calls
+	calledStore bool          // the blockstore was called
+	stored      int           // blocks PutMany stored
+	handed      int           // blocks Subscribe handed to its own subscription in want, outside o.targets
+	unsolicited int           // remote blocks that collect refused
+	err         error         // the blockstore's error, unwrapped
+}
+
+// begin starts p for an operation of n under ctx. Without metrics, a
+// recording span or debug logging, this is all that the operation pays.
+func (p *probe) begin(n *Notifier, ctx context.Context) {
+	span := trace.SpanFromContext(ctx)
+	recording := span.IsRecording()
+	debug := log.LevelEnabled(logging.LevelDebug) // guards the debug line, as boxo's client does
+	if n.m == nil && !recording && !debug {
+		return
+	}
+	p.m, p.debug = n.m, debug
+	if recording {
+		p.span = span
+	}
+	p.start = time.Now()
+}
+
+func (p *probe) on() bool { return p.m != nil || p.span != nil || p.debug }
+
+// clock returns the time before a blockstore call, the zero time if p is off.
+func (p *probe) clock() time.Time {
+	if !p.on() {
+		return time.Time{}
+	}
+	return time.Now()
+}
+
+// storeDone records a blockstore call that began at t (clock) and stored
+// stored blocks, or failed with err. It takes no lock and does no I/O: the
+// caller may hold shard locks.
+func (p *probe) storeDone(t time.Time, stored int, err error) {
+	if err != nil {
+		p.err = err
+	}
+	if !p.on() {
+		return
+	}
+	p.calledStore = true
+	p.inStore += time.Since(t)
+	if err == nil {
+		p.stored += stored
+	}
+}
+
+// handedOwn records blocks that Subscribe found and handed to its own
+// subscription directly (Subscription.want).
+func (p *probe) handedOwn(blocks int) { p.handed += blocks }
+
+// collected counts the remote blocks of msg that collect refused: nobody
+// wants their key, in either map. The caller holds the shard locks of msg's
+// keys, as collect does, so the index is as collect saw it.
+func (p *probe) collected(n *Notifier, o *op, msg *ResponseMessage) {
+	if !p.on() || msg.From == "" || len(o.store) == len(msg.Blocks) {
+		return
+	}
+	for i, b := range msg.Blocks {
+		idx := &n.shards[o.keyShards[i]].idx
+		if k := b.Cid(); !idx.wanted(k) {
+			p.unsolicited++
+		}
+	}
+}
+
+// Operation names, for the log and the span events.
+const (
+	opPublish   = "Publish"
+	opSubscribe = "Subscribe"
+)
+
+// done ends p once the operation name has returned, holding no lock: it logs
+// a blockstore error, feeds the metrics and adds the operation's event to the
+// span. o still holds what the operation delivered.
+func (p *probe) done(name string, o *op) {
+	if p.err != nil && !isCancel(p.err) {
+		log.Errorw("blockstore error", "op", name, "keys", len(o.resKeys), "err", p.err)
+		if p.m != nil {
+			p.m.bsErrors.Inc()
+		}
+	}
+	if !p.on() {
+		return
+	}
+	took := time.Since(p.start)
+	delivered := p.handed
+	for i := range o.targets {
+		delivered += o.targets[i].nb
+	}
+	if p.m != nil {
+		p.record(name, took, delivered)
+	}
+	if p.debug {
+		log.Debugw(name, "keys", len(o.resKeys), "stored", p.stored, "delivered", delivered,
+			"unsolicited", p.unsolicited, "cancels", len(o.cancels), "took", took, "blockstore", p.inStore)
+	}
+	if p.span != nil {
+		attrs := []attribute.KeyValue{
+			attribute.Int("delivered", delivered),
+			attribute.Int64("duration_ns", took.Nanoseconds()),
+			attribute.Int64("blockstore_ns", p.inStore.Nanoseconds()),
+		}
+		if name == opPublish {
+			attrs = append(attrs, attribute.Int("stored", p.stored), attribute.Int("unsolicited", p.unsolicited))
+		}
+		if p.err != nil {
+			attrs = append(attrs, attribute.String("error", p.err.Error()))
+		}
+		p.span.AddEvent("notifier."+name, trace.WithAttributes(attrs...))
+	}
+}
+
+// record feeds the metrics of one operation.
+func (p *probe) record(name string, took time.Duration, delivered int) {
+	m := p.m
+	total, inStore := m.subscribe, m.subscribeBS
+	if name == opPublish {
+		total, inStore = m.publish, m.publishBS
+		if p.stored > 0 {
+			m.stored.Add(float64(p.stored))
+		}
+		if p.unsolicited > 0 {
+			m.unsolicited.Add(float64(p.unsolicited))
+		}
+	}
+	total.Observe(took.Seconds())
+	if p.calledStore {
+		inStore.Observe(p.inStore.Seconds())
+	}
+	if delivered > 0 {
+		m.delivered.Add(float64(delivered))
+	}
+}
+
+func isCancel(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// finished runs at the end of finish, which every operation that changes the
+// index ends with, holding no lock: it reports the subscriptions that o ended
+// as slow consumers, counts the keys o reported to the cancel function, and
+// refreshes the gauges.
+func (n *Notifier) finished(o *op) {
+	for _, s := range o.ended {
+		n.endedSlow(o, s)
+	}
+	if m := n.m; m != nil {
+		if len(o.cancels) > 0 {
+			m.cancels.Add(float64(len(o.cancels)))
+		}
+		m.refresh(n)
+	}
+}
+
+// endedSlow reports s if o's end of it as a slow consumer took effect (a
+// concurrent Remove or Close may have ended it first). Its backlog was full:
+// WithMaxPending messages, besides its channel's buffer.
+func (n *Notifier) endedSlow(o *op, s *Subscription) {
+	if s.Err() != ErrSlowConsumer { // stop stores the sentinel itself
+		return
+	}
+	log.Errorw("subscription ended as a slow consumer", "subscription", s.id, "backlog", n.cfg.maxPending, "buffer", cap(s.out))
+	if n.m != nil {
+		n.m.slow.Inc()
+	}
+	if o.probe.span != nil {
+		o.probe.span.AddEvent("notifier.SlowConsumer", trace.WithAttributes(
+			attribute.Int64("subscription", int64(s.id)),
+			attribute.Int("backlog", n.cfg.maxPending)))
+	}
+}
