@@ -186,3 +186,49 @@ func waitWaiting(t *testing.T, n *Notifier, want int64) {
 		runtime.Gosched()
 	}
 }
+
+// panicStore panics in Get and PutMany of one key.
+type panicStore struct {
+	Blockstore
+	key cid.Cid
+}
+
+func (p *panicStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if c == p.key {
+		panic("blockstore: Get " + c.String())
+	}
+	return p.Blockstore.Get(ctx, c)
+}
+
+func (p *panicStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for _, b := range blks {
+		if b.Cid() == p.key {
+			panic("blockstore: PutMany " + b.Cid().String())
+		}
+	}
+	return p.Blockstore.PutMany(ctx, blks)
+}
+
+// A blockstore call that panics leaves no reservation behind: the panic goes
+// on to the caller, and later operations on the key, and Close, do not wait
+// for ever.
+func TestIO_PanickingStoreLeavesNoReservation(t *testing.T) {
+	b := mkBlocks("panic", 1)[0]
+	k := b.Cid()
+	ps := &panicStore{Blockstore: memStore(), key: k}
+	n := New(ps, WithShards(1))
+	s := mustSub(t, n, 1)
+	require.PanicsWithValue(t, "blockstore: Get "+k.String(), func() { _ = s.Subscribe(ctx, k) })
+	require.False(t, n.isReserved(k))
+	require.PanicsWithValue(t, "blockstore: PutMany "+k.String(), func() {
+		_ = n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}})
+	})
+	require.False(t, n.isReserved(k))
+	ps.key = cid.Undef // the store works again
+	require.NoError(t, s.Subscribe(ctx, k), "the key is free")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}))
+	require.Equal(t, []blocks.Block{b}, recv(t, s).Blocks)
+	closed := make(chan struct{})
+	go func() { defer close(closed); require.NoError(t, n.Close()) }()
+	done(t, closed, "Close after a panicking blockstore")
+}

@@ -337,18 +337,40 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 // deleting one of its blocks in between would tell them apart.) On error it
 // returns with no lock held and nothing changed.
 func (n *Notifier) store(ctx context.Context, o *op, msg *ResponseMessage) error {
-	n.reserve(o)
-	n.unlock(o.locks)
-	t := o.probe.clock() // observe.go hook
-	err := n.bs.PutMany(ctx, o.store)
-	o.probe.storeDone(t, len(o.store), err) // observe.go hook
-	n.lock(o.locks)
-	n.unreserve(o)
+	err := n.unlocked(o, func() error {
+		t := o.probe.clock() // observe.go hook
+		err := n.bs.PutMany(ctx, o.store)
+		o.probe.storeDone(t, len(o.store), err) // observe.go hook
+		return err
+	})
 	if err != nil {
 		n.unlock(o.locks)
 		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), msg.From, err)
 	}
 	return nil
+}
+
+// unlocked runs io, a blockstore call, with o's keys reserved and no lock of
+// the Notifier held, and returns holding o's shard locks again, the
+// reservations released. If io panics, the reservations are released, and no
+// lock kept, before the panic goes on: else the operations on those keys, and
+// Close, would wait for ever.
+func (n *Notifier) unlocked(o *op, io func() error) error {
+	n.reserve(o)
+	n.unlock(o.locks)
+	returned := false
+	defer func() {
+		if !returned { // io panicked
+			n.lock(o.locks)
+			n.unreserve(o)
+			n.unlock(o.locks)
+		}
+	}()
+	err := io()
+	returned = true
+	n.lock(o.locks)
+	n.unreserve(o)
+	return err
 }
 
 // lockFree takes o's shard locks at a moment when no other operation holds a

@@ -218,14 +218,12 @@ func (s *Subscription) check(ctx context.Context, o *op) error {
 	if n.bs == nil || s.keeps || len(o.hits) == 0 { // an interest subscription has nobody to hand a found block to
 		return nil
 	}
-	n.reserve(o)
-	n.unlock(o.locks)
-	t := o.probe.clock() // observe.go hook
-	err := s.get(ctx, o)
-	o.probe.storeDone(t, 0, err) // observe.go hook
-	n.lock(o.locks)
-	n.unreserve(o)
-	return err
+	return n.unlocked(o, func() error {
+		t := o.probe.clock() // observe.go hook
+		err := s.get(ctx, o)
+		o.probe.storeDone(t, 0, err) // observe.go hook
+		return err
+	})
 }
 
 // get fills in the blocks of the candidates that the blockstore has.
