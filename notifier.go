@@ -293,7 +293,9 @@ func (n *Notifier) forget(s *Subscription) {
 // operations on other keys, in any shard, do not. It blocks only for the
 // blockstore, for operations holding the same shard locks or reservations on
 // its keys (ctx ends that wait), and, when it ends a subscription past
-// WithMaxPending, as Remove does. It returns ErrClosed after Close.
+// WithMaxPending, as Remove does. It returns ErrClosed after Close; bad input
+// is refused first, with ErrNilBlock or ErrInvalidCid, closed or not, so that
+// a caller's bug does not hide behind a shutdown.
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	if err := msg.validate(); err != nil {
 		return err
@@ -588,7 +590,7 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 		idx := &n.shards[sh].idx
 		e := idx.lookup(k)
 		if e == nil || !e.visit(o.id, kindBlock) {
-			if e == nil && n.storeUnrouted(idx, k, o.id, msg.From) {
+			if e == nil && n.storeUnrouted(idx, k, o, msg.From) {
 				o.store = append(o.store, b)
 			}
 			continue
@@ -612,12 +614,13 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 
 // storeUnrouted reports whether a block for k that no subscription will be
 // handed must be stored all the same: it is local, or an interest
-// subscription wants k (the first time op sees it).
-func (n *Notifier) storeUnrouted(idx *shardIndex, k cid.Cid, op uint64, from string) bool {
+// subscription wants k; and o has not decided to store it already, as for a
+// key repeated in one message.
+func (n *Notifier) storeUnrouted(idx *shardIndex, k cid.Cid, o *op, from string) bool {
 	if h := idx.held[k]; h != nil {
-		return h.visit(op, kindBlock)
+		return h.visit(o.id, kindBlock)
 	}
-	return from == ""
+	return from == "" && !o.storing(k)
 }
 
 // deliver hands every hit to the subscriptions that want its key and ends the

@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 
@@ -369,4 +370,35 @@ func TestNotifyOnly(t *testing.T) {
 	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: mkBlocks("local", 1)}))
 	require.Equal(t, sorted(keysOf(b)...), cancels.take())
 	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// A local block that nobody wants, repeated in one message, is stored once:
+// PutMany gets each block once, in short messages and in long ones.
+func TestPublish_RepeatedLocalBlockStoredOnce(t *testing.T) {
+	for _, n := range []int{1, 40} {
+		b := mkBlocks(fmt.Sprintf("repeat-%d", n), n)
+		hs := &hookStore{Blockstore: memStore()}
+		var put []cid.Cid
+		hs.onPutMany = func(blks []blocks.Block) error {
+			put = append(put, keysOf(blks)...)
+			return nil
+		}
+		nt, _ := newWithCancels(t, hs)
+		msg := append(append(slices.Clone(b), b...), b[0])
+		require.NoError(t, nt.Publish(ctx, ResponseMessage{Blocks: msg}))
+		require.Equal(t, sorted(keysOf(b)...), sorted(put...), "each block once (%d blocks)", n)
+	}
+}
+
+// After Close, bad input is still refused as bad input: validation comes
+// before the closed check, as the docs of Publish and Subscribe say.
+func TestClose_BadInputStillGetsItsError(t *testing.T) {
+	n := New(memStore())
+	s := mustSub(t, n, 1)
+	require.NoError(t, n.Close())
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{nil}}), ErrNilBlock)
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Haves: []cid.Cid{cid.Undef}}), ErrInvalidCid)
+	require.ErrorIs(t, s.Subscribe(ctx, cid.Undef), ErrInvalidCid)
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: mkBlocks("closed", 1)}), ErrClosed)
+	require.ErrorIs(t, s.Subscribe(ctx, mkBlocks("closed", 1)[0].Cid()), ErrClosed)
 }

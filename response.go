@@ -202,6 +202,31 @@ func (o *op) repeated(k cid.Cid) bool {
 	return false
 }
 
+// storing reports whether a Publish has already put k in o.store, and if not
+// counts it as put there: the caller appends it. Short lists scan; long ones
+// switch to o.seen, which a Publish does not otherwise use.
+func (o *op) storing(k cid.Cid) bool {
+	const scan = 16
+	if len(o.store) < scan {
+		for _, b := range o.store {
+			if b.Cid() == k {
+				return true
+			}
+		}
+		return false
+	}
+	if len(o.seen) == 0 {
+		for _, b := range o.store {
+			o.seen[b.Cid()] = struct{}{}
+		}
+	}
+	if _, ok := o.seen[k]; ok {
+		return true
+	}
+	o.seen[k] = struct{}{}
+	return false
+}
+
 // subsOf returns the subscriptions that want h's key.
 func (o *op) subsOf(h *hit) []*Subscription {
 	if h.e == nil {

@@ -111,6 +111,7 @@ func (s *Subscription) endedErr() error {
 // blocks only for the blockstore and for operations holding the same shard
 // locks or reservations on its keys (ctx ends that wait). After Close or
 // Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer.
+// An undefined key is refused with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
 		return err
