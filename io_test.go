@@ -158,6 +158,11 @@ func TestIO_OperationsOnAStalledKeyWait(t *testing.T) {
 	}()
 	waitWaiting(t, n, 4)
 	require.Empty(t, results, "operations on the stalled key must wait")
+	// The read calls do not wait: they answer from the wants as they were
+	// before the stalled Publish (doc.go).
+	require.True(t, n.Wanted(k))
+	require.True(t, early.Wants(k))
+	require.False(t, n.Interested(k))
 
 	release()
 	require.NoError(t, <-published)
