@@ -15,18 +15,18 @@ import (
 // Invariant: subs is never empty while the interest is in an index and holds
 // each subscription at most once; s is in subs exactly when s.keys maps the
 // key to this interest. When a block ends every want of the key, the interest
-// leaves the index and is marked dropped, for good: the subscribers' entries
+// leaves the index and is marked ended, for good: the subscribers' entries
 // in their keys maps then go stale in place instead of being deleted one by
 // one on the delivery path (see Subscription.keys). An interest in the held
-// map (interest subscriptions) never leaves it by delivery, so it is never
-// dropped.
+// map (interest subscriptions) never leaves it by delivery, so it never
+// ends that way.
 type interest struct {
 	subs  []*Subscription
 	first [1]*Subscription // backs subs while one subscription wants the key, the common case
 
-	// dropped is set, under the shard lock, when the interest leaves the index
+	// ended is set, under the shard lock, when the interest leaves the index
 	// by delivery; it is never cleared, so it may be read without the lock.
-	dropped atomic.Bool
+	ended atomic.Bool
 
 	// seenOp and seenKinds deduplicate keys that repeat within one message.
 	seenOp    uint64
@@ -56,8 +56,8 @@ type shardIndex struct {
 
 	// res holds the keys that an operation has reserved while it calls the
 	// blockstore with no lock held: the done channel of that operation, closed
-	// once it has committed. An operation that would read or change the wants
-	// of a reserved key waits for it instead (Notifier.lockFree), so the key
+	// once it has committed. An operation that would change the wants of a
+	// reserved key waits for it instead (Notifier.lockFree), so the key
 	// looks the same to the reserving operation before and after its I/O.
 	res map[cid.Cid]chan struct{}
 
@@ -113,10 +113,10 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 	return e
 }
 
-// remove ends s's want of k. It reports whether s wanted k, whether that was
+// endWant ends s's want of k. It reports whether s wanted k, whether that was
 // the last want of k by a subscription of s's kind (kindLast), and whether it
 // was the last want of k at all, in which case k has left the index.
-func (x *shardIndex) remove(k cid.Cid, s *Subscription) (found, kindLast, last bool) {
+func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last bool) {
 	t := x.table(s)
 	e := t[k]
 	if e == nil {
@@ -142,15 +142,15 @@ func (x *shardIndex) remove(k cid.Cid, s *Subscription) (found, kindLast, last b
 	return true, true, true
 }
 
-// drop ends every want of k that ends at delivery: its block has been
+// endDelivered ends every want of k that ends at delivery: its block has been
 // delivered to all of them. It reports whether that was the last want of k,
 // that is whether no interest subscription holds k. The subscribers' entries
 // go stale; the interest lets go of them so that a stale entry keeps no other
 // subscription alive.
-func (x *shardIndex) drop(k cid.Cid, e *interest) (last bool) {
+func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	delete(x.wants, k)
 	x.pairs.Add(-int64(len(e.subs)))
-	e.dropped.Store(true)
+	e.ended.Store(true)
 	e.first[0] = nil
 	e.subs = nil
 	if x.held[k] != nil {

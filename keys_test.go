@@ -43,7 +43,7 @@ func TestSubscribe_RepeatedKeysCountOnce(t *testing.T) {
 
 // A delivered block ends the want of every subscriber without touching their
 // keys maps; the stale entries are treated as absent: the key can be wanted
-// again, Remove reports no cancel for it, and the dropped interest holds no
+// again, Remove reports no cancel for it, and the ended interest holds no
 // subscription.
 func TestDeliveredWant_IsGoneEverywhere(t *testing.T) {
 	bs := memStore()
@@ -62,9 +62,9 @@ func TestDeliveredWant_IsGoneEverywhere(t *testing.T) {
 	e := s.keys[b[0].Cid()]
 	s.mu.Unlock()
 	require.NotNil(t, e, "the entry stays, stale")
-	require.True(t, e.dropped.Load())
-	require.Nil(t, e.subs, "a dropped interest lets go of its subscribers")
-	require.Nil(t, e.first[0], "a dropped interest lets go of its subscribers")
+	require.True(t, e.ended.Load())
+	require.Nil(t, e.subs, "an ended interest lets go of its subscribers")
+	require.Nil(t, e.first[0], "an ended interest lets go of its subscribers")
 
 	// Wanted again: a new want, not the stale one. The block is stored now,
 	// so the Subscribe delivers it at once.

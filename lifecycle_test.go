@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -358,6 +359,61 @@ func TestRemove_ClosesMessagesBeforeReturning(t *testing.T) {
 		default:
 			t.Fatalf("round %d: Messages() still open after Remove returned", i)
 		}
+	}
+}
+
+// Every Remove returns with Messages() closed, not only the one that closed
+// the subscription: a second Remove running while the first waits for the
+// drain goroutine, or a Remove racing the close of a slow consumer, used to
+// return at once, with out still open until drain got round to closing it.
+// (Review finding of issue 10.) draining is true exactly until drain closes
+// out, under s.mu, so it says whether out is closed without reading from it,
+// which would free drain and hide the race.
+func TestRemove_ConcurrentCallsAllReturnWithMessagesClosed(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  []Option
+		other func(n *Notifier, s *Subscription, k cid.Cid) (removed bool)
+	}{
+		{"two Removes", nil, func(_ *Notifier, s *Subscription, _ cid.Cid) bool { s.Remove(); return true }},
+		{"Remove and slow-consumer end", []Option{WithMaxPending(1)}, func(n *Notifier, _ *Subscription, k cid.Cid) bool {
+			_ = n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k}}) // past WithMaxPending: closes s
+			return false
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, _ := newWithCancels(t, nil, append([]Option{WithBufferSize(0)}, tc.opts...)...)
+			k := mkBlocks("closed-on-every-return", 1)[0].Cid()
+			var open atomic.Int64
+			for i := range 400 {
+				s := mustSub(t, n, uint64(i))
+				require.NoError(t, s.Subscribe(ctx, k))
+				seqHave(t, n, k, 0) // drain holds it, blocked on out
+				seqHave(t, n, k, 1) // in the backlog
+				var wg sync.WaitGroup
+				start := make(chan struct{})
+				returned := func() {
+					s.mu.Lock()
+					if s.draining {
+						open.Add(1)
+					}
+					s.mu.Unlock()
+				}
+				wg.Add(2)
+				go func() { defer wg.Done(); <-start; s.Remove(); returned() }()
+				go func() {
+					defer wg.Done()
+					<-start
+					if tc.other(n, s, k) {
+						returned()
+					}
+				}()
+				close(start)
+				wg.Wait()
+				waitClosed(t, s)
+			}
+			require.Zero(t, open.Load(), "rounds of 400 in which Remove returned with Messages() still open")
+		})
 	}
 }
 

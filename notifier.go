@@ -13,8 +13,6 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
-
-	"github.com/bitswapsync/notifier/internal/shardset"
 )
 
 // Sentinel errors. Errors returned by this package wrap them; test with errors.Is.
@@ -139,15 +137,6 @@ type Notifier struct {
 	live     atomic.Int64               // len(sessions) + len(requests), for Stats
 }
 
-// shard is one lock and the part of the index it guards.
-type shard struct {
-	// mu guards idx. Lock order: shards in ascending index, then
-	// Subscription.mu of one subscription, or of several in ascending seq.
-	mu  sync.Mutex
-	idx shardIndex
-	_   [40]byte // keep neighbouring shards' locks off one cache line
-}
-
 // New returns a Notifier that stores received blocks in bs and checks bs when
 // a key is subscribed. With bs == nil it only notifies: nothing is stored and
 // Subscribe checks nothing. New panics on invalid options.
@@ -256,8 +245,8 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 	return s, nil
 }
 
-// forget unregisters s so that its session ID can be reused.
-func (n *Notifier) forget(s *Subscription) {
+// unregister lets s go from the registry so that its session ID can be reused.
+func (n *Notifier) unregister(s *Subscription) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	if s.anon {
@@ -292,7 +281,7 @@ func (n *Notifier) forget(s *Subscription) {
 // operations that would change the wants of those keys wait for it, and
 // operations on other keys, in any shard, do not. It blocks only for the
 // blockstore, for operations holding the same shard locks or reservations on
-// its keys (ctx ends that wait), and, when it ends a subscription past
+// its keys (ctx ends that wait), and, when it closes a subscription past
 // WithMaxPending, as Remove does. It returns ErrClosed after Close; bad input
 // is refused first, with ErrNilBlock or ErrInvalidCid, closed or not, so that
 // a caller's bug does not hide behind a shutdown.
@@ -313,139 +302,37 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	defer n.putOp(o)
 	o.probe.begin(n, ctx)            // observe.go hook
 	defer o.probe.done(opPublish, o) // observe.go hook
+	o.msg, o.from = &msg, msg.From
 	n.shardKeys(o, &msg)
-	if err := n.lockFree(ctx, o, true); err != nil {
-		return err
-	}
-	n.collect(o, &msg)
-	o.probe.collected(n, o, &msg) // observe.go hook
-	if n.bs != nil && len(o.store) > 0 {
-		if err := n.store(ctx, o, &msg); err != nil {
-			return err
-		}
-	}
-	n.deliver(o, msg.From)
-	n.finish(o)
+	return n.run(ctx, o, &publishSteps)
+}
+
+// publishSteps: Publish plans under the locks which keys are wanted and which
+// blocks to store, and stores them with every key of the message reserved.
+// The reservations keep every other operation that would change the wants of
+// those keys out until the commit, so what the plan decided still holds and
+// the Publish takes effect at one instant, the PutMany's, for those keys and
+// the blockstore alike. (The HAVEs and DONT_HAVEs are reserved too:
+// collecting them again after the PutMany would split the Publish in two
+// instants, and a garbage collection deleting one of its blocks in between
+// would tell them apart.) Its commit is the hand-over alone.
+var publishSteps = steps{acquire: acquireOpen, plan: planPublish, io: storeBlocks}
+
+func planPublish(n *Notifier, o *op) error {
+	n.collect(o, o.msg)
+	o.probe.collected(n, o, o.msg) // observe.go hook
+	o.io = n.bs != nil && len(o.store) > 0
 	return nil
 }
 
-// store puts o.store in the blockstore with no lock held and every key of the
-// message reserved, and takes o's shard locks again. The reservations keep
-// every other operation that would change the wants of those keys out until
-// then, so what collect decided still holds and the Publish takes effect at
-// one instant, the PutMany's, for those keys and the blockstore alike. (The
-// HAVEs and DONT_HAVEs are reserved too: collecting them again after the
-// PutMany would split the Publish in two instants, and a garbage collection
-// deleting one of its blocks in between would tell them apart.) On error it
-// returns with no lock held and nothing changed.
-func (n *Notifier) store(ctx context.Context, o *op, msg *ResponseMessage) error {
-	err := n.unlocked(o, func() error {
-		t := o.probe.clock() // observe.go hook
-		err := n.bs.PutMany(ctx, o.store)
-		o.probe.storeDone(t, len(o.store), err) // observe.go hook
-		return err
-	})
+func storeBlocks(ctx context.Context, n *Notifier, o *op) error {
+	t := o.probe.clock() // observe.go hook
+	err := n.bs.PutMany(ctx, o.store)
+	o.probe.storeDone(t, len(o.store), err) // observe.go hook
 	if err != nil {
-		n.unlock(o.locks)
-		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), msg.From, err)
+		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), o.msg.From, err)
 	}
 	return nil
-}
-
-// unlocked runs io, a blockstore call, with o's keys reserved and no lock of
-// the Notifier held, and returns holding o's shard locks again, the
-// reservations released. If io panics, the reservations are released, and no
-// lock kept, before the panic goes on: else the operations on those keys, and
-// Close, would wait for ever.
-func (n *Notifier) unlocked(o *op, io func() error) error {
-	n.reserve(o)
-	n.unlock(o.locks)
-	returned := false
-	defer func() {
-		if !returned { // io panicked
-			n.lock(o.locks)
-			n.unreserve(o)
-			n.unlock(o.locks)
-		}
-	}()
-	err := io()
-	returned = true
-	n.lock(o.locks)
-	n.unreserve(o)
-	return err
-}
-
-// lockFree takes o's shard locks at a moment when no other operation holds a
-// reservation on o.resKeys: it waits for such an operation, holding no lock,
-// and tries again. With refuseClosed it returns ErrClosed, holding no lock,
-// once the Notifier is closed. While it waits, ctx may end the wait.
-//
-// Waiting with no lock held is what keeps this free of deadlock: an operation
-// that holds reservations waits only for the blockstore and for shard locks,
-// which nobody holds while waiting.
-func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error {
-	for {
-		n.lock(o.locks)
-		if refuseClosed && n.closed.Load() {
-			n.unlock(o.locks)
-			return ErrClosed
-		}
-		busy := n.reserved(o)
-		if busy == nil {
-			return nil
-		}
-		n.unlock(o.locks)
-		if err := n.await(ctx, busy); err != nil {
-			return err
-		}
-	}
-}
-
-// await waits, holding no lock, until busy is closed or ctx is done.
-func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
-	n.waiting.Add(1)
-	defer n.waiting.Add(-1)
-	select {
-	case <-busy:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("notifier: wait for an operation on the same keys: %w", ctx.Err())
-	}
-}
-
-// reserved returns the done channel of another operation that reserved one
-// of o.resKeys, or nil. The caller holds their shard locks.
-func (n *Notifier) reserved(o *op) chan struct{} {
-	for i, k := range o.resKeys {
-		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o.done {
-			return r
-		}
-	}
-	return nil
-}
-
-// reserve reserves o.resKeys for o. The caller holds their shard locks and
-// has checked, under them, that the Notifier is not closed.
-func (n *Notifier) reserve(o *op) {
-	o.done = make(chan struct{})
-	for i, k := range o.resKeys {
-		n.shards[o.keyShards[i]].idx.res[k] = o.done
-	}
-	n.inflight.Add(1)
-}
-
-// unreserve releases o's reservations and wakes the operations waiting for
-// them, which then wait for the shard locks that the caller holds.
-func (n *Notifier) unreserve(o *op) {
-	for i, k := range o.resKeys {
-		idx := &n.shards[o.keyShards[i]].idx
-		if idx.res[k] == o.done {
-			delete(idx.res, k)
-		}
-	}
-	close(o.done)
-	o.done = nil
-	n.inflight.Done()
 }
 
 // Stats is a snapshot of the index's gauges.
@@ -487,14 +374,9 @@ func (n *Notifier) close() {
 	subs := slices.AppendSeq(slices.Collect(maps.Values(n.sessions)), maps.Keys(n.requests))
 	n.mu.Unlock()
 	for _, s := range subs {
-		s.end(ErrClosed, false)
+		s.close(ErrClosed, false)
 	}
-	// Barrier: an operation that locked a shard before closed was set finishes
-	// before this loop passes that shard; one that locks later sees closed.
-	for i := range n.shards {
-		n.shards[i].mu.Lock()
-		n.shards[i].mu.Unlock() //nolint:staticcheck // empty critical section is the point
-	}
+	n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
 	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they reserved under one, before the barrier
 	n.drainers.Wait()
 }
@@ -503,26 +385,20 @@ func (n *Notifier) close() {
 // shard lock, so it waits for operations on that shard (and for a cancel
 // function running there); it is safe for concurrent use. An undefined k is
 // wanted by nobody.
-func (n *Notifier) Wanted(k cid.Cid) bool {
-	if !k.Defined() {
-		return false
+func (n *Notifier) Wanted(k cid.Cid) (wanted bool) {
+	if k.Defined() {
+		n.read(k, func(idx *shardIndex) { wanted = idx.wanted(k) })
 	}
-	sh := &n.shards[n.shardOf(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.idx.wanted(k)
+	return wanted
 }
 
 // Interested reports whether an interest subscription (NewInterest) wants k.
 // It locks as Wanted does.
-func (n *Notifier) Interested(k cid.Cid) bool {
-	if !k.Defined() {
-		return false
+func (n *Notifier) Interested(k cid.Cid) (held bool) {
+	if k.Defined() {
+		n.read(k, func(idx *shardIndex) { held = idx.held[k] != nil })
 	}
-	sh := &n.shards[n.shardOf(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	return sh.idx.held[k] != nil
+	return held
 }
 
 // AppendInterested appends to ids the session IDs of the interest
@@ -532,32 +408,14 @@ func (n *Notifier) AppendInterested(ids []uint64, k cid.Cid) []uint64 {
 	if !k.Defined() {
 		return ids
 	}
-	sh := &n.shards[n.shardOf(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	if e := sh.idx.held[k]; e != nil {
-		for _, s := range e.subs {
-			ids = append(ids, s.id)
+	n.read(k, func(idx *shardIndex) {
+		if e := idx.held[k]; e != nil {
+			for _, s := range e.subs {
+				ids = append(ids, s.id)
+			}
 		}
-	}
+	})
 	return ids
-}
-
-func (n *Notifier) shardOf(k cid.Cid) int32 {
-	return int32(maphash.String(n.seed, k.KeyString()) & n.mask)
-}
-
-// lock takes the shard locks in set, in ascending order.
-func (n *Notifier) lock(set shardset.Set) {
-	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
-		n.shards[i].mu.Lock()
-	}
-}
-
-func (n *Notifier) unlock(set shardset.Set) {
-	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
-		n.shards[i].mu.Unlock()
-	}
 }
 
 // shardKeys records every key of msg in o.resKeys, its shard in o.keyShards,
@@ -621,58 +479,4 @@ func (n *Notifier) storeUnrouted(idx *shardIndex, k cid.Cid, o *op, from string)
 		return h.visit(o.id, kindBlock)
 	}
 	return from == "" && !o.storing(k)
-}
-
-// deliver hands every hit to the subscriptions that want its key and ends the
-// wants that the hit blocks satisfy. The caller holds the locks of every
-// hit's shard.
-func (n *Notifier) deliver(o *op, from string) {
-	if len(o.hits) == 0 {
-		return
-	}
-	o.plan()
-	o.fill(from)
-	for i := range o.hits {
-		h := &o.hits[i]
-		if h.kind != kindBlock || h.e == nil {
-			continue
-		}
-		// Every want in the index had its WANT sent: a Subscribe that finds
-		// a block nobody else wants delivers it without indexing it.
-		if n.shards[h.shard].idx.drop(h.key, h.e) {
-			o.cancels = append(o.cancels, h.key)
-			o.keep.Add(int(h.shard))
-		}
-	}
-	o.lockTargets()
-}
-
-// finish releases o's shard locks except those of the keys to cancel (keep),
-// hands the channel subscriptions their messages and releases the target
-// subscriptions (handOut), calls the cancel function with o.cancels while the
-// keep shards are still held (see WithCancelFunc), and releases them. Then it
-// ends the subscriptions that o found past WithMaxPending: that needs the
-// shards of all their keys, which o could not take in order.
-//
-// The order is forced. The targets must be locked before the first shard is
-// released, or a later operation on that shard could reach a shared
-// subscription first. The cancel function must run under the keep shards but
-// not under the targets' locks, or an operation on an unrelated shard that
-// delivers to one of them would wait for it. So the hand-over runs under the
-// keep shards only.
-func (n *Notifier) finish(o *op) {
-	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
-		if !o.keep.Has(i) {
-			n.shards[i].mu.Unlock()
-		}
-	}
-	o.handOut()
-	if len(o.cancels) > 0 && n.cfg.cancel != nil {
-		n.cfg.cancel(slices.Clone(o.cancels))
-	}
-	n.unlock(o.keep)
-	for _, s := range o.ended {
-		s.end(ErrSlowConsumer, false)
-	}
-	n.finished(o) // observe.go hook: metrics, slow-consumer log
 }

@@ -173,13 +173,13 @@ func isCancel(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
-// finished runs at the end of finish, which every operation that changes the
+// handedOver runs at the end of handOver, which every operation that changes the
 // index ends with, holding no lock: it reports the subscriptions that o ended
 // as slow consumers, counts the keys o reported to the cancel function, and
 // refreshes the gauges.
-func (n *Notifier) finished(o *op) {
-	for _, s := range o.ended {
-		n.endedSlow(o, s)
+func (n *Notifier) handedOver(o *op) {
+	for _, s := range o.slow {
+		n.closedSlow(o, s)
 	}
 	if m := n.m; m != nil {
 		if len(o.cancels) > 0 {
@@ -189,11 +189,11 @@ func (n *Notifier) finished(o *op) {
 	}
 }
 
-// endedSlow reports s if o's end of it as a slow consumer took effect (a
+// closedSlow reports s if o's end of it as a slow consumer took effect (a
 // concurrent Remove or Close may have ended it first). Its backlog was full:
 // WithMaxPending messages, besides its channel's buffer.
-func (n *Notifier) endedSlow(o *op, s *Subscription) {
-	if s.Err() != ErrSlowConsumer { // stop stores the sentinel itself
+func (n *Notifier) closedSlow(o *op, s *Subscription) {
+	if s.Err() != ErrSlowConsumer { // markClosed stores the sentinel itself
 		return
 	}
 	log.Errorw("subscription ended as a slow consumer", "subscription", s.id, "backlog", n.cfg.maxPending, "buffer", cap(s.out))

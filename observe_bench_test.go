@@ -41,7 +41,7 @@ func BenchmarkObserve_PublishHooks(b *testing.B) {
 				o.probe.collected(n, o, &msg)
 				t := o.probe.clock()
 				o.probe.storeDone(t, len(o.store), nil)
-				n.finished(o)
+				n.handedOver(o)
 				o.probe.done(opPublish, o)
 			}
 		})

@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,8 +33,8 @@ type Subscription struct {
 	fn    func(ResponseMessage) // set for NewSubscriptionFunc, NewRequest and NewInterest: takes messages instead of out
 	keeps bool                  // an interest subscription (NewInterest): its wants live in the index's held map
 	anon  bool                  // a request (NewRequest): no session ID
-	out   chan ResponseMessage  // closed once, by stop or, while draining, by drain
-	quit  chan struct{}         // closed by stop while draining, to stop drain
+	out   chan ResponseMessage  // closed once, by markClosed or, while draining, by drain
+	quit  chan struct{}         // closed by markClosed while draining, to stop drain
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
 	mu       sync.Mutex
@@ -44,7 +45,7 @@ type Subscription struct {
 	err      error                       // why it ended; see Err
 
 	// keys maps each key s wants to its interest in the index. An entry whose
-	// interest is dropped is stale: the key's block was delivered and s no
+	// interest has ended is stale: the key's block was delivered and s no
 	// longer wants it. Delivery leaves stale entries in place, since deleting
 	// from every subscriber's map costs a cache miss per subscriber and block;
 	// stale counts them, and want compacts the map once they are most of it.
@@ -52,9 +53,9 @@ type Subscription struct {
 	keys  map[cid.Cid]*interest
 	stale int
 
-	// ended: nothing more is sent, keys are empty. Set under s.mu, never
-	// cleared; atomic so that Subscribe can refuse an ended s without s.mu.
-	ended atomic.Bool
+	// closed: nothing more is sent, keys are empty. Set under s.mu, never
+	// cleared; atomic so that Subscribe can refuse a closed s without s.mu.
+	closed atomic.Bool
 }
 
 func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
@@ -87,8 +88,8 @@ func (s *Subscription) Err() error {
 	return s.err
 }
 
-// endedErr is what operations on an ended subscription return.
-func (s *Subscription) endedErr() error {
+// closedErr is what operations on a closed subscription return.
+func (s *Subscription) closedErr() error {
 	if s.err != nil {
 		return fmt.Errorf("notifier: subscription %d ended: %w", s.id, s.err)
 	}
@@ -127,40 +128,45 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	defer n.putOp(o)
 	o.probe.begin(n, ctx)              // observe.go hook
 	defer o.probe.done(opSubscribe, o) // observe.go hook
-	for _, k := range keys {
-		sh := n.shardOf(k)
-		o.keyShards = append(o.keyShards, sh)
-		o.locks.Add(int(sh))
-	}
+	o.sub, o.keys = s, keys
+	n.keyShards(o, keys)
 	o.resKeys = append(o.resKeys, keys...)
-	if err := n.lockFree(ctx, o, true); err != nil {
+	if err := n.run(ctx, o, &subscribeSteps); err != nil {
 		return err
 	}
-	// From here until finish, keys are s's alone: their shard locks are held
-	// but for the blockstore check, during which they are reserved. So no
-	// other operation on these keys can tell in which order the steps below
-	// run. Checking the blockstore before recording the wants spares a found
-	// key the trip into the index and out again.
-	err := s.candidates(o, keys)
-	if err == nil {
-		err = s.check(ctx, o)
-	}
-	if err == nil {
-		err = s.want(o)
-	}
-	if err != nil {
-		n.unlock(o.locks)
-		return err
-	}
-	n.deliver(o, "")
-	n.finish(o)
-	if slices.Contains(o.ended, s) { // its own blockstore hits overflowed it
+	if slices.Contains(o.slow, s) { // its own blockstore hits overflowed it
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.endedErr()
+		return s.closedErr()
 	}
 	return nil
 }
+
+// subscribeSteps: from acquire until the hand-over, the keys are s's alone:
+// their shard locks are held but for the blockstore check, during which they
+// are reserved. So no other operation on these keys can tell in which order
+// the steps run. Checking the blockstore before recording the wants spares a
+// found key the trip into the index and out again.
+var subscribeSteps = steps{acquire: acquireOpen, plan: planSubscribe, io: checkBlockstore, commit: commitSubscribe}
+
+func planSubscribe(n *Notifier, o *op) error {
+	s := o.sub
+	if err := s.candidates(o); err != nil {
+		return err
+	}
+	// An interest subscription has nobody to hand a found block to.
+	o.io = n.bs != nil && !s.keeps && len(o.hits) > 0
+	return nil
+}
+
+func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
+	t := o.probe.clock() // observe.go hook
+	err := o.sub.get(ctx, o)
+	o.probe.storeDone(t, 0, err) // observe.go hook
+	return err
+}
+
+func commitSubscribe(_ *Notifier, o *op) error { return o.sub.want(o) }
 
 // candidates puts in o.hits, once each, the keys that s does not want yet,
 // with their interest in the index (nil if nobody wants them). The caller
@@ -169,15 +175,16 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 //
 // s wants k exactly when the index lists s under k, so a key nobody wants
 // needs no look at s.keys, nor s.mu: a request for keys not wanted yet, the
-// common case, takes s.mu once, in want. An ended s is refused here, before
+// common case, takes s.mu once, in want. A closed s is refused here, before
 // the blockstore is consulted; want checks again under s.mu, since s may end
 // in between.
-func (s *Subscription) candidates(o *op, keys []cid.Cid) error {
-	if s.ended.Load() {
+func (s *Subscription) candidates(o *op) error {
+	if s.closed.Load() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.endedErr()
+		return s.closedErr()
 	}
+	keys := o.keys
 	locked := false
 	for i, k := range keys {
 		sh := o.keyShards[i]
@@ -211,22 +218,6 @@ func (s *Subscription) listedIn(e *interest, k cid.Cid, locked *bool) bool {
 	return s.keys[k] == e
 }
 
-// check looks the candidates up in the blockstore and gives the found ones
-// their block. It calls the blockstore with no lock held and the keys
-// reserved (see Notifier.lockFree), and returns holding the shard locks again.
-func (s *Subscription) check(ctx context.Context, o *op) error {
-	n := s.n
-	if n.bs == nil || s.keeps || len(o.hits) == 0 { // an interest subscription has nobody to hand a found block to
-		return nil
-	}
-	return n.unlocked(o, func() error {
-		t := o.probe.clock() // observe.go hook
-		err := s.get(ctx, o)
-		o.probe.storeDone(t, 0, err) // observe.go hook
-		return err
-	})
-}
-
 // get fills in the blocks of the candidates that the blockstore has.
 func (s *Subscription) get(ctx context.Context, o *op) error {
 	bs := s.n.bs
@@ -252,12 +243,12 @@ func isNotFound(err error) bool {
 // joins their interest (their wants end with s's); one that nobody wants
 // stays out of the index, for s alone (o.self). When every found key is for
 // s alone, want hands them to s itself and leaves o.hits empty. The caller
-// holds the candidates' shard locks. If s has ended, nothing changes.
+// holds the candidates' shard locks. If s is closed, nothing changes.
 func (s *Subscription) want(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended.Load() {
-		return s.endedErr()
+	if s.closed.Load() {
+		return s.closedErr()
 	}
 	o.self[0] = s
 	found, shared := 0, 0
@@ -295,7 +286,7 @@ func (s *Subscription) want(o *op) error {
 		o.hits = o.hits[:0]
 		o.probe.handedOwn(found) // observe.go hook
 		if s.accept(ResponseMessage{Blocks: blks}, 0) {
-			o.ended = append(o.ended, s)
+			o.slow = append(o.slow, s)
 		}
 	}
 	return nil
@@ -303,14 +294,14 @@ func (s *Subscription) want(o *op) error {
 
 // compact deletes the stale entries of s.keys once they outnumber the live
 // ones (and 64), which keeps their cost amortised O(1) per delivered block.
-// The caller holds s.mu. An entry found dropped here but not yet counted by
+// The caller holds s.mu. An entry found ended here but not yet counted by
 // accept is counted later, so stale may run ahead of the truth; that only
 // brings the next compaction forward.
 func (s *Subscription) compact() {
 	if s.stale <= 64 || s.stale <= len(s.keys)/2 {
 		return
 	}
-	maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.dropped.Load() })
+	maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.ended.Load() })
 	s.stale = 0
 }
 
@@ -338,36 +329,41 @@ func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	for _, k := range keys {
-		sh := n.shardOf(k)
-		o.keyShards = append(o.keyShards, sh)
-		o.locks.Add(int(sh))
-	}
+	o.sub, o.keys = s, keys
+	n.keyShards(o, keys)
 	o.resKeys = append(o.resKeys, keys...)
-	_ = n.lockFree(context.Background(), o, false) // cannot fail: it neither refuses Close nor has a deadline
+	_ = n.run(context.Background(), o, &releaseSteps) // cannot fail: it neither refuses Close nor has a deadline
+	return o.report(report)
+}
+
+// releaseSteps: Unsubscribe and Release need no blockstore; their commit
+// ends the wants.
+var releaseSteps = steps{acquire: acquireAny, commit: commitRelease}
+
+func commitRelease(_ *Notifier, o *op) error {
+	s := o.sub
 	s.mu.Lock()
-	for i, k := range keys {
+	defer s.mu.Unlock()
+	for i, k := range o.keys {
 		e := s.keys[k]
 		if e == nil {
 			continue
 		}
 		delete(s.keys, k)
-		if e.dropped.Load() {
+		if e.ended.Load() {
 			s.stale = max(s.stale-1, 0)
 			continue
 		}
-		s.unindex(o, k, o.keyShards[i])
+		s.endWant(o, k, o.keyShards[i])
 	}
-	s.mu.Unlock()
-	n.finish(o)
-	return o.report(report)
+	return nil
 }
 
-// unindex removes s from the index under k. If that was k's last want it
+// endWant ends s's want of k in the index. If that was k's last want it
 // queues k for the cancel function; if it was the last of s's kind (see
 // Release), it adds k to o.freed. The caller holds k's shard lock and s.mu.
-func (s *Subscription) unindex(o *op, k cid.Cid, sh int32) {
-	_, kindLast, last := s.n.shards[sh].idx.remove(k, s)
+func (s *Subscription) endWant(o *op, k cid.Cid, sh int32) {
+	_, kindLast, last := s.n.shards[sh].idx.endWant(k, s)
 	if last {
 		o.cancels = append(o.cancels, k)
 		o.keep.Add(int(sh))
@@ -380,22 +376,21 @@ func (s *Subscription) unindex(o *op, k cid.Cid, sh int32) {
 // Wants reports whether the subscription wants k now. It takes k's shard
 // lock, so it waits for operations on that shard; it is safe for concurrent
 // use and returns false once the subscription has ended.
-func (s *Subscription) Wants(k cid.Cid) bool {
+func (s *Subscription) Wants(k cid.Cid) (in bool) {
 	if !k.Defined() {
 		return false
 	}
-	sh := &s.n.shards[s.n.shardOf(k)]
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.idx.lookupFor(k, s)
-	if e == nil {
-		return false
-	}
-	locked := false
-	in := s.listedIn(e, k, &locked)
-	if locked {
-		s.mu.Unlock()
-	}
+	s.n.read(k, func(idx *shardIndex) {
+		e := idx.lookupFor(k, s)
+		if e == nil {
+			return
+		}
+		locked := false
+		in = s.listedIn(e, k, &locked)
+		if locked {
+			s.mu.Unlock()
+		}
+	})
 	return in
 }
 
@@ -407,37 +402,58 @@ func (s *Subscription) Wants(k cid.Cid) bool {
 // operation whose blockstore call holds a reservation on one of its keys,
 // until that call returns. It must not be called from the cancel function or
 // a delivery function (see WithCancelFunc and NewSubscriptionFunc).
-func (s *Subscription) Remove() { s.end(nil, false) }
+func (s *Subscription) Remove() { s.close(nil, false) }
 
 // ReleaseAll is Remove that also returns the keys whose last want it ended,
 // as Release does. A second call, or a call after Close, returns nil.
-func (s *Subscription) ReleaseAll() []cid.Cid { return s.end(nil, true) }
+func (s *Subscription) ReleaseAll() []cid.Cid { return s.close(nil, true) }
 
-// end stops s with err, unless it has already stopped, and ends its wants, in
-// one critical section over the shards of its keys: no operation sees s
-// stopped but still in the index. It returns once out is closed, with the
-// keys of o.freed if report is set.
-func (s *Subscription) end(err error, report bool) []cid.Cid {
+// close closes s with err, unless it is closed already, and ends its wants,
+// in one critical section over the shards of its keys: no operation sees s
+// closed but still in the index. It returns once out is closed, whichever
+// call closed s, with the keys of o.freed if report is set.
+func (s *Subscription) close(err error, report bool) []cid.Cid {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	s.lockAll(o)
-	stopped := s.stop(err)
-	exited := s.exited
+	o.sub, o.why = s, err
+	_ = n.run(context.Background(), o, &closeSteps) // cannot fail: no blockstore, no deadline
+	if o.exited != nil {
+		<-o.exited // drain has seen quit and closed out; it needs no lock we hold
+	}
+	return o.report(report)
+}
+
+// closeSteps: a close takes the shards of every key s wants, and s.mu, and
+// ends them all in its commit.
+var closeSteps = steps{acquire: acquireAll, commit: commitClose}
+
+func acquireAll(_ context.Context, _ *Notifier, o *op) error {
+	o.sub.lockAll(o)
+	return nil
+}
+
+// commitClose marks s closed, ends its wants and lets it go from the
+// registry. The caller holds s.mu (lockAll), which commitClose releases. If
+// a drain goroutine is running, o.exited is set to what close must wait for:
+// whether this close or an earlier one closed s, out is closed only when
+// drain returns, and no close may return before that.
+func commitClose(n *Notifier, o *op) error {
+	s := o.sub
+	s.markClosed(o.why)
+	if s.draining {
+		o.exited = s.exited
+	}
 	for k, e := range s.keys {
-		if !e.dropped.Load() {
-			s.unindex(o, k, n.shardOf(k))
+		if !e.ended.Load() {
+			s.endWant(o, k, n.shardOf(k))
 		}
 	}
 	clear(s.keys)
 	s.stale = 0
-	n.forget(s) // NOTE: n.mu under shard locks and s.mu; n.mu is a leaf
+	n.unregister(s) // NOTE: n.mu under shard locks and s.mu; n.mu is a leaf
 	s.mu.Unlock()
-	n.finish(o)
-	if stopped && exited != nil {
-		<-exited // drain has seen quit and closed out; it needs no lock we hold
-	}
-	return o.report(report)
+	return nil
 }
 
 // lockAll takes the shard locks of every key s wants, then s.mu, at a moment
@@ -447,7 +463,7 @@ func (s *Subscription) end(err error, report bool) []cid.Cid {
 // are added only under their shard's lock, which lockAll holds once the set
 // covers them. A reserved key makes it release everything, wait for the
 // reserving operation, and start over (see Notifier.lockFree). Stale entries
-// need no lock: a dropped interest never comes back.
+// need no lock: an ended interest never comes back.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
 	for {
@@ -455,7 +471,7 @@ func (s *Subscription) lockAll(o *op) {
 		covered := true
 		var busy chan struct{}
 		for k, e := range s.keys {
-			if e.dropped.Load() {
+			if e.ended.Load() {
 				continue
 			}
 			sh := int(n.shardOf(k))
@@ -486,25 +502,24 @@ func (s *Subscription) lockAll(o *op) {
 	}
 }
 
-// stop marks s ended with err and closes out, or has drain close it. The
-// caller holds s.mu. It reports whether s was still live.
-func (s *Subscription) stop(err error) bool {
-	if s.ended.Load() {
-		return false
+// markClosed marks s closed with err and closes out, or has drain close it,
+// unless s is closed already. The caller holds s.mu.
+func (s *Subscription) markClosed(err error) {
+	if s.closed.Load() {
+		return
 	}
 	s.err = err
-	s.ended.Store(true)
+	s.closed.Store(true)
 	s.backlog.Reset()
 	if s.draining {
 		close(s.quit)
 	} else {
 		close(s.out)
 	}
-	return true
 }
 
 // accept takes a message for s, whose blocks made stale entries of s.keys
-// stale (the index has dropped their interests already). The message goes to
+// stale (the index has ended their interests already). The message goes to
 // out at once if out has room and nothing is queued before it, else to the
 // backlog. The caller holds s.mu. It reports whether the message is the one
 // that overflowed WithMaxPending: the caller must then end s with
@@ -512,7 +527,7 @@ func (s *Subscription) stop(err error) bool {
 // overflow and the end are dropped; Err reports it.
 func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 	s.stale += stale
-	if s.ended.Load() || s.overflow {
+	if s.closed.Load() || s.overflow {
 		return false
 	}
 	if s.fn != nil {
@@ -541,8 +556,8 @@ func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 }
 
 // drain moves the backlog into out, blocking on out, until the backlog is
-// empty or s stops. While it runs it is out's only sender, which keeps
-// publish order; when s has stopped it closes out. It closes exited when it
+// empty or s is closed. While it runs it is out's only sender, which keeps
+// publish order; once s is closed it closes out. It closes exited when it
 // returns. The message it holds while blocked on out has left the backlog:
 // WithMaxPending counts the messages queued behind it.
 func (s *Subscription) drain(exited chan struct{}) {
@@ -550,7 +565,7 @@ func (s *Subscription) drain(exited chan struct{}) {
 	defer close(exited)
 	for {
 		s.mu.Lock()
-		if s.ended.Load() {
+		if s.closed.Load() {
 			s.draining = false
 			close(s.out)
 			s.mu.Unlock()
@@ -567,5 +582,46 @@ func (s *Subscription) drain(exited chan struct{}) {
 		case s.out <- m:
 		case <-s.quit:
 		}
+	}
+}
+
+// lockTargets locks the target subscriptions, in ascending seq, and hands
+// their messages to those that take them through a function (see
+// NewSubscriptionFunc), which run under the shard locks as documented. The
+// channel subscriptions get theirs from handOut, once handOver has released the
+// shard locks that the cancel function does not need. Holding every target's lock from before the first message to
+// after the last is what makes two operations that reach the same
+// subscriptions reach them all in the same order, whatever their shards.
+func (o *op) lockTargets() {
+	if len(o.targets) == 1 {
+		o.order = append(o.order, lockEntry{s: o.targets[0].s})
+	} else {
+		for i := range o.targets {
+			o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
+		}
+		slices.SortFunc(o.order, func(a, b lockEntry) int { return cmp.Compare(a.seq, b.seq) })
+	}
+	for _, l := range o.order {
+		l.s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+	}
+	for _, l := range o.order {
+		if l.s.fn != nil {
+			o.accept(&o.targets[l.t])
+		}
+	}
+}
+
+// handOut hands the channel subscriptions locked by lockTargets their
+// messages and unlocks every target. The caller may have released the shard
+// locks: the subscriptions' locks keep out every operation that could
+// observe s before its message.
+func (o *op) handOut() {
+	for _, l := range o.order {
+		if l.s.fn == nil {
+			o.accept(&o.targets[l.t])
+		}
+	}
+	for _, l := range o.order {
+		l.s.mu.Unlock()
 	}
 }

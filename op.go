@@ -1,0 +1,295 @@
+package notifier
+
+import (
+	"slices"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
+)
+
+// This file holds the state of one operation and the routing of what it
+// delivers. It takes no lock: the functions here run under the locks that
+// the skeleton (run.go) holds, as each says.
+
+// hit is one wanted key of an operation: a key of a published message that
+// some subscription wants, or a block that Subscribe found in the blockstore.
+type hit struct {
+	key   cid.Cid
+	e     *interest // the key's interest; in Subscribe nil until want, and after it nil for a hit only its subscriber wants (op.self)
+	shard int32
+	kind  kind
+	blk   blocks.Block // kind == kindBlock
+}
+
+// target is the message that one subscription gets from an operation.
+type target struct {
+	s          *Subscription
+	nb, nh, nd int // counts of Blocks, Haves and DontHaves
+	stale      int // blocks that end a want recorded in s.keys
+	msg        ResponseMessage
+}
+
+// lockEntry is a target subscription in the order lockTargets locks them. Sorting
+// these rather than the targets moves 16 bytes per swap instead of ~120.
+type lockEntry struct {
+	seq uint64
+	s   *Subscription
+	t   int // index in op.targets
+}
+
+// op is the state of one run of the skeleton (run.go): its input, what its
+// plan decided, and what it hands over. It is pooled: after warm-up an
+// operation allocates only the messages it hands out and the keys it passes
+// to the cancel function.
+type op struct {
+	id uint64 // unique among ops of one Notifier
+
+	// Input.
+	msg  *ResponseMessage // Publish
+	sub  *Subscription    // Subscribe, Unsubscribe, Release, close
+	keys []cid.Cid        // Subscribe, Unsubscribe, Release
+	why  error            // close: what Err will return
+	from string           // the From of the messages handed out
+
+	// Locks and reservations.
+	locks     shardset.Set  // shards to lock
+	locked    bool          // locks are held (see Subscription.lockAll)
+	keep      shardset.Set  // subset of locks held until the cancel function returns
+	more      shardset.Set  // shards Subscription.lockAll found it lacks
+	keyShards []int32       // shard of each key, in the order the op visits them
+	resKeys   []cid.Cid     // keys the op reserves for its blockstore I/O; their shards are keyShards[:len(resKeys)]
+	done      chan struct{} // while the op holds reservations: closed when it releases them
+
+	// Plan and commit.
+	io      bool                 // the plan needs the blockstore
+	hits    []hit                // wanted keys, deduplicated
+	store   []blocks.Block       // blocks for PutMany
+	seen    map[cid.Cid]struct{} // keys of a long Subscribe or Publish, for repeated and storing
+	self    [1]*Subscription     // the subscriber, in a Subscribe
+	cancels []cid.Cid            // keys whose last want this op ended
+	freed   []cid.Cid            // keys whose last want of the subscription's kind this op ended (Release)
+	exited  chan struct{}        // close: the drain goroutine to wait for
+
+	// Hand-over.
+	targets []target
+	order   []lockEntry
+	slot    map[*Subscription]int // index in targets, when several hits
+	slow    []*Subscription       // subscriptions this op found past WithMaxPending, to close
+	probe   probe                 // what Publish and Subscribe report (observe.go)
+}
+
+func newOp(shards int) *op {
+	return &op{
+		locks: shardset.New(shards),
+		keep:  shardset.New(shards),
+		more:  shardset.New(shards),
+		slot:  make(map[*Subscription]int),
+		seen:  make(map[cid.Cid]struct{}),
+	}
+}
+
+func (n *Notifier) getOp() *op {
+	o := n.ops.Get().(*op)
+	o.id = n.opSeq.Add(1)
+	return o
+}
+
+// putOp clears o, dropping its references so that the pool retains no block
+// or subscription, and returns it to the pool.
+func (n *Notifier) putOp(o *op) {
+	o.msg, o.sub, o.keys, o.why, o.from = nil, nil, nil, nil, ""
+	o.locks.Clear()
+	o.locked = false
+	o.keep.Clear()
+	o.more.Clear()
+	o.keyShards = o.keyShards[:0]
+	clear(o.resKeys)
+	o.resKeys = o.resKeys[:0]
+	o.done = nil
+	o.io = false
+	clear(o.hits)
+	o.hits = o.hits[:0]
+	clear(o.store)
+	o.store = o.store[:0]
+	if len(o.seen) > 4096 {
+		o.seen = make(map[cid.Cid]struct{}) // clear costs as much as the largest use
+	} else {
+		clear(o.seen)
+	}
+	o.self[0] = nil
+	clear(o.cancels)
+	o.cancels = o.cancels[:0]
+	clear(o.freed)
+	o.freed = o.freed[:0]
+	o.exited = nil
+	clear(o.targets)
+	o.targets = o.targets[:0]
+	clear(o.order)
+	o.order = o.order[:0]
+	if len(o.slot) > 4096 {
+		o.slot = make(map[*Subscription]int)
+	} else {
+		clear(o.slot)
+	}
+	clear(o.slow)
+	o.slow = o.slow[:0]
+	o.probe = probe{}
+	n.ops.Put(o)
+}
+
+// report returns a copy of o.freed if want is set and it is not empty.
+func (o *op) report(want bool) []cid.Cid {
+	if !want || len(o.freed) == 0 {
+		return nil
+	}
+	return slices.Clone(o.freed)
+}
+
+// repeated reports whether a Subscribe has already made k a candidate (is in
+// o.hits). Short calls scan; long ones switch to o.seen.
+func (o *op) repeated(k cid.Cid) bool {
+	const scan = 16
+	if len(o.hits) < scan {
+		for i := range o.hits {
+			if o.hits[i].key == k {
+				return true
+			}
+		}
+		return false
+	}
+	if len(o.seen) == 0 {
+		for i := range o.hits {
+			o.seen[o.hits[i].key] = struct{}{}
+		}
+	}
+	if _, ok := o.seen[k]; ok {
+		return true
+	}
+	o.seen[k] = struct{}{}
+	return false
+}
+
+// storing reports whether a Publish has already put k in o.store, and if not
+// counts it as put there: the caller appends it. Short lists scan; long ones
+// switch to o.seen, which a Publish does not otherwise use.
+func (o *op) storing(k cid.Cid) bool {
+	const scan = 16
+	if len(o.store) < scan {
+		for _, b := range o.store {
+			if b.Cid() == k {
+				return true
+			}
+		}
+		return false
+	}
+	if len(o.seen) == 0 {
+		for _, b := range o.store {
+			o.seen[b.Cid()] = struct{}{}
+		}
+	}
+	if _, ok := o.seen[k]; ok {
+		return true
+	}
+	o.seen[k] = struct{}{}
+	return false
+}
+
+// subsOf returns the subscriptions that want h's key.
+func (o *op) subsOf(h *hit) []*Subscription {
+	if h.e == nil {
+		return o.self[:]
+	}
+	return h.e.subs
+}
+
+// target returns the target of s, creating it. When the op has a single hit,
+// its subscriptions are distinct and need no lookup.
+func (o *op) target(s *Subscription) *target {
+	if len(o.hits) > 1 {
+		if j, ok := o.slot[s]; ok {
+			return &o.targets[j]
+		}
+		o.slot[s] = len(o.targets)
+	}
+	o.targets = append(o.targets, target{s: s})
+	return &o.targets[len(o.targets)-1]
+}
+
+// count creates one target per interested subscription and counts what each
+// gets.
+func (o *op) count() {
+	for i := range o.hits {
+		h := &o.hits[i]
+		for _, s := range o.subsOf(h) {
+			t := o.target(s)
+			switch h.kind {
+			case kindBlock:
+				t.nb++
+				if h.e != nil {
+					t.stale++
+				}
+			case kindHave:
+				t.nh++
+			default:
+				t.nd++
+			}
+		}
+	}
+}
+
+// fill builds the targets' messages. All blocks go in one array and all keys
+// in another, carved into capacity-limited slices, so a Publish costs two
+// allocations however many subscriptions it reaches.
+func (o *op) fill() {
+	var nb, nc int
+	for i := range o.targets {
+		nb += o.targets[i].nb
+		nc += o.targets[i].nh + o.targets[i].nd
+	}
+	blks := make([]blocks.Block, nb)
+	keys := make([]cid.Cid, nc)
+	for i := range o.targets {
+		t := &o.targets[i]
+		t.msg.From = o.from
+		t.msg.Blocks, blks = carve(blks, t.nb)
+		t.msg.Haves, keys = carve(keys, t.nh)
+		t.msg.DontHaves, keys = carve(keys, t.nd)
+	}
+	single := len(o.hits) == 1
+	for i := range o.hits {
+		h := &o.hits[i]
+		for j, s := range o.subsOf(h) {
+			var t *target
+			if single {
+				t = &o.targets[j]
+			} else {
+				t = &o.targets[o.slot[s]]
+			}
+			switch h.kind {
+			case kindBlock:
+				t.msg.Blocks = append(t.msg.Blocks, h.blk)
+			case kindHave:
+				t.msg.Haves = append(t.msg.Haves, h.key)
+			default:
+				t.msg.DontHaves = append(t.msg.DontHaves, h.key)
+			}
+		}
+	}
+}
+
+// carve returns an empty slice of capacity n at the front of arena, and the
+// rest; nil when n is 0, so that a message's unused fields are nil.
+func carve[T any](arena []T, n int) (part, rest []T) {
+	if n == 0 {
+		return nil, arena
+	}
+	return arena[:0:n], arena[n:]
+}
+
+func (o *op) accept(t *target) {
+	if t.s.accept(t.msg, t.stale) {
+		o.slow = append(o.slow, t.s)
+	}
+}

@@ -1,0 +1,121 @@
+package notifier
+
+import (
+	"context"
+
+	cid "github.com/ipfs/go-cid"
+)
+
+// This file is the one skeleton that every operation that changes the index
+// runs: Publish, Subscribe, Unsubscribe and Release, and the close of a
+// subscription (Remove, ReleaseAll, a slow-consumer end, Close).
+//
+//  1. acquire: take the shard locks of the operation's keys at a moment when
+//     none of them is reserved (a close also takes the subscription's lock);
+//  2. plan, under those locks: decide what the operation will do, and whether
+//     it needs the blockstore;
+//  3. I/O, if planned: reserve the keys, release the locks, call the
+//     blockstore, take the locks again (Notifier.unlocked);
+//  4. commit, under the locks: record the decision in the index;
+//  5. hand over: route the wanted keys to the subscriptions that want them,
+//     end the wants that delivered blocks satisfy, lock the target
+//     subscriptions and release the shards that the cancel function does not
+//     need; deliver; call the cancel function under the kept shards; release
+//     them; end the subscriptions found past WithMaxPending.
+//
+// An error in steps 2 to 4 releases the locks and returns with nothing
+// changed. Each operation supplies only its steps 1, 2, 3 and 4; the hand-over
+// is the same for all.
+
+// steps is what one kind of operation supplies to run. A nil plan or commit
+// does nothing; io runs only if plan set op.io.
+type steps struct {
+	acquire func(ctx context.Context, n *Notifier, o *op) error
+	plan    func(n *Notifier, o *op) error
+	io      func(ctx context.Context, n *Notifier, o *op) error
+	commit  func(n *Notifier, o *op) error
+}
+
+// run runs o's operation through the skeleton. It returns holding no lock.
+func (n *Notifier) run(ctx context.Context, o *op, st *steps) error {
+	if err := st.acquire(ctx, n, o); err != nil {
+		return err
+	}
+	var err error
+	if st.plan != nil {
+		err = st.plan(n, o)
+	}
+	if err == nil && o.io {
+		err = n.unlocked(ctx, o, st.io)
+	}
+	if err == nil && st.commit != nil {
+		err = st.commit(n, o)
+	}
+	if err != nil {
+		n.unlock(o.locks)
+		return err
+	}
+	n.route(o)
+	n.handOver(o)
+	return nil
+}
+
+// acquireOpen is step 1 of the operations that a closed Notifier refuses.
+func acquireOpen(ctx context.Context, n *Notifier, o *op) error {
+	return n.lockFree(ctx, o, true)
+}
+
+// acquireAny is step 1 of the operations that run after Close as before.
+func acquireAny(ctx context.Context, n *Notifier, o *op) error {
+	return n.lockFree(ctx, o, false)
+}
+
+// route hands every hit to the subscriptions that want its key, ends the
+// wants that the hit blocks satisfy, and locks the target subscriptions. The
+// caller holds the locks of every hit's shard.
+func (n *Notifier) route(o *op) {
+	if len(o.hits) == 0 {
+		return
+	}
+	o.count()
+	o.fill()
+	for i := range o.hits {
+		h := &o.hits[i]
+		if h.kind != kindBlock || h.e == nil {
+			continue
+		}
+		// Every want in the index had its WANT sent: a Subscribe that finds
+		// a block nobody else wants delivers it without indexing it.
+		if n.shards[h.shard].idx.endDelivered(h.key, h.e) {
+			o.cancels = append(o.cancels, h.key)
+			o.keep.Add(int(h.shard))
+		}
+	}
+	o.lockTargets()
+}
+
+// handOver releases o's shard locks except those of the keys to cancel
+// (keep), hands the channel subscriptions their messages and releases the
+// target subscriptions, calls the cancel function with o.cancels while the
+// keep shards are still held (see WithCancelFunc), and releases them. Then it
+// closes the subscriptions that o found past WithMaxPending: that needs the
+// shards of all their keys, which o could not take in order.
+//
+// The order is forced. The targets must be locked before the first shard is
+// released, or a later operation on that shard could reach a shared
+// subscription first. The cancel function must run under the keep shards but
+// not under the targets' locks, or an operation on an unrelated shard that
+// delivers to one of them would wait for it. So the hand-over runs under the
+// keep shards only.
+func (n *Notifier) handOver(o *op) {
+	n.unlockExcept(o.locks, o.keep)
+	o.handOut()
+	if len(o.cancels) > 0 && n.cfg.cancel != nil {
+		n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))
+	}
+	n.unlock(o.keep)
+	for _, s := range o.slow {
+		s.close(ErrSlowConsumer, false)
+	}
+	n.handedOver(o) // observe.go hook: metrics, slow-consumer log
+}

@@ -1,0 +1,178 @@
+package notifier
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"sync"
+
+	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/shardset"
+)
+
+// This file owns the shard locks and the reservations: every Lock and Unlock
+// of a shard's mutex is here.
+
+// shard is one lock and the part of the index it guards.
+type shard struct {
+	// mu guards idx. Lock order: shards in ascending index, then
+	// Subscription.mu of one subscription, or of several in ascending seq,
+	// then Notifier.mu.
+	mu  sync.Mutex
+	idx shardIndex
+	_   [40]byte // keep neighbouring shards' locks off one cache line
+}
+
+func (n *Notifier) shardOf(k cid.Cid) int32 {
+	return int32(maphash.String(n.seed, k.KeyString()) & n.mask)
+}
+
+// read runs f on the index of k's shard under that shard's lock: the read
+// calls (Wanted, Interested, AppendInterested, Subscription.Wants). It does
+// not wait for reservations (see doc.go).
+func (n *Notifier) read(k cid.Cid, f func(idx *shardIndex)) {
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	f(&sh.idx)
+}
+
+// lock takes the shard locks in set, in ascending order.
+func (n *Notifier) lock(set shardset.Set) {
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		n.shards[i].mu.Lock()
+	}
+}
+
+func (n *Notifier) unlock(set shardset.Set) {
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		n.shards[i].mu.Unlock()
+	}
+}
+
+// unlockExcept releases the shard locks in set that are not in keep.
+func (n *Notifier) unlockExcept(set, keep shardset.Set) {
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		if !keep.Has(i) {
+			n.shards[i].mu.Unlock()
+		}
+	}
+}
+
+// barrier takes and releases every shard lock in turn: an operation that
+// locked a shard before the caller's change (Close setting closed) has
+// finished with it once barrier passes that shard; one that locks it later
+// sees the change.
+func (n *Notifier) barrier() {
+	for i := range n.shards {
+		n.shards[i].mu.Lock()
+		n.shards[i].mu.Unlock() //nolint:staticcheck // empty critical section is the point
+	}
+}
+
+// lockFree takes o's shard locks at a moment when no other operation holds a
+// reservation on o.resKeys: it waits for such an operation, holding no lock,
+// and tries again. With refuseClosed it returns ErrClosed, holding no lock,
+// once the Notifier is closed. While it waits, ctx may end the wait.
+//
+// Waiting with no lock held is what keeps this free of deadlock: an operation
+// that holds reservations waits only for the blockstore and for shard locks,
+// which nobody holds while waiting.
+func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error {
+	for {
+		n.lock(o.locks)
+		if refuseClosed && n.closed.Load() {
+			n.unlock(o.locks)
+			return ErrClosed
+		}
+		busy := n.reserved(o)
+		if busy == nil {
+			return nil
+		}
+		n.unlock(o.locks)
+		if err := n.await(ctx, busy); err != nil {
+			return err
+		}
+	}
+}
+
+// await waits, holding no lock, until busy is closed or ctx is done.
+func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
+	n.waiting.Add(1)
+	defer n.waiting.Add(-1)
+	select {
+	case <-busy:
+		return nil
+	case <-ctx.Done():
+		return fmt.Errorf("notifier: wait for an operation on the same keys: %w", ctx.Err())
+	}
+}
+
+// reserved returns the done channel of another operation that reserved one
+// of o.resKeys, or nil. The caller holds their shard locks.
+func (n *Notifier) reserved(o *op) chan struct{} {
+	for i, k := range o.resKeys {
+		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o.done {
+			return r
+		}
+	}
+	return nil
+}
+
+// unlocked runs io, a blockstore call, with o's keys reserved and no lock of
+// the Notifier held, and returns holding o's shard locks again, the
+// reservations released. The caller holds o's shard locks and has checked,
+// under them, that the Notifier is not closed (see Close). If io panics, the
+// reservations are released, and no lock kept, before the panic goes on: else
+// the operations on those keys, and Close, would wait for ever.
+func (n *Notifier) unlocked(ctx context.Context, o *op, io func(context.Context, *Notifier, *op) error) error {
+	n.reserve(o)
+	n.unlock(o.locks)
+	returned := false
+	defer func() {
+		if !returned { // io panicked
+			n.lock(o.locks)
+			n.unreserve(o)
+			n.unlock(o.locks)
+		}
+	}()
+	err := io(ctx, n, o)
+	returned = true
+	n.lock(o.locks)
+	n.unreserve(o)
+	return err
+}
+
+// reserve reserves o.resKeys for o. The caller holds their shard locks.
+func (n *Notifier) reserve(o *op) {
+	o.done = make(chan struct{})
+	for i, k := range o.resKeys {
+		n.shards[o.keyShards[i]].idx.res[k] = o.done
+	}
+	n.inflight.Add(1)
+}
+
+// unreserve releases o's reservations and wakes the operations waiting for
+// them, which then wait for the shard locks that the caller holds.
+func (n *Notifier) unreserve(o *op) {
+	for i, k := range o.resKeys {
+		idx := &n.shards[o.keyShards[i]].idx
+		if idx.res[k] == o.done {
+			delete(idx.res, k)
+		}
+	}
+	close(o.done)
+	o.done = nil
+	n.inflight.Done()
+}
+
+// keyShards records the shard of each of keys in o.keyShards and adds it to
+// o.locks.
+func (n *Notifier) keyShards(o *op, keys []cid.Cid) {
+	for _, k := range keys {
+		sh := n.shardOf(k)
+		o.keyShards = append(o.keyShards, sh)
+		o.locks.Add(int(sh))
+	}
+}
