@@ -55,11 +55,11 @@ type shardIndex struct {
 	held  map[cid.Cid]*interest
 
 	// res holds the keys that an operation has reserved while it calls the
-	// blockstore with no lock held: the done channel of that operation, closed
-	// once it has committed. An operation that would change the wants of a
+	// blockstore with no lock held, and that operation, until it has
+	// committed. An operation that would change the wants of a
 	// reserved key waits for it instead (Notifier.lockFree), so the key
 	// looks the same to the reserving operation before and after its I/O.
-	res map[cid.Cid]chan struct{}
+	res map[cid.Cid]*op
 
 	// Gauges for Stats, written under the shard's lock, read without it.
 	keys  atomic.Int64 // keys in wants or held, each once
@@ -70,7 +70,7 @@ func newShardIndex() shardIndex {
 	return shardIndex{
 		wants: make(map[cid.Cid]*interest),
 		held:  make(map[cid.Cid]*interest),
-		res:   make(map[cid.Cid]chan struct{}),
+		res:   make(map[cid.Cid]*op),
 	}
 }
 

@@ -185,7 +185,7 @@ func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*
 	if f == nil {
 		f = func(ResponseMessage) {}
 	}
-	s := newSubscription(n, sesid, 0) // out is only a done signal: no buffer
+	s := newSubscription(n, sesid, -1) // no out: Messages() is a done signal
 	s.fn = f
 	return n.register(s)
 }
@@ -203,7 +203,7 @@ func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*
 // rules of NewSubscription. It is safe for concurrent use, does not block,
 // and returns ErrClosed after Close.
 func (n *Notifier) NewInterest(sesid uint64) (*Subscription, error) {
-	s := newSubscription(n, sesid, 0)
+	s := newSubscription(n, sesid, -1)
 	s.fn = func(ResponseMessage) {}
 	s.keeps = true
 	return n.register(s)
@@ -219,7 +219,7 @@ func (n *Notifier) NewRequest(f func(ResponseMessage)) (*Subscription, error) {
 	if f == nil {
 		f = func(ResponseMessage) {}
 	}
-	s := newSubscription(n, 0, 0)
+	s := newSubscription(n, 0, -1)
 	s.fn = f
 	s.anon = true
 	return n.register(s)

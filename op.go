@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"slices"
+	"sync/atomic"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -54,13 +55,13 @@ type op struct {
 	from string           // the From of the messages handed out
 
 	// Locks and reservations.
-	locks     shardset.Set  // shards to lock
-	locked    bool          // locks are held (see Subscription.lockAll)
-	keep      shardset.Set  // subset of locks held until the cancel function returns
-	more      shardset.Set  // shards Subscription.lockAll found it lacks
-	keyShards []int32       // shard of each key, in the order the op visits them
-	resKeys   []cid.Cid     // keys the op reserves for its blockstore I/O; their shards are keyShards[:len(resKeys)]
-	done      chan struct{} // while the op holds reservations: closed when it releases them
+	locks     shardset.Set                  // shards to lock
+	locked    bool                          // locks are held (see Subscription.lockAll)
+	keep      shardset.Set                  // subset of locks held until the cancel function returns
+	more      shardset.Set                  // shards Subscription.lockAll found it lacks
+	keyShards []int32                       // shard of each key, in the order the op visits them
+	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O; their shards are keyShards[:len(resKeys)]
+	wake      atomic.Pointer[chan struct{}] // while the op holds reservations: closed when it releases them, if anyone waits (wakeOnRelease)
 
 	// Plan and commit.
 	io      bool                 // the plan needs the blockstore
@@ -107,7 +108,6 @@ func (n *Notifier) putOp(o *op) {
 	o.keyShards = o.keyShards[:0]
 	clear(o.resKeys)
 	o.resKeys = o.resKeys[:0]
-	o.done = nil
 	o.io = false
 	clear(o.hits)
 	o.hits = o.hits[:0]

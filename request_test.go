@@ -198,3 +198,56 @@ func requestsUntilClosed(n *Notifier, b []blocks.Block, g int, started chan<- st
 		runs = append(runs, run)
 	}
 }
+
+// The done signal of a subscription without a channel (NewRequest,
+// NewSubscriptionFunc, NewInterest) is made on the first call of Messages():
+// whenever it is asked for, before, during or after the close, every call
+// returns the same channel, and it is closed exactly when the subscription
+// is.
+func TestDoneSignal_MadeOnDemandClosedWithTheSubscription(t *testing.T) {
+	n, _ := newWithCancels(t, nil)
+	open := func(ch <-chan ResponseMessage) bool {
+		select {
+		case _, ok := <-ch:
+			require.False(t, ok, "a done signal yields no message")
+			return false
+		default:
+			return true
+		}
+	}
+	t.Run("asked before the close", func(t *testing.T) {
+		s, err := n.NewRequest(nil)
+		require.NoError(t, err)
+		ch := s.Messages()
+		require.True(t, open(ch))
+		require.Equal(t, ch, s.Messages(), "the same channel every time")
+		s.Remove()
+		require.False(t, open(ch))
+		require.Equal(t, ch, s.Messages())
+	})
+	t.Run("first asked after the close", func(t *testing.T) {
+		s, err := n.NewSubscriptionFunc(7, nil)
+		require.NoError(t, err)
+		s.Remove()
+		require.False(t, open(s.Messages()))
+	})
+	t.Run("asked during the close", func(t *testing.T) {
+		for range 300 {
+			s, err := n.NewInterest(8)
+			require.NoError(t, err)
+			var wg sync.WaitGroup
+			got := make([]<-chan ResponseMessage, 2)
+			start := make(chan struct{})
+			for i := range got {
+				wg.Add(1)
+				go func() { defer wg.Done(); <-start; got[i] = s.Messages() }()
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); <-start; s.Remove() }()
+			close(start)
+			wg.Wait()
+			require.Equal(t, got[0], got[1], "every call returns the same channel")
+			require.False(t, open(got[0]), "closed once Remove has returned")
+		}
+	})
+}

@@ -109,12 +109,12 @@ func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
 	}
 }
 
-// reserved returns the done channel of another operation that reserved one
-// of o.resKeys, or nil. The caller holds their shard locks.
+// reserved returns the wake-up channel of another operation that reserved
+// one of o.resKeys, or nil. The caller holds their shard locks.
 func (n *Notifier) reserved(o *op) chan struct{} {
 	for i, k := range o.resKeys {
-		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o.done {
-			return r
+		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o {
+			return r.wakeOnRelease()
 		}
 	}
 	return nil
@@ -146,25 +146,42 @@ func (n *Notifier) unlocked(ctx context.Context, o *op, io func(context.Context,
 
 // reserve reserves o.resKeys for o. The caller holds their shard locks.
 func (n *Notifier) reserve(o *op) {
-	o.done = make(chan struct{})
 	for i, k := range o.resKeys {
-		n.shards[o.keyShards[i]].idx.res[k] = o.done
+		n.shards[o.keyShards[i]].idx.res[k] = o
 	}
 	n.inflight.Add(1)
 }
 
 // unreserve releases o's reservations and wakes the operations waiting for
-// them, which then wait for the shard locks that the caller holds.
+// them, which then wait for the shard locks that the caller holds. A waiter
+// asks for its wake-up channel under the shard lock of a key that o still
+// reserves (wakeOnRelease), so every channel asked for is closed here.
 func (n *Notifier) unreserve(o *op) {
 	for i, k := range o.resKeys {
 		idx := &n.shards[o.keyShards[i]].idx
-		if idx.res[k] == o.done {
+		if idx.res[k] == o {
 			delete(idx.res, k)
 		}
 	}
-	close(o.done)
-	o.done = nil
+	if w := o.wake.Swap(nil); w != nil {
+		close(*w)
+	}
 	n.inflight.Done()
+}
+
+// wakeOnRelease returns a channel that unreserve closes when o releases its
+// reservations, creating it on the first call: an operation that nobody
+// waits for allocates none. The caller holds the shard lock of a key that o
+// reserves; waiters in other shards may call it at the same time.
+func (o *op) wakeOnRelease() chan struct{} {
+	if w := o.wake.Load(); w != nil {
+		return *w
+	}
+	c := make(chan struct{})
+	if o.wake.CompareAndSwap(nil, &c) {
+		return c
+	}
+	return *o.wake.Load()
 }
 
 // keyShards records the shard of each of keys in o.keyShards and adds it to

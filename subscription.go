@@ -33,14 +33,21 @@ type Subscription struct {
 	fn    func(ResponseMessage) // set for NewSubscriptionFunc, NewRequest and NewInterest: takes messages instead of out
 	keeps bool                  // an interest subscription (NewInterest): its wants live in the index's held map
 	anon  bool                  // a request (NewRequest): no session ID
-	out   chan ResponseMessage  // closed once, by markClosed or, while draining, by drain
-	quit  chan struct{}         // closed by markClosed while draining, to stop drain
+	out   chan ResponseMessage  // nil if fn is set; closed once, by markClosed or, while draining, by drain
+
+	// signal is Messages() of a subscription with fn set, a chan
+	// ResponseMessage that only says when s closes. It is made on the first
+	// call of Messages() (doneSignal), or set to an already closed channel
+	// by markClosed if nobody asked for it before: a request that nobody
+	// watches that way allocates none.
+	signal atomic.Value
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
 	mu       sync.Mutex
 	backlog  fifo.Queue[ResponseMessage] // messages out could not take yet
 	draining bool                        // a drain goroutine is running and is out's only sender
 	exited   chan struct{}               // closed when the latest drain goroutine returns
+	quit     chan struct{}               // made with the first drain goroutine; closed by markClosed while draining, to stop drain
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
 	err      error                       // why it ended; see Err
 
@@ -59,14 +66,31 @@ type Subscription struct {
 }
 
 func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
-	return &Subscription{
-		n:    n,
-		id:   id,
-		seq:  n.subSeq.Add(1),
-		out:  make(chan ResponseMessage, bufSize),
-		quit: make(chan struct{}),
-		keys: make(map[cid.Cid]*interest),
+	s := &Subscription{n: n, id: id, seq: n.subSeq.Add(1)}
+	if bufSize >= 0 {
+		s.out = make(chan ResponseMessage, bufSize)
 	}
+	return s
+}
+
+// closedSignal is the done signal of the subscriptions closed before anyone
+// asked for it.
+var closedSignal = func() chan ResponseMessage {
+	c := make(chan ResponseMessage)
+	close(c)
+	return c
+}()
+
+// doneSignal returns Messages() of a subscription with fn set, making it if
+// needed.
+func (s *Subscription) doneSignal() chan ResponseMessage {
+	if c, ok := s.signal.Load().(chan ResponseMessage); ok {
+		return c
+	}
+	if c := make(chan ResponseMessage); s.signal.CompareAndSwap(nil, c) {
+		return c
+	}
+	return s.signal.Load().(chan ResponseMessage)
 }
 
 // ID returns the session ID given to NewSubscription, NewSubscriptionFunc or
@@ -77,7 +101,12 @@ func (s *Subscription) ID() uint64 { return s.id }
 // order, every message filtered to the keys it wants. The Notifier closes it
 // when the subscription ends: after Remove, Close, or when it is ended as a
 // slow consumer; Err then says why.
-func (s *Subscription) Messages() <-chan ResponseMessage { return s.out }
+func (s *Subscription) Messages() <-chan ResponseMessage {
+	if s.fn != nil {
+		return s.doneSignal()
+	}
+	return s.out
+}
 
 // Err returns why Messages() was closed: nil after Remove (or while the
 // subscription is live), ErrClosed after Close, ErrSlowConsumer if it fell
@@ -260,6 +289,9 @@ func (s *Subscription) want(o *op) error {
 			continue
 		}
 		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
+		if s.keys == nil {
+			s.keys = make(map[cid.Cid]*interest)
+		}
 		before := len(s.keys)
 		s.keys[h.key] = e
 		if len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as candidates skipped live ones
@@ -479,7 +511,9 @@ func (s *Subscription) lockAll(o *op) {
 				o.more.Add(sh)
 				covered = false
 			} else if o.locked && busy == nil {
-				busy = n.shards[sh].idx.res[k]
+				if r := n.shards[sh].idx.res[k]; r != nil {
+					busy = r.wakeOnRelease()
+				}
 			}
 		}
 		if covered && o.locked && busy == nil {
@@ -511,9 +545,14 @@ func (s *Subscription) markClosed(err error) {
 	s.err = err
 	s.closed.Store(true)
 	s.backlog.Reset()
-	if s.draining {
+	switch {
+	case s.fn != nil:
+		if !s.signal.CompareAndSwap(nil, closedSignal) {
+			close(s.signal.Load().(chan ResponseMessage))
+		}
+	case s.draining:
 		close(s.quit)
-	} else {
+	default:
 		close(s.out)
 	}
 }
@@ -549,8 +588,11 @@ func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 	if !s.draining {
 		s.draining = true
 		s.exited = make(chan struct{})
+		if s.quit == nil {
+			s.quit = make(chan struct{})
+		}
 		s.n.drainers.Add(1)
-		go s.drain(s.exited)
+		go s.drain(s.exited, s.quit)
 	}
 	return false
 }
@@ -560,7 +602,7 @@ func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 // publish order; once s is closed it closes out. It closes exited when it
 // returns. The message it holds while blocked on out has left the backlog:
 // WithMaxPending counts the messages queued behind it.
-func (s *Subscription) drain(exited chan struct{}) {
+func (s *Subscription) drain(exited, quit chan struct{}) {
 	defer s.n.drainers.Done()
 	defer close(exited)
 	for {
@@ -580,7 +622,7 @@ func (s *Subscription) drain(exited chan struct{}) {
 		s.mu.Unlock()
 		select {
 		case s.out <- m:
-		case <-s.quit:
+		case <-quit:
 		}
 	}
 }
