@@ -89,11 +89,14 @@
 // operation holds it, that one sets them for both (metrics.go). Log lines and
 // span events are written holding no lock.
 //
-// An operation that finds one of its keys reserved by another releases its
-// locks, waits for that operation to finish, and starts again; the waits of
-// Publish and Subscribe end early with their ctx. The wait is not fair: an
-// operation on several keys may wait again for a later reservation of
-// another of its keys. The read calls do not wait: they see the wants as
+// An operation that finds one of its keys reserved by another marks its keys,
+// releases its locks, waits for that operation to finish, and starts again;
+// the waits of Publish and Subscribe end early with their ctx, which removes
+// the marks. An operation that starts later and needs a marked key waits for
+// the marking one, so the wait is fair: a waiter is not overtaken on its keys
+// by later operations, and proceeds once the reservations it found (and
+// those of the finitely many operations older than it) are released. The
+// read calls do not wait: they see the wants as
 // they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others
 // (a garbage collection) during that operation's call.

@@ -156,13 +156,16 @@ func (c *keyCount) get(k cid.Cid) int {
 	return c.n[k]
 }
 
-// requireIndexEmpty asserts that the index holds no want of either kind.
+// requireIndexEmpty asserts that the index holds no want of either kind, and
+// no reservation or mark of an operation.
 func requireIndexEmpty(t *testing.T, n *Notifier) {
 	t.Helper()
 	require.Equal(t, Stats{}, n.Stats())
 	for i := range n.shards {
 		require.Empty(t, n.shards[i].idx.wants, "shard %d: wants", i)
 		require.Empty(t, n.shards[i].idx.held, "shard %d: held", i)
+		require.Empty(t, n.shards[i].idx.res, "shard %d: reservations", i)
+		require.Empty(t, n.shards[i].idx.marks, "shard %d: marks", i)
 	}
 }
 

@@ -61,6 +61,10 @@ type shardIndex struct {
 	// looks the same to the reserving operation before and after its I/O.
 	res map[cid.Cid]*op
 
+	// marks holds the keys of operations that wait for a reservation: an
+	// operation that started later waits for them too (Notifier.mark).
+	marks map[cid.Cid]*op
+
 	// Gauges for Stats, written under the shard's lock, read without it.
 	keys  atomic.Int64 // keys in wants or held, each once
 	pairs atomic.Int64 // sum of len(subs) over both maps
@@ -71,6 +75,7 @@ func newShardIndex() shardIndex {
 		wants: make(map[cid.Cid]*interest),
 		held:  make(map[cid.Cid]*interest),
 		res:   make(map[cid.Cid]*op),
+		marks: make(map[cid.Cid]*op),
 	}
 }
 

@@ -2,6 +2,8 @@ package notifier
 
 import (
 	"context"
+	"errors"
+	"math/rand/v2"
 	"runtime"
 	"sync"
 	"testing"
@@ -236,4 +238,192 @@ func TestIO_PanickingStoreLeavesNoReservation(t *testing.T) {
 	closed := make(chan struct{})
 	go func() { defer close(closed); require.NoError(t, n.Close()) }()
 	done(t, closed, "Close after a panicking blockstore")
+}
+
+// An operation that waits for a reservation is not overtaken: an operation
+// that starts later on one of its keys waits behind it instead of reserving
+// that key, so a waiter cannot be starved by reservations that roll from one
+// of its keys to another. Here the waiter (Remove, or an Unsubscribe of both
+// keys) waits for a Publish storing kA; a second Publish, of kB, used to
+// reserve kB and enter its PutMany ahead of it, so that the waiter, once kA
+// was free, found kB taken, and so on for as long as publishes came.
+func TestIO_WaiterIsNotOvertaken(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wait func(s *Subscription, keys ...cid.Cid)
+	}{
+		{"Remove", func(s *Subscription, _ ...cid.Cid) { s.Remove() }},
+		{"Unsubscribe", func(s *Subscription, keys ...cid.Cid) { s.Unsubscribe(keys...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newStallStore()
+			n, _ := newWithCancels(t, st, WithShards(1))
+			b := mkBlocks("not-overtaken", 2)
+			kA, kB := b[0].Cid(), b[1].Cid()
+			s := mustSub(t, n, 1)
+			require.NoError(t, s.Subscribe(ctx, kA, kB))
+			releaseA := st.stall(t, kA)
+			st.stall(t, kB)
+
+			first := make(chan error, 1)
+			go func() { first <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+			require.Equal(t, kA, <-st.entered)
+			waited := make(chan struct{})
+			go func() { defer close(waited); tc.wait(s, kA, kB) }()
+			waitWaiting(t, n, 1)
+
+			second := make(chan error, 1)
+			go func() { second <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }()
+			deadline := time.Now().Add(hang)
+			for n.waiting.Load() != 2 {
+				select {
+				case k := <-st.entered:
+					t.Fatalf("the later Publish reserved %s and called PutMany ahead of the waiting %s", k, tc.name)
+				default:
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d operations wait, want 2", n.waiting.Load())
+				}
+				runtime.Gosched()
+			}
+
+			releaseA()
+			require.NoError(t, <-first)
+			done(t, waited, tc.name)
+			require.NoError(t, <-second, "kB is not wanted any more: nothing to store")
+			has, err := st.Has(ctx, kB)
+			require.NoError(t, err)
+			require.False(t, has, "a remote block nobody wants is not stored")
+			select {
+			case k := <-st.entered:
+				t.Fatalf("PutMany of %s", k)
+			default:
+			}
+		})
+	}
+}
+
+// yieldStore is a blockstore whose calls yield the processor a few times, so
+// that operations pile up on reserved keys, wait, mark and overtake.
+type yieldStore struct{ Blockstore }
+
+func (y yieldStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	for range 3 {
+		runtime.Gosched()
+	}
+	return y.Blockstore.Get(ctx, c)
+}
+
+func (y yieldStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for range 3 {
+		runtime.Gosched()
+	}
+	return y.Blockstore.PutMany(ctx, blks)
+}
+
+// Stress: operations on few keys, with a store that yields, so that they
+// keep waiting for each other's reservations and marks, some giving up as
+// their ctx is cancelled. Nothing deadlocks, and once every subscription is
+// removed no want, reservation or mark is left.
+func TestIO_StressWaitersAndMarks(t *testing.T) {
+	n, _ := newWithCancels(t, yieldStore{memStore()}, WithShards(2))
+	b := mkBlocks("marks", 8)
+	keys := keysOf(b)
+	var wg sync.WaitGroup
+	finished := make(chan struct{})
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range 300 {
+				s, err := n.NewSubscription(uint64(w*1000 + i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				pick := func() []cid.Cid {
+					ks := make([]cid.Cid, 1+r.IntN(4))
+					for j := range ks {
+						ks[j] = keys[r.IntN(len(keys))]
+					}
+					return ks
+				}
+				for range 4 {
+					switch r.IntN(4) {
+					case 0:
+						c, cancel := context.WithCancel(ctx)
+						if r.IntN(3) == 0 {
+							cancel() // may end a wait, or refuse the call at once
+						}
+						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) {
+							t.Error(err)
+						}
+						cancel()
+					case 1:
+						s.Unsubscribe(pick()...)
+					case 2:
+						blk := b[r.IntN(len(b))]
+						from := "peer"
+						if r.IntN(4) == 0 {
+							from = ""
+						}
+						if err := n.Publish(ctx, ResponseMessage{From: from, Blocks: []blocks.Block{blk}, Haves: pick()}); err != nil {
+							t.Error(err)
+						}
+					default:
+						if err := s.Subscribe(ctx, pick()...); err != nil {
+							t.Error(err)
+						}
+					}
+				}
+				s.Remove()
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(finished) }()
+	done(t, finished, "the stressing operations")
+	requireIndexEmpty(t, n)
+}
+
+// A waiter whose ctx ends while it waits returns its ctx's error and leaves
+// no mark behind: an operation that started after it, which waited for it,
+// proceeds as soon as the reservation they both waited for is released.
+func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
+	st := newStallStore()
+	n, _ := newWithCancels(t, st, WithShards(1))
+	b := mkBlocks("cancelled-waiter", 2)
+	kA, kB := b[0].Cid(), b[1].Cid()
+	holder := mustSub(t, n, 1)
+	require.NoError(t, holder.Subscribe(ctx, kA))
+	releaseA := st.stall(t, kA)
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+	require.Equal(t, kA, <-st.entered)
+
+	waiter := mustSub(t, n, 2)
+	wctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- waiter.Subscribe(wctx, kA, kB) }() // waits for kA, marks kA and kB
+	waitWaiting(t, n, 1)
+	later := mustSub(t, n, 3)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- later.Subscribe(ctx, kB) }() // waits for the waiter's mark on kB
+	waitWaiting(t, n, 2)
+
+	cancel()
+	require.ErrorIs(t, <-gaveUp, context.Canceled)
+	select {
+	case err := <-subscribed:
+		require.NoError(t, err)
+	case <-time.After(hang):
+		t.Fatal("the later Subscribe still waits: the cancelled waiter left its mark on kB")
+	}
+	require.False(t, waiter.Wants(kA) || waiter.Wants(kB), "the cancelled Subscribe added no want")
+	releaseA()
+	require.NoError(t, <-published)
+	waiter.Remove()
+	later.Remove()
+	holder.Remove()
+	requireIndexEmpty(t, n)
 }

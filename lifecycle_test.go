@@ -152,10 +152,7 @@ func TestIndex_EmptyAfterAllRemoved(t *testing.T) {
 	for _, s := range subs {
 		s.Remove()
 	}
-	require.Equal(t, Stats{}, n.Stats())
-	for i := range n.shards {
-		require.Empty(t, n.shards[i].idx.wants, "shard %d", i)
-	}
+	requireIndexEmpty(t, n)
 	require.Empty(t, n.sessions)
 }
 

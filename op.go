@@ -60,8 +60,9 @@ type op struct {
 	keep      shardset.Set                  // subset of locks held until the cancel function returns
 	more      shardset.Set                  // shards Subscription.lockAll found it lacks
 	keyShards []int32                       // shard of each key, in the order the op visits them
-	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O; their shards are keyShards[:len(resKeys)]
-	wake      atomic.Pointer[chan struct{}] // while the op holds reservations: closed when it releases them, if anyone waits (wakeOnRelease)
+	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]
+	marked    bool                          // some of resKeys may be marked (Notifier.mark)
+	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
 
 	// Plan and commit.
 	io      bool                 // the plan needs the blockstore
@@ -106,6 +107,7 @@ func (n *Notifier) putOp(o *op) {
 	o.keep.Clear()
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
+	o.marked = false
 	clear(o.resKeys)
 	o.resKeys = o.resKeys[:0]
 	o.io = false

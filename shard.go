@@ -72,26 +72,34 @@ func (n *Notifier) barrier() {
 }
 
 // lockFree takes o's shard locks at a moment when no other operation holds a
-// reservation on o.resKeys: it waits for such an operation, holding no lock,
-// and tries again. With refuseClosed it returns ErrClosed, holding no lock,
-// once the Notifier is closed. While it waits, ctx may end the wait.
+// reservation on o.resKeys, nor waits for one on them having started before
+// o: it waits for such an operation, holding no lock, and tries again. With
+// refuseClosed it returns ErrClosed, holding no lock, once the Notifier is
+// closed. While it waits, ctx may end the wait.
 //
 // Waiting with no lock held is what keeps this free of deadlock: an operation
 // that holds reservations waits only for the blockstore and for shard locks,
-// which nobody holds while waiting.
+// which nobody holds while waiting. Marking the keys while waiting is what
+// keeps it fair: see mark.
 func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error {
 	for {
 		n.lock(o.locks)
 		if refuseClosed && n.closed.Load() {
+			n.unmark(o)
 			n.unlock(o.locks)
 			return ErrClosed
 		}
 		busy := n.reserved(o)
 		if busy == nil {
+			n.unmark(o)
 			return nil
 		}
+		n.mark(o, 0)
 		n.unlock(o.locks)
 		if err := n.await(ctx, busy); err != nil {
+			n.lock(o.locks)
+			n.unmark(o)
+			n.unlock(o.locks)
 			return err
 		}
 	}
@@ -109,15 +117,77 @@ func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
 	}
 }
 
-// reserved returns the wake-up channel of another operation that reserved
-// one of o.resKeys, or nil. The caller holds their shard locks.
+// reserved returns the wake-up channel of the first operation that o must
+// wait for on one of o.resKeys (claimed), or nil. The caller holds their
+// shard locks.
 func (n *Notifier) reserved(o *op) chan struct{} {
 	for i, k := range o.resKeys {
-		if r := n.shards[o.keyShards[i]].idx.res[k]; r != nil && r != o {
-			return r.wakeOnRelease()
+		if w := n.claimed(o, k, o.keyShards[i]); w != nil {
+			return w
 		}
 	}
 	return nil
+}
+
+// claimed returns the wake-up channel of the operation that o must wait for
+// on k, in shard sh, or nil: another operation that reserved k, or one that
+// started before o (a smaller id) and waits with k marked. The caller holds
+// sh's lock.
+func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
+	idx := &n.shards[sh].idx
+	if len(idx.res) > 0 {
+		if r := idx.res[k]; r != nil && r != o {
+			return r.wakeOnRelease()
+		}
+	}
+	if len(idx.marks) > 0 {
+		if m := idx.marks[k]; m != nil && m.id < o.id {
+			return m.wakeOnRelease()
+		}
+	}
+	return nil
+}
+
+// mark marks o.resKeys[from:] as waited for by o, except those marked by an
+// operation that started before o; the caller holds their shard locks. An
+// operation that started after o and needs one of them waits for o instead
+// of taking it (claimed), so the keys of a waiting operation cannot be
+// reserved again and again by later ones while it waits: once the
+// reservations it found are released, it proceeds, unless operations older
+// than it, of which there are finitely many, take its keys first.
+//
+// It cannot deadlock: an operation waits for another's mark only if that one
+// is older, and for a reservation only if its holder is in the blockstore,
+// where it waits for nobody. So every chain of waits ends.
+//
+// The tempting alternative, reserving the keys that are free while waiting
+// for the others, deadlocks: two waiters can each hold a key the other waits
+// for.
+func (n *Notifier) mark(o *op, from int) {
+	for i := from; i < len(o.resKeys); i++ {
+		k := o.resKeys[i]
+		idx := &n.shards[o.keyShards[i]].idx
+		if m := idx.marks[k]; m == nil || m.id > o.id {
+			idx.marks[k] = o
+		}
+	}
+	o.marked = true
+}
+
+// unmark removes o's marks and wakes the operations waiting for them. The
+// caller holds the shard locks of o.resKeys.
+func (n *Notifier) unmark(o *op) {
+	if !o.marked {
+		return
+	}
+	for i, k := range o.resKeys {
+		idx := &n.shards[o.keyShards[i]].idx
+		if idx.marks[k] == o {
+			delete(idx.marks, k)
+		}
+	}
+	o.marked = false
+	o.wakeWaiters()
 }
 
 // unlocked runs io, a blockstore call, with o's keys reserved and no lock of
@@ -163,16 +233,16 @@ func (n *Notifier) unreserve(o *op) {
 			delete(idx.res, k)
 		}
 	}
-	if w := o.wake.Swap(nil); w != nil {
-		close(*w)
-	}
+	o.wakeWaiters()
 	n.inflight.Done()
 }
 
-// wakeOnRelease returns a channel that unreserve closes when o releases its
-// reservations, creating it on the first call: an operation that nobody
-// waits for allocates none. The caller holds the shard lock of a key that o
-// reserves; waiters in other shards may call it at the same time.
+// wakeOnRelease returns a channel that o closes when it releases its
+// reservations (unreserve) or its marks (unmark), creating it on the first
+// call: an operation that nobody waits for allocates none. The caller holds
+// the shard lock of a key that o reserves or marks; waiters in other shards
+// may call it at the same time. o closes it under the locks of all those
+// shards, so no waiter asks for it after it is closed and before the next.
 func (o *op) wakeOnRelease() chan struct{} {
 	if w := o.wake.Load(); w != nil {
 		return *w
@@ -191,5 +261,13 @@ func (n *Notifier) keyShards(o *op, keys []cid.Cid) {
 		sh := n.shardOf(k)
 		o.keyShards = append(o.keyShards, sh)
 		o.locks.Add(int(sh))
+	}
+}
+
+// wakeWaiters closes the channel that wakeOnRelease handed out, if any. The
+// caller holds the shard locks of every key o reserves or marks.
+func (o *op) wakeWaiters() {
+	if w := o.wake.Swap(nil); w != nil {
+		close(*w)
 	}
 }

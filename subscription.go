@@ -489,12 +489,14 @@ func commitClose(n *Notifier, o *op) error {
 }
 
 // lockAll takes the shard locks of every key s wants, then s.mu, at a moment
-// when no other operation holds a reservation on one of those keys. A
-// Subscribe may add a key in another shard between computing the set and
+// when no other operation holds a reservation on one of those keys, nor
+// waits with one of them marked having started before it. A Subscribe may
+// add a key in another shard between computing the set and
 // locking it; then it starts over with the larger set. That converges: keys
 // are added only under their shard's lock, which lockAll holds once the set
-// covers them. A reserved key makes it release everything, wait for the
-// reserving operation, and start over (see Notifier.lockFree). Stale entries
+// covers them. A reserved key makes it mark the keys it holds, release
+// everything, wait for the reserving operation, and start over (see
+// Notifier.lockFree and Notifier.mark). Stale entries
 // need no lock: an ended interest never comes back.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
@@ -506,18 +508,20 @@ func (s *Subscription) lockAll(o *op) {
 			if e.ended.Load() {
 				continue
 			}
-			sh := int(n.shardOf(k))
-			if !o.locks.Has(sh) {
-				o.more.Add(sh)
+			sh := n.shardOf(k)
+			if !o.locks.Has(int(sh)) {
+				o.more.Add(int(sh))
 				covered = false
 			} else if o.locked && busy == nil {
-				if r := n.shards[sh].idx.res[k]; r != nil {
-					busy = r.wakeOnRelease()
-				}
+				busy = n.claimed(o, k, sh)
 			}
 		}
 		if covered && o.locked && busy == nil {
+			n.unmark(o)
 			return
+		}
+		if busy != nil {
+			s.markKeys(o)
 		}
 		s.mu.Unlock()
 		if o.locked {
@@ -534,6 +538,25 @@ func (s *Subscription) lockAll(o *op) {
 		n.lock(o.locks)
 		o.locked = true
 	}
+}
+
+// markKeys marks, for a close that waits (see Notifier.mark), s's keys in
+// the shards it holds, recording them in o.resKeys to unmark them. The
+// caller holds those shards and s.mu.
+func (s *Subscription) markKeys(o *op) {
+	n := s.n
+	from := len(o.resKeys)
+	for k, e := range s.keys {
+		if e.ended.Load() {
+			continue
+		}
+		sh := n.shardOf(k)
+		if o.locks.Has(int(sh)) && n.shards[sh].idx.marks[k] != o {
+			o.resKeys = append(o.resKeys, k)
+			o.keyShards = append(o.keyShards, sh)
+		}
+	}
+	n.mark(o, from)
 }
 
 // markClosed marks s closed with err and closes out, or has drain close it,
