@@ -1,6 +1,7 @@
 // Package faultbs wraps a blockstore so that tests can make its Has, Get and
 // PutMany fail, stall, or fail after writing, and switch those faults on and
-// off while the store is in use.
+// off while the store is in use; or (SetRandom) make a share of the calls,
+// drawn by chance from a seed, fail or run slow.
 //
 // It is a test helper: a Store is safe for concurrent use, and every fault it
 // injects is an error that wraps ErrInjected or the context's error, so a
@@ -78,10 +79,14 @@ type Store struct {
 	inner Blockstore
 	calls [numMethods]atomic.Int64
 
-	mu      sync.Mutex // guards modes, gates and failing
+	mu      sync.Mutex // guards modes, gates, failing, random and tries
 	modes   [numMethods]Mode
 	gates   [numMethods]*gate // set while the mode is Stall or StallIgnoreCtx
 	failing [numMethods]map[cid.Cid]bool
+	random  Random         // see SetRandom
+	tries   map[try]uint32 // calls drawn so far, per method and key
+
+	failed, slowed [numMethods]atomic.Int64 // faults that random injected
 }
 
 // gate holds stalled calls until release is closed.
@@ -198,7 +203,22 @@ func (s *Store) enter(ctx context.Context, m Method, what string, keys ...cid.Ci
 				mode = Fail
 			}
 		}
+		d := drawPass
+		if mode == Pass {
+			d = s.drawLocked(m, keys)
+		}
+		delay := s.random.Delay
 		s.mu.Unlock()
+		switch d {
+		case drawFail:
+			s.failed[m].Add(1)
+			return mode, fmt.Errorf("faultbs: %s %s: drawn: %w", m, what, ErrInjected)
+		case drawSlow:
+			s.slowed[m].Add(1)
+			if err := slow(ctx, delay); err != nil {
+				return mode, fmt.Errorf("faultbs: %s %s: slowed: %w", m, what, err)
+			}
+		}
 		switch mode {
 		case Fail:
 			return mode, injected(m, what)
