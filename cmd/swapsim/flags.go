@@ -38,6 +38,9 @@ func parse(args []string, stderr io.Writer) (options, error) {
 	if c.Stall == 0 {
 		c.Stall = stallDefault(c.Store)
 	}
+	if err := c.Validate(); err != nil { // before anything runs
+		return o, err
+	}
 	if c.ProgressEvery > 0 {
 		c.Progress = stderr
 		c.ProgressInPlace = isTerminal(stderr)
@@ -71,6 +74,8 @@ func bind(fs *flag.FlagSet, o *options) {
 	fs.Float64Var(&c.Unsolicited, "unsolicited", c.Unsolicited, "chance that a peer's message carries a block nobody asked for")
 	fs.DurationVar(&c.LocalJitter, "local-jitter", c.LocalJitter, "local adds of a key's children land up to this long after its block is due, racing their Subscribe")
 	fs.DurationVar(&c.Stall, "stall", 0, "a request that receives nothing for this long has lost its blocks (default 2s in memory, 10s with flatfs)")
+	fs.Float64Var(&c.Faults, "faults", c.Faults, "share of the client's blockstore calls, in [0, 1], that fail or stall (even odds), drawn from -seed")
+	fs.DurationVar(&c.FaultStall, "fault-stall", c.FaultStall, "how much longer a stalled blockstore call takes; under a quarter of -stall")
 	fs.StringVar(&c.Store, "store", c.Store, "blockstore: mem (in memory) or flatfs (go-ds-flatfs on disk, under -dir)")
 	fs.StringVar(&c.Dir, "dir", c.Dir, "with -store flatfs: a fresh directory is made and removed under this one (default $TMPDIR)")
 	fs.DurationVar(&c.ProgressEvery, "progress", c.ProgressEvery, "interval of the progress line on stderr; 0 = none")

@@ -22,6 +22,8 @@ import (
 	"os/signal"
 	"time"
 
+	logging "github.com/ipfs/go-log/v2"
+
 	"github.com/bitswapsync/notifier/internal/swapsim"
 )
 
@@ -41,6 +43,16 @@ With -impl both, the notifier runs first, then legacy, each for half of
 -duration, with the same seed; the table then shows notifier/legacy ratios.
 Requests in flight when the duration ends finish (or stall, after -stall)
 before the checks, so a run takes a little longer than -duration.
+
+-faults P makes a share P of the client's blockstore calls (Has, Get,
+PutMany), for either implementation, fail (writing nothing) or stall (take
+-fault-stall longer), with even odds, drawn from -seed. The simulated peers
+recover as a real network does: a message whose blocks failed to store is
+sent again after a latency (a peer answering the repeated WANT; a local add
+retried), and a request whose blockstore check failed repeats its Want after
+1ms, for up to -stall. Every invariant must still hold, and every request
+that was not cancelled must complete. The table counts the injected faults
+and the recovery.
 
 Exit status: 0 if the notifier kept every invariant (legacy's violations are
 reported, never fatal), 1 if it did not, 2 on a usage or setup error or if
@@ -66,6 +78,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	cfg := opts.cfg
+	if cfg.Faults > 0 {
+		quietStoreErrors()
+	}
 	names, err := swapsim.Impls(opts.impl)
 	if err != nil {
 		warn(stderr, err)
@@ -173,6 +188,12 @@ func status(reps []swapsim.Report) int {
 		}
 	}
 	return 0
+}
+
+// quietStoreErrors stops the notifier from logging each blockstore error: the
+// injected ones come by the hundred a second, and the table counts them.
+func quietStoreErrors() {
+	_ = logging.SetLogLevel("bitswap/notifier", "fatal") // the subsystem exists: the notifier package is linked in
 }
 
 // warn writes a line to stderr. A failure to write there has nowhere to be

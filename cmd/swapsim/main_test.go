@@ -114,3 +114,31 @@ func TestRun_UnwritableFile(t *testing.T) {
 	require.NotContains(t, errs.String(), "swapsim: notifier:", "no run")
 	require.NoFileExists(t, svg)
 }
+
+// -faults outside [0, 1] is a usage error: nothing runs.
+func TestRun_FaultsOutOfRange(t *testing.T) {
+	for _, args := range [][]string{
+		{"-faults", "1.5"},
+		{"-faults", "-0.1"},
+		{"-faults", "NaN"},
+		{"-faults", "0.1", "-fault-stall", "1s"}, // a stall that passes for a lost block
+	} {
+		var out, errs strings.Builder
+		require.Equal(t, 2, run(args, &out, &errs), "%q", args)
+		require.Empty(t, out.String())
+		require.Contains(t, errs.String(), "fault", "%q", args)
+		require.NotContains(t, errs.String(), "swapsim: notifier:", "%q: no run", args)
+	}
+}
+
+// A run with faults shows, in the table, that faults were injected.
+func TestRun_FaultsAreCounted(t *testing.T) {
+	var out, errs strings.Builder
+	code := run([]string{"-impl", "notifier", "-duration", "300ms", "-sessions", "8", "-faults", "0.1", "-progress", "0"}, &out, &errs)
+	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", out.String(), errs.String())
+	require.Regexp(t, `(?m)^  failed \(injected\) +[1-9]\d* *$`, out.String())
+	require.Regexp(t, `(?m)^  stalled \(injected\) +[1-9]\d* *$`, out.String())
+	require.Regexp(t, `(?m)^VIOLATIONS +0 *$`, out.String())
+	require.Contains(t, errs.String(), "faults 0.1 (stall 20ms)")
+	require.NotContains(t, errs.String(), "blockstore error", "the notifier's log of injected errors is quiet")
+}

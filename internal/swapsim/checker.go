@@ -18,6 +18,7 @@ type Violation int
 
 const (
 	LostBlock      Violation = iota // a request that was not cancelled never got a block (it stalled)
+	Incomplete                      // a request that was not cancelled ended without every block
 	DuplicateBlock                  // a request got the block of a key twice
 	UnexpectedKey                   // a message named a key the request never asked for
 	NotStored                       // a request got a block the blockstore did not hold yet
@@ -32,7 +33,7 @@ const (
 )
 
 var violationNames = [numViolations]string{
-	"lost block", "duplicate block", "unexpected key", "delivered before stored",
+	"lost block", "incomplete request", "duplicate block", "unexpected key", "delivered before stored",
 	"unsolicited store", "stale cancel", "extra cancel", "missing cancel",
 	"index not empty", "goroutine leak", "client error",
 }
@@ -57,7 +58,11 @@ func (v Violation) String() string { return violationNames[v] }
 // the end is certain at END-RETURN, and also at DELIVERED when the client ends
 // wants synchronously (Impl.SyncCancels). A WANT goes to the peers when K was
 // not stored at SUB-START (the client asks peers only for blocks its
-// blockstore check missed, as boxo does); it is "awaiting" a CANCEL when K is
+// blockstore check missed, as boxo does), or if the check may have missed
+// after all: K is not stored at SUB-RETURN either (the store that the check
+// waited for failed), or a Get or Has of K failed meanwhile (a client that
+// takes a failed check for a miss, as boxo's blockservice does, asks the
+// peers); it is "awaiting" a CANCEL when K is
 // still not stored at SUB-RETURN, and "surely live" if, in addition, no
 // publish of K's block is in progress — until END-START or the next PUB-START.
 //
@@ -114,20 +119,27 @@ type keyState struct {
 	pubs     int32  // publishes of K's block in progress
 	awaiting int32  // WANTs awaiting a CANCEL (see checker)
 	gen      uint32 // CANCELs so far: a peer drops answers to WANTs of an older gen
-	storing  bool   // a PutMany of K's block has begun
-	stored   bool   // a PutMany of K's block has returned
+	puts     int32  // PutManys of K's block in progress
+	stored   bool   // a PutMany of K's block has returned nil
+	misread  uint32 // Gets and Hases of K that failed
 	local    bool   // a local add of K has begun
 	firstPub int64  // when K's block was first handed to the client (sim clock)
 }
 
+// storing reports whether K is stored or being stored: a PutMany of its
+// block has succeeded or is in progress. A failed PutMany wrote nothing (the
+// faults the simulator injects fail before writing), so it leaves no trace.
+func (ks *keyState) storing() bool { return ks.puts > 0 || ks.stored }
+
 // want is one request's want of one key.
 type want struct {
 	req      uint64
-	sent     bool // a WANT went to the peers: K was not stored at SUB-START
-	returned bool // Subscribe returned
-	sure     bool // surely live
-	consumed bool // a CANCEL after SUB-RETURN accounts for its epoch
-	over     bool // its end is certain
+	sent     bool   // a WANT went to the peers (see checker)
+	misread  uint32 // keyState.misread at SUB-START
+	returned bool   // Subscribe returned
+	sure     bool   // surely live
+	consumed bool   // a CANCEL after SUB-RETURN accounts for its epoch
+	over     bool   // its end is certain
 }
 
 func newChecker(syncEnds bool) *checker {
@@ -162,8 +174,10 @@ func (c *checker) violate(v Violation, format string, args ...any) {
 	c.exMu.Unlock()
 }
 
+// find returns req's latest want of K: a request that retries a failed
+// Subscribe has a want per attempt, and only the last can be live.
 func (ks *keyState) find(req uint64) *want {
-	for i := range ks.wants {
+	for i := len(ks.wants) - 1; i >= 0; i-- {
 		if ks.wants[i].req == req {
 			return &ks.wants[i]
 		}
@@ -200,15 +214,17 @@ func (c *checker) subStart(req uint64, keys []cid.Cid, sent []bool) {
 	for i, k := range keys {
 		sh, ks := c.lock(k)
 		ks.ops++
-		sent[i] = !ks.storing
-		ks.wants = append(ks.wants, want{req: req, sent: sent[i]})
+		sent[i] = !ks.storing()
+		ks.wants = append(ks.wants, want{req: req, sent: sent[i], misread: ks.misread})
 		sh.mu.Unlock()
 	}
 }
 
 // subReturn records SUB-RETURN: ok says Subscribe succeeded (if not, it added
-// no want). gens[i] is the wire generation of keys[i]'s WANT.
-func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, gens []uint32) {
+// no want). gens[i] is the wire generation of keys[i]'s WANT. It sets sent[i]
+// if the client's check may have missed after all (see checker), so that
+// the client sends a WANT.
+func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, sent []bool, gens []uint32) {
 	for i, k := range keys {
 		sh, ks := c.lock(k)
 		ks.ops--
@@ -218,7 +234,10 @@ func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, gens []uint32) 
 				w.over = true
 			default:
 				w.returned = true
-				if w.sent && !ks.storing {
+				if !w.sent && (!ks.storing() || ks.misread != w.misread) {
+					w.sent, sent[i] = true, true
+				}
+				if w.sent && !ks.storing() {
 					ks.awaiting++
 					w.sure = ks.pubs == 0
 				}
@@ -299,21 +318,39 @@ func (c *checker) pubEnd(blks []blocks.Block) {
 func (c *checker) storing(blks []blocks.Block) {
 	for _, b := range blks {
 		sh, ks := c.lock(b.Cid())
-		if !ks.storing && !ks.local && len(ks.wants) == 0 {
+		if !ks.storing() && !ks.local && len(ks.wants) == 0 {
 			c.violate(Unsolicited, "%s stored, nobody wanted it and it was not added locally", b.Cid())
 		}
-		ks.storing = true
+		ks.puts++
 		sh.mu.Unlock()
 	}
 }
 
-// stored records that a PutMany returned.
+// stored records that a PutMany returned nil.
 func (c *checker) stored(blks []blocks.Block) {
 	for _, b := range blks {
 		sh, ks := c.lock(b.Cid())
+		ks.puts--
 		ks.stored = true
 		sh.mu.Unlock()
 	}
+}
+
+// storeFailed records that a PutMany returned an error, having written
+// nothing.
+func (c *checker) storeFailed(blks []blocks.Block) {
+	for _, b := range blks {
+		sh, ks := c.lock(b.Cid())
+		ks.puts--
+		sh.mu.Unlock()
+	}
+}
+
+// misread records that a Get or Has of k failed.
+func (c *checker) misread(k cid.Cid) {
+	sh, ks := c.lock(k)
+	ks.misread++
+	sh.mu.Unlock()
 }
 
 // cancel is the client's cancel function: it records CANCEL for keys.

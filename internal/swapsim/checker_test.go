@@ -29,7 +29,7 @@ func (s *script) subStart(req uint64) (sent bool) {
 }
 
 func (s *script) subReturn(req uint64) {
-	s.c.subReturn(req, s.k, true, []uint32{0})
+	s.c.subReturn(req, s.k, true, []bool{false}, []uint32{0})
 }
 
 func (s *script) subscribe(req uint64) { s.subStart(req); s.subReturn(req) }
@@ -225,4 +225,64 @@ func TestChecker_ExamplesAreBounded(t *testing.T) {
 	}
 	require.Len(t, c.firstExamples(), maxExamples)
 	require.Equal(t, int64(3*maxExamples), c.total()[LostBlock])
+}
+
+// A PutMany that failed wrote nothing: the Subscribe that began while it ran
+// finds K missing after all, and its client sends the WANT, which then awaits
+// a CANCEL.
+func TestChecker_FailedStoreLeavesNoTrace(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	blk := []blocks.Block{s.blk}
+	s.c.pubStart(blk, false, 1)
+	s.c.storing(blk)
+	require.False(t, s.subStart(2), "a store in progress: the check would find K")
+	s.c.storeFailed(blk)
+	s.c.pubEnd(blk)
+	sent := []bool{false}
+	s.c.subReturn(2, s.k, true, sent, []uint32{0})
+	require.True(t, sent[0], "the store failed: the check missed, a WANT goes out")
+	s.end(1)
+	s.end(2)
+	s.want(map[Violation]int64{MissingCancel: 1})
+
+	// A remote block stored after a failed store of it is checked again.
+	s = newScript(t, true)
+	s.c.storing(blk)
+	s.c.storeFailed(blk)
+	s.c.storing(blk)
+	s.want(map[Violation]int64{Unsolicited: 2})
+}
+
+// A client that takes a failed Get for a miss asks the peers for a block it
+// has: the driver sends that WANT too.
+func TestChecker_FailedCheckSendsTheWant(t *testing.T) {
+	s := newScript(t, true)
+	s.c.pubStart([]blocks.Block{s.blk}, true, 1)
+	s.c.storing([]blocks.Block{s.blk})
+	s.c.stored([]blocks.Block{s.blk})
+	s.c.pubEnd([]blocks.Block{s.blk})
+	require.False(t, s.subStart(1))
+	s.c.misread(s.blk.Cid())
+	sent := []bool{false}
+	s.c.subReturn(1, s.k, true, sent, []uint32{0})
+	require.True(t, sent[0])
+	s.end(1)
+	s.c.finish()
+	s.want(nil) // K was stored: the WANT awaits no CANCEL
+}
+
+// A request that retries a failed Subscribe has a want per attempt; the
+// checker follows the last, even while the failed one is still kept (another
+// operation on K is in progress).
+func TestChecker_RetriedSubscribe(t *testing.T) {
+	s := newScript(t, true)
+	s.subStart(2) // in progress: nothing is reaped meanwhile
+	s.subStart(1)
+	s.c.subReturn(1, s.k, false, []bool{false}, []uint32{0})
+	s.subscribe(1)
+	s.subReturn(2)
+	s.end(2)
+	s.c.cancel(s.k) // overtakes the retried want, which is live
+	s.want(map[Violation]int64{StaleCancel: 1})
 }

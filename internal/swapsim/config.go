@@ -43,12 +43,30 @@ type Config struct {
 	// blocks count as lost.
 	Stall time.Duration
 
+	// Faults is the share of the client's blockstore calls (Has, Get,
+	// PutMany) that fail or stall, with even odds, drawn from Seed (see
+	// doc.go, "Faults"). A failed call does nothing; a stalled one takes
+	// FaultStall longer, then runs.
+	Faults     float64
+	FaultStall time.Duration
+
 	Store string // "mem" or "flatfs"
 	Dir   string // flatfs: a fresh directory is made (and removed) under it; "" = os.TempDir()
+
+	// broken switches off a part of the recovery from faults, so that tests
+	// can show that the checks catch its absence.
+	broken recovery
 
 	Progress        io.Writer     // progress lines go here; nil = none
 	ProgressEvery   time.Duration // interval between progress lines
 	ProgressInPlace bool          // rewrite one line with \r (for a terminal)
+}
+
+// recovery names the parts of the simulator that recover from blockstore
+// faults; a set field switches that part off.
+type recovery struct {
+	noRetry  bool // a Want that fails ends its request
+	noResend bool // a peer whose message failed to store does not send it again
 }
 
 // DefaultConfig returns the load of `go run ./cmd/swapsim`. Its chances are
@@ -76,13 +94,15 @@ func DefaultConfig() Config {
 		Unsolicited:   0.02,
 		LocalJitter:   300 * time.Microsecond,
 		Stall:         2 * time.Second,
+		FaultStall:    20 * time.Millisecond,
 		Store:         "mem",
 		ProgressEvery: time.Second,
 	}
 }
 
-// validate reports the first field that is out of range.
-func (c *Config) validate() error {
+// Validate reports every field that is out of range, or nil. Run calls it
+// before it starts anything.
+func (c *Config) Validate() error {
 	var errs []error
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
@@ -99,11 +119,15 @@ func (c *Config) validate() error {
 	for name, p := range map[string]float64{
 		"share": c.Share, "refetch": c.Refetch, "cancel": c.Cancel, "local": c.LocalAdd,
 		"local-only": c.LocalOnly, "dup": c.DupBlock, "unsolicited": c.Unsolicited,
+		"faults": c.Faults,
 	} {
 		check(p >= 0 && p <= 1, "%s %v: want a probability in [0, 1]", name, p)
 	}
 	check(c.LocalJitter >= 0, "local jitter %v: want >= 0", c.LocalJitter)
 	check(c.Stall > 0, "stall %v: want > 0", c.Stall)
+	// A blockstore call that stalls about as long as a request may wait would
+	// pass for a lost block.
+	check(c.FaultStall >= 0 && (c.Faults == 0 || c.FaultStall < c.Stall/4), "fault stall %v: want >= 0 and under a quarter of stall (%v)", c.FaultStall, c.Stall)
 	check(c.Store == "mem" || c.Store == "flatfs", "store %q: want mem or flatfs", c.Store)
 	check(c.Progress == nil || c.ProgressEvery > 0, "progress interval %v: want > 0", c.ProgressEvery)
 	return errors.Join(errs...)
@@ -111,6 +135,10 @@ func (c *Config) validate() error {
 
 // String describes the load, for the progress line.
 func (c *Config) String() string {
-	return fmt.Sprintf("%s: %d sessions, %d peers, %v..%v latency, store %s, seed %d",
-		c.Impl, c.Sessions, c.Peers, c.MinLatency, c.MaxLatency, c.Store, c.Seed)
+	faults := ""
+	if c.Faults > 0 {
+		faults = fmt.Sprintf(", faults %v (stall %v)", c.Faults, c.FaultStall)
+	}
+	return fmt.Sprintf("%s: %d sessions, %d peers, %v..%v latency, store %s%s, seed %d",
+		c.Impl, c.Sessions, c.Peers, c.MinLatency, c.MaxLatency, c.Store, faults, c.Seed)
 }

@@ -34,13 +34,45 @@
 // DAG, per peer); the interleaving of goroutines does not, so two runs with
 // one seed fetch the same kinds of DAGs, not the same sequence of events.
 //
+// # Faults
+//
+// With Config.Faults = P, a share P of the client's blockstore calls (Has,
+// Get, PutMany; internal/faultbs draws them from Config.Seed, the method, the
+// key and how many calls on that key came before) fail, writing nothing, or
+// stall: they take Config.FaultStall longer, then run. Both implementations
+// meet them. The world recovers as it would around a real client:
+//
+//   - A message whose blocks failed to store reached no session (the
+//     notifier's Publish and legacy's ReceiveMessage deliver nothing then),
+//     so its peer sends it again after a fresh latency, as a peer answers the
+//     WANT that a client repeats for a block it still wants (boxo rebroadcasts
+//     its wants); a failed local add is retried the same way. A CANCEL of a
+//     key since its WANT still drops what is sent again.
+//   - A Want that fails because the blockstore check failed (the notifier's
+//     Subscribe then adds no want and delivers nothing) is repeated, key by
+//     key, 1ms apart, for up to Config.Stall: a client that gets an error
+//     from its check tries again, and falls back to one block at a time so
+//     that one failing key does not hold the others back. This assumes that
+//     a failed Subscribe delivered nothing, as the notifier documents; one
+//     that did would show here as a DuplicateBlock.
+//   - Legacy takes a failed check for a miss, as boxo's blockservice does,
+//     and asks the peers: a block that only a local add provides then never
+//     comes, and the request stalls. That is boxo's behaviour, not the
+//     simulator's, and legacy's violations are reported, never fatal.
+//
+// Every check below still holds for a client that keeps the contract; the
+// checker learns of failed PutManys, Gets and Hases from the store the
+// client gets, and asks the store under the faults whether a delivered block
+// is stored. The Report counts the faults injected and the recovery.
+//
 // # The checks
 //
 // At the end, with every session closed and the network stopped:
 //
 //   - every request that was not cancelled got every block exactly once: a
 //     request that receives nothing for Config.Stall is ended and each block
-//     it still waited for is a LostBlock; a second copy is a DuplicateBlock;
+//     it still waited for is a LostBlock; one that ends for any reason
+//     without every block is Incomplete; a second copy is a DuplicateBlock;
 //     a block, HAVE or DONT_HAVE for a key it never asked for is an
 //     UnexpectedKey; a block the blockstore does not hold yet is NotStored;
 //   - nothing was stored that nobody asked for (Unsolicited): the blockstore

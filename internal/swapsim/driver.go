@@ -2,6 +2,7 @@ package swapsim
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -10,20 +11,23 @@ import (
 	cid "github.com/ipfs/go-cid"
 
 	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // sim is one run: the client under test, the world around it, and the
 // checker that watches both.
 type sim struct {
-	cfg  *Config
-	impl Impl
-	bs   notifier.Blockstore // the recording store the client uses
-	chk  *checker
-	net  *network
-	reg  registry
-	ctr  counters
-	lat  histogram
-	reqs atomic.Uint64 // request IDs
+	cfg   *Config
+	impl  Impl
+	bs    notifier.Blockstore // the recording store the client uses
+	truth notifier.Blockstore // the store under the faults, for the checks
+	fault *faultbs.Store      // injects Config.Faults into bs
+	chk   *checker
+	net   *network
+	reg   registry
+	ctr   counters
+	lat   histogram
+	reqs  atomic.Uint64 // request IDs
 
 	epoch time.Time       // the sim clock's zero
 	bg    context.Context // for calls into the client, which outlive the load phase
@@ -35,12 +39,15 @@ type counters struct {
 	blocks, haves, dontHaves                atomic.Int64 // read by sessions
 	messages                                atomic.Int64 // handed to the client
 	wants, dropped, localAdds, junk         atomic.Int64
+	retries, resent                         atomic.Int64 // Wants retried, messages sent again
 }
 
 func newSim(cfg *Config, inner notifier.Blockstore, f Factory) *sim {
 	s := &sim{cfg: cfg, epoch: time.Now(), bg: context.Background()}
 	s.chk = newChecker(false)
-	s.bs = recordingStore{Blockstore: inner, chk: s.chk}
+	s.truth, s.fault = inner, faultbs.New(inner)
+	s.fault.SetRandom(faultbs.Random{P: cfg.Faults, Delay: cfg.FaultStall, Seed: cfg.Seed})
+	s.bs = recordingStore{Blockstore: s.fault, chk: s.chk}
 	s.impl = f(s.bs, s.chk.cancel)
 	s.chk.syncEnds = s.impl.SyncCancels()
 	s.net = newNetwork(s)
@@ -50,15 +57,23 @@ func newSim(cfg *Config, inner notifier.Blockstore, f Factory) *sim {
 // now is the sim clock, in nanoseconds; it is never 0.
 func (s *sim) now() int64 { return int64(time.Since(s.epoch)) + 1 }
 
-// receive hands msg to the client, between PUB-START and PUB-END.
-func (s *sim) receive(msg notifier.ResponseMessage) {
+// receive hands msg to the client, between PUB-START and PUB-END. It
+// returns true if the client failed to store the message's blocks because of
+// an injected fault: then nothing of it reached the sessions, and its sender
+// is to send it again. Any other error is a violation.
+func (s *sim) receive(msg notifier.ResponseMessage) (again bool) {
 	s.chk.pubStart(msg.Blocks, msg.From == "", s.now())
 	err := s.impl.Receive(s.bg, msg)
 	s.chk.pubEnd(msg.Blocks)
 	s.ctr.messages.Add(1)
-	if err != nil {
+	switch {
+	case err == nil:
+	case errors.Is(err, faultbs.ErrInjected):
+		return !s.cfg.broken.noResend
+	default:
 		s.chk.violate(ImplError, "receive from %q: %v", msg.From, err)
 	}
+	return false
 }
 
 // load runs the sessions until cfg.Duration has passed (or ctx is done) and
@@ -143,9 +158,10 @@ type request struct {
 	received int
 	// cancelAt > 0 cancels the request once that many blocks arrived, by
 	// Cancel then Close, or by Close alone if viaClose.
-	cancelAt int
-	viaClose bool
-	ended    bool // cancelled, stalled or failed: no more wants
+	cancelAt  int
+	viaClose  bool
+	ended     bool // cancelled, stalled or failed: no more wants
+	cancelled bool
 }
 
 func (w *worker) newRequest(d *dag) *request {
@@ -196,6 +212,9 @@ func (w *worker) fetch() {
 	}
 	w.close(sess, req)
 	w.s.reg.release(d, req.received == len(d.nodes))
+	if !req.cancelled && req.received < len(d.nodes) {
+		w.s.chk.violate(Incomplete, "request %d: %d of %d blocks, not cancelled", req.id, req.received, len(d.nodes))
+	}
 }
 
 // await reads the session until the DAG is complete, the request is
@@ -271,7 +290,7 @@ func (w *worker) block(req *request, k cid.Cid) bool {
 	w.s.ctr.blocks.Add(1)
 	first, stored := w.s.chk.delivered(req.id, k)
 	if !stored {
-		if has, err := w.s.bs.Has(w.s.bg, k); err != nil || !has {
+		if has, err := w.s.truth.Has(w.s.bg, k); err != nil || !has {
 			w.s.chk.violate(NotStored, "request %d: block %s not in the blockstore (err %v)", req.id, k, err)
 		}
 	}
@@ -289,23 +308,59 @@ func (w *worker) infos(req *request, keys []cid.Cid, n *atomic.Int64) {
 	n.Add(int64(len(keys)))
 }
 
-// want subscribes req to the nodes idx and then sends their WANTs; it
-// reports whether Want succeeded.
+// want subscribes req to the nodes idx and sends their WANTs; it reports
+// whether the request goes on. If Want fails because of an injected fault,
+// the request wants each node on its own, each retried after retryDelay for
+// up to Config.Stall: a client that falls back to one block at a time, so
+// that one failing key does not hold the others back.
 func (w *worker) want(sess Session, req *request, idx []int32) bool {
-	d, now := req.dag, w.s.now()
+	now := w.s.now()
+	for _, i := range idx {
+		req.state[i], req.subAt[i] = stWanted, now
+	}
+	err := w.subscribe(sess, req, idx)
+	if err == nil {
+		return true
+	}
+	for j := range idx {
+		one := idx[j : j+1]
+		if j > 0 {
+			err = w.subscribe(sess, req, one)
+		}
+		if err = w.wantAgain(sess, req, one, err); err != nil {
+			w.s.chk.violate(ImplError, "request %d: want %d of %d keys: %v", req.id, len(idx)-j, len(idx), err)
+			req.ended = true
+			return false
+		}
+	}
+	return true
+}
+
+// wantAgain repeats a Want of the nodes idx that failed with err until it
+// succeeds or retry gives up; it returns the last error.
+func (w *worker) wantAgain(sess Session, req *request, idx []int32, err error) error {
+	for start := time.Now(); err != nil; err = w.subscribe(sess, req, idx) {
+		if !w.retry(err, start) {
+			return err
+		}
+	}
+	return nil
+}
+
+// subscribe calls Want for the nodes idx, between SUB-START and SUB-RETURN,
+// and sends their WANTs if it succeeded.
+func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
+	d := req.dag
 	keys := make([]cid.Cid, len(idx))
 	for j, i := range idx {
 		keys[j] = d.nodes[i].blk.Cid()
-		req.state[i], req.subAt[i] = stWanted, now
 	}
 	sent, gens := make([]bool, len(keys)), make([]uint32, len(keys))
 	w.s.chk.subStart(req.id, keys, sent)
 	err := sess.Want(w.s.bg, keys)
-	w.s.chk.subReturn(req.id, keys, err == nil, gens)
+	w.s.chk.subReturn(req.id, keys, err == nil, sent, gens)
 	if err != nil {
-		w.s.chk.violate(ImplError, "request %d: want %d keys: %v", req.id, len(keys), err)
-		req.ended = true
-		return false
+		return err
 	}
 	for j, i := range idx {
 		if sent[j] {
@@ -314,6 +369,22 @@ func (w *worker) want(sess Session, req *request, idx []int32) bool {
 			w.addLocally(d, d.nodes[i], due)
 		}
 	}
+	return nil
+}
+
+// retryDelay is how long a request waits before it repeats a Want that
+// failed: a client that gets an error from its blockstore check tries again
+// (see doc.go, "Faults").
+const retryDelay = time.Millisecond
+
+// retry reports whether a Want that failed with err is to be tried again,
+// the first attempt having started at start; if so, it waits retryDelay.
+func (w *worker) retry(err error, start time.Time) bool {
+	if !errors.Is(err, faultbs.ErrInjected) || w.s.cfg.broken.noRetry || time.Since(start) > w.s.cfg.Stall {
+		return false
+	}
+	w.s.ctr.retries.Add(1)
+	time.Sleep(retryDelay) // a backoff: there is nothing to wait for
 	return true
 }
 
@@ -339,7 +410,7 @@ func (w *worker) addLocally(d *dag, nd *node, due time.Duration) {
 
 // cancel ends the request midway; Close follows.
 func (w *worker) cancel(sess Session, req *request) {
-	req.ended = true
+	req.ended, req.cancelled = true, true
 	w.s.ctr.cancelled.Add(1)
 	if req.viaClose {
 		return

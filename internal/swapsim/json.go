@@ -37,6 +37,9 @@ const JSONSchema = "swapsim/v1"
 // load_s, elapsed_s (with the drain), requests_completed,
 // requests_cancelled, requests_stalled, blocks_per_s, messages_per_s,
 // haves_dont_haves_per_s, latency_p50_s, latency_p99_s, latency_max_s,
+// store_calls (the client's blockstore calls), faults_failed and
+// faults_stalled (those Config.Faults failed or stalled), wants_retried (after
+// a failed blockstore check), messages_resent (after a failed store),
 // goroutines_peak, goroutines_peak_client ("of the client"),
 // goroutines_end, heap_peak_bytes, heap_end_bytes. violations has the
 // table's VIOLATIONS rows: total, then each kind named as in the table with
@@ -96,6 +99,8 @@ type jsonConfig struct {
 	Unsolicited float64 `json:"unsolicited"`
 	LocalJitter float64 `json:"local_jitter_s"`
 	Stall       float64 `json:"stall_s"`
+	Faults      float64 `json:"faults"`
+	FaultStall  float64 `json:"fault_stall_s"`
 	Store       string  `json:"store"`
 }
 
@@ -107,7 +112,8 @@ func newJSONConfig(c *Config) jsonConfig {
 		Depth: c.Depth, Fanout: c.Fanout, BlockSize: c.BlockSize,
 		Share: c.Share, Refetch: c.Refetch, Cancel: c.Cancel, LocalAdd: c.LocalAdd,
 		LocalOnly: c.LocalOnly, DupBlock: c.DupBlock, Unsolicited: c.Unsolicited,
-		LocalJitter: c.LocalJitter.Seconds(), Stall: c.Stall.Seconds(), Store: c.Store,
+		LocalJitter: c.LocalJitter.Seconds(), Stall: c.Stall.Seconds(),
+		Faults: c.Faults, FaultStall: c.FaultStall.Seconds(), Store: c.Store,
 	}
 }
 

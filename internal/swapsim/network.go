@@ -17,7 +17,8 @@ import (
 // peer's answer at its due time in a min-heap; the scheduler moves answers
 // that are due to their peer's queue; the peer sends everything queued as one
 // message. A peer honours CANCELs: it drops an answer if a CANCEL of its key
-// reached the wire after the WANT (checker.gen).
+// reached the wire after the WANT (checker.gen). A peer whose message the
+// client failed to store sends it again (answer).
 
 type itemKind uint8
 
@@ -49,6 +50,7 @@ func (e *event) before(f *event) bool {
 
 // peer is a peer's queue of answers that are due.
 type peer struct {
+	idx  int        // in network.peers
 	from string     // peer ID; "" for the local pseudo-peer
 	rng  *rand.Rand // used by the peer's goroutine only
 
@@ -73,7 +75,7 @@ type network struct {
 func newNetwork(s *sim) *network {
 	n := &network{s: s, poke: make(chan struct{}, 1), stop: make(chan struct{})}
 	for i := range s.cfg.Peers + 1 {
-		p := &peer{from: fmt.Sprintf("peer-%02d", i), wake: make(chan struct{}, 1)}
+		p := &peer{idx: i, from: fmt.Sprintf("peer-%02d", i), wake: make(chan struct{}, 1)}
 		p.rng = rand.New(rand.NewPCG(s.cfg.Seed, uint64(1<<32+i)))
 		if i == s.cfg.Peers {
 			p.from = ""
@@ -176,13 +178,22 @@ func (n *network) serve(p *peer) {
 }
 
 // answer sends p's message made of batch, leaving out what was cancelled.
+//
+// If the client fails to store the message's blocks, nothing of it reached
+// the sessions, and p sends what batch kept again after a fresh latency: a
+// remote peer as it would answer the WANT that the client repeats for a
+// block it still wants (boxo rebroadcasts its wants), the local pseudo-peer
+// as a user retries an add that failed. What is sent again keeps its WANT's
+// generation, so a CANCEL meanwhile still drops it.
 func (n *network) answer(p *peer, batch []item) {
 	msg := notifier.ResponseMessage{From: p.from}
+	kept := batch[:0]
 	for _, it := range batch {
 		if it.kind != itemLocal && n.s.chk.gen(it.key) != it.gen {
 			n.s.ctr.dropped.Add(1)
 			continue
 		}
+		kept = append(kept, it)
 		switch it.kind {
 		case itemBlock, itemLocal:
 			msg.Blocks = append(msg.Blocks, it.blk)
@@ -196,8 +207,15 @@ func (n *network) answer(p *peer, batch []item) {
 		junk := fmt.Sprintf("swapsim: unsolicited block %d from %s", n.s.ctr.junk.Add(1), p.from)
 		msg.Blocks = append(msg.Blocks, blocks.NewBlock([]byte(junk)))
 	}
-	if len(msg.Blocks)+len(msg.Haves)+len(msg.DontHaves) > 0 {
-		n.s.receive(msg)
+	if len(msg.Blocks)+len(msg.Haves)+len(msg.DontHaves) == 0 {
+		return
+	}
+	if again := n.s.receive(msg); again && len(kept) > 0 {
+		n.s.ctr.resent.Add(1)
+		d := max(n.latency(p.rng), retryDelay)
+		for _, it := range kept {
+			n.after(d, p.idx, it)
+		}
 	}
 }
 

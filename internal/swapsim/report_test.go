@@ -40,9 +40,9 @@ func TestImpls(t *testing.T) {
 
 func TestConfig_Validate(t *testing.T) {
 	cfg := DefaultConfig()
-	require.NoError(t, cfg.validate())
+	require.NoError(t, cfg.Validate())
 	cfg.Peers, cfg.Cancel, cfg.Store = 65, 2, "leveldb"
-	err := cfg.validate()
+	err := cfg.Validate()
 	require.ErrorContains(t, err, "peers 65")
 	require.ErrorContains(t, err, "cancel 2")
 	require.ErrorContains(t, err, `store "leveldb"`)

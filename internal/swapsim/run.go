@@ -7,6 +7,7 @@ import (
 	"time"
 
 	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // Report is what one run measured and found.
@@ -23,6 +24,12 @@ type Report struct {
 	Blocks, Haves, DontHaves                int64 // read by the sessions
 	Messages                                int64 // handed to the client, local adds included
 	Wants, Dropped, LocalAdds, Unsolicited  int64 // WANTs sent; answers dropped after a CANCEL
+
+	// Faults injected into the client's blockstore calls (Config.Faults), and
+	// the recovery from them: Wants retried after a failed blockstore check,
+	// messages sent again after a failed store.
+	StoreCalls, FaultsFailed, FaultsStalled int64
+	Retries, Resent                         int64
 
 	LatencyP50, LatencyP99, LatencyMax time.Duration
 	// Latency is the histogram of every delivery's latency, its non-empty
@@ -76,7 +83,7 @@ func Impls(name string) ([]string, error) {
 }
 
 func run(ctx context.Context, cfg Config, f Factory) (Report, error) {
-	if err := cfg.validate(); err != nil {
+	if err := cfg.Validate(); err != nil {
 		return Report{}, fmt.Errorf("swapsim: %w", err)
 	}
 	runtime.GC()
@@ -171,17 +178,25 @@ func heapAfterGC() uint64 {
 
 func (s *sim) report(elapsed time.Duration, mon *monitor) Report {
 	c := &s.ctr
-	return Report{
+	rep := Report{
 		Impl: s.cfg.Impl, Store: s.cfg.Store, Elapsed: elapsed,
 		Requests: c.requests.Load(), Completed: c.completed.Load(),
 		Cancelled: c.cancelled.Load(), Stalled: c.stalled.Load(),
 		Blocks: c.blocks.Load(), Haves: c.haves.Load(), DontHaves: c.dontHaves.Load(),
 		Messages: c.messages.Load(), Wants: c.wants.Load(), Dropped: c.dropped.Load(),
 		LocalAdds: c.localAdds.Load(), Unsolicited: c.junk.Load(),
+		Retries: c.retries.Load(), Resent: c.resent.Load(),
 		LatencyP50: s.lat.quantile(0.50), LatencyP99: s.lat.quantile(0.99),
 		LatencyMax: time.Duration(s.lat.max.Load()), Latency: s.lat.buckets(),
 		Series:         mon.series,
 		GoroutinesPeak: mon.peakG, GoroutinesSim: s.cfg.Sessions + s.net.goroutines() + 1,
 		HeapPeak: mon.peakHeap, HeapEnd: heapAfterGC(),
 	}
+	for _, m := range []faultbs.Method{faultbs.Has, faultbs.Get, faultbs.PutMany} {
+		inj := s.fault.Injected(m)
+		rep.StoreCalls += s.fault.Calls(m)
+		rep.FaultsFailed += inj.Failed
+		rep.FaultsStalled += inj.Slowed
+	}
+	return rep
 }

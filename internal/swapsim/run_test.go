@@ -89,21 +89,24 @@ func TestRun_StopsWithContext(t *testing.T) {
 // Each fault, injected into the notifier, must be caught by its check.
 func TestRun_DetectsInjectedFaults(t *testing.T) {
 	for _, tc := range []struct {
-		fault string
-		want  Violation
+		fault  string
+		want   Violation
+		faults float64 // Config.Faults
 	}{
-		{"drop-blocks", LostBlock},
-		{"deliver-twice", DuplicateBlock},
-		{"stray-have", UnexpectedKey},
-		{"cancel-live-wants", StaleCancel},
-		{"cancel-twice", ExtraCancel},
-		{"no-cancel", MissingCancel},
-		{"store-everything", Unsolicited},
-		{"leftover-interest", IndexNotEmpty},
+		{"drop-blocks", LostBlock, 0},
+		{"drop-blocks", Incomplete, 0},
+		{"swallow-store-errors", NotStored, 0.2},
+		{"deliver-twice", DuplicateBlock, 0},
+		{"stray-have", UnexpectedKey, 0},
+		{"cancel-live-wants", StaleCancel, 0},
+		{"cancel-twice", ExtraCancel, 0},
+		{"no-cancel", MissingCancel, 0},
+		{"store-everything", Unsolicited, 0},
+		{"leftover-interest", IndexNotEmpty, 0},
 	} {
-		t.Run(tc.fault, func(t *testing.T) {
+		t.Run(tc.fault+"/"+tc.want.key(), func(t *testing.T) {
 			cfg := smallConfig("notifier")
-			cfg.Stall = 200 * time.Millisecond
+			cfg.Stall, cfg.Faults = 200*time.Millisecond, tc.faults
 			rep, err := run(t.Context(), cfg, faulty(tc.fault))
 			require.NoError(t, err)
 			require.Positive(t, rep.Violations[tc.want], "%v: %q", rep.Violations, rep.Examples)
@@ -120,9 +123,20 @@ func faulty(fault string) Factory {
 		case "cancel-twice":
 			real := cancel
 			cancel = func(k []cid.Cid) { real(k); real(k) }
+		case "swallow-store-errors":
+			bs = swallowStore{bs}
 		}
 		return &faultyImpl{Impl: newNotifierImpl(bs, cancel), bs: bs, cancel: cancel, fault: fault}
 	}
+}
+
+// swallowStore reports every PutMany as a success, so that the client
+// delivers blocks that failed to store.
+type swallowStore struct{ notifier.Blockstore }
+
+func (s swallowStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	_ = s.Blockstore.PutMany(ctx, blks) // the fault under test
+	return nil
 }
 
 type faultyImpl struct {

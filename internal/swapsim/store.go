@@ -8,9 +8,11 @@ import (
 
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	flatfs "github.com/ipfs/go-ds-flatfs"
+	format "github.com/ipfs/go-ipld-format"
 
 	notifier "github.com/bitswapsync/notifier"
 )
@@ -36,19 +38,41 @@ func openStore(cfg *Config) (notifier.Blockstore, func() error, error) {
 	return blockstore.NewBlockstore(ds, blockstore.NoPrefix()), release, nil
 }
 
-// recordingStore tells the checker about every PutMany of the client.
+// recordingStore tells the checker about every PutMany of the client, and
+// about every Get and Has that failed.
 type recordingStore struct {
 	notifier.Blockstore
 	chk *checker
 }
 
 // PutMany records STORE around the inner PutMany: storing before it (the
-// client has decided to store), stored once it returned.
+// client has decided to store), stored once it returned, or failed.
 func (r recordingStore) PutMany(ctx context.Context, blks []blocks.Block) error {
 	r.chk.storing(blks)
 	if err := r.Blockstore.PutMany(ctx, blks); err != nil {
+		r.chk.storeFailed(blks)
 		return err
 	}
 	r.chk.stored(blks)
 	return nil
+}
+
+func (r recordingStore) Get(ctx context.Context, k cid.Cid) (blocks.Block, error) {
+	b, err := r.Blockstore.Get(ctx, k)
+	if err != nil && !isNotFound(err) {
+		r.chk.misread(k)
+	}
+	return b, err
+}
+
+func (r recordingStore) Has(ctx context.Context, k cid.Cid) (bool, error) {
+	ok, err := r.Blockstore.Has(ctx, k)
+	if err != nil {
+		r.chk.misread(k)
+	}
+	return ok, err
+}
+
+func isNotFound(err error) bool {
+	return format.IsNotFound(err) || errors.Is(err, datastore.ErrNotFound)
 }
