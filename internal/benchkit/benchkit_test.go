@@ -70,7 +70,7 @@ func smallPlan(subs int) *Plan {
 func TestImpls_RoundsComplete(t *testing.T) {
 	ctx := context.Background()
 	p := smallPlan(8)
-	for _, kind := range []string{StoreNone, StoreMem, StoreFlatFS} {
+	for _, kind := range []string{StoreNone, StoreMem, StoreMemConc, StoreSlowPut, StoreFlatFS} {
 		for _, mk := range Makers {
 			t.Run(kind+"/"+mk.Name, func(t *testing.T) {
 				st, err := OpenStore(kind, t.TempDir())

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
@@ -29,7 +30,17 @@ const (
 	StoreNone   = "none"   // notify only: New(nil), legacy.NewClient(nil)
 	StoreMem    = "mem"    // boxo blockstore over a mutex-wrapped map datastore
 	StoreFlatFS = "flatfs" // boxo blockstore, without prefix, over go-ds-flatfs on disk
+	// StoreMemConc is boxo's blockstore, without prefix, over a
+	// ShardedDatastore: in memory like mem, but puts of different keys run
+	// in parallel.
+	StoreMemConc = "memconc"
+	// StoreSlowPut is memconc whose PutMany (and Put) first sleeps SlowPut:
+	// a store with I/O latency, whose calls overlap when their callers do.
+	StoreSlowPut = "slowput"
 )
+
+// SlowPut is how long a put of StoreSlowPut waits before storing.
+const SlowPut = time.Millisecond
 
 // Store is the blockstore of one benchmark run. The zero of its kind, none,
 // stores nothing.
@@ -47,6 +58,10 @@ func OpenStore(kind, dir string) (*Store, error) {
 	case StoreNone:
 	case StoreMem:
 		st.bs = blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	case StoreMemConc:
+		st.bs = blockstore.NewBlockstore(NewShardedDatastore(), blockstore.NoPrefix())
+	case StoreSlowPut:
+		st.bs = slowPut{blockstore.NewBlockstore(NewShardedDatastore(), blockstore.NoPrefix())}
 	case StoreFlatFS:
 		d, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
 		if err != nil {
@@ -113,3 +128,17 @@ func (s *Store) Delete(ctx context.Context, keys []cid.Cid) error {
 
 // Close closes the datastore (flatfs stops its checkpoint goroutine).
 func (s *Store) Close() error { return s.close() }
+
+// slowPut is a blockstore whose puts sleep SlowPut before storing, holding no
+// lock, so that concurrent puts overlap their waits.
+type slowPut struct{ blockstore.Blockstore }
+
+func (s slowPut) Put(ctx context.Context, b blocks.Block) error {
+	time.Sleep(SlowPut)
+	return s.Blockstore.Put(ctx, b)
+}
+
+func (s slowPut) PutMany(ctx context.Context, blks []blocks.Block) error {
+	time.Sleep(SlowPut)
+	return s.Blockstore.PutMany(ctx, blks)
+}
