@@ -34,6 +34,7 @@ package notifier_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -75,6 +76,7 @@ var (
 	}
 
 	benchW2Plan = sync.OnceValue(benchkit.W2)
+	benchW6Plan = sync.OnceValue(benchkit.W6)
 )
 
 // benchImplsFor returns the implementations to run on store kind: all of
@@ -123,7 +125,7 @@ func BenchmarkW1(b *testing.B) {
 				b.Run(fmt.Sprintf("S=%d", s), func(b *testing.B) {
 					for _, mk := range benchImplsFor(kind) {
 						b.Run("impl="+mk.Name, func(b *testing.B) {
-							elapsed, _ := benchRounds(b, kind, mk, p, benchW1Buffer)
+							elapsed, _ := benchRounds(b, kind, mk, p, benchOpts{buffer: benchW1Buffer})
 							b.ReportMetric(elapsed/float64(b.N*len(p.Msgs)*s), "ns/block")
 						})
 					}
@@ -150,24 +152,27 @@ func BenchmarkW2(b *testing.B) {
 }
 
 func benchW2(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, shards int) {
-	elapsed, mallocs := benchRounds(b, kind, mk, p, benchW2Buffer, shards)
+	elapsed, mallocs := benchRounds(b, kind, mk, p, benchOpts{buffer: benchW2Buffer, shards: shards})
 	msgs := float64(b.N * len(p.Msgs))
 	b.ReportMetric(elapsed/msgs, "ns/msg")
 	b.ReportMetric(float64(mallocs)/msgs, "allocs/msg")
 }
 
+// benchOpts are the knobs of benchRounds.
+type benchOpts struct {
+	buffer int // Config.Buffer
+	shards int // Config.Shards; 0: the default
+	pubs   int // goroutines that publish a round's messages; 0 or 1: one
+}
+
 // benchRounds runs b.N rounds of p on a fresh implementation and returns the
 // timed nanoseconds and the allocations made while the timer ran.
-func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, buffer int, shards ...int) (elapsed float64, mallocs uint64) {
+func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan, o benchOpts) (elapsed float64, mallocs uint64) {
 	b.ReportAllocs()
 	ctx := context.Background()
 	st, closeStore := benchStore(b, kind)
 	defer closeStore()
-	cfg := benchkit.Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: buffer}
-	if len(shards) > 0 {
-		cfg.Shards = shards[0]
-	}
-	impl, err := mk.New(cfg)
+	impl, err := mk.New(benchkit.Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: o.buffer, Shards: o.shards})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -184,10 +189,8 @@ func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan,
 		runtime.ReadMemStats(&ms)
 		m0 := ms.Mallocs
 		b.StartTimer()
-		for i := range p.Msgs {
-			if err := impl.Publish(ctx, &p.Msgs[i]); err != nil {
-				b.Fatal(err)
-			}
+		if err := benchPublish(ctx, impl, p.Msgs, o.pubs); err != nil {
+			b.Fatal(err)
 		}
 		impl.Wait()
 		b.StopTimer()
@@ -195,6 +198,65 @@ func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan,
 		mallocs += ms.Mallocs - m0
 	}
 	return float64(b.Elapsed().Nanoseconds()), mallocs
+}
+
+// benchPublish publishes msgs on impl from pubs goroutines (at least one),
+// goroutine g publishing msgs[i] for every i with i%pubs == g, in order. It
+// returns when every publish has returned.
+func benchPublish(ctx context.Context, impl benchkit.Impl, msgs []notifier.ResponseMessage, pubs int) error {
+	if pubs <= 1 {
+		for i := range msgs {
+			if err := impl.Publish(ctx, &msgs[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	errs := make([]error, pubs)
+	var wg sync.WaitGroup
+	for g := range pubs {
+		wg.Go(func() {
+			for i := g; i < len(msgs); i += pubs {
+				if errs[g] = impl.Publish(ctx, &msgs[i]); errs[g] != nil {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// BenchmarkW6 is concurrent publishers on a store with I/O latency: the
+// store is memconc whose PutMany sleeps 1 ms first (benchkit.StoreSlowPut),
+// and pubs goroutines publish a round of W6 (benchkit.W6: W2's messages, 256
+// a round, from 8 publishers whose keys are disjoint; 64 subscriptions of 64
+// keys, each hearing from every publisher). With pubs=8 every goroutine
+// publishes one publisher's messages; with pubs=1 one goroutine publishes
+// them all, in the same order per publisher. The PutMany of concurrent
+// publishes can overlap only if nothing is held across it, so the
+// throughput ratio pubs=8 / pubs=1 (ns/msg of pubs=1 over pubs=8; benchstat
+// -col /pubs) measures that. One op is one round; ns/msg and msgs/s are per
+// message published. The floor, which holds nothing, shows the most that
+// overlap gives on this machine.
+func BenchmarkW6(b *testing.B) {
+	p := benchW6Plan()
+	kind := benchkit.StoreSlowPut
+	b.Run("store="+kind, func(b *testing.B) {
+		for _, pubs := range []int{1, benchkit.W6Pubs} {
+			b.Run(fmt.Sprintf("pubs=%d", pubs), func(b *testing.B) {
+				for _, mk := range []benchkit.Maker{benchkit.Makers[0], benchkit.Makers[1], benchkit.Makers[3]} {
+					b.Run("impl="+mk.Name, func(b *testing.B) {
+						elapsed, mallocs := benchRounds(b, kind, mk, p, benchOpts{buffer: benchW2Buffer, pubs: pubs})
+						msgs := float64(b.N * len(p.Msgs))
+						b.ReportMetric(elapsed/msgs, "ns/msg")
+						b.ReportMetric(msgs/(elapsed/1e9), "msgs/s")
+						b.ReportMetric(float64(mallocs)/msgs, "allocs/msg")
+					})
+				}
+			})
+		}
+	})
 }
 
 // BenchmarkW3 is W2 with b.RunParallel publishers, GOMAXPROCS of them: run it

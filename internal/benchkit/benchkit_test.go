@@ -150,3 +150,52 @@ func TestBuild_W5TearsDown(t *testing.T) {
 		b.Close()
 	}
 }
+
+func TestW6_Shape(t *testing.T) {
+	p := W6()
+	if len(p.Msgs) != W6Pubs*W6MsgsPerPub {
+		t.Fatalf("%d messages", len(p.Msgs))
+	}
+	owner := make(map[cid.Cid]int)     // key -> publisher that names it
+	delivered := make(map[cid.Cid]int) // key -> message that carries its block
+	for i, msg := range p.Msgs {
+		pub := i % W6Pubs
+		if msg.From != Peer(pub) {
+			t.Fatalf("message %d from %s, want %s", i, msg.From, Peer(pub))
+		}
+		if len(msg.Blocks) != W2Blocks {
+			t.Fatalf("message %d has %d blocks", i, len(msg.Blocks))
+		}
+		keys := append(append(Keys(msg.Blocks), msg.Haves...), msg.DontHaves...)
+		for _, k := range keys {
+			if o, ok := owner[k]; ok && o != pub {
+				t.Fatalf("publishers %d and %d both name %s", o, pub, k)
+			}
+			owner[k] = pub
+		}
+		for _, b := range msg.Blocks {
+			if _, dup := delivered[b.Cid()]; dup {
+				t.Fatalf("block %s published twice", b.Cid())
+			}
+			delivered[b.Cid()] = i
+		}
+	}
+	for i, msg := range p.Msgs {
+		for _, k := range append(append([]cid.Cid(nil), msg.Haves...), msg.DontHaves...) {
+			if delivered[k] <= i {
+				t.Fatalf("message %d announces %s, whose block came in message %d", i, k, delivered[k])
+			}
+		}
+	}
+	if len(delivered) != len(p.Keys) {
+		t.Fatalf("%d of %d keys published", len(delivered), len(p.Keys))
+	}
+	subs := 0
+	for _, ks := range p.SubKeys {
+		if len(ks) != p.PerSub {
+			t.Fatalf("a subscription wants %d keys, want %d", len(ks), p.PerSub)
+		}
+		subs++
+	}
+	t.Logf("W6: %d subscriptions; a message reaches %.1f on average", subs, p.InterestedPerMsg())
+}

@@ -113,13 +113,24 @@ func W2() *Plan {
 		p.SubKeys[i] = p.Keys[i*W2KeysPer : (i+1)*W2KeysPer]
 	}
 	order := rand.New(rand.NewPCG(2, 0)).Perm(n)
-	at := func(lo, hi int) []int { return order[min(lo, n):min(hi, n)] }
-	p.Msgs = make([]notifier.ResponseMessage, n/W2Blocks)
-	for m := range p.Msgs {
+	p.Msgs = make([]notifier.ResponseMessage, 0, n/W2Blocks)
+	p.Msgs = p.appendMsgs(p.Msgs, order, Peer)
+	return p
+}
+
+// appendMsgs appends the messages that publish the blocks of p at the
+// indexes of seq, in that order, W2Blocks per message; message m, from
+// from(m), also carries HAVEs for the blocks of messages m+1 and m+2 and
+// DONT_HAVEs for half of those of message m+3 (fewer near the end of seq).
+// So every key a message names is in seq.
+func (p *Plan) appendMsgs(msgs []notifier.ResponseMessage, seq []int, from func(m int) string) []notifier.ResponseMessage {
+	n := len(seq)
+	at := func(lo, hi int) []int { return seq[min(lo, n):min(hi, n)] }
+	for m := range n / W2Blocks {
 		lo := m * W2Blocks
-		msg := notifier.ResponseMessage{From: Peer(m)}
+		msg := notifier.ResponseMessage{From: from(m)}
 		for _, j := range at(lo, lo+W2Blocks) {
-			msg.Blocks = append(msg.Blocks, blks[j])
+			msg.Blocks = append(msg.Blocks, p.Blocks[j])
 		}
 		lo += W2Blocks
 		for _, j := range at(lo, lo+W2Haves) {
@@ -129,7 +140,47 @@ func W2() *Plan {
 		for _, j := range at(lo, lo+W2DontHaves) {
 			msg.DontHaves = append(msg.DontHaves, p.Keys[j])
 		}
-		p.Msgs[m] = msg
+		msgs = append(msgs, msg)
+	}
+	return msgs
+}
+
+// Shape of W6.
+const (
+	W6Pubs        = 8  // publishers, each with keys of its own
+	W6MsgsPerPub  = 32 // messages per publisher per round
+	W6KeysPerSub  = W2KeysPer
+	w6KeysPerPubl = W6MsgsPerPub * W2Blocks
+)
+
+// W6 is the plan of W6, concurrent publishers on a slow store: W2's
+// messages (16 blocks, 32 HAVEs, 8 DONT_HAVEs) on W6Pubs publishers whose
+// keys are disjoint: publisher j publishes W6MsgsPerPub messages, from
+// Peer(j), made as W2 makes its round from a random order of its own keys,
+// so its HAVEs and DONT_HAVEs name only its own keys. Subscriptions want
+// W6KeysPerSub keys each, drawn from every publisher's keys, so that, as in
+// W2, a message reaches several subscriptions and a subscription hears from
+// every publisher. Msgs interleaves the publishers: Msgs[i] is publisher
+// i%W6Pubs's message i/W6Pubs, so that any number of publishers that divides
+// W6Pubs, taking the messages i with i%pubs == g, publishes disjoint keys in
+// each publisher's order.
+func W6() *Plan {
+	n := W6Pubs * w6KeysPerPubl
+	blks := Blocks("w6", n)
+	p := &Plan{Blocks: blks, Keys: Keys(blks), PerSub: W6KeysPerSub}
+	for lo := 0; lo < n; lo += W6KeysPerSub {
+		p.SubKeys = append(p.SubKeys, p.Keys[lo:lo+W6KeysPerSub])
+	}
+	order := rand.New(rand.NewPCG(6, 0)).Perm(n)
+	own := make([][]notifier.ResponseMessage, W6Pubs)
+	for j := range own {
+		from := func(int) string { return Peer(j) }
+		own[j] = p.appendMsgs(nil, order[j*w6KeysPerPubl:(j+1)*w6KeysPerPubl], from)
+	}
+	for i := range W6MsgsPerPub {
+		for j := range own {
+			p.Msgs = append(p.Msgs, own[j][i])
+		}
 	}
 	return p
 }
