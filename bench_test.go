@@ -47,6 +47,7 @@ import (
 	cid "github.com/ipfs/go-cid"
 
 	"github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/bitswapcompat"
 	"github.com/bitswapsync/notifier/internal/benchkit"
 	"github.com/bitswapsync/notifier/internal/legacy"
 )
@@ -65,6 +66,9 @@ var (
 	// puts, to W3: under mem, dssync.MutexWrap runs one PutMany at a time,
 	// which caps what two publishers can gain.
 	benchW3Stores = []string{benchkit.StoreNone, benchkit.StoreMem, benchkit.StoreMemConc, benchkit.StoreFlatFS}
+	// benchW4LifeStores are W4Life's stores: mem, the store of the target,
+	// memconc and flatfs.
+	benchW4LifeStores = []string{benchkit.StoreMem, benchkit.StoreMemConc, benchkit.StoreFlatFS}
 
 	// benchImpls are W1's and W2's implementations, the baseline first; see
 	// benchImplsFor.
@@ -473,6 +477,113 @@ func benchW4(b *testing.B, kind, impl string, blks []blocks.Block, keys []cid.Ci
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*k), "ns/key")
+}
+
+// W4Life's implementations, the reference first so that benchstat's ratios
+// are against it.
+const (
+	benchLifeGet     = "get"              // the blockstore's Get alone
+	benchLifeSub     = "notifier"         // NewSubscription, Subscribe, <-Messages(), Remove
+	benchLifeRequest = "notifier-request" // NewRequest, Subscribe (delivers to its func), Remove
+	benchLifeCompat  = "compat"           // bitswapcompat.PubSub.Subscribe, receive
+)
+
+// BenchmarkW4Life is W4 for one stored key, counting a call's whole life, as
+// a client that makes one request per call pays it: impl=notifier is
+// NewSubscription with a session ID never used before, Subscribe of the key,
+// the receipt of its block from Messages(), and Remove; impl=notifier-request
+// is NewRequest (the block goes to its function, inside Subscribe),
+// Subscribe and Remove; impl=compat is a Subscribe call of bitswapcompat's
+// PubSub (shared wiring: New on the store) and the receipt of the block;
+// impl=get is the blockstore's Get alone, the reference of the target. One
+// op is one call; ns/key is the same figure. The keys cycle through 1024
+// stored blocks.
+func BenchmarkW4Life(b *testing.B) {
+	blks := benchkit.Blocks("w4", 1024)
+	keys := benchkit.Keys(blks)
+	for _, kind := range benchW4LifeStores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, impl := range []string{benchLifeGet, benchLifeSub, benchLifeRequest, benchLifeCompat} {
+				b.Run("impl="+impl, func(b *testing.B) { benchW4Life(b, kind, impl, blks, keys) })
+			}
+		})
+	}
+}
+
+func benchW4Life(b *testing.B, kind, impl string, blks []blocks.Block, keys []cid.Cid) {
+	b.ReportAllocs()
+	ctx := context.Background()
+	st, closeStore := benchStore(b, kind)
+	defer closeStore()
+	if err := st.PutMany(ctx, blks); err != nil {
+		b.Fatal(err)
+	}
+	var call func(i int, key cid.Cid) bool
+	switch impl {
+	case benchLifeSub, benchLifeRequest:
+		n := notifier.New(st.Notifier(), notifier.WithCancelFunc(benchkit.NoCancel))
+		defer closeOrFail(b, n)
+		if impl == benchLifeSub {
+			call = func(i int, key cid.Cid) bool { return benchLifeSubscription(ctx, b, n, uint64(i)+1, key) }
+		} else {
+			call = func(_ int, key cid.Cid) bool { return benchLifeRequestCall(ctx, b, n, key) }
+		}
+	case benchLifeCompat:
+		ps, _ := bitswapcompat.NewWithOptions(st.Notifier(), bitswapcompat.WithCancelFunc(benchkit.NoCancel))
+		defer ps.Shutdown()
+		call = func(_ int, key cid.Cid) bool {
+			blk, ok := <-ps.Subscribe(ctx, key)
+			return ok && blk.Cid() == key
+		}
+	default:
+		call = func(_ int, key cid.Cid) bool {
+			blk, err := st.Get(ctx, key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return blk.Cid() == key
+		}
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		if !call(i, keys[i%len(keys)]) {
+			b.Fatalf("call %d did not receive the block of %s", i, keys[i%len(keys)])
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/key")
+}
+
+// benchLifeSubscription is one call of W4Life's impl=notifier.
+func benchLifeSubscription(ctx context.Context, b *testing.B, n *notifier.Notifier, id uint64, key cid.Cid) bool {
+	s, err := n.NewSubscription(id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	m := <-s.Messages()
+	s.Remove()
+	return len(m.Blocks) == 1 && m.Blocks[0].Cid() == key
+}
+
+// benchLifeRequestCall is one call of W4Life's impl=notifier-request.
+func benchLifeRequestCall(ctx context.Context, b *testing.B, n *notifier.Notifier, key cid.Cid) bool {
+	var got blocks.Block
+	s, err := n.NewRequest(func(m notifier.ResponseMessage) {
+		if len(m.Blocks) > 0 {
+			got = m.Blocks[0]
+		}
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, key); err != nil {
+		b.Fatal(err)
+	}
+	s.Remove()
+	return got != nil && got.Cid() == key
 }
 
 // BenchmarkW5 is memory: 1,000 subscriptions wanting 1,000 keys each, the
