@@ -31,7 +31,7 @@ type ShardedDatastore struct {
 
 type dsShard struct {
 	mu sync.RWMutex             // guards m
-	m  map[datastore.Key][]byte // values are owned by the store
+	m  map[datastore.Key][]byte // values as Put was given them
 	_  [32]byte                 // 64 bytes a shard: two shards' locks share no cache line
 }
 
@@ -50,12 +50,13 @@ func (d *ShardedDatastore) shard(k datastore.Key) *dsShard {
 	return &d.shards[maphash.String(d.seed, k.String())%dsShards]
 }
 
-// Put stores a copy of value under key.
+// Put stores value under key. Like MapDatastore, the store of mem, it keeps
+// value itself, not a copy (blocks are immutable): the caller must not
+// modify it afterwards.
 func (d *ShardedDatastore) Put(_ context.Context, key datastore.Key, value []byte) error {
-	v := append([]byte(nil), value...)
 	s := d.shard(key)
 	s.mu.Lock()
-	s.m[key] = v
+	s.m[key] = value
 	s.mu.Unlock()
 	return nil
 }

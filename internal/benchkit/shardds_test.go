@@ -92,18 +92,3 @@ func TestShardedDatastore_Concurrent(t *testing.T) {
 	}
 	wg.Wait()
 }
-
-// Put copies the value: the caller may reuse its buffer.
-func TestShardedDatastore_PutCopies(t *testing.T) {
-	ctx := context.Background()
-	d := NewShardedDatastore()
-	buf := []byte("abc")
-	k := datastore.NewKey("k")
-	if err := d.Put(ctx, k, buf); err != nil {
-		t.Fatal(err)
-	}
-	buf[0] = 'x'
-	if v, err := d.Get(ctx, k); err != nil || string(v) != "abc" {
-		t.Fatalf("Get = %q, %v; want abc", v, err)
-	}
-}
