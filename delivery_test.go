@@ -8,6 +8,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 )
@@ -211,4 +212,38 @@ func TestSubscriptionFunc_DeliversSynchronously(t *testing.T) {
 	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
 	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:]}))
 	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// lockTargets locks several target subscriptions without waiting, in any
+// order; when one is held it lets go of those it took and waits for them in
+// ascending seq, the lock order. Here c, a and b (created in that seq order:
+// a, b, c) want k in the order c, a, b, and the test holds b's lock. The
+// Publish takes c and a, fails on b, lets them go, and waits for b holding
+// only a, which comes before b in the lock order: c must be free meanwhile,
+// or an operation that holds c and waits for a, in lock order, would deadlock
+// with it. Once b is free, all three get the block.
+func TestLockTargets_FallsBackToLockOrder(t *testing.T) {
+	n, _ := newWithCancels(t, nil)
+	a, b, c := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
+	k := mkBlocks("fallback", 1)[0]
+	for _, s := range []*Subscription{c, a, b} {
+		require.NoError(t, s.Subscribe(ctx, k.Cid()))
+	}
+	b.mu.Lock()
+	var once sync.Once
+	unlockB := func() { once.Do(b.mu.Unlock) }
+	t.Cleanup(unlockB) // before the Notifier's Close, which needs it
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}}))
+	}()
+	waitBlockedOnMutex(t, "lockTargets")
+	require.True(t, c.mu.TryLock(), "lockTargets waits for b holding c's lock, out of lock order")
+	c.mu.Unlock()
+	unlockB()
+	done(t, published, "the Publish")
+	for _, s := range []*Subscription{a, b, c} {
+		require.Equal(t, []blocks.Block{k}, recv(t, s).Blocks)
+	}
 }

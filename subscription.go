@@ -650,30 +650,51 @@ func (s *Subscription) drain(exited, quit chan struct{}) {
 	}
 }
 
-// lockTargets locks the target subscriptions, in ascending seq, and hands
-// their messages to those that take them through a function (see
-// NewSubscriptionFunc), which run under the shard locks as documented. The
-// channel subscriptions get theirs from handOut, once handOver has released the
-// shard locks that the cancel function does not need. Holding every target's lock from before the first message to
-// after the last is what makes two operations that reach the same
-// subscriptions reach them all in the same order, whatever their shards.
+// lockTargets locks the target subscriptions and hands their messages to
+// those that take them through a function (see NewSubscriptionFunc), which
+// run under the shard locks as documented. The channel subscriptions get
+// theirs from handOut, once handOver has released the shard locks that the
+// cancel function does not need. Holding every target's lock from before the
+// first message to after the last is what makes two operations that reach
+// the same subscriptions reach them all in the same order, whatever their
+// shards.
+//
+// Several targets are locked in any order, without waiting (tryLockTargets),
+// which almost always succeeds: a subscription's lock is held only briefly,
+// by an operation delivering to it, its drain goroutine or a read. If one is
+// held, lockTargets releases what it took and locks them all in ascending seq,
+// the lock order. Sorting every time cost more than the rest of the locking.
 func (o *op) lockTargets() {
-	if len(o.targets) == 1 {
-		o.order = append(o.order, lockEntry{s: o.targets[0].s})
-	} else {
-		for i := range o.targets {
-			o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
-		}
-		slices.SortFunc(o.order, func(a, b lockEntry) int { return cmp.Compare(a.seq, b.seq) })
+	for i := range o.targets {
+		o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
 	}
-	for _, l := range o.order {
-		l.s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+	if len(o.order) == 1 {
+		o.order[0].s.mu.Lock()
+	} else if !o.tryLockTargets() {
+		slices.SortFunc(o.order, func(a, b lockEntry) int { return cmp.Compare(a.seq, b.seq) })
+		for _, l := range o.order {
+			l.s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
+		}
 	}
 	for _, l := range o.order {
 		if l.s.fn != nil {
 			o.accept(&o.targets[l.t])
 		}
 	}
+}
+
+// tryLockTargets locks the targets in o.order without waiting. If one is
+// held, it unlocks those it locked and returns false.
+func (o *op) tryLockTargets() bool {
+	for i, l := range o.order {
+		if !l.s.mu.TryLock() {
+			for _, t := range o.order[:i] {
+				t.s.mu.Unlock()
+			}
+			return false
+		}
+	}
+	return true
 }
 
 // handOut hands the channel subscriptions locked by lockTargets their
