@@ -419,3 +419,43 @@ func TestInterestQueries_ManyWantersOfOneKey(t *testing.T) {
 	check(false)
 	require.Equal(t, Stats{Subscriptions: 26, Keys: 1, Wants: 12}, n.Stats())
 }
+
+// AppendWanted answers, under the subscription's own lock, what Wants
+// answers key by key: for an interest subscription and for a session, before
+// and after Release, delivery and Remove, keeping the order of keys and
+// skipping undefined ones.
+func TestAppendWanted_AgreesWithWants(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	b := mkBlocks("append-wanted", 4)
+	k := keysOf(b)
+	in, err := n.NewInterest(1)
+	require.NoError(t, err)
+	ses := mustSub(t, n, 2)
+	require.NoError(t, in.Subscribe(ctx, k[0], k[1], k[2]))
+	require.NoError(t, ses.Subscribe(ctx, k[1], k[2], k[3]))
+	ask := []cid.Cid{k[3], cid.Undef, k[2], k[1], k[0], k[2]}
+	check := func(what string) {
+		t.Helper()
+		for _, s := range []*Subscription{in, ses} {
+			want := []cid.Cid{}
+			for _, key := range ask {
+				if s.Wants(key) {
+					want = append(want, key)
+				}
+			}
+			got := s.AppendWanted([]cid.Cid{k[0]}, ask)
+			require.Equal(t, k[0], got[0], "%s: dst is kept", what)
+			require.Equal(t, want, append([]cid.Cid{}, got[1:]...), "%s: subscription %d", what, s.ID())
+		}
+	}
+	check("subscribed")
+	require.Equal(t, []cid.Cid{k[3], k[2], k[1], k[2]}, ses.AppendWanted(nil, ask), "in the order asked")
+	in.Release(k[2])
+	check("after Release")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:2]}))
+	check("after the delivery of k1")
+	require.Equal(t, []cid.Cid{k[1], k[0]}, in.AppendWanted(nil, ask), "an interest outlives delivery")
+	ses.Remove()
+	check("after Remove")
+	require.Nil(t, ses.AppendWanted(nil, ask))
+}

@@ -426,6 +426,26 @@ func (s *Subscription) Wants(k cid.Cid) (in bool) {
 	return in
 }
 
+// AppendWanted appends to dst the keys of keys that the subscription wants
+// now, in their order, and returns the extended slice. It takes only the
+// subscription's own lock, once for all keys, and no shard lock: it is what
+// a session asks of each message it receives, for many keys at a time. For an
+// interest subscription (NewInterest), whose wants change only under that
+// lock, the answer is one snapshot, taken at one instant. For the others, a
+// concurrent delivery ends a want under its key's shard lock alone, so each
+// key is read at its own instant. It is safe for concurrent use; undefined
+// keys and a closed subscription want nothing.
+func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, k := range keys {
+		if e := s.keys[k]; e != nil && !e.ended.Load() {
+			dst = append(dst, k)
+		}
+	}
+	return dst
+}
+
 // Remove ends every want of the subscription, reports the keys nobody wants
 // any more to the cancel function, and closes Messages(); messages not yet
 // received are dropped. When Remove returns, Messages() is closed and the

@@ -182,7 +182,8 @@ func (sim *SessionInterestManager) cancels(free []cid.Cid) []cid.Cid {
 
 // FilterSessionInterested returns, for each of ksets, in order, a new slice of
 // the keys that session ses is interested in. It is safe for concurrent use
-// and takes one shard lock of the Notifier per key.
+// and takes, per key set, only the session's own lock, once
+// (Subscription.AppendWanted): each set is read at one instant.
 func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...[]cid.Cid) [][]cid.Cid {
 	res := make([][]cid.Cid, len(ksets))
 	sub := sim.lookup(ses)
@@ -190,13 +191,7 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 		return res
 	}
 	for i, ks := range ksets {
-		var in []cid.Cid
-		for _, k := range ks {
-			if sub.Wants(k) {
-				in = append(in, k)
-			}
-		}
-		res[i] = in
+		res[i] = sub.AppendWanted(nil, ks)
 	}
 	return res
 }
