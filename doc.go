@@ -46,7 +46,12 @@
 // The index is split into shards, each with its own lock; a key belongs to
 // one shard. Lock order: shard locks in ascending index, then the lock of one
 // Subscription, or of several in the order of their creation, then the
-// Notifier's registry of subscriptions, a leaf. The operations take:
+// Notifier's registry of subscriptions, a leaf. (Several subscriptions are
+// first tried in any order without waiting, TryLock; if one is held, those
+// taken are released and all are locked in order.) Every operation that
+// changes the index runs the same skeleton (run.go): take the locks, plan,
+// call the blockstore with the keys reserved and no lock held, commit, hand
+// over, cancel function. The operations take:
 //
 //   - Publish: the shard locks of all the message's keys at once. To store
 //     blocks, it reserves every key of the message (HAVEs and DONT_HAVEs
@@ -80,7 +85,8 @@
 //     registry only.
 //   - Wanted, Interested, AppendInterested, Subscription.Wants: the one shard
 //     lock of their key (Wants also the subscription's lock when many
-//     subscriptions want the key). Err: the subscription's lock.
+//     subscriptions want the key). Subscription.AppendWanted, Err: the
+//     subscription's lock only.
 //   - Stats, ID, Messages: no lock.
 //
 // With WithMetrics, an operation that may change the index or the

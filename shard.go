@@ -190,6 +190,33 @@ func (n *Notifier) unmark(o *op) {
 	o.wakeWaiters()
 }
 
+// The blockstore is called with no lock held (G11) but with the operation's
+// keys reserved. The tempting designs without reservations all fail:
+//
+//   - Release the locks for the I/O and take them again, reserving nothing:
+//     a Subscribe whose Get misses, and whose want is recorded after a
+//     Publish of the key collected its targets but before that Publish's
+//     PutMany returned, never gets the block (the lost wakeup this library
+//     exists to close); an Unsubscribe in the gap gets a block it no longer
+//     wants.
+//   - Put first, then lock and deliver: which remote blocks may be stored
+//     depends on the wants (G4), so the decision needs the index, and a want
+//     that ends or begins between that decision and the put makes it store
+//     a block nobody wants, or skip one that a new want needs.
+//   - Reserve only the blocks and collect the HAVEs after the put: the
+//     Publish then takes effect at two instants, which a garbage collection
+//     deleting one of its blocks in between can tell apart.
+//   - Record Subscribe's wants first and check the blockstore unreserved: a
+//     Publish in between delivers the block, and the check finds it again:
+//     delivered twice (G2).
+//   - A per-key mutex held across the I/O: that is I/O under a lock, and an
+//     operation waiting for it would hold its shard locks meanwhile, stalling
+//     every key of those shards behind one slow disk.
+//
+// With the reservation, an operation on a reserved key waits, holding no
+// lock, until the reserving operation has committed, so the keys look to
+// the reserving operation as if the I/O had run under its locks.
+
 // unlocked runs io, a blockstore call, with o's keys reserved and no lock of
 // the Notifier held, and returns holding o's shard locks again, the
 // reservations released. The caller holds o's shard locks and has checked,
