@@ -220,3 +220,216 @@ boxofork_cleanup() {
 	chmod -R u+w "$1" 2>/dev/null || true
 	rm -rf "$1"
 }
+
+# boxofork_instrument_msgs DIR: instrument the boxo copy DIR (any wiring, own
+# included, so that every wiring carries the same instrumentation) to break
+# the messages that each node sends down by type, for boxo-bench -msgtypes.
+# It adds the package bitswap/internal/wirecount, which counts per sending
+# node; has testnet's networkClient.SendMessage classify every message it
+# sends; has the session count its want-have broadcasts by cause; and makes
+# benchmarks_test.go log each fetcher's counts as the field Wire of its
+# runStats, read at the moment MsgSent is read. Only this copy is changed.
+# Fails, leaving DIR partly edited, if a line it relies on is missing.
+boxofork_instrument_msgs() {
+	local d=$1
+	[ -f "$d/bitswap/benchmarks_test.go" ] || { boxofork_err "instrument: $d has no bitswap/benchmarks_test.go"; return 1; }
+	command -v perl >/dev/null || { boxofork_err "perl not found"; return 1; }
+	mkdir -p "$d/bitswap/internal/wirecount" || return 1
+	cat >"$d/bitswap/internal/wirecount/wirecount.go" <<'GO'
+// Package wirecount counts, per sending node, the messages of a benchmark
+// run by type. Added by .ci/boxofork.sh (boxofork_instrument_msgs) to a
+// temporary copy of boxo; not part of boxo.
+package wirecount
+
+import (
+	"sync"
+
+	bsmsg "github.com/ipfs/boxo/bitswap/message"
+	pb "github.com/ipfs/boxo/bitswap/message/pb"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+type pair struct {
+	c cid.Cid
+	p peer.ID
+}
+
+// Per (key, peer): what was sent so far.
+const (
+	sentWH = 1 << iota
+	sentWB
+	sentCancel
+)
+
+type node struct {
+	n       map[string]uint64
+	sets    map[string]map[peer.ID]struct{}
+	peers   map[peer.ID]uint64
+	wbPeers map[peer.ID]struct{}
+	state   map[pair]uint8
+}
+
+var (
+	mu    sync.Mutex
+	nodes = map[peer.ID]*node{}
+)
+
+func get(self peer.ID) *node {
+	nd := nodes[self]
+	if nd == nil {
+		nd = &node{n: map[string]uint64{}, peers: map[peer.ID]uint64{},
+			wbPeers: map[peer.ID]struct{}{}, state: map[pair]uint8{},
+			sets: map[string]map[peer.ID]struct{}{}}
+		nodes[self] = nd
+	}
+	return nd
+}
+
+// Add adds v to counter key of node self.
+func Add(self peer.ID, key string, v int) {
+	mu.Lock()
+	get(self).n[key] += uint64(v)
+	mu.Unlock()
+}
+
+// AddPeer adds p to the set key of node self; Snapshot reports its size.
+func AddPeer(self peer.ID, key string, p peer.ID) {
+	mu.Lock()
+	defer mu.Unlock()
+	nd := get(self)
+	if nd.sets[key] == nil {
+		nd.sets[key] = map[peer.ID]struct{}{}
+	}
+	nd.sets[key][p] = struct{}{}
+}
+
+// Sent records message m, sent by self to to.
+func Sent(self, to peer.ID, m bsmsg.BitSwapMessage) {
+	mu.Lock()
+	defer mu.Unlock()
+	nd := get(self)
+	nd.n["msgs"]++
+	nd.peers[to]++
+	var wb, wh, cancel int
+	for _, e := range m.Wantlist() {
+		k := pair{e.Cid, to}
+		st := nd.state[k]
+		switch {
+		case e.Cancel:
+			cancel++
+			if st&(sentWH|sentWB) == 0 {
+				nd.n["cancel-unwanted"]++ // a CANCEL for a want never sent to that peer
+			}
+			if st&sentCancel != 0 {
+				nd.n["cancel-again"]++
+			}
+			st |= sentCancel
+		case e.WantType == pb.Message_Wantlist_Block:
+			wb++
+			nd.wbPeers[to] = struct{}{}
+			if st&sentCancel != 0 {
+				nd.n["want-after-cancel"]++ // wanted again after a CANCEL to that peer
+			}
+			if st&sentWB != 0 {
+				nd.n["wb-again"]++
+			}
+			st |= sentWB
+		default:
+			wh++
+			if st&sentCancel != 0 {
+				nd.n["want-after-cancel"]++
+			}
+			if st&(sentWH|sentWB) != 0 {
+				nd.n["wh-again"]++
+			}
+			st |= sentWH
+		}
+		nd.state[k] = st
+	}
+	nd.n["e-want-block"] += uint64(wb)
+	nd.n["e-want-have"] += uint64(wh)
+	nd.n["e-cancel"] += uint64(cancel)
+	if wb > 0 {
+		nd.n["msgs-with-wb"]++
+	}
+	if wh > 0 {
+		nd.n["msgs-with-wh"]++
+	}
+	if cancel > 0 {
+		nd.n["msgs-with-cancel"]++
+		if wb+wh == 0 {
+			nd.n["msgs-cancel-only"]++
+		}
+	}
+	if wb+wh+cancel == 0 {
+		nd.n["msgs-no-wants"]++
+	}
+	if m.Full() {
+		nd.n["msgs-full-wantlist"]++
+	}
+}
+
+// Snapshot returns the counters of node self, with "peers" (peers sent to),
+// "wb-peers" (peers sent a want-block) and "max-msgs-one-peer".
+func Snapshot(self peer.ID) map[string]uint64 {
+	mu.Lock()
+	defer mu.Unlock()
+	nd := get(self)
+	out := make(map[string]uint64, len(nd.n)+3)
+	for k, v := range nd.n {
+		out[k] = v
+	}
+	out["peers"] = uint64(len(nd.peers))
+	out["wb-peers"] = uint64(len(nd.wbPeers))
+	var mx uint64
+	for _, v := range nd.peers {
+		mx = max(mx, v)
+	}
+	out["max-msgs-one-peer"] = mx
+	for k, set := range nd.sets {
+		out[k] = uint64(len(set))
+	}
+	return out
+}
+GO
+	perl -e '
+		use strict; use warnings;
+		my $d = $ARGV[0];
+		sub edit { my ($f, @subs) = @_;
+			open(my $in, "<", "$d/$f") or die "boxofork: $d/$f: $!\n"; my $s = do { local $/; <$in> }; close $in;
+			while (@subs) { my ($what, $re, $to) = splice @subs, 0, 3;
+				my $c = () = $s =~ /$re/g;
+				die "boxofork: instrument: expected $what exactly once in $f, found it $c times\n" if $c != 1;
+				$s =~ s/$re/$to->()/e; }
+			open(my $out, ">", "$d/$f") or die; print $out $s; close $out or die; }
+		my $imp = sub { my $q = shift; sub { "import (\n\twirecount \"github.com/ipfs/boxo/bitswap/internal/wirecount\"\n" } };
+		edit("bitswap/testnet/virtual.go",
+			"the MessagesSent increment", qr/^(\tatomic\.AddUint64\(&nc\.stats\.MessagesSent, 1\)\n)/m, sub { "$1\twirecount.Sent(nc.local, to, message)\n" },
+			"import (", qr/^import \(\n/m, $imp->());
+		edit("bitswap/client/internal/session/session.go",
+			"broadcast()", qr/^(func \(s \*Session\) broadcast\(ctx context\.Context, wants \[\]cid\.Cid\) \{\n)/m,
+				sub { "$1\tif wants == nil {\n\t\twirecount.Add(s.self, \"bcast-idle\", 1)\n\t} else {\n\t\twirecount.Add(s.self, \"bcast-exhausted\", 1)\n\t}\n" },
+			"the periodic search broadcast", qr/^(\ts\.broadcastWantHaves\(ctx, \[\]cid\.Cid\{randomWant\}\)\n)/m,
+				sub { "\twirecount.Add(s.self, \"bcast-periodic\", 1)\n$1" },
+			"the no-peers broadcast", qr/^(\t\ts\.broadcastWantHaves\(ctx, ks\)\n)/m,
+				sub { "\t\twirecount.Add(s.self, \"bcast-nopeers\", 1)\n$1" },
+			"broadcastWantHaves()", qr/^(func \(s \*Session\) broadcastWantHaves\(ctx context\.Context, wants \[\]cid\.Cid\) \{\n)/m,
+				sub { "$1\twirecount.Add(s.self, \"bcast-keys\", len(wants))\n" },
+			"the filter of ReceiveFrom", qr/^(\tinterestedRes := s\.sim\.FilterSessionInterested\(s\.id, ks, haves, dontHaves\)\n)/m,
+				sub { "\tnks0 := len(ks)\n$1\twirecount.Add(s.self, \"sess-blocks-in\", len(interestedRes[0]))\n\twirecount.Add(s.self, \"sess-blocks-filtered\", nks0-len(interestedRes[0]))\n\tif len(interestedRes[0])+len(interestedRes[1]) > 0 {\n\t\twirecount.AddPeer(s.self, \"sess-peers\", from)\n\t}\n" },
+			"import (", qr/^import \(\n/m, $imp->());
+		my $bt = "bitswap/benchmarks_test.go";
+		open(my $in, "<", "$d/$bt") or die; my $s = do { local $/; <$in> }; close $in;
+		my $c = () = $s =~ /^\t+MsgSent:  nst\.MessagesSent,\n/mg;
+		die "boxofork: instrument: expected MsgSent: nst.MessagesSent twice in $bt, found it $c times\n" if $c != 2;
+		$s =~ s/^(\t+)(MsgSent:  nst\.MessagesSent,\n)/$1$2$1Wire:     wirecount.Snapshot(fetcher.Identity.ID()),\n/mg;
+		$c = () = $s =~ /^type runStats struct \{\n/mg;
+		die "boxofork: instrument: expected type runStats struct once in $bt\n" if $c != 1;
+		$s =~ s/^(type runStats struct \{\n)/$1\tWire     map[string]uint64 `json:",omitempty"`\n/m;
+		$s =~ s/^import \(\n/import (\n\twirecount "github.com\/ipfs\/boxo\/bitswap\/internal\/wirecount"\n/m or die;
+		open(my $out, ">", "$d/$bt") or die; print $out $s; close $out or die;
+	' "$d" || return 1
+	(cd "$d" && gofmt -l bitswap/internal/wirecount bitswap/testnet/virtual.go \
+		bitswap/client/internal/session/session.go bitswap/benchmarks_test.go >/dev/null) || return 1
+}
