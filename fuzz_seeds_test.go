@@ -173,6 +173,169 @@ var fuzzSeeds = map[string]string{
 		sub 0 k1
 		read 0
 		read 0`,
+
+	// Stall mode: "arm" makes the next Subscribe or Publish park in its first
+	// blockstore call; "release <slot> pass|fail|torn|cancel" lets parked call
+	// number slot (oldest first; one past the last: cancel the waiting
+	// operation) go on.
+	"stall-put-other-keys-proceed": `config stall shards=1 buf=32 max=0
+		new 1 func
+		new 2 chan
+		sub 0 k1
+		arm
+		pub peerA blocks=k1 haves=k2
+		sub 1 k2 k3
+		pub local blocks=k3
+		pub peerB haves=k2
+		unsub 0 k1
+		release 0 pass
+		read 1
+		read 1`,
+	"stall-put-fails-waiter-goes-on": `config stall shards=2 buf=32 max=0
+		new 1 func
+		new 2 chan
+		sub 0 k1 k2
+		sub 1 k2
+		arm
+		pub peerA blocks=k1 haves=k2
+		pub peerB haves=k2 donthaves=k1
+		release 0 fail
+		arm
+		pub local blocks=k1
+		release 0 torn
+		sub 1 k1
+		read 1
+		read 1`,
+	"stall-get-publish-waits": `config stall shards=64 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 1 k1
+		arm
+		sub 0 k1 k2
+		pub local blocks=k1
+		pub peerA blocks=k2
+		release 0 pass
+		arm
+		sub 1 k2
+		release 0 fail`,
+	"stall-get-store-changes-meanwhile": `config stall shards=1 buf=32 max=0
+		new 1 func
+		put k4
+		arm
+		sub 0 k4 k5
+		gc k4
+		put k5
+		release 0 pass
+		arm
+		sub 0 k6
+		getfail
+		release 0 pass
+		getfail
+		arm
+		sub 0 k6
+		put k6
+		release 0 torn`,
+	"stall-remove-during-subscribe": `config stall shards=1 buf=32 max=0
+		new 1 func
+		new 2 chan
+		sub 0 k2
+		arm
+		sub 0 k1
+		remove 0
+		new 1 func
+		release 0 pass
+		arm
+		sub 1 k3
+		remove 1
+		release 0 fail`,
+	"stall-remove-waits-for-publish": `config stall shards=2 buf=32 max=0
+		new 1 chan
+		new 2 func
+		sub 0 k1 k3
+		sub 1 k1
+		arm
+		pub local blocks=k1 haves=k3
+		remove 0
+		unsub 1 k1
+		release 0 pass
+		read 0
+		read 0`,
+	"stall-cancel-parked-and-waiter": `config stall shards=64 buf=32 max=0
+		new 1 func
+		sub 0 k1
+		arm
+		pub local blocks=k1
+		sub 0 k1 k2
+		release 1 pass
+		pub peerA blocks=k1
+		release 0 cancel
+		arm
+		sub 0 k3
+		release 0 cancel`,
+	"stall-two-released-out-of-order": `config stall shards=1 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 1 k1
+		arm
+		pub peerA blocks=k1
+		arm
+		sub 0 k2 k3
+		pub local blocks=k4
+		release 1 pass
+		release 0 pass
+		arm
+		pub local blocks=k2
+		arm
+		pub local blocks=k3
+		arm
+		sub 1 k5
+		release 2 fail
+		release 0 torn
+		release 0 pass`,
+	"stall-waiter-then-parks": `config stall shards=2 buf=32 max=0
+		new 1 func
+		new 2 func
+		arm
+		pub local blocks=k1
+		arm
+		sub 0 k1
+		release 0 pass
+		sub 1 k1
+		release 0 pass`,
+	"stall-second-waiter-settles": `config stall shards=64 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 0 k1
+		arm
+		pub peerA blocks=k1
+		sub 1 k1
+		unsub 0 k1
+		pub peerB blocks=k1`,
+	"stall-slow-consumer-wants-reserved-key": `config stall shards=2 buf=0 max=1
+		new 1 chan
+		new 2 func
+		sub 0 k1 k2
+		sub 1 k1
+		arm
+		pub peerA blocks=k1
+		pub peerA haves=k2
+		pub peerA haves=k2
+		pub peerA haves=k2
+		release 0 pass
+		read 0
+		read 0`,
+	"stall-close-while-parked": `config stall shards=1 buf=1 max=0
+		new 1 chan
+		new 2 func
+		sub 0 k1
+		arm
+		pub peerA blocks=k1
+		arm
+		sub 1 k2
+		remove 0
+		close
+		read 0
+		read 0`,
 }
 
 // encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see
@@ -196,11 +359,14 @@ func encodeFuzzSeed(src string) ([]byte, error) {
 
 func encodeFuzzConfig(f []string) ([]byte, error) {
 	if len(f) != 5 || f[0] != "config" {
-		return nil, fmt.Errorf("want config bs|nobs shards= buf= max=, got %q", f)
+		return nil, fmt.Errorf("want config bs|nobs|stall shards= buf= max=, got %q", f)
 	}
 	var c0, c1 byte
-	if f[1] == "nobs" {
+	switch f[1] {
+	case "nobs":
 		c0 = 7
+	case "stall":
+		c0 = 4
 	}
 	choices := []struct {
 		name   string
@@ -265,6 +431,14 @@ func encodeFuzzOp(f []string) ([]byte, error) {
 		return append([]byte{15}, encodeFuzzKeys(f[1:])[1:]...), nil
 	case "gc":
 		return []byte{15, 0x80 | encodeFuzzKeys(f[1:])[1]}, nil
+	case "arm":
+		return []byte{16}, nil
+	case "release":
+		o := indexOf([]string{"pass", "fail", "torn", "cancel"}, f[len(f)-1])
+		if len(f) != 3 || o < 0 {
+			return nil, fmt.Errorf("want release <slot> pass|fail|torn|cancel, got %q", f)
+		}
+		return []byte{18, arg(1), byte(o)}, nil
 	}
 	return nil, fmt.Errorf("unknown operation %q", f[0])
 }

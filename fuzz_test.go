@@ -3,9 +3,11 @@ package notifier_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"testing/synctest"
 
@@ -32,9 +34,16 @@ import (
 // channel backlogs settle after every step: that makes what sits in each
 // channel exact and comparable.
 //
+// In stall mode (see fuzzDecoder) the input also chooses which Subscribe and
+// Publish calls stall in the blockstore, and when, and how, each stalled call
+// is released, with other operations running meanwhile: every operation runs
+// on its own goroutine, and the model says whether it returns, stalls or
+// waits for a reservation; stall_fuzz_test.go has the driver.
+//
 // The input format is in fuzzDecoder; seeds are in testdata/fuzz.
 func FuzzNotifierModel(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
+		defer stallWatchdog("FuzzNotifierModel", fuzzWatchdog)()
 		synctest.Test(t, func(t *testing.T) { runFuzzModel(t, data) })
 	})
 }
@@ -71,7 +80,13 @@ type fuzzHarness struct {
 	subs  []*fuzzSub            // parallel to m.subs
 	steps []string              // what has run, for failure messages
 
-	cancels []int // keys the cancel function received during the current step
+	// Stall mode (stall_fuzz_test.go).
+	stalls  bool       // the input may stall blockstore calls
+	armed   bool       // the next Subscribe or Publish gets a stall point
+	stalled []*fuzzOp  // parked in the blockstore, holding reservations, oldest first
+	waiter  *fuzzOp    // waiting for a reservation of a stalled one; at most one
+	mu      sync.Mutex // guards cancels and fuzzSub.got: the callbacks run on the operations' goroutines
+	cancels []int      // keys the cancel function received during the current step
 }
 
 // fuzzSub is the real side of one model subscription.
@@ -89,15 +104,21 @@ func runFuzzModel(t *testing.T, data []byte) {
 	}
 	h.close()
 	h.compare()
+	if *fuzzTrace {
+		t.Logf("steps:\n%s", strings.Join(h.steps, "\n"))
+	}
 }
+
+var fuzzTrace = flag.Bool("fuzz-trace", false, "FuzzNotifierModel: log the steps of every input, passed or not")
 
 func newFuzzHarness(t *testing.T, d *fuzzDecoder) *fuzzHarness {
 	c0, c1 := d.byte(), d.byte()
 	withBS := c0&7 != 7
+	stalls := withBS && c0&4 != 0
 	shards := []int{1, 2, 64}[int(c0>>3)%3]
 	buf := []int{0, 1, 2, 32}[c1&3]
 	maxPending := []int{0, 1, 2}[int(c1>>2)%3]
-	h := &fuzzHarness{t: t, m: newModel(withBS, buf, maxPending)}
+	h := &fuzzHarness{t: t, m: newModel(withBS, buf, maxPending), stalls: stalls}
 	opts := []notifier.Option{
 		notifier.WithShards(shards),
 		notifier.WithBufferSize(buf),
@@ -109,13 +130,16 @@ func newFuzzHarness(t *testing.T, d *fuzzDecoder) *fuzzHarness {
 	} else {
 		h.inner = blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 		h.fbs = faultbs.New(h.inner)
-		h.n = notifier.New(h.fbs, opts...)
+		h.n = notifier.New(&gateStore{next: h.fbs}, opts...)
 	}
-	h.logf("New(bs=%v, shards=%d, buf=%d, maxPending=%d)", withBS, shards, buf, maxPending)
+	t.Cleanup(h.unstick)
+	h.logf("New(bs=%v, stalls=%v, shards=%d, buf=%d, maxPending=%d)", withBS, stalls, shards, buf, maxPending)
 	return h
 }
 
 func (h *fuzzHarness) onCancel(keys []cid.Cid) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
 	for i, k := range keys {
 		h.cancels = append(h.cancels, fuzzKeyIndex(k))
 		keys[i] = cid.Undef // the slice is the callee's: scribbling must harm nobody
@@ -134,7 +158,10 @@ func (h *fuzzHarness) onMessage(fs *fuzzSub, msg notifier.ResponseMessage) {
 			}
 		}
 	}
-	fs.got = append(fs.got, h.convert(msg))
+	m := h.convert(msg)
+	h.mu.Lock()
+	fs.got = append(fs.got, m)
+	h.mu.Unlock()
 	clear(msg.Blocks)
 	clear(msg.Haves)
 	clear(msg.DontHaves)
@@ -181,7 +208,11 @@ func (h *fuzzHarness) checkErr(op string, got, want error) {
 
 // step decodes and runs one operation.
 func (h *fuzzHarness) step(d *fuzzDecoder) {
-	switch op := d.byte() % 16; op {
+	ops := byte(16)
+	if h.stalls {
+		ops = 20
+	}
+	switch op := d.byte() % ops; op {
 	case 0, 1:
 		h.newSubscription(d.byte())
 	case 2, 3, 4:
@@ -223,6 +254,11 @@ func (h *fuzzHarness) step(d *fuzzDecoder) {
 		} else {
 			h.collect(b % fuzzKeys)
 		}
+	case 16, 17:
+		h.armed = true
+		h.logf("arm: the next Subscribe or Publish stalls in its first blockstore call")
+	case 18, 19:
+		h.releaseOp(d.byte(), ioOutcome(d.byte()%4))
 	}
 }
 
@@ -251,25 +287,52 @@ func (h *fuzzHarness) newSubscription(b byte) {
 }
 
 func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
-	werr := h.m.subscribe(h.m.subs[i], keys, cancelled)
-	err := h.subs[i].s.Subscribe(fuzzCtx(cancelled), fuzzCids(keys)...)
-	h.checkErr(fmt.Sprintf("sub[%d].Subscribe(%s, cancelled=%v)", i, keyNames(keys), cancelled), err, werr)
+	h.launch(&fuzzOp{
+		desc:    fmt.Sprintf("sub[%d].Subscribe(%s, cancelled=%v)", i, keyNames(keys), cancelled),
+		run:     func(ctx context.Context) error { return h.subs[i].s.Subscribe(ctx, fuzzCids(keys)...) },
+		ctxWait: true,
+		early:   func(m *model) (error, bool) { return m.subscribeEarly(keys, cancelled) },
+		waitFor: func(*model) []int { return keys },
+		io:      func(m *model) bool { return m.subscribeIO(m.subs[i], keys) },
+		resv:    keys,
+		commit: func(m *model, o ioOutcome, afterStall bool) error {
+			return m.subscribeCommit(m.subs[i], keys, o, afterStall)
+		},
+	}, cancelled)
 }
 
 func (h *fuzzHarness) unsubscribe(i int, keys []int) {
-	h.m.unsubscribe(h.m.subs[i], keys)
-	h.subs[i].s.Unsubscribe(fuzzCids(keys)...)
-	h.logf("sub[%d].Unsubscribe(%s)", i, keyNames(keys))
+	h.launch(&fuzzOp{
+		desc: fmt.Sprintf("sub[%d].Unsubscribe(%s)", i, keyNames(keys)),
+		run: func(context.Context) error {
+			h.subs[i].s.Unsubscribe(fuzzCids(keys)...)
+			return nil
+		},
+		early:   func(*model) (error, bool) { return nil, len(keys) == 0 },
+		waitFor: func(*model) []int { return keys },
+		commit: func(m *model, _ ioOutcome, _ bool) error {
+			m.unsubscribe(m.subs[i], keys)
+			return nil
+		},
+	}, false)
 }
 
 func (h *fuzzHarness) remove(i int) {
-	h.m.remove(h.m.subs[i])
-	h.subs[i].s.Remove()
-	h.logf("sub[%d].Remove()", i)
+	h.launch(&fuzzOp{
+		desc: fmt.Sprintf("sub[%d].Remove()", i),
+		run: func(context.Context) error {
+			h.subs[i].s.Remove()
+			return nil
+		},
+		waitFor: func(m *model) []int { return m.subs[i].filter(allKeys()) },
+		commit: func(m *model, _ ioOutcome, _ bool) error {
+			m.remove(m.subs[i])
+			return nil
+		},
+	}, false)
 }
 
 func (h *fuzzHarness) publish(from string, blks, haves, donthaves []int, cancelled bool) {
-	werr := h.m.publish(from, blks, haves, donthaves, cancelled)
 	msg := notifier.ResponseMessage{From: from, Haves: fuzzCids(haves), DontHaves: fuzzCids(donthaves)}
 	for _, k := range blks {
 		switch k {
@@ -282,12 +345,26 @@ func (h *fuzzHarness) publish(from string, blks, haves, donthaves []int, cancell
 			msg.Blocks = append(msg.Blocks, fuzzBlocks[k])
 		}
 	}
-	err := h.n.Publish(fuzzCtx(cancelled), msg)
-	h.checkErr(fmt.Sprintf("Publish(from %q, blocks %s, haves %s, donthaves %s, cancelled=%v)",
-		from, keyNames(blks), keyNames(haves), keyNames(donthaves), cancelled), err, werr)
+	keys := slices.Concat(blks, haves, donthaves)
+	h.launch(&fuzzOp{
+		desc: fmt.Sprintf("Publish(from %q, blocks %s, haves %s, donthaves %s, cancelled=%v)",
+			from, keyNames(blks), keyNames(haves), keyNames(donthaves), cancelled),
+		run:     func(ctx context.Context) error { return h.n.Publish(ctx, msg) },
+		ctxWait: true,
+		early:   func(m *model) (error, bool) { return m.publishEarly(blks, haves, donthaves, cancelled) },
+		waitFor: func(*model) []int { return keys },
+		io:      func(m *model) bool { return m.bs && len(m.publishStores(from, blks)) > 0 },
+		resv:    keys,
+		commit: func(m *model, o ioOutcome, _ bool) error {
+			return m.publishCommit(from, blks, haves, donthaves, o)
+		},
+	}, cancelled)
 }
 
+// close releases every stalled call first: which subscriptions Close ends
+// before a stalled Publish delivers would depend on map order.
 func (h *fuzzHarness) close() {
+	h.settle("Close")
 	h.m.close()
 	h.checkErr("Close()", h.n.Close(), nil)
 }
@@ -365,18 +442,27 @@ func (h *fuzzHarness) storeBehindTheBack(k byte) {
 func (h *fuzzHarness) compare() {
 	h.t.Helper()
 	synctest.Wait()
-	slices.Sort(h.cancels)
-	slices.Sort(h.m.cancels)
-	if !slices.Equal(h.cancels, h.m.cancels) {
-		h.failf("cancel function got %v, model says %v", h.cancels, h.m.cancels)
+	h.mu.Lock()
+	cancels := h.cancels
+	got := make([][]fzMsg, len(h.subs))
+	for i, fs := range h.subs {
+		got[i], fs.got = fs.got, nil
 	}
-	h.cancels, h.m.cancels = nil, nil
+	h.cancels = nil
+	h.mu.Unlock()
+	slices.Sort(cancels)
+	slices.Sort(h.m.cancels)
+	if !slices.Equal(cancels, h.m.cancels) {
+		h.failf("cancel function got %v, model says %v", cancels, h.m.cancels)
+	}
+	h.m.cancels = nil
 	if got, want := h.n.Stats(), h.m.stats(); got != want {
 		h.failf("Stats() = %+v, model says %+v", got, want)
 	}
 	for i, ms := range h.m.subs {
-		h.compareSub(i, ms, h.subs[i])
+		h.compareSub(i, ms, h.subs[i], got[i])
 	}
+	h.compareWants()
 	for k := range fuzzKeys {
 		if h.inner == nil {
 			break
@@ -387,13 +473,13 @@ func (h *fuzzHarness) compare() {
 	}
 }
 
-func (h *fuzzHarness) compareSub(i int, ms *mSub, fs *fuzzSub) {
+func (h *fuzzHarness) compareSub(i int, ms *mSub, fs *fuzzSub, got []fzMsg) {
 	h.t.Helper()
 	if ms.fn {
-		if !slices.EqualFunc(fs.got, ms.got, fzMsg.equal) {
-			h.failf("sub[%d] received %v, model says %v", i, fs.got, ms.got)
+		if !slices.EqualFunc(got, ms.got, fzMsg.equal) {
+			h.failf("sub[%d] received %v, model says %v", i, got, ms.got)
 		}
-		fs.got, ms.got = nil, nil
+		ms.got = nil
 	} else if got, want := len(fs.s.Messages()), min(len(ms.queue), h.m.buf); got != want {
 		h.failf("sub[%d]: %d messages in the channel, model says %d", i, got, want)
 	}
@@ -455,6 +541,17 @@ func keyNames(keys []int) string {
 //	  14    Read one message  sub
 //	  15    behind the Notifier's back, b: bit 7 clear, store key b mod 8's
 //	        block in the blockstore; set, delete it (garbage collection)
+//
+// In stall mode (c0 bits 0-2 are 4, 5 or 6: with a blockstore) the opcode is
+// taken mod 20, and:
+//
+//	16-17 Arm              the next Subscribe or Publish gets a stall point:
+//	                       its first blockstore call, if any, parks
+//	18-19 Release          slot, outcome: slot mod the number of parked calls,
+//	                       oldest first (one more: cancel the context of the
+//	                       operation waiting for a reservation, if it has
+//	                       one); outcome mod 4: pass, fail, torn (do the
+//	                       work, then fail), cancel the operation's context
 //
 // sub is an index mod the number of subscriptions created so far; ctx is
 // cancelled when it is 15 mod 16; a key is byte mod 8 except 0xff, cid.Undef;

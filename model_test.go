@@ -3,6 +3,7 @@ package notifier_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 
@@ -64,7 +65,65 @@ type model struct {
 	live       map[uint64]*mSub
 	getFail    bool
 	putFail    bool
-	cancels    []int // keys reported to the cancel function during the current step
+	cancels    []int   // keys reported to the cancel function during the current step
+	slowEnds   [][]int // keys wanted by each subscription ended as a slow consumer, when it ended
+}
+
+// ioOutcome is how a blockstore call that the fuzz test stalled ends when it
+// is released (gateStore, in stall_store_test.go).
+type ioOutcome uint8
+
+const (
+	ioPass   ioOutcome = iota // the call goes on to the store, which fails only if a fault is on
+	ioFail                    // it fails having done nothing
+	ioTorn                    // it does its work and then fails: a PutMany has written
+	ioCancel                  // the operation's context is cancelled while it stalls
+)
+
+func (o ioOutcome) String() string { return [...]string{"pass", "fail", "torn", "cancel"}[o&3] }
+
+// getErr is the error of a Subscribe's blockstore check that ends as o.
+func (m *model) getErr(o ioOutcome) error {
+	switch {
+	case o == ioCancel:
+		return context.Canceled
+	case o != ioPass || m.getFail:
+		return faultbs.ErrInjected
+	}
+	return nil
+}
+
+// putErr is the error of a PutMany that ends as o, and whether it wrote.
+func (m *model) putErr(o ioOutcome) (err error, wrote bool) {
+	switch {
+	case o == ioCancel:
+		return context.Canceled, false
+	case m.putFail:
+		return faultbs.ErrInjected, false
+	case o == ioPass:
+		return nil, true
+	}
+	return faultbs.ErrInjected, o == ioTorn
+}
+
+// clone returns a deep copy of m, for the fuzz test to try an operation on.
+func (m *model) clone() *model {
+	c := *m
+	c.subs = make([]*mSub, len(m.subs))
+	c.live = make(map[uint64]*mSub, len(m.live))
+	for i, s := range m.subs {
+		cs := *s
+		cs.wants = maps.Clone(s.wants)
+		cs.queue = slices.Clone(s.queue)
+		cs.got = slices.Clone(s.got)
+		c.subs[i] = &cs
+		if m.live[s.id] == s {
+			c.live[s.id] = &cs
+		}
+	}
+	c.cancels = slices.Clone(m.cancels)
+	c.slowEnds = nil
+	return &c
 }
 
 func newModel(bs bool, buf, maxPending int) *model {
@@ -112,28 +171,67 @@ func (m *model) newSubscription(id uint64, fn bool) (*mSub, error) {
 	return s, nil
 }
 
-func (m *model) subscribe(s *mSub, keys []int, cancelled bool) error {
-	if slices.Contains(keys, undefKey) {
-		return notifier.ErrInvalidCid
-	}
+// The model of Subscribe and Publish is in two parts, the checks done before
+// an operation looks at the index (early: validation, Close, a cancelled
+// context) and the rest (commit), because the fuzz test starts the second
+// part later when the operation waits for a reservation or stalls in the
+// blockstore. Key specs: a key, or undefKey; block specs: a key, nilBlock or
+// undefBlck.
+
+// subscribeEarly is what Subscribe checks before it looks at the index (and
+// waits for reservations): early is set if it returns err there.
+func (m *model) subscribeEarly(keys []int, cancelled bool) (err error, early bool) {
 	switch {
+	case slices.Contains(keys, undefKey):
+		return notifier.ErrInvalidCid, true
 	case m.closed:
-		return notifier.ErrClosed
+		return notifier.ErrClosed, true
 	case cancelled:
-		return context.Canceled
-	case s.ended && s.err == notifier.ErrSlowConsumer:
-		return notifier.ErrSlowConsumer
-	case s.ended:
-		return notifier.ErrClosed
+		return context.Canceled, true
 	}
+	return nil, false
+}
+
+// subscribeIO reports whether Subscribe, past its early checks and any wait,
+// calls the blockstore.
+func (m *model) subscribeIO(s *mSub, keys []int) bool {
+	return m.bs && !s.ended && len(s.added(keys)) > 0
+}
+
+// added is the keys of a Subscribe that s does not want yet, once each.
+func (s *mSub) added(keys []int) []int {
 	var added []int
 	for _, k := range keys {
 		if !s.wants[k] && !slices.Contains(added, k) {
 			added = append(added, k)
 		}
 	}
-	if m.bs && len(added) > 0 && m.getFail {
-		return faultbs.ErrInjected // all or nothing: no want added
+	return added
+}
+
+func (s *mSub) endedErr() error {
+	if s.err == notifier.ErrSlowConsumer {
+		return notifier.ErrSlowConsumer
+	}
+	return notifier.ErrClosed
+}
+
+// subscribeCommit is Subscribe past its early checks and any wait, with its
+// blockstore check ending as o. afterStall: the check was stalled, so s was
+// live when it started and may have ended since; the implementation checks
+// that only once the blockstore has answered.
+func (m *model) subscribeCommit(s *mSub, keys []int, o ioOutcome, afterStall bool) error {
+	if s.ended && !afterStall {
+		return s.endedErr()
+	}
+	added := s.added(keys)
+	if m.bs && len(added) > 0 {
+		if err := m.getErr(o); err != nil {
+			return err // all or nothing: no want added
+		}
+	}
+	if s.ended {
+		return s.endedErr()
 	}
 	// A want that this call both creates and satisfies had no WANT sent for
 	// it: its end is reported only if someone else wanted the key before.
@@ -187,34 +285,51 @@ func (m *model) close() {
 	}
 }
 
-// publish takes block specs (key, nilBlock or undefBlck) and key specs (key
-// or undefKey).
-func (m *model) publish(from string, blks, haves, donthaves []int, cancelled bool) error {
+// publishEarly is what Publish checks before it looks at the index (and waits
+// for reservations): early is set if it returns err there.
+func (m *model) publishEarly(blks, haves, donthaves []int, cancelled bool) (err error, early bool) {
 	if err := validateModelMsg(blks, haves, donthaves); err != nil {
-		return err
+		return err, true
 	}
 	switch {
 	case m.closed:
-		return notifier.ErrClosed
+		return notifier.ErrClosed, true
 	case cancelled:
-		return context.Canceled
+		return context.Canceled, true
+	case len(blks)+len(haves)+len(donthaves) == 0:
+		return nil, true
 	}
-	var wantedBlks, store []int
+	return nil, false
+}
+
+// publishStores is what Publish, past its early checks and any wait, would
+// PutMany.
+func (m *model) publishStores(from string, blks []int) []int {
+	var store []int
 	for _, k := range distinct(blks) {
-		w := m.wanted(k)
-		if w {
-			wantedBlks = append(wantedBlks, k)
-		}
-		if w || from == "" {
+		if m.wanted(k) || from == "" {
 			store = append(store, k)
 		}
 	}
-	if m.bs && len(store) > 0 {
-		if m.putFail {
-			return faultbs.ErrInjected // nothing stored, delivered or ended
+	return store
+}
+
+// publishCommit is Publish past its early checks and any wait, with its
+// PutMany ending as o.
+func (m *model) publishCommit(from string, blks, haves, donthaves []int, o ioOutcome) error {
+	var wantedBlks []int
+	for _, k := range distinct(blks) {
+		if m.wanted(k) {
+			wantedBlks = append(wantedBlks, k)
 		}
+	}
+	if store := m.publishStores(from, blks); m.bs && len(store) > 0 {
+		err, wrote := m.putErr(o)
 		for _, k := range store {
-			m.stored[k] = true
+			m.stored[k] = m.stored[k] || wrote
+		}
+		if err != nil {
+			return err // nothing delivered or ended
 		}
 	}
 	m.deliver(from, wantedBlks, m.wantedOf(haves), m.wantedOf(donthaves), func(int) bool { return true })
@@ -274,6 +389,7 @@ func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k
 		}
 	}
 	for _, s := range slow {
+		m.slowEnds = append(m.slowEnds, s.filter(allKeys()))
 		m.release(s)
 	}
 }

@@ -1,0 +1,313 @@
+package notifier_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"testing/synctest"
+	"time"
+)
+
+// The driver of FuzzNotifierModel's operations that may stall in the
+// blockstore (Subscribe, Publish) or wait for one that has (those and
+// Unsubscribe, Remove). Each runs on its own goroutine. Before it starts, the
+// model says what it will do: return, park in the blockstore (it was armed
+// and calls the blockstore), or wait for the reservation of a parked call. The
+// bubble then settles (synctest.Wait: every goroutine is durably blocked,
+// which parking and waiting are, and a lock is not) and the driver checks
+// that the operation did just that. A stalled call takes effect, in the
+// model, when the input releases it; the operation waiting for it right
+// after, in the same step.
+//
+// That keeps every interleaving deterministic, which needs three rules:
+//
+//   - At most one operation waits: two woken by one release would race. An
+//     operation that would be the second releases every parked call first.
+//   - Close releases every parked call first: which subscriptions Close ends
+//     before a stalled Publish delivers would depend on map order.
+//   - No subscription is pushed past WithMaxPending while it wants a reserved
+//     key, or while the release that pushes it wakes a waiter: the operation
+//     that pushes it ends it only after releasing its own locks (doc.go), so it
+//     would wait for the reservation after taking effect, or race the waiter.
+//     The driver reads every channel empty before such a step instead.
+//
+// The model applies an operation whole, at one instant; a parked operation has
+// done nothing observable yet (its keys are reserved, the read calls see the
+// wants as before it), so after every step the comparison is exact.
+
+// fuzzWatchdog bounds one input in real time; a normal input takes
+// milliseconds.
+const fuzzWatchdog = 60 * time.Second
+
+// fuzzOp is one operation of the fuzz test that may stall or wait.
+type fuzzOp struct {
+	desc    string
+	run     func(ctx context.Context) error // the real call
+	ctxWait bool                            // its wait for a reservation ends with its ctx (Publish, Subscribe)
+
+	// The model's side, as functions of the state when the operation gets to
+	// that point. early: it returns err before it looks at the index. waitFor:
+	// the keys whose reservation it waits for. io: it calls the blockstore.
+	// resv: the keys it reserves meanwhile. commit: all the rest, its
+	// blockstore call ending as o; afterStall: that call was parked.
+	early   func(m *model) (err error, early bool)
+	waitFor func(m *model) []int
+	io      func(m *model) bool
+	resv    []int
+	commit  func(m *model, o ioOutcome, afterStall bool) error
+
+	point  *stallPoint     // armed: its first blockstore call parks here
+	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
+	cancel context.CancelFunc
+	done   chan error // receives what run returns
+	want   error      // what the model says it returns
+}
+
+type opState uint8
+
+const (
+	opReturns opState = iota
+	opWaits           // for a reservation of a parked call
+	opParks           // in the blockstore, holding reservations
+)
+
+func (h *fuzzHarness) noEarly(*model) (error, bool) { return nil, false }
+
+// launch starts op on its own goroutine and checks that it returns, parks or
+// waits as the model says.
+func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
+	h.t.Helper()
+	if op.early == nil {
+		op.early = h.noEarly
+	}
+	if op.io == nil {
+		op.io = func(*model) bool { return false }
+	}
+	if h.waiter != nil && h.waits(op, h.m, h.stalled) {
+		h.settle("a second operation would wait")
+	}
+	if h.armed && op.ctxWait {
+		h.armed = false
+		op.point, op.ctx = newStallPoint(context.Background())
+		op.cancel = op.point.cancel
+	} else {
+		op.ctx, op.cancel = context.WithCancel(context.Background())
+	}
+	if cancelled {
+		op.cancel()
+	}
+	if h.returns(op, h.m, h.stalled) {
+		h.avoidOverflow(func(c *model) bool {
+			_ = op.commit(c, ioPass, false)
+			return overflowsReserved(c, h.stalled)
+		})
+	}
+	state := h.expect(op)
+	op.done = make(chan error, 1)
+	go func() { op.done <- op.run(op.ctx) }()
+	synctest.Wait()
+	h.verify(op, state)
+}
+
+// waits reports whether op, started on m with stalled parked, would wait.
+func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
+	if _, early := op.early(m); early {
+		return false
+	}
+	return reservedBy(stalled, op.waitFor(m))
+}
+
+// returns reports whether op, started on m with stalled parked, would take
+// effect and return.
+func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
+	if _, early := op.early(m); early {
+		return false
+	}
+	return !reservedBy(stalled, op.waitFor(m)) && (op.point == nil || !op.io(m))
+}
+
+func reservedBy(stalled []*fuzzOp, keys []int) bool {
+	for _, op := range stalled {
+		for _, k := range keys {
+			if k >= 0 && slices.Contains(op.resv, k) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// overflowsReserved reports whether an operation just run on c ended a slow
+// consumer that wants a key reserved by stalled.
+func overflowsReserved(c *model, stalled []*fuzzOp) bool {
+	return slices.ContainsFunc(c.slowEnds, func(keys []int) bool { return reservedBy(stalled, keys) })
+}
+
+// expect runs op on the model as far as it gets now, and says how far that is.
+func (h *fuzzHarness) expect(op *fuzzOp) opState {
+	if err, early := op.early(h.m); early {
+		op.want = err
+		return opReturns
+	}
+	if reservedBy(h.stalled, op.waitFor(h.m)) {
+		h.waiter = op
+		return opWaits
+	}
+	if op.point != nil && op.io(h.m) {
+		h.stalled = append(h.stalled, op)
+		return opParks
+	}
+	op.want = op.commit(h.m, ioPass, false)
+	return opReturns
+}
+
+// verify checks, the bubble settled, that op is where expect said.
+func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
+	h.t.Helper()
+	var err error
+	returned := false
+	select {
+	case err = <-op.done:
+		returned = true
+	default:
+	}
+	switch {
+	case state == opReturns && !returned:
+		h.failf("%s has not returned; the model says nothing holds it up (G11: only operations on reserved keys wait)", op.desc)
+	case state == opReturns:
+		h.checkErr(op.desc, err, op.want)
+	case returned:
+		h.failf("%s returned %v; the model says it %s", op.desc, err, [...]string{"", "waits for a reservation", "parks in the blockstore"}[state])
+	case state == opWaits && op.point != nil && op.point.parked():
+		h.failf("%s called the blockstore; the model says it waits for a reservation", op.desc)
+	case state == opWaits:
+		h.logf("%s: waits for a reservation", op.desc)
+	case !op.point.parked():
+		h.failf("%s has not called the blockstore; the model says it parks there", op.desc)
+	default:
+		h.logf("%s: parked in the blockstore as stalled[%d]", op.desc, len(h.stalled)-1)
+	}
+}
+
+// releaseOp is the input's Release.
+func (h *fuzzHarness) releaseOp(slot byte, o ioOutcome) {
+	n := len(h.stalled)
+	if h.waiter != nil && h.waiter.ctxWait {
+		n++
+	}
+	if n == 0 {
+		h.logf("release: nothing parked")
+		return
+	}
+	if i := int(slot) % n; i < len(h.stalled) {
+		h.release(i, o)
+		return
+	}
+	w := h.waiter
+	h.waiter, w.want = nil, context.Canceled
+	h.logf("cancel the context of %s", w.desc)
+	w.cancel()
+	synctest.Wait()
+	h.verify(w, opReturns)
+}
+
+// release lets the parked call stalled[i] go on, ending as o, and with it the
+// waiter if nothing else holds it up.
+func (h *fuzzHarness) release(i int, o ioOutcome) {
+	h.t.Helper()
+	op, w := h.stalled[i], h.waiter
+	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
+	h.avoidOverflow(func(c *model) bool {
+		_ = op.commit(c, o, true)
+		if w == nil || h.waits(w, c, rest) {
+			return overflowsReserved(c, rest)
+		}
+		if len(c.slowEnds) > 0 { // op's end of them would race w
+			return true
+		}
+		if w.point != nil && w.io(c) {
+			return overflowsReserved(c, append(rest, w))
+		}
+		_ = w.commit(c, ioPass, false)
+		return overflowsReserved(c, rest)
+	})
+	h.stalled = rest
+	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
+	op.want = op.commit(h.m, o, true)
+	wState := opWaits
+	if w != nil {
+		h.waiter = nil
+		wState = h.expect(w)
+	}
+	op.point.free(o)
+	synctest.Wait()
+	h.verify(op, opReturns)
+	if w != nil {
+		h.verify(w, wState)
+	}
+}
+
+// settle releases every parked call, oldest first, to pass.
+func (h *fuzzHarness) settle(why string) {
+	if len(h.stalled) > 0 {
+		h.logf("%s: release every parked call", why)
+	}
+	for len(h.stalled) > 0 {
+		h.release(0, ioPass)
+	}
+	if h.waiter != nil {
+		h.failf("harness: %s still waits, with nothing reserved", h.waiter.desc)
+	}
+}
+
+// avoidOverflow reads every channel subscription empty if try, run on a copy
+// of the model, says that the step would push a subscription past
+// WithMaxPending where that is not deterministic (see the top of this file).
+func (h *fuzzHarness) avoidOverflow(try func(c *model) bool) {
+	if !try(h.m.clone()) {
+		return
+	}
+	h.logf("drain every channel first, lest a slow consumer end race a reservation")
+	for i, ms := range h.m.subs {
+		for !ms.fn && len(ms.queue) > 0 {
+			synctest.Wait()
+			h.read(i)
+		}
+	}
+	synctest.Wait()
+	if try(h.m.clone()) {
+		h.failf("harness: a slow consumer end would still race a reservation")
+	}
+}
+
+// unstick lets a failed run end: it releases the parked calls and closes the
+// Notifier, so that no goroutine of the bubble stays blocked.
+func (h *fuzzHarness) unstick() {
+	for _, op := range h.stalled {
+		op.point.free(ioPass)
+	}
+	if h.waiter != nil {
+		h.waiter.cancel()
+	}
+	h.stalled, h.waiter = nil, nil
+	_ = h.n.Close()
+}
+
+// compareWants checks the read calls against the model: which keys are
+// wanted at all, and by which subscription.
+func (h *fuzzHarness) compareWants() {
+	h.t.Helper()
+	for k := range fuzzKeys {
+		c := fuzzBlocks[k].Cid()
+		if got, want := h.n.Wanted(c), h.m.wanted(k); got != want {
+			h.failf("Wanted(k%d) = %v, model says %v", k, got, want)
+		}
+		for i, ms := range h.m.subs {
+			if got, want := h.subs[i].s.Wants(c), ms.wants[k]; got != want {
+				h.failf("sub[%d].Wants(k%d) = %v, model says %v", i, k, got, want)
+			}
+		}
+	}
+}
+
+func (op *fuzzOp) String() string { return fmt.Sprintf("%s (resv %v)", op.desc, op.resv) }
