@@ -264,8 +264,12 @@ func (out linOut) String() string {
 var linModel = porcupine.Model{
 	Init: func() any { return linState{} },
 	Step: func(state, input, output any) (bool, any) {
-		next, want := state.(linState).step(input.(linIn))
-		return want == output.(linOut), next
+		st, in, out := state.(linState), input.(linIn), output.(linOut)
+		if ioErr := linIOErrs[out.err]; ioErr {
+			return st.callsStore(in) && out == linOut{err: out.err}, st.failed(in, out.err)
+		}
+		next, want := st.step(in)
+		return want == out, next
 	},
 	DescribeOperation: func(input, output any) string {
 		return fmt.Sprintf("%v -> %v", input, output)
@@ -387,7 +391,7 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 				in := randomLinIn(rng)
 				out := rec.begin()
 				call := clock.Add(1)
-				err := runLinIn(n, bs, subs[:], in)
+				err := runLinIn(context.Background(), n, bs, subs[:], in)
 				ret := clock.Add(1)
 				rec.end()
 				if err != nil {
@@ -428,8 +432,7 @@ func randomLinIn(rng *rand.Rand) linIn {
 	return in
 }
 
-func runLinIn(n *notifier.Notifier, bs blockstore.Blockstore, subs []*notifier.Subscription, in linIn) error {
-	ctx := context.Background()
+func runLinIn(ctx context.Context, n *notifier.Notifier, bs blockstore.Blockstore, subs []*notifier.Subscription, in linIn) error {
 	switch in.kind {
 	case linCollect:
 		return bs.DeleteBlock(ctx, in.keys.cids()[0])
@@ -452,8 +455,10 @@ func runLinIn(n *notifier.Notifier, bs blockstore.Blockstore, subs []*notifier.S
 // TestLinearizability checks histories of concurrent Subscribe, Unsubscribe
 // and Publish calls against the sequential specification, for a bounded time,
 // with one shard (every operation serialized), two (operations spanning
-// shards) and many. A history that porcupine cannot decide in time is logged
-// and skipped, never counted as a pass.
+// shards) and many; then histories in which Publish and Subscribe calls stall
+// in the blockstore while the other clients go on (linStallRound), for half
+// that time. A history that porcupine cannot decide in time is logged and
+// skipped, never counted as a pass.
 func TestLinearizability(t *testing.T) {
 	budget, rounds := 2*time.Second, 300
 	if testing.Short() {
@@ -463,19 +468,26 @@ func TestLinearizability(t *testing.T) {
 		budget, rounds = *linBudget, math.MaxInt
 	}
 	for _, shards := range []int{1, 2, 64} {
-		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { checkLinearizable(t, shards, budget, rounds) })
+		t.Run(fmt.Sprintf("shards=%d", shards), func(t *testing.T) { checkLinearizable(t, shards, budget, rounds, linRound) })
+	}
+	for _, shards := range []int{1, 2, 64} {
+		t.Run(fmt.Sprintf("stalls/shards=%d", shards), func(t *testing.T) {
+			checkLinearizable(t, shards, budget/2, rounds, linStallRound)
+		})
 	}
 }
 
 var linBudget = flag.Duration("lin-budget", 0, "TestLinearizability: check histories for this long per shard count, "+
 	"instead of up to 300 histories in 2s (300ms with -short)")
 
-func checkLinearizable(t *testing.T, shards int, budget time.Duration, rounds int) {
+func checkLinearizable(t *testing.T, shards int, budget time.Duration, rounds int,
+	round func(t *testing.T, shards int, seed uint64) []porcupine.Operation,
+) {
 	seed := uint64(time.Now().UnixNano())
 	deadline := time.Now().Add(budget)
 	var checked, unknown int
 	for r := uint64(0); r < uint64(rounds) && time.Now().Before(deadline); r++ {
-		history := linRound(t, shards, seed+r)
+		history := round(t, shards, seed+r)
 		switch res := porcupine.CheckOperationsTimeout(linModel, history, 2*time.Second); res {
 		case porcupine.Ok:
 			checked++
@@ -521,7 +533,7 @@ func linReport(history []porcupine.Operation, seed uint64) (report, vis string) 
 		fmt.Fprintf(&b, "longest linearizable prefix (%d of %d operations):\n", len(longest), len(history))
 		st := linState{}
 		for _, op := range longest {
-			st, _ = st.step(op.Input.(linIn))
+			st = st.after(op.Input.(linIn), op.Output.(linOut))
 			fmt.Fprintf(&b, "  %v -> %v\n      state: %v\n", op.Input, op.Output, st)
 		}
 		b.WriteString("no operation can come next; what the candidates returned and what the state prescribes:\n")
