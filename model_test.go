@@ -67,6 +67,7 @@ type model struct {
 	putFail    bool
 	cancels    []int   // keys reported to the cancel function during the current step
 	slowEnds   [][]int // keys wanted by each subscription ended as a slow consumer, when it ended
+	tight      bool    // accept as if no drain goroutine had taken a message yet (see accept)
 }
 
 // ioOutcome is how a blockstore call that the fuzz test stalled ends when it
@@ -412,13 +413,20 @@ func (s *mSub) filter(keys []int) []int {
 // channel's buffer (up to buf of them), then one in the hands of the drain
 // goroutine, blocked handing it to the channel, then in the backlog, which
 // WithMaxPending bounds. The fuzz test lets the drain goroutine settle
-// (synctest.Wait) after every step, which makes that split exact.
+// (synctest.Wait) after every step, which makes that split exact. (When two
+// operations deliver in one step, a drain goroutine that the first one
+// started may not have taken its message when the second delivers: tight
+// models that, for the fuzz test to tell when the outcome is not decided.)
 func (m *model) accept(s *mSub, msg fzMsg) (slow bool) {
 	if s.fn {
 		s.got = append(s.got, msg)
 		return false
 	}
-	if m.maxPending > 0 && len(s.queue) >= m.buf+1+m.maxPending {
+	held := 1 // by the drain goroutine
+	if m.tight {
+		held = 0
+	}
+	if m.maxPending > 0 && len(s.queue) >= m.buf+held+m.maxPending {
 		s.ended, s.err = true, notifier.ErrSlowConsumer
 		s.queue = s.queue[:m.buf]
 		delete(m.live, s.id)

@@ -29,7 +29,10 @@ import (
 //     key, or while the release that pushes it wakes a waiter: the operation
 //     that pushes it ends it only after releasing its own locks (doc.go), so it
 //     would wait for the reservation after taking effect, or race the waiter.
-//     The driver reads every channel empty before such a step instead.
+//     Nor by a waiter that delivers right after the released call, when the
+//     outcome depends on whether the drain goroutine that the call started
+//     has taken its message yet (found by the fuzzer). The driver reads every
+//     channel empty before such a step, or else cancels the waiter.
 //
 // The model applies an operation whole, at one instant; a parked operation has
 // done nothing observable yet (its keys are reserved, the read calls see the
@@ -97,10 +100,13 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 		op.cancel()
 	}
 	if h.returns(op, h.m, h.stalled) {
-		h.avoidOverflow(func(c *model) bool {
+		try := func(c *model) bool {
 			_ = op.commit(c, ioPass, false)
 			return overflowsReserved(c, h.stalled)
-		})
+		}
+		if !h.avoidOverflow(try) {
+			h.failf("harness: a slow consumer end would still race a reservation")
+		}
 	}
 	state := h.expect(op)
 	op.done = make(chan error, 1)
@@ -203,9 +209,18 @@ func (h *fuzzHarness) releaseOp(slot byte, o ioOutcome) {
 		h.release(i, o)
 		return
 	}
+	h.cancelWaiter("the input says so")
+}
+
+// cancelWaiter cancels the context of the waiter, a Publish or Subscribe,
+// which returns having done nothing.
+func (h *fuzzHarness) cancelWaiter(why string) {
 	w := h.waiter
+	if w == nil || !w.ctxWait {
+		h.failf("harness: no waiter to cancel (%s)", why)
+	}
 	h.waiter, w.want = nil, context.Canceled
-	h.logf("cancel the context of %s", w.desc)
+	h.logf("cancel the context of %s: %s", w.desc, why)
 	w.cancel()
 	synctest.Wait()
 	h.verify(w, opReturns)
@@ -217,7 +232,7 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	h.t.Helper()
 	op, w := h.stalled[i], h.waiter
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
-	h.avoidOverflow(func(c *model) bool {
+	try := func(c *model) bool {
 		_ = op.commit(c, o, true)
 		if w == nil || h.waits(w, c, rest) {
 			return overflowsReserved(c, rest)
@@ -228,9 +243,21 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 		if w.point != nil && w.io(c) {
 			return overflowsReserved(c, append(rest, w))
 		}
+		tight := c.clone()
+		tight.tight = true
 		_ = w.commit(c, ioPass, false)
-		return overflowsReserved(c, rest)
-	})
+		_ = w.commit(tight, ioPass, false)
+		// Unless they agree, whether w pushes a subscription past
+		// WithMaxPending depends on the drain goroutine that op started.
+		return overflowsReserved(c, rest) || len(c.slowEnds) != len(tight.slowEnds)
+	}
+	if !h.avoidOverflow(try) {
+		h.cancelWaiter("its delivery would race a drain goroutine that the release starts")
+		w = nil
+		if !h.avoidOverflow(try) {
+			h.failf("harness: a slow consumer end would still race a reservation")
+		}
+	}
 	h.stalled = rest
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
 	op.want = op.commit(h.m, o, true)
@@ -263,9 +290,10 @@ func (h *fuzzHarness) settle(why string) {
 // avoidOverflow reads every channel subscription empty if try, run on a copy
 // of the model, says that the step would push a subscription past
 // WithMaxPending where that is not deterministic (see the top of this file).
-func (h *fuzzHarness) avoidOverflow(try func(c *model) bool) {
+// It reports whether that settled it.
+func (h *fuzzHarness) avoidOverflow(try func(c *model) bool) bool {
 	if !try(h.m.clone()) {
-		return
+		return true
 	}
 	h.logf("drain every channel first, lest a slow consumer end race a reservation")
 	for i, ms := range h.m.subs {
@@ -275,9 +303,7 @@ func (h *fuzzHarness) avoidOverflow(try func(c *model) bool) {
 		}
 	}
 	synctest.Wait()
-	if try(h.m.clone()) {
-		h.failf("harness: a slow consumer end would still race a reservation")
-	}
+	return !try(h.m.clone())
 }
 
 // unstick lets a failed run end: it releases the parked calls and closes the
