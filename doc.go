@@ -105,7 +105,10 @@
 // read calls do not wait: they see the wants as
 // they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others
-// (a garbage collection) during that operation's call.
+// (a garbage collection) during that operation's call. Reservations keep out
+// the writers that go through the Notifier, not the others: a Subscribe of
+// several keys, which calls Get once per key, sees each key as it was at its
+// own Get if a garbage collection changes the blockstore during the call.
 //
 // So the cancel function runs on the goroutine of the operation that ended
 // the last want of its keys, holding the shard locks of those keys and no

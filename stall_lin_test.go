@@ -122,7 +122,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 		rng := rand.New(rand.NewPCG(seed, uint64(c)))
 		wg.Go(func() {
 			for range linOps {
-				in := randomLinIn(rng)
+				in := randomLinIn(rng, seed%2 == 0) // half the rounds collect garbage
 				ctx := context.Background()
 				if (in.kind == linPublish || in.kind == linSubscribe) && rng.IntN(3) == 0 {
 					var p *stallPoint

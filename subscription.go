@@ -137,7 +137,10 @@ func (s *Subscription) closedErr() error {
 // is checked holding no lock of the Notifier, with keys reserved, and the
 // wants are recorded after it: so if the blockstore fails, the call has added
 // no want (and, its keys being reserved, no other operation has satisfied one
-// meanwhile), nothing changes, and the error is returned wrapped. Subscribe
+// meanwhile), nothing changes, and the error is returned wrapped. The keys
+// are looked up one Get at a time: against a blockstore that others (a
+// garbage collection) change during the call, each key is seen as it was at
+// its own Get. Subscribe
 // blocks only for the blockstore and for operations holding the same shard
 // locks or reservations on its keys (ctx ends that wait). After Close or
 // Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer.
