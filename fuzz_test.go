@@ -81,12 +81,15 @@ type fuzzHarness struct {
 	steps []string              // what has run, for failure messages
 
 	// Stall mode (stall_fuzz_test.go).
-	stalls  bool       // the input may stall blockstore calls
-	armed   bool       // the next Subscribe or Publish gets a stall point
-	stalled []*fuzzOp  // parked in the blockstore, holding reservations, oldest first
-	waiter  *fuzzOp    // waiting for a reservation of a stalled one; at most one
-	mu      sync.Mutex // guards cancels and fuzzSub.got: the callbacks run on the operations' goroutines
-	cancels []int      // keys the cancel function received during the current step
+	stalls  bool      // the input may stall blockstore calls
+	armed   bool      // the next Subscribe or Publish gets a stall point
+	stalled []*fuzzOp // parked in the blockstore, holding reservations, oldest first
+	waiter  *fuzzOp   // waiting for a reservation of a stalled one; at most one
+	// waiterKeys: the keys waiter marked while it waits; a later operation on
+	// one of them waits behind it (Notifier.mark).
+	waiterKeys []int
+	mu         sync.Mutex // guards cancels and fuzzSub.got: the callbacks run on the operations' goroutines
+	cancels    []int      // keys the cancel function received during the current step
 }
 
 // fuzzSub is the real side of one model subscription.

@@ -115,12 +115,23 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	h.verify(op, state)
 }
 
-// waits reports whether op, started on m with stalled parked, would wait.
+// waits reports whether op, started on m with stalled parked, would wait:
+// for a reservation, or behind the waiting operation (h.waiter), which has
+// marked its keys and is older than op (Notifier.mark).
 func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 	if _, early := op.early(m); early {
 		return false
 	}
-	return reservedBy(stalled, op.waitFor(m))
+	keys := op.waitFor(m)
+	return reservedBy(stalled, keys) || h.marked(keys)
+}
+
+// marked reports whether one of keys is marked by the waiting operation.
+func (h *fuzzHarness) marked(keys []int) bool {
+	if h.waiter == nil {
+		return false
+	}
+	return slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && slices.Contains(h.waiterKeys, k) })
 }
 
 // returns reports whether op, started on m with stalled parked, would take
@@ -129,7 +140,8 @@ func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 	if _, early := op.early(m); early {
 		return false
 	}
-	return !reservedBy(stalled, op.waitFor(m)) && (op.point == nil || !op.io(m))
+	keys := op.waitFor(m)
+	return !reservedBy(stalled, keys) && !h.marked(keys) && (op.point == nil || !op.io(m))
 }
 
 func reservedBy(stalled []*fuzzOp, keys []int) bool {
@@ -155,8 +167,8 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 		op.want = err
 		return opReturns
 	}
-	if reservedBy(h.stalled, op.waitFor(h.m)) {
-		h.waiter = op
+	if keys := op.waitFor(h.m); reservedBy(h.stalled, keys) {
+		h.waiter, h.waiterKeys = op, keys
 		return opWaits
 	}
 	if op.point != nil && op.io(h.m) {
