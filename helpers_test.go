@@ -268,12 +268,4 @@ func blockInShard(n *Notifier, prefix string, sh int32, in bool) blocks.Block {
 
 // parkedOnMutexIn reports whether a goroutine whose stack includes fn is
 // parked acquiring a sync.Mutex.
-func parkedOnMutexIn(fn string) bool {
-	buf := make([]byte, 1<<20)
-	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, "[sync.Mutex.Lock") && strings.Contains(g, fn) {
-			return true
-		}
-	}
-	return false
-}
+func parkedOnMutexIn(fn string) bool { return parkedIn(fn, "[sync.Mutex.Lock") }

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -426,4 +428,51 @@ func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
 	later.Remove()
 	holder.Remove()
 	requireIndexEmpty(t, n)
+}
+
+// Close waits for the operations in the blockstore, even one that no
+// subscription's close waits for: a local Publish stores a block nobody wants
+// (G4 stores local blocks always), so only Close's wait for the operations in
+// I/O keeps Close from returning before that block is stored. (Found by the
+// mutation check: without that wait every other test passed.) The test waits
+// until Close is parked waiting, or has returned, which would be the bug.
+func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
+	st := newStallStore()
+	n := New(st)
+	b := mkBlocks("close-waits-for-io", 1)[0]
+	release := st.stall(t, b.Cid())
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+	require.Equal(t, b.Cid(), <-st.entered)
+
+	closed := make(chan struct{})
+	go func() { defer close(closed); assert.NoError(t, n.Close()) }()
+	for deadline := time.Now().Add(hang); !parkedIn("(*Notifier).close", "sync.(*WaitGroup).Wait"); runtime.Gosched() {
+		select {
+		case <-closed:
+			t.Fatal("Close returned while a Publish was still in its PutMany")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close neither returned nor waited")
+		}
+	}
+	release()
+	done(t, closed, "Close")
+	has, err := st.Has(ctx, b.Cid())
+	require.NoError(t, err)
+	require.True(t, has, "once Close has returned, the Publish in progress has taken effect")
+	require.NoError(t, <-published)
+}
+
+// parkedIn reports whether a goroutine's stack (with its header, which says
+// what it waits for) includes both fn and waitFn.
+func parkedIn(fn, waitFn string) bool {
+	buf := make([]byte, 1<<20)
+	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
+		if strings.Contains(g, fn) && strings.Contains(g, waitFn) {
+			return true
+		}
+	}
+	return false
 }
