@@ -123,12 +123,13 @@ func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return reservedBy(stalled, keys) || h.marked(keys)
+	return reservedBy(stalled, keys) || h.marked(op, keys)
 }
 
-// marked reports whether one of keys is marked by the waiting operation.
-func (h *fuzzHarness) marked(keys []int) bool {
-	if h.waiter == nil {
+// marked reports whether one of keys, which op needs, is marked by the
+// waiting operation, if that is not op itself.
+func (h *fuzzHarness) marked(op *fuzzOp, keys []int) bool {
+	if h.waiter == nil || h.waiter == op {
 		return false
 	}
 	return slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && slices.Contains(h.waiterKeys, k) })
@@ -141,7 +142,7 @@ func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return !reservedBy(stalled, keys) && !h.marked(keys) && (op.point == nil || !op.io(m))
+	return !reservedBy(stalled, keys) && !h.marked(op, keys) && (op.point == nil || !op.io(m))
 }
 
 func reservedBy(stalled []*fuzzOp, keys []int) bool {
