@@ -109,37 +109,38 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
-	clear(o.resKeys)
-	o.resKeys = o.resKeys[:0]
+	o.resKeys = emptied(o.resKeys)
 	o.io = false
-	clear(o.hits)
-	o.hits = o.hits[:0]
-	clear(o.store)
-	o.store = o.store[:0]
-	if len(o.seen) > 4096 {
-		o.seen = make(map[cid.Cid]struct{}) // clear costs as much as the largest use
-	} else {
-		clear(o.seen)
-	}
+	o.hits = emptied(o.hits)
+	o.store = emptied(o.store)
+	o.seen = emptiedMap(o.seen)
 	o.self[0] = nil
-	clear(o.cancels)
-	o.cancels = o.cancels[:0]
-	clear(o.freed)
-	o.freed = o.freed[:0]
+	o.cancels = emptied(o.cancels)
+	o.freed = emptied(o.freed)
 	o.exited = nil
-	clear(o.targets)
-	o.targets = o.targets[:0]
-	clear(o.order)
-	o.order = o.order[:0]
-	if len(o.slot) > 4096 {
-		o.slot = make(map[*Subscription]int)
-	} else {
-		clear(o.slot)
-	}
-	clear(o.slow)
-	o.slow = o.slow[:0]
+	o.targets = emptied(o.targets)
+	o.order = emptied(o.order)
+	o.slot = emptiedMap(o.slot)
+	o.slow = emptied(o.slow)
 	o.probe = probe{}
 	n.ops.Put(o)
+}
+
+// emptied returns s emptied, its elements zeroed so that the pool retains
+// nothing they point to, its capacity kept.
+func emptied[T any](s []T) []T {
+	clear(s)
+	return s[:0]
+}
+
+// emptiedMap returns m emptied, or a new map if m grew large: clearing costs
+// as much as the largest use.
+func emptiedMap[K comparable, V any](m map[K]V) map[K]V {
+	if len(m) > 4096 {
+		return make(map[K]V)
+	}
+	clear(m)
+	return m
 }
 
 // report returns a copy of o.freed if want is set and it is not empty.
