@@ -107,8 +107,10 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // returns the Notifier's error (ErrClosed after Shutdown). It is safe for
 // concurrent use and never waits for a subscriber.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
+	ps.waitPaced()
 	err := ps.n.Publish(ctx, msg)
 	ps.reap()
+	ps.pace()
 	return err
 }
 

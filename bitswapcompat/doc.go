@@ -40,8 +40,10 @@
 // function closes the channel when the last key has arrived; context.AfterFunc
 // closes it when ctx is done, and Shutdown closes the channels still open. A
 // mutex per call makes the first of the three the only one. A waiting call
-// therefore costs no goroutine; the only goroutine is the one AfterFunc starts
-// when ctx is done, which ends the call and exits.
+// therefore costs no goroutine; the only goroutines are the one AfterFunc
+// starts when ctx is done, which ends the call and exits, and the one a
+// Publish that delivered a block starts to pace the next Publish (see
+// PubSub.pace), which only closes a channel and exits.
 //
 // The delivery function must not call into the Notifier, so a call completed
 // there cannot remove its own subscription: it queues it, and the function
