@@ -33,6 +33,7 @@ type PubSub struct {
 	// woke set started, once that goroutine has run.
 	woke  atomic.Bool
 	paced atomic.Pointer[chan struct{}]
+	pacer func() // tests only: run by pace's goroutine before it closes paced
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
@@ -303,6 +304,10 @@ func (ps *PubSub) pace() {
 	}
 	done := make(chan struct{})
 	ps.paced.Store(&done)
+	if h := ps.pacer; h != nil {
+		go func() { h(); close(done) }()
+		return
+	}
 	go close(done)
 }
 

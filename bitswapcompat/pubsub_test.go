@@ -3,6 +3,7 @@ package bitswapcompat
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -182,6 +183,49 @@ func TestPubSub_WrapperSeesSenderAndDelay(t *testing.T) {
 		ps.Publish(zero, blks[1])
 		requireReceived(t, ch, true, blks...)
 		require.Equal(t, []seen{{peerA, 3 * time.Second}, {"", 5 * time.Second}}, got)
+	})
+}
+
+// Publish is paced as boxo's is (PubSub.pace): after a Publish that handed a
+// block to a call, the next Publish waits until the goroutine that pace
+// started has run; after one that handed nothing, nothing is started and
+// nothing waits.
+func TestPubSub_PublishAfterADeliveryWaitsForThePace(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := NewPubSub(nil)
+		defer ps.Shutdown()
+		hold := make(chan struct{})
+		var paces atomic.Int32
+		ps.pacer = func() { paces.Add(1); <-hold }
+		blks := newBlocks(t, 3)
+		ch := ps.Subscribe(t.Context(), blks[0].Cid())
+		ps.Publish(peerA, blks[1]) // wanted by nobody: no pace
+		synctest.Wait()
+		require.Zero(t, paces.Load())
+		ps.Publish(peerA, blks[0]) // handed to the call: one pace, held
+		synctest.Wait()
+		require.EqualValues(t, 1, paces.Load())
+		requireReceived(t, ch, true, blks[0])
+
+		returned := make(chan struct{})
+		go func() {
+			ps.Publish(peerB, blks[2])
+			close(returned)
+		}()
+		synctest.Wait()
+		select {
+		case <-returned:
+			t.Fatal("the Publish after a delivery returned before the pace goroutine ran")
+		default:
+		}
+		close(hold)
+		synctest.Wait()
+		select {
+		case <-returned:
+		default:
+			t.Fatal("the Publish still waits after the pace goroutine ran")
+		}
+		require.EqualValues(t, 1, paces.Load(), "the second Publish handed nothing: no new pace")
 	})
 }
 
