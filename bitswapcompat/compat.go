@@ -105,12 +105,15 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // fork that also has native sessions, which want the HAVEs and DONT_HAVEs;
 // msg.From is string(peer.ID), "" for a local block. Unlike Publish it
 // returns the Notifier's error (ErrClosed after Shutdown). It is safe for
-// concurrent use and never waits for a subscriber.
+// concurrent use and never waits for a subscriber. A message with blocks is
+// paced as Publish is (PubSub.pace); one without, which boxo's client would
+// not have published, is not.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
-	ps.waitPaced()
 	err := ps.n.Publish(ctx, msg)
 	ps.reap()
-	ps.pace()
+	if len(msg.Blocks) > 0 {
+		ps.pace()
+	}
 	return err
 }
 

@@ -42,8 +42,8 @@
 // mutex per call makes the first of the three the only one. A waiting call
 // therefore costs no goroutine; the only goroutines are the one AfterFunc
 // starts when ctx is done, which ends the call and exits, and the one a
-// Publish that delivered a block starts to pace the next Publish (see
-// PubSub.pace), which only closes a channel and exits.
+// Publish that delivered a block starts to pace later ones (see PubSub.pace),
+// which only closes a channel and exits.
 //
 // The delivery function must not call into the Notifier, so a call completed
 // there cannot remove its own subscription: it queues it, and the function

@@ -258,9 +258,9 @@ func (ps *PubSub) reap() {
 // blockstore and for operations on the same keys. A failed store delivers
 // nothing and goes to WithErrorFunc. After Shutdown it does nothing.
 //
-// Publish is paced as boxo's is (see pace): a Publish that follows one which
-// delivered a block may first wait, briefly, for the goroutines that were
-// already runnable to run.
+// Publish is paced (see pace): one that hands no block to any call, after
+// one that did, may wait briefly before it returns for the goroutines that
+// were runnable before it.
 //
 // A nil block, on which boxo's Publish panics too, panics with a
 // "bitswapcompat:" message, and so does a block with an undefined CID, which
@@ -270,36 +270,41 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if len(blks) == 0 {
 		return
 	}
-	ps.waitPaced()
 	msg := notifier.ResponseMessage{From: string(from), Blocks: blks}
 	report(ps.onErr, ps.n.Publish(context.Background(), msg))
 	ps.reap()
 	ps.pace()
 }
 
-// pace starts, if a delivery has sent a block since the last pace, a
-// goroutine that does nothing but close a new paced channel, which the next
-// Publish waits for (waitPaced). It reproduces the one scheduling effect of
-// boxo's Publish that its client depends on. boxo's Publish hands each block
-// to cskr/pubsub's goroutine over an unbuffered channel, so a Publish that
-// comes before that goroutine has run since the last one parks the
-// publisher; meanwhile the goroutines made runnable before it, which are
-// ahead of it in the run queue, run. In boxo's client the publisher is the
-// goroutine that reads a peer's messages, and one of those goroutines is the
-// session's run loop, woken by Session.ReceiveFrom just before Publish: it
-// must handle the block (and end the session's interest in it) before more
-// copies of the block pass the session's filter, each of which adds its
-// sender to the session's peers. Without the pause, the reader, whose own
-// short waits are resumed ahead of the run queue, goes through every copy
-// first: with nine seeds answering the root of a fetch, more peers, and
-// 16-21 % more messages in boxo's FixedDelay 10Nodes-AllToAll-UnixfsFetch
-// benchmarks. The pause is shorter than boxo's (one goroutine, once per
-// delivering Publish, never per block) and there is none when nothing was
-// delivered or the paced goroutine has already run. A runtime.Gosched
-// instead puts the publisher on the global run queue, behind everything
-// else, which was measured to slow other cases.
+// pace ends every Publish. After a Publish that handed a block to a call it
+// starts a goroutine that does nothing but close a new paced channel; after
+// one that handed none it waits until the goroutine of the last pace has run
+// (at once if it has). So a second copy of a block that was just handed out
+// waits, as boxo's Publish does, for the goroutines that were runnable when
+// the first was handed.
+//
+// boxo's client depends on that wait. It publishes every block that a
+// session still wants, so every copy of a block that comes before the
+// session's run loop has handled the first is published, and each such copy
+// has already added its sender to the session's peers (Session.ReceiveFrom,
+// just before Publish, passes it to the want sender and wakes the run loop).
+// With boxo's PubSub the goroutine that reads the peers' messages parks in
+// the Publish of the second copy (cskr/pubsub takes each block over an
+// unbuffered channel, and its goroutine has not run yet), the run loop runs,
+// ends the session's interest, and later copies are filtered out: two peers.
+// Without a wait, the reader, whose own short waits are resumed ahead of the
+// run queue, goes through every copy first: with nine seeds answering the
+// root of a fetch, up to nine peers, and 16-21 % more messages in boxo's
+// FixedDelay 10Nodes-AllToAll-UnixfsFetch benchmark. Waiting in every Publish
+// after a delivering one, or yielding in each (runtime.Gosched, which puts
+// the publisher behind everything else), also fixes that, but measurably
+// slows fetches that receive a stream of new blocks (3Nodes-AllToAll-
+// BigBatch); a Publish that hands a new block never waits here.
 func (ps *PubSub) pace() {
 	if !ps.woke.Swap(false) {
+		if p := ps.paced.Load(); p != nil {
+			<-*p
+		}
 		return
 	}
 	done := make(chan struct{})
@@ -309,13 +314,6 @@ func (ps *PubSub) pace() {
 		return
 	}
 	go close(done)
-}
-
-// waitPaced waits until the goroutine of the last pace has run.
-func (ps *PubSub) waitPaced() {
-	if p := ps.paced.Load(); p != nil {
-		<-*p
-	}
 }
 
 // Shutdown closes the channel of every call still waiting and then closes the

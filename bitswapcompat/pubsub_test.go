@@ -13,6 +13,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 const peerA, peerB = peer.ID("peer-a"), peer.ID("peer-b")
@@ -186,11 +188,12 @@ func TestPubSub_WrapperSeesSenderAndDelay(t *testing.T) {
 	})
 }
 
-// Publish is paced as boxo's is (PubSub.pace): after a Publish that handed a
-// block to a call, the next Publish waits until the goroutine that pace
-// started has run; after one that handed nothing, nothing is started and
-// nothing waits.
-func TestPubSub_PublishAfterADeliveryWaitsForThePace(t *testing.T) {
+// Publish is paced as boxo's is (PubSub.pace): a Publish that hands a block
+// to a call starts the pace goroutine and never waits; one that hands none
+// (here a second copy of a block just handed) waits until the last pace
+// goroutine has run; one that hands nothing when no pace is pending, or
+// whose pace has run, returns at once.
+func TestPubSub_PublishOfACopyWaitsForThePace(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ps := NewPubSub(nil)
 		defer ps.Shutdown()
@@ -199,33 +202,39 @@ func TestPubSub_PublishAfterADeliveryWaitsForThePace(t *testing.T) {
 		ps.pacer = func() { paces.Add(1); <-hold }
 		blks := newBlocks(t, 3)
 		ch := ps.Subscribe(t.Context(), blks[0].Cid())
-		ps.Publish(peerA, blks[1]) // wanted by nobody: no pace
+		ch2 := ps.Subscribe(t.Context(), blks[2].Cid())
+		ps.Publish(peerA, blks[1]) // wanted by no call, no pace pending: returns
 		synctest.Wait()
 		require.Zero(t, paces.Load())
-		ps.Publish(peerA, blks[0]) // handed to the call: one pace, held
+		ps.Publish(peerA, blks[0]) // handed to the call: one pace, held; no wait
 		synctest.Wait()
 		require.EqualValues(t, 1, paces.Load())
 		requireReceived(t, ch, true, blks[0])
 
 		returned := make(chan struct{})
 		go func() {
-			ps.Publish(peerB, blks[2])
+			ps.Publish(peerB, blks[0]) // the second copy: hands nothing, waits
 			close(returned)
 		}()
 		synctest.Wait()
 		select {
 		case <-returned:
-			t.Fatal("the Publish after a delivery returned before the pace goroutine ran")
+			t.Fatal("the Publish of a copy returned before the pace goroutine ran")
 		default:
 		}
+		ps.Publish(peerB, blks[2]) // hands a new block: does not wait, starts a second pace
+		// A message without blocks, which boxo's client would not publish, does not wait.
+		require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Haves: cidsOf(blks[1])}))
+		requireReceived(t, ch2, true, blks[2])
 		close(hold)
 		synctest.Wait()
 		select {
 		case <-returned:
 		default:
-			t.Fatal("the Publish still waits after the pace goroutine ran")
+			t.Fatal("the Publish of a copy still waits after the pace goroutine ran")
 		}
-		require.EqualValues(t, 1, paces.Load(), "the second Publish handed nothing: no new pace")
+		require.EqualValues(t, 2, paces.Load())
+		ps.Publish(peerA, blks[2]) // a copy, but its pace has run: returns
 	})
 }
 
