@@ -267,6 +267,35 @@ func BenchmarkW6(b *testing.B) {
 	})
 }
 
+// BenchmarkW3Disjoint separates the two causes that keep W3 from scaling
+// with a store. W3's messages overlap: message m names, as HAVEs, the blocks
+// of messages m+1 and m+2, so two publishers of consecutive messages
+// contend for the same keys, and the one whose HAVE names a block that the
+// other is storing waits for that PutMany (a Publish reads its keys as they
+// are after every earlier write of them: see publishSteps). Here the two
+// publishers take W6's plan, each only its own keys (W2's messages, every
+// name in a message from its publisher's keys), so nothing waits for another
+// publisher's blockstore call; what is left is the CPU and the shard locks.
+// Run it at -cpu 2: pubs=2 against pubs=1 is the gain from the second
+// publisher. One op is one round; ns/msg is per message.
+func BenchmarkW3Disjoint(b *testing.B) {
+	p := benchW6Plan()
+	for _, kind := range benchW3Stores {
+		b.Run("store="+kind, func(b *testing.B) {
+			for _, pubs := range []int{1, 2} {
+				b.Run(fmt.Sprintf("pubs=%d", pubs), func(b *testing.B) {
+					for _, mk := range []benchkit.Maker{benchkit.Makers[0], benchkit.Makers[1], benchkit.Makers[3]} {
+						b.Run("impl="+mk.Name, func(b *testing.B) {
+							elapsed, _ := benchRounds(b, kind, mk, p, benchOpts{buffer: benchW2Buffer, pubs: pubs})
+							b.ReportMetric(elapsed/float64(b.N*len(p.Msgs)), "ns/msg")
+						})
+					}
+				})
+			}
+		})
+	}
+}
+
 // BenchmarkW3 is W2 with b.RunParallel publishers, GOMAXPROCS of them: run it
 // with -cpu 1,2 and compare with benchstat -col /gomaxprocs. One op is one
 // message. The publishers share the round's messages; at the end of a round
