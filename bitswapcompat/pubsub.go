@@ -300,6 +300,11 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 // the publisher behind everything else), also fixes that, but measurably
 // slows fetches that receive a stream of new blocks (3Nodes-AllToAll-
 // BigBatch); a Publish that hands a new block never waits here.
+//
+// The pacing is a scheduling aid, not a guarantee, and nothing depends on it
+// for correctness: woke is shared, so with concurrent Publishes, or a
+// Subscribe that found its block in the blockstore, a Publish may take
+// another's delivery for its own and not wait, or wait for another's pace.
 func (ps *PubSub) pace() {
 	if !ps.woke.Swap(false) {
 		if p := ps.paced.Load(); p != nil {
