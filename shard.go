@@ -209,6 +209,13 @@ func (n *Notifier) unmark(o *op) {
 //   - Record Subscribe's wants first and check the blockstore unreserved: a
 //     Publish in between delivers the block, and the check finds it again:
 //     delivered twice (G2).
+//   - Let a Publish that names a key only as a HAVE or DONT_HAVE read its
+//     wanters through another operation's reservation instead of waiting for
+//     that operation's PutMany (reading changes nothing): the reader must then
+//     take effect before the reserver, but a garbage collection that deletes
+//     one of the reserver's blocks after its PutMany pins the reserver's
+//     instant before the read, and the reader has then sent HAVEs for wants
+//     that had already ended. (BenchmarkW3Disjoint shows what the wait costs.)
 //   - A per-key mutex held across the I/O: that is I/O under a lock, and an
 //     operation waiting for it would hold its shard locks meanwhile, stalling
 //     every key of those shards behind one slow disk.
