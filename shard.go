@@ -213,9 +213,9 @@ func (n *Notifier) unmark(o *op) {
 //     wanters through another operation's reservation instead of waiting for
 //     that operation's PutMany (reading changes nothing): the reader must then
 //     take effect before the reserver, but a garbage collection that deletes
-//     one of the reserver's blocks after its PutMany pins the reserver's
-//     instant before the read, and the reader has then sent HAVEs for wants
-//     that had already ended. (BenchmarkW3Disjoint shows what the wait costs.)
+//     one of the reserver's blocks between its PutMany and the read pins the
+//     reserver's instant before the read, and the reader has then sent HAVEs
+//     for wants that had already ended. (BenchmarkW3Disjoint shows what the wait costs.)
 //   - A per-key mutex held across the I/O: that is I/O under a lock, and an
 //     operation waiting for it would hold its shard locks meanwhile, stalling
 //     every key of those shards behind one slow disk.
