@@ -140,9 +140,9 @@ func (s *Subscription) closedErr() error {
 // meanwhile), nothing changes, and the error is returned wrapped. The keys
 // are looked up one Get at a time: against a blockstore that others (a
 // garbage collection) change during the call, each key is seen as it was at
-// its own Get. Subscribe
-// blocks only for the blockstore and for operations holding the same shard
-// locks or reservations on its keys (ctx ends that wait). After Close or
+// its own Get. Subscribe blocks only for the blockstore and for operations
+// holding the same shard locks or reservations on its keys (ctx ends that
+// wait). After Close or
 // Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer.
 // An undefined key is refused with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
