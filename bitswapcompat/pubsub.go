@@ -30,10 +30,13 @@ type PubSub struct {
 
 	// Pacing of Publish (see pace): woke is set by a delivery that sent a
 	// block; paced is closed by the goroutine that the Publish which found
-	// woke set started, once that goroutine has run.
-	woke  atomic.Bool
-	paced atomic.Pointer[chan struct{}]
-	pacer func() // tests only: run by pace's goroutine before it closes paced
+	// woke set started, once that goroutine has run; handed is when that
+	// Publish started it, as time since epoch.
+	woke   atomic.Bool
+	paced  atomic.Pointer[chan struct{}]
+	handed atomic.Int64
+	epoch  time.Time
+	pacer  func() // tests only: run by pace's goroutine before it closes paced
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
@@ -53,6 +56,7 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 		wrap:  cfg.wrap,
 		onErr: cfg.onErr,
 		calls: make(map[*call]struct{}),
+		epoch: time.Now(),
 	}
 }
 
@@ -258,9 +262,9 @@ func (ps *PubSub) reap() {
 // blockstore and for operations on the same keys. A failed store delivers
 // nothing and goes to WithErrorFunc. After Shutdown it does nothing.
 //
-// Publish is paced (see pace): one that hands no block to any call, after
-// one that did, may wait briefly before it returns for the goroutines that
-// were runnable before it.
+// Publish is paced (see pace): one that hands no block to any call, within
+// 250 µs of one that did, waits for the rest of those 250 µs before it
+// returns, so that the goroutines made runnable by the first run first.
 //
 // A nil block, on which boxo's Publish panics too, panics with a
 // "bitswapcompat:" message, and so does a block with an undefined CID, which
@@ -276,49 +280,75 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	ps.pace()
 }
 
+// paceWindow is how long after a Publish that handed a block to a call a
+// Publish that hands none is held (see pace): about the time boxo's session
+// run loop takes, on boxo's own layer, to be scheduled and end the session's
+// interest in a block it has received (a median of 283 µs from the first
+// copy in boxo's FixedDelay 10Nodes-AllToAll-UnixfsFetchLarge, 350 µs at the
+// 90th percentile).
+const paceWindow = 250 * time.Microsecond
+
 // pace ends every Publish. After a Publish that handed a block to a call it
-// starts a goroutine that does nothing but close a new paced channel; after
-// one that handed none it waits until the goroutine of the last pace has run
-// (at once if it has). So a second copy of a block that was just handed out
-// waits, as boxo's Publish does, for the goroutines that were runnable when
-// the first was handed.
+// starts a goroutine that does nothing but close a new paced channel, and
+// records the time. After one that handed none it waits until that
+// goroutine has run and then, if the handing Publish was less than
+// paceWindow ago, sleeps out the rest of the window. So a copy of a block
+// that was just handed out is held, as boxo's Publish holds it, until the
+// goroutines that the first copy made runnable have had their turn.
 //
-// boxo's client depends on that wait. It publishes every block that a
-// session still wants, so every copy of a block that comes before the
-// session's run loop has handled the first is published, and each such copy
-// has already added its sender to the session's peers (Session.ReceiveFrom,
-// just before Publish, passes it to the want sender and wakes the run loop).
-// With boxo's PubSub the goroutine that reads the peers' messages parks in
-// the Publish of the second copy (cskr/pubsub takes each block over an
-// unbuffered channel, and its goroutine has not run yet), the run loop runs,
-// ends the session's interest, and later copies are filtered out: two peers.
-// Without a wait, the reader, whose own short waits are resumed ahead of the
-// run queue, goes through every copy first: with nine seeds answering the
-// root of a fetch, up to nine peers, and 16-21 % more messages in boxo's
-// FixedDelay 10Nodes-AllToAll-UnixfsFetch benchmark. Waiting in every Publish
-// after a delivering one, or yielding in each (runtime.Gosched, which puts
-// the publisher behind everything else), also fixes that, but measurably
-// slows fetches that receive a stream of new blocks (3Nodes-AllToAll-
-// BigBatch); a Publish that hands a new block never waits here.
+// boxo's client depends on that. It publishes every block that a session
+// still wants, so every copy of a block that comes before the session's run
+// loop has handled the first is published, and each such copy has already
+// added its sender to the session's peers (Session.ReceiveFrom, just before
+// Publish, passes it to the want sender and wakes the run loop). With boxo's
+// PubSub the goroutine that reads the peers' messages parks in the Publish of
+// each copy (cskr/pubsub takes each block over an unbuffered channel, and its
+// goroutine has not run yet), the run loop runs, ends the session's
+// interest, and later copies are filtered out: two peers. Without pacing, the
+// reader, whose own short waits are resumed ahead of the run queue, goes
+// through every copy first: with nine seeds answering the root of a fetch,
+// up to nine peers, and 16-21 % more messages in boxo's FixedDelay
+// 10Nodes-AllToAll-UnixfsFetch benchmark.
+//
+// Waiting for the pace goroutine alone was not enough: it proves only that
+// one goroutine ran, and the goroutine that closes paced wakes the reader
+// ahead of the run loop. In 10Nodes-AllToAll-UnixfsFetchLarge the run loop
+// of a session first ran 150-450 µs after the first copy of the root (traces
+// of the apart and store wirings), and in the meantime the reader let up to
+// eight more copies through: three session peers on average instead of two,
+// and 1.3-1.5x the messages. A yield (runtime.Gosched) instead of the sleep
+// did not help. Waiting or yielding in every Publish after a delivering one
+// fixes the first case too, but measurably slows fetches that receive a
+// stream of new blocks (3Nodes-AllToAll-BigBatch); a Publish that hands a
+// block never waits here. boxo's own Publish parks the reader for every
+// block until its pubsub goroutine has been scheduled, so holding only
+// copies, and at most paceWindow, costs no more than that.
 //
 // The pacing is a scheduling aid, not a guarantee, and nothing depends on it
 // for correctness: woke is shared, so with concurrent Publishes, or a
 // Subscribe that found its block in the blockstore, a Publish may take
 // another's delivery for its own and not wait, or wait for another's pace.
 func (ps *PubSub) pace() {
-	if !ps.woke.Swap(false) {
-		if p := ps.paced.Load(); p != nil {
-			<-*p
+	if ps.woke.Swap(false) {
+		ps.handed.Store(int64(time.Since(ps.epoch)))
+		done := make(chan struct{})
+		ps.paced.Store(&done)
+		if h := ps.pacer; h != nil {
+			go func() { h(); close(done) }()
+			return
 		}
+		go close(done)
 		return
 	}
-	done := make(chan struct{})
-	ps.paced.Store(&done)
-	if h := ps.pacer; h != nil {
-		go func() { h(); close(done) }()
-		return
+	p := ps.paced.Load()
+	if p == nil {
+		return // no Publish has handed a block yet
 	}
-	go close(done)
+	<-*p
+	rest := time.Duration(ps.handed.Load()) + paceWindow - time.Since(ps.epoch)
+	if rest > 0 {
+		time.Sleep(min(rest, paceWindow))
+	}
 }
 
 // Shutdown closes the channel of every call still waiting and then closes the

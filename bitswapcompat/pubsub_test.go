@@ -190,51 +190,65 @@ func TestPubSub_WrapperSeesSenderAndDelay(t *testing.T) {
 
 // Publish is paced as boxo's is (PubSub.pace): a Publish that hands a block
 // to a call starts the pace goroutine and never waits; one that hands none
-// (here a second copy of a block just handed) waits until the last pace
-// goroutine has run; one that hands nothing when no pace is pending, or
-// whose pace has run, returns at once.
-func TestPubSub_PublishOfACopyWaitsForThePace(t *testing.T) {
+// (here a copy of a block just handed) waits until the last pace goroutine
+// has run and then sleeps out what is left of paceWindow after the last
+// Publish that handed a block; one that hands nothing when no Publish ever
+// handed a block, or after the window, returns at once. In the bubble the
+// clock moves only while every goroutine is blocked, so a Publish that sleeps
+// shows in the fake time that it takes.
+func TestPubSub_PublishOfACopyIsPaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		ps := NewPubSub(nil)
 		defer ps.Shutdown()
 		hold := make(chan struct{})
 		var paces atomic.Int32
 		ps.pacer = func() { paces.Add(1); <-hold }
+		took := func(f func()) time.Duration {
+			start := time.Now()
+			f()
+			return time.Since(start)
+		}
 		blks := newBlocks(t, 3)
 		ch := ps.Subscribe(t.Context(), blks[0].Cid())
 		ch2 := ps.Subscribe(t.Context(), blks[2].Cid())
-		ps.Publish(peerA, blks[1]) // wanted by no call, no pace pending: returns
+		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) })) // wanted by no call, nothing handed yet: returns
 		synctest.Wait()
 		require.Zero(t, paces.Load())
-		ps.Publish(peerA, blks[0]) // handed to the call: one pace, held; no wait
+		require.Zero(t, took(func() { ps.Publish(peerA, blks[0]) }), "a Publish that hands a block must not wait")
 		synctest.Wait()
 		require.EqualValues(t, 1, paces.Load())
 		requireReceived(t, ch, true, blks[0])
 
-		returned := make(chan struct{})
-		go func() {
-			ps.Publish(peerB, blks[0]) // the second copy: hands nothing, waits
-			close(returned)
-		}()
+		time.Sleep(paceWindow / 5)
+		returned := make(chan time.Duration, 1)
+		go func() { returned <- took(func() { ps.Publish(peerB, blks[0]) }) }() // a copy: hands nothing, waits
 		synctest.Wait()
 		select {
 		case <-returned:
 			t.Fatal("the Publish of a copy returned before the pace goroutine ran")
 		default:
 		}
-		ps.Publish(peerB, blks[2]) // hands a new block: does not wait, starts a second pace
+		// Hands a new block: does not wait, starts a second pace.
+		require.Zero(t, took(func() { ps.Publish(peerB, blks[2]) }), "a Publish that hands a block must not wait")
 		// A message without blocks, which boxo's client would not publish, does not wait.
-		require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Haves: cidsOf(blks[1])}))
+		require.Zero(t, took(func() {
+			require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Haves: cidsOf(blks[1])}))
+		}))
 		requireReceived(t, ch2, true, blks[2])
 		close(hold)
-		synctest.Wait()
-		select {
-		case <-returned:
-		default:
-			t.Fatal("the Publish of a copy still waits after the pace goroutine ran")
-		}
+		require.Equal(t, paceWindow, <-returned, "the copy must sleep out the window of the last Publish that handed a block")
 		require.EqualValues(t, 2, paces.Load())
-		ps.Publish(peerA, blks[2]) // a copy, but its pace has run: returns
+
+		// A copy later in the window sleeps only what is left of it; after
+		// the window it returns at once.
+		ch3 := ps.Subscribe(t.Context(), blks[1].Cid())
+		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }))
+		requireReceived(t, ch3, true, blks[1])
+		synctest.Wait() // the third pace goroutine has run
+		time.Sleep(paceWindow * 2 / 5)
+		require.Equal(t, paceWindow*3/5, took(func() { ps.Publish(peerB, blks[1]) }), "a copy must sleep what is left of the window, no more")
+		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }), "a copy after the window must not sleep")
+		require.EqualValues(t, 3, paces.Load())
 	})
 }
 
