@@ -259,8 +259,9 @@ func (ps *PubSub) reap() {
 // stores them first: all local blocks, and the remote blocks that some call
 // or session wants; unwanted remote blocks are dropped. Publish is safe for
 // concurrent use and never waits for a subscriber; it blocks only for the
-// blockstore and for operations on the same keys. A failed store delivers
-// nothing and goes to WithErrorFunc. After Shutdown it does nothing.
+// blockstore, for operations on the same keys and for its pacing (below). A
+// failed store delivers nothing and goes to WithErrorFunc. After Shutdown it
+// does nothing.
 //
 // Publish is paced (see pace): one that hands no block to any call, within
 // 250 µs of one that did, waits for the rest of those 250 µs before it
