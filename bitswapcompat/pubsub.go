@@ -322,8 +322,8 @@ const paceWindow = 250 * time.Microsecond
 // fixes the first case too, but measurably slows fetches that receive a
 // stream of new blocks (3Nodes-AllToAll-BigBatch); a Publish that hands a
 // block never waits here. boxo's own Publish parks the reader for every
-// block until its pubsub goroutine has been scheduled, so holding only
-// copies, and at most paceWindow, costs no more than that.
+// block until its pubsub goroutine has been scheduled; holding only copies,
+// for at most paceWindow, is a cost of the same order.
 //
 // The pacing is a scheduling aid, not a guarantee, and nothing depends on it
 // for correctness: woke is shared, so with concurrent Publishes, or a
