@@ -298,6 +298,9 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 		waitFor: func(*model) []int { return keys },
 		io:      func(m *model) bool { return m.subscribeIO(m.subs[i], keys) },
 		resv:    keys,
+		unreserved: func(m *model) bool {
+			return len(keys) == 1 && !m.wanted(keys[0])
+		},
 		commit: func(m *model, o ioOutcome, afterStall bool) error {
 			return m.subscribeCommit(m.subs[i], keys, o, afterStall)
 		},

@@ -62,6 +62,7 @@ func memStore() Blockstore { return storeCases[0].open(nil) }
 type hookStore struct {
 	Blockstore
 	onGet     func(c cid.Cid) error
+	afterGet  func(c cid.Cid) // called once the Get has read, before it returns
 	onPutMany func(blks []blocks.Block) error
 }
 
@@ -71,7 +72,11 @@ func (h *hookStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
 			return nil, err
 		}
 	}
-	return h.Blockstore.Get(ctx, c)
+	b, err := h.Blockstore.Get(ctx, c)
+	if h.afterGet != nil {
+		h.afterGet(c)
+	}
+	return b, err
 }
 
 func (h *hookStore) PutMany(ctx context.Context, blks []blocks.Block) error {
@@ -269,3 +274,17 @@ func blockInShard(n *Notifier, prefix string, sh int32, in bool) blocks.Block {
 // parkedOnMutexIn reports whether a goroutine whose stack includes fn is
 // parked acquiring a sync.Mutex.
 func parkedOnMutexIn(fn string) bool { return parkedIn(fn, "[sync.Mutex.Lock") }
+
+// sameBucket returns a block, other than k's, whose key has k's version
+// bucket (bucketOf), its contents starting with prefix.
+func sameBucket(t *testing.T, k cid.Cid, prefix string) blocks.Block {
+	t.Helper()
+	for i := range 10000 {
+		b := blocks.NewBlock([]byte(fmt.Sprintf("%s/%d", prefix, i)))
+		if b.Cid() != k && bucketOf(b.Cid()) == bucketOf(k) {
+			return b
+		}
+	}
+	t.Fatal("no key in the bucket")
+	return nil
+}

@@ -65,6 +65,14 @@ type shardIndex struct {
 	// operation that started later waits for them too (Notifier.mark).
 	marks map[cid.Cid]*op
 
+	// vers counts, per bucket of keys (bucketOf), the critical sections that
+	// named a key of the bucket: every operation that could read or change
+	// the wants or the reservation of a key bumps its bucket under the shard
+	// lock (touch). A Subscribe of one key reads it before its unlocked Get
+	// and again after: unchanged, nobody has touched the key in between
+	// (Subscription.subscribeOne).
+	vers [versBuckets]uint64
+
 	// Gauges for Stats, written under the shard's lock, read without it.
 	keys  atomic.Int64 // keys in wants or held, each once
 	pairs atomic.Int64 // sum of len(subs) over both maps
@@ -77,6 +85,37 @@ func newShardIndex() shardIndex {
 		res:   make(map[cid.Cid]*op),
 		marks: make(map[cid.Cid]*op),
 	}
+}
+
+// versBuckets is the number of version counters per shard: a bump for one
+// key makes a concurrent Subscribe of another key of the same bucket start
+// over, so more buckets mean fewer such false alarms.
+const versBuckets = 32
+
+// bucketOf returns the version bucket of k: the last byte of its multihash,
+// whose digest makes it uniform for every hash but the identity.
+func bucketOf(k cid.Cid) int {
+	s := k.KeyString()
+	if len(s) == 0 {
+		return 0
+	}
+	return int(s[len(s)-1]) % versBuckets
+}
+
+// touch records that the caller's critical section names k (see vers).
+func (x *shardIndex) touch(k cid.Cid) { x.vers[bucketOf(k)]++ }
+
+// version returns the version of k's bucket.
+func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)] }
+
+// alone reports whether a Subscribe of k by s may skip the reservations: no
+// operation holds or waits for k (res, marks), and no subscription of s's
+// kind, s included, wants it, so that a block found for k is for s alone.
+func (x *shardIndex) alone(k cid.Cid, s *Subscription) bool {
+	if len(x.res) > 0 && x.res[k] != nil || len(x.marks) > 0 && x.marks[k] != nil {
+		return false
+	}
+	return x.lookupFor(k, s) == nil
 }
 
 // table returns the map in which s's wants live.
@@ -103,6 +142,7 @@ func (x *shardIndex) wanted(k cid.Cid) bool {
 // interest in k of s's kind (lookupFor), nil if none. The caller has checked
 // that s does not want k yet.
 func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
+	x.touch(k)
 	if e == nil {
 		if !x.wanted(k) {
 			x.keys.Add(1)
@@ -122,6 +162,7 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 // the last want of k by a subscription of s's kind (kindLast), and whether it
 // was the last want of k at all, in which case k has left the index.
 func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last bool) {
+	x.touch(k)
 	t := x.table(s)
 	e := t[k]
 	if e == nil {
@@ -153,6 +194,7 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 // go stale; the interest lets go of them so that a stale entry keeps no other
 // subscription alive.
 func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
+	x.touch(k)
 	delete(x.wants, k)
 	x.pairs.Add(-int64(len(e.subs)))
 	e.ended.Store(true)

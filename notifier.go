@@ -128,7 +128,7 @@ type Notifier struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
-	inflight  sync.WaitGroup // operations holding reservations (in blockstore I/O); Add only under a shard lock, before closed is set
+	inflight  sync.WaitGroup // operations in blockstore I/O (holding reservations, or between peek and relock); Add only under a shard lock, before closed is set
 	waiting   atomic.Int64   // operations waiting for another's reservation (lockFree, lockAll)
 
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
@@ -377,7 +377,7 @@ func (n *Notifier) close() {
 		s.close(ErrClosed, false)
 	}
 	n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
-	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they reserved under one, before the barrier
+	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
 	n.drainers.Wait()
 }
 

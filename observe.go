@@ -110,8 +110,18 @@ const (
 // a blockstore error, feeds the metrics and adds the operation's event to the
 // span. o still holds what the operation delivered.
 func (p *probe) done(name string, o *op) {
+	delivered := p.handed
+	for i := range o.targets {
+		delivered += o.targets[i].nb
+	}
+	p.end(name, len(o.resKeys), delivered, len(o.cancels))
+}
+
+// end is done for an operation on keys keys that delivered delivered blocks
+// and reported cancels keys to the cancel function.
+func (p *probe) end(name string, keys, delivered, cancels int) {
 	if p.err != nil && !isCancel(p.err) {
-		log.Errorw("blockstore error", "op", name, "keys", len(o.resKeys), "err", p.err)
+		log.Errorw("blockstore error", "op", name, "keys", keys, "err", p.err)
 		if p.m != nil {
 			p.m.bsErrors.Inc()
 		}
@@ -120,16 +130,12 @@ func (p *probe) done(name string, o *op) {
 		return
 	}
 	took := time.Since(p.start)
-	delivered := p.handed
-	for i := range o.targets {
-		delivered += o.targets[i].nb
-	}
 	if p.m != nil {
 		p.record(name, took, delivered)
 	}
 	if p.debug {
-		log.Debugw(name, "keys", len(o.resKeys), "stored", p.stored, "delivered", delivered,
-			"unsolicited", p.unsolicited, "cancels", len(o.cancels), "took", took, "blockstore", p.inStore)
+		log.Debugw(name, "keys", keys, "stored", p.stored, "delivered", delivered,
+			"unsolicited", p.unsolicited, "cancels", cancels, "took", took, "blockstore", p.inStore)
 	}
 	if p.span != nil {
 		attrs := []attribute.KeyValue{
@@ -179,7 +185,7 @@ func isCancel(err error) bool {
 // refreshes the gauges.
 func (n *Notifier) handedOver(o *op) {
 	for _, s := range o.slow {
-		n.closedSlow(o, s)
+		n.closedSlow(&o.probe, s)
 	}
 	if m := n.m; m != nil {
 		if len(o.cancels) > 0 {
@@ -189,10 +195,11 @@ func (n *Notifier) handedOver(o *op) {
 	}
 }
 
-// closedSlow reports s if o's end of it as a slow consumer took effect (a
-// concurrent Remove or Close may have ended it first). Its backlog was full:
-// WithMaxPending messages, besides its channel's buffer.
-func (n *Notifier) closedSlow(o *op, s *Subscription) {
+// closedSlow reports s if an operation's end of it as a slow consumer took
+// effect (a concurrent Remove or Close may have ended it first); p is that
+// operation's probe. Its backlog was full: WithMaxPending messages, besides
+// its channel's buffer.
+func (n *Notifier) closedSlow(p *probe, s *Subscription) {
 	if s.Err() != ErrSlowConsumer { // markClosed stores the sentinel itself
 		return
 	}
@@ -200,8 +207,8 @@ func (n *Notifier) closedSlow(o *op, s *Subscription) {
 	if n.m != nil {
 		n.m.slow.Inc()
 	}
-	if o.probe.span != nil {
-		o.probe.span.AddEvent("notifier.SlowConsumer", trace.WithAttributes(
+	if p.span != nil {
+		p.span.AddEvent("notifier.SlowConsumer", trace.WithAttributes(
 			attribute.Int64("subscription", int64(s.id)),
 			attribute.Int("backlog", n.cfg.maxPending)))
 	}

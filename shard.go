@@ -6,6 +6,7 @@ import (
 	"hash/maphash"
 	"sync"
 
+	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 
 	"github.com/bitswapsync/notifier/internal/shardset"
@@ -92,6 +93,7 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 		busy := n.reserved(o)
 		if busy == nil {
 			n.unmark(o)
+			n.touchAll(o)
 			return nil
 		}
 		n.mark(o, 0)
@@ -170,8 +172,18 @@ func (n *Notifier) mark(o *op, from int) {
 		if m := idx.marks[k]; m == nil || m.id > o.id {
 			idx.marks[k] = o
 		}
+		idx.touch(k)
 	}
 	o.marked = true
+}
+
+// touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken
+// their shard locks and is about to read or change them. The caller holds
+// those locks.
+func (n *Notifier) touchAll(o *op) {
+	for i, k := range o.resKeys {
+		n.shards[o.keyShards[i]].idx.touch(k)
+	}
 }
 
 // unmark removes o's marks and wakes the operations waiting for them. The
@@ -305,3 +317,68 @@ func (o *op) wakeWaiters() {
 		close(*w)
 	}
 }
+
+// A Subscribe of one key that nobody of its kind wants (the GetBlock of a
+// bitswap client) skips the reservations: it reads its key's version under
+// the shard lock (peek), calls Get holding no lock and reserving nothing,
+// and takes the lock again to commit only if the version has not moved
+// (relock). Every operation that reads or changes a key's wants or
+// reservation bumps the version under the shard lock (shardIndex.touch), so
+// an unchanged version means that no operation of the Notifier has touched
+// the key between the two critical sections: the Subscribe takes effect at
+// its Get, as if it had held the lock throughout, and a moved version sends
+// it to the general path, which calls Get again with the key reserved. The
+// tempting shortcuts fail:
+//
+//   - Get, then lock and commit, checking only that the key is not reserved
+//     now: a local Publish of the key that reserves, stores and commits
+//     during the Get, finding nobody to deliver to, leaves a Get that missed
+//     to record a want that the stored block never meets (a lost wakeup).
+//   - Check at peek only that nobody wants the key, not that nobody reserves
+//     it: a Publish in its PutMany of the key has planned without this want
+//     and delivers nothing to it.
+//   - Skip peek and read the version without the lock: a version read in the
+//     middle of another operation's critical section describes a state that
+//     never held.
+
+// peek is the first critical section of Subscription.subscribeOne: under
+// k's shard lock it checks that the Notifier is open and that a Subscribe of
+// k by s may skip the reservations (shardIndex.alone), and if so counts an
+// operation in the blockstore, as reserve does, so that Close waits for the
+// Get, and returns k's shard and version. Otherwise ok is false and the
+// caller takes the general path.
+func (n *Notifier) peek(k cid.Cid, s *Subscription) (sh int32, ver uint64, ok bool) {
+	sh = n.shardOf(k)
+	x := &n.shards[sh]
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if n.closed.Load() || !x.idx.alone(k, s) {
+		return sh, 0, false
+	}
+	n.inflight.Add(1)
+	return sh, x.idx.version(k), true
+}
+
+// getUnlocked is the Get of Subscription.subscribeOne, holding no lock,
+// between peek and relock. It ends the count of the operation in the
+// blockstore that peek began, even if Get panics: else Close would wait for
+// ever.
+func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid) (blocks.Block, error) {
+	defer n.inflight.Done()
+	return n.bs.Get(ctx, k)
+}
+
+// relock takes k's shard lock again after getUnlocked, sh being k's shard.
+// It reports whether k's version is still ver; if not, it releases the lock.
+func (n *Notifier) relock(sh int32, k cid.Cid, ver uint64) bool {
+	x := &n.shards[sh]
+	x.mu.Lock()
+	if x.idx.version(k) != ver {
+		x.mu.Unlock()
+		return false
+	}
+	return true
+}
+
+// unlockShard releases the lock of shard sh that relock took.
+func (n *Notifier) unlockShard(sh int32) { n.shards[sh].mu.Unlock() }

@@ -59,6 +59,14 @@ type fuzzOp struct {
 	resv    []int
 	commit  func(m *model, o ioOutcome, afterStall bool) error
 
+	// unreserved: if it parks on m, it reserves nothing (resv is then
+	// emptied), as a Subscribe of one key that nobody wants does
+	// (Subscription.subscribeOne): other operations on its key do not wait
+	// for it, and if one touches the key meanwhile, its release starts over
+	// on the general path.
+	unreserved func(m *model) bool
+	waited     bool // it waited for a reservation: then it took the general path
+
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
 	cancel context.CancelFunc
@@ -98,6 +106,9 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	}
 	if cancelled {
 		op.cancel()
+	}
+	if !h.returns(op, h.m, h.stalled) {
+		h.releaseUnreserved(op)
 	}
 	if h.returns(op, h.m, h.stalled) {
 		try := func(c *model) bool {
@@ -170,9 +181,13 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 	}
 	if keys := op.waitFor(h.m); reservedBy(h.stalled, keys) {
 		h.waiter, h.waiterKeys = op, keys
+		op.waited = true
 		return opWaits
 	}
 	if op.point != nil && op.io(h.m) {
+		if op.unreserved != nil && !op.waited && op.unreserved(h.m) {
+			op.resv = nil
+		}
 		h.stalled = append(h.stalled, op)
 		return opParks
 	}
@@ -205,6 +220,24 @@ func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 		h.failf("%s has not called the blockstore; the model says it parks there", op.desc)
 	default:
 		h.logf("%s: parked in the blockstore as stalled[%d]", op.desc, len(h.stalled)-1)
+	}
+}
+
+// releaseUnreserved releases, to pass, the parked calls that reserve nothing
+// and whose keys op, which will park or wait, needs: released later, such a
+// call would start over and wait for op's reservation or mark, and the
+// driver allows one waiter at a time. So no reservation or mark of a parked
+// or waiting operation ever covers the key of a parked call that reserves
+// nothing.
+func (h *fuzzHarness) releaseUnreserved(op *fuzzOp) {
+	keys := op.waitFor(h.m)
+	for i := 0; i < len(h.stalled); i++ {
+		st := h.stalled[i]
+		if st.resv == nil && slices.ContainsFunc(st.waitFor(h.m), func(k int) bool { return slices.Contains(keys, k) }) {
+			h.logf("%s needs the key of %s, which reserves nothing: release it first", op.desc, st.desc)
+			h.release(i, ioPass)
+			i = -1
+		}
 	}
 }
 

@@ -156,6 +156,11 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("notifier: subscribe: %w", err)
 	}
+	if len(keys) == 1 {
+		if handled, err := s.subscribeOne(ctx, keys[0]); handled {
+			return err
+		}
+	}
 	o := n.getOp()
 	defer n.putOp(o)
 	o.probe.begin(n, ctx)              // observe.go hook
@@ -199,6 +204,88 @@ func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 }
 
 func commitSubscribe(_ *Notifier, o *op) error { return o.sub.want(o) }
+
+// subscribeOne is Subscribe of the one key k, when nobody of s's kind wants
+// k and no operation reserves or waits for it: then a found block is for s
+// alone and a missing one adds one want, and the call can skip the op, the
+// reservation and the hand-over. It checks the blockstore holding no lock
+// and commits only if no operation has touched k meanwhile (see peek, in
+// shard.go, for why that is the same atomic step). It reports handled false,
+// having changed nothing, when the caller must take the general path.
+func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid) (handled bool, err error) {
+	n := s.n
+	if s.keeps || n.bs == nil || s.closed.Load() {
+		return false, nil
+	}
+	var p probe
+	p.begin(n, ctx) // observe.go hook
+	sh, ver, ok := n.peek(k, s)
+	if !ok {
+		return false, nil
+	}
+	t := p.clock() // observe.go hook
+	blk, err := n.getUnlocked(ctx, k)
+	if err != nil && isNotFound(err) {
+		blk, err = nil, nil
+	}
+	p.storeDone(t, 0, err) // observe.go hook
+	if err != nil {
+		p.end(opSubscribe, 1, 0, 0) // observe.go hook
+		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	}
+	if !n.relock(sh, k, ver) {
+		return false, nil
+	}
+	overflowed, err := s.commitOne(&n.shards[sh].idx, k, blk)
+	n.unlockShard(sh)
+	if overflowed {
+		s.close(ErrSlowConsumer, false)
+		n.closedSlow(&p, s) // observe.go hook
+		s.mu.Lock()
+		err = s.closedErr()
+		s.mu.Unlock()
+	}
+	delivered := 0
+	if blk != nil && err == nil {
+		delivered = 1
+	}
+	p.end(opSubscribe, 1, delivered, 0) // observe.go hook
+	if n.m != nil && blk == nil && err == nil {
+		n.m.refresh(n) // a want added: the gauges
+	}
+	return true, err
+}
+
+// commitOne is the commit of subscribeOne, under k's shard lock, x being
+// that shard's index: it hands s the block found, blk, or without one
+// records s's want of k. It reports whether the block overflowed
+// WithMaxPending (see accept). If s is closed, nothing changes.
+func (s *Subscription) commitOne(x *shardIndex, k cid.Cid, blk blocks.Block) (overflowed bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return false, s.closedErr()
+	}
+	if blk != nil {
+		return s.accept(ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
+	}
+	s.record(k, x.add(k, nil, s))
+	s.compact()
+	return false, nil
+}
+
+// record enters k in s.keys with its interest e. The caller holds s.mu and
+// k's shard lock, and has checked that s does not want k.
+func (s *Subscription) record(k cid.Cid, e *interest) {
+	if s.keys == nil {
+		s.keys = make(map[cid.Cid]*interest)
+	}
+	before := len(s.keys)
+	s.keys[k] = e
+	if len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as only those may be there
+		s.stale--
+	}
+}
 
 // candidates puts in o.hits, once each, the keys that s does not want yet,
 // with their interest in the index (nil if nobody wants them). The caller
@@ -292,14 +379,7 @@ func (s *Subscription) want(o *op) error {
 			continue
 		}
 		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
-		if s.keys == nil {
-			s.keys = make(map[cid.Cid]*interest)
-		}
-		before := len(s.keys)
-		s.keys[h.key] = e
-		if len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as candidates skipped live ones
-			s.stale--
-		}
+		s.record(h.key, e) // candidates skipped the keys s wants
 		if h.blk != nil {
 			h.e = e
 			o.hits[found] = h
