@@ -67,7 +67,12 @@
 //     it reserves its keys and calls Get holding no lock, as Publish does with
 //     PutMany. Then, under the shard locks again, its own lock, to record the
 //     wants. A found block is delivered as in Publish; if others waited for
-//     it, its key goes to the cancel function as in Publish.
+//     it, its key goes to the cancel function as in Publish. A Subscribe of
+//     one key that nobody of its kind wants or reserves (a GetBlock) reserves
+//     nothing: it notes the key's version under the shard lock, calls Get
+//     holding no lock, and commits under the shard lock and its own only if
+//     no operation has touched the key meanwhile; else it starts over as
+//     above, calling Get again (shard.go, peek).
 //   - Unsubscribe, Release: the shard locks of their keys, then the
 //     subscription's lock; the cancel function runs under the shards of the
 //     keys it reports, once the subscription's lock is released.
@@ -108,7 +113,10 @@
 // (a garbage collection) during that operation's call. Reservations keep out
 // the writers that go through the Notifier, not the others: a Subscribe of
 // several keys, which calls Get once per key, sees each key as it was at its
-// own Get if a garbage collection changes the blockstore during the call.
+// own Get if a garbage collection changes the blockstore during the call. A
+// Subscribe of one key that reserves nothing (see Subscribe above) is, to
+// the operations of the Notifier, one critical section at its commit, with
+// the blockstore as its Get saw it: the same terms.
 //
 // So the cancel function runs on the goroutine of the operation that ended
 // the last want of its keys, holding the shard locks of those keys and no

@@ -21,8 +21,7 @@ type shard struct {
 	// Subscription.mu of one subscription, or of several in ascending seq,
 	// then Notifier.mu.
 	mu  sync.Mutex
-	idx shardIndex
-	_   [40]byte // keep neighbouring shards' locks off one cache line
+	idx shardIndex // its 256 bytes of versions keep neighbouring shards' locks off one cache line
 }
 
 func (n *Notifier) shardOf(k cid.Cid) int32 {
@@ -172,7 +171,6 @@ func (n *Notifier) mark(o *op, from int) {
 		if m := idx.marks[k]; m == nil || m.id > o.id {
 			idx.marks[k] = o
 		}
-		idx.touch(k)
 	}
 	o.marked = true
 }
@@ -322,13 +320,19 @@ func (o *op) wakeWaiters() {
 // bitswap client) skips the reservations: it reads its key's version under
 // the shard lock (peek), calls Get holding no lock and reserving nothing,
 // and takes the lock again to commit only if the version has not moved
-// (relock). Every operation that reads or changes a key's wants or
-// reservation bumps the version under the shard lock (shardIndex.touch), so
-// an unchanged version means that no operation of the Notifier has touched
-// the key between the two critical sections: the Subscribe takes effect at
-// its Get, as if it had held the lock throughout, and a moved version sends
-// it to the general path, which calls Get again with the key reserved. The
-// tempting shortcuts fail:
+// (relock). Every operation that takes the key's shard lock to read or
+// change its wants, or to reserve it, bumps the version in that critical
+// section (lockFree's touchAll; shardIndex.add, endWant and endDelivered for
+// the closes, which do not go through lockFree). A key reserved or marked
+// at peek sends the Subscribe to the general path at once; one marked later
+// is bumped when its waiter proceeds. So an unchanged version means that no
+// operation of the Notifier has touched the key between the two critical
+// sections: to them the Subscribe is one critical section, at relock, with
+// the blockstore as its Get saw it (the read calls see the want from
+// relock, as they see a reserving operation's from its commit; see doc.go).
+// A moved version sends it to the general path, which calls Get again with
+// the key reserved; a bump for another key of the same bucket is a false
+// alarm that costs that second Get. The tempting shortcuts fail:
 //
 //   - Get, then lock and commit, checking only that the key is not reserved
 //     now: a local Publish of the key that reserves, stores and commits

@@ -137,7 +137,11 @@ func (s *Subscription) closedErr() error {
 // is checked holding no lock of the Notifier, with keys reserved, and the
 // wants are recorded after it: so if the blockstore fails, the call has added
 // no want (and, its keys being reserved, no other operation has satisfied one
-// meanwhile), nothing changes, and the error is returned wrapped. The keys
+// meanwhile), nothing changes, and the error is returned wrapped. A call for
+// one key that nobody else wants reserves nothing: it commits only if no
+// other operation has touched the key during its Get, and else checks again
+// with the key reserved (see doc.go), so operations on the key never wait
+// for that first Get. The keys
 // are looked up one Get at a time: against a blockstore that others (a
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
@@ -156,14 +160,16 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("notifier: subscribe: %w", err)
 	}
+	var p probe
+	p.begin(n, ctx) // observe.go hook
 	if len(keys) == 1 {
-		if handled, err := s.subscribeOne(ctx, keys[0]); handled {
+		if handled, err := s.subscribeOne(ctx, keys[0], &p); handled {
 			return err
 		}
 	}
 	o := n.getOp()
 	defer n.putOp(o)
-	o.probe.begin(n, ctx)              // observe.go hook
+	o.probe = p                        // with the time of subscribeOne's Get, if it started over
 	defer o.probe.done(opSubscribe, o) // observe.go hook
 	o.sub, o.keys = s, keys
 	n.keyShards(o, keys)
@@ -212,13 +218,11 @@ func commitSubscribe(_ *Notifier, o *op) error { return o.sub.want(o) }
 // and commits only if no operation has touched k meanwhile (see peek, in
 // shard.go, for why that is the same atomic step). It reports handled false,
 // having changed nothing, when the caller must take the general path.
-func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid) (handled bool, err error) {
+func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (handled bool, err error) {
 	n := s.n
 	if s.keeps || n.bs == nil || s.closed.Load() {
 		return false, nil
 	}
-	var p probe
-	p.begin(n, ctx) // observe.go hook
 	sh, ver, ok := n.peek(k, s)
 	if !ok {
 		return false, nil
@@ -240,13 +244,13 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid) (handled boo
 	n.unlockShard(sh)
 	if overflowed {
 		s.close(ErrSlowConsumer, false)
-		n.closedSlow(&p, s) // observe.go hook
+		n.closedSlow(p, s) // observe.go hook
 		s.mu.Lock()
 		err = s.closedErr()
 		s.mu.Unlock()
 	}
 	delivered := 0
-	if blk != nil && err == nil {
+	if blk != nil && (err == nil || overflowed) { // counted as the general path counts it (handedOwn)
 		delivered = 1
 	}
 	p.end(opSubscribe, 1, delivered, 0) // observe.go hook

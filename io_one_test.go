@@ -1,0 +1,145 @@
+package notifier
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"testing/synctest"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// The Subscribe of one key that nobody wants calls Get holding no lock and
+// reserving nothing (Subscription.subscribeOne). These tests park its Get,
+// and a PutMany, in a synctest bubble, and run other operations meanwhile.
+
+// parkStore parks its first gets Gets until the test sends on getRel, and its
+// first puts PutManys until it sends on putRel, before they read or write.
+type parkStore struct {
+	Blockstore
+	mu             sync.Mutex
+	gets, puts     int
+	getRel, putRel chan struct{}
+}
+
+func newParkStore(gets, puts int) *parkStore {
+	return &parkStore{Blockstore: memStore(), gets: gets, puts: puts,
+		getRel: make(chan struct{}), putRel: make(chan struct{})}
+}
+
+func (p *parkStore) park(left *int, rel chan struct{}) {
+	p.mu.Lock()
+	park := *left > 0
+	if park {
+		*left--
+	}
+	p.mu.Unlock()
+	if park {
+		<-rel
+	}
+}
+
+func (p *parkStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	p.park(&p.gets, p.getRel)
+	return p.Blockstore.Get(ctx, c)
+}
+
+func (p *parkStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	p.park(&p.puts, p.putRel)
+	return p.Blockstore.PutMany(ctx, blks)
+}
+
+// returned reports whether c has a value, without waiting.
+func returned[T any](c chan T) bool {
+	select {
+	case v := <-c:
+		c <- v
+		return true
+	default:
+		return false
+	}
+}
+
+// G1 and G11: while the Subscribe's Get is parked, a local Publish of its key
+// does not wait for it, reserves the key and parks in PutMany. The Get then
+// misses; the Subscribe, seeing its key touched, starts over on the general
+// path, waits for the Publish's reservation, and gets the block.
+func TestSubscribeOne_PublishDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 1)
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("one-pub", 1)[0]
+		s := mustSub(t, n, 1)
+		sub, pub := make(chan error, 1), make(chan error, 1)
+		go func() { sub <- s.Subscribe(ctx, b.Cid()) }()
+		synctest.Wait()
+		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+		synctest.Wait()
+		require.Zero(t, ps.puts, "the Publish must reach its PutMany without waiting for the Get")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.False(t, returned(sub), "the Subscribe must wait for the Publish that reserves its key")
+		ps.putRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-pub)
+		require.NoError(t, <-sub)
+		require.Equal(t, ResponseMessage{Blocks: []blocks.Block{b}}, recv(t, s))
+		require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+		require.Empty(t, cancels.take())
+	})
+}
+
+// G7: Close waits for a Subscribe's Get in progress; the Subscribe then
+// fails with ErrClosed and adds nothing.
+func TestSubscribeOne_CloseWaitsForTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 0)
+		n := New(ps)
+		s := mustSub(t, n, 1)
+		sub, closed := make(chan error, 1), make(chan error, 1)
+		go func() { sub <- s.Subscribe(ctx, mkBlocks("one-close", 1)[0].Cid()) }()
+		synctest.Wait()
+		go func() { closed <- n.Close() }()
+		synctest.Wait()
+		require.False(t, returned(closed), "Close must not return while a Get is in progress")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-closed)
+		require.ErrorIs(t, <-sub, ErrClosed)
+		require.Equal(t, Stats{}, n.Stats())
+	})
+}
+
+// G1, G5, G8: two Subscribes of the same key, parked in their Gets at once,
+// both miss and both record their want; one Publish reaches both, and the
+// key goes to the cancel function once. A Remove during a third one's Get
+// leaves nothing behind.
+func TestSubscribeOne_TwoAtOnceAndARemove(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(3, 0)
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("one-two", 2)
+		s1, s2, s3 := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
+		d1, d2, d3 := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+		go func() { d1 <- s1.Subscribe(ctx, b[0].Cid()) }()
+		go func() { d2 <- s2.Subscribe(ctx, b[0].Cid()) }()
+		go func() { d3 <- s3.Subscribe(ctx, b[1].Cid()) }()
+		synctest.Wait()
+		s3.Remove()
+		for range 3 {
+			ps.getRel <- struct{}{}
+		}
+		synctest.Wait()
+		require.NoError(t, <-d1)
+		require.NoError(t, <-d2)
+		require.ErrorIs(t, <-d3, ErrClosed)
+		require.Equal(t, Stats{Subscriptions: 2, Keys: 1, Wants: 2}, n.Stats())
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+		require.Equal(t, b[:1], recv(t, s1).Blocks)
+		require.Equal(t, b[:1], recv(t, s2).Blocks)
+		require.Equal(t, []cid.Cid{b[0].Cid()}, cancels.take())
+		require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+	})
+}
