@@ -66,11 +66,11 @@ type shardIndex struct {
 	marks map[cid.Cid]*op
 
 	// vers counts, per bucket of keys (bucketOf), the critical sections that
-	// named a key of the bucket: every operation that could read or change
-	// the wants or the reservation of a key bumps its bucket under the shard
-	// lock (touch). A Subscribe of one key reads it before its unlocked Get
-	// and again after: unchanged, nobody has touched the key in between
-	// (Subscription.subscribeOne).
+	// named a key of the bucket: every operation that takes a key's shard
+	// lock through lockFree, and every want added, bumps the key's bucket
+	// (touch). A Subscribe of one key reads it before its unlocked Get and
+	// again after: unchanged, nobody has touched the key in between
+	// (Subscription.subscribeOne; see peek in shard.go).
 	vers [versBuckets]uint64
 
 	// Gauges for Stats, written under the shard's lock, read without it.
@@ -162,7 +162,6 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 // the last want of k by a subscription of s's kind (kindLast), and whether it
 // was the last want of k at all, in which case k has left the index.
 func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last bool) {
-	x.touch(k)
 	t := x.table(s)
 	e := t[k]
 	if e == nil {
@@ -194,7 +193,6 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 // go stale; the interest lets go of them so that a stale entry keeps no other
 // subscription alive.
 func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
-	x.touch(k)
 	delete(x.wants, k)
 	x.pairs.Add(-int64(len(e.subs)))
 	e.ended.Store(true)

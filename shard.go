@@ -320,14 +320,19 @@ func (o *op) wakeWaiters() {
 // bitswap client) skips the reservations: it reads its key's version under
 // the shard lock (peek), calls Get holding no lock and reserving nothing,
 // and takes the lock again to commit only if the version has not moved
-// (relock). Every operation that takes the key's shard lock to read or
-// change its wants, or to reserve it, bumps the version in that critical
-// section (lockFree's touchAll; shardIndex.add, endWant and endDelivered for
-// the closes, which do not go through lockFree). A key reserved or marked
-// at peek sends the Subscribe to the general path at once; one marked later
-// is bumped when its waiter proceeds. So an unchanged version means that no
-// operation of the Notifier has touched the key between the two critical
-// sections: to them the Subscribe is one critical section, at relock, with
+// (relock). Every operation that takes the key's shard lock to read its
+// wants, change them or reserve it (Publish, Subscribe, Unsubscribe,
+// Release) bumps the version as it takes the lock (lockFree's touchAll), and
+// every want added bumps it (shardIndex.add). The closes (Remove, a
+// slow-consumer end, Close) only end wants, and the key had none of the
+// Subscribe's kind at peek, nor can it gain one unbumped; ending a want of
+// the other kind changes nothing the Subscribe decides (it reports the key
+// to the cancel function under the shard lock, before relock can take it).
+// A key reserved or marked at peek sends the Subscribe to the general path
+// at once; one marked later is bumped when its waiter proceeds. So an
+// unchanged version means that no operation of the Notifier has touched the
+// key in a way that matters between the two critical sections: to them the
+// Subscribe is one critical section, at relock, with
 // the blockstore as its Get saw it (the read calls see the want from
 // relock, as they see a reserving operation's from its commit; see doc.go).
 // A moved version sends it to the general path, which calls Get again with
