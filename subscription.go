@@ -552,6 +552,9 @@ func (s *Subscription) ReleaseAll() []cid.Cid { return s.close(nil, true) }
 // closed but still in the index. It returns once out is closed, whichever
 // call closed s, with the keys of o.freed if report is set.
 func (s *Subscription) close(err error, report bool) []cid.Cid {
+	if s.closeIdle(err) {
+		return nil
+	}
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
@@ -561,6 +564,38 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 		<-o.exited // drain has seen quit and closed out; it needs no lock we hold
 	}
 	return o.report(report)
+}
+
+// closeIdle closes s with err, unless it is closed already, if s wants no
+// key: then the close ends no want and needs no shard lock, only s.mu (as
+// commitClose, whose steps it takes), for a want is added only under s.mu
+// and a want's end by delivery is never undone. It reports false, having
+// done nothing, if s wants a key; the caller takes the general path. Like
+// close, it returns once out is closed.
+func (s *Subscription) closeIdle(err error) bool {
+	s.mu.Lock()
+	for _, e := range s.keys {
+		if !e.ended.Load() {
+			s.mu.Unlock()
+			return false
+		}
+	}
+	s.markClosed(err)
+	var exited chan struct{}
+	if s.draining {
+		exited = s.exited
+	}
+	clear(s.keys)
+	s.stale = 0
+	s.n.unregister(s) // NOTE: n.mu under s.mu; n.mu is a leaf
+	s.mu.Unlock()
+	if exited != nil {
+		<-exited
+	}
+	if s.n.m != nil {
+		s.n.m.refresh(s.n) // observe.go's gauges, as handedOver refreshes them
+	}
+	return true
 }
 
 // closeSteps: a close takes the shards of every key s wants, and s.mu, and
