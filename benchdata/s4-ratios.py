@@ -1,6 +1,10 @@
+# Ratios of benchdata/s4-onekey-ab.txt (the one-key Subscribe, base b9891e2 against 2ad7462):
+# per pass, each implementation over the blockstore's Get (or the floor) in the same binary,
+# and new over base in the same pass; median [min..max] of the passes.
+# Usage: python3 benchdata/s4-ratios.py benchdata/s4-onekey-ab.txt
 import re,sys,statistics as st
 from collections import defaultdict
-f=sys.argv[1] if len(sys.argv)>1 else '/tmp/ab-w4.txt'
+f=sys.argv[1] if len(sys.argv)>1 else 'benchdata/s4-onekey-ab.txt'
 passes=[]; cur=None
 for line in open(f):
     if line.startswith('# pass'):
