@@ -233,12 +233,15 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		blk, err = nil, nil
 	}
 	p.storeDone(t, 0, err) // observe.go hook
+	if !n.relock(sh, k, ver) {
+		// Even a failed Get: a Subscribe of k by s meanwhile makes this
+		// one a no-op that consults nothing (found by the fuzzer).
+		return false, nil
+	}
 	if err != nil {
+		n.unlockShard(sh)
 		p.end(opSubscribe, 1, 0, 0) // observe.go hook
 		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
-	}
-	if !n.relock(sh, k, ver) {
-		return false, nil
 	}
 	overflowed, err := s.commitOne(&n.shards[sh].idx, k, blk)
 	n.unlockShard(sh)
