@@ -332,12 +332,14 @@ func (o *op) wakeWaiters() {
 // at once; one marked later is bumped when its waiter proceeds. So an
 // unchanged version means that no operation of the Notifier has touched the
 // key in a way that matters between the two critical sections: to them the
-// Subscribe is one critical section, at relock, with
-// the blockstore as its Get saw it (the read calls see the want from
-// relock, as they see a reserving operation's from its commit; see doc.go).
-// A moved version sends it to the general path, which calls Get again with
-// the key reserved; a bump for another key of the same bucket is a false
-// alarm that costs that second Get. The tempting shortcuts fail:
+// Subscribe is one critical section, at relock, with the blockstore as its
+// Get saw it (the read calls see the want from relock, as they see a
+// reserving operation's from its commit; see doc.go). A moved version sends
+// it to the general path, which calls Get again with the key reserved, even
+// when the Get failed (a Subscribe of the key by the same subscription
+// meanwhile makes the call a no-op that must not fail); a bump for another
+// key of the same bucket is a false alarm that costs that second Get. The
+// tempting shortcuts fail:
 //
 //   - Get, then lock and commit, checking only that the key is not reserved
 //     now: a local Publish of the key that reserves, stores and commits
