@@ -329,9 +329,9 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 // (unreserved), and so wakes no waiter. If its key was touched while it was
 // parked (by an operation on it, or, a false alarm that the model cannot
 // predict, on another key of its version bucket and shard), it starts over on
-// the general path, and its second Get ends as the store does now: for an
-// outcome other than pass, either ending is right, and the model takes the
-// one the call returns.
+// the general path, from the top (a subscription ended meanwhile makes it
+// fail as ended), and its second Get ends as the store does now: either
+// ending is right, and the model takes the one the call returns.
 func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	h.t.Helper()
 	op := h.stalled[i]
@@ -339,7 +339,7 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	try := func(c *model) bool {
 		alt := c.clone()
 		_ = op.commit(c, o, true)
-		_ = op.commit(alt, ioPass, true)
+		_ = op.commit(alt, ioPass, false)
 		return overflowsReserved(c, rest) || overflowsReserved(alt, rest)
 	}
 	if !h.avoidOverflow(try) {
@@ -347,25 +347,19 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	}
 	h.stalled = rest
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
-	var alt *model
-	var altWant error
-	if o != ioPass {
-		alt = h.m.clone()
-		altWant = op.commit(alt, ioPass, true)
-	}
+	alt := h.m.clone()
+	altWant := op.commit(alt, ioPass, false) // started over: from the top, with the store as it is now
 	op.want = op.commit(h.m, o, true)
 	op.point.free(o)
 	synctest.Wait()
-	if alt != nil {
-		select {
-		case err := <-op.done:
-			op.done <- err
-			if sameErr(err, altWant) && !sameErr(err, op.want) {
-				h.logf("%s: its key was touched meanwhile, so it started over and checked again", op.desc)
-				h.m, op.want = alt, altWant
-			}
-		default:
+	select {
+	case err := <-op.done:
+		op.done <- err
+		if sameErr(err, altWant) && !sameErr(err, op.want) {
+			h.logf("%s: its key was touched meanwhile, so it started over and checked again", op.desc)
+			h.m, op.want = alt, altWant
 		}
+	default:
 	}
 	h.verify(op, opReturns)
 }
