@@ -25,8 +25,10 @@ type parkStore struct {
 }
 
 func newParkStore(gets, puts int) *parkStore {
-	return &parkStore{Blockstore: memStore(), gets: gets, puts: puts,
-		getRel: make(chan struct{}), putRel: make(chan struct{})}
+	return &parkStore{
+		Blockstore: memStore(), gets: gets, puts: puts,
+		getRel: make(chan struct{}), putRel: make(chan struct{}),
+	}
 }
 
 func (p *parkStore) park(left *int, rel chan struct{}) {
