@@ -51,7 +51,6 @@ type op struct {
 	// Input.
 	msg  *ResponseMessage // Publish
 	sub  *Subscription    // Subscribe, Unsubscribe, Release, close
-	keys []cid.Cid        // Subscribe, Unsubscribe, Release
 	why  error            // close: what Err will return
 	from string           // the From of the messages handed out
 
@@ -61,7 +60,7 @@ type op struct {
 	keep      shardset.Set                  // subset of locks held until the cancel function returns
 	more      shardset.Set                  // shards Subscription.lockAll found it lacks
 	keyShards []int32                       // shard of each key, in the order the op visits them
-	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]
+	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
 	marked    bool                          // some of resKeys may be marked (Notifier.mark)
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
 
@@ -93,6 +92,16 @@ func newOp(shards int) *op {
 	}
 }
 
+// setKeys sets o up for a Subscribe, Unsubscribe or Release of keys by s:
+// o.resKeys gets a copy of keys, and o.keyShards their shards. A copy, so
+// that the caller's slice stays out of the pooled op: else it would escape,
+// and every variadic call, s.Subscribe(ctx, k), would allocate it.
+func (o *op) setKeys(n *Notifier, s *Subscription, keys []cid.Cid) {
+	o.sub = s
+	o.resKeys = append(o.resKeys, keys...)
+	n.keyShards(o, keys)
+}
+
 func (n *Notifier) getOp() *op {
 	o := n.ops.Get().(*op)
 	o.id = n.opSeq.Add(1)
@@ -102,7 +111,7 @@ func (n *Notifier) getOp() *op {
 // putOp clears o, dropping its references so that the pool retains no block
 // or subscription, and returns it to the pool.
 func (n *Notifier) putOp(o *op) {
-	o.msg, o.sub, o.keys, o.why, o.from = nil, nil, nil, nil, ""
+	o.msg, o.sub, o.why, o.from = nil, nil, nil, ""
 	o.locks.Clear()
 	o.locked = false
 	o.keep.Clear()

@@ -171,9 +171,7 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	defer n.putOp(o)
 	o.probe = p                        // with the time of subscribeOne's Get, if it started over
 	defer o.probe.done(opSubscribe, o) // observe.go hook
-	o.sub, o.keys = s, keys
-	n.keyShards(o, keys)
-	o.resKeys = append(o.resKeys, keys...)
+	o.setKeys(n, s, keys)
 	if err := n.run(ctx, o, &subscribeSteps); err != nil {
 		return err
 	}
@@ -310,7 +308,7 @@ func (s *Subscription) candidates(o *op) error {
 		defer s.mu.Unlock()
 		return s.closedErr()
 	}
-	keys := o.keys
+	keys := o.resKeys
 	locked := false
 	for i, k := range keys {
 		sh := o.keyShards[i]
@@ -451,9 +449,7 @@ func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	o.sub, o.keys = s, keys
-	n.keyShards(o, keys)
-	o.resKeys = append(o.resKeys, keys...)
+	o.setKeys(n, s, keys)
 	_ = n.run(context.Background(), o, &releaseSteps) // cannot fail: it neither refuses Close nor has a deadline
 	return o.report(report)
 }
@@ -466,7 +462,7 @@ func commitRelease(_ *Notifier, o *op) error {
 	s := o.sub
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for i, k := range o.keys {
+	for i, k := range o.resKeys {
 		e := s.keys[k]
 		if e == nil {
 			continue
