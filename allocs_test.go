@@ -1,5 +1,3 @@
-//go:build !race
-
 package notifier
 
 import (
@@ -26,7 +24,6 @@ func (o oneBlockStore) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
 // A Subscribe of one stored key allocates only the message it hands out:
 // the keys of a variadic call, s.Subscribe(ctx, k), stay on the caller's
 // stack, since the op copies them rather than keeping the caller's slice.
-// (The race detector's instrumentation allocates: hence !race.)
 func TestSubscribe_OneStoredKeyAllocatesOnlyTheMessage(t *testing.T) {
 	blk := mkBlocks("allocs", 1)[0]
 	n, _ := newWithCancels(t, oneBlockStore{Blockstore: memStore(), blk: blk})
