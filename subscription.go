@@ -566,8 +566,8 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 }
 
 // closeIdle closes s with err, unless it is closed already, if s wants no
-// key: then the close ends no want and needs no shard lock, only s.mu (as
-// commitClose, whose steps it takes), for a want is added only under s.mu
+// key: then the close ends no want and needs no shard lock, only s.mu (it
+// runs shut, as commitClose does), for a want is added only under s.mu
 // and a want's end by delivery is never undone. It reports false, having
 // done nothing, if s wants a key; the caller takes the general path. Like
 // close, it returns once out is closed.
@@ -579,14 +579,7 @@ func (s *Subscription) closeIdle(err error) bool {
 			return false
 		}
 	}
-	s.markClosed(err)
-	var exited chan struct{}
-	if s.draining {
-		exited = s.exited
-	}
-	clear(s.keys)
-	s.stale = 0
-	s.n.unregister(s) // NOTE: n.mu under s.mu; n.mu is a leaf
+	exited := s.shut(err, func(cid.Cid) { panic("notifier: closeIdle: a live want") }) // checked above, under s.mu
 	s.mu.Unlock()
 	if exited != nil {
 		<-exited
@@ -613,20 +606,30 @@ func acquireAll(_ context.Context, _ *Notifier, o *op) error {
 // drain returns, and no close may return before that.
 func commitClose(n *Notifier, o *op) error {
 	s := o.sub
-	s.markClosed(o.why)
+	o.exited = s.shut(o.why, func(k cid.Cid) { s.endWant(o, k, n.shardOf(k)) })
+	s.mu.Unlock()
+	return nil
+}
+
+// shut is what every close of s does under s.mu: it marks s closed with err
+// (unless it is closed already), calls end for each key s still wants (the
+// caller holds their shard locks), forgets s's keys and lets s go from the
+// registry. It returns the channel that the close must wait for before it
+// returns, if a drain goroutine runs, or nil.
+func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{}) {
+	s.markClosed(err)
 	if s.draining {
-		o.exited = s.exited
+		exited = s.exited
 	}
 	for k, e := range s.keys {
 		if !e.ended.Load() {
-			s.endWant(o, k, n.shardOf(k))
+			end(k)
 		}
 	}
 	clear(s.keys)
 	s.stale = 0
-	n.unregister(s) // NOTE: n.mu under shard locks and s.mu; n.mu is a leaf
-	s.mu.Unlock()
-	return nil
+	s.n.unregister(s) // NOTE: n.mu under s.mu (and shard locks, in commitClose); n.mu is a leaf
+	return exited
 }
 
 // lockAll takes the shard locks of every key s wants, then s.mu, at a moment
