@@ -70,8 +70,10 @@ type shardIndex struct {
 	// lock through lockFree, and every want added, bumps the key's bucket
 	// (touch). A Subscribe of one key reads it before its unlocked Get and
 	// again after: unchanged, nobody has touched the key in between
-	// (Subscription.subscribeOne; see peek in shard.go).
-	vers [versBuckets]uint64
+	// (Subscription.subscribeOne; see peek in shard.go). Written under the
+	// shard's lock; a Subscribe that found its block reads it without the
+	// lock (Subscription.commitHit).
+	vers [versBuckets]atomic.Uint64
 
 	// Gauges for Stats, written under the shard's lock, read without it.
 	keys  atomic.Int64 // keys in wants or held, each once
@@ -103,10 +105,10 @@ func bucketOf(k cid.Cid) int {
 }
 
 // touch records that the caller's critical section names k (see vers).
-func (x *shardIndex) touch(k cid.Cid) { x.vers[bucketOf(k)]++ }
+func (x *shardIndex) touch(k cid.Cid) { x.vers[bucketOf(k)].Add(1) }
 
 // version returns the version of k's bucket.
-func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)] }
+func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load() }
 
 // alone reports whether a Subscribe of k by s may skip the reservations: no
 // operation holds or waits for k (res, marks), and no subscription of s's

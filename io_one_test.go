@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"runtime"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -143,5 +144,90 @@ func TestSubscribeOne_TwoAtOnceAndARemove(t *testing.T) {
 		require.Equal(t, b[:1], recv(t, s2).Blocks)
 		require.Equal(t, []cid.Cid{b[0].Cid()}, cancels.take())
 		require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+	})
+}
+
+// G11, the mechanism: a Subscribe of one key whose Get finds the block
+// commits under the subscription's lock alone (Subscription.commitHit). Here
+// the key's shard lock is taken as the Get returns, as another operation
+// would take it, and the Subscribe completes all the same.
+func TestSubscribeOne_HitCommitsWithoutTheShardLock(t *testing.T) {
+	b := mkBlocks("one-hit", 1)[0]
+	hs := &hookStore{Blockstore: memStore()}
+	require.NoError(t, hs.PutMany(ctx, []blocks.Block{b}))
+	n := New(hs, WithShards(1))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	s := mustSub(t, n, 1)
+	hs.afterGet = func(cid.Cid) { n.shards[0].mu.Lock() }
+	unlock := sync.OnceFunc(n.shards[0].mu.Unlock)
+	defer unlock()
+	done := make(chan error, 1)
+	go func() { done <- s.Subscribe(ctx, b.Cid()) }()
+	waited := false
+	for err := error(nil); ; runtime.Gosched() {
+		select {
+		case err = <-done:
+		default:
+			if waited = parkedOnMutexIn("subscribeOne"); !waited {
+				continue
+			}
+			unlock()
+			err = <-done
+		}
+		require.NoError(t, err)
+		break
+	}
+	require.False(t, waited, "the Subscribe waited for its key's shard lock after a Get that found the block")
+	unlock()
+	require.Equal(t, ResponseMessage{Blocks: []blocks.Block{b}}, recv(t, s))
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// G2: a Subscribe of one key whose Get finds the block, while a Subscribe of
+// the same key by the same subscription, which missed, recorded its want
+// during that Get, is a no-op: s wants the key already. Committing the hit
+// without checking the key's version would hand s the block as well.
+func TestSubscribeOne_HitAfterOwnWantDuringTheGet(t *testing.T) {
+	b := mkBlocks("one-own", 1)[0]
+	hs := &hookStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, hs, WithShards(1))
+	s := mustSub(t, n, 1)
+	gets := 0
+	hs.onGet = func(cid.Cid) error {
+		if gets++; gets == 1 {
+			require.NoError(t, s.Subscribe(ctx, b.Cid())) // misses: b is not stored yet
+			require.True(t, s.Wants(b.Cid()))
+			require.NoError(t, hs.Blockstore.PutMany(ctx, []blocks.Block{b})) // stored behind the Notifier's back
+		}
+		return nil
+	}
+	require.NoError(t, s.Subscribe(ctx, b.Cid()))
+	require.Equal(t, 2, gets, "the first Subscribe, starting over, finds b wanted and checks nothing")
+	none(t, s)
+	require.True(t, s.Wants(b.Cid()))
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	require.Empty(t, cancels.take())
+}
+
+// G7: a Remove during the Get of a Subscribe that finds its block wins: the
+// Subscribe fails with ErrClosed and hands over nothing.
+func TestSubscribeOne_RemoveDuringAGetThatFinds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 0)
+		b := mkBlocks("one-hit-rm", 1)[0]
+		require.NoError(t, ps.Blockstore.PutMany(ctx, []blocks.Block{b}))
+		n := New(ps)
+		t.Cleanup(func() { require.NoError(t, n.Close()) })
+		s := mustSub(t, n, 1)
+		sub := make(chan error, 1)
+		go func() { sub <- s.Subscribe(ctx, b.Cid()) }()
+		synctest.Wait()
+		s.Remove()
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.ErrorIs(t, <-sub, ErrClosed)
+		_, open := <-s.Messages()
+		require.False(t, open, "the block was handed to a removed subscription")
+		require.Equal(t, Stats{}, n.Stats())
 	})
 }

@@ -128,7 +128,7 @@ type Notifier struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
-	inflight  sync.WaitGroup // operations in blockstore I/O (holding reservations, or between peek and relock); Add only under a shard lock, having seen closed false there, so that Close's barrier orders it before Wait
+	inflight  sync.WaitGroup // operations in blockstore I/O (holding reservations, or a one-key Subscribe in its Get, between peek and getUnlocked's end); Add only under a shard lock, having seen closed false there, so that Close's barrier orders it before Wait
 	waiting   atomic.Int64   // operations waiting for another's reservation (lockFree, lockAll)
 
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held

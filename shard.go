@@ -319,8 +319,10 @@ func (o *op) wakeWaiters() {
 // A Subscribe of one key that nobody of its kind wants (the GetBlock of a
 // bitswap client) skips the reservations: it reads its key's version under
 // the shard lock (peek), calls Get holding no lock and reserving nothing,
-// and takes the lock again to commit only if the version has not moved
-// (relock). Every operation that takes the key's shard lock to read its
+// and commits only if the version has not moved: after a miss under the
+// shard lock again (relock), to record the want; after a hit under the
+// subscription's lock alone (Subscription.commitHit; see below). Every
+// operation that takes the key's shard lock to read its
 // wants, change them or reserve it (Publish, Subscribe, Unsubscribe,
 // Release) bumps the version as it takes the lock (lockFree's touchAll), and
 // every want added bumps it (shardIndex.add). The closes (Remove, a
@@ -334,7 +336,19 @@ func (o *op) wakeWaiters() {
 // key in a way that matters between the two critical sections: to them the
 // Subscribe is one critical section, at relock, with the blockstore as its
 // Get saw it (the read calls see the want from relock, as they see a
-// reserving operation's from its commit; see doc.go). A moved version sends
+// reserving operation's from its commit; see doc.go).
+//
+// A hit adds no want and changes nothing that the shard lock guards: all it
+// decides is that s does not want k, and it hands the block over under s.mu.
+// So it reads the version under s.mu without the shard lock (the versions
+// are atomic for that). A want of k by s is recorded under s.mu, after the
+// bump of shardIndex.add in the same critical section: one recorded before
+// the commit took s.mu shows in the version, and one recorded after it
+// comes after the Subscribe, which is then the critical section of s.mu.
+// Every other operation bumps the version as it takes the shard lock, before
+// it reads or changes k's entries, so an unchanged version still means that
+// none has touched k since peek; and one that touches k later finds s not
+// wanting it, as the hit leaves it. A moved version sends
 // it to the general path, which calls Get again with the key reserved, even
 // when the Get failed (a Subscribe of the key by the same subscription
 // meanwhile makes the call a no-op that must not fail); a bump for another
@@ -350,7 +364,14 @@ func (o *op) wakeWaiters() {
 //     and delivers nothing to it.
 //   - Skip peek and read the version without the lock: a version read in the
 //     middle of another operation's critical section describes a state that
-//     never held.
+//     never held, and alone must read the entries with it.
+//   - Commit a hit under s.mu with no version check, since s's own wants are
+//     under s.mu: a Subscribe of k by s during the Get that missed (its Get
+//     came first, or the block was stored behind the Notifier's back) has
+//     recorded a want; the hit would hand s the block while s still wants
+//     k, where the Subscribe must be a no-op. Telling a live entry of s.keys
+//     from a stale one needs the index, hence the shard lock; the version
+//     answers without it.
 
 // peek is the first critical section of Subscription.subscribeOne: under
 // k's shard lock it checks that the Notifier is open and that a Subscribe of

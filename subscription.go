@@ -231,6 +231,13 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		blk, err = nil, nil
 	}
 	p.storeDone(t, 0, err) // observe.go hook
+	if err == nil && blk != nil {
+		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
+		if !handled {
+			return false, nil
+		}
+		return true, s.endOne(p, blk, overflowed, err)
+	}
 	if !n.relock(sh, k, ver) {
 		// Even a failed Get: a Subscribe of k by s meanwhile makes this
 		// one a no-op that consults nothing (found by the fuzzer).
@@ -241,8 +248,17 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		p.end(opSubscribe, 1, 0, 0) // observe.go hook
 		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
 	}
-	overflowed, err := s.commitOne(&n.shards[sh].idx, k, blk)
+	err = s.commitWant(&n.shards[sh].idx, k)
 	n.unlockShard(sh)
+	return true, s.endOne(p, nil, false, err)
+}
+
+// endOne ends subscribeOne once it has committed: it ends s if the block
+// found, blk, overflowed WithMaxPending, reports the call to the observers
+// and refreshes the gauges after a want added. err is the commit's and is
+// returned, or s's end if it overflowed.
+func (s *Subscription) endOne(p *probe, blk blocks.Block, overflowed bool, err error) error {
+	n := s.n
 	if overflowed {
 		s.close(ErrSlowConsumer, false)
 		n.closedSlow(p, s) // observe.go hook
@@ -258,25 +274,41 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	if n.m != nil && blk == nil && err == nil {
 		n.m.refresh(n) // a want added: the gauges
 	}
-	return true, err
+	return err
 }
 
-// commitOne is the commit of subscribeOne, under k's shard lock, x being
-// that shard's index: it hands s the block found, blk, or without one
-// records s's want of k. It reports whether the block overflowed
-// WithMaxPending (see accept). If s is closed, nothing changes.
-func (s *Subscription) commitOne(x *shardIndex, k cid.Cid, blk blocks.Block) (overflowed bool, err error) {
+// commitHit is the commit of subscribeOne when Get found the block, blk:
+// under s.mu alone, without k's shard lock, it hands blk to s if k's
+// version, read from x, k's shard index, is still ver. A hit adds no want,
+// so it changes nothing that the shard lock guards; the version tells it
+// that no operation has named k since peek (see peek in shard.go). If the
+// version moved, handled is false and nothing changes. It reports whether
+// the block overflowed WithMaxPending (see accept). If s is closed, nothing
+// changes and err says so.
+func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk blocks.Block) (handled, overflowed bool, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if x.version(k) != ver {
+		return false, false, nil
+	}
+	if s.closed.Load() {
+		return true, false, s.closedErr()
+	}
+	return true, s.accept(ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
+}
+
+// commitWant is the commit of subscribeOne when Get found no block, under
+// k's shard lock, x being that shard's index: it records s's want of k. If
+// s is closed, nothing changes and err says so.
+func (s *Subscription) commitWant(x *shardIndex, k cid.Cid) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed.Load() {
-		return false, s.closedErr()
-	}
-	if blk != nil {
-		return s.accept(ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
+		return s.closedErr()
 	}
 	s.record(k, x.add(k, nil, s))
 	s.compact()
-	return false, nil
+	return nil
 }
 
 // record enters k in s.keys with its interest e. The caller holds s.mu and
