@@ -71,9 +71,10 @@
 //     one key that nobody of its kind wants or reserves (a GetBlock) reserves
 //     nothing: it notes the key's version under the shard lock, calls Get
 //     holding no lock, and commits only if no operation has touched the key
-//     meanwhile: a found block under its own lock alone, a want under the
-//     shard lock and its own; else it starts over as above, calling Get
-//     again (shard.go, peek).
+//     meanwhile: a found block under its own lock alone (unless an interest
+//     subscription wanted the key, or it has a delivery function), a want
+//     under the shard lock and its own; else it starts over as above,
+//     calling Get again (shard.go, peek).
 //   - Unsubscribe, Release: the shard locks of their keys, then the
 //     subscription's lock; the cancel function runs under the shards of the
 //     keys it reports, once the subscription's lock is released.

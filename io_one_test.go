@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -230,4 +231,91 @@ func TestSubscribeOne_RemoveDuringAGetThatFinds(t *testing.T) {
 		require.False(t, open, "the block was handed to a removed subscription")
 		require.Equal(t, Stats{}, n.Stats())
 	})
+}
+
+// G5 (WithCancelFunc): an interest subscription I wants k, whose block is
+// stored, when a Subscribe of k by s parks in its Get. I's Remove ends that
+// want, which bumps no version, and reports k to the cancel function under
+// k's shard lock. Once the Remove has taken effect, a HAVE published to s
+// orders s's Subscribe after the Remove: the Subscribe, its Get released,
+// must not return before the cancel function does. So a hit of a key wanted
+// at peek commits under the shard lock (see peek).
+func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
+	b := mkBlocks("one-hit-g5", 1)[0]
+	k := b.Cid()
+	hs := &hookStore{Blockstore: memStore()}
+	require.NoError(t, hs.Blockstore.PutMany(ctx, []blocks.Block{b}))
+	inCancel, releaseCancel := make(chan struct{}), make(chan struct{})
+	n := New(hs, WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, k) {
+			close(inCancel)
+			<-releaseCancel
+		}
+	}))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	in, err := n.NewInterest(10)
+	require.NoError(t, err)
+	require.NoError(t, in.Subscribe(ctx, k))
+	s := mustSub(t, n, 1)
+	k2 := keysInOtherShards(n, k, "one-hit-g5-other", 1)[0].Cid()
+	require.NoError(t, s.Subscribe(ctx, k2)) // a miss: s wants k2
+
+	inGet, releaseGet := make(chan struct{}), make(chan struct{})
+	hs.onGet = func(c cid.Cid) error {
+		if c == k {
+			close(inGet)
+			<-releaseGet
+		}
+		return nil
+	}
+	sub := make(chan error, 1)
+	go func() { sub <- s.Subscribe(ctx, k) }()
+	<-inGet
+	hs.onGet = nil
+	removed := make(chan struct{})
+	go func() { in.Remove(); close(removed) }()
+	<-inCancel
+	_, open := <-in.Messages()
+	require.False(t, open, "the Remove has taken effect")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k2}}))
+	close(releaseGet)
+	returned := false
+	for ; ; runtime.Gosched() {
+		select {
+		case err = <-sub:
+			returned = true
+		default:
+			if !parkedOnMutexIn("subscribeOne") {
+				continue
+			}
+		}
+		break
+	}
+	close(releaseCancel)
+	require.False(t, returned, "the Subscribe of k returned while the cancel function reporting k ran")
+	require.NoError(t, <-sub)
+	<-removed
+	require.Equal(t, []cid.Cid{k2}, recv(t, s).Haves)
+	require.Equal(t, []blocks.Block{b}, recv(t, s).Blocks, "the Subscribe comes after the HAVE")
+}
+
+// NewSubscriptionFunc: a delivery function runs under the shard locks of its
+// message's keys, a block found by a one-key Subscribe included. So that hit
+// commits under the shard lock (see peek).
+func TestSubscribeOne_HitRunsTheDeliveryFunctionUnderTheShardLock(t *testing.T) {
+	b := mkBlocks("one-hit-fn", 1)[0]
+	hs := &hookStore{Blockstore: memStore()}
+	require.NoError(t, hs.Blockstore.PutMany(ctx, []blocks.Block{b}))
+	n := New(hs)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	var got []blocks.Block
+	held := false
+	s, err := n.NewSubscriptionFunc(1, func(m ResponseMessage) {
+		got = append(got, m.Blocks...)
+		held = n.shardHeld(b.Cid())
+	})
+	require.NoError(t, err)
+	require.NoError(t, s.Subscribe(ctx, b.Cid()))
+	require.Equal(t, []blocks.Block{b}, got)
+	require.True(t, held, "the delivery function ran without the shard lock of its message's key")
 }

@@ -320,11 +320,11 @@ func (o *op) wakeWaiters() {
 // bitswap client) skips the reservations: it reads its key's version under
 // the shard lock (peek), calls Get holding no lock and reserving nothing,
 // and commits only if the version has not moved: after a miss under the
-// shard lock again (relock), to record the want; after a hit under the
-// subscription's lock alone (Subscription.commitHit; see below). Every
-// operation that takes the key's shard lock to read its
-// wants, change them or reserve it (Publish, Subscribe, Unsubscribe,
-// Release) bumps the version as it takes the lock (lockFree's touchAll), and
+// shard lock again (relock), to record the want; after a hit mostly under
+// the subscription's lock alone (see below). Every operation that takes the
+// key's shard lock to read its wants, change them or reserve it (Publish,
+// Subscribe, Unsubscribe, Release) bumps the version as it takes the lock
+// (lockFree's touchAll), and
 // every want added bumps it (shardIndex.add). The closes (Remove, a
 // slow-consumer end, Close) only end wants, and the key had none of the
 // Subscribe's kind at peek, nor can it gain one unbumped; ending a want of
@@ -340,15 +340,28 @@ func (o *op) wakeWaiters() {
 //
 // A hit adds no want and changes nothing that the shard lock guards: all it
 // decides is that s does not want k, and it hands the block over under s.mu.
-// So it reads the version under s.mu without the shard lock (the versions
-// are atomic for that). A want of k by s is recorded under s.mu, after the
-// bump of shardIndex.add in the same critical section: one recorded before
-// the commit took s.mu shows in the version, and one recorded after it
-// comes after the Subscribe, which is then the critical section of s.mu.
-// Every other operation bumps the version as it takes the shard lock, before
-// it reads or changes k's entries, so an unchanged version still means that
-// none has touched k since peek; and one that touches k later finds s not
-// wanting it, as the hit leaves it. A moved version sends
+// So if nobody wanted k at peek, and s has no delivery function, it reads
+// the version under s.mu without the shard lock (the versions are atomic
+// for that; Subscription.commitHit). A want of k by s is recorded under
+// s.mu, after the bump of shardIndex.add in the same critical section: one
+// recorded before the commit took s.mu shows in the version, and one
+// recorded after it comes after the Subscribe, which is then the critical
+// section of s.mu. Every other operation bumps the version as it takes the
+// shard lock, before it reads or changes k's entries, so an unchanged
+// version still means that none has touched k since peek; and one that
+// touches k later finds s not wanting it, as the hit leaves it. Nor can a
+// close have reported k to the cancel function meanwhile: k had no want at
+// peek, and every want added since would have bumped the version. The other
+// hits commit under the shard lock, after relock, as a miss does:
+//   - k wanted at peek by an interest subscription: a close of it ends that
+//     want without a bump and reports k to the cancel function under k's
+//     shard lock; a Subscribe ordered after that close (its subscription got
+//     first a message published once the close had taken effect) must not
+//     return before the cancel function does (G5, WithCancelFunc).
+//   - s with a delivery function, which runs under the shard locks of its
+//     message's keys (NewSubscriptionFunc).
+//
+// A moved version sends
 // it to the general path, which calls Get again with the key reserved, even
 // when the Get failed (a Subscribe of the key by the same subscription
 // meanwhile makes the call a no-op that must not fail); a bump for another
@@ -365,6 +378,7 @@ func (o *op) wakeWaiters() {
 //   - Skip peek and read the version without the lock: a version read in the
 //     middle of another operation's critical section describes a state that
 //     never held, and alone must read the entries with it.
+//   - Commit every hit under s.mu alone: see the two exceptions above.
 //   - Commit a hit under s.mu with no version check, since s's own wants are
 //     under s.mu: a Subscribe of k by s during the Get that missed (its Get
 //     came first, or the block was stored behind the Notifier's back) has
@@ -378,17 +392,18 @@ func (o *op) wakeWaiters() {
 // k by s may skip the reservations (shardIndex.alone), and if so counts an
 // operation in the blockstore, as reserve does, so that Close waits for the
 // Get, and returns k's shard and version. Otherwise ok is false and the
-// caller takes the general path.
-func (n *Notifier) peek(k cid.Cid, s *Subscription) (sh int32, ver uint64, ok bool) {
+// caller takes the general path. wanted reports whether a subscription of
+// the other kind wants k: then a hit commits under the shard lock.
+func (n *Notifier) peek(k cid.Cid, s *Subscription) (sh int32, ver uint64, wanted, ok bool) {
 	sh = n.shardOf(k)
 	x := &n.shards[sh]
 	x.mu.Lock()
 	defer x.mu.Unlock()
 	if n.closed.Load() || !x.idx.alone(k, s) {
-		return sh, 0, false
+		return sh, 0, false, false
 	}
 	n.inflight.Add(1)
-	return sh, x.idx.version(k), true
+	return sh, x.idx.version(k), x.idx.wanted(k), true
 }
 
 // getUnlocked is the Get of Subscription.subscribeOne, holding no lock,

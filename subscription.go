@@ -221,7 +221,7 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	if s.keeps || n.bs == nil || s.closed.Load() {
 		return false, nil
 	}
-	sh, ver, ok := n.peek(k, s)
+	sh, ver, wanted, ok := n.peek(k, s)
 	if !ok {
 		return false, nil
 	}
@@ -231,7 +231,7 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		blk, err = nil, nil
 	}
 	p.storeDone(t, 0, err) // observe.go hook
-	if err == nil && blk != nil {
+	if err == nil && blk != nil && !wanted && s.fn == nil {
 		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
 		if !handled {
 			return false, nil
@@ -247,6 +247,11 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		n.unlockShard(sh)
 		p.end(opSubscribe, 1, 0, 0) // observe.go hook
 		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	}
+	if blk != nil { // a hit that commits under the shard lock too (see peek)
+		_, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
+		n.unlockShard(sh)
+		return true, s.endOne(p, blk, overflowed, err)
 	}
 	err = s.commitWant(&n.shards[sh].idx, k)
 	n.unlockShard(sh)
@@ -278,11 +283,12 @@ func (s *Subscription) endOne(p *probe, blk blocks.Block, overflowed bool, err e
 }
 
 // commitHit is the commit of subscribeOne when Get found the block, blk:
-// under s.mu alone, without k's shard lock, it hands blk to s if k's
-// version, read from x, k's shard index, is still ver. A hit adds no want,
-// so it changes nothing that the shard lock guards; the version tells it
-// that no operation has named k since peek (see peek in shard.go). If the
-// version moved, handled is false and nothing changes. It reports whether
+// under s.mu, it hands blk to s if k's version, read from x, k's shard
+// index, is still ver. The caller need not hold k's shard lock: a hit adds
+// no want, so it changes nothing that the shard lock guards, and the
+// version tells it that no operation has named k since peek (see peek in
+// shard.go, which also says when the caller must hold it all the same). If
+// the version moved, handled is false and nothing changes. It reports whether
 // the block overflowed WithMaxPending (see accept). If s is closed, nothing
 // changes and err says so.
 func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk blocks.Block) (handled, overflowed bool, err error) {
