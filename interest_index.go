@@ -71,8 +71,8 @@ type shardIndex struct {
 	// (touch). A Subscribe of one key reads it before its unlocked Get and
 	// again after: unchanged, nobody has touched the key in between
 	// (Subscription.subscribeOne; see peek in shard.go). Written under the
-	// shard's lock; a Subscribe that found its block reads it without the
-	// lock (Subscription.commitHit).
+	// shard's lock; a Subscribe that found its block may read it without
+	// the lock (Subscription.commitHit).
 	vers [versBuckets]atomic.Uint64
 
 	// Gauges for Stats, written under the shard's lock, read without it.

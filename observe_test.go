@@ -213,3 +213,26 @@ func TestLog_DebugLineOnlyAtDebugLevel(t *testing.T) {
 	require.Equal(t, "Publish", got[0]["msg"])
 	require.EqualValues(t, 1, got[0]["stored"])
 }
+
+// A one-key Subscribe whose first Get fails, but which starts over because a
+// Publish touched its key during that Get, and whose second Get succeeds,
+// returns nil: the observers report no blockstore error either.
+func TestLog_StartOverAfterAFailedGetLogsNoError(t *testing.T) {
+	stop := logLines(t, "error")
+	bs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, bs)
+	k := mkBlocks("log-over", 1)[0].Cid()
+	gets := 0
+	bs.onGet = func(cid.Cid) error {
+		if gets++; gets == 1 {
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k}}))
+			return errBoom
+		}
+		return nil
+	}
+	s := mustSub(t, n, 44)
+	require.NoError(t, s.Subscribe(ctx, k))
+	require.Equal(t, 2, gets, "the Subscribe must start over")
+	require.True(t, s.Wants(k))
+	require.Empty(t, stop())
+}

@@ -240,7 +240,9 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	}
 	if !n.relock(sh, k, ver) {
 		// Even a failed Get: a Subscribe of k by s meanwhile makes this
-		// one a no-op that consults nothing (found by the fuzzer).
+		// one a no-op that consults nothing (found by the fuzzer). Its
+		// error is not the call's, so the observers must not report it.
+		p.err = nil
 		return false, nil
 	}
 	if err != nil {
@@ -249,8 +251,11 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
 	}
 	if blk != nil { // a hit that commits under the shard lock too (see peek)
-		_, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
+		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
 		n.unlockShard(sh)
+		if !handled {
+			panic("notifier: a version moved under its shard lock") // only touch bumps it, under the lock relock holds
+		}
 		return true, s.endOne(p, blk, overflowed, err)
 	}
 	err = s.commitWant(&n.shards[sh].idx, k)
