@@ -292,7 +292,7 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 		break
 	}
 	close(releaseCancel)
-	require.False(t, returned, "the Subscribe of k returned while the cancel function reporting k ran")
+	require.False(t, returned, "the Subscribe of k returned (err %v) while the cancel function reporting k ran", err)
 	require.NoError(t, <-sub)
 	<-removed
 	require.Equal(t, []cid.Cid{k2}, recv(t, s).Haves)
