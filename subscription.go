@@ -231,8 +231,17 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		blk, err = nil, nil
 	}
 	p.storeDone(t, 0, err) // observe.go hook
-	if err == nil && blk != nil && !wanted && s.fn == nil {
+	if err == nil && blk != nil {
+		// A hit commits under s.mu alone, unless someone of the other kind
+		// wanted k at peek or s has a delivery function (see peek).
+		locked := wanted || s.fn != nil
+		if locked && !n.relock(sh, k, ver) {
+			return false, nil
+		}
 		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
+		if locked {
+			n.unlockShard(sh)
+		}
 		if !handled {
 			return false, nil
 		}
@@ -249,14 +258,6 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		n.unlockShard(sh)
 		p.end(opSubscribe, 1, 0, 0) // observe.go hook
 		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
-	}
-	if blk != nil { // a hit that commits under the shard lock too (see peek)
-		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
-		n.unlockShard(sh)
-		if !handled {
-			panic("notifier: a version moved under its shard lock") // only touch bumps it, under the lock relock holds
-		}
-		return true, s.endOne(p, blk, overflowed, err)
 	}
 	err = s.commitWant(&n.shards[sh].idx, k)
 	n.unlockShard(sh)
