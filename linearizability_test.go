@@ -42,6 +42,13 @@ import (
 // delivers or cancels, inside it, so each worker registers the operation it
 // is running under its goroutine ID and the callbacks file what they see under
 // that operation. That attribution is exact, not inferred from timing.
+//
+// porcupine checks results, not when callbacks return, so G5 is checked
+// beside it (checkCancelOrder): a Subscribe that returns nil must not return
+// while a cancel call that began before the Subscribe was called, and
+// reports one of its keys, still runs. That catches a cancel function called
+// outside its keys' shard locks; a Subscribe ordered after a close that began
+// during it is left to TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose.
 
 const (
 	linKeys    = 3 // key universe
@@ -281,9 +288,19 @@ var linModel = porcupine.Model{
 // linRecorder files what callbacks see under the operation that the calling
 // goroutine has registered.
 type linRecorder struct {
+	clock atomic.Int64 // the round's clock: operations' call and return, cancel calls' begin and end
+
 	mu      sync.Mutex
 	running map[int64]*linOut // goroutine ID -> result of the operation it runs
 	strays  []string          // callbacks outside any registered operation
+	cxls    []linCancel       // every call of the cancel function
+}
+
+// linCancel is one call of the cancel function: the keys it reported, and
+// the round's clock as it began and as it was about to return.
+type linCancel struct {
+	keys       keySet
+	begin, end int64
 }
 
 func (r *linRecorder) begin() *linOut {
@@ -325,11 +342,45 @@ func (r *linRecorder) onMessage(s int, msg notifier.ResponseMessage) {
 	m.dhaves, m.dup = linAdd(m.dhaves, m.dup, msg.DontHaves)
 }
 
+// onCancel is the cancel function. After filing the keys it yields a few
+// times before it returns, so that a Subscribe that may not return before it
+// does (G5) has the time to, if the Notifier let it: see checkCancelOrder.
 func (r *linRecorder) onCancel(keys []cid.Cid) {
+	begin := r.clock.Add(1)
 	out := r.current("cancel")
-	defer r.mu.Unlock()
 	if out != nil {
 		out.cancels, out.dupCxl = linAdd(out.cancels, out.dupCxl, keys)
+	}
+	r.mu.Unlock()
+	for range 3 {
+		runtime.Gosched()
+	}
+	set, _ := linAdd(0, false, keys)
+	end := r.clock.Add(1)
+	r.mu.Lock()
+	r.cxls = append(r.cxls, linCancel{keys: set, begin: begin, end: end})
+	r.mu.Unlock()
+}
+
+// checkCancelOrder checks G5 on a round's history, which porcupine does not
+// see: it checks results, not when callbacks return. A cancel call that began
+// before a Subscribe of one of its keys was called reports a want that ended
+// before that Subscribe took effect, so it must return before that Subscribe
+// returns nil (its caller would send the key's WANT, and the stale CANCEL
+// could follow it).
+func (r *linRecorder) checkCancelOrder(t *testing.T, history []porcupine.Operation) {
+	t.Helper()
+	for _, op := range history {
+		in := op.Input.(linIn)
+		if in.kind != linSubscribe || op.Output.(linOut).err != "" {
+			continue
+		}
+		for _, c := range r.cxls {
+			if c.keys&in.keys != 0 && c.begin < op.Call && c.end > op.Return {
+				t.Fatalf("G5: %v [%d,%d] returned while the cancel call reporting %v that began before it ran [%d,%d]",
+					in, op.Call, op.Return, c.keys, c.begin, c.end)
+			}
+		}
 	}
 }
 
@@ -380,7 +431,6 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 			t.Fatal(err)
 		}
 	}
-	var clock atomic.Int64
 	histories := make([][]porcupine.Operation, linClients)
 	start := make(chan struct{})
 	var wg sync.WaitGroup
@@ -391,9 +441,9 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 			for range linOps {
 				in := randomLinIn(rng, seed%2 == 0) // half the rounds collect garbage
 				out := rec.begin()
-				call := clock.Add(1)
+				call := rec.clock.Add(1)
 				err := runLinIn(context.Background(), n, bs, subs[:], in)
-				ret := clock.Add(1)
+				ret := rec.clock.Add(1)
 				rec.end()
 				if err != nil {
 					out.err = err.Error()
@@ -409,7 +459,9 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	return slices.Concat(histories...)
+	history := slices.Concat(histories...)
+	rec.checkCancelOrder(t, history)
+	return history
 }
 
 // randomLinIn draws one operation. With gc, garbage collections delete

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"slices"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
@@ -112,7 +111,6 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 		}
 	}
 	var (
-		clock     atomic.Int64
 		mu        sync.Mutex // guards points
 		points    []*stallPoint
 		histories = make([][]porcupine.Operation, linClients)
@@ -132,9 +130,9 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 					mu.Unlock()
 				}
 				out := rec.begin()
-				call := clock.Add(1)
+				call := rec.clock.Add(1)
 				err := runLinIn(ctx, n, bs, subs[:], in)
-				ret := clock.Add(1)
+				ret := rec.clock.Add(1)
 				rec.end()
 				out.err = linErr(err)
 				histories[c] = append(histories[c], porcupine.Operation{
@@ -152,7 +150,9 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	return slices.Concat(histories...)
+	history := slices.Concat(histories...)
+	rec.checkCancelOrder(t, history)
+	return history
 }
 
 // releaseStalls releases, each time the bubble is blocked, one parked call of
