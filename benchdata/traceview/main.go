@@ -1,0 +1,185 @@
+// Command traceview summarises a runtime trace of BenchmarkW3Disjoint (go
+// test -trace): how often the consumers, publishers and drain goroutines
+// were made to run,
+// how long the publishers ran, waited for a P and waited on a lock, and how
+// much of the time the Ps held went to no goroutine (the scheduler). The
+// window is the time some publisher goroutine exists (pubs ≥ 2: benchPublish
+// starts them); the wake-up counts cover the whole trace.
+//
+//	go run . /tmp/w3.trace
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"strings"
+
+	"golang.org/x/exp/trace"
+)
+
+type gstate struct {
+	cat   string // pub, consumer or other
+	state trace.GoState
+	since trace.Time
+	why   string // of a wait: its reason and the first frame of ours
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: traceview TRACE")
+		os.Exit(2)
+	}
+	if err := run(os.Args[1]); err != nil {
+		fmt.Fprintln(os.Stderr, "traceview:", err)
+		os.Exit(1)
+	}
+}
+
+func run(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	r, err := trace.NewReader(f)
+	if err != nil {
+		return err
+	}
+	var (
+		gs       = map[trace.GoID]*gstate{}
+		spent    = map[string]float64{} // "cat|state|why" -> ns, in the window
+		wakes    = map[string]int{}     // cat -> transitions to running, whole trace
+		pubs     int                    // publisher goroutines alive
+		winStart trace.Time
+		window   float64
+		running  = map[trace.ProcID]bool{}
+		pSince   trace.Time
+		pTime    float64 // sum over Ps of the time each held, in the window
+	)
+	flushProcs := func(t trace.Time) {
+		if pubs > 0 {
+			pTime += float64(len(running)) * float64(t-pSince)
+		}
+		pSince = t
+	}
+	for {
+		ev, err := r.ReadEvent()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if ev.Kind() != trace.EventStateTransition {
+			continue
+		}
+		t, st := ev.Time(), ev.StateTransition()
+		switch st.Resource.Kind {
+		case trace.ResourceProc:
+			flushProcs(t)
+			if _, to := st.Proc(); to == trace.ProcRunning {
+				running[st.Resource.Proc()] = true
+			} else {
+				delete(running, st.Resource.Proc())
+			}
+		case trace.ResourceGoroutine:
+			id := st.Resource.Goroutine()
+			from, to := st.Goroutine()
+			g := gs[id]
+			if g == nil {
+				g = &gstate{cat: classify(ev, st, from), state: from, since: t}
+				gs[id] = g
+				if g.cat == "pub" && from == trace.GoNotExist {
+					flushProcs(t)
+					if pubs == 0 {
+						winStart = t
+					}
+					pubs++
+				}
+			}
+			if pubs > 0 {
+				spent[g.cat+"|"+g.state.String()+"|"+g.why] += float64(t - g.since)
+			}
+			if to == trace.GoRunning {
+				wakes[g.cat]++
+			}
+			g.state, g.since, g.why = to, t, ""
+			if to == trace.GoWaiting {
+				g.why = waitReason(ev, st)
+			}
+			if g.cat == "pub" && to == trace.GoNotExist {
+				flushProcs(t)
+				if pubs--; pubs == 0 {
+					window += float64(t - winStart)
+				}
+			}
+		}
+	}
+	fmt.Printf("made to run, whole trace: consumers %d, publishers %d, drains %d, others %d\n",
+		wakes["consumer"], wakes["pub"], wakes["drain"], wakes["other"])
+	if window == 0 {
+		fmt.Println("no publisher goroutine: no window (pubs=1 publishes on the benchmark's goroutine)")
+		return nil
+	}
+	var gRun float64
+	for k, v := range spent {
+		if strings.Contains(k, "|Running|") {
+			gRun += v
+		}
+	}
+	fmt.Printf("window %.1f ms: Ps held %.1f ms, goroutines running %.1f ms, Ps held running none %.1f ms (%.0f %%)\n",
+		window/1e6, pTime/1e6, gRun/1e6, (pTime-gRun)/1e6, 100*(pTime-gRun)/pTime)
+	keys := make([]string, 0, len(spent))
+	for k := range spent {
+		if !strings.HasPrefix(k, "other|") {
+			keys = append(keys, k)
+		}
+	}
+	sort.Slice(keys, func(i, j int) bool { return spent[keys[i]] > spent[keys[j]] })
+	for _, k := range keys {
+		fmt.Printf("%10.1f ms  %s\n", spent[k]/1e6, k)
+	}
+	return nil
+}
+
+// classify names a goroutine when the trace first shows it: a publisher if
+// benchPublish started it (sync.WaitGroup.Go), a consumer if it runs a
+// benchkit consume loop, a drain if it runs Subscription.drain.
+func classify(ev trace.Event, st trace.StateTransition, from trace.GoState) string {
+	if from != trace.GoNotExist {
+		return "other"
+	}
+	start := ""
+	for fr := range st.Stack.Frames() {
+		start = fr.Func
+		break
+	}
+	switch {
+	case strings.Contains(start, "consume"):
+		return "consumer"
+	case strings.Contains(start, "drain"):
+		return "drain"
+	case !strings.Contains(start, "WaitGroup"):
+		return "other"
+	}
+	for fr := range ev.Stack().Frames() {
+		if strings.Contains(fr.Func, "benchPublish") {
+			return "pub"
+		}
+	}
+	return "other"
+}
+
+// waitReason is the reason of a wait and the first frame of the module or of
+// package sync on the waiting stack.
+func waitReason(ev trace.Event, st trace.StateTransition) string {
+	why := st.Reason
+	for fr := range ev.Stack().Frames() {
+		if strings.Contains(fr.Func, "bitswapsync") || strings.HasPrefix(fr.Func, "sync.") {
+			return why + " @" + fr.Func
+		}
+	}
+	return why
+}
