@@ -107,7 +107,7 @@ func requireIdle(t testing.TB, ps *PubSub, sim *SessionInterestManager) {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
 	require.Empty(t, ps.calls, "live calls")
-	require.Empty(t, ps.finished, "finished calls not reaped")
+	require.Nil(t, ps.finished, "finished calls not reaped")
 }
 
 // cancelLog records what a WithCancelFunc function receives.

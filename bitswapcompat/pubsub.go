@@ -25,7 +25,7 @@ type PubSub struct {
 	wrap  BlockWrapper
 	onErr func(error)
 
-	nfinish  atomic.Int64 // len(finished), so that reap takes no lock when there is nothing to do
+	nfinish  atomic.Int64 // the length of finished, so that reap takes no lock when there is nothing to do
 	shutdown sync.Once
 
 	// Pacing of Publish (see pace): woke is set by a delivery that sent a
@@ -41,8 +41,8 @@ type PubSub struct {
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
 	mu       sync.Mutex
-	calls    map[*call]struct{}       // live calls, whose channels Shutdown closes
-	finished []*notifier.Subscription // of calls completed inside a delivery, for reap to remove
+	calls    map[*call]struct{} // live calls, whose channels Shutdown closes
+	finished *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed   bool
 }
 
@@ -64,17 +64,91 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 // key's block into ch and closes ch once.
 type call struct {
 	ps    *PubSub
-	ch    chan blocks.Block // one slot per key; closed by whoever sets left to nil
+	ch    chan blocks.Block // one slot per key; closed by whoever sets ended
 	keys  []cid.Cid         // distinct defined keys
+	one   [1]cid.Cid        // keys' array for a call of one key, the GetBlock of a client
 	undef bool              // an undefined key was asked for: its block never comes, so only ctx or Shutdown ends c
 	start time.Time         // for the BlockWrapper
 	sub   *notifier.Subscription
 
 	// mu guards the fields below. The call's delivery function holds it while
 	// it runs, under the Notifier's locks.
-	mu   sync.Mutex
-	left map[cid.Cid]struct{} // keys whose block has not arrived; nil once the call ended
-	stop func() bool          // stops the context.AfterFunc that ends the call
+	mu    sync.Mutex
+	ended bool        // the call has ended: ch is closed or being closed
+	left  pending     // keys whose block has not arrived
+	stop  func() bool // stops the context.AfterFunc that ends the call
+
+	next *call // the next call in PubSub.finished; guarded by PubSub.mu
+}
+
+// pendingScan is the largest call whose keys pending scans rather than
+// hashes: at a few nanoseconds per comparison a scan of that many keys costs
+// less than making and filling a map, which for a call of one key was a
+// fifth of the call's cost (BENCHMARKS.md, W4Life, compat).
+const pendingScan = 16
+
+// pending is the set of a call's keys whose block has not arrived. For a
+// call of at most pendingScan keys it is a bit per entry of call.keys, found
+// by scanning them; for a larger one, a map.
+type pending struct {
+	n    int                  // keys not arrived
+	bits uint32               // small calls: bit i is set while keys[i] has not arrived
+	set  map[cid.Cid]struct{} // large calls
+}
+
+// distinct sets c.keys to the distinct defined keys of keys, in order, and
+// c.left to all of them, and records in c.undef whether keys had an
+// undefined one.
+func (c *call) distinct(keys []cid.Cid) {
+	c.keys = c.one[:0]
+	large := len(keys) > pendingScan
+	if large {
+		c.keys = make([]cid.Cid, 0, len(keys))
+		c.left.set = make(map[cid.Cid]struct{}, len(keys))
+	}
+	for _, k := range keys {
+		switch {
+		case !k.Defined():
+			c.undef = true
+			continue
+		case large:
+			if _, dup := c.left.set[k]; dup {
+				continue
+			}
+			c.left.set[k] = struct{}{}
+		case slices.Contains(c.keys, k):
+			continue
+		default:
+			c.left.bits |= 1 << len(c.keys)
+		}
+		c.keys = append(c.keys, k)
+	}
+	c.left.n = len(c.keys)
+}
+
+// arrived reports whether k is a key of c whose block had not arrived, and
+// if so records that it has. The caller holds c.mu.
+func (c *call) arrived(k cid.Cid) bool {
+	if c.left.set != nil {
+		if _, ok := c.left.set[k]; !ok {
+			return false
+		}
+		delete(c.left.set, k)
+		c.left.n--
+		return true
+	}
+	for i, key := range c.keys {
+		if key == k {
+			bit := uint32(1) << i
+			if c.left.bits&bit == 0 {
+				return false
+			}
+			c.left.bits &^= bit
+			c.left.n--
+			return true
+		}
+	}
+	return false
 }
 
 // Subscribe returns a channel that yields the block of each of keys once, in
@@ -94,17 +168,8 @@ type call struct {
 // same keys. The PubSub closes the channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
 	ch := make(chan blocks.Block, len(keys))
-	c := &call{ps: ps, ch: ch, left: make(map[cid.Cid]struct{}, len(keys))}
-	for _, k := range keys {
-		if !k.Defined() {
-			c.undef = true
-			continue
-		}
-		if _, dup := c.left[k]; !dup {
-			c.left[k] = struct{}{}
-			c.keys = append(c.keys, k)
-		}
-	}
+	c := &call{ps: ps, ch: ch}
+	c.distinct(keys)
 	if len(keys) == 0 {
 		close(ch)
 		return ch
@@ -148,11 +213,23 @@ func (ps *PubSub) register(c *call) bool {
 }
 
 // watch arranges for c to end when ctx is done. With a context of the
-// standard library, AfterFunc starts no goroutine until then.
+// standard library, AfterFunc starts no goroutine until then. A context that
+// is never done (Background), or a call that has already ended, as one whose
+// blocks were all in the blockstore has, needs nothing: AfterFunc and its stop
+// were a seventh of such a call's cost.
 func (c *call) watch(ctx context.Context) {
+	if ctx.Done() == nil {
+		return
+	}
+	c.mu.Lock()
+	ended := c.ended
+	c.mu.Unlock()
+	if ended {
+		return
+	}
 	stop := context.AfterFunc(ctx, c.end)
 	c.mu.Lock()
-	ended := c.left == nil
+	ended = c.ended
 	if !ended {
 		c.stop = stop
 	}
@@ -168,26 +245,24 @@ func (c *call) watch(ctx context.Context) {
 func (c *call) deliver(m notifier.ResponseMessage) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.left == nil {
+	if c.ended {
 		return
 	}
 	sent := false
 	for _, b := range m.Blocks {
-		k := b.Cid()
-		if _, ok := c.left[k]; !ok {
+		if !c.arrived(b.Cid()) {
 			continue
 		}
-		delete(c.left, k)
 		c.ch <- c.ps.wrapBlock(b, m.From, c.start) // never blocks: a slot per key, each key once
 		sent = true
 	}
 	if sent {
 		c.ps.woke.Store(true)
 	}
-	if len(c.left) > 0 || c.undef {
+	if c.left.n > 0 || c.undef {
 		return
 	}
-	c.left = nil
+	c.ended = true
 	close(c.ch)
 	if c.stop != nil {
 		c.stop() // does not wait: it only unregisters from ctx
@@ -205,14 +280,14 @@ func (ps *PubSub) wrapBlock(b blocks.Block, from string, start time.Time) blocks
 // end ends c early, unless it has already ended: it removes c from the
 // Notifier and then closes ch, so that a reader who sees ch closed finds
 // nothing of c left. It runs on the caller's goroutine, never in a
-// delivery. Once left is nil no delivery sends on ch, so closing it after
+// delivery. Once ended is set no delivery sends on ch, so closing it after
 // releasing mu is safe.
 func (c *call) end() {
 	c.mu.Lock()
-	left, stop := c.left, c.stop
-	c.left = nil
+	ended, stop := c.ended, c.stop
+	c.ended = true
 	c.mu.Unlock()
-	if left == nil {
+	if ended {
 		return
 	}
 	defer close(c.ch)
@@ -227,13 +302,16 @@ func (c *call) end() {
 	}
 }
 
-// finish queues the subscription of c, which a delivery has completed, for
-// reap. The caller holds c.mu.
+// finish queues c, which a delivery has completed, for reap to remove its
+// subscription. The caller holds c.mu. A list linked through the calls, not a
+// slice: a slice that reap hands over is a new allocation for every call
+// that completes in its Subscribe.
 func (ps *PubSub) finish(c *call) {
 	ps.mu.Lock()
 	delete(ps.calls, c)
-	ps.finished = append(ps.finished, c.sub)
-	ps.nfinish.Store(int64(len(ps.finished)))
+	c.next = ps.finished
+	ps.finished = c
+	ps.nfinish.Add(1)
 	ps.mu.Unlock()
 }
 
@@ -245,12 +323,15 @@ func (ps *PubSub) reap() {
 		return
 	}
 	ps.mu.Lock()
-	subs := ps.finished
+	c := ps.finished
 	ps.finished = nil
 	ps.nfinish.Store(0)
 	ps.mu.Unlock()
-	for _, s := range subs {
-		s.Remove()
+	for c != nil { // the list is reap's alone now: a call finishes once
+		next := c.next
+		c.next = nil
+		c.sub.Remove()
+		c = next
 	}
 }
 

@@ -2,6 +2,7 @@ package bitswapcompat
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -84,6 +85,37 @@ func TestPubSub_DeliversEachKeyOnceThenCloses(t *testing.T) {
 		requireReceived(t, ch, true, blks[1])
 		requireIdle(t, ps, nil)
 	})
+}
+
+// Calls small enough for their keys to be scanned (pendingScan) and larger
+// ones, whose keys are hashed, behave alike: each distinct key once,
+// duplicates ignored, whether its block was stored before the call or
+// published after it, and the channel closed after the last.
+func TestPubSub_CallsOfEverySize(t *testing.T) {
+	for _, n := range []int{1, 2, pendingScan, pendingScan + 1, 3 * pendingScan} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+				blks := newBlocks(t, n)
+				stored, later := blks[:n/2], blks[n/2:]
+				require.NoError(t, NotifierOf(ps).Publish(t.Context(), notifier.ResponseMessage{Blocks: stored}))
+				keys := cidsOf(blks...)
+				keys = append(keys, keys[n-1], keys[0]) // duplicates: ignored
+				ch := ps.Subscribe(t.Context(), keys...)
+				require.Equal(t, len(keys), cap(ch))
+				requireReceived(t, ch, false, stored...)
+				for _, b := range later[:len(later)-1] {
+					ps.Publish(peerA, b, b)
+					ps.Publish(peerB, b)
+				}
+				requireReceived(t, ch, false, later[:len(later)-1]...)
+				ps.Publish(peerB, stored...) // delivered already: nothing
+				requireReceived(t, ch, false)
+				ps.Publish(peerA, later[len(later)-1])
+				requireReceived(t, ch, true, later[len(later)-1])
+				requireIdle(t, ps, nil)
+			})
+		})
+	}
 }
 
 // A subscription is live when Subscribe returns, with or without a
