@@ -87,6 +87,10 @@ type call struct {
 // fifth of the call's cost (BENCHMARKS.md, W4Life, compat).
 const pendingScan = 16
 
+// pending.bits has a bit for each key of a scanned call: this fails to
+// compile if pendingScan outgrows it.
+const _ uint32 = 1 << (pendingScan - 1)
+
 // pending is the set of a call's keys whose block has not arrived. For a
 // call of at most pendingScan keys it is a bit per entry of call.keys, found
 // by scanning them; for a larger one, a map.

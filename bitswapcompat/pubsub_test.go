@@ -87,21 +87,31 @@ func TestPubSub_DeliversEachKeyOnceThenCloses(t *testing.T) {
 	})
 }
 
-// Calls small enough for their keys to be scanned (pendingScan) and larger
-// ones, whose keys are hashed, behave alike: each distinct key once,
-// duplicates ignored, whether its block was stored before the call or
-// published after it, and the channel closed after the last.
+// Calls small enough for their keys to be scanned (at most pendingScan
+// keys, duplicates included) and larger ones, whose keys are hashed, behave
+// alike: each distinct key once, duplicates ignored, whether its block was
+// stored before the call or published after it, and the channel closed after
+// the last. Each case checks which of the two it ran.
 func TestPubSub_CallsOfEverySize(t *testing.T) {
-	for _, n := range []int{1, 2, pendingScan, pendingScan + 1, 3 * pendingScan} {
-		t.Run(fmt.Sprint(n), func(t *testing.T) {
+	for _, c := range []struct{ distinct, dups int }{
+		{1, 0}, {1, 2}, {2, 2},
+		{pendingScan - 2, 2}, {pendingScan, 0}, // scan, every bit used
+		{pendingScan - 1, 2}, {pendingScan + 1, 0}, {3 * pendingScan, 2}, // hash
+	} {
+		scan := c.distinct+c.dups <= pendingScan
+		t.Run(fmt.Sprintf("%d+%d", c.distinct, c.dups), func(t *testing.T) {
 			eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+				n := c.distinct
 				blks := newBlocks(t, n)
 				stored, later := blks[:n/2], blks[n/2:]
 				require.NoError(t, NotifierOf(ps).Publish(t.Context(), notifier.ResponseMessage{Blocks: stored}))
 				keys := cidsOf(blks...)
-				keys = append(keys, keys[n-1], keys[0]) // duplicates: ignored
+				for i := range c.dups { // duplicates: ignored
+					keys = append(keys, keys[(n-1)*(i%2)])
+				}
 				ch := ps.Subscribe(t.Context(), keys...)
 				require.Equal(t, len(keys), cap(ch))
+				requireScan(t, ps, scan)
 				requireReceived(t, ch, false, stored...)
 				for _, b := range later[:len(later)-1] {
 					ps.Publish(peerA, b, b)
@@ -116,6 +126,42 @@ func TestPubSub_CallsOfEverySize(t *testing.T) {
 			})
 		})
 	}
+}
+
+// requireScan checks that ps has one live call, which keeps its keys in a
+// scanned list if scan is set, else in a map.
+func requireScan(t *testing.T, ps *PubSub, scan bool) {
+	t.Helper()
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Len(t, ps.calls, 1)
+	for c := range ps.calls {
+		c.mu.Lock()
+		hashed := c.left.set != nil
+		c.mu.Unlock()
+		require.Equal(t, scan, !hashed, "keys scanned")
+	}
+}
+
+// neverDone is a context that can never be cancelled and says so as the
+// context package allows, with a nil Done channel, without being Background.
+type neverDone struct{ context.Context }
+
+func (neverDone) Done() <-chan struct{} { return nil }
+
+// A context whose Done is nil never ends a call: its blocks or Shutdown do.
+func TestPubSub_ContextWithoutDone(t *testing.T) {
+	eachPubSub(t, memStore, func(t *testing.T, ps *PubSub) {
+		blks := newBlocks(t, 2)
+		ctx := neverDone{context.Background()}
+		done := ps.Subscribe(ctx, blks[0].Cid())
+		open := ps.Subscribe(ctx, blks[1].Cid(), cid.Undef)
+		ps.Publish(peerA, blks...)
+		requireReceived(t, done, true, blks[0])
+		requireReceived(t, open, false, blks[1])
+		ps.Shutdown()
+		requireReceived(t, open, true)
+	})
 }
 
 // A subscription is live when Subscribe returns, with or without a
