@@ -94,9 +94,16 @@ func TestPubSub_DeliversEachKeyOnceThenCloses(t *testing.T) {
 // the last. Each case checks which of the two it ran.
 func TestPubSub_CallsOfEverySize(t *testing.T) {
 	for _, c := range []struct{ distinct, dups int }{
-		{1, 0}, {1, 2}, {2, 2},
-		{pendingScan - 2, 2}, {pendingScan, 0}, // scan, every bit used
-		{pendingScan - 1, 2}, {pendingScan + 1, 0}, {3 * pendingScan, 2}, // hash
+		// scanned: at most pendingScan keys, duplicates included
+		{1, 0},
+		{1, 2},
+		{2, 2},
+		{pendingScan - 2, 2},
+		{pendingScan, 0}, // every bit used
+		// hashed
+		{pendingScan - 1, 2},
+		{pendingScan + 1, 0},
+		{3 * pendingScan, 2},
 	} {
 		scan := c.distinct+c.dups <= pendingScan
 		t.Run(fmt.Sprintf("%d+%d", c.distinct, c.dups), func(t *testing.T) {
