@@ -83,8 +83,8 @@ type call struct {
 
 // pendingScan is the largest call whose keys pending scans rather than
 // hashes: at a few nanoseconds per comparison a scan of that many keys costs
-// less than making and filling a map, which for a call of one key was a
-// fifth of the call's cost (BENCHMARKS.md, W4Life, compat).
+// less than making and filling a map, which for a call of one key was about
+// an eighth of the call's CPU (BENCHMARKS.md, sixth series).
 const pendingScan = 16
 
 // pending.bits has a bit for each key of a scanned call: this fails to
@@ -105,9 +105,11 @@ type pending struct {
 // undefined one.
 func (c *call) distinct(keys []cid.Cid) {
 	c.keys = c.one[:0]
+	if len(keys) > 1 {
+		c.keys = make([]cid.Cid, 0, len(keys))
+	}
 	large := len(keys) > pendingScan
 	if large {
-		c.keys = make([]cid.Cid, 0, len(keys))
 		c.left.set = make(map[cid.Cid]struct{}, len(keys))
 	}
 	for _, k := range keys {
