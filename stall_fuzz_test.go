@@ -114,7 +114,7 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	if h.returns(op, h.m, h.stalled) {
 		try := func(c *model) bool {
 			_ = op.commit(c, ioPass, false)
-			return overflowsReserved(c, h.stalled)
+			return h.overflowsHeld(c, h.stalled, true)
 		}
 		if !h.avoidOverflow(try) {
 			h.failf("harness: a slow consumer end would still race a reservation")
@@ -172,6 +172,17 @@ func reservedBy(stalled []*fuzzOp, keys []int) bool {
 // consumer that wants a key reserved by stalled.
 func overflowsReserved(c *model, stalled []*fuzzOp) bool {
 	return slices.ContainsFunc(c.slowEnds, func(keys []int) bool { return reservedBy(stalled, keys) })
+}
+
+// overflowsHeld is overflowsReserved that also counts the keys marked by
+// the waiting operation, if one still waits (waiting): that end's close
+// waits for it too, as it is older (Subscription.lockAll, Notifier.mark),
+// so the operation that ends the slow consumer would not return.
+func (h *fuzzHarness) overflowsHeld(c *model, stalled []*fuzzOp, waiting bool) bool {
+	return overflowsReserved(c, stalled) || waiting && h.waiter != nil &&
+		slices.ContainsFunc(c.slowEnds, func(keys []int) bool {
+			return slices.ContainsFunc(keys, func(k int) bool { return slices.Contains(h.waiterKeys, k) })
+		})
 }
 
 // expect runs op on the model as far as it gets now, and says how far that is.
@@ -286,7 +297,7 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	try := func(c *model) bool {
 		_ = op.commit(c, o, true)
 		if w == nil || h.waits(w, c, rest) {
-			return overflowsReserved(c, rest)
+			return h.overflowsHeld(c, rest, w != nil)
 		}
 		if len(c.slowEnds) > 0 { // op's end of them would race w
 			return true
