@@ -351,7 +351,9 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 		alt := c.clone()
 		_ = op.commit(c, o, true)
 		_ = op.commit(alt, ioPass, false)
-		return overflowsReserved(c, rest) || overflowsReserved(alt, rest)
+		// It wakes no waiter (it reserves nothing), so the waiter's marks
+		// still hold up a slow consumer end.
+		return h.overflowsHeld(c, rest, true) || h.overflowsHeld(alt, rest, true)
 	}
 	if !h.avoidOverflow(try) {
 		h.failf("harness: a slow consumer end would still race a reservation")
