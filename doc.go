@@ -108,7 +108,10 @@
 // the marks. An operation that starts later and needs a marked key waits for
 // the marking one, so the wait is fair: a waiter is not overtaken on its keys
 // by later operations, and proceeds once the reservations it found (and
-// those of the finitely many operations older than it) are released. The
+// those of the finitely many operations older than it) are released. A
+// waiting close marks the keys its subscription wants, and each time it
+// wakes it marks them afresh: a want that ended meanwhile (its block
+// delivered) leaves no mark behind to hold up the operations on its key. The
 // read calls do not wait: they see the wants as
 // they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others

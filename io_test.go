@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -303,6 +304,52 @@ func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A close that waits marks the keys its subscription wants (Notifier.mark).
+// When one of those wants ends while it waits (here its block is
+// delivered), the close drops that key's mark, so that operations on the key
+// do not wait behind the close's wait for other keys (G11). Found by
+// FuzzNotifierModel (seed ce0494023f208536).
+func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(1))
+		b := mkBlocks("ended-mark", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, releaseB := st.stall(t, kA), st.stall(t, kB)
+		pubA, pubB := make(chan error, 1), make(chan error, 1)
+		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:]}) }()
+		synctest.Wait() // both in PutMany, kA and kB reserved
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		synctest.Wait()
+		require.EqualValues(t, 1, n.waiting.Load(), "Remove waits for a reservation")
+
+		releaseA()
+		synctest.Wait()
+		require.NoError(t, <-pubA)                  // delivered kA: s wants only kB now
+		require.EqualValues(t, 1, n.waiting.Load()) // Remove waits for kB
+
+		again := make(chan error, 1)
+		go func() { again <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		synctest.Wait()
+		select {
+		case err := <-again:
+			require.NoError(t, err)
+		default:
+			releaseB()
+			t.Fatal("a Publish of kA, which nobody wants now, waits behind Remove's wait for kB")
+		}
+		releaseB()
+		synctest.Wait()
+		<-removed
+		require.NoError(t, <-pubB)
+		require.NoError(t, n.Close())
+	})
 }
 
 // yieldStore is a blockstore whose calls yield the processor a few times, so

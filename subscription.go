@@ -709,6 +709,7 @@ func (s *Subscription) lockAll(o *op) {
 			return
 		}
 		if busy != nil {
+			n.unmark(o) // a key whose want ended while o waited needs no mark now
 			s.markKeys(o)
 		}
 		s.mu.Unlock()
@@ -728,23 +729,26 @@ func (s *Subscription) lockAll(o *op) {
 	}
 }
 
-// markKeys marks, for a close that waits (see Notifier.mark), s's keys in
-// the shards it holds, recording them in o.resKeys to unmark them. The
-// caller holds those shards and s.mu.
+// markKeys marks, for a close that waits (see Notifier.mark), the keys s
+// wants in the shards it holds, recording them in o.resKeys to unmark them.
+// The caller holds those shards and s.mu, and has removed o's earlier marks
+// (unmark): a want of s can end while the close waits (a delivery, an
+// Unsubscribe), and a mark left on its key would hold up the operations on
+// it behind the close's wait for other keys.
 func (s *Subscription) markKeys(o *op) {
 	n := s.n
-	from := len(o.resKeys)
+	o.resKeys, o.keyShards = o.resKeys[:0], o.keyShards[:0]
 	for k, e := range s.keys {
 		if e.ended.Load() {
 			continue
 		}
 		sh := n.shardOf(k)
-		if o.locks.Has(int(sh)) && n.shards[sh].idx.marks[k] != o {
+		if o.locks.Has(int(sh)) {
 			o.resKeys = append(o.resKeys, k)
 			o.keyShards = append(o.keyShards, sh)
 		}
 	}
-	n.mark(o, from)
+	n.mark(o, 0)
 }
 
 // markClosed marks s closed with err and closes out, or has drain close it,
