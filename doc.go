@@ -109,9 +109,9 @@
 // the marking one, so the wait is fair: a waiter is not overtaken on its keys
 // by later operations, and proceeds once the reservations it found (and
 // those of the finitely many operations older than it) are released. A
-// waiting close marks the keys its subscription wants, and each time it
-// wakes it marks them afresh: a want that ended meanwhile (its block
-// delivered) leaves no mark behind to hold up the operations on its key. The
+// waiting close marks the keys its subscription wants; once one of those
+// wants ends while it waits (its block delivered), its mark on that key
+// holds nobody up (op.holds), since the close no longer needs the key. The
 // read calls do not wait: they see the wants as
 // they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others

@@ -308,9 +308,10 @@ func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 
 // A close that waits marks the keys its subscription wants (Notifier.mark).
 // When one of those wants ends while it waits (here its block is
-// delivered), the close drops that key's mark, so that operations on the key
-// do not wait behind the close's wait for other keys (G11). Found by
-// FuzzNotifierModel (seed ce0494023f208536).
+// delivered), that key's mark holds nobody up any more, so operations on the
+// key do not wait behind the close's wait for other keys (G11), whichever
+// reservation the close sleeps on. Found by FuzzNotifierModel (seeds
+// ce0494023f208536, 8c438d7afed1ec27).
 func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()

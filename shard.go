@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
+	"slices"
 	"sync"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -142,7 +143,7 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 		}
 	}
 	if len(idx.marks) > 0 {
-		if m := idx.marks[k]; m != nil && m.id < o.id {
+		if m := idx.marks[k]; m != nil && m.id < o.id && m.holds(idx, k) {
 			return m.wakeOnRelease()
 		}
 	}
@@ -168,11 +169,32 @@ func (n *Notifier) mark(o *op, from int) {
 	for i := from; i < len(o.resKeys); i++ {
 		k := o.resKeys[i]
 		idx := &n.shards[o.keyShards[i]].idx
-		if m := idx.marks[k]; m == nil || m.id > o.id {
+		if m := idx.marks[k]; m == nil || m.id > o.id || !m.holds(idx, k) {
 			idx.marks[k] = o
 		}
 	}
 	o.marked = true
+}
+
+// holds reports whether o's mark on k, in k's shard index x, still holds up
+// the operations that started after o. A close marks the keys its
+// subscription wants when it must wait (Subscription.markKeys), and one of
+// those wants can end while it waits: the operation it waits for, or
+// another, delivers the key's block. The close then no longer needs k, and
+// its mark must not keep operations on k waiting behind its wait for other
+// keys, which may be a stalled blockstore call (G11); a later waiter may
+// take the mark over. Every other operation needs every key it marked until
+// it unmarks them. The caller holds k's shard lock, under which wants end.
+//
+// The tempting fix, a close that drops its marks and marks afresh whenever
+// it wakes, is not enough: a close waits for one reservation at a time, and
+// the want of a key it marked can end while it sleeps on another.
+func (o *op) holds(x *shardIndex, k cid.Cid) bool {
+	if !o.closing {
+		return true
+	}
+	e := x.lookupFor(k, o.sub)
+	return e != nil && slices.Contains(e.subs, o.sub)
 }
 
 // touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken

@@ -601,7 +601,7 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	o.sub, o.why = s, err
+	o.sub, o.why, o.closing = s, err, true
 	_ = n.run(context.Background(), o, &closeSteps) // cannot fail: no blockstore, no deadline
 	if o.exited != nil {
 		<-o.exited // drain has seen quit and closed out; it needs no lock we hold
@@ -709,7 +709,6 @@ func (s *Subscription) lockAll(o *op) {
 			return
 		}
 		if busy != nil {
-			n.unmark(o) // a key whose want ended while o waited needs no mark now
 			s.markKeys(o)
 		}
 		s.mu.Unlock()
@@ -729,26 +728,23 @@ func (s *Subscription) lockAll(o *op) {
 	}
 }
 
-// markKeys marks, for a close that waits (see Notifier.mark), the keys s
-// wants in the shards it holds, recording them in o.resKeys to unmark them.
-// The caller holds those shards and s.mu, and has removed o's earlier marks
-// (unmark): a want of s can end while the close waits (a delivery, an
-// Unsubscribe), and a mark left on its key would hold up the operations on
-// it behind the close's wait for other keys.
+// markKeys marks, for a close that waits (see Notifier.mark), s's keys in
+// the shards it holds, recording them in o.resKeys to unmark them. The
+// caller holds those shards and s.mu.
 func (s *Subscription) markKeys(o *op) {
 	n := s.n
-	o.resKeys, o.keyShards = o.resKeys[:0], o.keyShards[:0]
+	from := len(o.resKeys)
 	for k, e := range s.keys {
 		if e.ended.Load() {
 			continue
 		}
 		sh := n.shardOf(k)
-		if o.locks.Has(int(sh)) {
+		if o.locks.Has(int(sh)) && n.shards[sh].idx.marks[k] != o {
 			o.resKeys = append(o.resKeys, k)
 			o.keyShards = append(o.keyShards, sh)
 		}
 	}
-	n.mark(o, 0)
+	n.mark(o, from)
 }
 
 // markClosed marks s closed with err and closes out, or has drain close it,
