@@ -73,6 +73,9 @@ type Option func(*config)
 // other keys in those shards wait for f too; the rest of the Notifier does
 // not. So f must be fast, must not block, and must not call any method of the
 // Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
+// f must not panic either: the panic reaches the operation's caller with
+// those shard locks still held, and every later operation on those shards,
+// and Close, waits for ever.
 //
 // The tempting alternative, calling f after the locks are released, lets a
 // Subscribe of the same key (and its WANT) slip in before f's CANCEL.
@@ -178,9 +181,12 @@ func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
 // (Publish or Subscribe), in publish order, while that operation holds the
 // locks of the message's shards and of the subscription: like the cancel
 // function, f must be fast, must not block and must not call any method of
-// the Notifier or its Subscriptions except Stats. Messages() of such a
-// subscription never yields a message; it is closed when the subscription
-// ends, which makes it a done signal. WithMaxPending does not apply.
+// the Notifier or its Subscriptions except Stats. Nor may it panic: as for
+// the cancel function, the panic reaches the delivering operation's caller
+// with the Notifier's locks held, and the Notifier is stuck. Messages() of
+// such a subscription never yields a message; it is closed when the
+// subscription ends, which makes it a done signal. WithMaxPending does not
+// apply.
 func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*Subscription, error) {
 	if f == nil {
 		f = func(ResponseMessage) {}

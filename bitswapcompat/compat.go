@@ -33,7 +33,9 @@ type Option func(*config)
 
 // WithBlockWrapper makes every subscriber receive f(block, from, delay)
 // instead of the block. Today's client uses this for tracing: it hands out
-// blocks annotated with their sender and the delay since Subscribe.
+// blocks annotated with their sender and the delay since Subscribe. f runs
+// in the Notifier's delivery function, under its locks: it must be fast and
+// must not panic (notifier.Notifier.NewSubscriptionFunc says why).
 func WithBlockWrapper(f BlockWrapper) Option {
 	return func(c *config) { c.wrap = f }
 }
