@@ -353,6 +353,53 @@ func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 	})
 }
 
+// The stale mark of TestIO_WaitingCloseDropsTheMarkOfAnEndedWant does not
+// shield a later waiter either: an operation that waits with that key
+// takes the mark over, so a still later one on the key waits behind it
+// instead of overtaking it (Notifier.mark, op.holds).
+func TestIO_WaiterTakesOverAStaleMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(1))
+		b := mkBlocks("take-over", 3)
+		kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, releaseB, releaseC := st.stall(t, kA), st.stall(t, kB), st.stall(t, kC)
+		pubA, pubB, pubC := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:2]}) }()
+		go func() { pubC <- n.Publish(ctx, ResponseMessage{Blocks: b[2:]}) }()
+		synctest.Wait() // kA, kB and kC reserved
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		synctest.Wait() // Remove marks kA and kB
+		releaseA()
+		synctest.Wait()
+		require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
+
+		older, later := make(chan error, 1), make(chan error, 1)
+		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b[0], b[2]}}) }()
+		synctest.Wait() // waits for kC, marking kA and kC
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		synctest.Wait()
+		select {
+		case <-later:
+			t.Error("a later Publish of kA overtook the waiting Publish of kA and kC")
+		default:
+			require.EqualValues(t, 3, n.waiting.Load(), "Remove, the older Publish and the later one wait")
+		}
+		releaseB()
+		releaseC()
+		synctest.Wait()
+		<-removed
+		for _, c := range []chan error{pubB, pubC, older} {
+			require.NoError(t, <-c)
+		}
+		require.NoError(t, n.Close())
+	})
+}
+
 // yieldStore is a blockstore whose calls yield the processor a few times, so
 // that operations pile up on reserved keys, wait, mark and overtake.
 type yieldStore struct{ Blockstore }
