@@ -384,8 +384,8 @@ func TestIO_WaiterTakesOverAStaleMark(t *testing.T) {
 		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
 		synctest.Wait()
 		select {
-		case <-later:
-			t.Error("a later Publish of kA overtook the waiting Publish of kA and kC")
+		case err := <-later:
+			t.Errorf("a later Publish of kA overtook the waiting Publish of kA and kC (returned %v)", err)
 		default:
 			require.EqualValues(t, 3, n.waiting.Load(), "Remove, the older Publish and the later one wait")
 		}
