@@ -88,13 +88,18 @@
 //     Remove does; takes and releases each shard lock in turn, so that
 //     operations in progress finish; then waits for the operations still in
 //     the blockstore and for the drain goroutines.
-//   - NewSubscription, NewSubscriptionFunc, NewRequest, NewInterest: the
-//     registry only.
+//   - NewSubscription, NewSubscriptionFunc, NewInterest: the registry only.
+//     NewRequest: no lock. A request enters the registry, under its own lock,
+//     when it first records a want or first makes its done signal in
+//     Messages(); one that never does is unknown to Close, which has nothing
+//     to end for it, and is closed lazily: Err says ErrClosed once Close has
+//     begun (NewRequest in notifier.go).
 //   - Wanted, Interested, AppendInterested, Subscription.Wants: the one shard
 //     lock of their key (Wants also the subscription's lock when many
 //     subscriptions want the key). Subscription.AppendWanted, Err: the
 //     subscription's lock only.
-//   - Stats, ID, Messages: no lock.
+//   - Stats, ID: no lock. Messages: none, but a request's first call takes
+//     its lock and the registry.
 //
 // With WithMetrics, an operation that may change the index or the
 // subscriptions ends, holding no lock, by setting the gauges from Stats under

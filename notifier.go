@@ -136,8 +136,9 @@ type Notifier struct {
 
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
-	requests map[*Subscription]struct{} // live subscriptions of NewRequest, which have no session ID
-	live     atomic.Int64               // len(sessions) + len(requests), for Stats
+	requests map[*Subscription]struct{} // the listed requests (NewRequest; see Subscription.enlist)
+	live     atomic.Int64               // live subscriptions, listed or not, for Stats: one counter, so that Stats reads it at one instant
+	loose    atomic.Int64               // those of live that are requests not listed (see enlist)
 }
 
 // New returns a Notifier that stores received blocks in bs and checks bs when
@@ -219,17 +220,47 @@ func (n *Notifier) NewInterest(sesid uint64) (*Subscription, error) {
 // subscription has no session ID (ID returns 0) and takes no part in the
 // uniqueness of session IDs, so it never collides with a session. It is what
 // a PubSub-style Subscribe call needs. f follows the rules of
-// NewSubscriptionFunc. It is safe for concurrent use, does not block, and
-// returns ErrClosed after Close.
+// NewSubscriptionFunc. It is safe for concurrent use, does not block, takes
+// no lock, and returns ErrClosed after Close.
 func (n *Notifier) NewRequest(f func(ResponseMessage)) (*Subscription, error) {
+	if n.closed.Load() {
+		return nil, ErrClosed
+	}
 	if f == nil {
 		f = func(ResponseMessage) {}
 	}
 	s := newSubscription(n, 0, -1)
 	s.fn = f
 	s.anon = true
-	return n.register(s)
+	n.live.Add(1)
+	n.loose.Add(1)
+	n.m.refresh(n) // observe.go hook
+	return s, nil
 }
+
+// A request (NewRequest) enters the registry, where Close finds it, only when
+// Close would have something to do for it: when it first records a want, or
+// when Messages() is first called and makes the done signal that Close must
+// close (Subscription.enlist). The typical request, one Subscribe of a key
+// that the blockstore has, never does, and so never takes n.mu. A request
+// that Close cannot find has no want to end and no channel to close; it is
+// closed lazily: Err reports ErrClosed once Close has begun, Subscribe refuses
+// it, and Messages() returns a closed channel (enlist refuses it). enlist
+// runs under n.mu and checks closed there, and Close sets closed before it
+// takes n.mu to collect the registry: so a request either is listed before
+// Close collects, and Close closes it, or is refused, and closes itself as
+// Close would have. The tempting shortcuts fail:
+//
+//   - Enlist after the want is recorded, or check closed before taking n.mu:
+//     a Close that collects in between misses a want, which outlives Close
+//     and never reaches the cancel function.
+//   - Count a request in live only once listed, and the unlisted ones apart:
+//     Stats would add two counters between which any number of requests
+//     move, and miss some. live counts every live subscription; loose says
+//     which of them Close has closed lazily, for Stats after Close.
+//   - Enlist without checking under s.mu that s is still open: a Messages()
+//     racing Remove lists a removed request, which stays in the registry
+//     until Close and is counted off twice.
 
 func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 	defer n.m.refresh(n) // observe.go hook; runs after n.mu.Unlock
@@ -237,11 +268,6 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 	defer n.mu.Unlock()
 	if n.closed.Load() {
 		return nil, ErrClosed
-	}
-	if s.anon {
-		n.requests[s] = struct{}{}
-		n.live.Add(1)
-		return s, nil
 	}
 	if _, dup := n.sessions[s.id]; dup {
 		return nil, fmt.Errorf("notifier: session %d: %w", s.id, ErrDuplicateSession)
@@ -353,6 +379,9 @@ type Stats struct {
 // the other, not at one instant.
 func (n *Notifier) Stats() Stats {
 	st := Stats{Subscriptions: int(n.live.Load())}
+	if n.closed.Load() {
+		st.Subscriptions -= int(n.loose.Load()) // closed lazily by Close (see enlist)
+	}
 	for i := range n.shards {
 		st.Keys += int(n.shards[i].idx.keys.Load())
 		st.Wants += int(n.shards[i].idx.pairs.Load())

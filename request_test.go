@@ -2,8 +2,12 @@ package notifier
 
 import (
 	"errors"
+	"fmt"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -250,4 +254,172 @@ func TestDoneSignal_MadeOnDemandClosedWithTheSubscription(t *testing.T) {
 			require.False(t, open(got[0]), "closed once Remove has returned")
 		}
 	})
+}
+
+// A request enters the registry only when Close would have work for it: a
+// want (one-key or general path) or a done signal. One that only found its
+// block never does, and Close still ends it: Err() ErrClosed, Messages()
+// closed, Subscribe refused, a later Remove keeps ErrClosed, and Stats counts
+// it while it lives and not after Close.
+func TestRequest_ListedOnlyWhenCloseHasWorkForIt(t *testing.T) {
+	n, cancels := newWithCancels(t, memStore())
+	b := mkBlocks("request-listed", 4)
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]})) // stored
+	got := &msgLog{}
+	hit := mustRequest(t, n, got.record)
+	require.NoError(t, hit.Subscribe(ctx, b[0].Cid()))
+	require.Equal(t, []ResponseMessage{{Blocks: b[:1]}}, got.take())
+	idle := mustRequest(t, n, nil)
+	late := mustRequest(t, n, nil) // touched after Close by Remove alone
+	require.Empty(t, n.requests, "a request with nothing for Close to do is not listed")
+	require.Equal(t, Stats{Subscriptions: 3}, n.Stats(), "yet it is counted")
+
+	one := mustRequest(t, n, nil)
+	require.NoError(t, one.Subscribe(ctx, b[1].Cid())) // one key, missing: subscribeOne's commitWant
+	two := mustRequest(t, n, nil)
+	require.NoError(t, two.Subscribe(ctx, keysOf(b[2:])...)) // the general path's want
+	watched := mustRequest(t, n, nil)
+	signal := watched.Messages()
+	require.ElementsMatch(t, []*Subscription{one, two, watched}, slices.Collect(maps.Keys(n.requests)))
+	require.Equal(t, Stats{Subscriptions: 6, Keys: 3, Wants: 3}, n.Stats())
+
+	idle.Remove()
+	require.NoError(t, idle.Err(), "removed before Close")
+	require.Equal(t, Stats{Subscriptions: 5, Keys: 3, Wants: 3}, n.Stats())
+
+	require.NoError(t, n.Close())
+	require.Equal(t, sorted(keysOf(b[1:])...), cancels.take())
+	requireIndexEmpty(t, n) // Stats{} too: the unlisted hit counts no more
+	require.Empty(t, n.requests)
+	_, open := <-signal
+	require.False(t, open, "Close closes a done signal made before it")
+	for _, r := range []*Subscription{hit, one, two, watched} {
+		require.ErrorIs(t, r.Err(), ErrClosed)
+		closedNow(t, r)
+		require.ErrorIs(t, r.Subscribe(ctx, b[3].Cid()), ErrClosed)
+	}
+	late.Remove()
+	require.ErrorIs(t, late.Err(), ErrClosed, "Close came first")
+	closedNow(t, late)
+	require.NoError(t, idle.Err())
+	require.Empty(t, got.take())
+	require.Equal(t, Stats{}, n.Stats())
+}
+
+// Close begins while an unlisted request's one-key Subscribe is in its Get:
+// a miss may not record its want (Close has collected the registry without
+// it; the want would outlive Close), and a hit may not be delivered (Err()
+// already says ErrClosed). Either Subscribe returns ErrClosed and leaves
+// nothing behind.
+func TestRequest_OneKeySubscribeDuringCloseCommitsNothing(t *testing.T) {
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ps := newParkStore(1, 0)
+				n, cancels := newWithCancels(t, ps)
+				b := mkBlocks("request-during-close", 1)[0]
+				if stored {
+					require.NoError(t, ps.Blockstore.PutMany(ctx, []blocks.Block{b}))
+				}
+				got := &msgLog{}
+				r := mustRequest(t, n, got.record)
+				sub, closed := make(chan error, 1), make(chan error, 1)
+				go func() { sub <- r.Subscribe(ctx, b.Cid()) }()
+				synctest.Wait() // parked in its Get
+				go func() { closed <- n.Close() }()
+				synctest.Wait() // Close waits for the Get
+				require.False(t, returned(closed))
+				require.ErrorIs(t, r.Err(), ErrClosed, "Close has begun")
+				ps.getRel <- struct{}{}
+				synctest.Wait()
+				require.NoError(t, <-closed)
+				require.ErrorIs(t, <-sub, ErrClosed)
+				require.Empty(t, got.take(), "nothing delivered after Err() said ErrClosed")
+				require.Empty(t, cancels.take())
+				requireIndexEmpty(t, n)
+				require.Empty(t, n.requests)
+				require.ErrorIs(t, r.Err(), ErrClosed)
+				closedNow(t, r)
+			})
+		})
+	}
+}
+
+// A goroutine waiting on Messages() of a request that wants nothing is woken
+// by Close, and by Remove.
+func TestRequest_DoneSignalOfAnIdleRequestWakesItsWaiter(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n, _ := newWithCancels(t, nil)
+		r1, r2 := mustRequest(t, n, nil), mustRequest(t, n, nil)
+		woken := make(chan int, 2)
+		for i, r := range []*Subscription{r1, r2} {
+			go func() {
+				for range r.Messages() {
+				}
+				woken <- i
+			}()
+		}
+		synctest.Wait()
+		require.Empty(t, woken)
+		r1.Remove()
+		synctest.Wait()
+		require.Equal(t, 0, <-woken)
+		require.NoError(t, n.Close())
+		synctest.Wait()
+		require.Equal(t, 1, <-woken)
+		require.ErrorIs(t, r2.Err(), ErrClosed)
+	})
+}
+
+// Messages() racing Remove of a request not listed yet: doneSignal has found
+// no signal and waits for the request's lock while Remove, ahead of it,
+// closes the request. The request must not be listed then (it would stay in
+// the registry until Close), nor counted off twice: Stats stays exact, also
+// after a second Remove.
+func TestRequest_MessagesRacingRemoveListsNothing(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	r := mustRequest(t, n, nil)
+	r.mu.Lock()
+	removed, signal := make(chan struct{}), make(chan (<-chan ResponseMessage), 1)
+	go func() { r.Remove(); close(removed) }()
+	waitBlockedOnMutex(t, "closeIdle")
+	go func() { signal <- r.Messages() }()
+	waitBlockedOnMutex(t, "doneSignal")
+	r.mu.Unlock()
+	<-removed
+	_, open := <-<-signal
+	require.False(t, open)
+	require.NoError(t, r.Err())
+	require.Empty(t, n.requests, "a removed request was listed")
+	require.Equal(t, Stats{}, n.Stats())
+	r.Remove()
+	require.Equal(t, Stats{}, n.Stats())
+}
+
+// Stats counts live subscriptions in one counter: requests that enlist
+// meanwhile (their first Messages()) do not change it.
+func TestRequest_StatsExactWhileRequestsEnlist(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	for round := range 100 {
+		rs := make([]*Subscription, 64)
+		for i := range rs {
+			rs[i] = mustRequest(t, n, nil)
+		}
+		want := n.Stats()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, r := range rs {
+				r.Messages()
+			}
+		}()
+		for finished := false; !finished; {
+			select {
+			case <-done:
+				finished = true
+			default:
+			}
+			require.Equal(t, want, n.Stats(), "round %d", round)
+		}
+	}
 }

@@ -49,6 +49,7 @@ type Subscription struct {
 	exited   chan struct{}               // closed when the latest drain goroutine returns
 	quit     chan struct{}               // made with the first drain goroutine; closed by markClosed while draining, to stop drain
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
+	listed   bool                        // a request (anon) that is in n.requests; see enlist
 	err      error                       // why it ended; see Err
 
 	// keys maps each key s wants to its interest in the index. An entry whose
@@ -87,6 +88,11 @@ func (s *Subscription) doneSignal() chan ResponseMessage {
 	if c, ok := s.signal.Load().(chan ResponseMessage); ok {
 		return c
 	}
+	if s.anon {
+		s.mu.Lock()
+		s.enlist() // or else s is closed, and the signal closed with it
+		s.mu.Unlock()
+	}
 	if c := make(chan ResponseMessage); s.signal.CompareAndSwap(nil, c) {
 		return c
 	}
@@ -114,7 +120,54 @@ func (s *Subscription) Messages() <-chan ResponseMessage {
 func (s *Subscription) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.err == nil && s.lazilyClosed() {
+		return ErrClosed
+	}
 	return s.err
+}
+
+// lazilyClosed reports whether s is a request that Close does not know of
+// (see enlist) and Close has begun: s is closed, as if by Close, though
+// nothing marked it. The caller holds s.mu.
+func (s *Subscription) lazilyClosed() bool {
+	return s.anon && !s.listed && !s.closed.Load() && s.n.closed.Load()
+}
+
+// ended reports whether s is closed. The caller holds s.mu. A request that
+// Close has begun for without knowing of it (lazilyClosed) is closed first,
+// with ErrClosed, as Close would have closed it: it wants nothing, so that
+// needs no shard lock.
+func (s *Subscription) ended() bool {
+	if s.lazilyClosed() {
+		s.markClosed(ErrClosed)
+	}
+	return s.closed.Load()
+}
+
+// enlist lists the request s in the registry, unless it is listed already,
+// so that Close finds it (see the comment above it in notifier.go). The
+// caller holds s.mu, and calls it before s records a want or makes its done
+// signal. If Close has begun, s is closed with ErrClosed instead and enlist
+// reports false. It does nothing for the other subscriptions, which New*
+// listed.
+func (s *Subscription) enlist() bool {
+	if !s.anon || s.listed {
+		return true
+	}
+	if s.closed.Load() {
+		return false // removed before it was listed: nothing for Close to do
+	}
+	n := s.n
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		s.markClosed(ErrClosed)
+		return false
+	}
+	n.requests[s] = struct{}{}
+	s.listed = true
+	n.loose.Add(-1) // counted in live since NewRequest
+	return true
 }
 
 // closedErr is what operations on a closed subscription return.
@@ -303,7 +356,7 @@ func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk block
 	if x.version(k) != ver {
 		return false, false, nil
 	}
-	if s.closed.Load() {
+	if s.ended() {
 		return true, false, s.closedErr()
 	}
 	return true, s.accept(ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
@@ -315,7 +368,7 @@ func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk block
 func (s *Subscription) commitWant(x *shardIndex, k cid.Cid) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed.Load() {
+	if s.ended() || !s.enlist() {
 		return s.closedErr()
 	}
 	s.record(k, x.add(k, nil, s))
@@ -415,8 +468,11 @@ func isNotFound(err error) bool {
 func (s *Subscription) want(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.closed.Load() {
+	if s.ended() {
 		return s.closedErr()
+	}
+	if !s.listed && s.anon && slices.ContainsFunc(o.hits, func(h hit) bool { return h.blk == nil || h.e != nil }) && !s.enlist() {
+		return s.closedErr() // a want to record, and Close has begun
 	}
 	o.self[0] = s
 	found, shared := 0, 0
@@ -672,7 +728,9 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 	}
 	clear(s.keys)
 	s.stale = 0
-	s.n.unregister(s) // NOTE: n.mu under s.mu (and shard locks, in commitClose); n.mu is a leaf
+	if !s.anon || s.listed {
+		s.n.unregister(s) // NOTE: n.mu under s.mu (and shard locks, in commitClose); n.mu is a leaf
+	}
 	return exited
 }
 
@@ -752,6 +810,13 @@ func (s *Subscription) markKeys(o *op) {
 func (s *Subscription) markClosed(err error) {
 	if s.closed.Load() {
 		return
+	}
+	if s.anon && !s.listed {
+		if err == nil && s.n.closed.Load() {
+			err = ErrClosed // closed lazily already (see enlist)
+		}
+		s.n.loose.Add(-1)
+		s.n.live.Add(-1)
 	}
 	s.err = err
 	s.closed.Store(true)
