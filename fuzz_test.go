@@ -275,6 +275,10 @@ func (h *fuzzHarness) pick(d *fuzzDecoder) (int, bool) {
 
 func (h *fuzzHarness) newSubscription(b byte) {
 	id, fn := uint64(b&3), b&4 == 0
+	if b >= 0xf8 {
+		h.newRequest()
+		return
+	}
 	want, werr := h.m.newSubscription(id, fn)
 	fs := &fuzzSub{}
 	var err error
@@ -284,6 +288,17 @@ func (h *fuzzHarness) newSubscription(b byte) {
 		fs.s, err = h.n.NewSubscription(id)
 	}
 	h.checkErr(fmt.Sprintf("NewSubscription(id=%d, func=%v)", id, fn), err, werr)
+	if want != nil {
+		h.subs = append(h.subs, fs)
+	}
+}
+
+func (h *fuzzHarness) newRequest() {
+	want, werr := h.m.newRequest()
+	fs := &fuzzSub{}
+	var err error
+	fs.s, err = h.n.NewRequest(func(msg notifier.ResponseMessage) { h.onMessage(fs, msg) })
+	h.checkErr("NewRequest", err, werr)
 	if want != nil {
 		h.subs = append(h.subs, fs)
 	}
@@ -535,7 +550,8 @@ func keyNames(keys []int) string {
 //	config: c0 (bits 0-2: 7 = notify only; bits 3-7 mod 3: shards 1, 2, 64),
 //	        c1 (bits 0-1: buffer 0, 1, 2, 32; bits 2-7 mod 3: max pending 0, 1, 2)
 //	then operations, each an opcode byte mod 16 and its arguments:
-//	  0-1   NewSubscription  b: bits 0-1 session ID, bit 2 set = channel, clear = func
+//	  0-1   NewSubscription  b: bits 0-1 session ID, bit 2 set = channel, clear = func;
+//	                         b >= 0xf8: NewRequest instead
 //	  2-4   Subscribe        sub, ctx, n (mod 5), n keys
 //	  5     Unsubscribe      sub, n (mod 5), n keys
 //	  6     Remove           sub

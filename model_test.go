@@ -172,6 +172,19 @@ func (m *model) newSubscription(id uint64, fn bool) (*mSub, error) {
 	return s, nil
 }
 
+// newRequest is NewRequest: a subscription with a delivery function and no
+// session ID, so it never collides. The model keys it in live by an ID of its
+// own, above every session ID.
+func (m *model) newRequest() (*mSub, error) {
+	if m.closed {
+		return nil, notifier.ErrClosed
+	}
+	s := &mSub{id: 1<<32 + uint64(len(m.subs)), fn: true, wants: make(map[int]bool)}
+	m.subs = append(m.subs, s)
+	m.live[s.id] = s
+	return s, nil
+}
+
 // The model of Subscribe and Publish is in two parts, the checks done before
 // an operation looks at the index (early: validation, Close, a cancelled
 // context) and the rest (commit), because the fuzz test starts the second
