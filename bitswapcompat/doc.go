@@ -49,7 +49,9 @@
 // there cannot remove its own subscription: it queues it, and the function
 // that ran the delivery (Publish, Subscribe, PublishMessage, or the
 // SessionInterestManager's RecordSessionInterest) removes it before it
-// returns. A call completed by a Publish made directly on the Notifier is
+// returns. A call completed before its own Subscribe has returned (a block in
+// the blockstore, the GetBlock of a client) is not queued: that Subscribe
+// removes it, and such a call never takes the PubSub's lock. A call completed by a Publish made directly on the Notifier is
 // removed by the next of those; until then it holds no want and no
 // goroutine, only its registration.
 //

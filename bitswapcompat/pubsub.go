@@ -73,10 +73,11 @@ type call struct {
 
 	// mu guards the fields below. The call's delivery function holds it while
 	// it runs, under the Notifier's locks.
-	mu    sync.Mutex
-	ended bool        // the call has ended: ch is closed or being closed
-	left  pending     // keys whose block has not arrived
-	stop  func() bool // stops the context.AfterFunc that ends the call
+	mu          sync.Mutex
+	ended       bool        // the call has ended: ch is closed or being closed
+	subscribing bool        // its Subscribe has not returned: a delivery that completes c leaves the rest to it (see track)
+	left        pending     // keys whose block has not arrived
+	stop        func() bool // stops the context.AfterFunc that ends the call
 
 	next *call // the next call in PubSub.finished; guarded by PubSub.mu
 }
@@ -183,35 +184,55 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	if ps.wrap != nil {
 		c.start = time.Now()
 	}
-	if !ps.register(c) {
-		return ch
-	}
-	if err := c.sub.Subscribe(ctx, c.keys...); err != nil {
+	sub, err := ps.n.NewRequest(c.deliver)
+	if err != nil { // shut down
 		report(ps.onErr, err)
 		c.end()
 		return ch
 	}
-	c.watch(ctx)
+	c.sub, c.subscribing = sub, true
+	if err := sub.Subscribe(ctx, c.keys...); err != nil {
+		report(ps.onErr, err)
+		c.end()
+		return ch
+	}
+	if ps.track(c) {
+		c.watch(ctx)
+	}
 	ps.reap()
 	return ch
 }
 
-// register makes c a request subscription of the Notifier and a live call. If
-// the PubSub is shut down it ends c and returns false.
-func (ps *PubSub) register(c *call) bool {
-	sub, err := ps.n.NewRequest(c.deliver)
-	if err != nil {
-		report(ps.onErr, err)
-		c.end()
+// track ends c's Subscribe. A call that its Subscribe completed, as the
+// GetBlock of a block in the blockstore is, has only its subscription to
+// remove; track removes it and reports false. A call still waiting becomes a
+// live call, which Shutdown ends, and track reports true; if the PubSub was
+// shut down meanwhile, track ends c and reports false. So a call enters
+// PubSub.calls only once it outlives its Subscribe, and one that does not
+// takes no PubSub.mu at all.
+//
+// Shutdown sets closed before it collects calls, and track checks closed
+// under the same lock, so a call that track lists is ended by Shutdown, and
+// one that it does not, by track. A delivery that completes c, from its own
+// Subscribe or from a Publish running meanwhile, finds subscribing set and
+// leaves the removal to track; so c never enters calls, nor finished, once
+// completed. Listing c before its Subscribe and letting Shutdown end it there
+// is what this replaces: three PubSub.mu sections and a map entry per call.
+func (ps *PubSub) track(c *call) bool {
+	c.mu.Lock()
+	c.subscribing = false
+	if c.ended {
+		c.mu.Unlock()
+		c.sub.Remove()
 		return false
 	}
-	c.sub = sub
-	ps.mu.Lock()
+	ps.mu.Lock() // c.mu, then ps.mu, as in deliver
 	closed := ps.closed
 	if !closed {
 		ps.calls[c] = struct{}{}
 	}
 	ps.mu.Unlock()
+	c.mu.Unlock()
 	if closed {
 		c.end()
 	}
@@ -273,6 +294,9 @@ func (c *call) deliver(m notifier.ResponseMessage) {
 	if c.stop != nil {
 		c.stop() // does not wait: it only unregisters from ctx
 	}
+	if c.subscribing {
+		return // track removes c's subscription
+	}
 	c.ps.finish(c)
 }
 
@@ -323,7 +347,9 @@ func (ps *PubSub) finish(c *call) {
 
 // reap removes the subscriptions of completed calls. Every method that can
 // run a delivery calls it before returning, so a completed call leaves
-// nothing in the Notifier once that method has returned.
+// nothing in the Notifier once that method, and the call's own Subscribe,
+// have returned (a call completed before its Subscribe returns is removed
+// by that Subscribe; see track).
 func (ps *PubSub) reap() {
 	if ps.nfinish.Load() == 0 {
 		return

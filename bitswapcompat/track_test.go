@@ -1,0 +1,94 @@
+package bitswapcompat
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+)
+
+// A Subscribe call enters PubSub.calls only if it outlives its Subscribe
+// (track). These tests act at the one point where that matters: after the
+// Notifier's Subscribe has committed and before track runs. The Notifier
+// reports each Subscribe as an event on the caller's recording span once it
+// holds no lock (observe.go), so a span whose AddEvent runs a function acts
+// there, on the Subscribe's goroutine.
+
+// hookSpan is a recording span whose AddEvent runs hook, once.
+type hookSpan struct {
+	noop.Span
+	hook func()
+}
+
+func (s *hookSpan) IsRecording() bool { return true }
+
+func (s *hookSpan) AddEvent(string, ...trace.EventOption) {
+	if h := s.hook; h != nil {
+		s.hook = nil
+		h()
+	}
+}
+
+func hooked(hook func()) context.Context {
+	return trace.ContextWithSpan(context.Background(), &hookSpan{hook: hook})
+}
+
+// A Publish that completes a call while the call's Subscribe is still
+// running leaves the removal of its subscription to that Subscribe: once it
+// returns, the call's channel holds the block and is closed, and nothing is
+// left, in the PubSub or in the Notifier.
+func TestTrack_CallCompletedDuringItsSubscribeLeavesNothing(t *testing.T) {
+	ps, sim := New(newStore())
+	defer ps.Shutdown()
+	b := newBlocks(t, 1)[0]
+	ch := ps.Subscribe(hooked(func() { ps.Publish("peer", b) }), b.Cid())
+	requireReceived(t, ch, true, b)
+	requireIdle(t, ps, sim)
+}
+
+// A Shutdown that runs after the Notifier's Subscribe has recorded the call's
+// want, but before the call is listed, cannot end the call: track must, so
+// that the channel is closed once Subscribe returns.
+func TestTrack_ShutdownDuringSubscribeClosesTheChannel(t *testing.T) {
+	ps, _ := New(newStore())
+	b := newBlocks(t, 1)[0]
+	ch := ps.Subscribe(hooked(ps.Shutdown), b.Cid())
+	requireReceived(t, ch, true)
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Empty(t, ps.calls)
+}
+
+// A call whose blocks the blockstore had ends inside its Subscribe and takes
+// no PubSub.mu: it is never listed, nor queued for reap. The test holds
+// PubSub.mu throughout the calls; one that took it would not return.
+func TestTrack_CallCompletedInItsSubscribeIsNeverListed(t *testing.T) {
+	bs := newStore()
+	b := newBlocks(t, 2)
+	require.NoError(t, bs.PutMany(context.Background(), b))
+	ps, sim := New(bs)
+	defer ps.Shutdown()
+	chs := make(chan (<-chan blocks.Block), 2)
+	ps.mu.Lock()
+	go func() {
+		chs <- ps.Subscribe(context.Background(), b[0].Cid())
+		chs <- ps.Subscribe(context.Background(), cidsOf(b...)...)
+	}()
+	var got [2]<-chan blocks.Block
+	for i := range got {
+		select {
+		case got[i] = <-chs:
+		case <-time.After(10 * time.Second):
+			ps.mu.Unlock()
+			t.Fatalf("Subscribe %d waits for PubSub.mu", i)
+		}
+	}
+	ps.mu.Unlock()
+	requireReceived(t, got[0], true, b[0])
+	requireReceived(t, got[1], true, b...)
+	requireIdle(t, ps, sim)
+}
