@@ -110,14 +110,16 @@ func (x *shardIndex) touch(k cid.Cid) { x.vers[bucketOf(k)].Add(1) }
 // version returns the version of k's bucket.
 func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load() }
 
-// alone reports whether a Subscribe of k by s may skip the reservations: no
-// operation holds or waits for k (res, marks), and no subscription of s's
-// kind, s included, wants it, so that a block found for k is for s alone.
-func (x *shardIndex) alone(k cid.Cid, s *Subscription) bool {
+// alone reports whether a Subscribe of k by a subscription whose wants end at
+// delivery (not an interest subscription) may skip the reservations: no
+// operation holds or waits for k (res, marks), and no subscription of that
+// kind, the subscriber included, wants it, so that a block found for k is for
+// the subscriber alone.
+func (x *shardIndex) alone(k cid.Cid) bool {
 	if len(x.res) > 0 && x.res[k] != nil || len(x.marks) > 0 && x.marks[k] != nil {
 		return false
 	}
-	return x.lookupFor(k, s) == nil
+	return x.wants[k] == nil
 }
 
 // table returns the map in which s's wants live.

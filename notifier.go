@@ -229,13 +229,130 @@ func (n *Notifier) NewRequest(f func(ResponseMessage)) (*Subscription, error) {
 	if f == nil {
 		f = func(ResponseMessage) {}
 	}
+	s := n.newRequest(f)
+	n.m.refresh(n) // observe.go hook
+	return s, nil
+}
+
+// newRequest is NewRequest once the checks are done.
+func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 	s := newSubscription(n, 0, -1)
 	s.fn = f
 	s.anon = true
 	n.live.Add(1)
 	n.loose.Add(1)
+	return s
+}
+
+// Fetch is the GetBlock of a bitswap client: one request for the block of k,
+// checked in the blockstore and subscribed in one atomic step, as
+// NewRequest(newFunc()) and a Subscribe of k are. If the blockstore has the
+// block, Fetch returns it and creates nothing: there is no subscription to
+// remove, and newFunc is not called. Otherwise it calls newFunc once, holding
+// no lock, for the delivery function f of a request subscription that wants
+// k, and returns that request, which the caller removes when it is done; f
+// follows the rules of NewSubscriptionFunc and may receive the block before
+// Fetch returns (then the request wants nothing more). A nil newFunc, or a
+// nil f, discards the messages. newFunc lets a caller that keeps state per
+// call (a channel to send into, say) make it only for a call that waits. On
+// an error (ErrInvalidCid, ErrClosed, a failed blockstore check, ctx) nothing
+// is created or changed. Fetch is safe for concurrent use and blocks as
+// Subscribe does.
+//
+// When nobody else wants or reserves k, Fetch calls Get holding no lock, as
+// a one-key Subscribe does (shard.go, peek), and does not even create the
+// request if Get finds the block: the request would want nothing, receive
+// the block and be removed, and no other operation could have seen it. So a
+// hit commits nothing and takes no lock after the Get. It needs no version
+// check either, unlike the one-key Subscribe, whose version check guards
+// the subscription's own wants: here there is none. Nor does G5 ask for the
+// shard lock again: an operation that ends a want of k reports k to the
+// cancel function before it releases k's shard lock, so a Fetch that begins
+// after it returned finds, at peek, the cancel function returned; one that
+// begins before is concurrent with it and takes effect at its peek. A miss
+// creates the request and commits its want under the shard lock if k's
+// version has not moved, as subscribeOne does; if it has, or k is not alone
+// at peek, Fetch falls back to NewRequest and Subscribe.
+func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(ResponseMessage)) (blocks.Block, *Subscription, error) {
+	if !k.Defined() {
+		return nil, nil, fmt.Errorf("notifier: fetch: key: %w", ErrInvalidCid)
+	}
+	if n.closed.Load() {
+		return nil, nil, ErrClosed
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, nil, fmt.Errorf("notifier: subscribe: %w", err)
+	}
+	var p probe
+	p.begin(n, ctx) // observe.go hook
+	var s *Subscription
+	if n.bs != nil {
+		blk, made, err, handled := n.fetchOne(ctx, k, newFunc, &p)
+		if handled {
+			return blk, made, err
+		}
+		s = made // a request made for a miss whose commit found k's version moved
+	}
+	if s == nil {
+		s = n.newRequest(deliveryFunc(newFunc))
+	}
+	if err := s.subscribeAll(ctx, []cid.Cid{k}, p); err != nil {
+		s.Remove()
+		return nil, nil, err
+	}
 	n.m.refresh(n) // observe.go hook
-	return s, nil
+	return nil, s, nil
+}
+
+// deliveryFunc is the delivery function of a request that Fetch makes.
+func deliveryFunc(newFunc func() func(ResponseMessage)) func(ResponseMessage) {
+	var f func(ResponseMessage)
+	if newFunc != nil {
+		f = newFunc()
+	}
+	if f == nil {
+		f = func(ResponseMessage) {}
+	}
+	return f
+}
+
+// fetchOne is Fetch without reservations (see Fetch and peek). It reports
+// handled false when the caller must take the general path, having changed
+// nothing but, if it made it, returning the request that wants nothing yet.
+func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(ResponseMessage), p *probe) (_ blocks.Block, _ *Subscription, _ error, handled bool) {
+	sh, ver, _, ok := n.peek(k)
+	if !ok {
+		return nil, nil, nil, false
+	}
+	t := p.clock() // observe.go hook
+	blk, err := n.getUnlocked(ctx, k)
+	if err != nil && isNotFound(err) {
+		blk, err = nil, nil
+	}
+	p.storeDone(t, 0, err) // observe.go hook
+	if err == nil && blk != nil {
+		p.end(opSubscribe, 1, 1, 0) // observe.go hook
+		return blk, nil, nil, true
+	}
+	var s *Subscription
+	if err == nil {
+		s = n.newRequest(deliveryFunc(newFunc)) // before relock: no allocation under the shard lock
+	}
+	if !n.relock(sh, k, ver) {
+		p.err = nil // not the call's error (see subscribeOne)
+		return nil, s, nil, false
+	}
+	if err != nil {
+		n.unlockShard(sh)
+		p.end(opSubscribe, 1, 0, 0) // observe.go hook
+		return nil, nil, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err), true
+	}
+	err = s.commitWant(&n.shards[sh].idx, k)
+	n.unlockShard(sh)
+	if err = s.endOne(p, nil, false, err); err != nil {
+		return nil, nil, err, true // s is closed (Close has begun)
+	}
+	return nil, s, nil, true
 }
 
 // A request (NewRequest) enters the registry, where Close finds it, only when

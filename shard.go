@@ -409,23 +409,24 @@ func (o *op) wakeWaiters() {
 //     from a stale one needs the index, hence the shard lock; the version
 //     answers without it.
 
-// peek is the first critical section of Subscription.subscribeOne: under
-// k's shard lock it checks that the Notifier is open and that a Subscribe of
-// k by s may skip the reservations (shardIndex.alone), and if so counts an
-// operation in the blockstore, as reserve does, so that Close waits for the
-// Get, and returns k's shard and version. Otherwise ok is false and the
-// caller takes the general path. wanted reports whether a subscription of
-// the other kind wants k: then a hit commits under the shard lock.
-func (n *Notifier) peek(k cid.Cid, s *Subscription) (sh int32, ver uint64, wanted, ok bool) {
+// peek is the first critical section of Subscription.subscribeOne and of
+// Notifier.Fetch: under k's shard lock it checks that the Notifier is open
+// and that a Subscribe of k by a subscription that is not an interest
+// subscription may skip the reservations (shardIndex.alone), and if so counts
+// an operation in the blockstore, as reserve does, so that Close waits for
+// the Get, and returns k's shard and version. Otherwise ok is false and the
+// caller takes the general path. wanted reports whether an interest
+// subscription wants k: then a hit commits under the shard lock.
+func (n *Notifier) peek(k cid.Cid) (sh int32, ver uint64, wanted, ok bool) {
 	sh = n.shardOf(k)
 	x := &n.shards[sh]
 	x.mu.Lock()
 	defer x.mu.Unlock()
-	if n.closed.Load() || !x.idx.alone(k, s) {
+	if n.closed.Load() || !x.idx.alone(k) {
 		return sh, 0, false, false
 	}
 	n.inflight.Add(1)
-	return sh, x.idx.version(k), x.idx.wanted(k), true
+	return sh, x.idx.version(k), x.idx.held[k] != nil, true // alone: nobody in wants
 }
 
 // getUnlocked is the Get of Subscription.subscribeOne, holding no lock,

@@ -220,6 +220,13 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 			return err
 		}
 	}
+	return s.subscribeAll(ctx, keys, p)
+}
+
+// subscribeAll is Subscribe on the general path, with the keys reserved; p
+// carries the time of a Get that subscribeOne or Fetch made before it.
+func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe) error {
+	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
 	o.probe = p                        // with the time of subscribeOne's Get, if it started over
@@ -274,7 +281,7 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	if s.keeps || n.bs == nil || s.closed.Load() {
 		return false, nil
 	}
-	sh, ver, wanted, ok := n.peek(k, s)
+	sh, ver, wanted, ok := n.peek(k) // s.keeps is false
 	if !ok {
 		return false, nil
 	}

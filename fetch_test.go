@@ -1,0 +1,225 @@
+package notifier
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// Fetch: the GetBlock of a client, NewRequest and a Subscribe of one key in
+// one call, which creates nothing when the blockstore has the block.
+
+// maker is a newFunc for Fetch that hands out got.record and counts its
+// calls.
+type maker struct {
+	got   msgLog
+	calls atomic.Int32
+}
+
+func (m *maker) newFunc() func(ResponseMessage) {
+	m.calls.Add(1)
+	return m.got.record
+}
+
+// A stored block is returned and nothing is created: no subscription, no
+// want, no delivery, no cancel, no registry entry.
+func TestFetch_HitCreatesNothing(t *testing.T) {
+	cs := &countStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, cs)
+	b := mkBlocks("fetch-hit", 1)[0]
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}))
+	m := &maker{}
+	blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+	require.NoError(t, err)
+	require.Nil(t, s)
+	require.Equal(t, b, blk)
+	require.Zero(t, m.calls.Load(), "no request, no delivery function")
+	got := &m.got
+	require.EqualValues(t, 1, cs.get.Load(), "one Get")
+	require.Empty(t, got.take())
+	require.Empty(t, cancels.take())
+	require.Equal(t, Stats{}, n.Stats())
+	require.Empty(t, n.requests)
+}
+
+// A missing block: Fetch returns a request that wants the key, as NewRequest
+// and Subscribe would; its function gets the block when it is published,
+// which ends the want and reports the key to the cancel function.
+func TestFetch_MissReturnsARequestThatWantsTheKey(t *testing.T) {
+	for _, bs := range []Blockstore{memStore(), nil} {
+		n, cancels := newWithCancels(t, bs)
+		b := mkBlocks("fetch-miss", 1)[0]
+		m := &maker{}
+		got := &m.got
+		blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+		require.NoError(t, err)
+		require.Nil(t, blk)
+		require.NotNil(t, s)
+		require.EqualValues(t, 1, m.calls.Load())
+		require.Zero(t, s.ID())
+		require.True(t, s.Wants(b.Cid()))
+		require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{b}}))
+		require.Equal(t, []ResponseMessage{{From: "p", Blocks: []blocks.Block{b}}}, got.take())
+		require.Equal(t, []cid.Cid{b.Cid()}, cancels.take())
+		s.Remove()
+		require.Equal(t, Stats{}, n.Stats())
+	}
+}
+
+// A key that another request wants, with a block stored behind the
+// Notifier's back: Fetch takes the general path, whose Subscribe finds the
+// block and hands it to the new request's function and, as Subscribe does,
+// to the other request waiting for it. Fetch returns the request, which then
+// wants nothing.
+func TestFetch_KeyWantedByAnotherTakesTheGeneralPath(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("fetch-shared", 1)[0]
+	otherGot := &msgLog{}
+	other := mustRequest(t, n, otherGot.record)
+	require.NoError(t, other.Subscribe(ctx, b.Cid()))
+	require.NoError(t, bs.PutMany(ctx, []blocks.Block{b})) // behind its back
+	m := &maker{}
+	got := &m.got
+	blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+	require.NoError(t, err)
+	require.Nil(t, blk)
+	require.NotNil(t, s)
+	require.EqualValues(t, 1, m.calls.Load())
+	want := []ResponseMessage{{Blocks: []blocks.Block{b}}}
+	require.Equal(t, want, got.take())
+	require.Equal(t, want, otherGot.take())
+	require.False(t, s.Wants(b.Cid()))
+	require.Equal(t, []cid.Cid{b.Cid()}, cancels.take(), "the other's want ended")
+	s.Remove()
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
+// Errors create and change nothing: an undefined key, a cancelled context,
+// a failed blockstore check, a closed Notifier.
+func TestFetch_ErrorsChangeNothing(t *testing.T) {
+	errGet := errors.New("get failed")
+	hs := &hookStore{Blockstore: memStore(), onGet: func(cid.Cid) error { return errGet }}
+	n, cancels := newWithCancels(t, hs)
+	k := mkBlocks("fetch-err", 1)[0].Cid()
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	for _, tc := range []struct {
+		ctx  context.Context
+		k    cid.Cid
+		want error
+	}{
+		{ctx, cid.Undef, ErrInvalidCid},
+		{cancelled, k, context.Canceled},
+		{ctx, k, errGet},
+	} {
+		blk, s, err := n.Fetch(tc.ctx, tc.k, nil)
+		require.ErrorIs(t, err, tc.want)
+		require.Nil(t, blk)
+		require.Nil(t, s)
+		require.Equal(t, Stats{}, n.Stats())
+		require.Empty(t, n.requests)
+	}
+	other := mustRequest(t, n, nil) // the general path fails too, and leaves only other
+	hs.onGet = nil
+	require.NoError(t, other.Subscribe(ctx, k))
+	hs.onGet = func(cid.Cid) error { return errGet }
+	blk, s, err := n.Fetch(ctx, k, nil)
+	require.ErrorIs(t, err, errGet)
+	require.Nil(t, blk)
+	require.Nil(t, s)
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	require.Equal(t, []*Subscription{other}, slices.Collect(maps.Keys(n.requests)))
+	require.Empty(t, cancels.take())
+	require.NoError(t, n.Close())
+	_, _, err = n.Fetch(ctx, k, nil)
+	require.ErrorIs(t, err, ErrClosed)
+	_, _, err = n.Fetch(ctx, cid.Undef, nil)
+	require.ErrorIs(t, err, ErrInvalidCid, "bad input first, closed or not")
+}
+
+// G1 and G11: a local Publish of the key while Fetch's Get is parked does
+// not wait for it; the Get misses, the key's version has moved, and Fetch
+// starts over on the general path, waits for the Publish's reservation and
+// hands the block to the request's function. Without the version check the
+// want would be recorded after the Publish found nobody to deliver to.
+func TestFetch_PublishDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 1)
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("fetch-pub", 1)[0]
+		m := &maker{}
+		got := &m.got
+		type result struct {
+			blk blocks.Block
+			s   *Subscription
+			err error
+		}
+		fetched, pub := make(chan result, 1), make(chan error, 1)
+		go func() {
+			blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+			fetched <- result{blk, s, err}
+		}()
+		synctest.Wait()
+		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+		synctest.Wait()
+		require.Zero(t, ps.puts, "the Publish reaches its PutMany without waiting for the Get")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.False(t, returned(fetched), "Fetch waits for the Publish that reserves its key")
+		ps.putRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-pub)
+		r := <-fetched
+		require.NoError(t, r.err)
+		if r.blk == nil { // the general path delivered it to the request
+			require.NotNil(t, r.s)
+			require.EqualValues(t, 1, m.calls.Load(), "the request made for the miss is the one subscribed again")
+			require.Equal(t, []ResponseMessage{{Blocks: []blocks.Block{b}}}, got.take())
+			require.False(t, r.s.Wants(b.Cid()))
+			r.s.Remove()
+		} else {
+			require.Equal(t, b, r.blk)
+			require.Nil(t, r.s)
+		}
+		require.Equal(t, Stats{}, n.Stats())
+		require.Empty(t, cancels.take())
+	})
+}
+
+// G7: Close waits for Fetch's Get; a miss then records nothing and Fetch
+// returns ErrClosed.
+func TestFetch_CloseDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 0)
+		n, cancels := newWithCancels(t, ps)
+		fetched, closed := make(chan error, 1), make(chan error, 1)
+		go func() {
+			_, s, err := n.Fetch(ctx, mkBlocks("fetch-close", 1)[0].Cid(), nil)
+			if s != nil {
+				err = errors.New("a request was returned")
+			}
+			fetched <- err
+		}()
+		synctest.Wait()
+		go func() { closed <- n.Close() }()
+		synctest.Wait()
+		require.False(t, returned(closed), "Close waits for the Get")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-closed)
+		require.ErrorIs(t, <-fetched, ErrClosed)
+		require.Empty(t, cancels.take())
+		requireIndexEmpty(t, n)
+		require.Empty(t, n.requests)
+	})
+}
