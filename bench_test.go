@@ -514,6 +514,7 @@ const (
 	benchLifeGet     = "get"              // the blockstore's Get alone
 	benchLifeSub     = "notifier"         // NewSubscription, Subscribe, <-Messages(), Remove
 	benchLifeRequest = "notifier-request" // NewRequest, Subscribe (delivers to its func), Remove
+	benchLifeFetch   = "notifier-fetch"   // Fetch (returns the block, creates nothing)
 	benchLifeCompat  = "compat"           // bitswapcompat.PubSub.Subscribe, receive
 )
 
@@ -522,7 +523,8 @@ const (
 // NewSubscription with a session ID never used before, Subscribe of the key,
 // the receipt of its block from Messages(), and Remove; impl=notifier-request
 // is NewRequest (the block goes to its function, inside Subscribe),
-// Subscribe and Remove; impl=compat is a Subscribe call of bitswapcompat's
+// Subscribe and Remove; impl=notifier-fetch is Fetch, which returns the
+// block and creates nothing; impl=compat is a Subscribe call of bitswapcompat's
 // PubSub (shared wiring: New on the store) and the receipt of the block;
 // impl=get is the blockstore's Get alone, the reference of the target. One
 // op is one call; ns/key is the same figure. The keys cycle through 1024
@@ -532,7 +534,7 @@ func BenchmarkW4Life(b *testing.B) {
 	keys := benchkit.Keys(blks)
 	for _, kind := range benchW4LifeStores {
 		b.Run("store="+kind, func(b *testing.B) {
-			for _, impl := range []string{benchLifeGet, benchLifeSub, benchLifeRequest, benchLifeCompat} {
+			for _, impl := range []string{benchLifeGet, benchLifeSub, benchLifeRequest, benchLifeFetch, benchLifeCompat} {
 				b.Run("impl="+impl, func(b *testing.B) { benchW4Life(b, kind, impl, blks, keys) })
 			}
 		})
@@ -549,13 +551,22 @@ func benchW4Life(b *testing.B, kind, impl string, blks []blocks.Block, keys []ci
 	}
 	var call func(i int, key cid.Cid) bool
 	switch impl {
-	case benchLifeSub, benchLifeRequest:
+	case benchLifeSub, benchLifeRequest, benchLifeFetch:
 		n := notifier.New(st.Notifier(), notifier.WithCancelFunc(benchkit.NoCancel))
 		defer closeOrFail(b, n)
-		if impl == benchLifeSub {
+		switch impl {
+		case benchLifeSub:
 			call = func(i int, key cid.Cid) bool { return benchLifeSubscription(ctx, b, n, uint64(i)+1, key) }
-		} else {
+		case benchLifeRequest:
 			call = func(_ int, key cid.Cid) bool { return benchLifeRequestCall(ctx, b, n, key) }
+		default:
+			call = func(_ int, key cid.Cid) bool {
+				blk, s, err := n.Fetch(ctx, key, nil)
+				if err != nil || s != nil {
+					b.Fatalf("Fetch of a stored key: %v, subscription %v", err, s)
+				}
+				return blk.Cid() == key
+			}
 		}
 	case benchLifeCompat:
 		ps, _ := bitswapcompat.NewWithOptions(st.Notifier(), bitswapcompat.WithCancelFunc(benchkit.NoCancel))
