@@ -175,32 +175,77 @@ func (c *call) arrived(k cid.Cid) bool {
 // same keys. The PubSub closes the channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
 	ch := make(chan blocks.Block, len(keys))
-	c := &call{ps: ps, ch: ch}
-	c.distinct(keys)
 	if len(keys) == 0 {
 		close(ch)
 		return ch
 	}
+	var start time.Time
 	if ps.wrap != nil {
-		c.start = time.Now()
+		start = time.Now()
 	}
+	if k, ok := oneKey(keys); ok {
+		return ps.fetch(ctx, ch, k, start)
+	}
+	c := &call{ps: ps, ch: ch, start: start, subscribing: true}
+	c.distinct(keys)
 	sub, err := ps.n.NewRequest(c.deliver)
-	if err != nil { // shut down
-		report(ps.onErr, err)
-		c.end()
+	if err == nil {
+		c.sub = sub
+		err = sub.Subscribe(ctx, c.keys...)
+	}
+	return ps.started(ctx, c, err)
+}
+
+// oneKey reports whether keys name one defined key, k, however many times.
+func oneKey(keys []cid.Cid) (k cid.Cid, ok bool) {
+	k = keys[0]
+	for _, other := range keys[1:] {
+		if other != k {
+			return cid.Undef, false
+		}
+	}
+	return k, k.Defined()
+}
+
+// fetch is Subscribe of the one key k, the GetBlock of a client
+// (Notifier.Fetch): a block in the blockstore is sent into ch, which is then
+// closed, and nothing else is made, not even the call; otherwise the call
+// and its request are made, holding no lock, and wait as any other.
+func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, start time.Time) <-chan blocks.Block {
+	var c *call
+	blk, sub, err := ps.n.Fetch(ctx, k, func() func(notifier.ResponseMessage) {
+		c = &call{ps: ps, ch: ch, start: start, subscribing: true}
+		c.distinct([]cid.Cid{k})
+		return c.deliver
+	})
+	if err == nil && sub == nil {
+		ch <- ps.wrapBlock(blk, "", start) // as deliver hands a block that Subscribe found
+		ps.woke.Store(true)
+		close(ch)
 		return ch
 	}
-	c.sub, c.subscribing = sub, true
-	if err := sub.Subscribe(ctx, c.keys...); err != nil {
+	if c == nil { // an error before any request was made
+		report(ps.onErr, err)
+		close(ch)
+		return ch
+	}
+	c.sub = sub
+	return ps.started(ctx, c, err)
+}
+
+// started ends the Subscribe of c, whose request subscription is c.sub, if
+// made, err being the error of making it or of its Subscribe.
+func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks.Block {
+	if err != nil {
 		report(ps.onErr, err)
 		c.end()
-		return ch
+		return c.ch
 	}
 	if ps.track(c) {
 		c.watch(ctx)
 	}
 	ps.reap()
-	return ch
+	return c.ch
 }
 
 // track ends c's Subscribe. A call that its Subscribe completed, as the

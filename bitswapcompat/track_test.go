@@ -2,10 +2,15 @@ package bitswapcompat
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -91,4 +96,39 @@ func TestTrack_CallCompletedInItsSubscribeIsNeverListed(t *testing.T) {
 	requireReceived(t, got[0], true, b[0])
 	requireReceived(t, got[1], true, b...)
 	requireIdle(t, ps, sim)
+}
+
+// A block that the blockstore has goes through the BlockWrapper as any
+// other, with no sender and the time since the call began, whether the call
+// is of one key (Notifier.Fetch, which makes no call) or of several.
+func TestFetch_StoredBlockIsWrapped(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := newStore()
+		b := newBlocks(t, 2)
+		require.NoError(t, bs.PutMany(context.Background(), b))
+		type seen struct {
+			from peer.ID
+			at   time.Duration
+		}
+		var got []seen
+		ps := NewPubSub(bs, WithBlockWrapper(func(blk blocks.Block, from peer.ID, d time.Duration) blocks.Block {
+			got = append(got, seen{from, d})
+			return blocks.NewBlock(append([]byte("wrapped:"), blk.RawData()...))
+		}))
+		defer ps.Shutdown()
+		for _, keys := range [][]cid.Cid{{b[0].Cid()}, {b[0].Cid(), b[0].Cid()}, cidsOf(b...)} {
+			got = nil
+			blks, closed := drainNow(ps.Subscribe(context.Background(), keys...))
+			require.True(t, closed)
+			require.Len(t, blks, len(slices.Compact(slices.Clone(keys))))
+			for _, blk := range blks {
+				require.True(t, strings.HasPrefix(string(blk.RawData()), "wrapped:"), "keys %v", keys)
+			}
+			require.Len(t, got, len(blks))
+			for _, s := range got {
+				require.Equal(t, seen{"", 0}, s) // no time passes in the bubble
+			}
+		}
+		requireIdle(t, ps, nil)
+	})
 }
