@@ -215,3 +215,49 @@ func ExampleNew_notifyOnly() {
 	// Subscribe found nothing: nothing was stored
 	// delivered "block" from peerA
 }
+
+// A client's GetBlock: Fetch returns a block that is already stored, making
+// nothing; for one that is not, it makes the request (and its channel, in
+// newFunc) that waits for it, and the client sends its WANT once Fetch has
+// returned.
+func ExampleNotifier_Fetch() {
+	ctx := context.Background()
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	have := blocks.NewBlock([]byte("have"))
+	want := blocks.NewBlock([]byte("want"))
+	n := notifier.New(bs)
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+	_ = n.Publish(ctx, notifier.ResponseMessage{Blocks: []blocks.Block{have}}) // a local add
+
+	getBlock := func(k cid.Cid) blocks.Block {
+		var ch chan blocks.Block
+		blk, req, err := n.Fetch(ctx, k, func() func(notifier.ResponseMessage) {
+			ch = make(chan blocks.Block, 1) // only for a call that waits
+			return func(m notifier.ResponseMessage) {
+				if len(m.Blocks) > 0 {
+					ch <- m.Blocks[0] // never blocks: one block, one slot
+				}
+			}
+		})
+		if err != nil {
+			panic(err)
+		}
+		if req == nil {
+			fmt.Println("stored; nothing made")
+			return blk
+		}
+		defer req.Remove()
+		fmt.Println("waiting; the client sends its WANT now")
+		go func() { _ = n.Publish(ctx, notifier.ResponseMessage{From: "peerA", Blocks: []blocks.Block{want}}) }()
+		return <-ch
+	}
+	fmt.Println(string(getBlock(have.Cid()).RawData()))
+	fmt.Println(string(getBlock(want.Cid()).RawData()))
+	fmt.Println("stats:", n.Stats())
+	// Output:
+	// stored; nothing made
+	// have
+	// waiting; the client sends its WANT now
+	// want
+	// stats: {0 0 0}
+}
