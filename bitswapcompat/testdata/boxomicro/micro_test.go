@@ -75,7 +75,8 @@ const (
 	implBoxo     = "boxo"
 	implCompat   = "compat"
 	implNotifier = "notifier"
-	implLife     = "notifier-life" // W4 only
+	implLife     = "notifier-life"  // W4 only
+	implFetch    = "notifier-fetch" // W4 only
 
 	storeNone = "none"
 	storeMem  = "mem"
@@ -626,13 +627,15 @@ func (g *gate) turn(ctx context.Context, r int64) {
 // step with subscribing) and the receipt of the block. impl=notifier is
 // Subscribe and a receive from Messages() on a long-lived subscription;
 // impl=notifier-life a call's whole life: NewSubscription with a fresh
-// session ID, Subscribe, receive, Remove. One op is one key.
+// session ID, Subscribe, receive, Remove; impl=notifier-fetch a call of
+// Notifier.Fetch, which returns a stored block and makes nothing. One op is
+// one key.
 func BenchmarkW4(b *testing.B) {
 	blks := makeBlocks("w4", 1024)
 	for _, kind := range []string{storeMem} {
 		b.Run("store="+kind, func(b *testing.B) {
 			b.Run("keys=1", func(b *testing.B) {
-				for _, name := range []string{implBoxo, implCompat, implNotifier, implLife} {
+				for _, name := range []string{implBoxo, implCompat, implNotifier, implLife, implFetch} {
 					b.Run("impl="+name, func(b *testing.B) { benchW4(b, kind, name, blks) })
 				}
 			})
@@ -660,6 +663,16 @@ func benchW4(b *testing.B, kind, name string, blks []blocks.Block) {
 		call = func(_ int, k cid.Cid) bool {
 			blk, ok := <-ps.Subscribe(ctx, k)
 			return ok && blk.Cid() == k
+		}
+	case implFetch:
+		n := notifier.New(bs, notifier.WithCancelFunc(noCancel))
+		defer func() { _ = n.Close() }()
+		call = func(_ int, k cid.Cid) bool {
+			blk, s, err := n.Fetch(ctx, k, nil)
+			if err != nil || s != nil {
+				b.Fatalf("Fetch of a stored key: %v, subscription %v", err, s)
+			}
+			return blk.Cid() == k
 		}
 	default:
 		n := notifier.New(bs, notifier.WithCancelFunc(noCancel))
