@@ -88,6 +88,8 @@
 //     Remove does; takes and releases each shard lock in turn, so that
 //     operations in progress finish; then waits for the operations still in
 //     the blockstore and for the drain goroutines.
+//   - Fetch: as a one-key Subscribe of a new request (NewRequest); when it
+//     finds the block, only the shard lock of its key, once, before the Get.
 //   - NewSubscription, NewSubscriptionFunc, NewInterest: the registry only.
 //     NewRequest: no lock. A request enters the registry, under its own lock,
 //     when it first records a want or first makes its done signal in
