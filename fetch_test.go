@@ -5,12 +5,16 @@ import (
 	"errors"
 	"maps"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
 
+	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	ds "github.com/ipfs/go-datastore"
+	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/stretchr/testify/require"
 )
 
@@ -222,4 +226,77 @@ func TestFetch_CloseDuringTheGet(t *testing.T) {
 		requireIndexEmpty(t, n)
 		require.Empty(t, n.requests)
 	})
+}
+
+// Fetches of stored and missing keys from many goroutines, with Publishes,
+// garbage collection behind the Notifier's back and Removes, while Close
+// runs: a returned block is the key's; a returned request gets nothing after
+// its Remove has returned; once Close has returned every request is ended
+// and nothing is left, in the index or the registry.
+func TestFetch_ConcurrentWithClose(t *testing.T) {
+	for round := range 20 {
+		bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore())) // with DeleteBlock
+		b := mkBlocks("fetch-race", 8)
+		require.NoError(t, bs.PutMany(ctx, b[:4]))
+		n := New(bs, WithShards(2), WithCancelFunc(func([]cid.Cid) {}))
+		started := make(chan struct{}, 4)
+		var wg sync.WaitGroup
+		var bad atomic.Value
+		reqs := make([][]*Subscription, 4)
+		for g := range reqs {
+			wg.Go(func() {
+				signal := sync.OnceFunc(func() { started <- struct{}{} })
+				defer signal()
+				for i := 0; ; i++ {
+					k := b[(g+i)%len(b)]
+					var removed atomic.Bool
+					blk, s, err := n.Fetch(ctx, k.Cid(), func() func(ResponseMessage) {
+						return func(m ResponseMessage) {
+							if removed.Load() {
+								bad.Store("a delivery after Remove returned")
+							}
+						}
+					})
+					switch {
+					case errors.Is(err, ErrClosed):
+						return
+					case err != nil:
+						bad.Store(err.Error())
+						return
+					case blk != nil && blk.Cid() != k.Cid():
+						bad.Store("the wrong block")
+					case s != nil:
+						reqs[g] = append(reqs[g], s)
+					}
+					signal()
+					switch i % 4 {
+					case 0:
+						_ = n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}})
+					case 1:
+						_ = bs.DeleteBlock(ctx, k.Cid()) // garbage collection
+					case 2:
+						if s != nil {
+							s.Remove()
+							removed.Store(true)
+						}
+					}
+				}
+			})
+		}
+		for range reqs {
+			done(t, started, "goroutine started")
+		}
+		require.NoError(t, n.Close())
+		wg.Wait()
+		if v := bad.Load(); v != nil {
+			t.Fatalf("round %d: %v", round, v)
+		}
+		for _, rs := range reqs {
+			for _, s := range rs {
+				closedNow(t, s)
+			}
+		}
+		requireIndexEmpty(t, n)
+		require.Empty(t, n.requests)
+	}
 }
