@@ -227,6 +227,7 @@ func ExampleNotifier_Fetch() {
 	want := blocks.NewBlock([]byte("want"))
 	n := notifier.New(bs)
 	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
 	_ = n.Publish(ctx, notifier.ResponseMessage{Blocks: []blocks.Block{have}}) // a local add
 
 	getBlock := func(k cid.Cid) blocks.Block {
