@@ -185,16 +185,12 @@ func TestFetch_PublishDuringTheGet(t *testing.T) {
 		require.NoError(t, <-pub)
 		r := <-fetched
 		require.NoError(t, r.err)
-		if r.blk == nil { // the general path delivered it to the request
-			require.NotNil(t, r.s)
-			require.EqualValues(t, 1, m.calls.Load(), "the request made for the miss is the one subscribed again")
-			require.Equal(t, []ResponseMessage{{Blocks: []blocks.Block{b}}}, got.take())
-			require.False(t, r.s.Wants(b.Cid()))
-			r.s.Remove()
-		} else {
-			require.Equal(t, b, r.blk)
-			require.Nil(t, r.s)
-		}
+		require.Nil(t, r.blk, "the Get missed")
+		require.NotNil(t, r.s)
+		require.EqualValues(t, 1, m.calls.Load(), "the request made for the miss is the one subscribed again")
+		require.Equal(t, []ResponseMessage{{Blocks: []blocks.Block{b}}}, got.take(), "the general path delivered it")
+		require.False(t, r.s.Wants(b.Cid()))
+		r.s.Remove()
 		require.Equal(t, Stats{}, n.Stats())
 		require.Empty(t, cancels.take())
 	})
@@ -299,4 +295,67 @@ func TestFetch_ConcurrentWithClose(t *testing.T) {
 		requireIndexEmpty(t, n)
 		require.Empty(t, n.requests)
 	}
+}
+
+// writtenParkStore parks its first PutMany after it has written: the blocks
+// are in the store, the Publish has not committed. Gets are parked as
+// parkStore parks them.
+type writtenParkStore struct {
+	*parkStore
+}
+
+func (w writtenParkStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	err := w.Blockstore.PutMany(ctx, blks)
+	w.park(&w.puts, w.putRel)
+	return err
+}
+
+// G5 and G10: Fetch F parks in its Get of k, which nobody wants; S then
+// subscribes k (a miss, its WANT sent) and a local Publish of k writes the
+// block and parks before it commits. F's Get finds that block, so F comes
+// after the Publish: it must not return while S still wants k, nor before
+// the cancel function reporting k has run. It takes the general path, waits
+// for the Publish, and its request gets the block. Without the hit's second
+// version read, F returns the block at once.
+func TestFetch_HitOfABlockAPublishHasNotCommitted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := writtenParkStore{newParkStore(1, 1)}
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("fetch-uncommitted", 1)[0]
+		m := &maker{}
+		type result struct {
+			blk blocks.Block
+			s   *Subscription
+			err error
+		}
+		fetched, pub := make(chan result, 1), make(chan error, 1)
+		go func() {
+			blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+			fetched <- result{blk, s, err}
+		}()
+		synctest.Wait() // F parked in its Get
+		sGot := &msgLog{}
+		s := mustRequest(t, n, sGot.record)
+		require.NoError(t, s.Subscribe(ctx, b.Cid()))
+		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+		synctest.Wait() // the Publish has written k and parked
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.False(t, returned(fetched), "Fetch returned k's block while S still wanted k")
+		require.True(t, s.Wants(b.Cid()))
+		ps.putRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-pub)
+		want := []ResponseMessage{{Blocks: []blocks.Block{b}}}
+		require.Equal(t, want, sGot.take())
+		require.Equal(t, []cid.Cid{b.Cid()}, cancels.take())
+		r := <-fetched
+		require.NoError(t, r.err)
+		require.Nil(t, r.blk)
+		require.NotNil(t, r.s)
+		require.Equal(t, want, m.got.take(), "the general path found the block")
+		r.s.Remove()
+		s.Remove()
+		require.Equal(t, Stats{}, n.Stats())
+	})
 }

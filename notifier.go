@@ -263,16 +263,20 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 // a one-key Subscribe does (shard.go, peek), and does not even create the
 // request if Get finds the block: the request would want nothing, receive
 // the block and be removed, and no other operation could have seen it. So a
-// hit commits nothing and takes no lock after the Get. It needs no version
-// check either, unlike the one-key Subscribe, whose version check guards
-// the subscription's own wants: here there is none. Nor does G5 ask for the
-// shard lock again: an operation that ends a want of k reports k to the
-// cancel function before it releases k's shard lock, so a Fetch that begins
-// after it returned finds, at peek, the cancel function returned; one that
-// begins before is concurrent with it and takes effect at its peek. A miss
-// creates the request and commits its want under the shard lock if k's
-// version has not moved, as subscribeOne does; if it has, or k is not alone
-// at peek, Fetch falls back to NewRequest and Subscribe.
+// hit commits nothing and takes no lock after the Get; it only reads k's
+// version again, atomically. An unchanged version means that no operation
+// named k between peek and that read, so the hit takes effect at peek, with
+// the store as the Get saw it. A moved one may mean a Publish that stored
+// the block the Get found and has not committed (nor run the cancel
+// function): a hit that returned then would come after that Publish and yet
+// see S, the subscription it delivers to, still wanting k, and return
+// before the cancel function reporting k (G5). Every Publish that stores k
+// through the Notifier bumps the version when it reserves k, before its
+// PutMany, so the read after the Get sees it. A miss creates the request
+// and commits its want under the shard lock if k's version has not moved,
+// as subscribeOne does. If the version moved, or k is not alone at peek,
+// Fetch falls back to NewRequest and Subscribe. (A first version skipped
+// the version check on a hit; the review found the Publish above.)
 func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(ResponseMessage)) (blocks.Block, *Subscription, error) {
 	if !k.Defined() {
 		return nil, nil, fmt.Errorf("notifier: fetch: key: %w", ErrInvalidCid)
@@ -331,6 +335,13 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 	}
 	p.storeDone(t, 0, err) // observe.go hook
 	if err == nil && blk != nil {
+		if n.shards[sh].idx.version(k) != ver {
+			// An operation named k since peek, such as a Publish that stored
+			// the block this Get found and has not committed yet: the hit
+			// must come after it, so it takes the general path, which waits.
+			p.err = nil
+			return nil, nil, nil, false
+		}
 		p.end(opSubscribe, 1, 1, 0) // observe.go hook
 		return blk, nil, nil, true
 	}
