@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	bstore "github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -129,6 +130,42 @@ func TestFetch_StoredBlockIsWrapped(t *testing.T) {
 				require.Equal(t, seen{"", 0}, s) // no time passes in the bubble
 			}
 		}
+		requireIdle(t, ps, nil)
+	})
+}
+
+// getGate parks the Gets of the store it wraps until the test sends on rel.
+type getGate struct {
+	bstore.Blockstore
+	rel chan struct{}
+}
+
+func (g *getGate) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	<-g.rel
+	return g.Blockstore.Get(ctx, c)
+}
+
+// Shutdown while a call of one key is in its Get, which then misses: the
+// call has been made (Fetch's newFunc), the Notifier refuses its want, and
+// the channel is closed once Subscribe returns, with no error reported (a
+// shutdown is not one) and nothing left.
+func TestFetch_ShutdownDuringAMiss(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := &getGate{Blockstore: newStore(), rel: make(chan struct{})}
+		var errs []error
+		ps := NewPubSub(bs, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+		b := newBlocks(t, 1)[0]
+		chs := make(chan (<-chan blocks.Block), 1)
+		go func() { chs <- ps.Subscribe(context.Background(), b.Cid()) }()
+		synctest.Wait() // in its Get
+		shut := make(chan struct{})
+		go func() { ps.Shutdown(); close(shut) }()
+		synctest.Wait() // Close waits for the Get
+		bs.rel <- struct{}{}
+		synctest.Wait()
+		<-shut
+		requireReceived(t, <-chs, true)
+		require.Empty(t, errs)
 		requireIdle(t, ps, nil)
 	})
 }
