@@ -328,12 +328,7 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 	if !ok {
 		return nil, nil, nil, false
 	}
-	t := p.clock() // observe.go hook
-	blk, err := n.getUnlocked(ctx, k)
-	if err != nil && isNotFound(err) {
-		blk, err = nil, nil
-	}
-	p.storeDone(t, 0, err) // observe.go hook
+	blk, err := n.getUnlocked(ctx, k, p)
 	if err == nil && blk != nil {
 		if n.shards[sh].idx.version(k) != ver {
 			// An operation named k since peek, such as a Publish that stored
@@ -349,19 +344,12 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 	if err == nil {
 		s = n.newRequest(deliveryFunc(newFunc)) // before relock: no allocation under the shard lock
 	}
-	if !n.relock(sh, k, ver) {
-		p.err = nil // not the call's error (see subscribeOne)
+	handled, err = n.missed(s, sh, k, ver, err, p) // s is nil if the Get failed
+	switch {
+	case !handled:
 		return nil, s, nil, false
-	}
-	if err != nil {
-		n.unlockShard(sh)
-		p.end(opSubscribe, 1, 0, 0) // observe.go hook
-		return nil, nil, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err), true
-	}
-	err = s.commitWant(&n.shards[sh].idx, k)
-	n.unlockShard(sh)
-	if err = s.endOne(p, nil, false, err); err != nil {
-		return nil, nil, err, true // s is closed (Close has begun)
+	case err != nil:
+		return nil, nil, err, true // the Get failed, or s is closed (Close has begun)
 	}
 	return nil, s, nil, true
 }

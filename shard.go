@@ -429,13 +429,43 @@ func (n *Notifier) peek(k cid.Cid) (sh int32, ver uint64, wanted, ok bool) {
 	return sh, x.idx.version(k), x.idx.held[k] != nil, true // alone: nobody in wants
 }
 
-// getUnlocked is the Get of Subscription.subscribeOne, holding no lock,
-// between peek and relock. It ends the count of the operation in the
+// getUnlocked is the Get of Subscription.subscribeOne and Notifier.Fetch,
+// holding no lock, between peek and relock; a block not found is (nil,
+// nil), and p times the call. It ends the count of the operation in the
 // blockstore that peek began, even if Get panics: else Close would wait for
 // ever.
-func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid) (blocks.Block, error) {
+func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid, p *probe) (blocks.Block, error) {
 	defer n.inflight.Done()
-	return n.bs.Get(ctx, k)
+	t := p.clock() // observe.go hook
+	blk, err := n.bs.Get(ctx, k)
+	if err != nil && isNotFound(err) {
+		blk, err = nil, nil
+	}
+	p.storeDone(t, 0, err) // observe.go hook
+	return blk, err
+}
+
+// missed ends a subscribeOne or a Fetch whose Get found no block, or failed
+// with getErr: under k's shard lock again, sh being k's shard, if k's
+// version is still ver, it returns getErr wrapped, or else records s's want
+// of k (endOne's error if that fails). It reports handled false, having
+// changed nothing, if the version moved: the caller takes the general path.
+func (n *Notifier) missed(s *Subscription, sh int32, k cid.Cid, ver uint64, getErr error, p *probe) (handled bool, err error) {
+	if !n.relock(sh, k, ver) {
+		// Even a failed Get: a Subscribe of k by s meanwhile makes this
+		// one a no-op that consults nothing (found by the fuzzer). Its
+		// error is not the call's, so the observers must not report it.
+		p.err = nil
+		return false, nil
+	}
+	if getErr != nil {
+		n.unlockShard(sh)
+		p.end(opSubscribe, 1, 0, 0) // observe.go hook
+		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, getErr)
+	}
+	err = s.commitWant(&n.shards[sh].idx, k)
+	n.unlockShard(sh)
+	return true, s.endOne(p, nil, false, err)
 }
 
 // relock takes k's shard lock again after getUnlocked, sh being k's shard.

@@ -285,12 +285,7 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	if !ok {
 		return false, nil
 	}
-	t := p.clock() // observe.go hook
-	blk, err := n.getUnlocked(ctx, k)
-	if err != nil && isNotFound(err) {
-		blk, err = nil, nil
-	}
-	p.storeDone(t, 0, err) // observe.go hook
+	blk, err := n.getUnlocked(ctx, k, p)
 	if err == nil && blk != nil {
 		// A hit commits under s.mu alone, unless someone of the other kind
 		// wanted k at peek or s has a delivery function (see peek).
@@ -307,21 +302,7 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		}
 		return true, s.endOne(p, blk, overflowed, err)
 	}
-	if !n.relock(sh, k, ver) {
-		// Even a failed Get: a Subscribe of k by s meanwhile makes this
-		// one a no-op that consults nothing (found by the fuzzer). Its
-		// error is not the call's, so the observers must not report it.
-		p.err = nil
-		return false, nil
-	}
-	if err != nil {
-		n.unlockShard(sh)
-		p.end(opSubscribe, 1, 0, 0) // observe.go hook
-		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
-	}
-	err = s.commitWant(&n.shards[sh].idx, k)
-	n.unlockShard(sh)
-	return true, s.endOne(p, nil, false, err)
+	return n.missed(s, sh, k, ver, err, p)
 }
 
 // endOne ends subscribeOne once it has committed: it ends s if the block
