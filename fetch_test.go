@@ -33,6 +33,24 @@ func (m *maker) newFunc() func(ResponseMessage) {
 	return m.got.record
 }
 
+// fetchResult is what a Fetch returned.
+type fetchResult struct {
+	blk blocks.Block
+	s   *Subscription
+	err error
+}
+
+// goFetch runs Fetch of k on a goroutine of its own and returns where its
+// result arrives.
+func goFetch(n *Notifier, k cid.Cid, newFunc func() func(ResponseMessage)) chan fetchResult {
+	fetched := make(chan fetchResult, 1)
+	go func() {
+		blk, s, err := n.Fetch(ctx, k, newFunc)
+		fetched <- fetchResult{blk, s, err}
+	}()
+	return fetched
+}
+
 // A stored block is returned and nothing is created: no subscription, no
 // want, no delivery, no cancel, no registry entry.
 func TestFetch_HitCreatesNothing(t *testing.T) {
@@ -163,16 +181,7 @@ func TestFetch_PublishDuringTheGet(t *testing.T) {
 		b := mkBlocks("fetch-pub", 1)[0]
 		m := &maker{}
 		got := &m.got
-		type result struct {
-			blk blocks.Block
-			s   *Subscription
-			err error
-		}
-		fetched, pub := make(chan result, 1), make(chan error, 1)
-		go func() {
-			blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
-			fetched <- result{blk, s, err}
-		}()
+		fetched, pub := goFetch(n, b.Cid(), m.newFunc), make(chan error, 1)
 		synctest.Wait()
 		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
 		synctest.Wait()
@@ -323,16 +332,7 @@ func TestFetch_HitOfABlockAPublishHasNotCommitted(t *testing.T) {
 		n, cancels := newWithCancels(t, ps, WithShards(1))
 		b := mkBlocks("fetch-uncommitted", 1)[0]
 		m := &maker{}
-		type result struct {
-			blk blocks.Block
-			s   *Subscription
-			err error
-		}
-		fetched, pub := make(chan result, 1), make(chan error, 1)
-		go func() {
-			blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
-			fetched <- result{blk, s, err}
-		}()
+		fetched, pub := goFetch(n, b.Cid(), m.newFunc), make(chan error, 1)
 		synctest.Wait() // F parked in its Get
 		sGot := &msgLog{}
 		s := mustRequest(t, n, sGot.record)
