@@ -15,7 +15,9 @@ var updateSeeds = flag.Bool("update-seeds", false, "rewrite testdata/fuzz/FuzzNo
 
 // fuzzSeeds are the scenarios of the seed corpus, written in a small language
 // that encodeFuzzSeed turns into FuzzNotifierModel's input format. The first
-// line configures the Notifier; each further line is one operation.
+// line configures the Notifier; each further line is one operation. "req" is
+// NewRequest; "fetch [cancelled] <key>" is Fetch, and its request, if it
+// makes one, becomes the next subscription.
 var fuzzSeeds = map[string]string{
 	"local-add-then-subscribe-hit": `config bs shards=64 buf=32 max=0
 		new 1 func
@@ -174,7 +176,64 @@ var fuzzSeeds = map[string]string{
 		read 0
 		read 0`,
 
-	// Stall mode: "arm" makes the next Subscribe or Publish park in its first
+	// Fetch: k1 stored (a hit: the block, nothing made), k2 and k6 not (a
+	// request that wants the key: sub[1], sub[2]), a failed Get, then bad
+	// input and a closed Notifier.
+	"fetch-hit-miss-fail": `config bs shards=2 buf=32 max=0
+		new 1 func
+		pub local blocks=k1
+		fetch k1
+		fetch k2
+		pub peerA blocks=k2 haves=k2
+		fetch k2
+		fetch k6
+		pub peerB haves=k6 donthaves=k6
+		unsub 2 k6
+		fetch k6
+		remove 2
+		getfail
+		fetch k3
+		getfail
+		fetch undef
+		fetch cancelled k3
+		req
+		sub 4 k3
+		fetch k3
+		close
+		fetch k1`,
+	// Fetch of a key that another subscription wants takes the general path:
+	// stored behind the back, the block goes to both and the request (sub[2])
+	// wants nothing; not stored, the request (sub[3]) wants it too; a failed
+	// Get makes nothing, though newFunc was called.
+	"fetch-general-path": `config bs shards=1 buf=32 max=0
+		new 1 func
+		new 2 chan
+		sub 0 k4
+		put k4
+		fetch k4
+		sub 1 k5
+		fetch k5
+		sub 1 k6
+		getfail
+		fetch k6
+		getfail
+		pub local blocks=k5
+		read 1
+		remove 2
+		remove 3
+		unsub 1 k6`,
+	"fetch-notify-only": `config nobs shards=64 buf=32 max=0
+		new 1 func
+		fetch k1
+		fetch k1
+		sub 0 k1
+		pub peerA blocks=k1 haves=k2
+		fetch k2
+		remove 2
+		close
+		fetch k2`,
+
+	// Stall mode: "arm" makes the next Subscribe, Fetch or Publish park in its first
 	// blockstore call; "release <slot> pass|fail|torn|cancel" lets parked call
 	// number slot (oldest first; one past the last: cancel the waiting
 	// operation) go on.
@@ -336,6 +395,64 @@ var fuzzSeeds = map[string]string{
 		close
 		read 0
 		read 0`,
+	"stall-fetch-fast-path": `config stall shards=1 buf=32 max=0
+		new 1 func
+		arm
+		fetch k1
+		put k1
+		release 0 pass
+		arm
+		fetch k2
+		release 0 pass
+		pub peerA blocks=k2
+		arm
+		fetch k3
+		release 0 fail
+		arm
+		fetch k3
+		release 0 cancel
+		arm
+		fetch k4
+		sub 0 k4
+		put k4
+		release 0 pass
+		arm
+		fetch k5
+		sub 0 k5
+		unsub 0 k5
+		put k5
+		release 0 pass
+		arm
+		fetch k6
+		getfail
+		sub 0 k6
+		release 0 torn`,
+	"stall-fetch-general-path": `config stall shards=2 buf=32 max=0
+		new 1 func
+		arm
+		pub local blocks=k1
+		fetch k1
+		release 0 pass
+		sub 0 k2
+		arm
+		fetch k2
+		pub peerA blocks=k2 haves=k2
+		release 0 pass
+		arm
+		pub local blocks=k3
+		fetch k3
+		release 1 pass
+		release 0 pass
+		sub 0 k4
+		arm
+		fetch k4
+		release 0 fail
+		arm
+		pub local blocks=k5
+		arm
+		fetch k5
+		release 0 pass
+		release 0 pass`,
 }
 
 // encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see
@@ -404,6 +521,17 @@ func encodeFuzzOp(f []string) ([]byte, error) {
 			b |= 4
 		}
 		return []byte{0, b}, nil
+	case "req":
+		return []byte{0, 0xf8}, nil
+	case "fetch":
+		ctx, keys := byte(0), f[1:]
+		if len(keys) > 0 && keys[0] == "cancelled" {
+			ctx, keys = 15, keys[1:]
+		}
+		if len(keys) != 1 {
+			return nil, fmt.Errorf("want fetch [cancelled] <key>, got %q", f)
+		}
+		return append([]byte{0, 0xe0, ctx}, encodeFuzzKeys(keys)[1:]...), nil
 	case "sub", "unsub":
 		out := []byte{2, arg(1)}
 		keys := f[2:]

@@ -22,20 +22,21 @@ import (
 )
 
 // FuzzNotifierModel decodes its input into a sequence of operations
-// (NewSubscription, Subscribe, Unsubscribe, Remove, local and remote Publish
+// (NewSubscription, NewRequest, Fetch, Subscribe, Unsubscribe, Remove, local and remote Publish
 // with blocks, HAVEs, DONT_HAVEs, duplicates and undefined CIDs, Close,
 // blockstore faults switched on and off, reads from Messages(), blocks written
 // to and deleted from the blockstore behind the Notifier's back), runs it against a Notifier
 // and against the sequential model in model_test.go, and after every step
 // compares the errors, the messages each subscription received, the keys
-// reported to the cancel function, Stats, Err and the blockstore contents.
+// reported to the cancel function, what Fetch returned and how often it
+// called its newFunc, Stats, Err and the blockstore contents.
 //
 // Each run happens in a synctest bubble so that the goroutines that drain
 // channel backlogs settle after every step: that makes what sits in each
 // channel exact and comparable.
 //
-// In stall mode (see fuzzDecoder) the input also chooses which Subscribe and
-// Publish calls stall in the blockstore, and when, and how, each stalled call
+// In stall mode (see fuzzDecoder) the input also chooses which Subscribe,
+// Fetch and Publish calls stall in the blockstore, and when, and how, each stalled call
 // is released, with other operations running meanwhile: every operation runs
 // on its own goroutine, and the model says whether it returns, stalls or
 // waits for a reservation; stall_fuzz_test.go has the driver.
@@ -77,12 +78,16 @@ type fuzzHarness struct {
 	n     *notifier.Notifier
 	fbs   *faultbs.Store        // nil when notify-only
 	inner blockstore.Blockstore // what fbs wraps, read directly for comparisons
-	subs  []*fuzzSub            // parallel to m.subs
+	subs  []*fuzzSub            // parallel to m.subs (syncSubs)
 	steps []string              // what has run, for failure messages
+	// newFuncs: calls of Fetch's newFunc by the Fetch calls that returned
+	// during the current step (model.newFuncs counts them when the model's
+	// Fetch takes effect, which is when the real one returns).
+	newFuncs int
 
 	// Stall mode (stall_fuzz_test.go).
 	stalls  bool      // the input may stall blockstore calls
-	armed   bool      // the next Subscribe or Publish gets a stall point
+	armed   bool      // the next Subscribe, Fetch or Publish gets a stall point
 	stalled []*fuzzOp // parked in the blockstore, holding reservations, oldest first
 	waiter  *fuzzOp   // waiting for a reservation of a stalled one; at most one
 	// waiterKeys: the keys waiter marked while it waits; a later operation on
@@ -217,7 +222,15 @@ func (h *fuzzHarness) step(d *fuzzDecoder) {
 	}
 	switch op := d.byte() % ops; op {
 	case 0, 1:
-		h.newSubscription(d.byte())
+		switch b := d.byte(); {
+		case b >= 0xf8:
+			h.newRequest()
+		case b >= 0xe0:
+			cancelled := d.cancelled()
+			h.fetch(d.key(), cancelled)
+		default:
+			h.newSubscription(b)
+		}
 	case 2, 3, 4:
 		if i, ok := h.pick(d); ok {
 			cancelled := d.cancelled()
@@ -259,7 +272,7 @@ func (h *fuzzHarness) step(d *fuzzDecoder) {
 		}
 	case 16, 17:
 		h.armed = true
-		h.logf("arm: the next Subscribe or Publish stalls in its first blockstore call")
+		h.logf("arm: the next Subscribe, Fetch or Publish stalls in its first blockstore call")
 	case 18, 19:
 		h.releaseOp(d.byte(), ioOutcome(d.byte()%4))
 	}
@@ -275,10 +288,6 @@ func (h *fuzzHarness) pick(d *fuzzDecoder) (int, bool) {
 
 func (h *fuzzHarness) newSubscription(b byte) {
 	id, fn := uint64(b&3), b&4 == 0
-	if b >= 0xf8 {
-		h.newRequest()
-		return
-	}
 	want, werr := h.m.newSubscription(id, fn)
 	fs := &fuzzSub{}
 	var err error
@@ -289,19 +298,115 @@ func (h *fuzzHarness) newSubscription(b byte) {
 	}
 	h.checkErr(fmt.Sprintf("NewSubscription(id=%d, func=%v)", id, fn), err, werr)
 	if want != nil {
-		h.subs = append(h.subs, fs)
+		want.fs = fs
+		h.syncSubs()
 	}
 }
 
 func (h *fuzzHarness) newRequest() {
-	want, werr := h.m.newRequest()
 	fs := &fuzzSub{}
+	_, werr := h.m.newRequest(fs)
 	var err error
 	fs.s, err = h.n.NewRequest(func(msg notifier.ResponseMessage) { h.onMessage(fs, msg) })
 	h.checkErr("NewRequest", err, werr)
-	if want != nil {
+	h.syncSubs()
+}
+
+// syncSubs appends to h.subs the real sides of the subscriptions that the
+// model has made since, in its order: a Fetch makes its request in the
+// model when it takes effect, which in stall mode is when it is released.
+func (h *fuzzHarness) syncSubs() {
+	h.t.Helper()
+	for i := len(h.subs); i < len(h.m.subs); i++ {
+		fs := h.m.subs[i].fs
+		if fs == nil || fs.s == nil {
+			h.failf("harness: sub[%d] has no real subscription", i)
+		}
 		h.subs = append(h.subs, fs)
 	}
+}
+
+// fetch runs Fetch(k), as an operation that may stall in its Get or wait
+// for a reservation, as Subscribe does. The request it makes, if it makes
+// one, joins h.subs once the model's does (syncSubs), as a func
+// subscription: its delivery function, from newFunc, records messages as
+// theirs do. newFunc counts its calls, compared with the model's after every
+// step, and calls Wanted, which takes k's shard lock: newFunc must run
+// holding no lock of the Notifier.
+//
+// Fetch takes two paths (model.fetchCommit), and which one it takes decides
+// what it returns: the fast path, when it finds k alone (nobody wants,
+// reserves or waits for it), and the general one, NewRequest and Subscribe.
+// A call that waited takes the general path; so does one parked on the fast
+// path whose key an operation touched meanwhile, which then runs again from
+// the top (releaseUnreserved1, agrees).
+func (h *fuzzHarness) fetch(k int, cancelled bool) {
+	fs := &fuzzSub{}
+	c := fuzzCids([]int{k})[0]
+	// What Fetch returned, and newFunc's calls: written on the operation's
+	// goroutine, read once it has returned (op.done).
+	var (
+		blk   blocks.Block
+		calls int
+	)
+	op := &fuzzOp{
+		desc:    fmt.Sprintf("Fetch(%s, cancelled=%v)", keyNames([]int{k}), cancelled),
+		ctxWait: true,
+		request: true,
+		resv:    []int{k},
+		early:   func(m *model) (error, bool) { return m.fetchEarly(k, cancelled) },
+		waitFor: func(*model) []int { return []int{k} },
+		io:      func(m *model) bool { return m.bs },
+		unreserved: func(m *model) bool {
+			return !m.wanted(k)
+		},
+	}
+	op.run = func(ctx context.Context) error {
+		b, s, err := h.n.Fetch(ctx, c, func() func(notifier.ResponseMessage) {
+			calls++
+			h.n.Wanted(c) // takes k's shard lock: deadlocks if Fetch holds it
+			return func(msg notifier.ResponseMessage) { h.onMessage(fs, msg) }
+		})
+		blk, fs.s = b, s
+		return err
+	}
+	op.commit = func(m *model, o ioOutcome, afterStall bool) error {
+		// The fast path: not after a wait, and either released from a park
+		// on the fast path (expect emptied resv) or not parked at all; a
+		// call parked there and run again from the top (afterStall false)
+		// takes the general path.
+		fast := !op.waited && (op.resv == nil) == afterStall
+		return m.fetchCommit(k, o, fast, fs)
+	}
+	made := func(m *model) bool { return slices.ContainsFunc(m.subs, func(s *mSub) bool { return s.fs == fs }) }
+	op.agrees = func(m *model) bool { return made(m) == (fs.s != nil) }
+	op.onCancel = func(m *model) { m.newFuncs++ } // it made its request before it waited
+	op.after = func(err error) {
+		h.t.Helper()
+		h.newFuncs += calls
+		h.mu.Lock()
+		got := len(fs.got)
+		h.mu.Unlock()
+		switch {
+		case err != nil && (blk != nil || fs.s != nil):
+			h.failf("%s returned block %v and request %v with its error", op.desc, blk != nil, fs.s != nil)
+		case err == nil && (blk == nil) == (fs.s == nil):
+			h.failf("%s returned block %v and request %v: want one of them", op.desc, blk != nil, fs.s != nil)
+		case fs.s != nil && !made(h.m):
+			h.failf("%s returned a request; the model says it makes none", op.desc)
+		case fs.s == nil && made(h.m):
+			h.failf("%s returned no request; the model says it makes one", op.desc)
+		case blk != nil && (blk.Cid() != c || !slices.Equal(blk.RawData(), fuzzBlocks[k].RawData())):
+			h.failf("%s returned the wrong block %s", op.desc, blk.Cid())
+		case fs.s == nil && got > 0:
+			h.failf("%s returned no request, but its delivery function got %d messages", op.desc, got)
+		case blk != nil:
+			h.logf("%s: returned the block", op.desc)
+		case fs.s != nil:
+			h.logf("%s: returned request sub[%d]", op.desc, slices.IndexFunc(h.m.subs, func(s *mSub) bool { return s.fs == fs }))
+		}
+	}
+	h.launch(op, cancelled)
 }
 
 func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
@@ -463,6 +568,7 @@ func (h *fuzzHarness) storeBehindTheBack(k byte) {
 func (h *fuzzHarness) compare() {
 	h.t.Helper()
 	synctest.Wait()
+	h.syncSubs()
 	h.mu.Lock()
 	cancels := h.cancels
 	got := make([][]fzMsg, len(h.subs))
@@ -477,8 +583,14 @@ func (h *fuzzHarness) compare() {
 		h.failf("cancel function got %v, model says %v", cancels, h.m.cancels)
 	}
 	h.m.cancels = nil
-	if got, want := h.n.Stats(), h.m.stats(); got != want {
-		h.failf("Stats() = %+v, model says %+v", got, want)
+	if h.newFuncs != h.m.newFuncs {
+		h.failf("Fetch called newFunc %d times, model says %d", h.newFuncs, h.m.newFuncs)
+	}
+	h.newFuncs, h.m.newFuncs = 0, 0
+	want := h.m.stats()
+	want.Subscriptions += h.heldRequests()
+	if got := h.n.Stats(); got != want {
+		h.failf("Stats() = %+v, model says %+v (%d of them made by a Fetch still parked or waiting)", got, want, h.heldRequests())
 	}
 	for i, ms := range h.m.subs {
 		h.compareSub(i, ms, h.subs[i], got[i])
@@ -551,7 +663,8 @@ func keyNames(keys []int) string {
 //	        c1 (bits 0-1: buffer 0, 1, 2, 32; bits 2-7 mod 3: max pending 0, 1, 2)
 //	then operations, each an opcode byte mod 16 and its arguments:
 //	  0-1   NewSubscription  b: bits 0-1 session ID, bit 2 set = channel, clear = func;
-//	                         b >= 0xf8: NewRequest instead
+//	                         b >= 0xf8: NewRequest instead;
+//	                         0xe0 <= b < 0xf8: Fetch instead, then ctx, key
 //	  2-4   Subscribe        sub, ctx, n (mod 5), n keys
 //	  5     Unsubscribe      sub, n (mod 5), n keys
 //	  6     Remove           sub
@@ -567,7 +680,7 @@ func keyNames(keys []int) string {
 // In stall mode (c0 bits 0-2 are 4, 5 or 6: with a blockstore) the opcode is
 // taken mod 20, and:
 //
-//	16-17 Arm              the next Subscribe or Publish gets a stall point:
+//	16-17 Arm              the next Subscribe, Fetch or Publish gets a stall point:
 //	                       its first blockstore call, if any, parks
 //	18-19 Release          slot, outcome: slot mod the number of parked calls,
 //	                       oldest first (one more: cancel the context of the
@@ -600,13 +713,16 @@ func (d *fuzzDecoder) keys(max int) []int {
 	n := int(d.byte()) % (max + 1)
 	ks := make([]int, n)
 	for i := range ks {
-		if b := d.byte(); b == 0xff {
-			ks[i] = undefKey
-		} else {
-			ks[i] = int(b) % fuzzKeys
-		}
+		ks[i] = d.key()
 	}
 	return ks
+}
+
+func (d *fuzzDecoder) key() int {
+	if b := d.byte(); b != 0xff {
+		return int(b) % fuzzKeys
+	}
+	return undefKey
 }
 
 func (d *fuzzDecoder) blocks(max int) []int {

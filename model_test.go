@@ -50,6 +50,10 @@ type mSub struct {
 	err   error   // what Err returns: nil, ErrClosed or ErrSlowConsumer
 	queue []fzMsg // channel subscription: delivered and not read yet, oldest first
 	got   []fzMsg // func subscription: delivered during the current step
+	// fs is the real side (fuzz_test.go): the harness lines its subscriptions
+	// up with subs by it (syncSubs), since a Fetch makes its request in the
+	// model only when it takes effect.
+	fs *fuzzSub
 }
 
 // model is the sequential specification. Its fields are the whole observable
@@ -66,6 +70,7 @@ type model struct {
 	getFail    bool
 	putFail    bool
 	cancels    []int   // keys reported to the cancel function during the current step
+	newFuncs   int     // calls of Fetch's newFunc during the current step
 	slowEnds   [][]int // keys wanted by each subscription ended as a slow consumer, when it ended
 	tight      bool    // accept as if no drain goroutine had taken a message yet (see accept)
 }
@@ -175,14 +180,70 @@ func (m *model) newSubscription(id uint64, fn bool) (*mSub, error) {
 // newRequest is NewRequest: a subscription with a delivery function and no
 // session ID, so it never collides. The model keys it in live by an ID of its
 // own, above every session ID.
-func (m *model) newRequest() (*mSub, error) {
+func (m *model) newRequest(fs *fuzzSub) (*mSub, error) {
 	if m.closed {
 		return nil, notifier.ErrClosed
 	}
-	s := &mSub{id: 1<<32 + uint64(len(m.subs)), fn: true, wants: make(map[int]bool)}
+	return m.addRequest(fs), nil
+}
+
+func (m *model) addRequest(fs *fuzzSub) *mSub {
+	s := &mSub{id: 1<<32 + uint64(len(m.subs)), fn: true, wants: make(map[int]bool), fs: fs}
 	m.subs = append(m.subs, s)
 	m.live[s.id] = s
-	return s, nil
+	return s
+}
+
+// fetchEarly is what Fetch checks before it looks at the index, in the
+// code's order: early is set if it returns err there.
+func (m *model) fetchEarly(k int, cancelled bool) (err error, early bool) {
+	switch {
+	case k == undefKey:
+		return notifier.ErrInvalidCid, true
+	case m.closed:
+		return notifier.ErrClosed, true
+	case cancelled:
+		return context.Canceled, true
+	}
+	return nil, false
+}
+
+// fetchCommit is Fetch of k past its early checks and any wait, its Get
+// ending as o; fs is the real side of the request it may make.
+//
+// fast: the call found k alone at its peek (nobody wanted, reserved or
+// waited for it) and took the path without reservations: a found block is
+// returned and nothing is made (newFunc is not called), a failed Get
+// changes nothing, and a miss makes a request (calls newFunc) that wants k.
+// Fetch leaves that path for the general one whenever k's version moves
+// between its peek and its commit, which every want of k added meanwhile
+// does: so a k wanted now means the general path too.
+//
+// The general path, and a Notifier without a blockstore, is NewRequest and
+// a Subscribe of k: the request is made (newFunc called) before the Get and
+// removed again if the Subscribe fails; a found block is delivered to it,
+// and to every subscription waiting for k, as Subscribe delivers it, and
+// Fetch returns the request, which then wants nothing.
+func (m *model) fetchCommit(k int, o ioOutcome, fast bool, fs *fuzzSub) error {
+	if m.bs && fast && !m.wanted(k) {
+		if err := m.getErr(o); err != nil {
+			return err
+		}
+		if m.stored[k] {
+			return nil // the block is returned
+		}
+		m.newFuncs++
+		m.addRequest(fs).wants[k] = true
+		return nil
+	}
+	m.newFuncs++
+	s := m.addRequest(fs)
+	if err := m.subscribeCommit(s, []int{k}, o, false); err != nil {
+		m.subs = m.subs[:len(m.subs)-1] // Fetch removes it: it never was
+		delete(m.live, s.id)
+		return err
+	}
+	return nil
 }
 
 // The model of Subscribe and Publish is in two parts, the checks done before

@@ -10,7 +10,7 @@ import (
 )
 
 // The driver of FuzzNotifierModel's operations that may stall in the
-// blockstore (Subscribe, Publish) or wait for one that has (those and
+// blockstore (Subscribe, Fetch, Publish) or wait for one that has (those and
 // Unsubscribe, Remove). Each runs on its own goroutine. Before it starts, the
 // model says what it will do: return, park in the blockstore (it was armed
 // and calls the blockstore), or wait for the reservation of a parked call. The
@@ -47,7 +47,20 @@ const fuzzWatchdog = 60 * time.Second
 type fuzzOp struct {
 	desc    string
 	run     func(ctx context.Context) error // the real call
-	ctxWait bool                            // its wait for a reservation ends with its ctx (Publish, Subscribe)
+	ctxWait bool                            // its wait for a reservation ends with its ctx (Publish, Subscribe, Fetch)
+	// request: a Fetch, which on the general path makes its request before
+	// it waits for a reservation or calls Get (heldRequests).
+	request bool
+	// after, if set, checks what else the call returned, once it has
+	// returned err and the model has taken it into account.
+	after func(err error)
+	// agrees, if set, reports whether what the call returned agrees with m,
+	// for releaseUnreserved1 to choose between two endings with the same
+	// error (Fetch: the block returned, or a request made).
+	agrees func(m *model) bool
+	// onCancel, if set, is what the call did to the model although it
+	// returned its context's error while waiting (cancelWaiter).
+	onCancel func(m *model)
 
 	// The model's side, as functions of the state when the operation gets to
 	// that point. early: it returns err before it looks at the index. waitFor:
@@ -222,6 +235,9 @@ func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 		h.failf("%s has not returned; the model says nothing holds it up (G11: only operations on reserved keys wait)", op.desc)
 	case state == opReturns:
 		h.checkErr(op.desc, err, op.want)
+		if op.after != nil {
+			op.after(err)
+		}
 	case returned:
 		h.failf("%s returned %v; the model says it %s", op.desc, err, [...]string{"", "waits for a reservation", "parks in the blockstore"}[state])
 	case state == opWaits && op.point != nil && op.point.parked():
@@ -278,6 +294,9 @@ func (h *fuzzHarness) cancelWaiter(why string) {
 		h.failf("harness: no waiter to cancel (%s)", why)
 	}
 	h.waiter, w.want = nil, context.Canceled
+	if w.onCancel != nil {
+		w.onCancel(h.m)
+	}
 	h.logf("cancel the context of %s: %s", w.desc, why)
 	w.cancel()
 	synctest.Wait()
@@ -368,7 +387,9 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	select {
 	case err := <-op.done:
 		op.done <- err
-		if sameErr(err, altWant) && !sameErr(err, op.want) {
+		// Both endings may have the same error (Fetch: a block returned
+		// or a request made): then what else it returned decides.
+		if sameErr(err, altWant) && (!sameErr(err, op.want) || op.agrees != nil && !op.agrees(h.m) && op.agrees(alt)) {
 			h.logf("%s: its key was touched meanwhile, so it started over and checked again", op.desc)
 			h.m, op.want = alt, altWant
 		}
@@ -413,6 +434,24 @@ func (h *fuzzHarness) avoidOverflow(try func(c *model) bool) bool {
 	}
 	synctest.Wait()
 	return !try(h.m.clone())
+}
+
+// heldRequests counts the Fetch calls parked or waiting on the general path:
+// each has made its request (NewRequest) before it waited or called Get, and
+// Stats counts the request from then on, although the model's Fetch has not
+// taken effect. (The request wants nothing, and nothing else shows it; if
+// the call fails, it is removed again.)
+func (h *fuzzHarness) heldRequests() int {
+	n := 0
+	for _, op := range h.stalled {
+		if op.request && op.resv != nil { // parked on the fast path, it reserves nothing and has made nothing
+			n++
+		}
+	}
+	if h.waiter != nil && h.waiter.request {
+		n++
+	}
+	return n
 }
 
 // unstick lets a failed run end: it releases the parked calls and closes the
