@@ -359,3 +359,143 @@ func TestFetch_HitOfABlockAPublishHasNotCommitted(t *testing.T) {
 		require.Equal(t, Stats{}, n.Stats())
 	})
 }
+
+// failPutParkStore parks its first PutMany, as parkStore does, and then
+// fails it without writing; later ones write.
+type failPutParkStore struct {
+	*parkStore
+}
+
+var errPutFailed = errors.New("put failed")
+
+func (f failPutParkStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	f.mu.Lock()
+	first := f.puts > 0
+	f.mu.Unlock()
+	if !first {
+		return f.Blockstore.PutMany(ctx, blks)
+	}
+	f.park(&f.puts, f.putRel)
+	return errPutFailed
+}
+
+// G2 and G11: a local Publish of k whose PutMany fails, while Fetch's Get of
+// k is parked. The Publish does not wait for the Get; the Get misses, k's
+// version has moved, and Fetch takes the general path, which waits for the
+// Publish's reservation. The failed store delivers nothing and stores
+// nothing, so Fetch's request is left wanting k, and a later Publish of k
+// reaches it. Without the version check Fetch would record its want while
+// the Publish still held k reserved, and (had the put succeeded) miss the
+// block; here it shows as Fetch returning before the Publish.
+func TestFetch_FailedPublishDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := failPutParkStore{newParkStore(1, 1)}
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("fetch-failed-pub", 1)[0]
+		m := &maker{}
+		fetched, pub := goFetch(n, b.Cid(), m.newFunc), make(chan error, 1)
+		synctest.Wait() // Fetch parked in its Get
+		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+		synctest.Wait()
+		require.Zero(t, ps.puts, "the Publish reaches its PutMany without waiting for the Get")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		require.False(t, returned(fetched), "Fetch waits for the Publish that reserves its key")
+		ps.putRel <- struct{}{}
+		synctest.Wait()
+		require.ErrorIs(t, <-pub, errPutFailed)
+		r := <-fetched
+		require.NoError(t, r.err)
+		require.Nil(t, r.blk)
+		require.NotNil(t, r.s)
+		require.EqualValues(t, 1, m.calls.Load(), "one request, made for the miss and subscribed again")
+		require.Empty(t, m.got.take(), "a failed store delivers nothing")
+		require.True(t, r.s.Wants(b.Cid()), "nothing a user asked for is lost: the request still wants k")
+		require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}))
+		require.Equal(t, []ResponseMessage{{From: "peer", Blocks: []blocks.Block{b}}}, m.got.take())
+		require.Equal(t, []cid.Cid{b.Cid()}, cancels.take())
+		r.s.Remove()
+		require.Equal(t, Stats{}, n.Stats())
+	})
+}
+
+// G11 and G3: a remote Publish of k, which nobody wants, while Fetch's Get of
+// k is parked on the path without reservations: the Publish neither waits
+// for the Get nor stores the block (nobody wants it yet), and Fetch, its Get
+// having missed, returns a request that wants k. The Publish is ordered
+// before the Fetch; a second Publish of k, after, reaches the request.
+func TestFetch_UnwantedRemotePublishDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(1, 0)
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("fetch-remote-pub", 1)[0]
+		m := &maker{}
+		fetched := goFetch(n, b.Cid(), m.newFunc)
+		synctest.Wait() // Fetch parked in its Get
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}),
+			"the Publish returns while the Get is parked")
+		has, err := ps.Blockstore.Has(ctx, b.Cid())
+		require.NoError(t, err)
+		require.False(t, has, "a remote block nobody wants is not stored")
+		ps.getRel <- struct{}{}
+		synctest.Wait()
+		r := <-fetched
+		require.NoError(t, r.err)
+		require.Nil(t, r.blk)
+		require.NotNil(t, r.s)
+		require.Empty(t, m.got.take())
+		require.True(t, r.s.Wants(b.Cid()))
+		require.Empty(t, cancels.take())
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}))
+		require.Equal(t, []ResponseMessage{{From: "peer", Blocks: []blocks.Block{b}}}, m.got.take())
+		require.Equal(t, []cid.Cid{b.Cid()}, cancels.take())
+		r.s.Remove()
+		require.Equal(t, Stats{}, n.Stats())
+	})
+}
+
+// ctxParkStore's Get waits for its context and returns its error, as a
+// blockstore on a slow disk or network does when the caller gives up.
+type ctxParkStore struct {
+	Blockstore
+}
+
+func (c ctxParkStore) Get(ctx context.Context, k cid.Cid) (blocks.Block, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// A Fetch whose context ends during its Get returns the Get's error and
+// leaves nothing behind: newFunc is never called, no request, no want, no
+// cancel; and other operations on the key went on meanwhile.
+func TestFetch_ContextEndsDuringTheGet(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n, cancels := newWithCancels(t, ctxParkStore{memStore()}, WithShards(1))
+		b := mkBlocks("fetch-ctx", 2)
+		m := &maker{}
+		fctx, cancel := context.WithCancel(ctx)
+		fetched := make(chan fetchResult, 1)
+		go func() {
+			blk, s, err := n.Fetch(fctx, b[0].Cid(), m.newFunc)
+			fetched <- fetchResult{blk, s, err}
+		}()
+		synctest.Wait() // Fetch waits in its Get
+		other := mustRequest(t, n, func(ResponseMessage) {})
+		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[1:]}), "a Publish in the same shard does not wait for the Get")
+		require.False(t, returned(fetched))
+		cancel()
+		synctest.Wait()
+		r := <-fetched
+		require.ErrorIs(t, r.err, context.Canceled)
+		require.Nil(t, r.blk)
+		require.Nil(t, r.s)
+		require.Zero(t, m.calls.Load(), "no request is made for a failed Get")
+		other.Remove()
+		require.Equal(t, Stats{}, n.Stats())
+		require.Empty(t, cancels.take())
+		requireIndexEmpty(t, n)
+	})
+}
