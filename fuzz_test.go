@@ -370,16 +370,25 @@ func (h *fuzzHarness) fetch(k int, cancelled bool) {
 		blk, fs.s = b, s
 		return err
 	}
+	// called: the newFunc calls each model that took this Fetch into account
+	// counts for it (releaseUnreserved1 commits it to two).
+	called := make(map[*model]int)
 	op.commit = func(m *model, o ioOutcome, afterStall bool) error {
 		// The fast path: not after a wait, and either released from a park
 		// on the fast path (expect emptied resv) or not parked at all; a
 		// call parked there and run again from the top (afterStall false)
 		// takes the general path.
 		fast := !op.waited && (op.resv == nil) == afterStall
-		return m.fetchCommit(k, o, fast, fs)
+		before := m.newFuncs
+		err := m.fetchCommit(k, o, fast, fs)
+		called[m] = m.newFuncs - before
+		return err
 	}
 	made := func(m *model) bool { return slices.ContainsFunc(m.subs, func(s *mSub) bool { return s.fs == fs }) }
-	op.agrees = func(m *model) bool { return made(m) == (fs.s != nil) }
+	// Two endings with the same error differ in the request made, or, when
+	// both fail, in whether newFunc was called: the general path calls it
+	// before its Get, the fast path only after a miss.
+	op.agrees = func(m *model) bool { return made(m) == (fs.s != nil) && called[m] == calls }
 	op.onCancel = func(m *model) { m.newFuncs++ } // it made its request before it waited
 	op.after = func(err error) {
 		h.t.Helper()
