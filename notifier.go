@@ -256,7 +256,8 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 // nil f, discards the messages. newFunc lets a caller that keeps state per
 // call (a channel to send into, say) make it only for a call that waits. On
 // an error (ErrInvalidCid, ErrClosed, a failed blockstore check, ctx) nothing
-// is created or changed. Fetch is safe for concurrent use and blocks as
+// is created or changed, though newFunc may have been called: when k is not
+// alone, the request is made before the check and removed again. Fetch is safe for concurrent use and blocks as
 // Subscribe does.
 //
 // When nobody else wants or reserves k, Fetch calls Get holding no lock, as
