@@ -436,7 +436,7 @@ func TestFetch_UnwantedRemotePublishDuringTheGet(t *testing.T) {
 		synctest.Wait() // Fetch parked in its Get
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}),
 			"the Publish returns while the Get is parked")
-		has, err := ps.Blockstore.Has(ctx, b.Cid())
+		has, err := ps.Has(ctx, b.Cid())
 		require.NoError(t, err)
 		require.False(t, has, "a remote block nobody wants is not stored")
 		ps.getRel <- struct{}{}
