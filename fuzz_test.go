@@ -354,7 +354,7 @@ func (h *fuzzHarness) fetch(k int, cancelled bool) {
 		ctxWait: true,
 		request: true,
 		resv:    []int{k},
-		early:   func(m *model) (error, bool) { return m.fetchEarly(k, cancelled) },
+		early:   func(m *model) (error, bool) { return m.subscribeEarly([]int{k}, cancelled) }, // Fetch checks what a Subscribe of k does
 		waitFor: func(*model) []int { return []int{k} },
 		io:      func(m *model) bool { return m.bs },
 		unreserved: func(m *model) bool {

@@ -194,20 +194,6 @@ func (m *model) addRequest(fs *fuzzSub) *mSub {
 	return s
 }
 
-// fetchEarly is what Fetch checks before it looks at the index, in the
-// code's order: early is set if it returns err there.
-func (m *model) fetchEarly(k int, cancelled bool) (err error, early bool) {
-	switch {
-	case k == undefKey:
-		return notifier.ErrInvalidCid, true
-	case m.closed:
-		return notifier.ErrClosed, true
-	case cancelled:
-		return context.Canceled, true
-	}
-	return nil, false
-}
-
 // fetchCommit is Fetch of k past its early checks and any wait, its Get
 // ending as o; fs is the real side of the request it may make.
 //
