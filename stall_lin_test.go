@@ -10,16 +10,13 @@ import (
 	"testing/synctest"
 
 	"github.com/anishathalye/porcupine"
-	blockstore "github.com/ipfs/boxo/blockstore"
-	datastore "github.com/ipfs/go-datastore"
-	dssync "github.com/ipfs/go-datastore/sync"
 
 	notifier "github.com/bitswapsync/notifier"
 )
 
 // Histories with stalled blockstore calls for TestLinearizability. Each
-// client arms about a third of its Publish and Subscribe calls with a stall
-// point (gateStore): their first blockstore call parks. The clients run
+// client arms about a third of its Publish, Subscribe and Fetch calls with a
+// stall point (gateStore): their first blockstore call parks. The clients run
 // concurrently in a synctest bubble; whenever every goroutine of it is
 // durably blocked (each client parked in the blockstore, waiting for a
 // reservation, or done), a controller releases one parked call, chosen by
@@ -62,6 +59,8 @@ func (st linState) callsStore(in linIn) bool {
 	switch in.kind {
 	case linSubscribe:
 		return in.keys&^st.wantsOf(in.sub) != 0
+	case linFetch: // its request wants nothing yet: the hit's Get or the Subscribe's
+		return true
 	case linPublish:
 		return in.blks&st.wanted() != 0 || !in.remote && in.blks != 0
 	}
@@ -99,7 +98,7 @@ func linStallRound(t *testing.T, shards int, seed uint64) (history []porcupine.O
 
 func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 	rec := &linRecorder{running: make(map[int64]*linOut)}
-	bs := blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
+	bs := linBlockstore()
 	n := notifier.New(&gateStore{next: bs}, notifier.WithShards(shards), notifier.WithCancelFunc(rec.onCancel))
 	defer closeOrFail(t, n)
 	var subs [linSubs]*notifier.Subscription
@@ -118,11 +117,15 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 	)
 	for c := range linClients {
 		rng := rand.New(rand.NewPCG(seed, uint64(c)))
+		cl := &linClient{n: n, bs: bs, subs: subs[:], rec: rec, slot: linReqSlot(c)}
 		wg.Go(func() {
-			for range linOps {
-				in := randomLinIn(rng, seed%2 == 0) // half the rounds collect garbage
+			for i := range linOps + 1 {
+				in, ok := cl.next(rng, seed%2 == 0, i == linOps) // half the rounds collect garbage
+				if !ok {
+					break
+				}
 				ctx := context.Background()
-				if (in.kind == linPublish || in.kind == linSubscribe) && rng.IntN(3) == 0 {
+				if (in.kind == linPublish || in.kind == linSubscribe || in.kind == linFetch) && rng.IntN(3) == 0 {
 					var p *stallPoint
 					p, ctx = newStallPoint(ctx)
 					mu.Lock()
@@ -131,7 +134,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 				}
 				out := rec.begin()
 				call := rec.clock.Add(1)
-				err := runLinIn(ctx, n, bs, subs[:], in)
+				err := cl.run(ctx, in, out)
 				ret := rec.clock.Add(1)
 				rec.end()
 				out.err = linErr(err)
@@ -150,7 +153,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	history := slices.Concat(histories...)
+	history := markDrops(slices.Concat(histories...))
 	rec.checkCancelOrder(t, history)
 	return history
 }
