@@ -451,8 +451,8 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	defer n.putOp(o)
 	o.probe.begin(n, ctx)            // observe.go hook
 	defer o.probe.done(opPublish, o) // observe.go hook
-	o.msg, o.from = &msg, msg.From
-	n.shardKeys(o, &msg)
+	o.msg, o.from = msg, msg.From    // a copy: a pointer to msg would move it to the heap
+	n.shardKeys(o, &o.msg)
 	return n.run(ctx, o, &publishSteps)
 }
 
@@ -468,8 +468,8 @@ func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 var publishSteps = steps{acquire: acquireOpen, plan: planPublish, io: storeBlocks}
 
 func planPublish(n *Notifier, o *op) error {
-	n.collect(o, o.msg)
-	o.probe.collected(n, o, o.msg) // observe.go hook
+	n.collect(o, &o.msg)
+	o.probe.collected(n, o, &o.msg) // observe.go hook
 	o.io = n.bs != nil && len(o.store) > 0
 	return nil
 }

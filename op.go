@@ -49,11 +49,11 @@ type op struct {
 	id uint64 // unique among ops of one Notifier
 
 	// Input.
-	msg     *ResponseMessage // Publish
-	sub     *Subscription    // Subscribe, Unsubscribe, Release, close
-	why     error            // close: what Err will return
-	closing bool             // a close: its marks are the keys o.sub wants (see op.holds)
-	from    string           // the From of the messages handed out
+	msg     ResponseMessage // Publish
+	sub     *Subscription   // Subscribe, Unsubscribe, Release, close
+	why     error           // close: what Err will return
+	closing bool            // a close: its marks are the keys o.sub wants (see op.holds)
+	from    string          // the From of the messages handed out
 
 	// Locks and reservations.
 	locks     shardset.Set                  // shards to lock
@@ -112,7 +112,7 @@ func (n *Notifier) getOp() *op {
 // putOp clears o, dropping its references so that the pool retains no block
 // or subscription, and returns it to the pool.
 func (n *Notifier) putOp(o *op) {
-	o.msg, o.sub, o.why, o.from = nil, nil, nil, ""
+	o.msg, o.sub, o.why, o.from = ResponseMessage{}, nil, nil, ""
 	o.closing = false
 	o.locks.Clear()
 	o.locked = false
