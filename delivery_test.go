@@ -247,3 +247,62 @@ func TestLockTargets_FallsBackToLockOrder(t *testing.T) {
 		require.Equal(t, []blocks.Block{k}, recv(t, s).Blocks)
 	}
 }
+
+// A want ends only with its message queued (route locks the targets before
+// it ends any want). Readers under the subscription's lock alone see the end
+// of a want: AppendWanted, and a one-key Subscribe whose hit commits under
+// s.mu. While a Publish P of j waits for the lock of another target u, s must
+// not look done with j yet: if it did, an operation called after that
+// observation (a hit of k, or a Publish of k, k in another shard) could reach
+// s before P's message, although P took effect first (G6, publish order).
+// Found by review; before the fix both cases failed every run.
+func TestRoute_WantEndsOnlyWithItsMessage(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		next func(t *testing.T, n *Notifier, s *Subscription, k blocks.Block) // the operation called after the observation
+	}{
+		{"hit of a stored key", func(t *testing.T, _ *Notifier, s *Subscription, k blocks.Block) {
+			require.NoError(t, s.Subscribe(ctx, k.Cid()))
+		}},
+		{"publish of another key", func(t *testing.T, n *Notifier, s *Subscription, k blocks.Block) {
+			require.NoError(t, s.Subscribe(ctx, k.Cid()))
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p2", Blocks: []blocks.Block{k}}))
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := memStore()
+			n := New(bs)
+			t.Cleanup(func() { require.NoError(t, n.Close()) })
+			j := mkBlocks("route-order-j", 1)[0]
+			k := keysInOtherShards(n, j.Cid(), "route-order-k", 1)[0]
+			if tc.name == "hit of a stored key" {
+				require.NoError(t, bs.PutMany(ctx, []blocks.Block{k}))
+			}
+			u := mustSub(t, n, 1) // the lower seq: P locks u first once it must wait
+			s := mustSub(t, n, 2)
+			require.NoError(t, u.Subscribe(ctx, j.Cid()))
+			require.NoError(t, s.Subscribe(ctx, j.Cid()))
+			u.mu.Lock() // held for a moment, as by u's drain goroutine or a read
+			var release sync.Once
+			unlockU := func() { release.Do(u.mu.Unlock) }
+			t.Cleanup(unlockU)
+			published := make(chan error, 1)
+			go func() {
+				published <- n.Publish(ctx, ResponseMessage{From: "p1", Blocks: []blocks.Block{j}})
+			}()
+			waitBlockedOnMutex(t, "lockTargets")
+			done := len(s.AppendWanted(nil, []cid.Cid{j.Cid()})) == 0 // P has taken effect for s
+			tc.next(t, n, s, k)
+			unlockU()
+			require.NoError(t, <-published)
+			first, second := recv(t, s), recv(t, s)
+			require.Len(t, first.Blocks, 1)
+			require.Len(t, second.Blocks, 1)
+			if done {
+				require.Equal(t, j.Cid(), first.Blocks[0].Cid(), "P took effect for s before the next operation was called, yet s got that one's block first")
+			}
+			require.False(t, done, "s no longer wanted j while P's message for it was not queued")
+			require.Equal(t, k.Cid(), first.Blocks[0].Cid(), "P had not taken effect for s when the next operation was called: that one comes first")
+		})
+	}
+}

@@ -18,8 +18,8 @@ import (
 //     blockstore, take the locks again (Notifier.unlocked);
 //  4. commit, under the locks: record the decision in the index;
 //  5. hand over: route the wanted keys to the subscriptions that want them,
-//     end the wants that delivered blocks satisfy, lock the target
-//     subscriptions and release the shards that the cancel function does not
+//     lock the target subscriptions, end the wants that delivered blocks
+//     satisfy, and release the shards that the cancel function does not
 //     need; deliver; call the cancel function under the kept shards; release
 //     them; end the subscriptions found past WithMaxPending.
 //
@@ -70,15 +70,26 @@ func acquireAny(ctx context.Context, n *Notifier, o *op) error {
 	return n.lockFree(ctx, o, false)
 }
 
-// route hands every hit to the subscriptions that want its key, ends the
-// wants that the hit blocks satisfy, and locks the target subscriptions. The
+// route hands every hit to the subscriptions that want its key, locks the
+// target subscriptions, and ends the wants that the hit blocks satisfy. The
 // caller holds the locks of every hit's shard.
+//
+// The targets are locked before any want ends. Some readers see a want's end
+// under the subscription's lock alone: AppendWanted, a close (closeIdle), and
+// a one-key Subscribe that commits its hit under s.mu (commitHit). Ending the
+// wants first would let such a reader see the operation as done while its
+// message is not yet queued; a delivery that the reader's caller starts
+// next (that hit, or a Publish of another key that takes s.mu while this
+// operation waits for another target's lock) would then reach s first,
+// against publish order (G6). Found by review, with
+// TestRoute_WantEndsOnlyWithItsMessage.
 func (n *Notifier) route(o *op) {
 	if len(o.hits) == 0 {
 		return
 	}
 	o.count()
 	o.fill()
+	o.lockTargets()
 	for i := range o.hits {
 		h := &o.hits[i]
 		if h.kind != kindBlock || h.e == nil {
@@ -91,7 +102,7 @@ func (n *Notifier) route(o *op) {
 			o.keep.Add(int(h.shard))
 		}
 	}
-	o.lockTargets()
+	o.handFuncs()
 }
 
 // handOver releases o's shard locks except those of the keys to cancel

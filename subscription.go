@@ -891,11 +891,10 @@ func (s *Subscription) drain(exited, quit chan struct{}) {
 	}
 }
 
-// lockTargets locks the target subscriptions and hands their messages to
-// those that take them through a function (see NewSubscriptionFunc), which
-// run under the shard locks as documented. The channel subscriptions get
-// theirs from handOut, once handOver has released the shard locks that the
-// cancel function does not need. Holding every target's lock from before the
+// lockTargets locks the target subscriptions. Those that take their
+// messages through a function get them from handFuncs, under the shard
+// locks; the channel subscriptions get theirs from handOut, once handOver has
+// released the shard locks that the cancel function does not need. Holding every target's lock from before the
 // first message to after the last is what makes two operations that reach
 // the same subscriptions reach them all in the same order, whatever their
 // shards.
@@ -917,6 +916,12 @@ func (o *op) lockTargets() {
 			l.s.mu.Lock() // NOTE: several Subscription locks, in ascending seq
 		}
 	}
+}
+
+// handFuncs hands their messages to the targets that take them through a
+// function (see NewSubscriptionFunc), which run under the shard locks as
+// documented. The caller holds the targets' locks (lockTargets).
+func (o *op) handFuncs() {
 	for _, l := range o.order {
 		if l.s.fn != nil {
 			o.accept(&o.targets[l.t])
