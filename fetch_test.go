@@ -499,3 +499,33 @@ func TestFetch_ContextEndsDuringTheGet(t *testing.T) {
 		requireIndexEmpty(t, n)
 	})
 }
+
+// A stored block can still reach Fetch's caller through a request, as the
+// doc says: a Publish of a HAVE for another key of k's version bucket (nobody
+// wants either key) during the Get moves the version, and Fetch takes the
+// general path. It calls newFunc once, the request's function gets the block
+// before Fetch returns, and the request wants nothing more. (Found by review:
+// the doc said a stored block never makes a request.)
+func TestFetch_StoredBlockAfterAFalseAlarmReachesTheRequest(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	n := New(hs, WithShards(1))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	b := mkBlocks("fetch-false-alarm", 1)[0]
+	other := sameBucket(t, b.Cid(), "fetch-false-alarm-other").Cid()
+	require.NoError(t, hs.Blockstore.PutMany(ctx, []blocks.Block{b}))
+	var once sync.Once
+	hs.onGet = func(cid.Cid) error {
+		once.Do(func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{other}})) })
+		return nil
+	}
+	m := &maker{}
+	blk, s, err := n.Fetch(ctx, b.Cid(), m.newFunc)
+	require.NoError(t, err)
+	require.Nil(t, blk, "the version moved during the Get: the general path hands the block to the request")
+	require.NotNil(t, s)
+	require.EqualValues(t, 1, m.calls.Load())
+	require.Equal(t, []ResponseMessage{{Blocks: []blocks.Block{b}}}, m.got.take(), "the request got the block before Fetch returned")
+	require.False(t, s.Wants(b.Cid()))
+	s.Remove()
+	require.Equal(t, Stats{}, n.Stats())
+}

@@ -247,8 +247,14 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 // Fetch is the GetBlock of a bitswap client: one request for the block of k,
 // checked in the blockstore and subscribed in one atomic step, as
 // NewRequest(newFunc()) and a Subscribe of k are. If the blockstore has the
-// block, Fetch returns it and creates nothing: there is no subscription to
-// remove, and newFunc is not called. Otherwise it calls newFunc once, holding
+// block, Fetch mostly returns it and creates nothing: there is no
+// subscription to remove, and newFunc is not called. Not always: when k is
+// not alone at the start (another subscription wants it, or an operation
+// holds it), or another operation names k or a key that shares its version
+// (shardIndex.version) during the Get, Fetch takes the general path below,
+// and a stored block then reaches the request's f before Fetch returns the
+// request with a nil block. A caller must handle both outcomes. Otherwise
+// (the block is not stored) it calls newFunc once, holding
 // no lock, for the delivery function f of a request subscription that wants
 // k, and returns that request, which the caller removes when it is done; f
 // follows the rules of NewSubscriptionFunc and may receive the block before
