@@ -306,3 +306,80 @@ func TestRoute_WantEndsOnlyWithItsMessage(t *testing.T) {
 		})
 	}
 }
+
+// The same window on the Subscribe side: a Subscribe whose check finds a
+// block that another subscription u wants too delivers it through route, so
+// it locks the targets (u and s) before it records any want of s. Else,
+// while it waits for u's lock, AppendWanted on s sees the Subscribe done (its
+// want of k not yet ended, or its want of another key k1), and a hit of k2
+// called after that observation reaches s before k's block (G6). Found by
+// review; before the fix both cases failed every run.
+func TestSubscribe_FoundSharedBlockIsQueuedWithTheWants(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		missing bool // the Subscribe names k1 too, a key not stored, and the observation reads k1
+	}{
+		{"the found key", false},
+		{"another key of the Subscribe", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bs := memStore()
+			n := New(bs)
+			t.Cleanup(func() { require.NoError(t, n.Close()) })
+			k := mkBlocks("found-shared-k", 1)[0]
+			others := keysInOtherShards(n, k.Cid(), "found-shared-o", 2)
+			k1, k2 := others[0], others[1] // k1 never stored; k2 stored, for the hit after the observation
+			u := mustSub(t, n, 1)          // the lower seq: the Subscribe locks u first once it must wait
+			s := mustSub(t, n, 2)
+			require.NoError(t, u.Subscribe(ctx, k.Cid()))
+			require.NoError(t, bs.PutMany(ctx, []blocks.Block{k, k2})) // behind the Notifier's back
+			keys, observed := []cid.Cid{k.Cid()}, k.Cid()
+			if tc.missing {
+				keys, observed = []cid.Cid{k1.Cid(), k.Cid()}, k1.Cid()
+			}
+			u.mu.Lock() // held for a moment, as by u's drain goroutine or a read
+			var release sync.Once
+			unlockU := func() { release.Do(u.mu.Unlock) }
+			t.Cleanup(unlockU)
+			subscribed := make(chan error, 1)
+			go func() { subscribed <- s.Subscribe(ctx, keys...) }()
+			waitBlockedOnMutex(t, "subscribeAll")
+			done := len(s.AppendWanted(nil, []cid.Cid{observed})) > 0 // the Subscribe has taken effect for s
+			require.NoError(t, s.Subscribe(ctx, k2.Cid()))            // a hit, committed under s.mu alone
+			unlockU()
+			require.NoError(t, <-subscribed)
+			require.Equal(t, k.Cid(), recv(t, u).Blocks[0].Cid())
+			first, second := recv(t, s), recv(t, s)
+			require.Len(t, first.Blocks, 1)
+			require.Len(t, second.Blocks, 1)
+			if done {
+				require.Equal(t, k.Cid(), first.Blocks[0].Cid(), "the Subscribe had taken effect for s before the Subscribe of k2 was called, yet k2's block came first")
+			}
+			require.False(t, done, "s's wants were visible while the block its Subscribe found was not queued")
+			require.Equal(t, k2.Cid(), first.Blocks[0].Cid(), "the Subscribe had not taken effect for s when that of k2 was called: k2 comes first")
+		})
+	}
+}
+
+// A Subscribe that found a block others want, and locked them, releases
+// every lock if its subscription ends during the check: it returns
+// ErrClosed, u's lock is free, and u still gets the block's next Publish.
+func TestSubscribe_FoundSharedBlockClosedDuringCheck(t *testing.T) {
+	mem := memStore()
+	hs := &hookStore{Blockstore: mem}
+	n := New(hs)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	k := mkBlocks("found-shared-closed", 1)[0]
+	u := mustSub(t, n, 1)
+	s := mustSub(t, n, 2)
+	require.NoError(t, u.Subscribe(ctx, k.Cid()))
+	require.NoError(t, mem.PutMany(ctx, []blocks.Block{k}))
+	hs.onGet = func(cid.Cid) error { s.Remove(); return nil }
+	require.ErrorIs(t, s.Subscribe(ctx, k.Cid()), ErrClosed)
+	hs.onGet = nil
+	require.True(t, u.mu.TryLock(), "u's lock was left held")
+	u.mu.Unlock()
+	require.Equal(t, []cid.Cid{k.Cid()}, u.AppendWanted(nil, []cid.Cid{k.Cid()}))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{k}}))
+	require.Equal(t, k.Cid(), recv(t, u).Blocks[0].Cid())
+}

@@ -24,8 +24,10 @@ type interest struct {
 	subs  []*Subscription
 	first [1]*Subscription // backs subs while one subscription wants the key, the common case
 
-	// ended is set, under the shard lock, when the interest leaves the index
-	// by delivery; it is never cleared, so it may be read without the lock.
+	// ended is set, under the shard lock and the locks of all its
+	// subscribers (route locks its targets first), when the interest leaves
+	// the index by delivery; it is never cleared, so it may be read without
+	// the shard lock.
 	ended atomic.Bool
 
 	// seenOp and seenKinds deduplicate keys that repeat within one message.

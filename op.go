@@ -76,11 +76,12 @@ type op struct {
 	exited  chan struct{}        // close: the drain goroutine to wait for
 
 	// Hand-over.
-	targets []target
-	order   []lockEntry
-	slot    map[*Subscription]int // index in targets, when several hits
-	slow    []*Subscription       // subscriptions this op found past WithMaxPending, to close
-	probe   probe                 // what Publish and Subscribe report (observe.go)
+	targets   []target
+	order     []lockEntry
+	prelocked bool                  // a Subscribe's lockShared has locked the targets (o.order) before want
+	slot      map[*Subscription]int // index in targets, when several hits
+	slow      []*Subscription       // subscriptions this op found past WithMaxPending, to close
+	probe     probe                 // what Publish and Subscribe report (observe.go)
 }
 
 func newOp(shards int) *op {
@@ -131,6 +132,7 @@ func (n *Notifier) putOp(o *op) {
 	o.exited = nil
 	o.targets = emptied(o.targets)
 	o.order = emptied(o.order)
+	o.prelocked = false
 	o.slot = emptiedMap(o.slot)
 	o.slow = emptied(o.slow)
 	o.probe = probe{}

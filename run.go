@@ -19,9 +19,10 @@ import (
 //  4. commit, under the locks: record the decision in the index;
 //  5. hand over: route the wanted keys to the subscriptions that want them,
 //     lock the target subscriptions, end the wants that delivered blocks
-//     satisfy, and release the shards that the cancel function does not
-//     need; deliver; call the cancel function under the kept shards; release
-//     them; end the subscriptions found past WithMaxPending.
+//     satisfy, and deliver to the delivery functions; release the shards
+//     that the cancel function does not need; deliver to the channels; call
+//     the cancel function under the kept shards; release them; end the
+//     subscriptions found past WithMaxPending.
 //
 // An error in steps 2 to 4 releases the locks and returns with nothing
 // changed. Each operation supplies only its steps 1, 2, 3 and 4; the hand-over

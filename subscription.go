@@ -454,8 +454,22 @@ func isNotFound(err error) bool {
 // s alone, want hands them to s itself and leaves o.hits empty. The caller
 // holds the candidates' shard locks. If s is closed, nothing changes.
 func (s *Subscription) want(o *op) error {
+	if o.lockShared() {
+		// Found blocks that others want too: route delivers them to s,
+		// which stays locked from here until its message is queued.
+		err := s.wantLocked(o)
+		if err != nil {
+			o.unlockShared()
+		}
+		return err
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.wantLocked(o)
+}
+
+// wantLocked is want under s.mu.
+func (s *Subscription) wantLocked(o *op) error {
 	if s.ended() {
 		return s.closedErr()
 	}
@@ -603,12 +617,13 @@ func (s *Subscription) Wants(k cid.Cid) (in bool) {
 // AppendWanted appends to dst the keys of keys that the subscription wants
 // now, in their order, and returns the extended slice. It takes only the
 // subscription's own lock, once for all keys, and no shard lock: it is what
-// a session asks of each message it receives, for many keys at a time. For an
-// interest subscription (NewInterest), whose wants change only under that
-// lock, the answer is one snapshot, taken at one instant. For the others, a
-// concurrent delivery ends a want under its key's shard lock alone, so each
-// key is read at its own instant. It is safe for concurrent use; undefined
-// keys and a closed subscription want nothing.
+// a session asks of each message it receives, for many keys at a time. Every
+// want of a subscription begins and ends under that lock (a delivery locks
+// its targets before it ends their wants, and a Subscribe that found blocks
+// others want locks them before it records its wants), so the answer is one
+// snapshot, taken at one instant: an operation it sees as done has queued its
+// messages to the subscription. It is safe for concurrent use; undefined keys
+// and a closed subscription want nothing.
 func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -891,6 +906,54 @@ func (s *Subscription) drain(exited, quit chan struct{}) {
 	}
 }
 
+// lockShared locks, for a Subscribe whose check found blocks that other
+// subscriptions want too (hits with a block and an interest), the
+// subscriptions that route will hand those blocks to: the subscriber and the
+// others, the very targets of route. It reports whether there were any; then
+// route's lockTargets finds them locked. Taking them before want records the
+// wants, rather than in route, is what keeps a reader under the subscriber's
+// lock alone (AppendWanted, closeIdle, commitHit) from seeing the
+// Subscribe's wants recorded while the blocks it found are not queued: an
+// operation that such a reader's caller starts next would reach s first
+// (G6). The caller holds the hits' shard locks.
+func (o *op) lockShared() bool {
+	var seen map[*Subscription]struct{}
+	for i := range o.hits {
+		h := &o.hits[i]
+		if h.blk == nil || h.e == nil {
+			continue
+		}
+		for _, t := range h.e.subs {
+			if seen == nil {
+				seen = make(map[*Subscription]struct{})
+			}
+			if _, dup := seen[t]; dup {
+				continue
+			}
+			seen[t] = struct{}{}
+			o.order = append(o.order, lockEntry{seq: t.seq, s: t, t: -1})
+		}
+	}
+	if len(o.order) == 0 {
+		return false
+	}
+	if _, dup := seen[o.sub]; !dup { // always so: candidates skipped the keys s wants; but a lock taken twice would hang
+		o.order = append(o.order, lockEntry{seq: o.sub.seq, s: o.sub, t: -1})
+	}
+	o.lockOrder()
+	o.prelocked = true
+	return true
+}
+
+// unlockShared releases what lockShared took, when want fails.
+func (o *op) unlockShared() {
+	for _, l := range o.order {
+		l.s.mu.Unlock()
+	}
+	o.order = o.order[:0]
+	o.prelocked = false
+}
+
 // lockTargets locks the target subscriptions. Those that take their
 // messages through a function get them from handFuncs, under the shard
 // locks; the channel subscriptions get theirs from handOut, once handOver has
@@ -905,9 +968,20 @@ func (s *Subscription) drain(exited, quit chan struct{}) {
 // held, lockTargets releases what it took and locks them all in ascending seq,
 // the lock order. Sorting every time cost more than the rest of the locking.
 func (o *op) lockTargets() {
+	if o.prelocked { // by lockShared, the same set: list them with their targets
+		o.order = o.order[:0]
+	}
 	for i := range o.targets {
 		o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
 	}
+	if !o.prelocked {
+		o.lockOrder()
+	}
+}
+
+// lockOrder locks the subscriptions of o.order, trying first without
+// waiting and else in ascending seq, the lock order.
+func (o *op) lockOrder() {
 	if len(o.order) == 1 {
 		o.order[0].s.mu.Lock()
 	} else if !o.tryLockTargets() {
