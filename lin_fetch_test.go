@@ -99,18 +99,25 @@ type linClient struct {
 	rec     *linRecorder
 	slot    int                    // linReqSlot of the client
 	pending *notifier.Subscription // the request of the last Fetch, not removed yet
+	readSub int                    // linTuned: 1 + the session whose wants the client read last, 0 if none
 }
 
 // next draws the client's next operation: the Remove of its pending request
 // half the time, and always instead of another Fetch or as the last
 // operation (last: only that, if any; ok false if none).
-func (cl *linClient) next(rng *rand.Rand, gc, last bool) (in linIn, ok bool) {
+func (cl *linClient) next(rng *rand.Rand, mode linMode, last bool) (in linIn, ok bool) {
+	gc := mode == linGC
 	if last {
-		return linIn{kind: linRemove, sub: cl.slot}, cl.pending != nil
+		return linIn{kind: linRemove, sub: cl.slot, ordered: !gc}, cl.pending != nil
 	}
-	in = randomLinIn(rng, gc)
+	if mode == linTuned {
+		in = cl.randomTunedIn(rng)
+	} else {
+		in = randomLinIn(rng, gc)
+	}
+	in.ordered = !gc
 	if cl.pending != nil && (in.kind == linFetch || rng.IntN(2) == 0) {
-		return linIn{kind: linRemove, sub: cl.slot}, true
+		return linIn{kind: linRemove, sub: cl.slot, ordered: !gc}, true
 	}
 	if in.kind == linFetch {
 		in.sub = cl.slot
@@ -124,6 +131,9 @@ func (cl *linClient) run(ctx context.Context, in linIn, out *linOut) error {
 	case linRemove:
 		cl.pending.Remove()
 		cl.pending = nil
+		return nil
+	case linWanted, linWants:
+		cl.read(in, out)
 		return nil
 	case linFetch:
 	default:

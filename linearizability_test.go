@@ -28,13 +28,15 @@ import (
 )
 
 // The linearizability test records concurrent histories of Subscribe,
-// Unsubscribe, Publish, Fetch and the Remove of Fetch's requests, and checks
-// them with porcupine against linModel, a
-// sequential specification of the Notifier. In half the rounds blocks are
-// also deleted from the blockstore, as garbage collection does, so that keys
-// keep leaving it and wants keep waiting; a single-block delete is atomic in
-// the blockstore, so it linearizes with the rest. Those rounds subscribe one
-// key at a time (see randomLinIn).
+// Unsubscribe, Publish, Fetch and the Remove of Fetch's requests, and of the
+// reads AppendWanted and Wants, and checks them with porcupine against
+// linModel, a sequential specification of the Notifier. In half the rounds
+// blocks are also deleted from the blockstore, as garbage collection does, so
+// that keys keep leaving it and wants keep waiting; a single-block delete is
+// atomic in the blockstore, so it linearizes with the rest. Those rounds
+// subscribe one key at a time (see randomLinIn), and neither read nor check
+// the order of messages; the others check that each subscription receives
+// its messages in the order of the linearization (lin_read_test.go).
 //
 // An operation's observed result is everything it caused: its error, the
 // message each subscription received from it, and the keys it reported to the
@@ -103,23 +105,30 @@ const (
 	linCollect // garbage collection deletes a block from the blockstore
 	linFetch   // Notifier.Fetch of one key (lin_fetch_test.go)
 	linRemove  // Remove of the request a Fetch returned
+	linWanted  // Subscription.AppendWanted of one key (lin_read_test.go)
+	linWants   // Subscription.Wants (lin_read_test.go)
 )
 
 // linIn is an operation's input.
 type linIn struct {
 	kind   linKind
-	sub    int    // Subscribe, Unsubscribe; Fetch, Remove: the client's request slot
-	keys   keySet // Subscribe, Unsubscribe, collect, Fetch (one key)
+	sub    int    // Subscribe, Unsubscribe, AppendWanted, Wants; Fetch, Remove: the client's request slot
+	keys   keySet // Subscribe, Unsubscribe, collect; Fetch, AppendWanted, Wants (one key)
 	remote bool   // Publish: from "peer", else local
 	blks   keySet // Publish
 	haves  keySet
 	dhaves keySet
 	drops  uint8 // slots whose message from this operation may be missing (markDrops)
+	// ordered: the round checks the order in which each slot receives its
+	// messages (linMsg.seq), as it does unless it collects garbage
+	// (lin_read_test.go).
+	ordered bool
 }
 
 // linMsg is what one subscription received from one operation.
 type linMsg struct {
-	n                   uint8 // number of messages: 0 or 1, more is wrong
+	n                   uint8  // number of messages: 0 or 1, more is wrong
+	seq                 uint16 // its place among the messages the slot received in the round, from 0 (linState.recv)
 	remote              bool
 	blks, haves, dhaves keySet
 	dup                 bool // a key twice in one field: wrong
@@ -132,12 +141,20 @@ type linOut struct {
 	cancels keySet
 	dupCxl  bool       // a key reported twice by one operation: wrong
 	fetched linFetched // Fetch: what it returned
+	wanted  keySet     // AppendWanted, Wants: the key, if it was reported wanted
+	badRead bool       // AppendWanted returned a key it was not asked about, twice, or out of order: wrong
 }
 
-// linState is the sequential state: who wants what, and what is stored.
+// linState is the sequential state: who wants what, what is stored, and
+// how many messages each slot has received. The count puts every message in
+// its place in the order the slot received them (linMsg.seq), so that a
+// linearization must order the operations that reach a subscription as it
+// received their messages (G6: publish order). It adds no state to search:
+// it is the number of messages to the slot among the operations linearized.
 type linState struct {
 	wants  [linKeys]uint8 // bit s: subscription (or request slot) s wants the key
 	stored keySet
+	recv   [linSlots]uint16 // messages received by each slot
 }
 
 func (st linState) wanted() keySet {
@@ -174,7 +191,7 @@ func (st linState) step(in linIn) (linState, linOut) {
 			}
 		}
 		hits := added & st.stored
-		st = st.deliver(&out, false, hits, 0, 0)
+		st = st.deliver(&out, in.ordered, false, hits, 0, 0)
 		// A want created and satisfied by this very call is not reported.
 		out.cancels = hits & before
 	case linUnsubscribe:
@@ -192,10 +209,12 @@ func (st linState) step(in linIn) (linState, linOut) {
 		// The general path, NewRequest and Subscribe: the request, which
 		// wants nothing yet, subscribes the key. linModel accepts the other
 		// outcome, the block returned, apart (fetchHit).
-		st, out = st.step(linIn{kind: linSubscribe, sub: in.sub, keys: in.keys})
+		st, out = st.step(linIn{kind: linSubscribe, sub: in.sub, keys: in.keys, ordered: in.ordered})
 		out.fetched = linFetchedRequest
 	case linRemove:
 		st, out.cancels = st.remove(in.sub)
+	case linWanted, linWants:
+		out.wanted = in.keys & st.wantsOf(in.sub)
 	case linPublish:
 		wanted := in.blks & st.wanted()
 		if in.remote {
@@ -203,20 +222,25 @@ func (st linState) step(in linIn) (linState, linOut) {
 		} else {
 			st.stored |= in.blks
 		}
-		st = st.deliver(&out, in.remote, wanted, in.haves&st.wanted(), in.dhaves&st.wanted())
+		st = st.deliver(&out, in.ordered, in.remote, wanted, in.haves&st.wanted(), in.dhaves&st.wanted())
 		out.cancels = wanted
 	}
 	return st, out
 }
 
 // deliver fills out.msgs with each subscription's part of the keys, all of
-// which are wanted, and ends the wants that blks satisfy.
-func (st linState) deliver(out *linOut, remote bool, blks, haves, dhaves keySet) linState {
+// which are wanted, each the slot's next message if ordered, and ends the
+// wants that blks satisfy.
+func (st linState) deliver(out *linOut, ordered, remote bool, blks, haves, dhaves keySet) linState {
 	for s := range linSlots {
 		w := st.wantsOf(s)
 		m := linMsg{remote: remote, blks: blks & w, haves: haves & w, dhaves: dhaves & w}
 		if m.blks|m.haves|m.dhaves != 0 {
 			m.n = 1
+			if ordered {
+				m.seq = st.recv[s]
+				st.recv[s]++
+			}
 			out.msgs[s] = m
 		}
 	}
@@ -239,7 +263,13 @@ func (st linState) String() string {
 		}
 		parts = append(parts, fmt.Sprintf("k%d wanted by {%s}", k, strings.Join(ws, " ")))
 	}
-	return strings.Join(parts, ", ") + "; stored " + st.stored.String()
+	var recv []string
+	for s, c := range st.recv {
+		if c > 0 {
+			recv = append(recv, fmt.Sprintf("%s %d", slotName(s), c))
+		}
+	}
+	return strings.Join(parts, ", ") + "; stored " + st.stored.String() + "; received {" + strings.Join(recv, ", ") + "}"
 }
 
 func (in linIn) String() string {
@@ -254,6 +284,10 @@ func (in linIn) String() string {
 		return fmt.Sprintf("%s=Fetch%v", slotName(in.sub), in.keys)
 	case linRemove:
 		return fmt.Sprintf("%s.Remove", slotName(in.sub))
+	case linWanted:
+		return fmt.Sprintf("%s.AppendWanted%v", slotName(in.sub), in.keys)
+	case linWants:
+		return fmt.Sprintf("%s.Wants%v", slotName(in.sub), in.keys)
 	}
 	from := "local"
 	if in.remote {
@@ -270,11 +304,17 @@ func (out linOut) String() string {
 	if out.fetched != linFetchedNothing {
 		parts = append(parts, out.fetched.String())
 	}
+	if out.wanted != 0 {
+		parts = append(parts, "wanted"+out.wanted.String())
+	}
+	if out.badRead {
+		parts = append(parts, "a wrong answer!")
+	}
 	for s, m := range out.msgs {
 		if m.n == 0 {
 			continue
 		}
-		p := fmt.Sprintf("%s<-blocks%v haves%v donthaves%v", slotName(s), m.blks, m.haves, m.dhaves)
+		p := fmt.Sprintf("%s<-blocks%v haves%v donthaves%v (its message %d)", slotName(s), m.blks, m.haves, m.dhaves, m.seq+1)
 		if m.n > 1 {
 			p += fmt.Sprintf(" (%d messages!)", m.n)
 		}
@@ -306,12 +346,7 @@ var linModel = porcupine.Model{
 		if in.kind == linFetch && out.fetched == linFetchedBlock {
 			return st.fetchHit(in, out), st
 		}
-		next, want := st.step(in)
-		for s := range linSlots {
-			if in.drops&(1<<s) != 0 && out.msgs[s] == (linMsg{}) {
-				want.msgs[s] = linMsg{} // dropped by the slot's Remove (markDrops)
-			}
-		}
+		next, want := st.stepDrops(in, out)
 		return want == out, next
 	},
 	DescribeOperation: func(input, output any) string {
@@ -320,12 +355,31 @@ var linModel = porcupine.Model{
 	DescribeState: func(state any) string { return state.(linState).String() },
 }
 
+// stepDrops is step, but for the messages to slots that in may drop
+// (markDrops) and out lacks: those were not received, and take no place in
+// their slot's order.
+func (st linState) stepDrops(in linIn, out linOut) (linState, linOut) {
+	next, want := st.step(in)
+	for s := range linSlots {
+		if in.drops&(1<<s) != 0 && out.msgs[s] == (linMsg{}) && want.msgs[s] != (linMsg{}) {
+			want.msgs[s] = linMsg{} // dropped by the slot's Remove (markDrops)
+			if in.ordered {
+				next.recv[s]--
+			}
+		}
+	}
+	return next, want
+}
+
 // linRecorder files what callbacks see under the operation that the calling
 // goroutine has registered.
 type linRecorder struct {
 	clock atomic.Int64 // the round's clock: operations' call and return, cancel calls' begin and end
 
+	holdFirst bool // deliveries to s0 hold its lock while the others go on (linRecorder.hold)
+
 	mu      sync.Mutex
+	recv    [linSlots]uint16  // messages each slot has received
 	running map[int64]*linOut // goroutine ID -> result of the operation it runs
 	strays  []string          // callbacks outside any registered operation
 	cxls    []linCancel       // every call of the cancel function
@@ -363,18 +417,30 @@ func (r *linRecorder) current(what string) *linOut {
 	return out
 }
 
+// onMessage is the delivery function of slot s: it files msg, with its
+// place in the order the slot received its messages. It runs under the
+// subscription's lock (and the delivering operation's shard locks), and
+// yields before it returns, as onCancel does: an operation that must also
+// lock the subscription to deliver to it waits meanwhile, and the other
+// clients run. That is the interleaving a bug in the order of delivery needs
+// (lin_read_test.go).
 func (r *linRecorder) onMessage(s int, msg notifier.ResponseMessage) {
-	out := r.current(fmt.Sprintf("message to s%d", s))
-	defer r.mu.Unlock()
-	if out == nil {
-		return
+	out := r.current(fmt.Sprintf("message to %s", slotName(s)))
+	seq := r.recv[s]
+	r.recv[s]++
+	if out != nil {
+		m := &out.msgs[s]
+		if m.n == 0 {
+			m.seq = seq
+		}
+		m.n++
+		m.remote = msg.From != ""
+		m.blks, m.dup = linAdd(m.blks, m.dup, blockCids(msg.Blocks))
+		m.haves, m.dup = linAdd(m.haves, m.dup, msg.Haves)
+		m.dhaves, m.dup = linAdd(m.dhaves, m.dup, msg.DontHaves)
 	}
-	m := &out.msgs[s]
-	m.n++
-	m.remote = msg.From != ""
-	m.blks, m.dup = linAdd(m.blks, m.dup, blockCids(msg.Blocks))
-	m.haves, m.dup = linAdd(m.haves, m.dup, msg.Haves)
-	m.dhaves, m.dup = linAdd(m.dhaves, m.dup, msg.DontHaves)
+	r.mu.Unlock()
+	r.hold(s)
 }
 
 // onCancel is the cancel function. After filing the keys it yields a few
@@ -470,7 +536,9 @@ func linBlockstore() blockstore.Blockstore {
 // linRound runs linClients goroutines of linOps random operations each on a
 // fresh Notifier and returns the history.
 func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
-	rec := &linRecorder{running: make(map[int64]*linOut)}
+	mode := linRoundMode(seed)
+	rec := &linRecorder{running: make(map[int64]*linOut), holdFirst: mode == linTuned}
+	var fence linFence // collections wait for the operations on their key (linTuned)
 	bs := linBlockstore()
 	n := notifier.New(bs, notifier.WithShards(shards), notifier.WithCancelFunc(rec.onCancel))
 	defer closeOrFail(t, n)
@@ -491,19 +559,21 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 		wg.Go(func() {
 			<-start
 			for i := range linOps + 1 {
-				in, ok := cl.next(rng, seed%2 == 0, i == linOps) // half the rounds collect garbage
+				in, ok := cl.next(rng, mode, i == linOps)
 				if !ok {
 					break
 				}
+				exit := fence.enter(in, mode == linTuned)
 				out := rec.begin()
 				call := rec.clock.Add(1)
 				err := cl.run(context.Background(), in, out)
 				ret := rec.clock.Add(1)
 				rec.end()
+				exit()
 				if err != nil {
 					out.err = err.Error()
 				}
-				histories[c] = append(histories[c], porcupine.Operation{
+				histories[c] = appendLinOp(histories[c], porcupine.Operation{
 					ClientId: c, Input: in, Call: call, Output: *out, Return: ret,
 				})
 			}
@@ -521,7 +591,8 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 
 // randomLinIn draws one operation. With gc, garbage collections delete
 // blocks and every Subscribe is of one key; without, Subscribes are of many
-// keys and nothing is deleted. A Subscribe reads the blockstore one key at a
+// keys, nothing is deleted, and a session's wants are read (lin_read_test.go
+// says why not with gc). A Subscribe reads the blockstore one key at a
 // time, holding their reservations, which keep out every writer that goes
 // through the Notifier but not a garbage collection: against a blockstore
 // changed by others during the call, a Subscribe of several keys sees each
@@ -529,7 +600,15 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 // TestStall_SubscribeReadsEachKeyAtItsOwnGet), not at one instant.
 func randomLinIn(rng *rand.Rand, gc bool) linIn {
 	keys := func() keySet { return keySet(rng.IntN(1 << linKeys)) }
-	switch rng.IntN(14) {
+	draws := 17 // reads: 14 to 16
+	if gc {
+		draws = 14 // no reads (lin_read_test.go)
+	}
+	switch rng.IntN(draws) {
+	case 14, 15:
+		return linIn{kind: linWanted, sub: rng.IntN(linSubs), keys: keys() | 1<<rng.IntN(linKeys)} // split by appendLinOp
+	case 16:
+		return linIn{kind: linWants, sub: rng.IntN(linSubs), keys: 1 << rng.IntN(linKeys)}
 	case 12, 13:
 		return linIn{kind: linFetch, keys: 1 << rng.IntN(linKeys)} // sub: the caller's request slot
 	case 0, 1, 2, 3:
@@ -577,7 +656,9 @@ func runLinIn(ctx context.Context, n *notifier.Notifier, bs blockstore.Blockstor
 }
 
 // TestLinearizability checks histories of concurrent Subscribe, Unsubscribe,
-// Publish and Fetch calls (and Removes of Fetch's requests) against the sequential specification, for a bounded time,
+// Publish, Fetch, AppendWanted and Wants calls (and Removes of Fetch's
+// requests), and the order in which each subscription received its
+// messages, against the sequential specification, for a bounded time,
 // with one shard (every operation serialized), two (operations spanning
 // shards) and many; then histories in which Publish, Subscribe and Fetch calls stall
 // in the blockstore while the other clients go on (linStallRound), for half
@@ -680,7 +761,7 @@ func linReport(history []porcupine.Operation, seed uint64) (report, vis string) 
 		first := slices.MinFunc(rest, func(x, y porcupine.Operation) int { return int(x.Return - y.Return) }).Return
 		for _, op := range rest {
 			if op.Call <= first {
-				_, want := st.step(op.Input.(linIn))
+				_, want := st.stepDrops(op.Input.(linIn), op.Output.(linOut))
 				fmt.Fprintf(&b, "  client %d: %v -> %v, expected %v\n", op.ClientId, op.Input, op.Output, want)
 			}
 		}

@@ -85,7 +85,7 @@ func (st linState) after(in linIn, out linOut) linState {
 	if linIOErrs[out.err] {
 		return st.failed(in, out.err)
 	}
-	st, _ = st.step(in)
+	st, _ = st.stepDrops(in, out)
 	return st
 }
 
@@ -120,7 +120,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 		cl := &linClient{n: n, bs: bs, subs: subs[:], rec: rec, slot: linReqSlot(c)}
 		wg.Go(func() {
 			for i := range linOps + 1 {
-				in, ok := cl.next(rng, seed%2 == 0, i == linOps) // half the rounds collect garbage
+				in, ok := cl.next(rng, linStallMode(seed), i == linOps)
 				if !ok {
 					break
 				}
@@ -138,7 +138,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 				ret := rec.clock.Add(1)
 				rec.end()
 				out.err = linErr(err)
-				histories[c] = append(histories[c], porcupine.Operation{
+				histories[c] = appendLinOp(histories[c], porcupine.Operation{
 					ClientId: c, Input: in, Call: call, Output: *out, Return: ret,
 				})
 			}
