@@ -47,13 +47,14 @@
 //
 // The delivery function must not call into the Notifier, so a call completed
 // there cannot remove its own subscription: it queues it, and the function
-// that ran the delivery (Publish, Subscribe, PublishMessage, or the
-// SessionInterestManager's RecordSessionInterest) removes it before it
-// returns. A call completed before its own Subscribe has returned (a block in
-// the blockstore, the GetBlock of a client) is not queued: that Subscribe
-// removes it, and such a call never takes the PubSub's lock. A call completed by a Publish made directly on the Notifier is
-// removed by the next of those; until then it holds no want and no
-// goroutine, only its registration.
+// that ran the delivery (Publish, Subscribe or PublishMessage) removes it
+// before it returns. A call completed before its own Subscribe has returned
+// (a block in the blockstore, the GetBlock of a client) is not queued: that
+// Subscribe removes it, and such a call never takes the PubSub's lock. A call
+// completed by an operation made directly on the Notifier (a Publish, or a
+// native Subscribe that found a stored block) is removed by the next of
+// those; until then it holds no want and no goroutine, only its
+// registration.
 //
 // # Ownership
 //
@@ -66,6 +67,8 @@
 // # Lock order
 //
 // The Notifier's locks (held while it runs delivery functions and the cancel
-// function), then call.mu, then PubSub.mu. SessionInterestManager.mu is a
-// leaf. None of these is held while calling the Notifier.
+// function), then call.mu, then PubSub.mu. None of these is held while
+// calling the Notifier. SessionInterestManager.mu is held only across calls
+// that take the Notifier's registry lock or a subscription's lock briefly
+// and never wait for it (NewInterest, Subscription.Err).
 package bitswapcompat

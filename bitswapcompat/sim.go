@@ -26,8 +26,10 @@ type SessionInterestManager struct {
 	onErr       func(error)
 	cancelsSent bool // WithCancelFunc: CANCELs go there, not to Remove* results
 
-	// mu guards sessions. It is a leaf: nothing else is locked, and nothing
-	// waited for, while it is held.
+	// mu guards sessions. Nothing that waits is called while it is held:
+	// only NewInterest, which takes the Notifier's registry lock briefly,
+	// and Subscription.Err, which takes the subscription's lock briefly;
+	// neither ever waits for mu.
 	mu       sync.Mutex
 	sessions map[uint64]*simSession
 }
@@ -74,12 +76,18 @@ func (sim *SessionInterestManager) session(ses uint64) (*notifier.Subscription, 
 	return sub, nil
 }
 
-// lookup returns the subscription of session ses, or nil if there is none or
-// RemoveSession is ending it.
+// lookup returns the subscription of session ses, or nil if there is none.
+// While RemoveSession ends it, it is returned all the same: until ReleaseAll
+// takes effect the Notifier still records its interests, and it answers for
+// them (AppendWanted and Release are ordered with ReleaseAll by the
+// subscription's and the shards' locks, so each key is freed once). Treating
+// a leaving session as gone answered from this manager's flag instead, before
+// the removal took effect: found by review,
+// TestSessionQueries_DuringRemoveSessionAgreeWithTheNotifier.
 func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 	sim.mu.Lock()
 	defer sim.mu.Unlock()
-	if e := sim.sessions[ses]; e != nil && e.leaving == nil {
+	if e := sim.sessions[ses]; e != nil {
 		return e.sub
 	}
 	return nil
@@ -89,7 +97,10 @@ func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 // is interested in already are ignored. The interest lasts until
 // RemoveSessionWants or RemoveSession, whether or not the block arrives. It
 // is safe for concurrent use and blocks only for operations on the same
-// shards of the Notifier. After Shutdown it records nothing.
+// shards of the Notifier, and, while RemoveSession ends the same session
+// ID, for that removal, which may wait for a blockstore call on one of the
+// session's keys: the ID is free again only once the removal has taken
+// effect. After Shutdown it records nothing.
 //
 // An undefined CID in ks panics with a "bitswapcompat:" message: the Notifier
 // cannot index it, and recording part of ks silently would leave a WANT that

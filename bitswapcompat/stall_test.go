@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	bstore "github.com/ipfs/boxo/blockstore"
@@ -84,4 +85,104 @@ func TestSIM_RemoveSessionWaitingForAStoreHoldsUpNoOtherSession(t *testing.T) {
 	<-published
 	require.Equal(t, cidsOf(b), <-removed)
 	requireIdle(t, ps, sim)
+}
+
+// stalledRemoval records session 1's interest in blks[0] and publishes it
+// from peerA; the PutMany stalls with the key reserved, and RemoveSession(1)
+// then waits for it. It returns the manager, the key, a function that
+// releases the PutMany and returns what RemoveSession returned. Call it in a
+// synctest bubble.
+func stalledRemoval(t *testing.T, blks []blocks.Block) (*SessionInterestManager, cid.Cid, func() []cid.Cid) {
+	t.Helper()
+	b, k := blks[0], blks[0].Cid()
+	st := &stallPut{
+		Blockstore: bstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore())),
+		key:        k, entered: make(chan struct{}), release: make(chan struct{}),
+	}
+	ps, sim := New(st)
+	t.Cleanup(ps.Shutdown)
+	sim.RecordSessionInterest(1, []cid.Cid{k})
+	published := make(chan struct{})
+	go func() { defer close(published); ps.Publish(peerA, b) }() // wanted: stored; the PutMany stalls
+	<-st.entered
+	removed := make(chan []cid.Cid, 1)
+	go func() { removed <- sim.RemoveSession(1) }()
+	synctest.Wait() // RemoveSession waits for the reservation of k
+	return sim, k, func() []cid.Cid {
+		close(st.release)
+		<-published
+		return <-removed
+	}
+}
+
+// While RemoveSession(1) waits for a stalled PutMany of its key k, the
+// Notifier still records session 1's interest in k, and the manager's
+// queries answer from it: FilterSessionInterested used to answer as if the
+// session were gone, while an InterestedSessions called after it returned
+// still found it interested (no order of the calls gives both). Found by
+// review.
+func TestSessionQueries_DuringRemoveSessionAgreeWithTheNotifier(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim, k, release := stalledRemoval(t, newBlocks(t, 1))
+		fsi := sim.FilterSessionInterested(1, []cid.Cid{k})
+		is := sim.InterestedSessions([]cid.Cid{k}) // called after FilterSessionInterested returned
+		require.Equal(t, []cid.Cid{k}, release(), "RemoveSession frees k")
+		require.Equal(t, []uint64{1}, is, "the Notifier still recorded session 1's interest in k")
+		require.Equal(t, [][]cid.Cid{{k}}, fsi,
+			"FilterSessionInterested said session 1 was not interested in k, yet a later InterestedSessions found it interested")
+	})
+}
+
+// The same for RemoveSessionWants during RemoveSession: k is freed exactly
+// once, by whichever takes effect first, and a RemoveSessionWants that
+// returned nil took effect after RemoveSession. It used to return nil at once,
+// before RemoveSession took effect, while a later InterestedSessions still saw
+// the interest. Found by review.
+func TestRemoveSessionWants_DuringRemoveSession(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim, k, release := stalledRemoval(t, newBlocks(t, 1))
+		released := make(chan []cid.Cid, 1)
+		go func() { released <- sim.RemoveSessionWants(1, []cid.Cid{k}) }()
+		synctest.Wait()
+		var freedByWants []cid.Cid
+		returned := false
+		select {
+		case freedByWants = <-released:
+			returned = true
+		default:
+		}
+		is := sim.InterestedSessions([]cid.Cid{k}) // called after RemoveSessionWants returned, if it did
+		freedByRemove := release()
+		if !returned {
+			freedByWants = <-released
+		}
+		require.Len(t, append(freedByWants, freedByRemove...), 1, "k is freed exactly once: RemoveSessionWants %v, RemoveSession %v", freedByWants, freedByRemove)
+		if returned && freedByWants == nil {
+			require.Empty(t, is, "RemoveSessionWants returned nil before RemoveSession took effect, yet a later InterestedSessions saw session 1 interested")
+		}
+	})
+}
+
+// RecordSessionInterest of an ID that RemoveSession is ending waits for that
+// removal, even when the removal waits for a stalled blockstore call on
+// another key (its doc says so): the ID is free again only once the removal
+// has taken effect. Then the session starts anew, interested in k2 alone.
+// Other session IDs do not wait (TestSIM_RemoveSessionWaitingForAStoreHoldsUpNoOtherSession).
+func TestRecordSessionInterest_SameIDWaitsForItsRemoval(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		blks := newBlocks(t, 2)
+		sim, k, release := stalledRemoval(t, blks)
+		k2 := blks[1].Cid()
+		recorded := make(chan struct{})
+		go func() { defer close(recorded); sim.RecordSessionInterest(1, []cid.Cid{k2}) }()
+		synctest.Wait()
+		select {
+		case <-recorded:
+			t.Fatal("RecordSessionInterest(1) returned while RemoveSession(1) had not taken effect")
+		default:
+		}
+		require.Equal(t, []cid.Cid{k}, release())
+		<-recorded
+		require.Equal(t, [][]cid.Cid{{k2}}, sim.FilterSessionInterested(1, []cid.Cid{k, k2}))
+	})
 }
