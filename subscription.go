@@ -954,13 +954,13 @@ func (o *op) unlockShared() {
 	o.prelocked = false
 }
 
-// lockTargets locks the target subscriptions. Those that take their
-// messages through a function get them from handFuncs, under the shard
-// locks; the channel subscriptions get theirs from handOut, once handOver has
-// released the shard locks that the cancel function does not need. Holding every target's lock from before the
-// first message to after the last is what makes two operations that reach
-// the same subscriptions reach them all in the same order, whatever their
-// shards.
+// lockTargets locks the target subscriptions, unless lockShared has. Those
+// that take their messages through a function get them from handFuncs,
+// under the shard locks; the channel subscriptions get theirs from handOut,
+// once handOver has released the shard locks that the cancel function does
+// not need. Holding every target's lock from before the first message to
+// after the last is what makes two operations that reach the same
+// subscriptions reach them all in the same order, whatever their shards.
 //
 // Several targets are locked in any order, without waiting (tryLockTargets),
 // which almost always succeeds: a subscription's lock is held only briefly,
