@@ -282,10 +282,7 @@ func TestRoute_WantEndsOnlyWithItsMessage(t *testing.T) {
 			s := mustSub(t, n, 2)
 			require.NoError(t, u.Subscribe(ctx, j.Cid()))
 			require.NoError(t, s.Subscribe(ctx, j.Cid()))
-			u.mu.Lock() // held for a moment, as by u's drain goroutine or a read
-			var release sync.Once
-			unlockU := func() { release.Do(u.mu.Unlock) }
-			t.Cleanup(unlockU)
+			unlockU := holdForAMoment(t, u)
 			published := make(chan error, 1)
 			go func() {
 				published <- n.Publish(ctx, ResponseMessage{From: "p1", Blocks: []blocks.Block{j}})
@@ -295,14 +292,7 @@ func TestRoute_WantEndsOnlyWithItsMessage(t *testing.T) {
 			tc.next(t, n, s, k)
 			unlockU()
 			require.NoError(t, <-published)
-			first, second := recv(t, s), recv(t, s)
-			require.Len(t, first.Blocks, 1)
-			require.Len(t, second.Blocks, 1)
-			if done {
-				require.Equal(t, j.Cid(), first.Blocks[0].Cid(), "P took effect for s before the next operation was called, yet s got that one's block first")
-			}
-			require.False(t, done, "s no longer wanted j while P's message for it was not queued")
-			require.Equal(t, k.Cid(), first.Blocks[0].Cid(), "P had not taken effect for s when the next operation was called: that one comes first")
+			requireOrderAfterRead(t, s, done, j.Cid(), k.Cid())
 		})
 	}
 }
@@ -337,10 +327,7 @@ func TestSubscribe_FoundSharedBlockIsQueuedWithTheWants(t *testing.T) {
 			if tc.missing {
 				keys, observed = []cid.Cid{k1.Cid(), k.Cid()}, k1.Cid()
 			}
-			u.mu.Lock() // held for a moment, as by u's drain goroutine or a read
-			var release sync.Once
-			unlockU := func() { release.Do(u.mu.Unlock) }
-			t.Cleanup(unlockU)
+			unlockU := holdForAMoment(t, u)
 			subscribed := make(chan error, 1)
 			go func() { subscribed <- s.Subscribe(ctx, keys...) }()
 			waitBlockedOnMutex(t, "subscribeAll")
@@ -349,14 +336,7 @@ func TestSubscribe_FoundSharedBlockIsQueuedWithTheWants(t *testing.T) {
 			unlockU()
 			require.NoError(t, <-subscribed)
 			require.Equal(t, k.Cid(), recv(t, u).Blocks[0].Cid())
-			first, second := recv(t, s), recv(t, s)
-			require.Len(t, first.Blocks, 1)
-			require.Len(t, second.Blocks, 1)
-			if done {
-				require.Equal(t, k.Cid(), first.Blocks[0].Cid(), "the Subscribe had taken effect for s before the Subscribe of k2 was called, yet k2's block came first")
-			}
-			require.False(t, done, "s's wants were visible while the block its Subscribe found was not queued")
-			require.Equal(t, k2.Cid(), first.Blocks[0].Cid(), "the Subscribe had not taken effect for s when that of k2 was called: k2 comes first")
+			requireOrderAfterRead(t, s, done, k.Cid(), k2.Cid())
 		})
 	}
 }
@@ -382,4 +362,32 @@ func TestSubscribe_FoundSharedBlockClosedDuringCheck(t *testing.T) {
 	require.Equal(t, []cid.Cid{k.Cid()}, u.AppendWanted(nil, []cid.Cid{k.Cid()}))
 	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{k}}))
 	require.Equal(t, k.Cid(), recv(t, u).Blocks[0].Cid())
+}
+
+// holdForAMoment locks s as its drain goroutine or a read would, for a
+// moment, and returns the function that unlocks it (once; also at cleanup).
+func holdForAMoment(t *testing.T, s *Subscription) (unlock func()) {
+	s.mu.Lock()
+	var once sync.Once
+	unlock = func() { once.Do(s.mu.Unlock) }
+	t.Cleanup(unlock)
+	return unlock
+}
+
+// requireOrderAfterRead checks the two one-block messages s received: those
+// of an operation O, which waited for another target's lock while a read on
+// s saw O done (done) or not, and of the operation called after that read,
+// whose keys are opKey and nextKey. If the read saw O done, O came first; but
+// the read must not have seen it done, since a want ends only with its
+// message queued, so nextKey comes first.
+func requireOrderAfterRead(t *testing.T, s *Subscription, done bool, opKey, nextKey cid.Cid) {
+	t.Helper()
+	first, second := recv(t, s), recv(t, s)
+	require.Len(t, first.Blocks, 1)
+	require.Len(t, second.Blocks, 1)
+	if done {
+		require.Equal(t, opKey, first.Blocks[0].Cid(), "the operation took effect for s before the next one was called, yet s got the next one's block first")
+	}
+	require.False(t, done, "s's wants showed the operation done while its message was not queued")
+	require.Equal(t, nextKey, first.Blocks[0].Cid(), "the operation had not taken effect for s when the next one was called: that one comes first")
 }
