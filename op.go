@@ -221,17 +221,60 @@ func (o *op) subsOf(h *hit) []*Subscription {
 	return h.e.subs
 }
 
-// target returns the target of s, creating it. When the op has a single hit,
-// its subscriptions are distinct and need no lookup.
+// target returns the target of s, creating it.
 func (o *op) target(s *Subscription) *target {
-	if len(o.hits) > 1 {
-		if j, ok := o.slot[s]; ok {
-			return &o.targets[j]
-		}
-		o.slot[s] = len(o.targets)
+	if j, ok := o.slot[s]; ok {
+		return &o.targets[j]
 	}
+	o.slot[s] = len(o.targets)
 	o.targets = append(o.targets, target{s: s})
 	return &o.targets[len(o.targets)-1]
+}
+
+// build creates one target per subscription that a hit reaches, with the
+// message it gets.
+func (o *op) build() {
+	if len(o.hits) == 1 {
+		o.buildOne(&o.hits[0])
+		return
+	}
+	o.count()
+	o.fill()
+}
+
+// buildOne is build for an op of one hit, such as a message of one block:
+// the hit's subscriptions are distinct, so each gets a target of one entry,
+// made in one pass, without count's and fill's lookups.
+func (o *op) buildOne(h *hit) {
+	subs := o.subsOf(h)
+	stale := 0
+	var blks []blocks.Block
+	var keys []cid.Cid
+	if h.kind == kindBlock {
+		blks = make([]blocks.Block, len(subs))
+		if h.e != nil {
+			stale = 1
+		}
+	} else {
+		keys = make([]cid.Cid, len(subs))
+	}
+	o.targets = slices.Grow(o.targets, len(subs))
+	for j, s := range subs {
+		o.targets = append(o.targets, target{s: s, stale: stale})
+		t := &o.targets[len(o.targets)-1]
+		t.msg.From = o.from
+		switch h.kind {
+		case kindBlock:
+			blks[j] = h.blk
+			t.nb, t.msg.Blocks = 1, blks[j:j+1:j+1]
+		case kindHave:
+			keys[j] = h.key
+			t.nh, t.msg.Haves = 1, keys[j:j+1:j+1]
+		default:
+			keys[j] = h.key
+			t.nd, t.msg.DontHaves = 1, keys[j:j+1:j+1]
+		}
+	}
 }
 
 // count creates one target per interested subscription and counts what each
@@ -274,16 +317,10 @@ func (o *op) fill() {
 		t.msg.Haves, keys = carve(keys, t.nh)
 		t.msg.DontHaves, keys = carve(keys, t.nd)
 	}
-	single := len(o.hits) == 1
 	for i := range o.hits {
 		h := &o.hits[i]
-		for j, s := range o.subsOf(h) {
-			var t *target
-			if single {
-				t = &o.targets[j]
-			} else {
-				t = &o.targets[o.slot[s]]
-			}
+		for _, s := range o.subsOf(h) {
+			t := &o.targets[o.slot[s]]
 			switch h.kind {
 			case kindBlock:
 				t.msg.Blocks = append(t.msg.Blocks, h.blk)
@@ -306,7 +343,7 @@ func carve[T any](arena []T, n int) (part, rest []T) {
 }
 
 func (o *op) accept(t *target) {
-	if t.s.accept(t.msg, t.stale) {
+	if t.s.accept(&t.msg, t.stale) {
 		o.slow = append(o.slow, t.s)
 	}
 }

@@ -88,8 +88,7 @@ func (n *Notifier) route(o *op) {
 	if len(o.hits) == 0 {
 		return
 	}
-	o.count()
-	o.fill()
+	o.build()
 	o.lockTargets()
 	for i := range o.hits {
 		h := &o.hits[i]

@@ -347,7 +347,7 @@ func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk block
 	if s.ended() {
 		return true, false, s.closedErr()
 	}
-	return true, s.accept(ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
+	return true, s.accept(&ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
 }
 
 // commitWant is the commit of subscribeOne when Get found no block, under
@@ -507,7 +507,7 @@ func (s *Subscription) wantLocked(o *op) error {
 		clear(o.hits)
 		o.hits = o.hits[:0]
 		o.probe.handedOwn(found) // observe.go hook
-		if s.accept(ResponseMessage{Blocks: blks}, 0) {
+		if s.accept(&ResponseMessage{Blocks: blks}, 0) {
 			o.slow = append(o.slow, s)
 		}
 	}
@@ -843,18 +843,18 @@ func (s *Subscription) markClosed(err error) {
 // that overflowed WithMaxPending: the caller must then end s with
 // ErrSlowConsumer once its own locks are released. Messages for s between the
 // overflow and the end are dropped; Err reports it.
-func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
+func (s *Subscription) accept(m *ResponseMessage, stale int) (overflowed bool) {
 	s.stale += stale
 	if s.closed.Load() || s.overflow {
 		return false
 	}
 	if s.fn != nil {
-		s.fn(m)
+		s.fn(*m)
 		return false
 	}
 	if !s.draining {
 		select {
-		case s.out <- m:
+		case s.out <- *m:
 			return false
 		default:
 		}
@@ -863,7 +863,7 @@ func (s *Subscription) accept(m ResponseMessage, stale int) (overflowed bool) {
 		s.overflow = true
 		return true
 	}
-	s.backlog.Push(m)
+	s.backlog.Push(*m)
 	if !s.draining {
 		s.draining = true
 		s.exited = make(chan struct{})
