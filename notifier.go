@@ -73,9 +73,9 @@ type Option func(*config)
 // other keys in those shards wait for f too; the rest of the Notifier does
 // not. So f must be fast, must not block, and must not call any method of the
 // Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
-// f must not panic either: the panic reaches the operation's caller with
-// those shard locks still held, and every later operation on those shards,
-// and Close, waits for ever.
+// If f panics, or exits the goroutine (runtime.Goexit), the operation first
+// finishes: it releases its locks and ends the subscriptions it found past
+// WithMaxPending. Then the panic goes on to the operation's caller.
 //
 // The tempting alternative, calling f after the locks are released, lets a
 // Subscribe of the same key (and its WANT) slip in before f's CANCEL.
@@ -182,12 +182,14 @@ func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
 // (Publish or Subscribe), in publish order, while that operation holds the
 // locks of the message's shards and of the subscription: like the cancel
 // function, f must be fast, must not block and must not call any method of
-// the Notifier or its Subscriptions except Stats. Nor may it panic: as for
-// the cancel function, the panic reaches the delivering operation's caller
-// with the Notifier's locks held, and the Notifier is stuck. Messages() of
-// such a subscription never yields a message; it is closed when the
-// subscription ends, which makes it a done signal. WithMaxPending does not
-// apply.
+// the Notifier or its Subscriptions except Stats. If f panics, or exits the
+// goroutine, the delivering operation first finishes as if f had returned:
+// the other subscriptions get their messages, the cancel function its keys,
+// and no lock stays held. Then the panic goes on to the operation's caller,
+// the Publish or Subscribe: a bug in f fails that call, not every later one.
+// Messages() of such a subscription never yields a message; it is closed
+// when the subscription ends, which makes it a done signal. WithMaxPending
+// does not apply.
 func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*Subscription, error) {
 	if f == nil {
 		f = func(ResponseMessage) {}

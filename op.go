@@ -81,6 +81,8 @@ type op struct {
 	prelocked bool                  // a Subscribe's lockShared has locked the targets (o.order) before want
 	slot      map[*Subscription]int // index in targets, when several hits
 	slow      []*Subscription       // subscriptions this op found past WithMaxPending, to close
+	step      step                  // how far step 5 got (run.go, finish)
+	next      int                   // the next entry of order (stepFuncs) or slow (stepSlow)
 	probe     probe                 // what Publish and Subscribe report (observe.go)
 }
 
@@ -135,6 +137,7 @@ func (n *Notifier) putOp(o *op) {
 	o.prelocked = false
 	o.slot = emptiedMap(o.slot)
 	o.slow = emptied(o.slow)
+	o.step, o.next = stepNone, 0
 	o.probe = probe{}
 	n.ops.Put(o)
 }

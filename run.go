@@ -38,10 +38,21 @@ type steps struct {
 }
 
 // run runs o's operation through the skeleton. It returns holding no lock.
+//
+// Step 5 calls functions of the user, the delivery functions and the cancel
+// function, and Subscribe's commit may call a delivery function too. If one
+// panics, or exits the goroutine, run's deferred call finishes the step
+// before the panic goes on (see unwind): every other target still gets its
+// message, the cancel function gets the keys, and no lock stays held.
 func (n *Notifier) run(ctx context.Context, o *op, st *steps) error {
 	if err := st.acquire(ctx, n, o); err != nil {
 		return err
 	}
+	defer func() {
+		if o.step != stepNone { // a function of the user panicked or exited the goroutine
+			n.unwind(o)
+		}
+	}()
 	var err error
 	if st.plan != nil {
 		err = st.plan(n, o)
@@ -50,15 +61,83 @@ func (n *Notifier) run(ctx context.Context, o *op, st *steps) error {
 		err = n.unlocked(ctx, o, st.io)
 	}
 	if err == nil && st.commit != nil {
+		o.step = stepCommit
 		err = st.commit(n, o)
 	}
 	if err != nil {
+		o.step = stepNone
 		n.unlock(o.locks)
 		return err
 	}
-	n.route(o)
-	n.handOver(o)
+	n.finish(o)
 	return nil
+}
+
+// step is how far an operation has got in the part of the skeleton that
+// calls functions of the user; finish resumes from it.
+type step uint8
+
+const (
+	stepNone     step = iota // nothing to finish: not there yet, failed, or done
+	stepCommit               // in commit: Subscribe's may hand s its found blocks through s's function
+	stepFuncs                // handing over to delivery functions: op.next is the next entry of op.order
+	stepChannels             // releasing the shards but keep, and handing over to channels
+	stepCancel               // in the cancel function
+	stepSlow                 // closing the slow consumers: op.next is the next of op.slow
+)
+
+// finish is step 5, from where o.step says o got: route, hand over to the
+// delivery functions, release the shards but keep, hand over to the
+// channels, call the cancel function, release keep, end the slow consumers.
+// o.step moves past each function of the user before it is called, so that
+// a call of finish after that function panicked carries on after it.
+func (n *Notifier) finish(o *op) {
+	if o.step <= stepCommit {
+		n.route(o)
+		o.step, o.next = stepFuncs, 0
+	}
+	if o.step == stepFuncs {
+		o.handFuncs()
+		o.step = stepChannels
+	}
+	if o.step == stepChannels {
+		n.handOver(o)
+		o.step = stepCancel
+		if len(o.cancels) > 0 && n.cfg.cancel != nil {
+			n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))
+		}
+	}
+	if o.step == stepCancel {
+		n.unlock(o.keep)
+		o.step, o.next = stepSlow, 0
+	}
+	for o.next < len(o.slow) {
+		s := o.slow[o.next]
+		o.next++
+		s.close(ErrSlowConsumer, false)
+	}
+	o.step = stepNone
+	n.handedOver(o) // observe.go hook: metrics, slow-consumer log
+}
+
+// unwind finishes o's step 5 after a function of the user panicked or
+// exited the goroutine, run's deferred call; the panic then goes on to the
+// operation's caller, unrecovered, with its own stack. Should another
+// function panic in turn, unwind's own deferred call carries on after that
+// one: each panic happens past the point where the previous one did, so this
+// ends.
+//
+// The tempting alternative, recovering the panic, finishing and panicking
+// again, would lose the stack of the first panic and could not handle
+// runtime.Goexit, which a test's t.FailNow in a delivery function calls:
+// Goexit cannot be recovered, but it runs deferred calls.
+func (n *Notifier) unwind(o *op) {
+	defer func() {
+		if o.step != stepNone {
+			n.unwind(o)
+		}
+	}()
+	n.finish(o)
 }
 
 // acquireOpen is step 1 of the operations that a closed Notifier refuses.
@@ -102,15 +181,15 @@ func (n *Notifier) route(o *op) {
 			o.keep.Add(int(h.shard))
 		}
 	}
-	o.handFuncs()
 }
 
 // handOver releases o's shard locks except those of the keys to cancel
 // (keep), hands the channel subscriptions their messages and releases the
-// target subscriptions, calls the cancel function with o.cancels while the
-// keep shards are still held (see WithCancelFunc), and releases them. Then it
-// closes the subscriptions that o found past WithMaxPending: that needs the
-// shards of all their keys, which o could not take in order.
+// target subscriptions; finish then calls the cancel function with
+// o.cancels while the keep shards are still held (see WithCancelFunc), and
+// releases them. Last, finish closes the subscriptions that o found past
+// WithMaxPending: that needs the shards of all their keys, which o could not
+// take in order.
 //
 // The order is forced. The targets must be locked before the first shard is
 // released, or a later operation on that shard could reach a shared
@@ -121,12 +200,4 @@ func (n *Notifier) route(o *op) {
 func (n *Notifier) handOver(o *op) {
 	n.unlockExcept(o.locks, o.keep)
 	o.handOut()
-	if len(o.cancels) > 0 && n.cfg.cancel != nil {
-		n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))
-	}
-	n.unlock(o.keep)
-	for _, s := range o.slow {
-		s.close(ErrSlowConsumer, false)
-	}
-	n.handedOver(o) // observe.go hook: metrics, slow-consumer log
 }

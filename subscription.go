@@ -289,13 +289,11 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 	if err == nil && blk != nil {
 		// A hit commits under s.mu alone, unless someone of the other kind
 		// wanted k at peek or s has a delivery function (see peek).
-		locked := wanted || s.fn != nil
-		if locked && !n.relock(sh, k, ver) {
-			return false, nil
-		}
-		handled, overflowed, err := s.commitHit(&n.shards[sh].idx, k, ver, blk)
-		if locked {
-			n.unlockShard(sh)
+		var handled, overflowed bool
+		if wanted || s.fn != nil {
+			handled, overflowed, err = s.commitHitLocked(sh, k, ver, blk)
+		} else {
+			handled, overflowed, err = s.commitHit(&n.shards[sh].idx, k, ver, blk)
 		}
 		if !handled {
 			return false, nil
@@ -348,6 +346,18 @@ func (s *Subscription) commitHit(x *shardIndex, k cid.Cid, ver uint64, blk block
 		return true, false, s.closedErr()
 	}
 	return true, s.accept(&ResponseMessage{Blocks: []blocks.Block{blk}}, 0), nil
+}
+
+// commitHitLocked is commitHit under k's shard lock, sh, which it takes
+// again if k's version is still ver (relock), and releases even if s's
+// delivery function panics or exits the goroutine.
+func (s *Subscription) commitHitLocked(sh int32, k cid.Cid, ver uint64, blk blocks.Block) (handled, overflowed bool, err error) {
+	n := s.n
+	if !n.relock(sh, k, ver) {
+		return false, false, nil
+	}
+	defer n.unlockShard(sh)
+	return s.commitHit(&n.shards[sh].idx, k, ver, blk)
 }
 
 // commitWant is the commit of subscribeOne when Get found no block, under
@@ -996,7 +1006,9 @@ func (o *op) lockOrder() {
 // function (see NewSubscriptionFunc), which run under the shard locks as
 // documented. The caller holds the targets' locks (lockTargets).
 func (o *op) handFuncs() {
-	for _, l := range o.order {
+	for o.next < len(o.order) {
+		l := o.order[o.next]
+		o.next++ // before the function: if it panics, finish carries on after it
 		if l.s.fn != nil {
 			o.accept(&o.targets[l.t])
 		}

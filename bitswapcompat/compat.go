@@ -35,7 +35,10 @@ type Option func(*config)
 // instead of the block. Today's client uses this for tracing: it hands out
 // blocks annotated with their sender and the delay since Subscribe. f runs
 // in the Notifier's delivery function, under its locks: it must be fast and
-// must not panic (notifier.Notifier.NewSubscriptionFunc says why).
+// must not panic. The Notifier survives a panic
+// (notifier.Notifier.NewSubscriptionFunc says how), but the Subscribe call
+// whose block f was wrapping never gets it: its channel stays open until its
+// context ends or Shutdown.
 func WithBlockWrapper(f BlockWrapper) Option {
 	return func(c *config) { c.wrap = f }
 }
