@@ -19,6 +19,8 @@ import (
 	flatfs "github.com/ipfs/go-ds-flatfs"
 	ipfsbs "github.com/ipfs/go-ipfs-blockstore"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/stacks"
 )
 
 // hang is how long a test waits for something that must happen before it
@@ -273,7 +275,7 @@ func blockInShard(n *Notifier, prefix string, sh int32, in bool) blocks.Block {
 
 // parkedOnMutexIn reports whether a goroutine whose stack includes fn is
 // parked acquiring a sync.Mutex.
-func parkedOnMutexIn(fn string) bool { return parkedIn(fn, "[sync.Mutex.Lock") }
+func parkedOnMutexIn(fn string) bool { return stacks.Parked([]string{fn, stacks.Mutex}, nil) }
 
 // sameBucket returns a block, other than k's, whose key has k's version
 // bucket (bucketOf), its contents starting with prefix.

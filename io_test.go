@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math/rand/v2"
 	"runtime"
-	"strings"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -15,6 +14,8 @@ import (
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/stacks"
 )
 
 // stallStore is a blockstore whose Get and PutMany of chosen keys stop until
@@ -542,7 +543,7 @@ func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
 
 	closed := make(chan struct{})
 	go func() { defer close(closed); assert.NoError(t, n.Close()) }()
-	for deadline := time.Now().Add(hang); !parkedIn("(*Notifier).close", "sync.(*WaitGroup).Wait"); runtime.Gosched() {
+	for deadline := time.Now().Add(hang); !stacks.Parked([]string{"(*Notifier).close", "sync.(*WaitGroup).Wait"}, nil); runtime.Gosched() {
 		select {
 		case <-closed:
 			t.Fatal("Close returned while a Publish was still in its PutMany")
@@ -558,16 +559,4 @@ func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, has, "once Close has returned, the Publish in progress has taken effect")
 	require.NoError(t, <-published)
-}
-
-// parkedIn reports whether a goroutine's stack (with its header, which says
-// what it waits for) includes both fn and waitFn.
-func parkedIn(fn, waitFn string) bool {
-	buf := make([]byte, 1<<20)
-	for _, g := range strings.Split(string(buf[:runtime.Stack(buf, true)]), "\n\n") {
-		if strings.Contains(g, fn) && strings.Contains(g, waitFn) {
-			return true
-		}
-	}
-	return false
 }
