@@ -42,6 +42,8 @@ type PubSub struct {
 	// so it is never held while calling the Notifier.
 	mu       sync.Mutex
 	calls    map[*call]struct{} // live calls, whose channels Shutdown closes
+	ending   int                // calls that end has taken out of calls and whose channels it has not closed yet
+	ended    sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed   bool
 }
@@ -51,13 +53,15 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	if cfg.cancel != nil {
 		nopts = append(slices.Clip(nopts), notifier.WithCancelFunc(cfg.cancel))
 	}
-	return &PubSub{
+	ps := &PubSub{
 		n:     notifier.New(bs, nopts...),
 		wrap:  cfg.wrap,
 		onErr: cfg.onErr,
 		calls: make(map[*call]struct{}),
 		epoch: time.Now(),
 	}
+	ps.ended.L = &ps.mu
+	return ps
 }
 
 // call is one Subscribe: a subscription of the Notifier that sends each
@@ -356,25 +360,41 @@ func (ps *PubSub) wrapBlock(b blocks.Block, from string, start time.Time) blocks
 // Notifier and then closes ch, so that a reader who sees ch closed finds
 // nothing of c left. It runs on the caller's goroutine, never in a
 // delivery. Once ended is set no delivery sends on ch, so closing it after
-// releasing mu is safe.
+// releasing mu is safe. Until ch is closed, c counts in ps.ending, which
+// Shutdown waits for: a Shutdown that finds c ended (by its ctx, say) must
+// not return before its channel is closed. Found by review, with
+// TestShutdown_WaitsForACallEndedByItsContext.
 func (c *call) end() {
+	ps := c.ps
 	c.mu.Lock()
 	ended, stop := c.ended, c.stop
-	c.ended = true
+	if !ended {
+		// In one step with ended, c leaves calls and is counted as ending,
+		// so that a Shutdown either ends c itself or waits for this end
+		// to close ch. c.mu, then ps.mu, as in deliver.
+		c.ended = true
+		ps.mu.Lock()
+		delete(ps.calls, c)
+		ps.ending++
+		ps.mu.Unlock()
+	}
 	c.mu.Unlock()
 	if ended {
 		return
 	}
-	defer close(c.ch)
 	if stop != nil {
 		stop()
 	}
-	c.ps.mu.Lock()
-	delete(c.ps.calls, c)
-	c.ps.mu.Unlock()
 	if c.sub != nil {
 		c.sub.Remove()
 	}
+	close(c.ch)
+	ps.mu.Lock()
+	ps.ending--
+	if ps.ending == 0 && ps.closed {
+		ps.ended.Broadcast()
+	}
+	ps.mu.Unlock()
 }
 
 // finish queues c, which a delivery has completed, for reap to remove its
@@ -390,11 +410,15 @@ func (ps *PubSub) finish(c *call) {
 	ps.mu.Unlock()
 }
 
-// reap removes the subscriptions of completed calls. Every method that can
-// run a delivery calls it before returning, so a completed call leaves
-// nothing in the Notifier once that method, and the call's own Subscribe,
-// have returned (a call completed before its Subscribe returns is removed
-// by that Subscribe; see track).
+// reap removes the subscriptions of completed calls. Every method of the
+// PubSub that can run a delivery calls it before returning, and so does
+// PublishMessage, so a completed call leaves nothing in the Notifier once
+// that method, and the call's own Subscribe, have returned (a call completed
+// before its Subscribe returns is removed by that Subscribe; see track). A
+// call completed by the native API on NotifierOf (a native Subscribe that
+// found the block in the blockstore, or a Publish into the Notifier itself)
+// is removed by the next of these methods, or by Shutdown: until then its
+// subscription, which wants nothing, stays counted in the Notifier's Stats.
 func (ps *PubSub) reap() {
 	if ps.nfinish.Load() == 0 {
 		return
@@ -528,6 +552,13 @@ func (ps *PubSub) Shutdown() {
 		for _, c := range calls {
 			c.end()
 		}
+		// Calls that another end (a ctx's AfterFunc) had taken out of calls
+		// may not have closed their channels yet: wait for them.
+		ps.mu.Lock()
+		for ps.ending > 0 {
+			ps.ended.Wait()
+		}
+		ps.mu.Unlock()
 		ps.reap()
 		_ = ps.n.Close() // never fails
 	})
