@@ -244,3 +244,12 @@ func newWithSlowCancel(t *testing.T) (n *Notifier, k blocks.Block, entered, rele
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	return n, k, entered, release
 }
+
+func TestHasCancelFunc(t *testing.T) {
+	without := New(nil)
+	require.False(t, without.HasCancelFunc())
+	require.NoError(t, without.Close())
+	with := New(nil, WithCancelFunc(func([]cid.Cid) {}))
+	require.True(t, with.HasCancelFunc())
+	require.NoError(t, with.Close())
+}

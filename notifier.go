@@ -640,3 +640,9 @@ func (n *Notifier) storeUnrouted(idx *shardIndex, k cid.Cid, o *op, from string)
 	}
 	return from == "" && !o.storing(k)
 }
+
+// HasCancelFunc reports whether the Notifier was built WithCancelFunc: then
+// the keys that nobody wants any more go to that function, and a layer
+// above must not report them for CANCELs a second time (bitswapcompat's
+// RemoveSession does not).
+func (n *Notifier) HasCancelFunc() bool { return n.cfg.cancel != nil }

@@ -24,7 +24,7 @@ import (
 type SessionInterestManager struct {
 	n           *notifier.Notifier
 	onErr       func(error)
-	cancelsSent bool // WithCancelFunc: CANCELs go there, not to Remove* results
+	cancelsSent bool // the Notifier has a cancel function: CANCELs go there, not to Remove* results
 
 	// mu guards sessions. Nothing that waits is called while it is held:
 	// only NewInterest, which takes the Notifier's registry lock briefly,
@@ -46,7 +46,7 @@ func newSessionInterestManager(n *notifier.Notifier, cfg config) *SessionInteres
 	return &SessionInterestManager{
 		n:           n,
 		onErr:       cfg.onErr,
-		cancelsSent: cfg.cancel != nil,
+		cancelsSent: n.HasCancelFunc(), // WithCancelFunc, or notifier.WithCancelFunc given to New
 		sessions:    make(map[uint64]*simSession),
 	}
 }
@@ -146,8 +146,9 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // no session is interested in any more, for the caller to CANCEL, as boxo's
 // does. A PubSub call still waiting for such a key does not hold it back:
 // the CANCEL goes out as it does in boxo, and the call still gets the block
-// if it arrives. With WithCancelFunc it returns nil: the Notifier reports the
-// keys that nobody, request or session, wants any more to that function. The
+// if it arrives. With WithCancelFunc (or notifier.WithCancelFunc given to
+// New) it returns nil: the Notifier reports the keys that nobody, request or
+// session, wants any more to that function. The
 // session ID may be used again once it has returned. It is safe for
 // concurrent use and blocks only for operations on the session's shards.
 // After Shutdown it returns nil.
@@ -183,7 +184,7 @@ func (sim *SessionInterestManager) RemoveSessionWants(ses uint64, ks []cid.Cid) 
 	return sim.cancels(sub.Release(ks...))
 }
 
-// cancels returns free, or nil if CANCELs go to WithCancelFunc.
+// cancels returns free, or nil if CANCELs go to the cancel function.
 func (sim *SessionInterestManager) cancels(free []cid.Cid) []cid.Cid {
 	if sim.cancelsSent {
 		return nil
