@@ -106,7 +106,11 @@ func WithBufferSize(n int) Option {
 // could not take yet: n messages may wait, besides the channel's buffer and
 // the one message being handed to the channel. A Publish that would exceed it
 // ends the subscription with ErrSlowConsumer instead of blocking or dropping
-// silently. 0, the default, means unbounded.
+// silently. 0, the default, means unbounded. The bound may be off by one:
+// after the channel takes a message, the next one still counts in the
+// backlog until the goroutine that feeds the channel has taken it, so a
+// consumer that has just read may be ended when n messages wait besides the
+// buffer, the one about to be handed included.
 func WithMaxPending(n int) Option {
 	if n < 0 {
 		panic(fmt.Sprintf("notifier: WithMaxPending(%d): negative bound", n))
@@ -533,12 +537,34 @@ func (n *Notifier) close() {
 	n.mu.Lock()
 	subs := slices.AppendSeq(slices.Collect(maps.Values(n.sessions)), maps.Keys(n.requests))
 	n.mu.Unlock()
-	for _, s := range subs {
+	n.closeAll(subs)
+}
+
+// closeAll ends subs, then waits for what Close waits for, and refreshes
+// the gauges: Stats stops counting the requests that Close ends without
+// listing them (see enlist) whether or not a close above refreshed them. If
+// the cancel function panics or exits the goroutine while one of subs is
+// closed, the deferred call carries on with the rest before the panic goes
+// on, as unwind does for an operation: closeOnce counts the panicking Close
+// as done, so no later Close would. Found by review, with
+// TestClose_PanickingCancelFunctionClosesEverything.
+func (n *Notifier) closeAll(subs []*Subscription) {
+	finished := false
+	defer func() {
+		if !finished {
+			n.closeAll(subs)
+		}
+	}()
+	for len(subs) > 0 {
+		s := subs[0]
+		subs = subs[1:] // before the close: if it panics, the deferred call goes on after it
 		s.close(ErrClosed, false)
 	}
 	n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
 	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
 	n.drainers.Wait()
+	n.m.refresh(n) // observe.go's gauges
+	finished = true
 }
 
 // Wanted reports whether any subscription wants k, of any kind. It takes k's

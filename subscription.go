@@ -671,10 +671,12 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 	o := n.getOp()
 	defer n.putOp(o)
 	o.sub, o.why, o.closing = s, err, true
+	defer func() { // deferred: also if the cancel function panics, out is closed before the panic goes on
+		if o.exited != nil {
+			<-o.exited // drain has seen quit and closed out; it needs no lock we hold
+		}
+	}()
 	_ = n.run(context.Background(), o, &closeSteps) // cannot fail: no blockstore, no deadline
-	if o.exited != nil {
-		<-o.exited // drain has seen quit and closed out; it needs no lock we hold
-	}
 	return o.report(report)
 }
 
