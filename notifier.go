@@ -313,7 +313,15 @@ func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(Res
 	if s == nil {
 		s = n.newRequest(deliveryFunc(newFunc))
 	}
-	if err := s.subscribeAll(ctx, []cid.Cid{k}, p); err != nil {
+	returned := false
+	defer func() {
+		if !returned { // f panicked or exited the goroutine: nobody else can remove s
+			s.Remove()
+		}
+	}()
+	err := s.subscribeAll(ctx, []cid.Cid{k}, p)
+	returned = true
+	if err != nil {
 		s.Remove()
 		return nil, nil, err
 	}

@@ -309,18 +309,20 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 // returned, or s's end if it overflowed.
 func (s *Subscription) endOne(p *probe, blk blocks.Block, overflowed bool, err error) error {
 	n := s.n
-	if overflowed {
-		s.close(ErrSlowConsumer, false)
-		n.closedSlow(p, s) // observe.go hook
-		s.mu.Lock()
-		err = s.closedErr()
-		s.mu.Unlock()
-	}
 	delivered := 0
 	if blk != nil && (err == nil || overflowed) { // counted as the general path counts it (handedOwn)
 		delivered = 1
 	}
-	p.end(opSubscribe, 1, delivered, 0) // observe.go hook
+	defer p.end(opSubscribe, 1, delivered, 0) // observe.go hook; deferred: also if the cancel function panics in the close below
+	if overflowed {
+		func() {
+			defer n.closedSlow(p, s) // observe.go hook; deferred, as above
+			s.close(ErrSlowConsumer, false)
+		}()
+		s.mu.Lock()
+		err = s.closedErr()
+		s.mu.Unlock()
+	}
 	if n.m != nil && blk == nil && err == nil {
 		n.m.refresh(n) // a want added: the gauges
 	}

@@ -192,11 +192,21 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	}
 	c := &call{ps: ps, ch: ch, start: start, subscribing: true}
 	c.distinct(keys)
+	returned := false
+	defer func() {
+		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
+			c.end()
+			if c.sub != nil {
+				c.sub.Remove() // end does not if a delivery ended c first
+			}
+		}
+	}()
 	sub, err := ps.n.NewRequest(c.deliver)
 	if err == nil {
 		c.sub = sub
 		err = sub.Subscribe(ctx, c.keys...)
 	}
+	returned = true
 	return ps.started(ctx, c, err)
 }
 
@@ -382,19 +392,21 @@ func (c *call) end() {
 	if ended {
 		return
 	}
+	defer func() { // deferred: also if the cancel function panics in Remove, which has finished then
+		close(c.ch)
+		ps.mu.Lock()
+		ps.ending--
+		if ps.ending == 0 && ps.closed {
+			ps.ended.Broadcast()
+		}
+		ps.mu.Unlock()
+	}()
 	if stop != nil {
 		stop()
 	}
 	if c.sub != nil {
 		c.sub.Remove()
 	}
-	close(c.ch)
-	ps.mu.Lock()
-	ps.ending--
-	if ps.ending == 0 && ps.closed {
-		ps.ended.Broadcast()
-	}
-	ps.mu.Unlock()
 }
 
 // finish queues c, which a delivery has completed, for reap to remove its
@@ -549,17 +561,34 @@ func (ps *PubSub) Shutdown() {
 			calls = append(calls, c)
 		}
 		ps.mu.Unlock()
-		for _, c := range calls {
-			c.end()
-		}
-		// Calls that another end (a ctx's AfterFunc) had taken out of calls
-		// may not have closed their channels yet: wait for them.
-		ps.mu.Lock()
-		for ps.ending > 0 {
-			ps.ended.Wait()
-		}
-		ps.mu.Unlock()
-		ps.reap()
-		_ = ps.n.Close() // never fails
+		ps.endAll(calls)
 	})
+}
+
+// endAll is the rest of Shutdown: it ends calls, waits for the ends in
+// progress, and closes the Notifier. If the cancel function panics in an
+// end, the deferred call carries on after that call before the panic goes
+// on, as Notifier.closeAll does: the Once counts the Shutdown as done.
+func (ps *PubSub) endAll(calls []*call) {
+	finished := false
+	defer func() {
+		if !finished {
+			ps.endAll(calls)
+		}
+	}()
+	for len(calls) > 0 {
+		c := calls[0]
+		calls = calls[1:] // before the end: if it panics, the deferred call goes on after it
+		c.end()
+	}
+	// Calls that another end (a ctx's AfterFunc) had taken out of calls
+	// may not have closed their channels yet: wait for them.
+	ps.mu.Lock()
+	for ps.ending > 0 {
+		ps.ended.Wait()
+	}
+	ps.mu.Unlock()
+	ps.reap()
+	_ = ps.n.Close() // never fails
+	finished = true
 }

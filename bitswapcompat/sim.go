@@ -163,12 +163,13 @@ func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 	sim.mu.Unlock()
 	// Without sim.mu: ReleaseAll may wait for a blockstore call on one of the
 	// session's keys, which must not hold up the other sessions.
-	freed := e.sub.ReleaseAll()
-	sim.mu.Lock()
-	delete(sim.sessions, ses)
-	sim.mu.Unlock()
-	close(e.leaving)
-	return sim.cancels(freed)
+	defer func() { // deferred: also if the cancel function panics in ReleaseAll, which has finished then
+		sim.mu.Lock()
+		delete(sim.sessions, ses)
+		sim.mu.Unlock()
+		close(e.leaving)
+	}()
+	return sim.cancels(e.sub.ReleaseAll())
 }
 
 // RemoveSessionWants ends the interest of session ses in ks and returns the

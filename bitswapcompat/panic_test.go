@@ -1,0 +1,127 @@
+package bitswapcompat
+
+import (
+	"context"
+	"sync/atomic"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	notifier "github.com/bitswapsync/notifier"
+)
+
+// Found by review; what went wrong before the fix: a BlockWrapper that panics on a block that Subscribe finds in the
+// blockstore (here only its first call panics). WithBlockWrapper's doc says
+// the Notifier survives and the call's channel stays open until its context
+// ends or Shutdown. But the panic leaves PubSub.Subscribe before started:
+// the call is neither tracked (Shutdown does not know it) nor watched (its
+// ctx does not end it), and c.subscribing stays set. Its request keeps the
+// want of the key the blockstore lacked: the context's end does not end it,
+// no CANCEL goes out, and when the block arrives the delivery completes the
+// call but leaves its removal to a track that never runs, so the request
+// stays in the Notifier until Shutdown.
+func TestSubscribe_PanickingWrapperEndsTheCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		blks := newBlocks(t, 2)
+		ks := cidsOf(blks...)
+		bs := newStore()
+		require.NoError(t, bs.Put(t.Context(), blks[0]))
+		log := &cancelLog{}
+		var wrapped atomic.Int32
+		ps, _ := NewWithOptions(bs,
+			WithNotifierOptions(notifier.WithCancelFunc(log.add)),
+			WithBlockWrapper(func(b blocks.Block, _ peer.ID, _ time.Duration) blocks.Block {
+				if wrapped.Add(1) == 1 {
+					panic("wrapper")
+				}
+				return b
+			}))
+		n := NotifierOf(ps)
+		ctx, cancel := context.WithCancel(context.Background())
+		require.PanicsWithValue(t, "wrapper", func() { _ = ps.Subscribe(ctx, ks...) })
+		cancel()
+		synctest.Wait() // a context.AfterFunc of the call would have run by now
+		assert.False(t, n.Wanted(ks[1]), "the want of a call whose context ended")
+		assert.Equal(t, ks[1:], log.since(0), "the CANCEL of the key the blockstore lacked")
+
+		ps.Publish(peer.ID(""), blks[1]) // completes the call
+		assert.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after the call completed and Publish returned")
+		ps.Shutdown()
+	})
+}
+
+// Found by review; what went wrong before the fix: WithCancelFunc "exactly as notifier.WithCancelFunc does", whose
+// doc now promises that the operation finishes before a panic goes on. If f
+// panics inside RemoveSession, ReleaseAll finishes and the panic leaves
+// RemoveSession between its two critical sections: the session stays in
+// sim.sessions with leaving set and never closed. Every later
+// RecordSessionInterest of that session ID waits for leaving for ever (and a
+// second RemoveSession returns at once, doing nothing).
+func TestRemoveSession_PanickingCancelFuncFreesTheSessionID(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		var armed atomic.Bool
+		_, sim := NewWithOptions(nil, WithCancelFunc(func([]cid.Cid) {
+			if armed.Load() {
+				panic("cancel")
+			}
+		}))
+		ks := cidsOf(newBlocks(t, 1)...)
+		sim.RecordSessionInterest(1, ks)
+		armed.Store(true)
+		require.PanicsWithValue(t, "cancel", func() { _ = sim.RemoveSession(1) })
+		armed.Store(false)
+
+		recorded := make(chan struct{})
+		go func() {
+			defer close(recorded)
+			sim.RecordSessionInterest(1, ks)
+		}()
+		synctest.Wait()
+		select {
+		case <-recorded:
+		default:
+			assert.Fail(t, "RecordSessionInterest of the session ID waits for ever for the RemoveSession that panicked")
+			sim.mu.Lock()
+			close(sim.sessions[1].leaving) // let the goroutine go, so that the bubble ends
+			delete(sim.sessions, 1)
+			sim.mu.Unlock()
+			<-recorded
+		}
+		require.Equal(t, [][]cid.Cid{ks}, sim.FilterSessionInterested(1, ks), "session 1 wants ks again")
+	})
+}
+
+// Found by review; what went wrong before the fix: Shutdown ends each live call (c.end, whose Remove reports the
+// call's keys to the cancel function) in a plain loop and closes the
+// Notifier after it, inside a sync.Once. If the cancel function panics in
+// the first end, that call's channel is never closed (end closes it after
+// Remove), the other calls are not ended, the Notifier is not closed, and
+// ps.ending stays above 0; a second Shutdown returns at once. This is the
+// close loop that e10e3af fixed in Notifier.closeAll, one layer up.
+func TestShutdown_PanickingCancelFuncEndsEverything(t *testing.T) {
+	var armed atomic.Bool
+	ps, _ := NewWithOptions(nil, WithCancelFunc(func([]cid.Cid) {
+		if armed.Load() {
+			panic("cancel")
+		}
+	}))
+	ks := cidsOf(newBlocks(t, 2)...)
+	ch1 := ps.Subscribe(context.Background(), ks[0])
+	ch2 := ps.Subscribe(context.Background(), ks[1])
+	armed.Store(true)
+	require.PanicsWithValue(t, "cancel", ps.Shutdown)
+	armed.Store(false)
+	ps.Shutdown() // returns at once: the Once is done
+
+	_, closed1 := drainNow(ch1)
+	_, closed2 := drainNow(ch2)
+	assert.True(t, closed1 && closed2, "the channels of the calls after Shutdown: %v %v", closed1, closed2)
+	assert.Zero(t, NotifierOf(ps).Stats(), "the Notifier after Shutdown")
+	assert.ErrorIs(t, NotifierOf(ps).Publish(context.Background(), notifier.ResponseMessage{Blocks: newBlocks(t, 1)}), notifier.ErrClosed, "the Notifier is closed")
+}
