@@ -13,6 +13,8 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/carryon"
 )
 
 // Sentinel errors. Errors returned by this package wrap them; test with errors.Is.
@@ -552,27 +554,17 @@ func (n *Notifier) close() {
 // the gauges: Stats stops counting the requests that Close ends without
 // listing them (see enlist) whether or not a close above refreshed them. If
 // the cancel function panics or exits the goroutine while one of subs is
-// closed, the deferred call carries on with the rest before the panic goes
-// on, as unwind does for an operation: closeOnce counts the panicking Close
-// as done, so no later Close would. Found by review, with
+// closed, carryon.Each goes on with the rest before the panic goes on, as
+// unwind does for an operation: closeOnce counts the panicking Close as
+// done, so no later Close would. Found by review, with
 // TestClose_PanickingCancelFunctionClosesEverything.
 func (n *Notifier) closeAll(subs []*Subscription) {
-	finished := false
-	defer func() {
-		if !finished {
-			n.closeAll(subs)
-		}
-	}()
-	for len(subs) > 0 {
-		s := subs[0]
-		subs = subs[1:] // before the close: if it panics, the deferred call goes on after it
-		s.close(ErrClosed, false)
-	}
-	n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
-	n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
-	n.drainers.Wait()
-	n.m.refresh(n) // observe.go's gauges
-	finished = true
+	carryon.Each(subs, func(s *Subscription) { s.close(ErrClosed, false) }, func() {
+		n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
+		n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
+		n.drainers.Wait()
+		n.m.refresh(n) // observe.go's gauges
+	})
 }
 
 // Wanted reports whether any subscription wants k, of any kind. It takes k's

@@ -12,6 +12,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/carryon"
 )
 
 // PubSub hands received blocks to the requests that wait for them, with the
@@ -567,28 +568,18 @@ func (ps *PubSub) Shutdown() {
 
 // endAll is the rest of Shutdown: it ends calls, waits for the ends in
 // progress, and closes the Notifier. If the cancel function panics in an
-// end, the deferred call carries on after that call before the panic goes
-// on, as Notifier.closeAll does: the Once counts the Shutdown as done.
+// end, carryon.Each goes on after that call before the panic goes on, as
+// in Notifier.Close: the Once counts the Shutdown as done.
 func (ps *PubSub) endAll(calls []*call) {
-	finished := false
-	defer func() {
-		if !finished {
-			ps.endAll(calls)
+	carryon.Each(calls, (*call).end, func() {
+		// Calls that another end (a ctx's AfterFunc) had taken out of calls
+		// may not have closed their channels yet: wait for them.
+		ps.mu.Lock()
+		for ps.ending > 0 {
+			ps.ended.Wait()
 		}
-	}()
-	for len(calls) > 0 {
-		c := calls[0]
-		calls = calls[1:] // before the end: if it panics, the deferred call goes on after it
-		c.end()
-	}
-	// Calls that another end (a ctx's AfterFunc) had taken out of calls
-	// may not have closed their channels yet: wait for them.
-	ps.mu.Lock()
-	for ps.ending > 0 {
-		ps.ended.Wait()
-	}
-	ps.mu.Unlock()
-	ps.reap()
-	_ = ps.n.Close() // never fails
-	finished = true
+		ps.mu.Unlock()
+		ps.reap()
+		_ = ps.n.Close() // never fails
+	})
 }
