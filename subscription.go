@@ -116,7 +116,10 @@ func (s *Subscription) Messages() <-chan ResponseMessage {
 
 // Err returns why Messages() was closed: nil after Remove (or while the
 // subscription is live), ErrClosed after Close, ErrSlowConsumer if it fell
-// more than WithMaxPending messages behind. It does not block.
+// more than WithMaxPending messages behind. ErrSlowConsumer wins: once a
+// Publish has overflowed s, messages are dropped, and a Remove or Close that
+// ends s before that Publish does leaves Err reporting ErrSlowConsumer. It
+// does not block.
 func (s *Subscription) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -834,6 +837,11 @@ func (s *Subscription) markClosed(err error) {
 		}
 		s.n.loose.Add(-1)
 		s.n.live.Add(-1)
+	}
+	if s.overflow {
+		// An operation overflowed s and will end it, but this close came
+		// first: messages were dropped for slowness all the same.
+		err = ErrSlowConsumer
 	}
 	s.err = err
 	s.closed.Store(true)
