@@ -9,6 +9,8 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/promtest"
 )
 
 // A function of the user that panics, or exits its goroutine, inside an
@@ -178,8 +180,9 @@ func TestPanic_DeliveryFunctionInSubscribe(t *testing.T) {
 		{"general path", 2, 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			reg := promtest.Registry(t)
 			bs := memStore()
-			n := New(bs, WithShards(1))
+			n := New(bs, WithShards(1), WithMetrics(kuboScope()))
 			stored := mkBlocks(tc.name+"/stored", tc.stored)
 			require.NoError(t, bs.PutMany(ctx, stored))
 			missing := keysOf(mkBlocks(tc.name+"/missing", tc.missing))
@@ -200,6 +203,8 @@ func TestPanic_DeliveryFunctionInSubscribe(t *testing.T) {
 			for _, k := range missing {
 				require.True(t, s.Wants(k), "a key the blockstore lacks")
 			}
+			subscribes := histogram(t, reg, promPrefix+"subscribe_seconds", "Time inside Subscribe, blockstore included, in seconds.")
+			require.EqualValues(t, 1, subscribes.GetSampleCount(), "the Subscribe whose delivery function panicked is observed")
 			requireCloses(t, n)
 		})
 	}

@@ -293,9 +293,12 @@ func (s *Subscription) subscribeOne(ctx context.Context, k cid.Cid, p *probe) (h
 		// A hit commits under s.mu alone, unless someone of the other kind
 		// wanted k at peek or s has a delivery function (see peek).
 		var handled, overflowed bool
-		if wanted || s.fn != nil {
+		switch {
+		case s.fn != nil:
+			handled, overflowed, err = s.commitHitFunc(sh, k, ver, blk, p)
+		case wanted:
 			handled, overflowed, err = s.commitHitLocked(sh, k, ver, blk)
-		} else {
+		default:
 			handled, overflowed, err = s.commitHit(&n.shards[sh].idx, k, ver, blk)
 		}
 		if !handled {
@@ -363,6 +366,22 @@ func (s *Subscription) commitHitLocked(sh int32, k cid.Cid, ver uint64, blk bloc
 	}
 	defer n.unlockShard(sh)
 	return s.commitHit(&n.shards[sh].idx, k, ver, blk)
+}
+
+// commitHitFunc is commitHitLocked for a subscription with a delivery
+// function, which the commit calls. Should it panic or exit the goroutine, p
+// is ended first: the Subscribe is observed (subscribe_seconds, its span
+// event) as one on the general path is, by run's deferred call.
+func (s *Subscription) commitHitFunc(sh int32, k cid.Cid, ver uint64, blk blocks.Block, p *probe) (handled, overflowed bool, err error) {
+	returned := false
+	defer func() {
+		if !returned {
+			p.end(opSubscribe, 1, 1, 0) // observe.go hook: the block was handed to the function
+		}
+	}()
+	handled, overflowed, err = s.commitHitLocked(sh, k, ver, blk)
+	returned = true
+	return handled, overflowed, err
 }
 
 // commitWant is the commit of subscribeOne when Get found no block, under
