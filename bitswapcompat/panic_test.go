@@ -125,3 +125,28 @@ func TestShutdown_PanickingCancelFuncEndsEverything(t *testing.T) {
 	assert.Zero(t, NotifierOf(ps).Stats(), "the Notifier after Shutdown")
 	assert.ErrorIs(t, NotifierOf(ps).Publish(context.Background(), notifier.ResponseMessage{Blocks: newBlocks(t, 1)}), notifier.ErrClosed, "the Notifier is closed")
 }
+
+// Found by review: a panic inside PubSub.Publish (the cancel function, here,
+// after the Publish completed the call) skipped its reap. The call it
+// completed kept its request in the Notifier until the next PubSub method,
+// and, with no next one, for good: a panic must not change what Publish
+// leaves behind.
+func TestPublish_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
+	var armed atomic.Bool
+	ps, _ := NewWithOptions(newStore(), WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
+		if armed.Load() {
+			panic("cancel")
+		}
+	})))
+	defer ps.Shutdown()
+	n := NotifierOf(ps)
+	blks := newBlocks(t, 1)
+	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+	armed.Store(true)
+	require.PanicsWithValue(t, "cancel", func() { ps.Publish(peer.ID("peer"), blks...) }) // the CANCEL of the key it delivered
+	armed.Store(false)
+	require.Equal(t, blks[0], <-ch)
+	_, open := <-ch
+	require.False(t, open, "the call completed")
+	require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a Publish that completed the only call panicked")
+}

@@ -470,10 +470,17 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if len(blks) == 0 {
 		return
 	}
-	msg := notifier.ResponseMessage{From: string(from), Blocks: blks}
-	report(ps.onErr, ps.n.Publish(context.Background(), msg))
-	ps.reap()
+	ps.publish(notifier.ResponseMessage{From: string(from), Blocks: blks})
 	ps.pace()
+}
+
+// publish publishes msg and then removes the calls it completed (reap), also
+// when a function of the user (the cancel function, a block wrapper) panics
+// in the Notifier's Publish: the calls it completed before the panic are
+// complete all the same.
+func (ps *PubSub) publish(msg notifier.ResponseMessage) {
+	defer ps.reap()
+	report(ps.onErr, ps.n.Publish(context.Background(), msg))
 }
 
 // paceWindow is how long after a Publish that handed a block to a call a
