@@ -66,6 +66,9 @@ var (
 	// puts, to W3: under mem, dssync.MutexWrap runs one PutMany at a time,
 	// which caps what two publishers can gain.
 	benchW3Stores = []string{benchkit.StoreNone, benchkit.StoreMem, benchkit.StoreMemConc, benchkit.StoreFlatFS}
+	// benchW1Stores adds nop to every store: W1 at store=nop beside none
+	// is what the Notifier's blockstore path costs without a store's work.
+	benchW1Stores = []string{benchkit.StoreNone, benchkit.StoreNop, benchkit.StoreMem, benchkit.StoreFlatFS}
 	// benchW4LifeStores are W4Life's stores: mem, the store of the target,
 	// memconc and flatfs.
 	benchW4LifeStores = []string{benchkit.StoreMem, benchkit.StoreMemConc, benchkit.StoreFlatFS}
@@ -124,9 +127,11 @@ func benchStore(b *testing.B, kind string) (*benchkit.Store, func()) {
 // keys; each message carries one block from a remote peer, so each message is
 // S deliveries. One op is one round of 1024 messages; ns/block is per
 // delivered block (per subscription). The floor row stores the blocks too:
-// under store=mem it is "floor plus the blockstore put".
+// under store=mem it is "floor plus the blockstore put". store=nop (a store
+// that does nothing) separates the cost of the blockstore path from the
+// store's work.
 func BenchmarkW1(b *testing.B) {
-	for _, kind := range benchAllStores {
+	for _, kind := range benchW1Stores {
 		b.Run("store="+kind, func(b *testing.B) {
 			for _, s := range []int{1, 16, 256} {
 				p := benchkit.W1(s)
@@ -516,6 +521,7 @@ const (
 	benchLifeRequest = "notifier-request" // NewRequest, Subscribe (delivers to its func), Remove
 	benchLifeFetch   = "notifier-fetch"   // Fetch (returns the block, creates nothing)
 	benchLifeCompat  = "compat"           // bitswapcompat.PubSub.Subscribe, receive
+	benchLifeGetChan = "get-chan"         // Get, then the channel that compat's API returns: make, send, close, receive
 )
 
 // BenchmarkW4Life is W4 for one stored key, counting a call's whole life, as
@@ -526,7 +532,10 @@ const (
 // Subscribe and Remove; impl=notifier-fetch is Fetch, which returns the
 // block and creates nothing; impl=compat is a Subscribe call of bitswapcompat's
 // PubSub (shared wiring: New on the store) and the receipt of the block;
-// impl=get is the blockstore's Get alone, the reference of the target. One
+// impl=get is the blockstore's Get alone, the reference of the target;
+// impl=get-chan adds to it what boxo's PubSub API costs any implementation
+// (a new channel of one block, the send, the close and the receipt), the
+// least that compat can cost. One
 // op is one call; ns/key is the same figure. The keys cycle through 1024
 // stored blocks.
 func BenchmarkW4Life(b *testing.B) {
@@ -534,7 +543,7 @@ func BenchmarkW4Life(b *testing.B) {
 	keys := benchkit.Keys(blks)
 	for _, kind := range benchW4LifeStores {
 		b.Run("store="+kind, func(b *testing.B) {
-			for _, impl := range []string{benchLifeGet, benchLifeSub, benchLifeRequest, benchLifeFetch, benchLifeCompat} {
+			for _, impl := range []string{benchLifeGet, benchLifeSub, benchLifeRequest, benchLifeFetch, benchLifeCompat, benchLifeGetChan} {
 				b.Run("impl="+impl, func(b *testing.B) { benchW4Life(b, kind, impl, blks, keys) })
 			}
 		})
@@ -575,6 +584,11 @@ func benchW4Life(b *testing.B, kind, impl string, blks []blocks.Block, keys []ci
 			blk, ok := <-ps.Subscribe(ctx, key)
 			return ok && blk.Cid() == key
 		}
+	case benchLifeGetChan:
+		call = func(_ int, key cid.Cid) bool {
+			blk, ok := <-benchGetChan(ctx, b, st, key)
+			return ok && blk.Cid() == key
+		}
 	default:
 		call = func(_ int, key cid.Cid) bool {
 			blk, err := st.Get(ctx, key)
@@ -592,6 +606,22 @@ func benchW4Life(b *testing.B, kind, impl string, blks []blocks.Block, keys []ci
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N), "ns/key")
+}
+
+// benchGetChan is W4Life's impl=get-chan: the blockstore's Get of key,
+// handed out as boxo's PubSub.Subscribe hands a block, on a new channel that
+// holds it and is then closed. Not inlined, as Subscribe is not.
+//
+//go:noinline
+func benchGetChan(ctx context.Context, b *testing.B, st *benchkit.Store, key cid.Cid) <-chan blocks.Block {
+	blk, err := st.Get(ctx, key)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch := make(chan blocks.Block, 1)
+	ch <- blk
+	close(ch)
+	return ch
 }
 
 // benchLifeSubscription is one call of W4Life's impl=notifier.

@@ -37,6 +37,12 @@ const (
 	// StoreSlowPut is memconc whose PutMany (and Put) first sleeps SlowPut:
 	// a store with I/O latency, whose calls overlap when their callers do.
 	StoreSlowPut = "slowput"
+	// StoreNop is a blockstore that keeps nothing, finds nothing and costs
+	// nothing. The implementations take their blockstore paths as with a
+	// real store (the Notifier reserves the keys, releases its locks, calls
+	// PutMany, locks again), so a workload on nop beside none measures what
+	// those paths cost, and beside mem what the store's own work adds.
+	StoreNop = "nop"
 )
 
 // SlowPut is how long a put of StoreSlowPut waits before storing.
@@ -60,6 +66,8 @@ func OpenStore(kind, dir string) (*Store, error) {
 		st.bs = blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))
 	case StoreMemConc:
 		st.bs = blockstore.NewBlockstore(NewShardedDatastore(), blockstore.NoPrefix())
+	case StoreNop:
+		st.bs = nopStore{}
 	case StoreSlowPut:
 		st.bs = slowPut{blockstore.NewBlockstore(NewShardedDatastore(), blockstore.NoPrefix())}
 	case StoreFlatFS:
@@ -128,6 +136,23 @@ func (s *Store) Delete(ctx context.Context, keys []cid.Cid) error {
 
 // Close closes the datastore (flatfs stops its checkpoint goroutine).
 func (s *Store) Close() error { return s.close() }
+
+// nopStore is StoreNop's blockstore.
+type nopStore struct{}
+
+func (nopStore) DeleteBlock(context.Context, cid.Cid) error { return nil }
+func (nopStore) Has(context.Context, cid.Cid) (bool, error) { return false, nil }
+func (nopStore) Get(context.Context, cid.Cid) (blocks.Block, error) {
+	return nil, datastore.ErrNotFound
+}
+func (nopStore) GetSize(context.Context, cid.Cid) (int, error) { return -1, datastore.ErrNotFound }
+func (nopStore) Put(context.Context, blocks.Block) error       { return nil }
+func (nopStore) PutMany(context.Context, []blocks.Block) error { return nil }
+func (nopStore) AllKeysChan(context.Context) (<-chan cid.Cid, error) {
+	ch := make(chan cid.Cid)
+	close(ch)
+	return ch, nil
+}
 
 // slowPut is a blockstore whose puts sleep SlowPut before storing, holding no
 // lock, so that concurrent puts overlap their waits.
