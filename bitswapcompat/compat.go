@@ -114,8 +114,7 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // paced as Publish is (PubSub.pace); one without, which boxo's client would
 // not have published, is not.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
-	err := ps.n.Publish(ctx, msg)
-	ps.reap()
+	err := ps.publish(ctx, msg)
 	if len(msg.Blocks) > 0 {
 		ps.pace()
 	}

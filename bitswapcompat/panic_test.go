@@ -150,3 +150,64 @@ func TestPublish_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
 	require.False(t, open, "the call completed")
 	require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a Publish that completed the only call panicked")
 }
+
+// Found by review of the fix above: PublishMessage, the other Publish of the
+// PubSub, reaped only if the Notifier's Publish returned.
+func TestPublishMessage_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
+	var armed atomic.Bool
+	ps, _ := NewWithOptions(newStore(), WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
+		if armed.Load() {
+			panic("cancel")
+		}
+	})))
+	defer ps.Shutdown()
+	n := NotifierOf(ps)
+	blks := newBlocks(t, 1)
+	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+	armed.Store(true)
+	require.PanicsWithValue(t, "cancel", func() {
+		_ = PublishMessage(context.Background(), ps, notifier.ResponseMessage{From: "peer", Blocks: blks})
+	})
+	armed.Store(false)
+	require.Equal(t, blks[0], <-ch)
+	_, open := <-ch
+	require.False(t, open, "the call completed")
+	require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a PublishMessage that completed the only call panicked")
+}
+
+// Found by review of the same fix: a Subscribe that finds in the blockstore
+// a block another call waits for completes that call inside the Notifier;
+// when the cancel function then panics, Subscribe ended its own call but did
+// not reap the one it completed, on the one-key path (Fetch) and on the
+// general one.
+func TestSubscribe_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		extra int // keys besides the shared one: 0 takes fetch (Notifier.Fetch), 1 the general path
+	}{{"one key", 0}, {"two keys", 1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var armed atomic.Bool
+			bs := newStore()
+			ps, _ := NewWithOptions(bs, WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
+				if armed.Load() {
+					panic("cancel")
+				}
+			})))
+			defer ps.Shutdown()
+			n := NotifierOf(ps)
+			blks := newBlocks(t, 1+tc.extra)
+			waiting := ps.Subscribe(context.Background(), blks[0].Cid())
+			require.NoError(t, bs.Put(context.Background(), blks[0])) // stored outside the PubSub
+			armed.Store(true)
+			require.PanicsWithValue(t, "cancel", func() { _ = ps.Subscribe(context.Background(), cidsOf(blks...)...) })
+			armed.Store(false)
+			require.Equal(t, blks[0], <-waiting)
+			_, open := <-waiting
+			require.False(t, open, "the waiting call completed")
+			if tc.extra > 0 {
+				require.False(t, n.Wanted(blks[1].Cid()), "the key the panicking call still wanted")
+			}
+			require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a Subscribe that completed another call panicked")
+		})
+	}
+}

@@ -184,6 +184,9 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 		close(ch)
 		return ch
 	}
+	// A block found in the blockstore may complete other calls too. Deferred:
+	// also when a function of the user panics, as Publish reaps.
+	defer ps.reap()
 	var start time.Time
 	if ps.wrap != nil {
 		start = time.Now()
@@ -259,8 +262,7 @@ func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks
 	if ps.track(c) {
 		c.watch(ctx)
 	}
-	ps.reap()
-	return c.ch
+	return c.ch // Subscribe reaps
 }
 
 // track ends c's Subscribe. A call that its Subscribe completed, as the
@@ -425,7 +427,7 @@ func (ps *PubSub) finish(c *call) {
 
 // reap removes the subscriptions of completed calls. Every method of the
 // PubSub that can run a delivery calls it before returning, and so does
-// PublishMessage, so a completed call leaves nothing in the Notifier once
+// PublishMessage, also when a function of the user panics in it, so a completed call leaves nothing in the Notifier once
 // that method, and the call's own Subscribe, have returned (a call completed
 // before its Subscribe returns is removed by that Subscribe; see track). A
 // call completed by the native API on NotifierOf (a native Subscribe that
@@ -470,7 +472,7 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if len(blks) == 0 {
 		return
 	}
-	ps.publish(notifier.ResponseMessage{From: string(from), Blocks: blks})
+	report(ps.onErr, ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks}))
 	ps.pace()
 }
 
@@ -478,9 +480,9 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 // when a function of the user (the cancel function, a block wrapper) panics
 // in the Notifier's Publish: the calls it completed before the panic are
 // complete all the same.
-func (ps *PubSub) publish(msg notifier.ResponseMessage) {
+func (ps *PubSub) publish(ctx context.Context, msg notifier.ResponseMessage) error {
 	defer ps.reap()
-	report(ps.onErr, ps.n.Publish(context.Background(), msg))
+	return ps.n.Publish(ctx, msg)
 }
 
 // paceWindow is how long after a Publish that handed a block to a call a
