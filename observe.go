@@ -195,14 +195,11 @@ func (n *Notifier) handedOver(o *op) {
 	}
 }
 
-// closedSlow reports s if an operation's end of it as a slow consumer took
-// effect (a concurrent Remove or Close may have ended it first); p is that
-// operation's probe. Its backlog was full: WithMaxPending messages, besides
-// its channel's buffer.
+// closedSlow reports s, which the operation whose probe is p overflowed and
+// closed, as a slow consumer: Err is then ErrSlowConsumer, even if a
+// concurrent Remove or Close ended s first (see markClosed). Its backlog was
+// full: WithMaxPending messages, besides its channel's buffer.
 func (n *Notifier) closedSlow(p *probe, s *Subscription) {
-	if s.Err() != ErrSlowConsumer { // markClosed stores the sentinel itself
-		return
-	}
 	log.Errorw("subscription ended as a slow consumer", "subscription", s.id, "backlog", n.cfg.maxPending, "buffer", cap(s.out))
 	if n.m != nil {
 		n.m.slow.Inc()

@@ -116,10 +116,11 @@ func (s *Subscription) Messages() <-chan ResponseMessage {
 
 // Err returns why Messages() was closed: nil after Remove (or while the
 // subscription is live), ErrClosed after Close, ErrSlowConsumer if it fell
-// more than WithMaxPending messages behind. ErrSlowConsumer wins: once a
-// Publish has overflowed s, messages are dropped, and a Remove or Close that
-// ends s before that Publish does leaves Err reporting ErrSlowConsumer. It
-// does not block.
+// more than WithMaxPending messages behind. ErrSlowConsumer wins: once an
+// operation (a Publish, or a Subscribe that delivers found blocks) has
+// overflowed s, messages are dropped, and a Remove or Close that ends s
+// before that operation does leaves Err reporting ErrSlowConsumer. It does
+// not block.
 func (s *Subscription) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -203,7 +204,9 @@ func (s *Subscription) closedErr() error {
 // its own Get. Subscribe blocks only for the blockstore and for operations
 // holding the same shard locks or reservations on its keys (ctx ends that
 // wait). After Close or
-// Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer.
+// Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer,
+// as Err does (also after a Remove or Close that came between an overflow and
+// its end).
 // An undefined key is refused with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
