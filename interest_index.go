@@ -114,12 +114,24 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 
 // alone reports whether a Subscribe of k by a subscription whose wants end at
 // delivery (not an interest subscription) may skip the reservations: no
-// operation holds or waits for k (res, marks), and no subscription of that
-// kind, the subscriber included, wants it, so that a block found for k is for
-// the subscriber alone.
+// operation holds or waits for k (res, and marks that still hold: see
+// op.holds), and no subscription of that kind, the subscriber included,
+// wants it, so that a block found for k is for the subscriber alone.
+//
+// A mark that no longer holds is the mark of a waiting close whose
+// subscription's want of k has since ended by delivery: it holds up no
+// operation on k (Notifier.claimed ignores it), and so it must not send a
+// Subscribe or a Fetch of k down the general path either. Found by the
+// fuzzer: a Fetch of a stored key, behind such a mark, made a request and
+// handed it the block instead of returning the block.
 func (x *shardIndex) alone(k cid.Cid) bool {
-	if len(x.res) > 0 && x.res[k] != nil || len(x.marks) > 0 && x.marks[k] != nil {
+	if len(x.res) > 0 && x.res[k] != nil {
 		return false
+	}
+	if len(x.marks) > 0 {
+		if m := x.marks[k]; m != nil && m.holds(x, k) {
+			return false
+		}
 	}
 	return x.wants[k] == nil
 }
