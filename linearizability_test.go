@@ -103,6 +103,7 @@ const (
 	linUnsubscribe
 	linPublish
 	linCollect // garbage collection deletes a block from the blockstore
+	linPut     // a block is written to the blockstore behind the Notifier's back (lin_read_test.go)
 	linFetch   // Notifier.Fetch of one key (lin_fetch_test.go)
 	linRemove  // Remove of the request a Fetch returned
 	linWanted  // Subscription.AppendWanted of one key (lin_read_test.go)
@@ -205,6 +206,8 @@ func (st linState) step(in linIn) (linState, linOut) {
 		}
 	case linCollect:
 		st.stored &^= in.keys
+	case linPut:
+		st.stored |= in.keys
 	case linFetch:
 		// The general path, NewRequest and Subscribe: the request, which
 		// wants nothing yet, subscribes the key. linModel accepts the other
@@ -280,6 +283,8 @@ func (in linIn) String() string {
 		return fmt.Sprintf("s%d.Unsubscribe%v", in.sub, in.keys)
 	case linCollect:
 		return fmt.Sprintf("blockstore.DeleteBlock%v", in.keys)
+	case linPut:
+		return fmt.Sprintf("blockstore.Put%v", in.keys)
 	case linFetch:
 		return fmt.Sprintf("%s=Fetch%v", slotName(in.sub), in.keys)
 	case linRemove:
@@ -639,6 +644,8 @@ func runLinIn(ctx context.Context, n *notifier.Notifier, bs blockstore.Blockstor
 	switch in.kind {
 	case linCollect:
 		return bs.DeleteBlock(ctx, in.keys.cids()[0])
+	case linPut:
+		return bs.Put(ctx, linBlocks[keyIndex(in.keys)])
 	case linSubscribe:
 		return subs[in.sub].Subscribe(ctx, in.keys.cids()...)
 	case linUnsubscribe:
