@@ -66,11 +66,7 @@ func TestSubscribe_PanickingWrapperEndsTheCall(t *testing.T) {
 func TestRemoveSession_PanickingCancelFuncFreesTheSessionID(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		var armed atomic.Bool
-		_, sim := NewWithOptions(nil, WithCancelFunc(func([]cid.Cid) {
-			if armed.Load() {
-				panic("cancel")
-			}
-		}))
+		_, sim := NewWithOptions(nil, WithCancelFunc(panicsWhenArmed(&armed)))
 		ks := cidsOf(newBlocks(t, 1)...)
 		sim.RecordSessionInterest(1, ks)
 		armed.Store(true)
@@ -106,11 +102,7 @@ func TestRemoveSession_PanickingCancelFuncFreesTheSessionID(t *testing.T) {
 // close loop that e10e3af fixed in Notifier.closeAll, one layer up.
 func TestShutdown_PanickingCancelFuncEndsEverything(t *testing.T) {
 	var armed atomic.Bool
-	ps, _ := NewWithOptions(nil, WithCancelFunc(func([]cid.Cid) {
-		if armed.Load() {
-			panic("cancel")
-		}
-	}))
+	ps, _ := NewWithOptions(nil, WithCancelFunc(panicsWhenArmed(&armed)))
 	ks := cidsOf(newBlocks(t, 2)...)
 	ch1 := ps.Subscribe(context.Background(), ks[0])
 	ch2 := ps.Subscribe(context.Background(), ks[1])
@@ -126,53 +118,54 @@ func TestShutdown_PanickingCancelFuncEndsEverything(t *testing.T) {
 	assert.ErrorIs(t, NotifierOf(ps).Publish(context.Background(), notifier.ResponseMessage{Blocks: newBlocks(t, 1)}), notifier.ErrClosed, "the Notifier is closed")
 }
 
+// panicsWhenArmed is a cancel function that panics with "cancel" while armed
+// is set.
+func panicsWhenArmed(armed *atomic.Bool) func([]cid.Cid) {
+	return func([]cid.Cid) {
+		if armed.Load() {
+			panic("cancel")
+		}
+	}
+}
+
+// requireCompleted fails unless ch, a call's channel, holds blk and is then
+// closed.
+func requireCompleted(t *testing.T, ch <-chan blocks.Block, blk blocks.Block) {
+	t.Helper()
+	require.Equal(t, blk, <-ch)
+	_, open := <-ch
+	require.False(t, open, "the call completed")
+}
+
 // Found by review: a panic inside PubSub.Publish (the cancel function, here,
 // after the Publish completed the call) skipped its reap. The call it
 // completed kept its request in the Notifier until the next PubSub method,
 // and, with no next one, for good: a panic must not change what Publish
-// leaves behind.
+// leaves behind. The review of that fix found the same in PublishMessage,
+// the other Publish of the PubSub.
 func TestPublish_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
-	var armed atomic.Bool
-	ps, _ := NewWithOptions(newStore(), WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
-		if armed.Load() {
-			panic("cancel")
-		}
-	})))
-	defer ps.Shutdown()
-	n := NotifierOf(ps)
-	blks := newBlocks(t, 1)
-	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
-	armed.Store(true)
-	require.PanicsWithValue(t, "cancel", func() { ps.Publish(peer.ID("peer"), blks...) }) // the CANCEL of the key it delivered
-	armed.Store(false)
-	require.Equal(t, blks[0], <-ch)
-	_, open := <-ch
-	require.False(t, open, "the call completed")
-	require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a Publish that completed the only call panicked")
-}
-
-// Found by review of the fix above: PublishMessage, the other Publish of the
-// PubSub, reaped only if the Notifier's Publish returned.
-func TestPublishMessage_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
-	var armed atomic.Bool
-	ps, _ := NewWithOptions(newStore(), WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
-		if armed.Load() {
-			panic("cancel")
-		}
-	})))
-	defer ps.Shutdown()
-	n := NotifierOf(ps)
-	blks := newBlocks(t, 1)
-	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
-	armed.Store(true)
-	require.PanicsWithValue(t, "cancel", func() {
-		_ = PublishMessage(context.Background(), ps, notifier.ResponseMessage{From: "peer", Blocks: blks})
-	})
-	armed.Store(false)
-	require.Equal(t, blks[0], <-ch)
-	_, open := <-ch
-	require.False(t, open, "the call completed")
-	require.Equal(t, notifier.Stats{}, n.Stats(), "the Notifier after a PublishMessage that completed the only call panicked")
+	for _, tc := range []struct {
+		name    string
+		publish func(ps *PubSub, blks []blocks.Block)
+	}{
+		{"Publish", func(ps *PubSub, blks []blocks.Block) { ps.Publish(peer.ID("peer"), blks...) }},
+		{"PublishMessage", func(ps *PubSub, blks []blocks.Block) {
+			_ = PublishMessage(context.Background(), ps, notifier.ResponseMessage{From: "peer", Blocks: blks})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var armed atomic.Bool
+			ps, _ := NewWithOptions(newStore(), WithNotifierOptions(notifier.WithCancelFunc(panicsWhenArmed(&armed))))
+			defer ps.Shutdown()
+			blks := newBlocks(t, 1)
+			ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+			armed.Store(true)
+			require.PanicsWithValue(t, "cancel", func() { tc.publish(ps, blks) }) // the CANCEL of the key it delivered
+			armed.Store(false)
+			requireCompleted(t, ch, blks[0])
+			require.Equal(t, notifier.Stats{}, NotifierOf(ps).Stats(), "the Notifier after a %s that completed the only call panicked", tc.name)
+		})
+	}
 }
 
 // Found by review of the same fix: a Subscribe that finds in the blockstore
@@ -188,11 +181,7 @@ func TestSubscribe_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var armed atomic.Bool
 			bs := newStore()
-			ps, _ := NewWithOptions(bs, WithNotifierOptions(notifier.WithCancelFunc(func([]cid.Cid) {
-				if armed.Load() {
-					panic("cancel")
-				}
-			})))
+			ps, _ := NewWithOptions(bs, WithNotifierOptions(notifier.WithCancelFunc(panicsWhenArmed(&armed))))
 			defer ps.Shutdown()
 			n := NotifierOf(ps)
 			blks := newBlocks(t, 1+tc.extra)
@@ -201,9 +190,7 @@ func TestSubscribe_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
 			armed.Store(true)
 			require.PanicsWithValue(t, "cancel", func() { _ = ps.Subscribe(context.Background(), cidsOf(blks...)...) })
 			armed.Store(false)
-			require.Equal(t, blks[0], <-waiting)
-			_, open := <-waiting
-			require.False(t, open, "the waiting call completed")
+			requireCompleted(t, waiting, blks[0])
 			if tc.extra > 0 {
 				require.False(t, n.Wanted(blks[1].Cid()), "the key the panicking call still wanted")
 			}
