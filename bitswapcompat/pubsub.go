@@ -427,8 +427,9 @@ func (ps *PubSub) finish(c *call) {
 
 // reap removes the subscriptions of completed calls. Every method of the
 // PubSub that can run a delivery calls it before returning, and so does
-// PublishMessage, also when a function of the user panics in it, so a completed call leaves nothing in the Notifier once
-// that method, and the call's own Subscribe, have returned (a call completed
+// PublishMessage, also when a function of the user panics in it, so a
+// completed call leaves nothing in the Notifier once that method, and the
+// call's own Subscribe, have returned (a call completed
 // before its Subscribe returns is removed by that Subscribe; see track). A
 // call completed by the native API on NotifierOf (a native Subscribe that
 // found the block in the blockstore, or a Publish into the Notifier itself)
