@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -31,33 +32,8 @@ func TestSubscription_OverflowedThenEndedByAnotherCallIsASlowConsumer(t *testing
 		t.Run(end, func(t *testing.T) {
 			reg := promtest.Registry(t)
 			synctest.Test(t, func(t *testing.T) {
-				ctx := context.Background()
-				inCancel, release := make(chan struct{}), make(chan struct{})
-				releaseOnce := sync.OnceFunc(func() { close(release) })
-				defer releaseOnce() // also when an assertion fails: the bubble must not end with the Publish blocked
-				var calls atomic.Int32
-				n := New(memStore(), WithMetrics(kuboScope()), WithBufferSize(1), WithMaxPending(1),
-					WithCancelFunc(func([]cid.Cid) {
-						if calls.Add(1) == 1 { // the Publish's; the Remove's or Close's goes through
-							close(inCancel)
-							<-release
-						}
-					}))
-				k := blocks.NewBlock([]byte("overflow race: the laggard's key")).Cid()
-				other := keysInOtherShards(n, k, "overflow race: another key", 1)[0]
-				slow, last := mustSub(t, n, 1), mustSub(t, n, 2)
-				require.NoError(t, slow.Subscribe(ctx, k))
-				require.NoError(t, last.Subscribe(ctx, other.Cid()))
-				for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
-					seqHave(t, n, k, i)
-					synctest.Wait() // drain, if started, has taken its message and waits for out
-				}
-
-				published := make(chan error, 1)
-				go func() { // overflows slow; ends last's want of other: the cancel function
-					published <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}, Blocks: []blocks.Block{other}})
-				}()
-				<-inCancel
+				h := overflowAndHold(t, memStore())
+				n, slow := h.n, h.slow
 				closed := make(chan error, 1)
 				if end == "Remove" {
 					slow.Remove()
@@ -68,8 +44,8 @@ func TestSubscription_OverflowedThenEndedByAnotherCallIsASlowConsumer(t *testing
 					waitBlockedOnMutex(t, "notifier.(*Notifier).barrier")
 				}
 				require.ErrorIs(t, slow.Err(), ErrSlowConsumer, "Err after the %s, the overflowing Publish still in its cancel function", end)
-				releaseOnce()
-				require.NoError(t, <-published)
+				h.release()
+				require.NoError(t, <-h.published)
 				if end == "Close" {
 					require.NoError(t, <-closed)
 				}
@@ -77,9 +53,115 @@ func TestSubscription_OverflowedThenEndedByAnotherCallIsASlowConsumer(t *testing
 				require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(
 					exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1)),
 					promPrefix+"slow_consumers_total"))
-				require.Equal(t, []blocks.Block{other}, recv(t, last).Blocks)
+				require.Equal(t, []blocks.Block{h.other}, recv(t, h.last).Blocks)
 				require.NoError(t, n.Close())
 			})
 		})
 	}
+}
+
+// G6, G8 and G5 between an overflow and the end it causes: a Publish that
+// overflows a subscription past WithMaxPending drops its later messages at
+// once but ends it only at its own end, after its cancel function, in one
+// step with its wants (an end takes effect at one instant; see
+// TestSlowConsumerEnd_AtomicWithItsWants). A Subscribe in between meets a
+// live subscription: it returns nil, adds its wants and takes its found
+// blocks, dropped as every message of that window is, which Err's
+// ErrSlowConsumer then reports. The end must take those wants with it, each
+// reported to the cancel function (G5), and leave the index empty (G8).
+func TestSubscription_SubscribeBetweenOverflowAndEnd(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		stored int // of the keys subscribed, those stored first
+		keys   int
+	}{
+		{"one stored key", 1, 1},         // subscribeOne's hit: commitHit
+		{"one missing key", 0, 1},        // subscribeOne's miss: commitWant
+		{"two stored keys", 2, 2},        // the general path: want hands them to s
+		{"a stored and a missing", 1, 2}, // the general path: want records one
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				ctx := context.Background()
+				bs := memStore()
+				h := overflowAndHold(t, bs)
+				keys := keysInOtherShards(h.n, h.k, "between overflow and end: "+tc.name, tc.keys)
+				require.NoError(t, bs.PutMany(ctx, keys[:tc.stored]))
+				require.NoError(t, h.slow.Subscribe(ctx, keysOf(keys)...), "the subscription is live until the overflowing Publish ends it")
+				require.NoError(t, h.slow.Err())
+				for _, b := range keys[tc.stored:] {
+					require.True(t, h.slow.Wants(b.Cid()))
+				}
+				h.release()
+				require.NoError(t, <-h.published)
+				require.ErrorIs(t, h.slow.Err(), ErrSlowConsumer)
+				for m := range h.slow.Messages() { // what was queued before the overflow
+					require.Empty(t, m.Blocks, "a block reached the subscription after it overflowed")
+				}
+				require.Equal(t, Stats{Subscriptions: 1}, h.n.Stats(), "the end left wants in the index") // last's
+				want := append([]cid.Cid{h.k}, keysOf(keys[tc.stored:])...)
+				require.Equal(t, sorted(want...), sorted(h.cancels()...), "the end's cancels")
+				require.NoError(t, h.n.Close())
+			})
+		})
+	}
+}
+
+// heldOverflow is a Notifier with a subscription, slow, that a Publish has
+// overflowed past WithMaxPending (1, with a buffer of 1) and not ended yet:
+// the Publish waits in its cancel function, for the end of last's want of
+// other (in another shard than k, slow's key), until release is called, and
+// then sends its error to published. See overflowAndHold.
+type heldOverflow struct {
+	n          *Notifier
+	k          cid.Cid
+	other      blocks.Block
+	slow, last *Subscription
+	published  chan error
+	release    func()           // idempotent
+	cancels    func() []cid.Cid // the keys of the cancel function's calls after the Publish's
+}
+
+// overflowAndHold builds a heldOverflow over bs, with the metrics of
+// WithMetrics(kuboScope()) and a cancel function that holds only the first
+// call, the overflowing Publish's, and records the others. It runs in a synctest bubble; release is
+// also called when the test ends, so that the bubble never ends with the
+// Publish blocked.
+func overflowAndHold(t *testing.T, bs Blockstore) *heldOverflow {
+	t.Helper()
+	ctx := context.Background()
+	inCancel, release := make(chan struct{}), make(chan struct{})
+	h := &heldOverflow{published: make(chan error, 1), release: sync.OnceFunc(func() { close(release) })}
+	t.Cleanup(h.release)
+	var (
+		calls atomic.Int32
+		mu    sync.Mutex
+		later []cid.Cid
+	)
+	h.cancels = func() []cid.Cid { mu.Lock(); defer mu.Unlock(); return slices.Clone(later) }
+	h.n = New(bs, WithMetrics(kuboScope()), WithBufferSize(1), WithMaxPending(1),
+		WithCancelFunc(func(keys []cid.Cid) {
+			if calls.Add(1) == 1 { // the Publish's (other); later calls go through
+				close(inCancel)
+				<-release
+				return
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			later = append(later, keys...)
+		}))
+	h.k = blocks.NewBlock([]byte("overflow race: the laggard's key")).Cid()
+	h.other = keysInOtherShards(h.n, h.k, "overflow race: another key", 1)[0]
+	h.slow, h.last = mustSub(t, h.n, 1), mustSub(t, h.n, 2)
+	require.NoError(t, h.slow.Subscribe(ctx, h.k))
+	require.NoError(t, h.last.Subscribe(ctx, h.other.Cid()))
+	for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
+		seqHave(t, h.n, h.k, i)
+		synctest.Wait() // drain, if started, has taken its message and waits for out
+	}
+	go func() { // overflows slow; ends last's want of other: the cancel function
+		h.published <- h.n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{h.k}, Blocks: []blocks.Block{h.other}})
+	}()
+	<-inCancel
+	return h
 }
