@@ -38,6 +38,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -129,14 +130,16 @@ func benchStore(b *testing.B, kind string) (*benchkit.Store, func()) {
 // delivered block (per subscription). The floor row stores the blocks too:
 // under store=mem it is "floor plus the blockstore put". store=nop (a store
 // that does nothing) separates the cost of the blockstore path from the
-// store's work.
+// store's work. The floor-workN rows, a diagnostic, are the floor doing N
+// rounds of benchkit.Work per delivery before a message's sends
+// (BenchmarkFloorWork says what a round costs).
 func BenchmarkW1(b *testing.B) {
 	for _, kind := range benchW1Stores {
 		b.Run("store="+kind, func(b *testing.B) {
 			for _, s := range []int{1, 16, 256} {
 				p := benchkit.W1(s)
 				b.Run(fmt.Sprintf("S=%d", s), func(b *testing.B) {
-					for _, mk := range benchImplsFor(kind) {
+					for _, mk := range benchW1Impls(kind) {
 						b.Run("impl="+mk.Name, func(b *testing.B) {
 							elapsed, _ := benchRounds(b, kind, mk, p, benchOpts{buffer: benchW1Buffer})
 							b.ReportMetric(elapsed/float64(b.N*len(p.Msgs)*s), "ns/block")
@@ -146,6 +149,42 @@ func BenchmarkW1(b *testing.B) {
 			}
 		})
 	}
+}
+
+// benchFloorWork are the rounds of benchkit.Work per delivery of W1's
+// floor-work rows: about 8 and 25 ns here (BenchmarkFloorWork: 1.06 ns a
+// round).
+var benchFloorWork = []int{8, 24}
+
+// benchW1Impls are W1's implementations on store kind: benchImplsFor's and,
+// but on flatfs, the floor-work diagnostic rows.
+func benchW1Impls(kind string) []benchkit.Maker {
+	impls := benchImplsFor(kind)
+	if kind == benchkit.StoreFlatFS {
+		return impls
+	}
+	impls = slices.Clone(impls)
+	for _, w := range benchFloorWork {
+		impls = append(impls, benchkit.Maker{Name: fmt.Sprintf("%s-work%d", benchkit.ImplFloor, w), New: func(c benchkit.Config) (benchkit.Impl, error) {
+			return benchkit.NewFloorWork(c, w)
+		}})
+	}
+	return impls
+}
+
+// BenchmarkFloorWork is what one round of benchkit.Work costs, for reading
+// W1's floor-work rows: ns/op over rounds=1000 is ns per round.
+func BenchmarkFloorWork(b *testing.B) {
+	const rounds = 1000
+	b.Run(fmt.Sprintf("rounds=%d", rounds), func(b *testing.B) {
+		var sink uint64
+		for i := range b.N {
+			sink += benchkit.Work(uint64(i), rounds)
+		}
+		if sink == 1 {
+			b.Log(sink) // keeps sink
+		}
+	})
 }
 
 // BenchmarkW2 is the disjoint workload: 256 subscriptions of 64 keys each;

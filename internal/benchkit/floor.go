@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -30,6 +31,8 @@ type delivery struct {
 // built by the first Want of each session and only read afterwards, so
 // Publish may run in parallel but Churn is not offered.
 type floorImpl struct {
+	work  int // rounds of Work per delivery, before the message's sends (NewFloorWork)
+	sink  atomic.Uint64
 	st    *Store
 	idx   map[cid.Cid][]chan delivery
 	chans []chan delivery
@@ -39,11 +42,26 @@ type floorImpl struct {
 }
 
 // NewFloor returns the floor.
-func NewFloor(cfg Config) (Impl, error) {
+func NewFloor(cfg Config) (Impl, error) { return newFloor(cfg, 0) }
+
+// NewFloorWork returns the floor doing rounds of Work per delivery, all of
+// a message's before its first send, as the Notifier routes a message
+// before it hands it out. It is a diagnostic: how the floor's time per
+// delivery grows with a little work of its own besides the channel sends
+// (BENCHMARKS.md, twelfth series).
+func NewFloorWork(cfg Config, rounds int) (Impl, error) {
+	if rounds < 0 {
+		return nil, fmt.Errorf("benchkit: floor with %d rounds of work", rounds)
+	}
+	return newFloor(cfg, rounds)
+}
+
+func newFloor(cfg Config, work int) (Impl, error) {
 	if err := checkConfig(cfg); err != nil {
 		return nil, err
 	}
 	x := &floorImpl{
+		work:  work,
 		st:    cfg.Store,
 		idx:   make(map[cid.Cid][]chan delivery),
 		chans: make([]chan delivery, cfg.Subs),
@@ -86,6 +104,9 @@ func (x *floorImpl) Publish(ctx context.Context, msg *notifier.ResponseMessage) 
 	}
 	for _, b := range msg.Blocks {
 		k := b.Cid()
+		if x.work > 0 {
+			x.sink.Add(Work(uint64(len(x.idx[k])), x.work*len(x.idx[k])))
+		}
 		for _, ch := range x.idx[k] {
 			ch <- delivery{key: k, blk: b}
 		}
@@ -109,4 +130,14 @@ func (x *floorImpl) Close() {
 		close(ch)
 	}
 	x.wg.Wait()
+}
+
+// Work is a fixed amount of CPU work, rounds dependent multiply-adds from
+// seed, whose result it returns so that the compiler keeps it.
+// BenchmarkFloorWork measures a round.
+func Work(seed uint64, rounds int) uint64 {
+	for range rounds {
+		seed = seed*6364136223846793005 + 1442695040888963407
+	}
+	return seed
 }
