@@ -70,8 +70,9 @@ func smallPlan(subs int) *Plan {
 func TestImpls_RoundsComplete(t *testing.T) {
 	ctx := context.Background()
 	p := smallPlan(8)
+	floorWork := Maker{ImplFloor + "-work8", func(c Config) (Impl, error) { return NewFloorWork(c, 8) }}
 	for _, kind := range []string{StoreNone, StoreMem, StoreMemConc, StoreSlowPut, StoreFlatFS} {
-		for _, mk := range Makers {
+		for _, mk := range append(Makers[:len(Makers):len(Makers)], floorWork) {
 			t.Run(kind+"/"+mk.Name, func(t *testing.T) {
 				st, err := OpenStore(kind, t.TempDir())
 				if err != nil {
@@ -105,6 +106,21 @@ func TestImpls_RoundsComplete(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A floor with negative work is refused; no work is the floor's.
+func TestNewFloorWork_RefusesNegativeWork(t *testing.T) {
+	st, err := OpenStore(StoreNone, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if impl, err := NewFloorWork(Config{Store: st, Subs: 1, PerSub: 1}, -1); err == nil {
+		impl.Close()
+		t.Fatal("NewFloorWork(-1) made a floor")
+	}
+	if got := Work(7, 0); got != 7 {
+		t.Fatalf("Work(7, 0) = %d, want its seed", got)
 	}
 }
 
