@@ -85,7 +85,15 @@ func TestSubscription_SubscribeBetweenOverflowAndEnd(t *testing.T) {
 				ctx := context.Background()
 				bs := memStore()
 				h := overflowAndHold(t, bs)
-				keys := keysInOtherShards(h.n, h.k, "between overflow and end: "+tc.name, tc.keys)
+				// Neither in k's shard nor in other's, which the Publish
+				// holds through its cancel function.
+				var keys []blocks.Block
+				for _, b := range keysInOtherShards(h.n, h.k, "between overflow and end: "+tc.name, 4*tc.keys) {
+					if len(keys) < tc.keys && h.n.shardOf(b.Cid()) != h.n.shardOf(h.other.Cid()) {
+						keys = append(keys, b)
+					}
+				}
+				require.Len(t, keys, tc.keys)
 				require.NoError(t, bs.PutMany(ctx, keys[:tc.stored]))
 				require.NoError(t, h.slow.Subscribe(ctx, keysOf(keys)...), "the subscription is live until the overflowing Publish ends it")
 				require.NoError(t, h.slow.Err())
