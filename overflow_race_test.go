@@ -2,7 +2,6 @@ package notifier
 
 import (
 	"context"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -108,7 +107,7 @@ func TestSubscription_SubscribeBetweenOverflowAndEnd(t *testing.T) {
 				}
 				require.Equal(t, Stats{Subscriptions: 1}, h.n.Stats(), "the end left wants in the index") // last's
 				want := append([]cid.Cid{h.k}, keysOf(keys[tc.stored:])...)
-				require.Equal(t, sorted(want...), sorted(h.cancels()...), "the end's cancels")
+				require.Equal(t, sorted(want...), h.cancels.take(), "the end's cancels")
 				require.NoError(t, h.n.Close())
 			})
 		})
@@ -126,27 +125,22 @@ type heldOverflow struct {
 	other      blocks.Block
 	slow, last *Subscription
 	published  chan error
-	release    func()           // idempotent
-	cancels    func() []cid.Cid // the keys of the cancel function's calls after the Publish's
+	release    func()    // idempotent
+	cancels    cancelLog // the keys of the cancel function's calls after the Publish's
 }
 
 // overflowAndHold builds a heldOverflow over bs, with the metrics of
 // WithMetrics(kuboScope()) and a cancel function that holds only the first
-// call, the overflowing Publish's, and records the others. It runs in a synctest bubble; release is
-// also called when the test ends, so that the bubble never ends with the
-// Publish blocked.
+// call, the overflowing Publish's, and records the others. It runs in a
+// synctest bubble; release is also called when the test ends, so that the
+// bubble never ends with the Publish blocked.
 func overflowAndHold(t *testing.T, bs Blockstore) *heldOverflow {
 	t.Helper()
 	ctx := context.Background()
 	inCancel, release := make(chan struct{}), make(chan struct{})
 	h := &heldOverflow{published: make(chan error, 1), release: sync.OnceFunc(func() { close(release) })}
 	t.Cleanup(h.release)
-	var (
-		calls atomic.Int32
-		mu    sync.Mutex
-		later []cid.Cid
-	)
-	h.cancels = func() []cid.Cid { mu.Lock(); defer mu.Unlock(); return slices.Clone(later) }
+	var calls atomic.Int32
 	h.n = New(bs, WithMetrics(kuboScope()), WithBufferSize(1), WithMaxPending(1),
 		WithCancelFunc(func(keys []cid.Cid) {
 			if calls.Add(1) == 1 { // the Publish's (other); later calls go through
@@ -154,9 +148,7 @@ func overflowAndHold(t *testing.T, bs Blockstore) *heldOverflow {
 				<-release
 				return
 			}
-			mu.Lock()
-			defer mu.Unlock()
-			later = append(later, keys...)
+			h.cancels.record(keys)
 		}))
 	h.k = blocks.NewBlock([]byte("overflow race: the laggard's key")).Cid()
 	h.other = keysInOtherShards(h.n, h.k, "overflow race: another key", 1)[0]
