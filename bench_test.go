@@ -152,8 +152,8 @@ func BenchmarkW1(b *testing.B) {
 }
 
 // benchFloorWork are the rounds of benchkit.Work per delivery of W1's
-// floor-work rows: about 8 and 25 ns here (BenchmarkFloorWork: 1.06 ns a
-// round).
+// floor-work rows: about 9 and 26 ns here (BenchmarkFloorWork: 1.09 ns a
+// round, BENCHMARKS.md twelfth series).
 var benchFloorWork = []int{8, 24}
 
 // benchW1Impls are W1's implementations on store kind: benchImplsFor's and,

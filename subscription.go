@@ -208,9 +208,9 @@ func (s *Subscription) closedErr() error {
 // as Err does (also after a Remove or Close that came between an overflow and
 // its end). Until that end the subscription is live, as it is until any end:
 // a Subscribe between an overflow and its end returns nil and adds its
-// wants, which the end releases (to the cancel function), and the blocks it
-// finds are dropped as every message of that window is; Err then reports
-// ErrSlowConsumer.
+// wants, which the end releases (reporting to the cancel function those that
+// were the last of their key), and the blocks it finds are dropped as every
+// message of that window is; Err then reports ErrSlowConsumer.
 // An undefined key is refused with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
