@@ -2,6 +2,7 @@ package benchkit
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -65,7 +66,8 @@ func TestShardedDatastore_Basics(t *testing.T) {
 	}
 }
 
-// Concurrent writers and readers of overlapping keys: run with -race.
+// Concurrent writers and readers of overlapping keys: run with -race. A Get
+// may find its key gone, deleted by another writer, and nothing else.
 func TestShardedDatastore_Concurrent(t *testing.T) {
 	ctx := context.Background()
 	d := NewShardedDatastore()
@@ -79,7 +81,8 @@ func TestShardedDatastore_Concurrent(t *testing.T) {
 				if err := d.Put(ctx, k, []byte{byte(w)}); err != nil {
 					t.Error(err)
 				}
-				if _, err := d.Get(ctx, k); err != nil {
+				// Another writer may have deleted k since the Put.
+				if _, err := d.Get(ctx, k); err != nil && !errors.Is(err, datastore.ErrNotFound) {
 					t.Error(err)
 				}
 				if i%3 == 0 {
