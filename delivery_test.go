@@ -317,9 +317,9 @@ func TestSubscribe_FoundSharedBlockIsQueuedWithTheWants(t *testing.T) {
 			n := New(bs)
 			t.Cleanup(func() { require.NoError(t, n.Close()) })
 			k := mkBlocks("found-shared-k", 1)[0]
-			others := keysInOtherShards(n, k.Cid(), "found-shared-o", 2)
-			k1, k2 := others[0], others[1] // k1 never stored; k2 stored, for the hit after the observation
-			u := mustSub(t, n, 1)          // the lower seq: the Subscribe locks u first once it must wait
+			others := keysInOtherShards(n, k.Cid(), "found-shared-o", 2) // the Subscribe holds k's and k1's shards while it waits for u
+			k1, k2 := others[0], others[1]                               // k1 never stored; k2 stored, for the hit after the observation
+			u := mustSub(t, n, 1)                                        // the lower seq: the Subscribe locks u first once it must wait
 			s := mustSub(t, n, 2)
 			require.NoError(t, u.Subscribe(ctx, k.Cid()))
 			require.NoError(t, bs.PutMany(ctx, []blocks.Block{k, k2})) // behind the Notifier's back
