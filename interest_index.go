@@ -125,15 +125,23 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 // fuzzer: a Fetch of a stored key, behind such a mark, made a request and
 // handed it the block instead of returning the block.
 func (x *shardIndex) alone(k cid.Cid) bool {
-	if len(x.res) > 0 && x.res[k] != nil {
+	if len(x.res) > 0 && x.res[k] != nil || x.liveMark(k) != nil {
 		return false
 	}
-	if len(x.marks) > 0 {
-		if m := x.marks[k]; m != nil && m.holds(x, k) {
-			return false
-		}
-	}
 	return x.wants[k] == nil
+}
+
+// liveMark returns the operation whose mark on k still holds (op.holds), or
+// nil. Every reader of the marks goes through it (claimed, mark, alone), so
+// that a mark that no longer holds is ignored alike everywhere.
+func (x *shardIndex) liveMark(k cid.Cid) *op {
+	if len(x.marks) == 0 {
+		return nil
+	}
+	if m := x.marks[k]; m != nil && m.holds(x, k) {
+		return m
+	}
+	return nil
 }
 
 // table returns the map in which s's wants live.

@@ -142,10 +142,8 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 			return r.wakeOnRelease()
 		}
 	}
-	if len(idx.marks) > 0 {
-		if m := idx.marks[k]; m != nil && m.id < o.id && m.holds(idx, k) {
-			return m.wakeOnRelease()
-		}
+	if m := idx.liveMark(k); m != nil && m.id < o.id {
+		return m.wakeOnRelease()
 	}
 	return nil
 }
@@ -169,7 +167,7 @@ func (n *Notifier) mark(o *op, from int) {
 	for i := from; i < len(o.resKeys); i++ {
 		k := o.resKeys[i]
 		idx := &n.shards[o.keyShards[i]].idx
-		if m := idx.marks[k]; m == nil || m.id > o.id || !m.holds(idx, k) {
+		if m := idx.liveMark(k); m == nil || m.id > o.id {
 			idx.marks[k] = o
 		}
 	}
