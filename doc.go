@@ -117,8 +117,9 @@
 // by later operations, and proceeds once the reservations it found (and
 // those of the finitely many operations older than it) are released. A
 // waiting close marks the keys its subscription wants; once one of those
-// wants ends while it waits (its block delivered), its mark on that key
-// holds nobody up (op.holds), since the close no longer needs the key. The
+// wants ends while it waits (its block delivered, or the key
+// unsubscribed), its mark on that key holds nobody up (op.holds), since the
+// close no longer needs the key, and the operations asleep on it wake. The
 // read calls do not wait: they see the wants as
 // they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others

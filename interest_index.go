@@ -230,3 +230,20 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	x.keys.Add(-1)
 	return true
 }
+
+// dropStaleMark removes the mark on k of a waiting close whose
+// subscription's want of k has just ended, and wakes the operations that
+// went to sleep on that mark while it held: it holds nobody up any more
+// (op.holds), and they must not sleep until the close's own wait, perhaps
+// for a stalled blockstore call on another key, is over. A woken operation
+// that still needs to wait for the close (another of its keys) asks for its
+// wake-up channel again. The caller holds k's shard lock.
+func (x *shardIndex) dropStaleMark(k cid.Cid) {
+	if len(x.marks) == 0 {
+		return
+	}
+	if m := x.marks[k]; m != nil && !m.holds(x, k) {
+		delete(x.marks, k)
+		m.wakeWaiters()
+	}
+}

@@ -401,6 +401,88 @@ func TestIO_WaiterTakesOverAStaleMark(t *testing.T) {
 	})
 }
 
+// An operation already asleep on a waiting close's mark when the close's
+// want of that key ends wakes then: the mark holds nobody up any more
+// (op.holds), so it must not sleep until the close's own wait, here for a
+// stalled PutMany of another key, is over (G11). The want ends by an
+// operation older than the close, which the close's marks do not stop:
+// a delivery, or an Unsubscribe. Found by review.
+func TestIO_SleeperOnAStaleMarkWakes(t *testing.T) {
+	for _, how := range []string{"delivered", "unsubscribed"} {
+		t.Run(how, func(t *testing.T) { sleeperOnAStaleMark(t, how) })
+	}
+}
+
+func sleeperOnAStaleMark(t *testing.T, how string) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "stale-sleeper-A", 1, true)
+		bB := blockInShard(n, "stale-sleeper-B", 1, true)
+		bX := blockInShard(n, "stale-sleeper-X", 0, true)
+		kA, kB := bA.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+
+		releaseB := st.stall(t, kB)
+		pubB := make(chan error, 1)
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+
+		// The older operation: it has its id, and waits for shard 0.
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan error, 1)
+		if how == "delivered" {
+			go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
+			waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		} else {
+			go func() { s.Unsubscribe(kA, bX.Cid()); older <- nil }()
+			waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		}
+
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+		spinWaiting(t, n, 2) // asleep on Remove's mark on kA
+
+		unblock0()
+		require.NoError(t, <-older)
+		if how == "delivered" {
+			require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks)
+		}
+		require.False(t, n.Wanted(kA), "nobody wants kA")
+		synctest.Wait()
+		select {
+		case err := <-later:
+			require.NoError(t, err)
+		default:
+			releaseB()
+			<-later
+			t.Fatal("a Publish of kA, which nobody wants now, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
+		}
+		releaseB()
+		require.NoError(t, <-pubB)
+		<-removed
+		require.NoError(t, n.Close())
+	})
+}
+
+// spinWaiting is waitWaiting inside a synctest bubble, whose clock stands
+// still while the caller spins: it gives up after a bounded number of
+// yields instead of at a deadline.
+func spinWaiting(t *testing.T, n *Notifier, want int64) {
+	t.Helper()
+	for i := 0; n.waiting.Load() != want; i++ {
+		if i > 10_000_000 {
+			t.Fatalf("%d operations wait for a reservation, want %d", n.waiting.Load(), want)
+		}
+		runtime.Gosched()
+	}
+}
+
 // yieldStore is a blockstore whose calls yield the processor a few times, so
 // that operations pile up on reserved keys, wait, mark and overtake.
 type yieldStore struct{ Blockstore }

@@ -176,10 +176,12 @@ func (n *Notifier) route(o *op) {
 		}
 		// Every want in the index had its WANT sent: a Subscribe that finds
 		// a block nobody else wants delivers it without indexing it.
-		if n.shards[h.shard].idx.endDelivered(h.key, h.e) {
+		x := &n.shards[h.shard].idx
+		if x.endDelivered(h.key, h.e) {
 			o.cancels = append(o.cancels, h.key)
 			o.keep.Add(int(h.shard))
 		}
+		x.dropStaleMark(h.key)
 	}
 }
 

@@ -181,8 +181,10 @@ func (n *Notifier) mark(o *op, from int) {
 // another, delivers the key's block. The close then no longer needs k, and
 // its mark must not keep operations on k waiting behind its wait for other
 // keys, which may be a stalled blockstore call (G11); a later waiter may
-// take the mark over. Every other operation needs every key it marked until
-// it unmarks them. The caller holds k's shard lock, under which wants end.
+// take the mark over, and the operations already asleep on the mark are
+// woken as the want ends (shardIndex.dropStaleMark). Every other operation
+// needs every key it marked until it unmarks them. The caller holds k's
+// shard lock, under which wants end.
 //
 // The tempting fix, a close that drops its marks and marks afresh whenever
 // it wakes, is not enough: a close waits for one reservation at a time, and
@@ -302,11 +304,14 @@ func (n *Notifier) unreserve(o *op) {
 }
 
 // wakeOnRelease returns a channel that o closes when it releases its
-// reservations (unreserve) or its marks (unmark), creating it on the first
-// call: an operation that nobody waits for allocates none. The caller holds
-// the shard lock of a key that o reserves or marks; waiters in other shards
-// may call it at the same time. o closes it under the locks of all those
-// shards, so no waiter asks for it after it is closed and before the next.
+// reservations (unreserve) or its marks (unmark), or, for a close, when one
+// of its marks stops holding (shardIndex.dropStaleMark), creating it on the
+// first call: an operation that nobody waits for allocates none. The caller
+// holds the shard lock of a key that o reserves or marks; waiters in other
+// shards may call it at the same time. A waiter woken while o still holds up
+// its key asks again and gets a new channel; a channel handed out while o
+// holds up a key is closed no later than when o lets go of that key, under
+// its shard lock.
 func (o *op) wakeOnRelease() chan struct{} {
 	if w := o.wake.Load(); w != nil {
 		return *w
@@ -329,7 +334,9 @@ func (n *Notifier) keyShards(o *op, keys []cid.Cid) {
 }
 
 // wakeWaiters closes the channel that wakeOnRelease handed out, if any. The
-// caller holds the shard locks of every key o reserves or marks.
+// caller holds the shard locks of every key o reserves or marks, or, from
+// dropStaleMark, that of the one key whose mark o has just lost: waiters
+// woken for o's other keys then ask again.
 func (o *op) wakeWaiters() {
 	if w := o.wake.Swap(nil); w != nil {
 		close(*w)

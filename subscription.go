@@ -624,7 +624,9 @@ func commitRelease(_ *Notifier, o *op) error {
 // queues k for the cancel function; if it was the last of s's kind (see
 // Release), it adds k to o.freed. The caller holds k's shard lock and s.mu.
 func (s *Subscription) endWant(o *op, k cid.Cid, sh int32) {
-	_, kindLast, last := s.n.shards[sh].idx.endWant(k, s)
+	x := &s.n.shards[sh].idx
+	_, kindLast, last := x.endWant(k, s)
+	x.dropStaleMark(k)
 	if last {
 		o.cancels = append(o.cancels, k)
 		o.keep.Add(int(sh))
