@@ -452,8 +452,9 @@ func (n *Notifier) unregister(s *Subscription) {
 // operations that would change the wants of those keys wait for it, and
 // operations on other keys, in any shard, do not. It blocks only for the
 // blockstore, for operations holding the same shard locks or reservations on
-// its keys (ctx ends that wait), and, when it closes a subscription past
-// WithMaxPending, as Remove does. It returns ErrClosed after Close; bad input
+// its keys, or older ones waiting for such a reservation with one of its keys
+// (waits are first come, first served: see doc.go; ctx ends that wait), and,
+// when it closes a subscription past WithMaxPending, as Remove does. It returns ErrClosed after Close; bad input
 // is refused first, with ErrNilBlock or ErrInvalidCid, closed or not, so that
 // a caller's bug does not hide behind a shutdown.
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {

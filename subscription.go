@@ -202,8 +202,8 @@ func (s *Subscription) closedErr() error {
 // are looked up one Get at a time: against a blockstore that others (a
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
-// holding the same shard locks or reservations on its keys (ctx ends that
-// wait). After Close or
+// holding the same shard locks or reservations on its keys, or older ones
+// waiting for such a reservation with one of its keys (ctx ends that wait). After Close or
 // Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer,
 // as Err does (also after a Remove or Close that came between an overflow and
 // its end). Until that end the subscription is live, as it is until any end:
@@ -572,7 +572,9 @@ func (s *Subscription) compact() {
 // ignored. Keys that nobody wants any more go to the cancel function before
 // Unsubscribe returns. It is safe for concurrent use and blocks only for
 // other operations on the same shards, and for an operation whose blockstore
-// call holds a reservation on one of keys, until that call returns.
+// call holds a reservation on one of keys, until that call returns, or for
+// an older operation waiting for such a call with one of keys (waits are
+// first come, first served: see doc.go).
 func (s *Subscription) Unsubscribe(keys ...cid.Cid) { s.release(keys, false) }
 
 // Release is Unsubscribe that also returns the keys whose last want it ended,
@@ -684,8 +686,10 @@ func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 // session ID may be reused. Remove is idempotent, safe for concurrent use, and
 // blocks only for other operations on the subscription's shards, and for an
 // operation whose blockstore call holds a reservation on one of its keys,
-// until that call returns. It must not be called from the cancel function or
-// a delivery function (see WithCancelFunc and NewSubscriptionFunc).
+// until that call returns, or for an older operation waiting for such a call
+// with one of its keys (waits are first come, first served: see doc.go). It
+// must not be called from the cancel function or a delivery function (see
+// WithCancelFunc and NewSubscriptionFunc).
 func (s *Subscription) Remove() { s.close(nil, false) }
 
 // ReleaseAll is Remove that also returns the keys whose last want it ended,
