@@ -65,7 +65,9 @@ type shardIndex struct {
 
 	// marks holds the keys of operations that wait for a reservation: an
 	// operation that started later waits for them too (Notifier.mark).
-	marks map[cid.Cid]*op
+	// Every waiter that marked k is kept, so that the unmark of one does
+	// not unmark k for the others.
+	marks map[cid.Cid][]*op
 
 	// vers counts, per bucket of keys (bucketOf), the critical sections that
 	// named a key of the bucket: every operation that takes a key's shard
@@ -87,7 +89,7 @@ func newShardIndex() shardIndex {
 		wants: make(map[cid.Cid]*interest),
 		held:  make(map[cid.Cid]*interest),
 		res:   make(map[cid.Cid]*op),
-		marks: make(map[cid.Cid]*op),
+		marks: make(map[cid.Cid][]*op),
 	}
 }
 
@@ -131,18 +133,41 @@ func (x *shardIndex) alone(k cid.Cid) bool {
 	return x.wants[k] == nil
 }
 
-// liveMark returns the operation whose mark on k still holds (op.holds), or
-// nil. Every reader of the marks goes through it (claimed, mark, alone), so
-// that a mark that no longer holds is ignored alike everywhere.
+// liveMark returns the oldest operation whose mark on k still holds
+// (op.holds), or nil: the one that operations started after it wait for.
+// Every reader of the marks that decides who waits goes through it (claimed,
+// alone), so that a mark that no longer holds is ignored alike everywhere.
 func (x *shardIndex) liveMark(k cid.Cid) *op {
 	if len(x.marks) == 0 {
 		return nil
 	}
-	if m := x.marks[k]; m != nil && m.holds(x, k) {
-		return m
+	var oldest *op
+	for _, m := range x.marks[k] {
+		if (oldest == nil || m.id < oldest.id) && m.holds(x, k) {
+			oldest = m
+		}
 	}
-	return nil
+	return oldest
 }
+
+// dropMark removes o's mark on k, if any, and reports whether there was one.
+func (x *shardIndex) dropMark(k cid.Cid, o *op) bool {
+	ms := x.marks[k]
+	i := slices.Index(ms, o)
+	if i < 0 {
+		return false
+	}
+	ms = slices.Delete(ms, i, i+1)
+	if len(ms) == 0 {
+		delete(x.marks, k)
+	} else {
+		x.marks[k] = ms
+	}
+	return true
+}
+
+// marked reports whether o marks k.
+func (x *shardIndex) marked(k cid.Cid, o *op) bool { return slices.Contains(x.marks[k], o) }
 
 // table returns the map in which s's wants live.
 func (x *shardIndex) table(s *Subscription) map[cid.Cid]*interest {
@@ -231,19 +256,22 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	return true
 }
 
-// dropStaleMark removes the mark on k of a waiting close whose
-// subscription's want of k has just ended, and wakes the operations that
-// went to sleep on that mark while it held: it holds nobody up any more
-// (op.holds), and they must not sleep until the close's own wait, perhaps
-// for a stalled blockstore call on another key, is over. A woken operation
-// that still needs to wait for the close (another of its keys) asks for its
-// wake-up channel again. The caller holds k's shard lock.
+// dropStaleMark removes the marks on k of the waiting closes whose
+// subscriptions' wants of k have ended, and wakes the operations that went
+// to sleep on such a mark while it held. Such a mark holds nobody up any
+// more (op.holds), and its sleepers must not sleep until the close's own
+// wait, perhaps for a stalled blockstore call on another key, is over. A
+// woken operation that still needs to wait for the close (another of its
+// keys) asks for its wake-up channel again. The caller holds k's shard lock.
 func (x *shardIndex) dropStaleMark(k cid.Cid) {
 	if len(x.marks) == 0 {
 		return
 	}
-	if m := x.marks[k]; m != nil && !m.holds(x, k) {
-		delete(x.marks, k)
-		m.wakeWaiters()
+	ms := x.marks[k]
+	for i := len(ms) - 1; i >= 0; i-- { // backwards: dropMark shifts those after i
+		if m := ms[i]; !m.holds(x, k) {
+			x.dropMark(k, m)
+			m.wakeWaiters()
+		}
 	}
 }

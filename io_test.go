@@ -355,10 +355,10 @@ func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 }
 
 // The stale mark of TestIO_WaitingCloseDropsTheMarkOfAnEndedWant does not
-// shield a later waiter either: an operation that waits with that key
-// takes the mark over, so a still later one on the key waits behind it
-// instead of overtaking it (Notifier.mark, op.holds).
-func TestIO_WaiterTakesOverAStaleMark(t *testing.T) {
+// shield a later waiter either: an operation that waits with that key marks
+// it too, so a still later one on the key waits behind it instead of
+// overtaking it (Notifier.mark, op.holds).
+func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n := New(st, WithShards(1))
@@ -466,6 +466,127 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 		releaseB()
 		require.NoError(t, <-pubB)
 		<-removed
+		require.NoError(t, n.Close())
+	})
+}
+
+// An operation that started before a waiter, but marks a key they share
+// after the waiter did, leaves the waiter's mark in place when it goes on:
+// a Publish that starts after the waiter still waits behind it (fairness,
+// Notifier.mark). Found by review: a key kept one mark, which the older
+// operation replaced and its unmark then deleted, so the later Publish took
+// the key while the waiter still waited.
+func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "older-mark-A", 1, true)
+		bJ := blockInShard(n, "older-mark-J", 1, true)
+		bM := blockInShard(n, "older-mark-M", 1, true)
+		bX := blockInShard(n, "older-mark-X", 0, true)
+		kJ, kM := bJ.Cid(), bM.Cid()
+
+		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
+		pubJ, pubM := make(chan error, 1), make(chan error, 1)
+		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
+		require.Equal(t, kM, <-st.entered) // kM likewise
+
+		// The older operation takes its id, then waits for shard 0.
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan error, 1)
+		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+
+		// The waiter waits for kJ, marking kA and kJ.
+		waiter := make(chan error, 1)
+		go func() { waiter <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+		spinWaiting(t, n, 1)
+
+		// The older operation waits for kM, marking kA as well; once kM is
+		// released it goes on, unmarks kA and returns.
+		unblock0()
+		spinWaiting(t, n, 2)
+		releaseM()
+		require.NoError(t, <-pubM)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.EqualValues(t, 1, n.waiting.Load(), "the waiter still waits for kJ")
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+		synctest.Wait()
+		select {
+		case err := <-later:
+			t.Errorf("a Publish of kA that started after the waiter overtook it (returned %v)", err)
+			later <- err
+		default:
+			require.EqualValues(t, 2, n.waiting.Load(), "the later Publish waits behind the waiter")
+		}
+		releaseJ()
+		require.NoError(t, <-pubJ)
+		require.NoError(t, <-waiter)
+		require.NoError(t, <-later)
+		require.NoError(t, n.Close())
+	})
+}
+
+// A key marked by two waiters holds up an operation that started between
+// them: it waits for the older one, whichever marked the key first
+// (shardIndex.liveMark returns the oldest mark that holds).
+func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(4))
+		bA := blockInShard(n, "oldest-mark-A", 2, true)
+		bJ := blockInShard(n, "oldest-mark-J", 2, true)
+		bM := blockInShard(n, "oldest-mark-M", 2, true)
+		bX := blockInShard(n, "oldest-mark-X", 0, true)
+		kA, kJ, kM := bA.Cid(), bJ.Cid(), bM.Cid()
+		kY := blockInShard(n, "oldest-mark-Y", 1, true).Cid()
+		s := mustSub(t, n, 1)
+
+		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
+		pubJ, pubM := make(chan error, 1), make(chan error, 1)
+		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
+		require.Equal(t, kM, <-st.entered) // kM likewise
+
+		// Ids in this order: oldest, middle, youngest. The first two wait
+		// for shards 0 and 1, holding no lock.
+		unblock0, unblock1 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 1)
+		oldest := make(chan error, 1)
+		go func() { oldest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		middle := make(chan struct{})
+		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+
+		// The youngest marks kA first (it waits for kJ), the oldest second
+		// (it waits for kM).
+		youngest := make(chan error, 1)
+		go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+		spinWaiting(t, n, 1)
+		unblock0()
+		spinWaiting(t, n, 2)
+
+		unblock1()
+		synctest.Wait()
+		select {
+		case <-middle:
+			t.Error("an Unsubscribe of kA went ahead of a waiting operation on kA that started before it")
+		default:
+			require.EqualValues(t, 3, n.waiting.Load(), "the Unsubscribe waits for the oldest")
+		}
+		releaseM()
+		releaseJ()
+		require.NoError(t, <-pubM)
+		require.NoError(t, <-pubJ)
+		require.NoError(t, <-oldest)
+		require.NoError(t, <-youngest)
+		<-middle
 		require.NoError(t, n.Close())
 	})
 }

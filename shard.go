@@ -148,13 +148,20 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 	return nil
 }
 
-// mark marks o.resKeys[from:] as waited for by o, except those marked by an
-// operation that started before o; the caller holds their shard locks. An
-// operation that started after o and needs one of them waits for o instead
-// of taking it (claimed), so the keys of a waiting operation cannot be
-// reserved again and again by later ones while it waits: once the
+// mark marks o.resKeys[from:] as waited for by o; the caller holds their
+// shard locks. A key keeps the marks of all its waiters, and an operation
+// that needs it waits for the oldest whose mark holds, if that one started
+// before it (liveMark, claimed). So the keys of a waiting operation cannot
+// be reserved again and again by later ones while it waits: once the
 // reservations it found are released, it proceeds, unless operations older
 // than it, of which there are finitely many, take its keys first.
+//
+// One mark per key, kept by the oldest waiter, is the tempting
+// simplification, and it loses marks: an older operation that marks a key
+// after a younger waiter did replaces that waiter's mark, and once it goes
+// on and unmarks, the key is unmarked while the waiter still waits, for a
+// later operation to take. Found by review, with
+// TestIO_OlderMarkKeepsAYoungerWaitersMark.
 //
 // It cannot deadlock: an operation waits for another's mark only if that one
 // is older, and for a reservation only if its holder is in the blockstore,
@@ -167,8 +174,8 @@ func (n *Notifier) mark(o *op, from int) {
 	for i := from; i < len(o.resKeys); i++ {
 		k := o.resKeys[i]
 		idx := &n.shards[o.keyShards[i]].idx
-		if m := idx.liveMark(k); m == nil || m.id > o.id {
-			idx.marks[k] = o
+		if !idx.marked(k, o) {
+			idx.marks[k] = append(idx.marks[k], o)
 		}
 	}
 	o.marked = true
@@ -180,9 +187,9 @@ func (n *Notifier) mark(o *op, from int) {
 // those wants can end while it waits: the operation it waits for, or
 // another, delivers the key's block. The close then no longer needs k, and
 // its mark must not keep operations on k waiting behind its wait for other
-// keys, which may be a stalled blockstore call (G11); a later waiter may
-// take the mark over, and the operations already asleep on the mark are
-// woken as the want ends (shardIndex.dropStaleMark). Every other operation
+// keys, which may be a stalled blockstore call (G11): the mark is dropped,
+// and the operations already asleep on it woken, as the want ends
+// (shardIndex.dropStaleMark). Every other operation
 // needs every key it marked until it unmarks them. The caller holds k's
 // shard lock, under which wants end.
 //
@@ -214,9 +221,7 @@ func (n *Notifier) unmark(o *op) {
 	}
 	for i, k := range o.resKeys {
 		idx := &n.shards[o.keyShards[i]].idx
-		if idx.marks[k] == o {
-			delete(idx.marks, k)
-		}
+		idx.dropMark(k, o)
 	}
 	o.marked = false
 	o.wakeWaiters()

@@ -849,7 +849,7 @@ func (s *Subscription) markKeys(o *op) {
 			continue
 		}
 		sh := n.shardOf(k)
-		if o.locks.Has(int(sh)) && n.shards[sh].idx.marks[k] != o {
+		if o.locks.Has(int(sh)) && !n.shards[sh].idx.marked(k, o) {
 			o.resKeys = append(o.resKeys, k)
 			o.keyShards = append(o.keyShards, sh)
 		}
