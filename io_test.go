@@ -460,7 +460,7 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 			require.NoError(t, err)
 		default:
 			releaseB()
-			<-later
+			assert.NoError(t, <-later)
 			t.Fatal("a Publish of kA, which nobody wants now, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
 		}
 		releaseB()
