@@ -256,21 +256,25 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	return true
 }
 
-// dropStaleMark removes the marks on k of the waiting closes whose
-// subscriptions' wants of k have ended, and wakes the operations that went
-// to sleep on such a mark while it held. Such a mark holds nobody up any
-// more (op.holds), and its sleepers must not sleep until the close's own
-// wait, perhaps for a stalled blockstore call on another key, is over. A
-// woken operation that still needs to wait for the close (another of its
-// keys) asks for its wake-up channel again. The caller holds k's shard lock.
-func (x *shardIndex) dropStaleMark(k cid.Cid) {
+// wakeStaleMarks wakes the operations asleep on the marks on k of the
+// waiting closes whose subscriptions' wants of k have ended. Such a mark
+// holds nobody up any more (op.holds), and its sleepers must not sleep until
+// the close's own wait, perhaps for a stalled blockstore call on another
+// key, is over. A woken operation that still needs to wait for the close
+// (another of its keys) asks for its wake-up channel again. The caller holds
+// k's shard lock.
+//
+// The mark stays, dormant: should the subscription want k again while the
+// close waits, it holds again, and a later operation on k waits behind the
+// close. Deleting it here, the tempting tidy-up, let such an operation
+// overtake the close (review, TestIO_StaleMarkHoldsAgainWhenTheWantReturns);
+// the close's unmark removes it.
+func (x *shardIndex) wakeStaleMarks(k cid.Cid) {
 	if len(x.marks) == 0 {
 		return
 	}
-	ms := x.marks[k]
-	for i := len(ms) - 1; i >= 0; i-- { // backwards: dropMark shifts those after i
-		if m := ms[i]; !m.holds(x, k) {
-			x.dropMark(k, m)
+	for _, m := range x.marks[k] {
+		if !m.holds(x, k) {
 			m.wakeWaiters()
 		}
 	}

@@ -591,6 +591,114 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 	})
 }
 
+// A close's mark that stopped holding when its subscription's want ended
+// holds again when the subscription wants the key again while the close
+// still waits: a Publish of the key that starts after the close waits behind
+// it, instead of taking the key and making the close, once woken, sleep
+// behind that Publish's stalled PutMany. Found by review: the first version
+// of wakeStaleMarks deleted the mark.
+func TestIO_StaleMarkHoldsAgainWhenTheWantReturns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "mark-returns-A", 1, true)
+		bB := blockInShard(n, "mark-returns-B", 1, true)
+		bX := blockInShard(n, "mark-returns-X", 0, true)
+		kA, kB := bA.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+
+		releaseB := st.stall(t, kB)
+		pubB := make(chan error, 1)
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+
+		// An Unsubscribe of kA older than the Remove, held on shard 0.
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan struct{})
+		go func() { defer close(older); s.Unsubscribe(kA, bX.Cid()) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
+		unblock0()
+		<-older                                  // the want of kA ended: Remove's mark on it is dormant
+		require.NoError(t, s.Subscribe(ctx, kA)) // and holds again
+		require.True(t, n.Wanted(kA))
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}) }()
+		synctest.Wait()
+		select {
+		case err := <-later:
+			t.Errorf("a Publish of kA that started after the waiting Remove went ahead of it (returned %v)", err)
+			later <- err
+		default:
+			require.EqualValues(t, 2, n.waiting.Load(), "the Publish waits behind the Remove")
+		}
+		releaseB()
+		require.NoError(t, <-pubB)
+		<-removed
+		require.NoError(t, <-later)
+		require.NoError(t, n.Close())
+	})
+}
+
+// wakeOnRelease is called by waiters holding different shard locks while
+// wakeStaleMarks, holding another, swaps the channel out (wakeWaiters): it
+// must return a channel, never read a nil one. A stress test of the two
+// primitives, bounded in time; found by review, where the second read after
+// a lost CompareAndSwap found nil.
+func TestWakeOnRelease_RacesWakeWaiters(t *testing.T) {
+	// More Ps than this machine's two CPUs: the window between a lost
+	// CompareAndSwap and the next read is a few instructions, which the
+	// swapper hits when the OS preempts a waiter there.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(8, runtime.NumCPU())))
+	const waiters, budget = 6, 2 * time.Second
+	o := &op{}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	panics := make(chan any, waiters)
+	for range waiters {
+		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					panics <- r
+				}
+			}()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for range 1024 {
+					if o.wakeOnRelease() == nil {
+						panic("wakeOnRelease returned a nil channel")
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				o.wakeWaiters()
+			}
+		}
+	})
+	select {
+	case r := <-panics:
+		t.Errorf("wakeOnRelease racing wakeWaiters: %v", r)
+	case <-time.After(budget):
+	}
+	close(done)
+	wg.Wait()
+}
+
 // spinWaiting is waitWaiting inside a synctest bubble, whose clock stands
 // still while the caller spins: it gives up after a bounded number of
 // yields instead of at a deadline.

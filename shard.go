@@ -187,9 +187,9 @@ func (n *Notifier) mark(o *op, from int) {
 // those wants can end while it waits: the operation it waits for, or
 // another, delivers the key's block. The close then no longer needs k, and
 // its mark must not keep operations on k waiting behind its wait for other
-// keys, which may be a stalled blockstore call (G11): the mark is dropped,
-// and the operations already asleep on it woken, as the want ends
-// (shardIndex.dropStaleMark). Every other operation
+// keys, which may be a stalled blockstore call (G11): the operations already
+// asleep on it are woken as the want ends (shardIndex.wakeStaleMarks), and
+// the mark stays, dormant, holding again if the want comes back. Every other operation
 // needs every key it marked until it unmarks them. The caller holds k's
 // shard lock, under which wants end.
 //
@@ -310,22 +310,28 @@ func (n *Notifier) unreserve(o *op) {
 
 // wakeOnRelease returns a channel that o closes when it releases its
 // reservations (unreserve) or its marks (unmark), or, for a close, when one
-// of its marks stops holding (shardIndex.dropStaleMark), creating it on the
+// of its marks stops holding (shardIndex.wakeStaleMarks), creating it on the
 // first call: an operation that nobody waits for allocates none. The caller
 // holds the shard lock of a key that o reserves or marks; waiters in other
 // shards may call it at the same time. A waiter woken while o still holds up
 // its key asks again and gets a new channel; a channel handed out while o
 // holds up a key is closed no later than when o lets go of that key, under
 // its shard lock.
+//
+// It loops: after another waiter's channel won the CompareAndSwap,
+// wakeStaleMarks, which holds one shard lock only, may have swapped that
+// channel out already; reading it once more could find nil (review,
+// TestWakeOnRelease_RacesWakeWaiters).
 func (o *op) wakeOnRelease() chan struct{} {
-	if w := o.wake.Load(); w != nil {
-		return *w
+	for {
+		if w := o.wake.Load(); w != nil {
+			return *w
+		}
+		c := make(chan struct{})
+		if o.wake.CompareAndSwap(nil, &c) {
+			return c
+		}
 	}
-	c := make(chan struct{})
-	if o.wake.CompareAndSwap(nil, &c) {
-		return c
-	}
-	return *o.wake.Load()
 }
 
 // keyShards records the shard of each of keys in o.keyShards and adds it to
@@ -340,8 +346,8 @@ func (n *Notifier) keyShards(o *op, keys []cid.Cid) {
 
 // wakeWaiters closes the channel that wakeOnRelease handed out, if any. The
 // caller holds the shard locks of every key o reserves or marks, or, from
-// dropStaleMark, that of the one key whose mark o has just lost: waiters
-// woken for o's other keys then ask again.
+// wakeStaleMarks, that of the one key whose want behind o's mark has just
+// ended: waiters woken for o's other keys then ask again.
 func (o *op) wakeWaiters() {
 	if w := o.wake.Swap(nil); w != nil {
 		close(*w)
