@@ -150,20 +150,17 @@ func (x *shardIndex) liveMark(k cid.Cid) *op {
 	return oldest
 }
 
-// dropMark removes o's mark on k, if any, and reports whether there was one.
-func (x *shardIndex) dropMark(k cid.Cid, o *op) bool {
+// dropMark removes o's mark on k, if any.
+func (x *shardIndex) dropMark(k cid.Cid, o *op) {
 	ms := x.marks[k]
 	i := slices.Index(ms, o)
-	if i < 0 {
-		return false
-	}
-	ms = slices.Delete(ms, i, i+1)
-	if len(ms) == 0 {
+	switch {
+	case i < 0:
+	case len(ms) == 1:
 		delete(x.marks, k)
-	} else {
-		x.marks[k] = ms
+	default:
+		x.marks[k] = slices.Delete(ms, i, i+1)
 	}
-	return true
 }
 
 // marked reports whether o marks k.

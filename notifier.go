@@ -454,9 +454,10 @@ func (n *Notifier) unregister(s *Subscription) {
 // blockstore, for operations holding the same shard locks or reservations on
 // its keys, or older ones waiting for such a reservation with one of its keys
 // (waits are first come, first served: see doc.go; ctx ends that wait), and,
-// when it closes a subscription past WithMaxPending, as Remove does. It returns ErrClosed after Close; bad input
-// is refused first, with ErrNilBlock or ErrInvalidCid, closed or not, so that
-// a caller's bug does not hide behind a shutdown.
+// when it closes a subscription past WithMaxPending, as Remove does. It
+// returns ErrClosed after Close; bad input is refused first, with ErrNilBlock
+// or ErrInvalidCid, closed or not, so that a caller's bug does not hide
+// behind a shutdown.
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	if err := msg.validate(); err != nil {
 		return err

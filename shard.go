@@ -189,9 +189,9 @@ func (n *Notifier) mark(o *op, from int) {
 // its mark must not keep operations on k waiting behind its wait for other
 // keys, which may be a stalled blockstore call (G11): the operations already
 // asleep on it are woken as the want ends (shardIndex.wakeStaleMarks), and
-// the mark stays, dormant, holding again if the want comes back. Every other operation
-// needs every key it marked until it unmarks them. The caller holds k's
-// shard lock, under which wants end.
+// the mark stays, dormant, holding again if the want comes back. Every other
+// operation needs every key it marked until it unmarks them. The caller
+// holds k's shard lock, under which wants end.
 //
 // The tempting fix, a close that drops its marks and marks afresh whenever
 // it wakes, is not enough: a close waits for one reservation at a time, and

@@ -203,10 +203,10 @@ func (s *Subscription) closedErr() error {
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
 // holding the same shard locks or reservations on its keys, or older ones
-// waiting for such a reservation with one of its keys (ctx ends that wait). After Close or
-// Remove it returns ErrClosed; after a slow-consumer end, ErrSlowConsumer,
-// as Err does (also after a Remove or Close that came between an overflow and
-// its end). Until that end the subscription is live, as it is until any end:
+// waiting for such a reservation with one of its keys (ctx ends that wait).
+// After Close or Remove it returns ErrClosed; after a slow-consumer end,
+// ErrSlowConsumer, as Err does (also after a Remove or Close that came
+// between an overflow and its end). Until that end the subscription is live, as it is until any end:
 // a Subscribe between an overflow and its end returns nil and adds its
 // wants, which the end releases (reporting to the cancel function those that
 // were the last of their key), and the blocks it finds are dropped as every
