@@ -415,41 +415,16 @@ func TestIO_SleeperOnAStaleMarkWakes(t *testing.T) {
 
 func sleeperOnAStaleMark(t *testing.T, how string) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n := New(st, WithShards(2))
-		bA := blockInShard(n, "stale-sleeper-A", 1, true)
-		bB := blockInShard(n, "stale-sleeper-B", 1, true)
-		bX := blockInShard(n, "stale-sleeper-X", 0, true)
-		kA, kB := bA.Cid(), bB.Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA, kB))
-
-		releaseB := st.stall(t, kB)
-		pubB := make(chan error, 1)
-		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
-		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
-
-		// The older operation: it has its id, and waits for shard 0.
-		unblock0 := blockShard(t, n, nil, 0)
-		older := make(chan error, 1)
-		if how == "delivered" {
-			go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
-			waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
-		} else {
-			go func() { s.Unsubscribe(kA, bX.Cid()); older <- nil }()
-			waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
-		}
-
-		removed := make(chan struct{})
-		go func() { defer close(removed); s.Remove() }()
-		spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
+		sc := newRemoveBehindStall(t, "stale-sleeper", how)
+		n, s, bA := sc.n, sc.s, sc.bA
+		kA := bA.Cid()
 
 		later := make(chan error, 1)
 		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
 		spinWaiting(t, n, 2) // asleep on Remove's mark on kA
 
-		unblock0()
-		require.NoError(t, <-older)
+		sc.unblock0()
+		require.NoError(t, <-sc.older)
 		if how == "delivered" {
 			require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks)
 		}
@@ -459,15 +434,78 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 		case err := <-later:
 			require.NoError(t, err)
 		default:
-			releaseB()
+			sc.releaseB()
 			assert.NoError(t, <-later)
 			t.Fatal("a Publish of kA, which nobody wants now, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
 		}
-		releaseB()
-		require.NoError(t, <-pubB)
-		<-removed
+		sc.finish(t)
 		require.NoError(t, n.Close())
 	})
+}
+
+// removeBehindStall is the scene of the stale-mark tests, inside a synctest
+// bubble: on two shards, s wants kA and kB (shard 1); a Publish of kB is
+// stalled in its PutMany, so kB is reserved; an operation that started
+// before the close and will end s's want of kA waits for shard 0, which the
+// scene holds (how: "delivered", a Publish of kA and kX, or
+// "unsubscribed", an Unsubscribe of them); and s.Remove() waits for kB, with
+// kA and kB marked.
+type removeBehindStall struct {
+	n          *Notifier
+	s          *Subscription
+	bA, bB, bX blocks.Block
+	releaseB   func()     // lets the stalled PutMany of kB go on
+	pubB       chan error // that Publish's result
+	unblock0   func()     // lets the older operation go on
+	older      chan error // its result
+	removed    chan struct{}
+}
+
+func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
+	t.Helper()
+	st := newStallStore()
+	n := New(st, WithShards(2))
+	sc := &removeBehindStall{
+		n:       n,
+		bA:      blockInShard(n, prefix+"-A", 1, true),
+		bB:      blockInShard(n, prefix+"-B", 1, true),
+		bX:      blockInShard(n, prefix+"-X", 0, true),
+		pubB:    make(chan error, 1),
+		older:   make(chan error, 1),
+		removed: make(chan struct{}),
+	}
+	kA, kB := sc.bA.Cid(), sc.bB.Cid()
+	s := mustSub(t, n, 1)
+	sc.s = s
+	require.NoError(t, s.Subscribe(ctx, kA, kB))
+
+	sc.releaseB = st.stall(t, kB)
+	go func() { sc.pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bB}}) }()
+	require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+
+	sc.unblock0 = blockShard(t, n, nil, 0)
+	switch how {
+	case "delivered":
+		go func() { sc.older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bA, sc.bX}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+	case "unsubscribed":
+		go func() { s.Unsubscribe(kA, sc.bX.Cid()); sc.older <- nil }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+	default:
+		t.Fatalf("removeBehindStall: unknown older operation %q", how)
+	}
+
+	go func() { defer close(sc.removed); s.Remove() }()
+	spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
+	return sc
+}
+
+// finish releases the stalled PutMany and checks that everything ends.
+func (sc *removeBehindStall) finish(t *testing.T) {
+	t.Helper()
+	sc.releaseB()
+	require.NoError(t, <-sc.pubB)
+	<-sc.removed
 }
 
 // An operation that started before a waiter, but marks a key they share
@@ -599,30 +637,11 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 // of wakeStaleMarks deleted the mark.
 func TestIO_StaleMarkHoldsAgainWhenTheWantReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n := New(st, WithShards(2))
-		bA := blockInShard(n, "mark-returns-A", 1, true)
-		bB := blockInShard(n, "mark-returns-B", 1, true)
-		bX := blockInShard(n, "mark-returns-X", 0, true)
-		kA, kB := bA.Cid(), bB.Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA, kB))
-
-		releaseB := st.stall(t, kB)
-		pubB := make(chan error, 1)
-		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
-		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
-
-		// An Unsubscribe of kA older than the Remove, held on shard 0.
-		unblock0 := blockShard(t, n, nil, 0)
-		older := make(chan struct{})
-		go func() { defer close(older); s.Unsubscribe(kA, bX.Cid()) }()
-		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
-		removed := make(chan struct{})
-		go func() { defer close(removed); s.Remove() }()
-		spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
-		unblock0()
-		<-older                                  // the want of kA ended: Remove's mark on it is dormant
+		sc := newRemoveBehindStall(t, "mark-returns", "unsubscribed")
+		n, s, bA := sc.n, sc.s, sc.bA
+		kA := bA.Cid()
+		sc.unblock0()
+		require.NoError(t, <-sc.older)           // the want of kA ended: Remove's mark on it is dormant
 		require.NoError(t, s.Subscribe(ctx, kA)) // and holds again
 		require.True(t, n.Wanted(kA))
 
@@ -636,9 +655,7 @@ func TestIO_StaleMarkHoldsAgainWhenTheWantReturns(t *testing.T) {
 		default:
 			require.EqualValues(t, 2, n.waiting.Load(), "the Publish waits behind the Remove")
 		}
-		releaseB()
-		require.NoError(t, <-pubB)
-		<-removed
+		sc.finish(t)
 		require.NoError(t, <-later)
 		require.NoError(t, n.Close())
 	})
