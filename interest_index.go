@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"cmp"
 	"slices"
 	"sync/atomic"
 
@@ -127,27 +128,50 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 // fuzzer: a Fetch of a stored key, behind such a mark, made a request and
 // handed it the block instead of returning the block.
 func (x *shardIndex) alone(k cid.Cid) bool {
-	if len(x.res) > 0 && x.res[k] != nil || x.liveMark(k) != nil {
+	if len(x.res) > 0 && x.res[k] != nil || x.markAhead(k, ^uint64(0)) != nil {
 		return false
 	}
 	return x.wants[k] == nil
 }
 
-// liveMark returns the oldest operation whose mark on k still holds
-// (op.holds), or nil: the one that operations started after it wait for.
-// Every reader of the marks that decides who waits goes through it (claimed,
-// alone), so that a mark that no longer holds is ignored alike everywhere.
-func (x *shardIndex) liveMark(k cid.Cid) *op {
+// markAhead returns the youngest operation that started before id (a
+// smaller id) and whose mark on k still holds (op.holds), or nil if there is
+// none: the one that an operation with that id waits for on k (claimed). An
+// id past every op's, ^uint64(0), asks whether any mark on k holds (alone).
+// Every reader of the marks that decides who waits goes through it, so that
+// a mark that no longer holds is ignored alike everywhere.
+//
+// The youngest, not the oldest: any older mark that holds makes the caller
+// wait, and it wakes as that one lets go, to look again; each waiter waits
+// for the one just ahead of it, so one letting go wakes one. Waiting for the
+// oldest, the tempting choice, wakes every waiter behind it each time the
+// oldest goes on, to find the next oldest and sleep again: M operations
+// waiting on one key took M²/2 wake-ups, each taking the shard locks of all
+// its keys (BenchmarkClosesBehindStall; TestIO_WaitersBehindOneKeyWakeOnce).
+//
+// marks[k] is sorted by id (mark), so the first candidate found from the end
+// is the youngest, and holds is asked of few marks.
+func (x *shardIndex) markAhead(k cid.Cid, id uint64) *op {
 	if len(x.marks) == 0 {
 		return nil
 	}
-	var oldest *op
-	for _, m := range x.marks[k] {
-		if (oldest == nil || m.id < oldest.id) && m.holds(x, k) {
-			oldest = m
+	ms := x.marks[k]
+	for i := len(ms) - 1; i >= 0; i-- {
+		if m := ms[i]; m.id < id && m.holds(x, k) {
+			return m
 		}
 	}
-	return oldest
+	return nil
+}
+
+// addMark adds o's mark on k, keeping marks[k] sorted by id, unless o marks
+// k already.
+func (x *shardIndex) addMark(k cid.Cid, o *op) {
+	ms := x.marks[k]
+	i, found := slices.BinarySearchFunc(ms, o.id, func(m *op, id uint64) int { return cmp.Compare(m.id, id) })
+	if !found {
+		x.marks[k] = slices.Insert(ms, i, o)
+	}
 }
 
 // dropMark removes o's mark on k, if any.
@@ -254,24 +278,31 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 }
 
 // wakeStaleMarks wakes the operations asleep on the marks on k of the
-// waiting closes whose subscriptions' wants of k have ended. Such a mark
-// holds nobody up any more (op.holds), and its sleepers must not sleep until
-// the close's own wait, perhaps for a stalled blockstore call on another
-// key, is over. A woken operation that still needs to wait for the close
-// (another of its keys) asks for its wake-up channel again. The caller holds
-// k's shard lock.
+// waiting closes whose subscriptions' wants of k have ended: those of s, whose
+// want of k has just ended, or, if s is nil, of every subscription whose want
+// of k a delivery has just ended. Such a mark holds nobody up any more
+// (op.holds), and its sleepers must not sleep until the close's own wait,
+// perhaps for a stalled blockstore call on another key, is over. A woken
+// operation that still needs to wait for the close (another of its keys)
+// asks for its wake-up channel again. The caller holds k's shard lock.
+//
+// Only the closes of s are looked at when s's want ends: a mark is the
+// close's of one subscription, and holds only while that one wants k, so
+// the others' marks are as they were. Asking every mark whether it holds,
+// each a scan of k's wanters, made the closes of M subscriptions that want
+// one key cost M³ (BenchmarkClosesBehindStall).
 //
 // The mark stays, dormant: should the subscription want k again while the
 // close waits, it holds again, and a later operation on k waits behind the
 // close. Deleting it here, the tempting tidy-up, let such an operation
 // overtake the close (review, TestIO_StaleMarkHoldsAgainWhenTheWantReturns);
 // the close's unmark removes it.
-func (x *shardIndex) wakeStaleMarks(k cid.Cid) {
+func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
 	if len(x.marks) == 0 {
 		return
 	}
 	for _, m := range x.marks[k] {
-		if !m.holds(x, k) {
+		if (s == nil || m.sub == s) && !m.holds(x, k) {
 			m.wakeWaiters()
 		}
 	}

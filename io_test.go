@@ -572,7 +572,8 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 
 // A key marked by two waiters holds up an operation that started between
 // them: it waits for the older one, whichever marked the key first
-// (shardIndex.liveMark returns the oldest mark that holds).
+// (shardIndex.markAhead looks only at the marks of operations that started
+// before the caller).
 func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()

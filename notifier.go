@@ -138,7 +138,8 @@ type Notifier struct {
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
 	inflight  sync.WaitGroup // operations in blockstore I/O (holding reservations, or a one-key Subscribe in its Get, between peek and getUnlocked's end); Add only under a shard lock, having seen closed false there, so that Close's barrier orders it before Wait
-	waiting   atomic.Int64   // operations waiting for another's reservation (lockFree, lockAll)
+	waiting   atomic.Int64   // operations waiting for another's reservation or mark (lockFree, lockAll)
+	waits     atomic.Uint64  // times an operation has begun such a wait (await), for tests
 
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription

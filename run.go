@@ -181,7 +181,7 @@ func (n *Notifier) route(o *op) {
 			o.cancels = append(o.cancels, h.key)
 			o.keep.Add(int(h.shard))
 		}
-		x.wakeStaleMarks(h.key)
+		x.wakeStaleMarks(h.key, nil)
 	}
 }
 

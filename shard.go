@@ -109,6 +109,7 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 
 // await waits, holding no lock, until busy is closed or ctx is done.
 func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
+	n.waits.Add(1)
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
 	select {
@@ -142,7 +143,7 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 			return r.wakeOnRelease()
 		}
 	}
-	if m := idx.liveMark(k); m != nil && m.id < o.id {
+	if m := idx.markAhead(k, o.id); m != nil {
 		return m.wakeOnRelease()
 	}
 	return nil
@@ -150,8 +151,9 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 
 // mark marks o.resKeys[from:] as waited for by o; the caller holds their
 // shard locks. A key keeps the marks of all its waiters, and an operation
-// that needs it waits for the oldest whose mark holds, if that one started
-// before it (liveMark, claimed). So the keys of a waiting operation cannot
+// that needs it waits while the mark of one that started before it holds,
+// sleeping on the youngest of those (markAhead, claimed). So the keys of a
+// waiting operation cannot
 // be reserved again and again by later ones while it waits: once the
 // reservations it found are released, it proceeds, unless operations older
 // than it, of which there are finitely many, take its keys first.
@@ -174,9 +176,7 @@ func (n *Notifier) mark(o *op, from int) {
 	for i := from; i < len(o.resKeys); i++ {
 		k := o.resKeys[i]
 		idx := &n.shards[o.keyShards[i]].idx
-		if !idx.marked(k, o) {
-			idx.marks[k] = append(idx.marks[k], o)
-		}
+		idx.addMark(k, o)
 	}
 	o.marked = true
 }

@@ -628,7 +628,7 @@ func commitRelease(_ *Notifier, o *op) error {
 func (s *Subscription) endWant(o *op, k cid.Cid, sh int32) {
 	x := &s.n.shards[sh].idx
 	_, kindLast, last := x.endWant(k, s)
-	x.wakeStaleMarks(k)
+	x.wakeStaleMarks(k, s)
 	if last {
 		o.cancels = append(o.cancels, k)
 		o.keep.Add(int(sh))
