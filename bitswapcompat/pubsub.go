@@ -21,6 +21,17 @@ import (
 // ID, so the blockstore check and the subscription are one atomic step, a
 // waiting call costs no goroutine, and calls never collide with sessions. All
 // methods are safe for concurrent use.
+//
+// In tests, a PubSub belongs to one testing/synctest bubble, or to none: the
+// Go runtime ends the process when a goroutine outside a bubble waits on a
+// channel made inside it, and Publish's pacing (pace) keeps such a channel,
+// made by the last Publish that handed a block. So a Publish outside a
+// bubble, after a Publish inside one handed a block, is a fatal error. boxo's
+// layer tolerates that sequence, though not every sharing: its Subscribe
+// inside a bubble makes a channel that its goroutine outside then sends on.
+// No primitive of package sync avoids it either: sync.Cond is fatal the other
+// way round, and Go 1.26's WaitGroup.Wait crashes outside a bubble on a
+// WaitGroup of the bubble whose count is zero. Found by review.
 type PubSub struct {
 	n     *notifier.Notifier // owned: Shutdown closes it
 	wrap  BlockWrapper

@@ -151,12 +151,22 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // session, wants any more to that function. The
 // session ID may be used again once it has returned. It is safe for
 // concurrent use and blocks only for operations on the session's shards.
-// After Shutdown it returns nil.
+// After Shutdown it returns nil. A call while another RemoveSession of ses
+// is under way returns nil once that one has taken effect, as it would
+// after waiting for boxo's lock: the ID, and every key that the first
+// freed, are let go of by then. Returning at once, the tempting shortcut,
+// let a caller see ses interested in its keys after its RemoveSession had
+// returned (review, TestRemoveSession_SecondWaitsForTheFirst).
 func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 	sim.mu.Lock()
 	e := sim.sessions[ses]
-	if e == nil || e.leaving != nil { // none, or a concurrent RemoveSession ends it
+	if e == nil {
 		sim.mu.Unlock()
+		return nil
+	}
+	if leaving := e.leaving; leaving != nil { // a concurrent RemoveSession ends it
+		sim.mu.Unlock()
+		<-leaving
 		return nil
 	}
 	e.leaving = make(chan struct{})

@@ -163,6 +163,30 @@ func TestRemoveSessionWants_DuringRemoveSession(t *testing.T) {
 	})
 }
 
+// A second RemoveSession of a session that a first one is still ending (its
+// ReleaseAll waits for a stalled PutMany of the session's key) returns only
+// once the first has taken effect, as it would after waiting for boxo's
+// lock: after it returns, no query finds the session interested. It returned
+// nil at once, and a later InterestedSessions still found session 1. Found
+// by review.
+func TestRemoveSession_SecondWaitsForTheFirst(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sim, k, release := stalledRemoval(t, newBlocks(t, 1))
+		second := make(chan []cid.Cid, 1)
+		go func() { second <- sim.RemoveSession(1) }()
+		synctest.Wait()
+		select {
+		case got := <-second:
+			t.Fatalf("a second RemoveSession(1) returned %v while the first still waited; then InterestedSessions found %v", got, sim.InterestedSessions([]cid.Cid{k}))
+		default:
+		}
+		first := release()
+		got := <-second
+		require.Equal(t, []cid.Cid{k}, append(first, got...), "k is freed once, by the first RemoveSession")
+		require.Empty(t, sim.InterestedSessions([]cid.Cid{k}))
+	})
+}
+
 // RecordSessionInterest of an ID that RemoveSession is ending waits for that
 // removal, even when the removal waits for a stalled blockstore call on
 // another key (its doc says so): the ID is free again only once the removal
