@@ -205,16 +205,36 @@ func (sim *SessionInterestManager) cancels(free []cid.Cid) []cid.Cid {
 
 // FilterSessionInterested returns, for each of ksets, in order, a new slice of
 // the keys that session ses is interested in. It is safe for concurrent use
-// and takes, per key set, only the session's own lock, once
-// (Subscription.AppendWanted): each set is read at one instant.
+// and takes only the session's own lock, once (Subscription.AppendWanted):
+// every set is read at the same instant, as boxo reads them under one lock.
+//
+// One AppendWanted per set, the tempting form, read each set at its own
+// instant: while the session recorded and let go of a key, a call whose sets
+// both held it (boxo's Session.ReceiveFrom passes a message's blocks, HAVEs
+// and DONT_HAVEs in one call) could find it wanted in one and not in the
+// other (review, TestFilterSessionInterested_ReadsEverySetAtOneInstant).
 func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...[]cid.Cid) [][]cid.Cid {
 	res := make([][]cid.Cid, len(ksets))
 	sub := sim.lookup(ses)
 	if sub == nil {
 		return res
 	}
+	if len(ksets) == 1 {
+		res[0] = sub.AppendWanted(nil, ksets[0])
+		return res
+	}
+	// wanted is the subsequence of the keys of all sets, in order and with
+	// repeats, that the session wants; a key is wanted at every place or at
+	// none, so each key of the sets, in turn, is wanted exactly when it is
+	// the next of wanted.
+	wanted := sub.AppendWanted(nil, slices.Concat(ksets...))
 	for i, ks := range ksets {
-		res[i] = sub.AppendWanted(nil, ks)
+		for _, k := range ks {
+			if len(wanted) > 0 && wanted[0] == k {
+				res[i] = append(res[i], k)
+				wanted = wanted[1:]
+			}
+		}
 	}
 	return res
 }
@@ -224,7 +244,10 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 // With New, the PubSub's calls count, so a request whose session has not
 // recorded its interest yet, or whose session let go of the key while the
 // request still waits, gets its block. It is safe for concurrent use and
-// takes one shard lock of the Notifier per block. A nil block panics with a
+// takes one shard lock of the Notifier per block, so each block is read at
+// its own instant: while a session records or lets go of a key, a message
+// that carries its block twice can have one copy wanted and the other not
+// (boxo reads all under one lock). A nil block panics with a
 // "bitswapcompat:" message (boxo's panics on it too).
 func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wanted, unwanted []blocks.Block) {
 	mustBeUsable("SplitWantedUnwanted", blks)
