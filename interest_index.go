@@ -297,6 +297,12 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 // close. Deleting it here, the tempting tidy-up, let such an operation
 // overtake the close (review, TestIO_StaleMarkHoldsAgainWhenTheWantReturns);
 // the close's unmark removes it.
+//
+// The close itself is woken too (op.nudgeClose), if it sleeps: it may have
+// slept behind another operation for k alone, which it no longer needs.
+// Without that, it slept on until that operation went on, perhaps after a
+// stalled blockstore call on a key its subscription never wanted (G11;
+// review, TestIO_CloseWakesWhenItsOwnWantEnds).
 func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
 	if len(x.marks) == 0 {
 		return
@@ -304,6 +310,7 @@ func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
 	for _, m := range x.marks[k] {
 		if (s == nil || m.sub == s) && !m.holds(x, k) {
 			m.wakeWaiters()
+			m.nudgeClose()
 		}
 	}
 }

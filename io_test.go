@@ -443,6 +443,67 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 	})
 }
 
+// A close asleep behind another operation's mark on a key wakes and goes on
+// when its own subscription's want of that key ends while it sleeps: it has
+// nothing left to wait for. s2 wants kA alone; a Publish of HAVEs of kA and
+// kB waits for kB's stalled PutMany with both marked, and Remove(s2) sleeps
+// on its mark on kA. An operation older than both ends s2's want of kA (a
+// delivery, or an Unsubscribe). Remove(s2) slept on until the PutMany of kB,
+// a key s2 never wanted, returned (G11). Found by review.
+func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
+	for _, how := range []string{"delivered", "unsubscribed"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n := New(st, WithShards(2))
+				bA := blockInShard(n, "own-want-A", 1, true)
+				bB := blockInShard(n, "own-want-B", 1, true)
+				bX := blockInShard(n, "own-want-X", 0, true)
+				kA, kB := bA.Cid(), bB.Cid()
+				s2 := mustSub(t, n, 2)
+				require.NoError(t, s2.Subscribe(ctx, kA))
+				releaseB := st.stall(t, kB)
+				pubB := make(chan error, 1)
+				go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+				require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+
+				unblock0 := blockShard(t, n, nil, 0)
+				older := make(chan error, 1)
+				if how == "delivered" {
+					go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
+					waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+				} else {
+					go func() { s2.Unsubscribe(kA, bX.Cid()); older <- nil }()
+					waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+				}
+				haves := make(chan error, 1)
+				go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
+				spinWaiting(t, n, 1) // waits for kB, kA and kB marked
+				removed := make(chan struct{})
+				go func() { defer close(removed); s2.Remove() }()
+				spinWaiting(t, n, 2) // asleep on the Publish's mark on kA
+
+				unblock0()
+				require.NoError(t, <-older)
+				require.False(t, n.Wanted(kA), "s2 wants nothing now")
+				synctest.Wait()
+				select {
+				case <-removed:
+				default:
+					releaseB()
+					<-removed
+					t.Fatal("Remove(s2), whose subscription wants nothing now, sleeps until the stalled PutMany of kB returns (G11)")
+				}
+				releaseB()
+				require.NoError(t, <-pubB)
+				require.NoError(t, <-haves)
+				requireIndexEmpty(t, n)
+				require.NoError(t, n.Close())
+			})
+		})
+	}
+}
+
 // removeBehindStall is the scene of the stale-mark tests, inside a synctest
 // bubble: on two shards, s wants kA and kB (shard 1); a Publish of kB is
 // stalled in its PutMany, so kB is reserved; an operation that started

@@ -64,6 +64,7 @@ type op struct {
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
 	marked    bool                          // some of resKeys may be marked (Notifier.mark)
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
+	nudge     atomic.Pointer[chan struct{}] // a waiting close: closed when a want of its subscription ends (Subscription.lockAll, op.nudgeClose)
 
 	// Plan and commit.
 	io      bool                 // the plan needs the blockstore

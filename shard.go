@@ -120,6 +120,27 @@ func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
 	}
 }
 
+// awaitClose is await for a close, which has no deadline: it waits, holding
+// no lock, until busy or nudge is closed (see Subscription.lockAll).
+func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
+	n.waits.Add(1)
+	n.waiting.Add(1)
+	defer n.waiting.Add(-1)
+	select {
+	case <-busy:
+	case <-nudge:
+	}
+}
+
+// nudgeClose wakes o, a close, if it sleeps in lockAll: a want of its
+// subscription has just ended, and o may have nothing left to wait for. The
+// caller holds the shard lock of that want's key.
+func (o *op) nudgeClose() {
+	if c := o.nudge.Swap(nil); c != nil {
+		close(*c)
+	}
+}
+
 // reserved returns the wake-up channel of the first operation that o must
 // wait for on one of o.resKeys (claimed), or nil. The caller holds their
 // shard locks.

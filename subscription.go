@@ -818,8 +818,11 @@ func (s *Subscription) lockAll(o *op) {
 			n.unmark(o)
 			return
 		}
+		var nudge chan struct{}
 		if busy != nil {
 			s.markKeys(o)
+			nudge = make(chan struct{})
+			o.nudge.Store(&nudge)
 		}
 		s.mu.Unlock()
 		if o.locked {
@@ -827,7 +830,8 @@ func (s *Subscription) lockAll(o *op) {
 			o.locked = false
 		}
 		if busy != nil {
-			_ = n.await(context.Background(), busy) // cannot fail: no deadline
+			n.awaitClose(busy, nudge)
+			o.nudge.Store(nil)
 		}
 		for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
 			o.locks.Add(i)

@@ -9,6 +9,8 @@ import (
 	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
 )
 
 // gateStore is a blockstore whose PutMany waits until the gate is opened,
@@ -92,6 +94,58 @@ func TestIO_WaitersBehindOneKeyWakeOnce(t *testing.T) {
 		if slept > m {
 			t.Errorf("the %d closes slept %d more times once the PutMany returned, want at most %d", m, slept, m)
 		}
+	})
+}
+
+// A chain of waiters on one key, each asleep on the one just ahead of it,
+// goes on when its head gives up (its ctx ends) while the reservation the
+// head waited for is still held: the second wakes as the head unmarks, has
+// nobody ahead any more, and goes on, and so on down the chain, in the
+// order they started. Found sound by review, kept as the test of the chain.
+func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(1))
+		bA, bJ := blocks.NewBlock([]byte("chain-head/A")), blocks.NewBlock([]byte("chain-head/J"))
+		kA, kJ := bA.Cid(), bJ.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		releaseJ := st.stall(t, kJ)
+		pubJ := make(chan error, 1)
+		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+
+		hctx, cancel := context.WithCancel(ctx)
+		head := make(chan error, 1)
+		go func() { head <- n.Publish(hctx, ResponseMessage{From: "head", Haves: []cid.Cid{kA, kJ}}) }()
+		spinWaiting(t, n, 1)
+		const m = 5
+		res := make([]chan error, m)
+		want := make([]string, m)
+		for i := range res {
+			res[i], want[i] = make(chan error, 1), fmt.Sprint("w", i)
+			go func() { res[i] <- n.Publish(ctx, ResponseMessage{From: want[i], Haves: []cid.Cid{kA}}) }()
+			spinWaiting(t, n, int64(i+2))
+		}
+		cancel()
+		require.ErrorIs(t, <-head, context.Canceled)
+		synctest.Wait()
+		var froms []string
+		for i := range res {
+			select {
+			case err := <-res[i]:
+				require.NoError(t, err)
+			default:
+				t.Fatalf("waiter %d of %d still sleeps after the head of the chain gave up", i, m)
+			}
+			froms = append(froms, recv(t, s).From)
+		}
+		require.Equal(t, want, froms, "the chain goes on in the order it started")
+		releaseJ()
+		require.NoError(t, <-pubJ)
+		s.Remove()
+		requireIndexEmpty(t, n)
+		require.NoError(t, n.Close())
 	})
 }
 
