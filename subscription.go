@@ -794,8 +794,10 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 // are added only under their shard's lock, which lockAll holds once the set
 // covers them. A reserved key makes it mark the keys it holds, release
 // everything, wait for the reserving operation, and start over (see
-// Notifier.lockFree and Notifier.mark). Stale entries
-// need no lock: an ended interest never comes back.
+// Notifier.lockFree and Notifier.mark). Stale entries need no lock: an ended
+// interest never comes back. Asleep, it also wakes when a want of s ends
+// (op.nudgeClose, from shardIndex.wakeStaleMarks): the key it slept for may
+// be one that s no longer wants.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
 	for {
