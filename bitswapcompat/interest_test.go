@@ -250,6 +250,8 @@ func TestFilterSessionInterested_SeveralSets(t *testing.T) {
 		w.sim.RecordSessionInterest(1, []cid.Cid{k[0], k[2]})
 		got := w.sim.FilterSessionInterested(1, []cid.Cid{k[0], k[1], k[0]}, []cid.Cid{k[2], k[0]}, nil, []cid.Cid{k[1]}, []cid.Cid{k[2]})
 		require.Equal(t, [][]cid.Cid{{k[0], k[0]}, {k[2], k[0]}, nil, nil, {k[2]}}, got)
+		_ = append(got[0], k[1])
+		require.Equal(t, []cid.Cid{k[2], k[0]}, got[1], "appending to one answer leaves the next alone")
 		require.Equal(t, [][]cid.Cid{nil, nil}, w.sim.FilterSessionInterested(2, k, k), "an unknown session")
 	})
 }

@@ -223,17 +223,34 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 		res[0] = sub.AppendWanted(nil, ksets[0])
 		return res
 	}
-	// wanted is the subsequence of the keys of all sets, in order and with
-	// repeats, that the session wants; a key is wanted at every place or at
-	// none, so each key of the sets, in turn, is wanted exactly when it is
-	// the next of wanted.
-	wanted := sub.AppendWanted(nil, slices.Concat(ksets...))
+	total := 0
+	for _, ks := range ksets {
+		total += len(ks)
+	}
+	var buf [64]cid.Cid // the sets, one after the other: on the stack, for a message of up to 64 keys
+	all := buf[:0]
+	if total > len(buf) {
+		all = make([]cid.Cid, 0, total)
+	}
+	for _, ks := range ksets {
+		all = append(all, ks...)
+	}
+	// wanted is the subsequence of all, in order and with repeats, that the
+	// session wants; a key is wanted at every place or at none, so each key
+	// of the sets, in turn, is wanted exactly when it is the next of wanted,
+	// and the keys of each set are a run of wanted: its answer, capped so
+	// that appending to it cannot overwrite the next set's.
+	wanted := sub.AppendWanted(make([]cid.Cid, 0, total), all)
+	next := 0
 	for i, ks := range ksets {
+		from := next
 		for _, k := range ks {
-			if len(wanted) > 0 && wanted[0] == k {
-				res[i] = append(res[i], k)
-				wanted = wanted[1:]
+			if next < len(wanted) && wanted[next] == k {
+				next++
 			}
+		}
+		if next > from {
+			res[i] = wanted[from:next:next]
 		}
 	}
 	return res
