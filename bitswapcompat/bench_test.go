@@ -2,6 +2,7 @@ package bitswapcompat
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -48,5 +49,24 @@ func BenchmarkPubSub_WaitingCall(b *testing.B) {
 	b.ResetTimer()
 	for i := range b.N {
 		ps.Subscribe(ctx, blks[i].Cid())
+	}
+}
+
+// BenchmarkSIM_FilterSessionInterested is the query that boxo's
+// Session.ReceiveFrom makes of every message: a message's blocks, HAVEs and
+// DONT_HAVEs, in sets of the sizes named, of a session that wants 32 keys,
+// among them every block of the message and its first HAVE.
+func BenchmarkSIM_FilterSessionInterested(b *testing.B) {
+	for _, sz := range [][3]int{{1, 0, 0}, {1, 1, 1}, {16, 4, 4}} {
+		b.Run(fmt.Sprintf("sets=%d-%d-%d", sz[0], sz[1], sz[2]), func(b *testing.B) {
+			sim := NewSessionInterestManager()
+			ks := cidsOf(newBlocks(b, 64)...)
+			sim.RecordSessionInterest(1, ks[:32])
+			sets := [][]cid.Cid{ks[16 : 16+sz[0]], ks[31 : 31+sz[1]], ks[40 : 40+sz[2]]}
+			b.ReportAllocs()
+			for b.Loop() {
+				_ = sim.FilterSessionInterested(1, sets...)
+			}
+		})
 	}
 }
