@@ -114,7 +114,11 @@ func (n *Notifier) getOp() *op {
 }
 
 // putOp clears o, dropping its references so that the pool retains no block
-// or subscription, and returns it to the pool.
+// or subscription, and returns it to the pool. Most operations leave most
+// fields empty (a Publish of one block uses neither seen, slot, freed, slow
+// nor self): each is cleared only if it holds something, and a slice is cut
+// to length 0 in place, which writes no pointer (a slice header written back
+// whole costs a write barrier check per field, on every operation).
 func (n *Notifier) putOp(o *op) {
 	o.msg, o.sub, o.why, o.from = ResponseMessage{}, nil, nil, ""
 	o.closing = false
@@ -124,30 +128,55 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
-	o.resKeys = emptied(o.resKeys)
+	if len(o.resKeys) > 0 {
+		clear(o.resKeys)
+		o.resKeys = o.resKeys[:0]
+	}
 	o.io = false
-	o.hits = emptied(o.hits)
-	o.store = emptied(o.store)
-	o.seen = emptiedMap(o.seen)
-	o.self[0] = nil
-	o.cancels = emptied(o.cancels)
-	o.freed = emptied(o.freed)
-	o.exited = nil
-	o.targets = emptied(o.targets)
-	o.order = emptied(o.order)
+	if len(o.hits) > 0 {
+		clear(o.hits)
+		o.hits = o.hits[:0]
+	}
+	if len(o.store) > 0 {
+		clear(o.store)
+		o.store = o.store[:0]
+	}
+	if len(o.seen) > 0 {
+		o.seen = emptiedMap(o.seen)
+	}
+	if o.self[0] != nil {
+		o.self[0] = nil
+	}
+	if len(o.cancels) > 0 {
+		clear(o.cancels)
+		o.cancels = o.cancels[:0]
+	}
+	if len(o.freed) > 0 {
+		clear(o.freed)
+		o.freed = o.freed[:0]
+	}
+	if o.exited != nil {
+		o.exited = nil
+	}
+	if len(o.targets) > 0 {
+		clear(o.targets)
+		o.targets = o.targets[:0]
+	}
+	if len(o.order) > 0 {
+		clear(o.order)
+		o.order = o.order[:0]
+	}
 	o.prelocked = false
-	o.slot = emptiedMap(o.slot)
-	o.slow = emptied(o.slow)
+	if len(o.slot) > 0 {
+		o.slot = emptiedMap(o.slot)
+	}
+	if len(o.slow) > 0 {
+		clear(o.slow)
+		o.slow = o.slow[:0]
+	}
 	o.step, o.next = stepNone, 0
 	o.probe = probe{}
 	n.ops.Put(o)
-}
-
-// emptied returns s emptied, its elements zeroed so that the pool retains
-// nothing they point to, its capacity kept.
-func emptied[T any](s []T) []T {
-	clear(s)
-	return s[:0]
 }
 
 // emptiedMap returns m emptied, or a new map if m grew large: clearing costs
