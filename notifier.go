@@ -643,7 +643,9 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 			continue
 		}
 		o.store = append(o.store, b)
-		o.hits = append(o.hits, hit{key: k, e: e, shard: sh, kind: kindBlock, blk: b})
+		o.hits = append(o.hits, hit{}) // then filled in place, as buildOne writes targets
+		h := &o.hits[len(o.hits)-1]
+		h.key, h.e, h.shard, h.kind, h.blk = k, e, sh, kindBlock, b
 	}
 	for _, ks := range [...]struct {
 		keys []cid.Cid

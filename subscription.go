@@ -1031,8 +1031,11 @@ func (o *op) lockTargets() {
 	if o.prelocked { // by lockShared, the same set: list them with their targets
 		o.order = o.order[:0]
 	}
+	first := len(o.order) // 0: route locks once per operation
+	o.order = slices.Grow(o.order, len(o.targets))[:first+len(o.targets)]
 	for i := range o.targets {
-		o.order = append(o.order, lockEntry{seq: o.targets[i].s.seq, s: o.targets[i].s, t: i})
+		l, s := &o.order[first+i], o.targets[i].s // in place, as buildOne writes targets
+		l.seq, l.s, l.t = s.seq, s, i
 	}
 	if !o.prelocked {
 		o.lockOrder()
