@@ -129,16 +129,16 @@ func (n *Notifier) putOp(o *op) {
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
 	if len(o.resKeys) > 0 {
-		clear(o.resKeys)
+		zero(o.resKeys)
 		o.resKeys = o.resKeys[:0]
 	}
 	o.io = false
 	if len(o.hits) > 0 {
-		clear(o.hits)
+		zero(o.hits)
 		o.hits = o.hits[:0]
 	}
 	if len(o.store) > 0 {
-		clear(o.store)
+		zero(o.store)
 		o.store = o.store[:0]
 	}
 	if len(o.seen) > 0 {
@@ -148,22 +148,22 @@ func (n *Notifier) putOp(o *op) {
 		o.self[0] = nil
 	}
 	if len(o.cancels) > 0 {
-		clear(o.cancels)
+		zero(o.cancels)
 		o.cancels = o.cancels[:0]
 	}
 	if len(o.freed) > 0 {
-		clear(o.freed)
+		zero(o.freed)
 		o.freed = o.freed[:0]
 	}
 	if o.exited != nil {
 		o.exited = nil
 	}
 	if len(o.targets) > 0 {
-		clear(o.targets)
+		zero(o.targets)
 		o.targets = o.targets[:0]
 	}
 	if len(o.order) > 0 {
-		clear(o.order)
+		zero(o.order)
 		o.order = o.order[:0]
 	}
 	o.prelocked = false
@@ -171,12 +171,25 @@ func (n *Notifier) putOp(o *op) {
 		o.slot = emptiedMap(o.slot)
 	}
 	if len(o.slow) > 0 {
-		clear(o.slow)
+		zero(o.slow)
 		o.slow = o.slow[:0]
 	}
 	o.step, o.next = stepNone, 0
 	o.probe = probe{}
 	n.ops.Put(o)
+}
+
+// zero zeroes the elements of s, so that the pool retains nothing they point
+// to. One element, as a Publish of one block leaves in most fields, is
+// assigned: clear calls memclrHasPointers, and its bulk write barrier while
+// the GC marks, once per field.
+func zero[T any](s []T) {
+	if len(s) == 1 {
+		var z T
+		s[0] = z
+		return
+	}
+	clear(s)
 }
 
 // emptiedMap returns m emptied, or a new map if m grew large: clearing costs
