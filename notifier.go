@@ -642,7 +642,9 @@ func (n *Notifier) collect(o *op, msg *ResponseMessage) {
 			}
 			continue
 		}
-		o.store = append(o.store, b)
+		if n.bs != nil { // without a blockstore o.store is never read: o.io stays false
+			o.store = append(o.store, b)
+		}
 		o.hits = append(o.hits, hit{}) // then filled in place, as buildOne writes targets
 		h := &o.hits[len(o.hits)-1]
 		h.key, h.e, h.shard, h.kind, h.blk = k, e, sh, kindBlock, b

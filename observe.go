@@ -118,6 +118,9 @@ const (
 // a blockstore error, feeds the metrics and adds the operation's event to the
 // span. o still holds what the operation delivered.
 func (p *probe) done(name string, o *op) {
+	if p.err == nil && !p.on() {
+		return // end would do nothing: spare the count over the targets
+	}
 	delivered := p.handed
 	for i := range o.targets {
 		delivered += o.targets[i].nb
