@@ -212,7 +212,7 @@ func (n *Notifier) isReserved(k cid.Cid) bool {
 	sh := &n.shards[n.shardOf(k)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	return sh.idx.res[k] != nil
+	return sh.idx.res.get(k) != nil
 }
 
 // shardHeld reports whether the lock of k's shard is held by someone. It

@@ -164,7 +164,7 @@ func requireIndexEmpty(t *testing.T, n *Notifier) {
 	for i := range n.shards {
 		require.Empty(t, n.shards[i].idx.wants, "shard %d: wants", i)
 		require.Empty(t, n.shards[i].idx.held, "shard %d: held", i)
-		require.Empty(t, n.shards[i].idx.res, "shard %d: reservations", i)
+		require.True(t, n.shards[i].idx.res.empty(), "shard %d: reservations", i)
 		require.Empty(t, n.shards[i].idx.marks, "shard %d: marks", i)
 	}
 }

@@ -62,7 +62,7 @@ type shardIndex struct {
 	// committed. An operation that would change the wants of a
 	// reserved key waits for it instead (Notifier.lockFree), so the key
 	// looks the same to the reserving operation before and after its I/O.
-	res map[cid.Cid]*op
+	res reservations
 
 	// marks holds the keys of operations that wait for a reservation: an
 	// operation that started later waits for them too (Notifier.mark).
@@ -89,8 +89,59 @@ func newShardIndex() shardIndex {
 	return shardIndex{
 		wants: make(map[cid.Cid]*interest),
 		held:  make(map[cid.Cid]*interest),
-		res:   make(map[cid.Cid]*op),
 		marks: make(map[cid.Cid][]*op),
+	}
+}
+
+// reservations is the set of reserved keys of one shard, each with the
+// operation that reserved it (shardIndex.res). A shard mostly holds none or
+// one: the first lives inline, where a Publish of one key reserves, checks
+// and releases it without hashing; the others go to a map. A key is in one
+// place only.
+type reservations struct {
+	key cid.Cid // the inline reservation's key, if op is not nil
+	op  *op
+	m   map[cid.Cid]*op // made on first use
+}
+
+// empty reports whether no key is reserved.
+func (r *reservations) empty() bool { return r.op == nil && len(r.m) == 0 }
+
+// get returns the operation that reserved k, or nil.
+func (r *reservations) get(k cid.Cid) *op {
+	if r.op != nil && r.key == k {
+		return r.op
+	}
+	if len(r.m) == 0 {
+		return nil
+	}
+	return r.m[k]
+}
+
+// put reserves k for o. k is free, or o's already (a key repeated in o's
+// message): the caller checked (Notifier.claimed).
+func (r *reservations) put(k cid.Cid, o *op) {
+	switch {
+	case r.op != nil && r.key == k:
+		r.op = o
+	case r.op == nil && (len(r.m) == 0 || r.m[k] == nil):
+		r.key, r.op = k, o
+	default:
+		if r.m == nil {
+			r.m = make(map[cid.Cid]*op)
+		}
+		r.m[k] = o
+	}
+}
+
+// drop releases k if o reserved it.
+func (r *reservations) drop(k cid.Cid, o *op) {
+	if r.op == o && r.key == k {
+		r.key, r.op = cid.Cid{}, nil
+		return
+	}
+	if len(r.m) > 0 && r.m[k] == o {
+		delete(r.m, k)
 	}
 }
 
@@ -128,7 +179,7 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 // fuzzer: a Fetch of a stored key, behind such a mark, made a request and
 // handed it the block instead of returning the block.
 func (x *shardIndex) alone(k cid.Cid) bool {
-	if len(x.res) > 0 && x.res[k] != nil || x.markAhead(k, ^uint64(0)) != nil {
+	if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {
 		return false
 	}
 	return x.wants[k] == nil

@@ -159,10 +159,8 @@ func (n *Notifier) reserved(o *op) chan struct{} {
 // sh's lock.
 func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 	idx := &n.shards[sh].idx
-	if len(idx.res) > 0 {
-		if r := idx.res[k]; r != nil && r != o {
-			return r.wakeOnRelease()
-		}
+	if r := idx.res.get(k); r != nil && r != o {
+		return r.wakeOnRelease()
 	}
 	if m := idx.markAhead(k, o.id); m != nil {
 		return m.wakeOnRelease()
@@ -309,7 +307,7 @@ func (n *Notifier) unlocked(ctx context.Context, o *op, io func(context.Context,
 // reserve reserves o.resKeys for o. The caller holds their shard locks.
 func (n *Notifier) reserve(o *op) {
 	for i, k := range o.resKeys {
-		n.shards[o.keyShards[i]].idx.res[k] = o
+		n.shards[o.keyShards[i]].idx.res.put(k, o)
 	}
 	n.inflight.Add(1)
 }
@@ -320,10 +318,7 @@ func (n *Notifier) reserve(o *op) {
 // reserves (wakeOnRelease), so every channel asked for is closed here.
 func (n *Notifier) unreserve(o *op) {
 	for i, k := range o.resKeys {
-		idx := &n.shards[o.keyShards[i]].idx
-		if idx.res[k] == o {
-			delete(idx.res, k)
-		}
+		n.shards[o.keyShards[i]].idx.res.drop(k, o)
 	}
 	o.wakeWaiters()
 	n.inflight.Done()
