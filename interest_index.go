@@ -329,19 +329,18 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 }
 
 // wakeStaleMarks wakes the operations asleep on the marks on k of the
-// waiting closes whose subscriptions' wants of k have ended: those of s, whose
-// want of k has just ended, or, if s is nil, of every subscription whose want
-// of k a delivery has just ended. Such a mark holds nobody up any more
-// (op.holds), and its sleepers must not sleep until the close's own wait,
-// perhaps for a stalled blockstore call on another key, is over. A woken
-// operation that still needs to wait for the close (another of its keys)
-// asks for its wake-up channel again. The caller holds k's shard lock.
+// waiting closes of s, whose want of k has just ended (x.endWant). Such a
+// mark holds nobody up any more (op.holds), and its sleepers must not sleep
+// until the close's own wait, perhaps for a stalled blockstore call on
+// another key, is over. A woken operation that still needs to wait for the
+// close (another of its keys) asks for its wake-up channel again. The caller
+// holds k's shard lock. wakeDelivered is the same for a delivery.
 //
-// Only the closes of s are looked at when s's want ends: a mark is the
-// close's of one subscription, and holds only while that one wants k, so
-// the others' marks are as they were. Asking every mark whether it holds,
-// each a scan of k's wanters, made the closes of M subscriptions that want
-// one key cost M³ (BenchmarkClosesBehindStall).
+// Only the closes of s are looked at: a mark is the close's of one
+// subscription, and holds only while that one wants k, so the others' marks
+// are as they were. Asking every mark whether it holds, each a scan of k's
+// wanters, made the closes of M subscriptions that want one key cost M³
+// (BenchmarkClosesBehindStall).
 //
 // The mark stays, dormant: should the subscription want k again while the
 // close waits, it holds again, and a later operation on k waits behind the
@@ -359,9 +358,28 @@ func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
 		return
 	}
 	for _, m := range x.marks[k] {
-		if (s == nil || m.sub == s) && !m.holds(x, k) {
-			m.wakeWaiters()
-			m.nudgeClose()
+		if m.sub == s && !m.holds(x, k) {
+			m.letGo()
+		}
+	}
+}
+
+// wakeDelivered is wakeStaleMarks for a delivery of k that is about to end
+// every want of interest e (endDelivered): it wakes the closes of e's
+// subscriptions that mark k, and their sleepers. It looks at e.subs before
+// they go, not at which marks hold after: a close's mark that went dormant
+// earlier holds no more after the delivery than before, and asking that
+// woke the close, and everything asleep on it, once for each delivery of k
+// to other subscriptions (review,
+// TestIO_DeliveryToOthersWakesNoDormantClose). The caller holds k's shard
+// lock, which it keeps until the wants have ended.
+func (x *shardIndex) wakeDelivered(k cid.Cid, e *interest) {
+	if len(x.marks) == 0 {
+		return
+	}
+	for _, m := range x.marks[k] {
+		if m.closing && slices.Contains(e.subs, m.sub) {
+			m.letGo()
 		}
 	}
 }

@@ -504,6 +504,70 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 	}
 }
 
+// Deliveries of a key to other subscriptions wake neither a close whose mark
+// on the key went dormant earlier nor what sleeps behind that close. s2
+// wants kA, kB and kC; Remove(s2) sleeps on kB's stalled PutMany; an older
+// Unsubscribe ends s2's want of kA (the one wake-up due); a Publish of HAVEs
+// of kC sleeps on Remove's mark on kC. Then kA is delivered 20 times to s3:
+// nothing changes for the sleepers. Each delivery woke both, to sleep
+// again: the close because its dormant mark on kA did not hold, and the
+// Publish with it. Found by review.
+func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		del := st.Blockstore.(interface {
+			DeleteBlock(context.Context, cid.Cid) error
+		})
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "dormant-A", 1, true)
+		bB := blockInShard(n, "dormant-B", 1, true)
+		bC := blockInShard(n, "dormant-C", 1, true)
+		bX := blockInShard(n, "dormant-X", 0, true)
+		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
+		s2 := mustSub(t, n, 2)
+		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
+		releaseB := st.stall(t, kB)
+		pubB := make(chan error, 1)
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan struct{})
+		go func() { defer close(older); s2.Unsubscribe(kA, bX.Cid()) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		removed := make(chan struct{})
+		go func() { defer close(removed); s2.Remove() }()
+		spinWaiting(t, n, 1) // asleep on kB's reservation, kA, kB and kC marked
+		unblock0()
+		<-older // Remove's mark on kA is dormant
+		synctest.Wait()
+		haves := make(chan error, 1)
+		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
+		spinWaiting(t, n, 2) // asleep on Remove's mark on kC
+		synctest.Wait()
+
+		s3 := mustSub(t, n, 3)
+		const deliveries = 20
+		before := n.waits.Load()
+		for range deliveries {
+			require.NoError(t, s3.Subscribe(ctx, kA))
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}))
+			require.Equal(t, []blocks.Block{bA}, recv(t, s3).Blocks)
+			require.NoError(t, del.DeleteBlock(ctx, kA))
+			synctest.Wait()
+		}
+		woke := n.waits.Load() - before
+		releaseB()
+		require.NoError(t, <-pubB)
+		<-removed
+		require.NoError(t, <-haves)
+		s3.Remove()
+		requireIndexEmpty(t, n)
+		require.NoError(t, n.Close())
+		require.Zero(t, woke, "the sleepers woke %d times for %d deliveries of kA to s3, which changed nothing for them", woke, deliveries)
+	})
+}
+
 // removeBehindStall is the scene of the stale-mark tests, inside a synctest
 // bubble: on two shards, s wants kA and kB (shard 1); a Publish of kB is
 // stalled in its PutMany, so kB is reserved; an operation that started

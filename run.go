@@ -177,11 +177,11 @@ func (n *Notifier) route(o *op) {
 		// Every want in the index had its WANT sent: a Subscribe that finds
 		// a block nobody else wants delivers it without indexing it.
 		x := &n.shards[h.shard].idx
+		x.wakeDelivered(h.key, h.e)
 		if x.endDelivered(h.key, h.e) {
 			o.cancels = append(o.cancels, h.key)
 			o.keep.Add(int(h.shard))
 		}
-		x.wakeStaleMarks(h.key, nil)
 	}
 }
 

@@ -132,6 +132,15 @@ func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
 	}
 }
 
+// letGo wakes the operations asleep on o's marks, and o itself if it is a
+// close asleep in lockAll: one of o's marks has stopped holding, as a want
+// of o's subscription ended (shardIndex.wakeStaleMarks, wakeDelivered).
+// The caller holds the shard lock of that want's key.
+func (o *op) letGo() {
+	o.wakeWaiters()
+	o.nudgeClose()
+}
+
 // nudgeClose wakes o, a close, if it sleeps in lockAll: a want of its
 // subscription has just ended, and o may have nothing left to wait for. The
 // caller holds the shard lock of that want's key.
@@ -207,7 +216,8 @@ func (n *Notifier) mark(o *op, from int) {
 // another, delivers the key's block. The close then no longer needs k, and
 // its mark must not keep operations on k waiting behind its wait for other
 // keys, which may be a stalled blockstore call (G11): the operations already
-// asleep on it are woken as the want ends (shardIndex.wakeStaleMarks), and
+// asleep on it are woken as the want ends (shardIndex.wakeStaleMarks,
+// wakeDelivered), and
 // the mark stays, dormant, holding again if the want comes back. Every other
 // operation needs every key it marked until it unmarks them. The caller
 // holds k's shard lock, under which wants end.
@@ -326,7 +336,7 @@ func (n *Notifier) unreserve(o *op) {
 
 // wakeOnRelease returns a channel that o closes when it releases its
 // reservations (unreserve) or its marks (unmark), or, for a close, when one
-// of its marks stops holding (shardIndex.wakeStaleMarks), creating it on the
+// of its marks stops holding (op.letGo), creating it on the
 // first call: an operation that nobody waits for allocates none. The caller
 // holds the shard lock of a key that o reserves or marks; waiters in other
 // shards may call it at the same time. A waiter woken while o still holds up
@@ -335,7 +345,7 @@ func (n *Notifier) unreserve(o *op) {
 // its shard lock.
 //
 // It loops: after another waiter's channel won the CompareAndSwap,
-// wakeStaleMarks, which holds one shard lock only, may have swapped that
+// letGo, which holds one shard lock only, may have swapped that
 // channel out already; reading it once more could find nil (review,
 // TestWakeOnRelease_RacesWakeWaiters).
 func (o *op) wakeOnRelease() chan struct{} {
@@ -362,7 +372,7 @@ func (n *Notifier) keyShards(o *op, keys []cid.Cid) {
 
 // wakeWaiters closes the channel that wakeOnRelease handed out, if any. The
 // caller holds the shard locks of every key o reserves or marks, or, from
-// wakeStaleMarks, that of the one key whose want behind o's mark has just
+// letGo, that of the one key whose want behind o's mark has just
 // ended: waiters woken for o's other keys then ask again.
 func (o *op) wakeWaiters() {
 	if w := o.wake.Swap(nil); w != nil {

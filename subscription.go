@@ -796,7 +796,7 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 // everything, wait for the reserving operation, and start over (see
 // Notifier.lockFree and Notifier.mark). Stale entries need no lock: an ended
 // interest never comes back. Asleep, it also wakes when a want of s ends
-// (op.nudgeClose, from shardIndex.wakeStaleMarks): the key it slept for may
+// (op.letGo): the key it slept for may
 // be one that s no longer wants.
 func (s *Subscription) lockAll(o *op) {
 	n := s.n
