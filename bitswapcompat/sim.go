@@ -156,7 +156,10 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // after waiting for boxo's lock: the ID, and every key that the first
 // freed, are let go of by then. Returning at once, the tempting shortcut,
 // let a caller see ses interested in its keys after its RemoveSession had
-// returned (review, TestRemoveSession_SecondWaitsForTheFirst).
+// returned (review, TestRemoveSession_SecondWaitsForTheFirst). So, as for
+// every method, not from the cancel function or a BlockWrapper: a second
+// RemoveSession of a session there would wait for the first, which waits
+// for it.
 func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 	sim.mu.Lock()
 	e := sim.sessions[ses]
