@@ -6,6 +6,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
 )
 
 // oneBlockStore holds one block, which Get returns without allocating.
@@ -37,5 +38,37 @@ func TestSubscribe_OneStoredKeyAllocatesOnlyTheMessage(t *testing.T) {
 	})
 	if allocs != 1 {
 		t.Fatalf("a Subscribe of one stored key made %v allocations, want 1 (the message's block slice)", allocs)
+	}
+}
+
+// An operation returned to the pool keeps no subscription alive: a
+// Subscribe whose blockstore check found a block that another subscription
+// wants locks both (lockShared), and if its subscription ended meanwhile it
+// unlocks them (unlockShared) and fails. unlockShared cut o.order to length
+// 0 without zeroing it, and putOp zeroes only the entries in use, so the
+// pooled op kept both subscriptions reachable. Found by review. The steps
+// are called directly on one op: the pool may hand out any op.
+func TestPutOp_KeepsNoSubscriptionOfAFailedSubscribe(t *testing.T) {
+	n := New(memStore(), WithShards(2))
+	defer n.Close()
+	b := blocks.NewBlock([]byte("pooled-op-keeps-nothing"))
+	k := b.Cid()
+	s2 := mustSub(t, n, 2)
+	require.NoError(t, s2.Subscribe(ctx, k)) // s2 wants k: a found k is shared
+	s := mustSub(t, n, 1)
+
+	o := n.getOp()
+	o.sub = s
+	sh := n.shardOf(k)
+	e := n.shards[sh].idx.lookup(k)
+	require.NotNil(t, e)
+	o.hits = append(o.hits, hit{key: k, e: e, shard: sh, kind: kindBlock, blk: b})
+	s.Remove() // s ended between its check and its want
+	require.Error(t, s.want(o))
+	n.putOp(o)
+	for _, l := range o.order[:cap(o.order)] {
+		if l.s != nil {
+			t.Fatalf("the pooled op still points to subscription %d", l.s.ID())
+		}
 	}
 }
