@@ -50,7 +50,7 @@ func TestSubscribe_OneStoredKeyAllocatesOnlyTheMessage(t *testing.T) {
 // are called directly on one op: the pool may hand out any op.
 func TestPutOp_KeepsNoSubscriptionOfAFailedSubscribe(t *testing.T) {
 	n := New(memStore(), WithShards(2))
-	defer n.Close()
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := blocks.NewBlock([]byte("pooled-op-keeps-nothing"))
 	k := b.Cid()
 	s2 := mustSub(t, n, 2)
