@@ -44,6 +44,18 @@ func (s *stallStore) stall(t *testing.T, k cid.Cid) (release func()) {
 	return release
 }
 
+// publishStalled publishes b with its PutMany stalled, and returns once that
+// PutMany has begun, b's key reserved: release lets it go on, and published
+// gets the Publish's result.
+func (s *stallStore) publishStalled(t *testing.T, n *Notifier, b blocks.Block) (release func(), published chan error) {
+	t.Helper()
+	release = s.stall(t, b.Cid())
+	published = make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+	require.Equal(t, b.Cid(), <-s.entered)
+	return release, published
+}
+
 func (s *stallStore) wait(k cid.Cid) {
 	s.mu.Lock()
 	ch := s.stalled[k]
@@ -462,10 +474,7 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				kA, kB := bA.Cid(), bB.Cid()
 				s2 := mustSub(t, n, 2)
 				require.NoError(t, s2.Subscribe(ctx, kA))
-				releaseB := st.stall(t, kB)
-				pubB := make(chan error, 1)
-				go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
-				require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+				releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
 
 				unblock0 := blockShard(t, n, nil, 0)
 				older := make(chan error, 1)
@@ -526,10 +535,7 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
-		releaseB := st.stall(t, kB)
-		pubB := make(chan error, 1)
-		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
-		require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
 
 		unblock0 := blockShard(t, n, nil, 0)
 		older := make(chan struct{})
@@ -595,7 +601,6 @@ func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
 		bA:      blockInShard(n, prefix+"-A", 1, true),
 		bB:      blockInShard(n, prefix+"-B", 1, true),
 		bX:      blockInShard(n, prefix+"-X", 0, true),
-		pubB:    make(chan error, 1),
 		older:   make(chan error, 1),
 		removed: make(chan struct{}),
 	}
@@ -604,9 +609,7 @@ func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
 	sc.s = s
 	require.NoError(t, s.Subscribe(ctx, kA, kB))
 
-	sc.releaseB = st.stall(t, kB)
-	go func() { sc.pubB <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bB}}) }()
-	require.Equal(t, kB, <-st.entered) // kB reserved, its PutMany stalled
+	sc.releaseB, sc.pubB = st.publishStalled(t, n, sc.bB) // kB reserved, its PutMany stalled
 
 	sc.unblock0 = blockShard(t, n, nil, 0)
 	switch how {

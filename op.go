@@ -128,55 +128,41 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
-	if len(o.resKeys) > 0 {
-		zero(o.resKeys)
-		o.resKeys = o.resKeys[:0]
-	}
+	cut(&o.resKeys)
 	o.io = false
-	if len(o.hits) > 0 {
-		zero(o.hits)
-		o.hits = o.hits[:0]
-	}
-	if len(o.store) > 0 {
-		zero(o.store)
-		o.store = o.store[:0]
-	}
+	cut(&o.hits)
+	cut(&o.store)
 	if len(o.seen) > 0 {
 		o.seen = emptiedMap(o.seen)
 	}
 	if o.self[0] != nil {
 		o.self[0] = nil
 	}
-	if len(o.cancels) > 0 {
-		zero(o.cancels)
-		o.cancels = o.cancels[:0]
-	}
-	if len(o.freed) > 0 {
-		zero(o.freed)
-		o.freed = o.freed[:0]
-	}
+	cut(&o.cancels)
+	cut(&o.freed)
 	if o.exited != nil {
 		o.exited = nil
 	}
-	if len(o.targets) > 0 {
-		zero(o.targets)
-		o.targets = o.targets[:0]
-	}
-	if len(o.order) > 0 {
-		zero(o.order)
-		o.order = o.order[:0]
-	}
+	cut(&o.targets)
+	cut(&o.order)
 	o.prelocked = false
 	if len(o.slot) > 0 {
 		o.slot = emptiedMap(o.slot)
 	}
-	if len(o.slow) > 0 {
-		zero(o.slow)
-		o.slow = o.slow[:0]
-	}
+	cut(&o.slow)
 	o.step, o.next = stepNone, 0
 	o.probe = probe{}
 	n.ops.Put(o)
+}
+
+// cut zeroes the elements of *s (zero) and cuts it to length 0 in place,
+// keeping its capacity, if it holds any: an empty slice is left as it is,
+// with no write to the header.
+func cut[T any](s *[]T) {
+	if len(*s) > 0 {
+		zero(*s)
+		*s = (*s)[:0]
+	}
 }
 
 // zero zeroes the elements of s, so that the pool retains nothing they point

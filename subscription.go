@@ -1010,8 +1010,7 @@ func (o *op) unlockShared() {
 	for _, l := range o.order {
 		l.s.mu.Unlock()
 	}
-	zero(o.order) // putOp clears only the entries in use: a pooled op must keep no subscription alive
-	o.order = o.order[:0]
+	cut(&o.order) // zeroed: putOp clears only the entries in use, and a pooled op must keep no subscription alive
 	o.prelocked = false
 }
 

@@ -110,10 +110,7 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 		kA, kJ := bA.Cid(), bJ.Cid()
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kA))
-		releaseJ := st.stall(t, kJ)
-		pubJ := make(chan error, 1)
-		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
-		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+		releaseJ, pubJ := st.publishStalled(t, n, bJ) // kJ reserved, its PutMany stalled
 
 		hctx, cancel := context.WithCancel(ctx)
 		head := make(chan error, 1)
