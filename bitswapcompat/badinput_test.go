@@ -2,12 +2,15 @@ package bitswapcompat
 
 import (
 	"context"
+	"fmt"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // undefinedBlock is a block whose CID is undefined, which no peer can send.
@@ -50,9 +53,8 @@ func TestPubSub_BadBlocksPanicBeforeStoring(t *testing.T) {
 }
 
 // SplitWantedUnwanted panics on a nil block (as boxo's does) or an undefined
-// CID; RecordSessionInterest panics on an undefined CID in ks, naming the
-// session and the index, and records nothing of ks.
-func TestSIM_BadInputPanics(t *testing.T) {
+// CID.
+func TestSIM_BadBlocksPanic(t *testing.T) {
 	eachWiring(t, func(t *testing.T, w *wiring) {
 		b := newBlocks(t, 2)
 		k := cidsOf(b...)
@@ -60,20 +62,59 @@ func TestSIM_BadInputPanics(t *testing.T) {
 		for _, blks := range [][]blocks.Block{{nil}, {b[0], nil}, {undefinedBlock(t)}, {b[1], undefinedBlock(t)}} {
 			requirePanicsWithPrefix(t, "bitswapcompat: ", func() { w.sim.SplitWantedUnwanted(blks) })
 		}
-
-		require.PanicsWithValue(t, "bitswapcompat: RecordSessionInterest(18446744073709551615): ks[1] is an undefined CID",
-			func() { w.sim.RecordSessionInterest(^uint64(0), []cid.Cid{k[1], cid.Undef, k[0]}) })
-		require.PanicsWithValue(t, "bitswapcompat: RecordSessionInterest(1): ks[0] is an undefined CID",
-			func() { w.sim.RecordSessionInterest(1, []cid.Cid{cid.Undef, k[1]}) })
-		require.PanicsWithValue(t, "bitswapcompat: RecordSessionInterest(0): ks[0] is an undefined CID",
-			func() { w.sim.RecordSessionInterest(0, []cid.Cid{cid.Undef}) })
-		require.Equal(t, [][]cid.Cid{k[:1]}, w.sim.FilterSessionInterested(1, k), "nothing recorded")
-		require.Equal(t, [][]cid.Cid{nil}, w.sim.FilterSessionInterested(^uint64(0), k), "nothing recorded")
-		require.Equal(t, []uint64{1}, w.sim.InterestedSessions(k))
-		require.Equal(t, 1, w.sim.n.Stats().Subscriptions, "no session created")
 		require.Equal(t, k[:1], w.removeSession(t, 1))
 		w.requireIdle(t)
 	})
+}
+
+// An undefined CID in RecordSessionInterest is reported to WithErrorFunc's
+// function and not recorded; the call records the other keys and does not
+// panic (boxo's session calls it on its own goroutine with the keys of a
+// GetBlocks: a panic there would stop the node). Every other method takes the
+// undefined CID as a key no session is interested in.
+func TestSIM_UndefinedKeyIsReportedNotRecorded(t *testing.T) {
+	for _, cancels := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cancelFunc=%v", cancels), func(t *testing.T) {
+			var errs []error
+			opts := []Option{WithErrorFunc(func(err error) { errs = append(errs, err) })}
+			var log cancelLog
+			if cancels {
+				opts = append(opts, WithCancelFunc(log.add))
+			}
+			ps, sim := NewWithOptions(memStore(), opts...)
+			defer ps.Shutdown()
+			b := newBlocks(t, 2)
+			k := cidsOf(b...)
+
+			ks := []cid.Cid{k[1], cid.Undef, k[0], cid.Undef}
+			require.NotPanics(t, func() { sim.RecordSessionInterest(^uint64(0), ks) })
+			require.Equal(t, []cid.Cid{k[1], cid.Undef, k[0], cid.Undef}, ks, "the caller's slice is left as it was")
+			require.Len(t, errs, 1)
+			require.ErrorIs(t, errs[0], notifier.ErrInvalidCid)
+			require.EqualError(t, errs[0], "bitswapcompat: RecordSessionInterest(18446744073709551615): ks[1]: notifier: undefined CID")
+			require.NotPanics(t, func() { sim.RecordSessionInterest(2, []cid.Cid{cid.Undef}) })
+			require.Len(t, errs, 2)
+			require.Equal(t, 1, sim.n.Stats().Subscriptions, "no session made for keys that are all undefined")
+
+			require.Equal(t, [][]cid.Cid{{k[1], k[0]}, nil}, sim.FilterSessionInterested(^uint64(0), ks, []cid.Cid{cid.Undef}))
+			require.Equal(t, []uint64{^uint64(0)}, sim.InterestedSessions(ks))
+			require.Empty(t, sim.InterestedSessions([]cid.Cid{cid.Undef}))
+			wanted, unwanted := sim.SplitWantedUnwanted(b)
+			require.Equal(t, b, wanted)
+			require.Empty(t, unwanted)
+
+			require.Empty(t, sim.RemoveSessionWants(^uint64(0), []cid.Cid{cid.Undef}), "nothing to cancel")
+			require.Empty(t, log.since(0))
+			free := sim.RemoveSession(^uint64(0))
+			if cancels {
+				require.Nil(t, free)
+				free = log.since(0)
+			}
+			require.ElementsMatch(t, k, free, "the recorded keys, to CANCEL")
+			require.Len(t, errs, 2, "nothing else reported")
+			require.Zero(t, sim.n.Stats().Subscriptions)
+		})
+	}
 }
 
 // As boxo's: a call whose keys are all undefined waits for ctx (or Shutdown),

@@ -102,15 +102,18 @@ func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 // session's keys: the ID is free again only once the removal has taken
 // effect. After Shutdown it records nothing.
 //
-// An undefined CID in ks panics with a "bitswapcompat:" message: the Notifier
-// cannot index it, and recording part of ks silently would leave a WANT that
-// no CANCEL follows. It also panics if ses belongs to a subscription made
-// directly on the Notifier (a native session, see NotifierOf).
+// An undefined CID in ks is not recorded: no block has one, and the Notifier
+// cannot index it. The other keys are, and WithErrorFunc's function gets an
+// error that wraps notifier.ErrInvalidCid and names the session and the first
+// such index. It does not panic: boxo's session calls it from its own
+// goroutine with the keys of a GetBlocks, so a caller's cid.Undef would stop
+// the node, where boxo's records the key. It panics if ses belongs to a
+// subscription made directly on the Notifier (a native session, see
+// NotifierOf).
 func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Cid) {
-	for i, k := range ks {
-		if !k.Defined() {
-			panic(fmt.Sprintf("bitswapcompat: RecordSessionInterest(%d): ks[%d] is an undefined CID", ses, i))
-		}
+	if i := slices.IndexFunc(ks, func(k cid.Cid) bool { return !k.Defined() }); i >= 0 {
+		report(sim.onErr, fmt.Errorf("bitswapcompat: RecordSessionInterest(%d): ks[%d]: %w", ses, i, notifier.ErrInvalidCid))
+		ks = slices.DeleteFunc(slices.Clone(ks), func(k cid.Cid) bool { return !k.Defined() })
 	}
 	if len(ks) == 0 {
 		return
