@@ -112,7 +112,9 @@ func WithBufferSize(n int) Option {
 // after the channel takes a message, the next one still counts in the
 // backlog until the goroutine that feeds the channel has taken it, so a
 // consumer that has just read may be ended when n messages wait besides the
-// buffer, the one about to be handed included.
+// buffer, the one about to be handed included. The keys whose last want
+// such an end ends go to the cancel function; without WithCancelFunc they
+// are reported to nobody (see Subscription.ReleaseAll).
 func WithMaxPending(n int) Option {
 	if n < 0 {
 		panic(fmt.Sprintf("notifier: WithMaxPending(%d): negative bound", n))

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -291,4 +292,50 @@ func TestRelease_ReportDecidedUnderShardLocks(t *testing.T) {
 			require.Zero(t, n.Stats().Wants)
 		})
 	}
+}
+
+// ReleaseAll and Remove race, both behind a stalled Publish of one of s's
+// keys. Whichever close wins, each key whose last want ends reaches the
+// cancel function exactly once, and ReleaseAll returns those keys only if it
+// won (review: no key is lost when ReleaseAll loses and returns nil).
+func TestReleaseAll_LosingARaceLosesNoCancel(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st)
+		b := mkBlocks("releaseall-race", 3)
+		k := keysOf(b)
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, k...))
+		release, published := st.publishStalled(t, n, b[0]) // reserves k[0]
+		rel, rem := make(chan []cid.Cid, 1), make(chan struct{})
+		go func() { rel <- s.ReleaseAll() }()
+		go func() { s.Remove(); close(rem) }()
+		synctest.Wait()
+		release()
+		require.NoError(t, <-published)
+		<-rem
+		got := <-rel
+		require.Equal(t, sorted(k...), cancels.take(), "each key's last want, once")
+		if got != nil {
+			require.Equal(t, sorted(k[1:]...), sorted(got...), "ReleaseAll won: the keys it ended (k[0] was delivered)")
+		}
+		requireIndexEmpty(t, n)
+	})
+}
+
+// Without WithCancelFunc, the keys of a subscription ended as a slow consumer
+// are reported to nobody: ReleaseAll afterwards returns nil, as its doc and
+// WithMaxPending's say.
+func TestReleaseAll_AfterAnotherEndReportsNothing(t *testing.T) {
+	n := New(memStore(), WithBufferSize(0), WithMaxPending(1))
+	t.Cleanup(func() { _ = n.Close() })
+	k := keysOf(mkBlocks("releaseall-slow", 3))
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k...))
+	for range 3 { // nobody reads: the backlog overflows and the Publish ends s
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: k[:1]}))
+	}
+	require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+	require.False(t, n.Wanted(k[2]), "the want of k[2] ended with s")
+	require.Nil(t, s.ReleaseAll())
 }
