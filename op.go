@@ -63,8 +63,6 @@ type op struct {
 	keyShards []int32                       // shard of each key, in the order the op visits them
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
 	marked    bool                          // some of resKeys may be marked (Notifier.mark)
-	onlyHits  bool                          // a Subscribe: reserve only the keys of hits, which its check needs (G11; see commitSubscribe)
-	held      []int32                       // a Subscribe: indexes in resKeys of the keys its subscriber wanted at the plan
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
 	nudge     atomic.Pointer[chan struct{}] // a waiting close: closed when a want of its subscription ends (Subscription.lockAll, op.nudgeClose)
 
@@ -130,8 +128,6 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
-	o.onlyHits = false
-	cut(&o.held)
 	cut(&o.resKeys)
 	o.io = false
 	cut(&o.hits)

@@ -314,17 +314,10 @@ func (n *Notifier) unlocked(ctx context.Context, o *op, io func(context.Context,
 	return err
 }
 
-// reserve reserves o.resKeys for o, or only the keys of o.hits if
-// o.onlyHits. The caller holds their shard locks.
+// reserve reserves o.resKeys for o. The caller holds their shard locks.
 func (n *Notifier) reserve(o *op) {
-	if o.onlyHits {
-		for i := range o.hits {
-			n.shards[o.hits[i].shard].idx.res.put(o.hits[i].key, o)
-		}
-	} else {
-		for i, k := range o.resKeys {
-			n.shards[o.keyShards[i]].idx.res.put(k, o)
-		}
+	for i, k := range o.resKeys {
+		n.shards[o.keyShards[i]].idx.res.put(k, o)
 	}
 	n.inflight.Add(1)
 }
@@ -334,14 +327,8 @@ func (n *Notifier) reserve(o *op) {
 // asks for its wake-up channel under the shard lock of a key that o still
 // reserves (wakeOnRelease), so every channel asked for is closed here.
 func (n *Notifier) unreserve(o *op) {
-	if o.onlyHits {
-		for i := range o.hits {
-			n.shards[o.hits[i].shard].idx.res.drop(o.hits[i].key, o)
-		}
-	} else {
-		for i, k := range o.resKeys {
-			n.shards[o.keyShards[i]].idx.res.drop(k, o)
-		}
+	for i, k := range o.resKeys {
+		n.shards[o.keyShards[i]].idx.res.drop(k, o)
 	}
 	o.wakeWaiters()
 	n.inflight.Done()

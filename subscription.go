@@ -236,46 +236,27 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 // subscribeAll is Subscribe on the general path, with the keys reserved; p
 // carries the time of a Get that subscribeOne or Fetch made before it.
 func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe) error {
-	for {
-		again, err := s.subscribeOnce(ctx, keys, &p)
-		if !again {
-			return err
-		}
-	}
-}
-
-// subscribeOnce is one attempt of subscribeAll. It reports again, with p
-// holding the attempt's probe, when the commit found a key the subscriber
-// wanted at the plan no longer wanted (errStartOver); then nothing changed.
-func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe) (again bool, err error) {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	o.probe = *p // with the time of subscribeOne's Get, or of an earlier attempt's, if it started over
-	defer func() {
-		if again {
-			*p = o.probe
-		} else {
-			o.probe.done(opSubscribe, o) // observe.go hook
-		}
-	}()
+	o.probe = p                        // with the time of subscribeOne's Get, if it started over
+	defer o.probe.done(opSubscribe, o) // observe.go hook
 	o.setKeys(n, s, keys)
 	if err := n.run(ctx, o, &subscribeSteps); err != nil {
-		return errors.Is(err, errStartOver), err
+		return err
 	}
 	if slices.Contains(o.slow, s) { // its own blockstore hits overflowed it
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return false, s.closedErr()
+		return s.closedErr()
 	}
-	return false, nil
+	return nil
 }
 
 // subscribeSteps: from acquire until the hand-over, the keys are s's alone:
-// their shard locks are held but for the blockstore check, during which the
-// keys it checks are reserved, and the keys s wanted already are looked at
-// again at the commit (commitSubscribe). So no other operation on these keys
-// can tell in which order the steps run. Checking the blockstore before recording the wants spares a
+// their shard locks are held but for the blockstore check, during which they
+// are reserved. So no other operation on these keys can tell in which order
+// the steps run. Checking the blockstore before recording the wants spares a
 // found key the trip into the index and out again.
 var subscribeSteps = steps{acquire: acquireOpen, plan: planSubscribe, io: checkBlockstore, commit: commitSubscribe}
 
@@ -286,13 +267,8 @@ func planSubscribe(n *Notifier, o *op) error {
 	}
 	// An interest subscription has nobody to hand a found block to.
 	o.io = n.bs != nil && !s.keeps && len(o.hits) > 0
-	o.onlyHits = o.io
 	return nil
 }
-
-// errStartOver: a Subscribe's commit found that a key its subscriber wanted
-// at the plan is no longer wanted; subscribeAll starts over.
-var errStartOver = errors.New("notifier: subscribe: start over")
 
 func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
@@ -301,39 +277,7 @@ func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	return err
 }
 
-// commitSubscribe records the wants of the keys that the check did not
-// find, after checking that the subscriber still wants the keys it wanted at
-// the plan.
-//
-// The check reserves only the keys it reads (op.onlyHits): a Subscribe of
-// A and B by a subscription that wants A already does nothing for A, and
-// reserving A too made every operation on A wait for the Get of B, which
-// none of them needs (G11; review, TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck).
-// Unreserved, A's want may end during the check, by a delivery, an
-// Unsubscribe or a Release. Committing then would fit no instant: before the
-// end, a reader that saw the end could not see B unwanted; after it, the
-// Subscribe should have wanted A anew and checked it. So the Subscribe starts
-// over, with nothing changed, and checks A the next time.
-func commitSubscribe(n *Notifier, o *op) error {
-	if o.io && len(o.held) > 0 {
-		s := o.sub
-		locked := false
-		for _, i := range o.held {
-			k := o.resKeys[i]
-			e := n.shards[o.keyShards[i]].idx.lookupFor(k, s)
-			if e == nil || !s.listedIn(e, k, &locked) {
-				if locked {
-					s.mu.Unlock()
-				}
-				return errStartOver
-			}
-		}
-		if locked {
-			s.mu.Unlock()
-		}
-	}
-	return o.sub.want(o)
-}
+func commitSubscribe(_ *Notifier, o *op) error { return o.sub.want(o) }
 
 // subscribeOne is Subscribe of the one key k, when nobody of s's kind wants
 // k and no operation reserves or waits for it: then a found block is for s
@@ -496,7 +440,6 @@ func (s *Subscription) candidates(o *op) error {
 		sh := o.keyShards[i]
 		e := s.n.shards[sh].idx.lookupFor(k, s)
 		if e != nil && s.listedIn(e, k, &locked) {
-			o.held = append(o.held, int32(i))
 			continue
 		}
 		if len(keys) > 1 && o.repeated(k) {
