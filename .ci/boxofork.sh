@@ -37,6 +37,9 @@
 #   boxofork_prepare WIRING DEST CHECKOUT BOXO_DIR [REPORT_DIR]
 #                                        copy BOXO_DIR to DEST (must not exist),
 #                                        make it writable, and wire it; see below
+#   boxofork_add_tests DEST CHECKOUT     copy our tests of boxo's real client
+#                                        (bitswapcompat/testdata/boxofork/bitswap)
+#                                        into DEST's bitswap package
 #   boxofork_cleanup DIR                 chmod -R u+w and rm -rf DIR
 
 boxofork_notifier_mod=github.com/bitswapsync/notifier
@@ -51,6 +54,18 @@ boxofork_shims=bitswapcompat/testdata/boxofork
 boxofork_replaced_re='^(github\.com/bitswapsync/notifier(/.*)?|github\.com/ipfs/boxo/bitswap/client/internal/(notifications|sessioninterestmanager))$'
 
 boxofork_err() { echo "boxofork: $*" >&2; }
+
+# boxofork_add_tests DEST CHECKOUT: copy CHECKOUT's own tests of boxo's real
+# client ($boxofork_shims/bitswap/*_test.go) into DEST's bitswap package,
+# where go test runs them beside boxo's; in every wiring, own included.
+boxofork_add_tests() {
+	local d=$1 checkout=$2 f
+	for f in "$checkout/$boxofork_shims"/bitswap/*_test.go; do
+		[ -f "$f" ] || { boxofork_err "no tests of ours in $checkout/$boxofork_shims/bitswap"; return 1; }
+		[ -d "$d/bitswap" ] || { boxofork_err "$d has no bitswap package"; return 1; }
+		cp "$f" "$d/bitswap/" || return 1
+	done
+}
 
 # boxofork_go ARGS...: go with the module environment fixed.
 boxofork_go() { GOWORK=off GO111MODULE=on GOFLAGS=-mod=mod go "$@"; }
