@@ -443,8 +443,10 @@ func (h *fuzzHarness) unsubscribe(i int, keys []int) {
 			h.subs[i].s.Unsubscribe(fuzzCids(keys)...)
 			return nil
 		},
-		early:   func(*model) (error, bool) { return nil, len(keys) == 0 },
-		waitFor: func(*model) []int { return keys },
+		early: func(*model) (error, bool) { return nil, len(keys) == 0 },
+		// Only the keys it wants: a key it does not want holds it up for no
+		// blockstore call (G11).
+		waitFor: func(m *model) []int { return m.subs[i].filter(keys) },
 		commit: func(m *model, _ ioOutcome, _ bool) error {
 			m.unsubscribe(m.subs[i], keys)
 			return nil

@@ -713,6 +713,7 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		kA, kJ, kM := bA.Cid(), bJ.Cid(), bM.Cid()
 		kY := blockInShard(n, "oldest-mark-Y", 1, true).Cid()
 		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kY, kA)) // the Unsubscribe below needs keys s wants
 
 		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
 		pubJ, pubM := make(chan error, 1), make(chan error, 1)
@@ -1016,4 +1017,93 @@ func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, has, "once Close has returned, the Publish in progress has taken effect")
 	require.NoError(t, <-published)
+}
+
+// An Unsubscribe or Release of keys that include one its subscription does
+// not want waits for no blockstore call on that key (G11): a stalled Get of
+// Z by another subscription's Subscribe, or a stalled PutMany of Z, holds up
+// s.Unsubscribe(A, Z) not at all, and it ends s's want of A. It once waited
+// on every key it named (review). While it does wait, for a key it wants,
+// it marks only the keys it wants, so an operation on Z does not queue
+// behind it either.
+func TestIO_UnsubscribeWaitsForNoKeyItDoesNotWant(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		stall func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (release func(), done chan error)
+	}{
+		{"Get", func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (func(), chan error) {
+			release := st.stall(t, z.Cid())
+			other := mustSub(t, n, 2)
+			done := make(chan error, 1)
+			go func() { done <- other.Subscribe(ctx, z.Cid(), z.Cid()) }() // two keys: the general path, which reserves
+			require.Equal(t, z.Cid(), <-st.entered)
+			return release, done
+		}},
+		{"PutMany", func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (func(), chan error) {
+			return st.publishStalled(t, n, z)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, cancels := newWithCancels(t, st)
+				b := mkBlocks("unsubscribe-own-keys", 2)
+				kA, kZ := b[0].Cid(), b[1].Cid()
+				s := mustSub(t, n, 1)
+				require.NoError(t, s.Subscribe(ctx, kA))
+				release, done := tc.stall(t, n, st, b[1])
+
+				released := make(chan []cid.Cid, 1)
+				go func() { released <- s.Release(kA, kZ) }()
+				synctest.Wait()
+				select {
+				case got := <-released:
+					require.Equal(t, []cid.Cid{kA}, got)
+				default:
+					release()
+					<-released
+					t.Fatalf("Release(A, Z) by a subscription that does not want Z waited for the stalled %s of Z (G11)", tc.name)
+				}
+				require.False(t, s.Wants(kA))
+				require.Equal(t, []cid.Cid{kA}, cancels.take())
+				release()
+				require.NoError(t, <-done)
+			})
+		})
+	}
+}
+
+// While an Unsubscribe waits for a key its subscription wants, it marks only
+// the keys its subscription wants: an operation on another key it names,
+// which it does not want, does not queue behind it (G11: that would wait for
+// the stalled PutMany of A).
+func TestIO_WaitingUnsubscribeMarksOnlyKeysItWants(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("unsubscribe-marks-own", 2)
+		kA, kZ := b[0].Cid(), b[1].Cid()
+		s, other := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		require.NoError(t, other.Subscribe(ctx, kZ))
+		release, published := st.publishStalled(t, n, b[0]) // A reserved: s's Unsubscribe of A waits
+
+		unsubscribed := make(chan struct{})
+		go func() { defer close(unsubscribed); s.Unsubscribe(kA, kZ) }()
+		spinWaiting(t, n, 1)
+		zDone := make(chan struct{})
+		go func() { defer close(zDone); other.Unsubscribe(kZ) }()
+		synctest.Wait()
+		select {
+		case <-zDone:
+		default:
+			release()
+			<-zDone
+			t.Fatal("an Unsubscribe of Z queued behind a waiting Unsubscribe(A, Z) whose subscription does not want Z")
+		}
+		require.False(t, other.Wants(kZ))
+		release()
+		require.NoError(t, <-published)
+		<-unsubscribed
+	})
 }

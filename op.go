@@ -63,6 +63,7 @@ type op struct {
 	keyShards []int32                       // shard of each key, in the order the op visits them
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
 	marked    bool                          // some of resKeys may be marked (Notifier.mark)
+	ownOnly   bool                          // Unsubscribe and Release: o waits for, and marks, only the keys of resKeys that o.sub wants (Notifier.needs)
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
 	nudge     atomic.Pointer[chan struct{}] // a waiting close: closed when a want of its subscription ends (Subscription.lockAll, op.nudgeClose)
 
@@ -128,6 +129,7 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
+	o.ownOnly = false
 	cut(&o.resKeys)
 	o.io = false
 	cut(&o.hits)

@@ -155,11 +155,29 @@ func (o *op) nudgeClose() {
 // shard locks.
 func (n *Notifier) reserved(o *op) chan struct{} {
 	for i, k := range o.resKeys {
-		if w := n.claimed(o, k, o.keyShards[i]); w != nil {
+		if w := n.claimed(o, k, o.keyShards[i]); w != nil && n.needs(o, k, o.keyShards[i]) {
 			return w
 		}
 	}
 	return nil
+}
+
+// needs reports whether o must wait for the other operations on k, in shard
+// sh, before it goes on: always, but for an Unsubscribe or a Release
+// (op.ownOnly), which changes nothing for a key its subscription does not
+// want, and so must not wait for a blockstore call on it (G11), nor mark it
+// while it waits for another key. The caller holds sh's lock. Whether the
+// subscription wants k changes only under that lock, so o's plan, made
+// under the same locks once it waits for nothing, finds what needs found.
+func (n *Notifier) needs(o *op, k cid.Cid, sh int32) bool {
+	return !o.ownOnly || wants(&n.shards[sh].idx, k, o.sub)
+}
+
+// wants reports whether s wants k, in k's shard index x; the caller holds
+// k's shard lock.
+func wants(x *shardIndex, k cid.Cid, s *Subscription) bool {
+	e := x.lookupFor(k, s)
+	return e != nil && slices.Contains(e.subs, s)
 }
 
 // claimed returns the wake-up channel of the operation that o must wait for
@@ -203,6 +221,9 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 func (n *Notifier) mark(o *op, from int) {
 	for i := from; i < len(o.resKeys); i++ {
 		k := o.resKeys[i]
+		if !n.needs(o, k, o.keyShards[i]) {
+			continue
+		}
 		idx := &n.shards[o.keyShards[i]].idx
 		idx.addMark(k, o)
 	}
@@ -229,8 +250,7 @@ func (o *op) holds(x *shardIndex, k cid.Cid) bool {
 	if !o.closing {
 		return true
 	}
-	e := x.lookupFor(k, o.sub)
-	return e != nil && slices.Contains(e.subs, o.sub)
+	return wants(x, k, o.sub)
 }
 
 // touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken

@@ -572,9 +572,10 @@ func (s *Subscription) compact() {
 // ignored. Keys that nobody wants any more go to the cancel function before
 // Unsubscribe returns. It is safe for concurrent use and blocks only for
 // other operations on the same shards, and for an operation whose blockstore
-// call holds a reservation on one of keys, until that call returns, or for
-// an older operation waiting for such a call with one of keys (waits are
-// first come, first served: see doc.go).
+// call holds a reservation on one of keys that the subscription wants, until
+// that call returns, or for an older operation waiting for such a call with
+// one of those keys (waits are first come, first served: see doc.go). A key
+// it does not want holds it up for no blockstore call (G11).
 func (s *Subscription) Unsubscribe(keys ...cid.Cid) { s.release(keys, false) }
 
 // Release is Unsubscribe that also returns the keys whose last want it ended,
@@ -595,6 +596,7 @@ func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 	o := n.getOp()
 	defer n.putOp(o)
 	o.setKeys(n, s, keys)
+	o.ownOnly = true
 	_ = n.run(context.Background(), o, &releaseSteps) // cannot fail: it neither refuses Close nor has a deadline
 	return o.report(report)
 }
