@@ -64,9 +64,10 @@
 //     under those shards.
 //   - Subscribe: the shard locks of its keys at once. With a blockstore and
 //     keys it does not want yet (and unless it is an interest subscription),
-//     it reserves its keys and calls Get holding no lock, as Publish does with
-//     PutMany. Then, under the shard locks again, its own lock, to record the
-//     wants. A found block is delivered as in Publish; if others waited for
+//     it reserves those keys and calls Get holding no lock, as Publish does
+//     with PutMany. Then, under the shard locks again, its own lock, to record
+//     the wants; if a key it wanted already, which it did not reserve, is no
+//     longer wanted, it starts over instead, with nothing changed. A found block is delivered as in Publish; if others waited for
 //     it, its key goes to the cancel function as in Publish. A Subscribe of
 //     one key that nobody of its kind wants or reserves (a GetBlock) reserves
 //     nothing: it notes the key's version under the shard lock, calls Get
@@ -142,7 +143,7 @@
 // take the next message.
 //
 // The blockstore is called outside every lock of the Notifier (G11). While
-// it runs, its caller holds only the reservations of its keys, so a slow or
-// stalled store delays only the operations that would change the wants of
-// those keys, and Close.
+// it runs, its caller holds only the reservations of its keys (a
+// Subscribe's, only those it reads), so a slow or stalled store delays only
+// the operations that would change the wants of those keys, and Close.
 package notifier

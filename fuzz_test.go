@@ -419,21 +419,30 @@ func (h *fuzzHarness) fetch(k int, cancelled bool) {
 }
 
 func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
-	h.launch(&fuzzOp{
+	op := &fuzzOp{
 		desc:    fmt.Sprintf("sub[%d].Subscribe(%s, cancelled=%v)", i, keyNames(keys), cancelled),
 		run:     func(ctx context.Context) error { return h.subs[i].s.Subscribe(ctx, fuzzCids(keys)...) },
 		ctxWait: true,
 		early:   func(m *model) (error, bool) { return m.subscribeEarly(keys, cancelled) },
-		waitFor: func(*model) []int { return keys },
+		// Only the keys its subscription does not want yet: it changes
+		// nothing for the others (G11).
+		waitFor: func(m *model) []int { return m.subs[i].added(keys) },
 		io:      func(m *model) bool { return m.subscribeIO(m.subs[i], keys) },
 		resv:    keys,
 		unreserved: func(m *model) bool {
 			return len(keys) == 1 && !m.wanted(keys[0])
 		},
+		parkResv: func(m *model) (resv, held []int) {
+			return m.subs[i].added(keys), m.subs[i].filter(keys)
+		},
 		commit: func(m *model, o ioOutcome, afterStall bool) error {
 			return m.subscribeCommit(m.subs[i], keys, o, afterStall)
 		},
-	}, cancelled)
+	}
+	op.heldEnded = func(m *model) []int {
+		return slices.DeleteFunc(slices.Clone(op.held), func(k int) bool { return m.subs[i].wants[k] })
+	}
+	h.launch(op, cancelled)
 }
 
 func (h *fuzzHarness) unsubscribe(i int, keys []int) {

@@ -1107,3 +1107,130 @@ func TestIO_WaitingUnsubscribeMarksOnlyKeysItWants(t *testing.T) {
 		<-unsubscribed
 	})
 }
+
+// A Subscribe of A and B by a subscription that wants A already checks only
+// B, and holds up no operation on A while its Get of B stalls: not a Publish
+// of A, nor another subscription's Subscribe or Unsubscribe of A (G11: none
+// of them needs B's block). It once reserved every key it named (review).
+func TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		op   func(n *Notifier, other *Subscription, a blocks.Block) error
+	}{
+		{"publish", func(n *Notifier, _ *Subscription, a blocks.Block) error {
+			return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{a}})
+		}},
+		{"subscribe", func(_ *Notifier, other *Subscription, a blocks.Block) error {
+			return other.Subscribe(ctx, a.Cid(), a.Cid()) // two keys: the general path
+		}},
+		{"unsubscribe", func(_ *Notifier, other *Subscription, a blocks.Block) error {
+			other.Unsubscribe(a.Cid())
+			return nil
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, _ := newWithCancels(t, st)
+				b := mkBlocks("subscribe-holds-up", 2)
+				kA, kB := b[0].Cid(), b[1].Cid()
+				s, other := mustSub(t, n, 1), mustSub(t, n, 2)
+				require.NoError(t, s.Subscribe(ctx, kA))
+				require.NoError(t, other.Subscribe(ctx, kA))
+				release := st.stall(t, kB)
+				subscribed := make(chan error, 1)
+				go func() { subscribed <- s.Subscribe(ctx, kA, kB) }()
+				require.Equal(t, kB, <-st.entered, "the Get of B stalls; A is not read")
+
+				done := make(chan error, 1)
+				go func() { done <- tc.op(n, other, b[0]) }()
+				synctest.Wait()
+				select {
+				case err := <-done:
+					require.NoError(t, err)
+				default:
+					release()
+					require.NoError(t, <-done)
+					t.Fatalf("the %s of A waited for the stalled Get of B (G11)", tc.name)
+				}
+				release()
+				require.NoError(t, <-subscribed)
+				require.True(t, s.Wants(kB))
+			})
+		})
+	}
+}
+
+// The other side of TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck: a key the
+// subscriber wanted when the Subscribe began, left unreserved during the
+// check of another, may stop being wanted meanwhile. The Subscribe then
+// starts over, as if it began after that end: a local Publish delivered A
+// and stored it, so the new attempt finds A in the blockstore and hands it
+// over a second time, and wants B. Without the start-over it would return
+// with A unwanted and unchecked, a Subscribe of A that did nothing for A
+// although it came after A's delivery.
+func TestIO_SubscribeStartsOverWhenAWantEndsDuringItsCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st)
+		b := mkBlocks("subscribe-starts-over", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		release := st.stall(t, kB)
+		subscribed := make(chan error, 1)
+		go func() { subscribed <- s.Subscribe(ctx, kA, kB) }()
+		require.Equal(t, kB, <-st.entered)
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}), "A is not reserved: the Publish goes on")
+		require.Equal(t, []cid.Cid{kA}, cancels.take(), "the Publish ended s's want of A")
+		st.mu.Lock()
+		delete(st.stalled, kB) // the next attempt's Get of B does not stall
+		st.mu.Unlock()
+		release()
+		require.NoError(t, <-subscribed)
+
+		var got []cid.Cid
+		for len(s.Messages()) > 0 {
+			m := <-s.Messages()
+			got = append(got, keysOf(m.Blocks)...)
+		}
+		require.Equal(t, []cid.Cid{kA, kA}, got, "A from the Publish, then from the blockstore for the Subscribe's new want")
+		require.False(t, s.Wants(kA))
+		require.True(t, s.Wants(kB))
+		require.Empty(t, cancels.take(), "a key found by its Subscribe was never wanted again")
+	})
+}
+
+// A Subscribe waits for no blockstore call on a key its subscription wants
+// already, for which it does nothing: s.Subscribe(A, B) goes on while a
+// PutMany of A stalls, and wants B (G11). It once waited on every key it
+// named (review).
+func TestIO_SubscribeWaitsForNoKeyItWantsAlready(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("subscribe-waits-not", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		release, published := st.publishStalled(t, n, b[0]) // A reserved
+
+		subscribed := make(chan error, 1)
+		go func() { subscribed <- s.Subscribe(ctx, kA, kB) }()
+		synctest.Wait()
+		select {
+		case err := <-subscribed:
+			require.NoError(t, err)
+		default:
+			release()
+			require.NoError(t, <-subscribed)
+			t.Fatal("s.Subscribe(A, B), s wanting A, waited for the stalled PutMany of A (G11)")
+		}
+		require.True(t, s.Wants(kB))
+		release()
+		require.NoError(t, <-published)
+		require.False(t, s.Wants(kA), "the Publish delivered A")
+		require.Equal(t, b[0].Cid(), (<-s.Messages()).Blocks[0].Cid())
+	})
+}

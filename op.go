@@ -24,6 +24,16 @@ type hit struct {
 	blk   blocks.Block // kind == kindBlock
 }
 
+// waitScope is which of an operation's keys it waits for, and marks while
+// it waits (Notifier.needs).
+type waitScope uint8
+
+const (
+	waitAll      waitScope = iota // every key: Publish, and a close, whose keys are those its subscription wants
+	waitWanted                    // the keys its subscription wants: Unsubscribe and Release, which change nothing for the others
+	waitUnwanted                  // the keys its subscription does not want: Subscribe, which changes nothing for the others (see commitSubscribe)
+)
+
 // target is the message that one subscription gets from an operation.
 type target struct {
 	s          *Subscription
@@ -63,7 +73,9 @@ type op struct {
 	keyShards []int32                       // shard of each key, in the order the op visits them
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
 	marked    bool                          // some of resKeys may be marked (Notifier.mark)
-	ownOnly   bool                          // Unsubscribe and Release: o waits for, and marks, only the keys of resKeys that o.sub wants (Notifier.needs)
+	scope     waitScope                     // which of resKeys o waits for and marks (Notifier.needs)
+	onlyHits  bool                          // a Subscribe: reserve only the keys of hits, which its check needs (G11; see commitSubscribe)
+	held      []int32                       // a Subscribe: indexes in resKeys of the keys its subscriber wanted at the plan
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
 	nudge     atomic.Pointer[chan struct{}] // a waiting close: closed when a want of its subscription ends (Subscription.lockAll, op.nudgeClose)
 
@@ -129,7 +141,9 @@ func (n *Notifier) putOp(o *op) {
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false
-	o.ownOnly = false
+	o.scope = waitAll
+	o.onlyHits = false
+	cut(&o.held)
 	cut(&o.resKeys)
 	o.io = false
 	cut(&o.hits)

@@ -163,14 +163,29 @@ func (n *Notifier) reserved(o *op) chan struct{} {
 }
 
 // needs reports whether o must wait for the other operations on k, in shard
-// sh, before it goes on: always, but for an Unsubscribe or a Release
-// (op.ownOnly), which changes nothing for a key its subscription does not
-// want, and so must not wait for a blockstore call on it (G11), nor mark it
-// while it waits for another key. The caller holds sh's lock. Whether the
-// subscription wants k changes only under that lock, so o's plan, made
-// under the same locks once it waits for nothing, finds what needs found.
+// sh, before it goes on (op.scope): always, but for an Unsubscribe or a
+// Release, which changes nothing for a key its subscription does not want,
+// and for a Subscribe, which changes nothing for a key its subscription
+// wants already. Such a key must not make o wait for a blockstore call on it
+// (G11), nor be marked by o while o waits for another key. The caller holds
+// sh's lock. Whether the subscription wants k changes only under that lock,
+// so o's plan, made under the same locks once it waits for nothing, finds
+// what needs found; a Subscribe that calls the blockstore looks at such keys
+// again at its commit.
 func (n *Notifier) needs(o *op, k cid.Cid, sh int32) bool {
-	return !o.ownOnly || wants(&n.shards[sh].idx, k, o.sub)
+	if o.scope == waitAll {
+		return true
+	}
+	s := o.sub
+	in := false
+	if e := n.shards[sh].idx.lookupFor(k, s); e != nil {
+		locked := false
+		in = s.listedIn(e, k, &locked) // as candidates and commitRelease read it
+		if locked {
+			s.mu.Unlock()
+		}
+	}
+	return in == (o.scope == waitWanted)
 }
 
 // wants reports whether s wants k, in k's shard index x; the caller holds
@@ -334,10 +349,17 @@ func (n *Notifier) unlocked(ctx context.Context, o *op, io func(context.Context,
 	return err
 }
 
-// reserve reserves o.resKeys for o. The caller holds their shard locks.
+// reserve reserves o.resKeys for o, or only the keys of o.hits if
+// o.onlyHits. The caller holds their shard locks.
 func (n *Notifier) reserve(o *op) {
-	for i, k := range o.resKeys {
-		n.shards[o.keyShards[i]].idx.res.put(k, o)
+	if o.onlyHits {
+		for i := range o.hits {
+			n.shards[o.hits[i].shard].idx.res.put(o.hits[i].key, o)
+		}
+	} else {
+		for i, k := range o.resKeys {
+			n.shards[o.keyShards[i]].idx.res.put(k, o)
+		}
 	}
 	n.inflight.Add(1)
 }
@@ -347,8 +369,14 @@ func (n *Notifier) reserve(o *op) {
 // asks for its wake-up channel under the shard lock of a key that o still
 // reserves (wakeOnRelease), so every channel asked for is closed here.
 func (n *Notifier) unreserve(o *op) {
-	for i, k := range o.resKeys {
-		n.shards[o.keyShards[i]].idx.res.drop(k, o)
+	if o.onlyHits {
+		for i := range o.hits {
+			n.shards[o.hits[i].shard].idx.res.drop(o.hits[i].key, o)
+		}
+	} else {
+		for i, k := range o.resKeys {
+			n.shards[o.keyShards[i]].idx.res.drop(k, o)
+		}
 	}
 	o.wakeWaiters()
 	n.inflight.Done()

@@ -81,6 +81,15 @@ type fuzzOp struct {
 	unreserved func(m *model) bool
 	waited     bool // it waited for a reservation: then it took the general path
 
+	// parkResv, if set, is what it reserves if it parks on m (resv), and
+	// the keys it leaves unreserved for its commit to look at again (held):
+	// a Subscribe reserves only the keys its subscription does not want yet
+	// (commitSubscribe). heldEnded, if set, is the keys of held whose want
+	// has ended on m: released, the call starts over and needs them.
+	parkResv  func(m *model) (resv, held []int)
+	held      []int
+	heldEnded func(m *model) []int
+
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
 	cancel context.CancelFunc
@@ -210,6 +219,9 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 		return opWaits
 	}
 	if op.point != nil && op.io(h.m) {
+		if op.parkResv != nil {
+			op.resv, op.held = op.parkResv(h.m)
+		}
 		if op.unreserved != nil && !op.waited && op.unreserved(h.m) {
 			op.resv = nil
 		}
@@ -257,15 +269,27 @@ func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 // driver allows one waiter at a time. So no reservation or mark of a parked
 // or waiting operation ever covers the key of a parked call that reserves
 // nothing.
+//
+// Likewise for a parked Subscribe that left a key its subscription wanted
+// unreserved (held) and whose want of it has ended since: released, it
+// starts over, and would wait for op's reservation or mark on that key.
 func (h *fuzzHarness) releaseUnreserved(op *fuzzOp) {
 	keys := op.waitFor(h.m)
+	needs := func(ks []int) bool {
+		return slices.ContainsFunc(ks, func(k int) bool { return slices.Contains(keys, k) })
+	}
 	for i := 0; i < len(h.stalled); i++ {
 		st := h.stalled[i]
-		if st.resv == nil && slices.ContainsFunc(st.waitFor(h.m), func(k int) bool { return slices.Contains(keys, k) }) {
+		switch {
+		case st.resv == nil && needs(st.waitFor(h.m)):
 			h.logf("%s needs the key of %s, which reserves nothing: release it first", op.desc, st.desc)
-			h.release(i, ioPass)
-			i = -1
+		case st.resv != nil && st.heldEnded != nil && needs(st.heldEnded(h.m)):
+			h.logf("%s needs a key that %s left unreserved, wanted no more: release it first", op.desc, st.desc)
+		default:
+			continue
 		}
+		h.release(i, ioPass)
+		i = -1
 	}
 }
 

@@ -191,10 +191,12 @@ func (s *Subscription) closedErr() error {
 //
 // Keys already wanted are ignored; duplicates are fine. An undefined key
 // fails the call with ErrInvalidCid before anything changes. The blockstore
-// is checked holding no lock of the Notifier, with keys reserved, and the
-// wants are recorded after it: so if the blockstore fails, the call has added
-// no want (and, its keys being reserved, no other operation has satisfied one
-// meanwhile), nothing changes, and the error is returned wrapped. A call for
+// is checked holding no lock of the Notifier, with the keys the subscription
+// does not want yet reserved, and the wants are recorded after it: so if the
+// blockstore fails, the call has added no want (and, those keys being
+// reserved, no other operation has satisfied one meanwhile), nothing
+// changes, and the error is returned wrapped. If a want of the subscription
+// among keys ends during the check, the call starts over. A call for
 // one key that nobody else wants reserves nothing: it commits only if no
 // other operation has touched the key during its Get, and else checks again
 // with the key reserved (see doc.go), so operations on the key never wait
@@ -202,8 +204,10 @@ func (s *Subscription) closedErr() error {
 // are looked up one Get at a time: against a blockstore that others (a
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
-// holding the same shard locks or reservations on its keys, or older ones
-// waiting for such a reservation with one of its keys (ctx ends that wait).
+// holding the same shard locks or reservations on the keys it does not want
+// yet, or older ones waiting for such a reservation with one of those keys
+// (ctx ends that wait): a key it wants already holds it up for no
+// blockstore call (G11).
 // After Close or Remove it returns ErrClosed; after a slow-consumer end,
 // ErrSlowConsumer, as Err does (also after a Remove or Close that came
 // between an overflow and its end). Until that end the subscription is live, as it is until any end:
@@ -236,27 +240,47 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 // subscribeAll is Subscribe on the general path, with the keys reserved; p
 // carries the time of a Get that subscribeOne or Fetch made before it.
 func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe) error {
+	for {
+		again, err := s.subscribeOnce(ctx, keys, &p)
+		if !again {
+			return err
+		}
+	}
+}
+
+// subscribeOnce is one attempt of subscribeAll. It reports again, with p
+// holding the attempt's probe, when the commit found a key the subscriber
+// wanted at the plan no longer wanted (errStartOver); then nothing changed.
+func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe) (again bool, err error) {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
-	o.probe = p                        // with the time of subscribeOne's Get, if it started over
-	defer o.probe.done(opSubscribe, o) // observe.go hook
+	o.probe = *p // with the time of subscribeOne's Get, or of an earlier attempt's, if it started over
+	defer func() {
+		if again {
+			*p = o.probe
+		} else {
+			o.probe.done(opSubscribe, o) // observe.go hook
+		}
+	}()
 	o.setKeys(n, s, keys)
+	o.scope = waitUnwanted
 	if err := n.run(ctx, o, &subscribeSteps); err != nil {
-		return err
+		return errors.Is(err, errStartOver), err
 	}
 	if slices.Contains(o.slow, s) { // its own blockstore hits overflowed it
 		s.mu.Lock()
 		defer s.mu.Unlock()
-		return s.closedErr()
+		return false, s.closedErr()
 	}
-	return nil
+	return false, nil
 }
 
 // subscribeSteps: from acquire until the hand-over, the keys are s's alone:
-// their shard locks are held but for the blockstore check, during which they
-// are reserved. So no other operation on these keys can tell in which order
-// the steps run. Checking the blockstore before recording the wants spares a
+// their shard locks are held but for the blockstore check, during which the
+// keys it checks are reserved, and the keys s wanted already are looked at
+// again at the commit (commitSubscribe). So no other operation on these keys
+// can tell in which order the steps run. Checking the blockstore before recording the wants spares a
 // found key the trip into the index and out again.
 var subscribeSteps = steps{acquire: acquireOpen, plan: planSubscribe, io: checkBlockstore, commit: commitSubscribe}
 
@@ -267,8 +291,13 @@ func planSubscribe(n *Notifier, o *op) error {
 	}
 	// An interest subscription has nobody to hand a found block to.
 	o.io = n.bs != nil && !s.keeps && len(o.hits) > 0
+	o.onlyHits = o.io
 	return nil
 }
+
+// errStartOver: a Subscribe's commit found that a key its subscriber wanted
+// at the plan is no longer wanted; subscribeAll starts over.
+var errStartOver = errors.New("notifier: subscribe: start over")
 
 func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
@@ -277,7 +306,39 @@ func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	return err
 }
 
-func commitSubscribe(_ *Notifier, o *op) error { return o.sub.want(o) }
+// commitSubscribe records the wants of the keys that the check did not
+// find, after checking that the subscriber still wants the keys it wanted at
+// the plan.
+//
+// The check reserves only the keys it reads (op.onlyHits): a Subscribe of
+// A and B by a subscription that wants A already does nothing for A, and
+// reserving A too made every operation on A wait for the Get of B, which
+// none of them needs (G11; review, TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck).
+// Unreserved, A's want may end during the check, by a delivery, an
+// Unsubscribe or a Release. Committing then would fit no instant: before the
+// end, a reader that saw the end could not see B unwanted; after it, the
+// Subscribe should have wanted A anew and checked it. So the Subscribe starts
+// over, with nothing changed, and checks A the next time.
+func commitSubscribe(n *Notifier, o *op) error {
+	if o.io && len(o.held) > 0 {
+		s := o.sub
+		locked := false
+		for _, i := range o.held {
+			k := o.resKeys[i]
+			e := n.shards[o.keyShards[i]].idx.lookupFor(k, s)
+			if e == nil || !s.listedIn(e, k, &locked) {
+				if locked {
+					s.mu.Unlock()
+				}
+				return errStartOver
+			}
+		}
+		if locked {
+			s.mu.Unlock()
+		}
+	}
+	return o.sub.want(o)
+}
 
 // subscribeOne is Subscribe of the one key k, when nobody of s's kind wants
 // k and no operation reserves or waits for it: then a found block is for s
@@ -440,6 +501,7 @@ func (s *Subscription) candidates(o *op) error {
 		sh := o.keyShards[i]
 		e := s.n.shards[sh].idx.lookupFor(k, s)
 		if e != nil && s.listedIn(e, k, &locked) {
+			o.held = append(o.held, int32(i))
 			continue
 		}
 		if len(keys) > 1 && o.repeated(k) {
@@ -596,7 +658,7 @@ func (s *Subscription) release(keys []cid.Cid, report bool) []cid.Cid {
 	o := n.getOp()
 	defer n.putOp(o)
 	o.setKeys(n, s, keys)
-	o.ownOnly = true
+	o.scope = waitWanted
 	_ = n.run(context.Background(), o, &releaseSteps) // cannot fail: it neither refuses Close nor has a deadline
 	return o.report(report)
 }
