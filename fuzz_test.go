@@ -439,9 +439,6 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 			return m.subscribeCommit(m.subs[i], keys, o, afterStall)
 		},
 	}
-	op.heldEnded = func(m *model) []int {
-		return slices.DeleteFunc(slices.Clone(op.held), func(k int) bool { return m.subs[i].wants[k] })
-	}
 	h.launch(op, cancelled)
 }
 

@@ -84,11 +84,9 @@ type fuzzOp struct {
 	// parkResv, if set, is what it reserves if it parks on m (resv), and
 	// the keys it leaves unreserved for its commit to look at again (held):
 	// a Subscribe reserves only the keys its subscription does not want yet
-	// (commitSubscribe). heldEnded, if set, is the keys of held whose want
-	// has ended on m: released, the call starts over and needs them.
-	parkResv  func(m *model) (resv, held []int)
-	held      []int
-	heldEnded func(m *model) []int
+	// (commitSubscribe), and starts over if the want of a held key ends.
+	parkResv func(m *model) (resv, held []int)
+	held     []int
 
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
@@ -270,9 +268,12 @@ func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 // or waiting operation ever covers the key of a parked call that reserves
 // nothing.
 //
-// Likewise for a parked Subscribe that left a key its subscription wanted
-// unreserved (held) and whose want of it has ended since: released, it
-// starts over, and would wait for op's reservation or mark on that key.
+// Likewise for a parked Subscribe that left keys its subscription wanted
+// unreserved (held), when op needs one of its keys: if the want of a held
+// key ends, by a call that does not wait, the Subscribe starts over once
+// released, and its second attempt needs its keys again; it would wait for
+// op's reservation or mark, or, waking op as it releases its own keys, come
+// after it.
 func (h *fuzzHarness) releaseUnreserved(op *fuzzOp) {
 	keys := op.waitFor(h.m)
 	needs := func(ks []int) bool {
@@ -283,8 +284,8 @@ func (h *fuzzHarness) releaseUnreserved(op *fuzzOp) {
 		switch {
 		case st.resv == nil && needs(st.waitFor(h.m)):
 			h.logf("%s needs the key of %s, which reserves nothing: release it first", op.desc, st.desc)
-		case st.resv != nil && st.heldEnded != nil && needs(st.heldEnded(h.m)):
-			h.logf("%s needs a key that %s left unreserved, wanted no more: release it first", op.desc, st.desc)
+		case st.resv != nil && len(st.held) > 0 && (needs(st.resv) || needs(st.held)):
+			h.logf("%s needs a key of %s, which may start over: release it first", op.desc, st.desc)
 		default:
 			continue
 		}
