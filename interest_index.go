@@ -378,7 +378,7 @@ func (x *shardIndex) wakeDelivered(k cid.Cid, e *interest) {
 		return
 	}
 	for _, m := range x.marks[k] {
-		if m.closing && slices.Contains(e.subs, m.sub) {
+		if m.dormant() && slices.Contains(e.subs, m.sub) {
 			m.letGo()
 		}
 	}

@@ -1234,3 +1234,104 @@ func TestIO_SubscribeWaitsForNoKeyItWantsAlready(t *testing.T) {
 		require.Equal(t, b[0].Cid(), (<-s.Messages()).Blocks[0].Cid())
 	})
 }
+
+// A waiting Release(A, B) marks A while s wants A. A's want then ends by
+// delivery (an older Publish of A), and the Release goes on waiting for a
+// stalled PutMany of B. Its mark on A goes dormant (op.holds, op.dormant):
+// a later Subscribe of A by another subscription does not wait for the
+// stalled PutMany of B (G11). It once did: only a close's marks went
+// dormant (review).
+func TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("review4-stale-release-mark", 2)
+		bA, bB := b[0], b[1]
+		kA, kB := bA.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
+		releaseA, pubA := st.publishStalled(t, n, bA) // A reserved, stalled
+
+		released := make(chan []cid.Cid, 1)
+		go func() { released <- s.Release(kA, kB) }()
+		synctest.Wait() // asleep on A's reservation, A and B marked
+
+		releaseA() // A delivered to s: s's want of A ends
+		require.NoError(t, <-pubA)
+		synctest.Wait() // the Release woke, and sleeps again on B
+		require.False(t, s.Wants(kA))
+		require.True(t, s.Wants(kB))
+
+		other := mustSub(t, n, 2)
+		done := make(chan error, 1)
+		go func() { done <- other.Subscribe(ctx, kA) }()
+		synctest.Wait()
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		default:
+			releaseB()
+			require.NoError(t, <-done)
+			t.Errorf("Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the stale mark on A of a Release whose subscription no longer wants A (G11)")
+		}
+		releaseB()
+		require.NoError(t, <-pubB)
+		got := <-released
+		require.Empty(t, got, "B was delivered by its Publish before the Release")
+	})
+}
+
+// An Unsubscribe(A) asleep behind an older waiter's mark on A (W, itself
+// waiting for a stalled PutMany of C) wakes when its subscription's want of
+// A ends meanwhile (delivered by O, older than W): it no longer needs A, and
+// must not sleep on until the stalled PutMany of C returns (G11). It has a
+// nudge, as a close has (TestIO_CloseWakesWhenItsOwnWantEnds); it once had
+// none (review).
+func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("review4-unsub-not-woken", 3)
+		bA, bX, bC := b[0], b[1], b[2]
+		kA := bA.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		releaseX, pubX := st.publishStalled(t, n, bX) // X reserved, stalled
+		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
+
+		pubO := make(chan error, 1) // O: waits for X, A marked
+		go func() { pubO <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA}}) }()
+		synctest.Wait()
+		pubW := make(chan error, 1) // W: younger than O, waits (for C, in the end), A marked
+		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
+		synctest.Wait()
+		unsubscribed := make(chan struct{})
+		go func() { defer close(unsubscribed); s.Unsubscribe(kA) }() // asleep on W's mark on A
+		synctest.Wait()
+		select {
+		case <-unsubscribed:
+			t.Fatal("setup: Unsubscribe(A) did not wait for the older waiters on A")
+		default:
+		}
+
+		releaseX() // P_X, then O go on: O delivers A to s, whose want of A ends
+		require.NoError(t, <-pubX)
+		require.NoError(t, <-pubO)
+		synctest.Wait()
+		require.False(t, s.Wants(kA))
+		m := recv(t, s)
+		require.Len(t, m.Blocks, 1)
+		require.Equal(t, kA, m.Blocks[0].Cid())
+		select {
+		case <-unsubscribed:
+		default:
+			releaseC()
+			<-unsubscribed
+			t.Errorf("Unsubscribe(A) by a subscription that no longer wants A slept on until a stalled PutMany of C returned (G11)")
+		}
+		releaseC()
+		require.NoError(t, <-pubC)
+		require.NoError(t, <-pubW)
+	})
+}

@@ -97,8 +97,20 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			return nil
 		}
 		n.mark(o, 0)
+		var nudge chan struct{}
+		if o.dormant() {
+			nudge = make(chan struct{})
+			o.nudge.Store(&nudge)
+		}
 		n.unlock(o.locks)
-		if err := n.await(ctx, busy); err != nil {
+		var err error
+		if nudge != nil {
+			n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
+			o.nudge.Store(nil)
+		} else {
+			err = n.await(ctx, busy)
+		}
+		if err != nil {
 			n.lock(o.locks)
 			n.unmark(o)
 			n.unlock(o.locks)
@@ -262,11 +274,23 @@ func (n *Notifier) mark(o *op, from int) {
 // it wakes, is not enough: a close waits for one reservation at a time, and
 // the want of a key it marked can end while it sleeps on another.
 func (o *op) holds(x *shardIndex, k cid.Cid) bool {
-	if !o.closing {
+	if !o.dormant() {
 		return true
 	}
 	return wants(x, k, o.sub)
 }
+
+// dormant reports whether o's marks go dormant when its subscription's want
+// of their key ends (holds): a close's, and an Unsubscribe's or a Release's,
+// which need only the keys their subscription wants (needs). Such an op also
+// sleeps with a nudge (lockFree, Subscription.lockAll), so that it wakes when
+// a want of its subscription ends: its wait may be over. Without that, a
+// waiting Unsubscribe kept holding up operations on a key its subscription
+// had stopped wanting, and slept on behind other waiters on it, both until a
+// stalled blockstore call on another key returned (G11; review,
+// TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted,
+// TestIO_UnsubscribeWakesWhenItsWantEnds).
+func (o *op) dormant() bool { return o.closing || o.scope == waitWanted }
 
 // touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken
 // their shard locks and is about to read or change them. The caller holds
