@@ -120,9 +120,12 @@
 // waiting close marks the keys its subscription wants; once one of those
 // wants ends while it waits (its block delivered, or the key
 // unsubscribed), its mark on that key holds nobody up (op.holds), since the
-// close no longer needs the key, and the operations asleep on it wake. The
-// read calls do not wait: they see the wants as
-// they were before the reserving operation, so they are linearizable with
+// close no longer needs the key, and the operations asleep on it wake. So
+// for a waiting Unsubscribe or Release; and, the other way round, for a
+// waiting Subscribe, which marks only the keys its subscription does not
+// want: its mark on a key holds nobody up once its subscription starts
+// wanting that key (by an older Subscribe). The read calls do not wait: they
+// see the wants as they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others
 // (a garbage collection) during that operation's call. Reservations keep out
 // the writers that go through the Notifier, not the others: a Subscribe of

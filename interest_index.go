@@ -278,7 +278,24 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 		e.subs = append(e.subs, s)
 	}
 	x.pairs.Add(1)
+	x.wakeSubscribes(k, s)
 	return e
+}
+
+// wakeSubscribes wakes the waiting Subscribes of s that mark k, and the
+// operations asleep on those marks: s has just started wanting k, so the
+// marks no longer hold (op.holds), and those Subscribes may have nothing
+// left to wait for. It is wakeStaleMarks for a want that begins. The caller
+// holds k's shard lock.
+func (x *shardIndex) wakeSubscribes(k cid.Cid, s *Subscription) {
+	if len(x.marks) == 0 {
+		return
+	}
+	for _, m := range x.marks[k] {
+		if m.sub == s && m.scope == waitUnwanted {
+			m.letGo()
+		}
+	}
 }
 
 // endWant ends s's want of k. It reports whether s wanted k, whether that was
@@ -378,7 +395,7 @@ func (x *shardIndex) wakeDelivered(k cid.Cid, e *interest) {
 		return
 	}
 	for _, m := range x.marks[k] {
-		if m.dormant() && slices.Contains(e.subs, m.sub) {
+		if m.whileWanted() && slices.Contains(e.subs, m.sub) {
 			m.letGo()
 		}
 	}

@@ -1335,3 +1335,122 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 		require.NoError(t, <-pubW)
 	})
 }
+
+// A Subscribe(A) asleep behind an older waiter's mark on A (W, itself
+// waiting for a stalled PutMany of C) wakes and returns when its
+// subscription starts wanting A meanwhile (by O, a Subscribe of A older than
+// W): it has nothing left to do for A, and must not sleep on until the
+// stalled PutMany of C returns (G11). Its wait ends as an Unsubscribe's does
+// when its want ends (TestIO_UnsubscribeWakesWhenItsWantEnds); it once had
+// no nudge (review).
+func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("subscribe-wakes-want-begins", 3)
+		bA, bZ, bC := b[0], b[1], b[2]
+		kA, kZ := bA.Cid(), bZ.Cid()
+		s := mustSub(t, n, 1)
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
+		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
+
+		older := make(chan error, 1) // O: waits for Z, A marked
+		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
+		synctest.Wait()
+		pubW := make(chan error, 1) // W: younger than O, waits for C, A marked
+		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
+		synctest.Wait()
+		younger := make(chan error, 1) // asleep on W's mark on A
+		go func() { younger <- s.Subscribe(ctx, kA) }()
+		synctest.Wait()
+		select {
+		case <-younger:
+			t.Fatal("setup: Subscribe(A) did not wait for the older waiters on A")
+		default:
+		}
+
+		releaseZ() // P_Z, then O go on: O records s's want of A
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.True(t, s.Wants(kA))
+		select {
+		case err := <-younger:
+			require.NoError(t, err)
+		default:
+			releaseC()
+			require.NoError(t, <-younger)
+			t.Errorf("Subscribe(A) by a subscription that wants A already slept on until a stalled PutMany of C returned (G11)")
+		}
+		releaseC() // W delivers A to s
+		require.NoError(t, <-pubC)
+		require.NoError(t, <-pubW)
+		require.False(t, s.Wants(kA))
+		var got []cid.Cid
+		for len(got) < 2 && len(s.Messages()) > 0 {
+			for _, blk := range recv(t, s).Blocks {
+				got = append(got, blk.Cid())
+			}
+		}
+		require.ElementsMatch(t, []cid.Cid{kZ, kA}, got, "O finds Z, W delivers A")
+	})
+}
+
+// A Subscribe(B, A) waiting for a stalled PutMany of B lets go of A once its
+// subscription starts wanting A (by O, an older Subscribe of A): it has
+// nothing left to do for A, so its mark on A must no longer hold up other
+// operations on A, which would wait for B's PutMany (G11). The operations
+// asleep on that mark wake as the want begins; the mark stays, dormant,
+// holding again should the want end while the Subscribe still waits.
+func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("subscribe-lets-go-want-begins", 3)
+		bA, bZ, bB := b[0], b[1], b[2]
+		kA, kZ, kB := bA.Cid(), bZ.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
+
+		older := make(chan error, 1) // O: waits for Z, A marked
+		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
+		synctest.Wait()
+		waiting := make(chan error, 1) // X: younger than O, waits for B, A marked
+		go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
+		synctest.Wait()
+		other := mustSub(t, n, 2)
+		done := make(chan error, 1) // asleep on X's mark on A
+		go func() { done <- other.Subscribe(ctx, kA) }()
+		synctest.Wait()
+		select {
+		case <-done:
+			t.Fatal("setup: other.Subscribe(A) did not wait for the older waiters on A")
+		default:
+		}
+
+		releaseZ() // P_Z, then O go on: O records s's want of A
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.True(t, s.Wants(kA))
+		select {
+		case err := <-done:
+			require.NoError(t, err)
+		default:
+			releaseB()
+			require.NoError(t, <-done)
+			t.Errorf("Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
+		}
+		require.True(t, other.Wants(kA))
+		select {
+		case <-waiting:
+			t.Fatal("X returned while B's PutMany, which it waits for, is stalled")
+		default:
+		}
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-waiting)
+		require.True(t, s.Wants(kA))
+	})
+}

@@ -77,7 +77,7 @@ type op struct {
 	onlyHits  bool                          // a Subscribe: reserve only the keys of hits, which its check needs (G11; see commitSubscribe)
 	held      []int32                       // a Subscribe: indexes in resKeys of the keys its subscriber wanted at the plan
 	wake      atomic.Pointer[chan struct{}] // closed when the op releases its reservations or marks, if anyone waits (wakeOnRelease)
-	nudge     atomic.Pointer[chan struct{}] // a waiting close: closed when a want of its subscription ends (Subscription.lockAll, op.nudgeClose)
+	nudge     atomic.Pointer[chan struct{}] // a waiting op whose marks can go dormant (op.dormant): closed when a want of its subscription ends or, for a Subscribe, begins (op.nudgeClose)
 
 	// Plan and commit.
 	io      bool                 // the plan needs the blockstore

@@ -104,11 +104,13 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 		}
 		n.unlock(o.locks)
 		var err error
-		if nudge != nil {
+		if o.whileWanted() {
 			n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
-			o.nudge.Store(nil)
 		} else {
-			err = n.await(ctx, busy)
+			err = n.await(ctx, busy, nudge)
+		}
+		if nudge != nil {
+			o.nudge.Store(nil)
 		}
 		if err != nil {
 			n.lock(o.locks)
@@ -119,13 +121,16 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 	}
 }
 
-// await waits, holding no lock, until busy is closed or ctx is done.
-func (n *Notifier) await(ctx context.Context, busy chan struct{}) error {
+// await waits, holding no lock, until busy or nudge (if not nil; see
+// op.dormant) is closed or ctx is done.
+func (n *Notifier) await(ctx context.Context, busy, nudge chan struct{}) error {
 	n.waits.Add(1)
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
 	select {
 	case <-busy:
+		return nil
+	case <-nudge:
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("notifier: wait for an operation on the same keys: %w", ctx.Err())
@@ -144,18 +149,20 @@ func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
 	}
 }
 
-// letGo wakes the operations asleep on o's marks, and o itself if it is a
-// close asleep in lockAll: one of o's marks has stopped holding, as a want
-// of o's subscription ended (shardIndex.wakeStaleMarks, wakeDelivered).
+// letGo wakes the operations asleep on o's marks, and o itself if it sleeps
+// with a nudge: one of o's marks has stopped holding, as a want of o's
+// subscription ended (shardIndex.wakeStaleMarks, wakeDelivered) or, for a
+// Subscribe, began (shardIndex.wakeSubscribes).
 // The caller holds the shard lock of that want's key.
 func (o *op) letGo() {
 	o.wakeWaiters()
 	o.nudgeClose()
 }
 
-// nudgeClose wakes o, a close, if it sleeps in lockAll: a want of its
-// subscription has just ended, and o may have nothing left to wait for. The
-// caller holds the shard lock of that want's key.
+// nudgeClose wakes o, if it sleeps in lockAll or lockFree with a nudge
+// (op.dormant): a want of its subscription has just ended, or begun for a
+// Subscribe, and o may have nothing left to wait for. The caller holds the
+// shard lock of that want's key.
 func (o *op) nudgeClose() {
 	if c := o.nudge.Swap(nil); c != nil {
 		close(*c)
@@ -273,24 +280,41 @@ func (n *Notifier) mark(o *op, from int) {
 // The tempting fix, a close that drops its marks and marks afresh whenever
 // it wakes, is not enough: a close waits for one reservation at a time, and
 // the want of a key it marked can end while it sleeps on another.
+//
+// A waiting Subscribe's mark is the other way round: it needs only the keys
+// its subscription does not want (needs), so its mark on k holds only while
+// the subscription does not want k. The want may begin while it waits, by
+// an older Subscribe of the same subscription; its sleepers are then woken
+// (shardIndex.add), and the mark holds again should the want end while the
+// Subscribe still waits (review,
+// TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting).
 func (o *op) holds(x *shardIndex, k cid.Cid) bool {
-	if !o.dormant() {
-		return true
+	switch {
+	case o.whileWanted():
+		return wants(x, k, o.sub)
+	case o.scope == waitUnwanted:
+		return !wants(x, k, o.sub)
 	}
-	return wants(x, k, o.sub)
+	return true
 }
 
-// dormant reports whether o's marks go dormant when its subscription's want
-// of their key ends (holds): a close's, and an Unsubscribe's or a Release's,
-// which need only the keys their subscription wants (needs). Such an op also
-// sleeps with a nudge (lockFree, Subscription.lockAll), so that it wakes when
-// a want of its subscription ends: its wait may be over. Without that, a
-// waiting Unsubscribe kept holding up operations on a key its subscription
-// had stopped wanting, and slept on behind other waiters on it, both until a
-// stalled blockstore call on another key returned (G11; review,
+// whileWanted reports whether o's marks hold only while its subscription
+// wants their key (holds): a close's, an Unsubscribe's and a Release's.
+func (o *op) whileWanted() bool { return o.closing || o.scope == waitWanted }
+
+// dormant reports whether o's marks can go dormant (holds): when its
+// subscription's want of their key ends, for a close, an Unsubscribe or a
+// Release (whileWanted), or begins, for a Subscribe. Such an op also sleeps
+// with a nudge (lockFree, Subscription.lockAll), so that it wakes when that
+// happens: its wait may be over. Without that, a waiting Unsubscribe kept
+// holding up operations on a key its subscription had stopped wanting, and
+// slept on behind other waiters on it, both until a stalled blockstore call
+// on another key returned (G11; review,
 // TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted,
-// TestIO_UnsubscribeWakesWhenItsWantEnds).
-func (o *op) dormant() bool { return o.closing || o.scope == waitWanted }
+// TestIO_UnsubscribeWakesWhenItsWantEnds); a waiting Subscribe did the same
+// for a key its subscription had started wanting (review,
+// TestIO_SubscribeWakesWhenItsWantBegins).
+func (o *op) dormant() bool { return o.scope != waitAll || o.closing }
 
 // touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken
 // their shard locks and is about to read or change them. The caller holds
