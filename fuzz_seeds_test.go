@@ -453,6 +453,42 @@ var fuzzSeeds = map[string]string{
 		fetch k5
 		release 0 pass
 		release 0 pass`,
+	// A Subscribe parks leaving k1, which its subscription wants, unreserved
+	// while a waiting Publish needs k1; the want ends as the Publish of k1
+	// is released, so the Subscribe starts over once released, and would wait
+	// behind the waiter's mark on k1 (the harness settles first).
+	"stall-held-key-the-waiter-marks": `config stall shards=64 buf=32 max=0
+		new 1 func
+		sub 0 k1
+		arm
+		pub local blocks=k3
+		arm
+		pub peerA blocks=k1
+		pub peerB blocks=k1,k3
+		arm
+		sub 0 k1 k2
+		release 1 pass
+		release 1 pass
+		release 0 pass`,
+	// The waiting Subscribe of sub 1 comes to need k1 as a Publish ends the
+	// want of k1 of both subscriptions; released, it parks reserving k1,
+	// which the parked Subscribe of sub 0, starting over, needs (the harness
+	// releases that one first).
+	"stall-waiter-goes-on-needing-a-held-key": `config stall shards=64 buf=32 max=0
+		new 1 func
+		new 2 func
+		sub 1 k1
+		sub 0 k1
+		arm
+		pub local blocks=k3
+		arm
+		sub 0 k1 k2
+		arm
+		sub 1 k1 k3
+		pub peerA blocks=k1
+		release 0 pass
+		release 0 pass
+		release 0 pass`,
 }
 
 // encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see

@@ -131,6 +131,9 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	if !h.returns(op, h.m, h.stalled) {
 		h.releaseUnreserved(op)
 	}
+	if h.parksHoldingMarked(op) {
+		h.settle("a Subscribe would park leaving unreserved a key the waiter marks")
+	}
 	if h.returns(op, h.m, h.stalled) {
 		try := func(c *model) bool {
 			_ = op.commit(c, ioPass, false)
@@ -294,6 +297,50 @@ func (h *fuzzHarness) releaseUnreserved(op *fuzzOp) {
 	}
 }
 
+// parksHoldingMarked reports whether op, a Subscribe, would park leaving
+// unreserved (held) a key that the waiting operation needs. Should the want
+// of that key end while both are there (by the release of a Publish of it),
+// the Subscribe, once released, would start over and wait behind the
+// waiter's mark; the model cannot say when that wait ends. The driver
+// settles first (launch).
+func (h *fuzzHarness) parksHoldingMarked(op *fuzzOp) bool {
+	if h.waiter == nil || op.parkResv == nil || h.returns(op, h.m, h.stalled) || h.waits(op, h.m, h.stalled) {
+		return false
+	}
+	_, held := op.parkResv(h.m)
+	return slices.ContainsFunc(held, func(k int) bool { return slices.Contains(h.waiterKeys, k) })
+}
+
+// startsOverBehind returns the index in stalled of a parked Subscribe with
+// held keys, other than stalled[i], whose keys the waiting operation needs
+// once stalled[i] is released, ending as o, if it then waits or parks; or
+// -1. That is releaseUnreserved's rule for a waiter that goes on: the waiter
+// now needs keys it did not (the wants of its subscription changed), and
+// would wait or park on one that the Subscribe, starting over once released,
+// needs too.
+func (h *fuzzHarness) startsOverBehind(i int, o ioOutcome) int {
+	w := h.waiter
+	if w == nil {
+		return -1
+	}
+	c := h.m.clone()
+	_ = h.stalled[i].commit(c, o, true)
+	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
+	if _, early := w.early(c); early || !h.waits(w, c, rest) && (w.point == nil || !w.io(c)) {
+		return -1
+	}
+	keys := w.waitFor(c)
+	needs := func(ks []int) bool {
+		return slices.ContainsFunc(ks, func(k int) bool { return slices.Contains(keys, k) })
+	}
+	for j, st := range h.stalled {
+		if j != i && st.resv != nil && len(st.held) > 0 && (needs(st.resv) || needs(st.held)) {
+			return j
+		}
+	}
+	return -1
+}
+
 // releaseOp is the input's Release.
 func (h *fuzzHarness) releaseOp(slot byte, o ioOutcome) {
 	n := len(h.stalled)
@@ -335,6 +382,12 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	op, w := h.stalled[i], h.waiter
 	if op.resv == nil {
 		h.releaseUnreserved1(i, o)
+		return
+	}
+	if j := h.startsOverBehind(i, o); j >= 0 {
+		h.logf("%s would need a key of %s, which may start over: release it first", w.desc, h.stalled[j].desc)
+		h.release(j, ioPass)
+		h.release(slices.Index(h.stalled, op), o)
 		return
 	}
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
