@@ -1454,3 +1454,131 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		require.True(t, s.Wants(kA))
 	})
 }
+
+// A Subscribe that would start over returns its ctx's error instead, once
+// ctx is done, having changed nothing, as when ctx ends its wait.
+func TestIO_SubscribeDoesNotStartOverPastItsContext(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st)
+		b := mkBlocks("subscribe-start-over-ctx", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		release := st.stall(t, kB)
+		cctx, cancel := context.WithCancel(ctx)
+		subscribed := make(chan error, 1)
+		go func() { subscribed <- s.Subscribe(cctx, kA, kB) }()
+		require.Equal(t, kB, <-st.entered)
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}))
+		require.Equal(t, []cid.Cid{kA}, cancels.take(), "the Publish ended s's want of A")
+		cancel()
+		release() // the commit finds A no longer wanted
+		require.ErrorIs(t, <-subscribed, context.Canceled)
+		require.False(t, s.Wants(kA))
+		require.False(t, s.Wants(kB))
+		require.Equal(t, []blocks.Block{b[0]}, recv(t, s).Blocks, "A from the Publish, and nothing else")
+		require.Empty(t, s.Messages())
+		require.Empty(t, cancels.take())
+	})
+}
+
+// A Subscribe that starts over (commitSubscribe) keeps its place: it is as
+// old as the call. X = s.Subscribe(A, B) checks B, with A held as s wants
+// it; W = Publish(A, C), which starts later, waits for a stalled PutMany of
+// C, marking A; a Publish of A ends s's want of A during X's check, so X
+// starts over and needs A. It must not wait behind W's mark, for the
+// PutMany of C. Found by review: the new attempt took a new, younger id.
+func TestIO_SubscribeKeepsItsPlaceWhenItStartsOver(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("start-over-keeps-place", 3)
+		bA, bB, bC := b[0], b[1], b[2]
+		kA, kB := bA.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA))
+		releaseA, pubA := st.publishStalled(t, n, bA) // A reserved, stalled; delivers A to s
+
+		releaseB := st.stall(t, kB)
+		x := make(chan error, 1) // A held, not reserved; its Get of B stalls
+		go func() { x <- s.Subscribe(ctx, kA, kB) }()
+		require.Equal(t, kB, <-st.entered)
+		releaseC, pubC := st.publishStalled(t, n, bC)
+		w := make(chan error, 1) // younger than X: waits for A and C, marking both
+		go func() { w <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bC}}) }()
+		synctest.Wait()
+
+		releaseA() // ends s's want of A
+		require.NoError(t, <-pubA)
+		require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks)
+		synctest.Wait() // W still waits, for C
+		st.mu.Lock()
+		delete(st.stalled, kB) // the next attempt's Get of B does not stall
+		st.mu.Unlock()
+		releaseB() // X starts over, needing A
+		synctest.Wait()
+		select {
+		case err := <-x:
+			require.NoError(t, err)
+		default:
+			releaseC()
+			require.NoError(t, <-x)
+			t.Fatal("Subscribe(A, B) started over behind Publish(A, C), which started after it, and waited for its stalled PutMany of C")
+		}
+		require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks, "X's new attempt finds A stored")
+		require.True(t, s.Wants(kB))
+		releaseC()
+		require.NoError(t, <-pubC)
+		require.NoError(t, <-w)
+	})
+}
+
+// A waiting Subscribe of a subscription that ends wakes and returns: it has
+// nothing left to do. X = s.Subscribe(B, A) waits for a stalled PutMany of
+// B, marking A; an older Subscribe makes s want A, so X's mark on A holds
+// nobody up; then Remove ends s's want of A, and the mark holds again, but
+// X's wait is over. It must not sleep on until the PutMany of B returns,
+// holding up another subscription's Subscribe of A meanwhile (G11). Found
+// by review: the close ends only s's wants, which woke nothing of X.
+func TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st)
+		b := mkBlocks("waiting-subscribe-ends", 3)
+		bA, bZ, bB := b[0], b[1], b[2]
+		kA, kZ, kB := bA.Cid(), bZ.Cid(), bB.Cid()
+		s := mustSub(t, n, 1)
+		releaseZ, pubZ := st.publishStalled(t, n, bZ)
+		releaseB, pubB := st.publishStalled(t, n, bB)
+
+		older := make(chan error, 1) // waits for Z, marking A
+		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
+		synctest.Wait()
+		waiting := make(chan error, 1) // X: waits for B, marking A
+		go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
+		synctest.Wait()
+		releaseZ() // s wants A: X's mark on A holds nobody up
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.True(t, s.Wants(kA))
+
+		s.Remove() // ends s's want of A: X's mark on A holds again
+		synctest.Wait()
+		select {
+		case err := <-waiting:
+			require.ErrorIs(t, err, ErrClosed)
+		default:
+			releaseB()
+			require.ErrorIs(t, <-waiting, ErrClosed)
+			t.Fatal("Subscribe(B, A) of a removed subscription slept on until the stalled PutMany of B returned (G11)")
+		}
+		other := mustSub(t, n, 2)
+		require.NoError(t, other.Subscribe(ctx, kA), "nothing holds A up")
+		require.True(t, other.Wants(kA))
+		releaseB()
+		require.NoError(t, <-pubB)
+	})
+}

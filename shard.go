@@ -102,6 +102,14 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			nudge = make(chan struct{})
 			o.nudge.Store(&nudge)
 		}
+		if o.scope == waitUnwanted {
+			if err := o.sub.addSleeper(o); err != nil {
+				o.nudge.Store(nil)
+				n.unmark(o)
+				n.unlock(o.locks)
+				return err
+			}
+		}
 		n.unlock(o.locks)
 		var err error
 		if o.whileWanted() {
@@ -112,12 +120,42 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 		if nudge != nil {
 			o.nudge.Store(nil)
 		}
+		if o.scope == waitUnwanted {
+			o.sub.dropSleeper(o)
+		}
 		if err != nil {
 			n.lock(o.locks)
 			n.unmark(o)
 			n.unlock(o.locks)
 			return err
 		}
+	}
+}
+
+// addSleeper enters o, a Subscribe of s about to sleep in lockFree with a
+// nudge, in s.asleep, so that markClosed wakes it: once s is closed, o has
+// nothing left to do, and must not sleep on until what it waits for, maybe
+// a stalled blockstore call, is over; its marks, on keys s does not want,
+// hold up others meanwhile (G11). A close ends only the wants of s, so
+// nothing else wakes it (review, TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds).
+// If s is closed already, it returns the error Subscribe returns. The
+// caller holds o's shard locks.
+func (s *Subscription) addSleeper(o *op) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed.Load() {
+		return s.closedErr()
+	}
+	s.asleep = append(s.asleep, o)
+	return nil
+}
+
+// dropSleeper takes o out of s.asleep once it wakes.
+func (s *Subscription) dropSleeper(o *op) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if i := slices.Index(s.asleep, o); i >= 0 {
+		s.asleep = slices.Delete(s.asleep, i, i+1)
 	}
 }
 

@@ -51,6 +51,7 @@ type Subscription struct {
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
 	listed   bool                        // a request (anon) that is in n.requests; see enlist
 	err      error                       // why it ended; see Err
+	asleep   []*op                       // its Subscribes waiting in lockFree, which markClosed wakes (addSleeper)
 
 	// keys maps each key s wants to its interest in the index. An entry whose
 	// interest has ended is stale: the key's block was delivered and s no
@@ -196,7 +197,8 @@ func (s *Subscription) closedErr() error {
 // blockstore fails, the call has added no want (and, those keys being
 // reserved, no other operation has satisfied one meanwhile), nothing
 // changes, and the error is returned wrapped. If a want of the subscription
-// among keys ends during the check, the call starts over. A call for
+// among keys ends during the check, the call starts over, as old as it
+// was, or returns ctx's error if ctx is done. A call for
 // one key that nobody else wants reserves nothing: it commits only if no
 // other operation has touched the key during its Get, and else checks again
 // with the key reserved (see doc.go), so operations on the key never wait
@@ -206,8 +208,8 @@ func (s *Subscription) closedErr() error {
 // its own Get. Subscribe blocks only for the blockstore and for operations
 // holding the same shard locks or reservations on the keys it does not want
 // yet, or older ones waiting for such a reservation with one of those keys
-// (ctx ends that wait): a key it wants already holds it up for no
-// blockstore call (G11).
+// (ctx ends that wait, and so does the end of the subscription): a key it
+// wants already holds it up for no blockstore call (G11).
 // After Close or Remove it returns ErrClosed; after a slow-consumer end,
 // ErrSlowConsumer, as Err does (also after a Remove or Close that came
 // between an overflow and its end). Until that end the subscription is live, as it is until any end:
@@ -239,11 +241,22 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 
 // subscribeAll is Subscribe on the general path, with the keys reserved; p
 // carries the time of a Get that subscribeOne or Fetch made before it.
+//
+// An attempt that starts over keeps the first one's op id: it is as old as
+// the call, so operations that started after the call still wait behind it,
+// and it behind none of them. With a new id, the next attempt waited behind
+// a Publish that had started during the first one, for that Publish's wait
+// for a stalled PutMany (review, TestIO_SubscribeKeepsItsPlaceWhenItStartsOver).
 func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe) error {
+	var id uint64
 	for {
-		again, err := s.subscribeOnce(ctx, keys, &p)
+		again, err := s.subscribeOnce(ctx, keys, &p, &id)
 		if !again {
 			return err
+		}
+		if err := ctx.Err(); err != nil { // nothing changed: as a wait that ctx ends
+			p.end(opSubscribe, len(keys), 0, 0) // observe.go hook
+			return fmt.Errorf("notifier: subscribe: %w", err)
 		}
 	}
 }
@@ -251,10 +264,16 @@ func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe
 // subscribeOnce is one attempt of subscribeAll. It reports again, with p
 // holding the attempt's probe, when the commit found a key the subscriber
 // wanted at the plan no longer wanted (errStartOver); then nothing changed.
-func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe) (again bool, err error) {
+// id is the op id of the first attempt, 0 before it.
+func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe, id *uint64) (again bool, err error) {
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
+	if *id == 0 {
+		*id = o.id
+	} else {
+		o.id = *id
+	}
 	o.probe = *p // with the time of subscribeOne's Get, or of an earlier attempt's, if it started over
 	defer func() {
 		if again {
@@ -952,6 +971,10 @@ func (s *Subscription) markClosed(err error) {
 	}
 	s.err = err
 	s.closed.Store(true)
+	for _, o := range s.asleep {
+		o.nudgeClose()
+	}
+	s.asleep = nil
 	s.backlog.Reset()
 	switch {
 	case s.fn != nil:
