@@ -489,6 +489,15 @@ var fuzzSeeds = map[string]string{
 		release 0 pass
 		release 0 pass
 		release 0 pass`,
+	// A Subscribe waits for k1; Remove ends its subscription, so it returns
+	// at once, its wait over. Release slot 1 would cancel a waiter.
+	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
+		new 1 func
+		arm
+		pub local blocks=k1
+		sub 0 k1 k2
+		remove 0
+		release 1 pass`,
 }
 
 // encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see

@@ -423,7 +423,18 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 		desc:    fmt.Sprintf("sub[%d].Subscribe(%s, cancelled=%v)", i, keyNames(keys), cancelled),
 		run:     func(ctx context.Context) error { return h.subs[i].s.Subscribe(ctx, fuzzCids(keys)...) },
 		ctxWait: true,
-		early:   func(m *model) (error, bool) { return m.subscribeEarly(keys, cancelled) },
+		early: func(m *model) (error, bool) {
+			if err, early := m.subscribeEarly(keys, cancelled); early {
+				return err, true
+			}
+			// An ended subscription's Subscribe waits for nothing: it
+			// returns its end (Subscription.addSleeper), and so does one
+			// waiting as the subscription ends (fuzzHarness.wakeEnded).
+			if ms := m.subs[i]; ms.ended {
+				return ms.endedErr(), true
+			}
+			return nil, false
+		},
 		// Only the keys its subscription does not want yet: it changes
 		// nothing for the others (G11).
 		waitFor: func(m *model) []int { return m.subs[i].added(keys) },

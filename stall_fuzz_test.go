@@ -148,6 +148,22 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	go func() { op.done <- op.run(op.ctx) }()
 	synctest.Wait()
 	h.verify(op, state)
+	h.wakeEnded()
+}
+
+// wakeEnded checks that the waiting operation, if op ended its subscription,
+// has returned that end: a waiting Subscribe wakes as its subscription ends
+// (Subscription.addSleeper), its wait over.
+func (h *fuzzHarness) wakeEnded() {
+	w := h.waiter
+	if w == nil {
+		return
+	}
+	if err, early := w.early(h.m); early {
+		h.waiter, w.want = nil, err
+		h.logf("%s: its subscription ended, so it returns", w.desc)
+		h.verify(w, opReturns)
+	}
 }
 
 // waits reports whether op, started on m with stalled parked, would wait:
