@@ -110,14 +110,20 @@
 // operation holds it, that one sets them for both (metrics.go). Log lines and
 // span events are written holding no lock.
 //
-// An operation that finds one of its keys reserved by another marks its keys,
-// releases its locks, waits for that operation to finish, and starts again;
-// the waits of Publish and Subscribe end early with their ctx, which removes
-// the marks. An operation that starts later and needs a marked key waits for
-// the marking one, so the wait is fair: a waiter is not overtaken on its keys
-// by later operations, and proceeds once the reservations it found (and
-// those of the finitely many operations older than it) are released. A
-// waiting close marks the keys its subscription wants; once one of those
+// An operation that finds one of its keys reserved by another, or marked by
+// an older waiter, marks the keys it found so, releases its locks, waits for
+// that operation to finish, and starts again, keeping its marks until it
+// goes on; the waits of Publish and Subscribe end early with their ctx,
+// which removes the marks. An operation that starts later and needs a marked
+// key waits for the marking one, so the wait is fair: a waiter is not
+// overtaken on a key once it has found it busy, each of its other keys can
+// make it wait once more at most, and it proceeds once the reservations it
+// found (and those of the finitely many operations older than it) are
+// released. It holds up nobody on the keys it has not found busy: marking
+// every key of a waiter made the operations on any of them wait for its
+// wait, perhaps a stalled PutMany of another key (G11), and queued waiters
+// behind waiters (Notifier.markBusy). A waiting close marks every key its
+// subscription wants; once one of those
 // wants ends while it waits (its block delivered, or the key
 // unsubscribed), its mark on that key holds nobody up (op.holds), since the
 // close no longer needs the key, and the operations asleep on it wake. So

@@ -56,6 +56,23 @@ func (s *stallStore) publishStalled(t *testing.T, n *Notifier, b blocks.Block) (
 	return release, published
 }
 
+// reserveByGet makes k busy, reserved by a Subscribe of k and y by a new
+// subscription u whose Get of y stalls, and returns once that Get has begun:
+// release lets it go on, and subscribed gets the Subscribe's result. u then
+// wants k, unless the blockstore has k, and y, likewise. A waiter marks only
+// the keys it finds busy (Notifier.markBusy): the tests that need a waiter's
+// mark on a key make the key busy this way, which changes nobody else's
+// wants.
+func (s *stallStore) reserveByGet(t *testing.T, n *Notifier, id uint64, k, y cid.Cid) (u *Subscription, release func(), subscribed chan error) {
+	t.Helper()
+	u = mustSub(t, n, id)
+	release = s.stall(t, y)
+	subscribed = make(chan error, 1)
+	go func() { subscribed <- u.Subscribe(ctx, k, y) }()
+	require.Equal(t, y, <-s.entered)
+	return u, release, subscribed
+}
+
 func (s *stallStore) wait(k cid.Cid) {
 	s.mu.Lock()
 	ch := s.stalled[k]
@@ -256,13 +273,13 @@ func TestIO_PanickingStoreLeavesNoReservation(t *testing.T) {
 	done(t, closed, "Close after a panicking blockstore")
 }
 
-// An operation that waits for a reservation is not overtaken: an operation
-// that starts later on one of its keys waits behind it instead of reserving
-// that key, so a waiter cannot be starved by reservations that roll from one
-// of its keys to another. Here the waiter (Remove, or an Unsubscribe of both
-// keys) waits for a Publish storing kA; a second Publish, of kB, used to
-// reserve kB and enter its PutMany ahead of it, so that the waiter, once kA
-// was free, found kB taken, and so on for as long as publishes came.
+// A waiter is not overtaken on a key it found busy (Notifier.markBusy). u's
+// Subscribe of kA and kX reserves kA for its Get, stalled on kX; v's of kB
+// and kY reserves kB likewise. s.Unsubscribe(kA, kB) (or Remove) waits,
+// marking both; a later Publish of kA waits too. Once u's Get returns, the
+// waiter still waits for kB, and the Publish waits behind its mark on kA:
+// taking kA first, it would deliver kA to s, whose Unsubscribe began before
+// it.
 func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -272,51 +289,92 @@ func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 		{"Unsubscribe", func(s *Subscription, keys ...cid.Cid) { s.Unsubscribe(keys...) }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			st := newStallStore()
-			n, _ := newWithCancels(t, st, WithShards(1))
-			b := mkBlocks("not-overtaken", 2)
-			kA, kB := b[0].Cid(), b[1].Cid()
-			s := mustSub(t, n, 1)
-			require.NoError(t, s.Subscribe(ctx, kA, kB))
-			releaseA := st.stall(t, kA)
-			st.stall(t, kB)
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, _ := newWithCancels(t, st, WithShards(1))
+				b := mkBlocks("not-overtaken", 4)
+				kA, kB, kX, kY := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
+				s, u, v := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
+				require.NoError(t, s.Subscribe(ctx, kA, kB))
+				releaseX, releaseY := st.stall(t, kX), st.stall(t, kY)
+				subU, subV := make(chan error, 1), make(chan error, 1)
+				go func() { subU <- u.Subscribe(ctx, kA, kX) }()
+				require.Equal(t, kX, <-st.entered) // kA and kX reserved
+				go func() { subV <- v.Subscribe(ctx, kB, kY) }()
+				require.Equal(t, kY, <-st.entered) // kB and kY reserved
 
-			first := make(chan error, 1)
-			go func() { first <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
-			require.Equal(t, kA, <-st.entered)
-			waited := make(chan struct{})
-			go func() { defer close(waited); tc.wait(s, kA, kB) }()
-			waitWaiting(t, n, 1)
+				waited := make(chan struct{})
+				go func() { defer close(waited); tc.wait(s, kA, kB) }()
+				synctest.Wait() // asleep on u's reservation of kA, kA and kB marked
+				later := make(chan error, 1)
+				go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+				synctest.Wait()
 
-			second := make(chan error, 1)
-			go func() { second <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }()
-			deadline := time.Now().Add(hang)
-			for n.waiting.Load() != 2 {
+				releaseX()
+				require.NoError(t, <-subU)
+				synctest.Wait()
 				select {
-				case k := <-st.entered:
-					t.Fatalf("the later Publish reserved %s and called PutMany ahead of the waiting %s", k, tc.name)
+				case err := <-later:
+					t.Errorf("a later Publish of kA overtook the waiting %s (returned %v)", tc.name, err)
+					later <- err
 				default:
+					require.EqualValues(t, 2, n.waiting.Load(), "the %s waits for kB, the Publish behind it", tc.name)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("%d operations wait, want 2", n.waiting.Load())
+				releaseY()
+				require.NoError(t, <-subV)
+				done(t, waited, tc.name)
+				require.NoError(t, <-later)
+				synctest.Wait()
+				if tc.name == "Unsubscribe" {
+					require.Empty(t, s.Messages(), "s unsubscribed kA before the Publish")
+				} else if m, ok := <-s.Messages(); ok {
+					t.Errorf("s, removed before the Publish, got %v", m)
 				}
-				runtime.Gosched()
-			}
-
-			releaseA()
-			require.NoError(t, <-first)
-			done(t, waited, tc.name)
-			require.NoError(t, <-second, "kB is not wanted any more: nothing to store")
-			has, err := st.Has(ctx, kB)
-			require.NoError(t, err)
-			require.False(t, has, "a remote block nobody wants is not stored")
-			select {
-			case k := <-st.entered:
-				t.Fatalf("PutMany of %s", k)
-			default:
-			}
+				require.Equal(t, []blocks.Block{b[0]}, recv(t, u).Blocks)
+			})
 		})
 	}
+}
+
+// A waiter does not hold up the operations on a key it has not found busy
+// (Notifier.markBusy): s.Unsubscribe(kA, kB) waits for u's stalled Get of
+// kA; a Publish of kB, which nothing reserves, goes ahead and delivers kB
+// to s, whose want of kB the waiting Unsubscribe has not ended yet. Marking
+// every key of the waiter made it wait for the Get of kA, a key it does not
+// name (G11).
+func TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithShards(1))
+		b := mkBlocks("busy-only", 3)
+		kA, kB, kX := b[0].Cid(), b[1].Cid(), b[2].Cid()
+		s, u := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseX := st.stall(t, kX)
+		subU := make(chan error, 1)
+		go func() { subU <- u.Subscribe(ctx, kA, kX) }()
+		require.Equal(t, kX, <-st.entered) // kA and kX reserved
+
+		waited := make(chan struct{})
+		go func() { defer close(waited); s.Unsubscribe(kA, kB) }()
+		synctest.Wait() // asleep on u's reservation of kA
+		pub := make(chan error, 1)
+		go func() { pub <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:2]}) }()
+		synctest.Wait()
+		select {
+		case err := <-pub:
+			require.NoError(t, err)
+		default:
+			releaseX()
+			require.NoError(t, <-pub)
+			t.Errorf("a Publish of kB waited for a stalled Get of kA, behind a waiting Unsubscribe of kA and kB (G11)")
+		}
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, s).Blocks)
+		releaseX()
+		require.NoError(t, <-subU)
+		done(t, waited, "Unsubscribe")
+		require.False(t, s.Wants(kA))
+	})
 }
 
 // A close that waits marks the keys its subscription wants (Notifier.mark).
@@ -367,9 +425,10 @@ func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 }
 
 // The stale mark of TestIO_WaitingCloseDropsTheMarkOfAnEndedWant does not
-// shield a later waiter either: an operation that waits with that key marks
-// it too, so a still later one on the key waits behind it instead of
-// overtaking it (Notifier.mark, op.holds).
+// shield a later waiter either: an operation that waits for that key (here
+// reserved again by a second Publish) marks it too, so a still later one on
+// the key waits behind it instead of overtaking it (Notifier.markBusy,
+// op.holds).
 func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
@@ -390,10 +449,17 @@ func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
 		releaseA()
 		synctest.Wait()
 		require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
+		for len(st.entered) > 0 {
+			<-st.entered
+		}
+		releaseA2, pubA2 := st.publishStalled(t, n, b[0])
 
 		older, later := make(chan error, 1), make(chan error, 1)
 		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b[0], b[2]}}) }()
-		synctest.Wait() // waits for kC, marking kA and kC
+		synctest.Wait() // waits for kA and kC, marking both (markBusy)
+		releaseA2()
+		require.NoError(t, <-pubA2)
+		synctest.Wait() // still waits for kC
 		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
 		synctest.Wait()
 		select {
@@ -475,6 +541,8 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				s2 := mustSub(t, n, 2)
 				require.NoError(t, s2.Subscribe(ctx, kA))
 				releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
+				// kA busy too, so that the Publish below marks it (Notifier.markBusy).
+				u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "own-want-Y", 1, true).Cid())
 
 				unblock0 := blockShard(t, n, nil, 0)
 				older := make(chan error, 1)
@@ -487,14 +555,20 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				}
 				haves := make(chan error, 1)
 				go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
-				spinWaiting(t, n, 1) // waits for kB, kA and kB marked
+				spinWaiting(t, n, 1) // waits for kA and kB, marking both
+				slept := n.waits.Load()
+				releaseY() // kA free and marked: the Publish waits for kB
+				require.NoError(t, <-subY)
+				for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+					runtime.Gosched()
+				}
 				removed := make(chan struct{})
 				go func() { defer close(removed); s2.Remove() }()
 				spinWaiting(t, n, 2) // asleep on the Publish's mark on kA
 
 				unblock0()
 				require.NoError(t, <-older)
-				require.False(t, n.Wanted(kA), "s2 wants nothing now")
+				require.False(t, s2.Wants(kA), "s2 wants nothing now")
 				synctest.Wait()
 				select {
 				case <-removed:
@@ -506,6 +580,7 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				releaseB()
 				require.NoError(t, <-pubB)
 				require.NoError(t, <-haves)
+				u.Remove()
 				requireIndexEmpty(t, n)
 				require.NoError(t, n.Close())
 			})
@@ -658,6 +733,8 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
 		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
 		require.Equal(t, kM, <-st.entered) // kM likewise
+		// kA busy too, so that both mark it (Notifier.markBusy).
+		u, releaseY, subY := st.reserveByGet(t, n, 1, bA.Cid(), blockInShard(n, "older-mark-Y", 1, true).Cid())
 
 		// The older operation takes its id, then waits for shard 0.
 		unblock0 := blockShard(t, n, nil, 0)
@@ -670,10 +747,13 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		go func() { waiter <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
 		spinWaiting(t, n, 1)
 
-		// The older operation waits for kM, marking kA as well; once kM is
-		// released it goes on, unmarks kA and returns.
+		// The older operation waits for kA and kM, marking both; once they
+		// are released it goes on, unmarks kA and returns.
 		unblock0()
 		spinWaiting(t, n, 2)
+		releaseY()
+		require.NoError(t, <-subY)
+		synctest.Wait()
 		releaseM()
 		require.NoError(t, <-pubM)
 		require.NoError(t, <-older)
@@ -694,6 +774,7 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		require.NoError(t, <-pubJ)
 		require.NoError(t, <-waiter)
 		require.NoError(t, <-later)
+		u.Remove()
 		require.NoError(t, n.Close())
 	})
 }
@@ -721,6 +802,9 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
 		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
 		require.Equal(t, kM, <-st.entered) // kM likewise
+		// kA busy too, so that the oldest and the youngest mark it
+		// (Notifier.markBusy).
+		_, releaseZ, subZ := st.reserveByGet(t, n, 2, kA, blockInShard(n, "oldest-mark-Z", 2, true).Cid())
 
 		// Ids in this order: oldest, middle, youngest. The first two wait
 		// for shards 0 and 1, holding no lock.
@@ -732,13 +816,19 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
 		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
 
-		// The youngest marks kA first (it waits for kJ), the oldest second
-		// (it waits for kM).
+		// The youngest marks kA first (it waits for kA and kJ), the oldest
+		// second (it waits for kA and kM).
 		youngest := make(chan error, 1)
 		go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
 		spinWaiting(t, n, 1)
 		unblock0()
 		spinWaiting(t, n, 2)
+		slept := n.waits.Load()
+		releaseZ() // kA free, marked by both, which sleep again
+		require.NoError(t, <-subZ)
+		for n.waits.Load() < slept+2 || n.waiting.Load() != 2 {
+			runtime.Gosched()
+		}
 
 		unblock1()
 		synctest.Wait()
@@ -956,12 +1046,15 @@ func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
 	published := make(chan error, 1)
 	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
 	require.Equal(t, kA, <-st.entered)
+	u, releaseY, subscribedY := st.reserveByGet(t, n, 4, kB, mkBlocks("cancelled-waiter-y", 1)[0].Cid())
 
 	waiter := mustSub(t, n, 2)
 	wctx, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
 	go func() { gaveUp <- waiter.Subscribe(wctx, kA, kB) }() // waits for kA, marks kA and kB
 	waitWaiting(t, n, 1)
+	releaseY() // kB free, and marked; the waiter still waits for kA
+	require.NoError(t, <-subscribedY)
 	later := mustSub(t, n, 3)
 	subscribed := make(chan error, 1)
 	go func() { subscribed <- later.Subscribe(ctx, kB) }() // waits for the waiter's mark on kB
@@ -981,6 +1074,7 @@ func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
 	waiter.Remove()
 	later.Remove()
 	holder.Remove()
+	u.Remove()
 	requireIndexEmpty(t, n)
 }
 
@@ -1299,12 +1393,16 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 		require.NoError(t, s.Subscribe(ctx, kA))
 		releaseX, pubX := st.publishStalled(t, n, bX) // X reserved, stalled
 		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 2, kA, mkBlocks("review4-unsub-y", 1)[0].Cid())
 
 		pubO := make(chan error, 1) // O: waits for X, A marked
 		go func() { pubO <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA}}) }()
 		synctest.Wait()
 		pubW := make(chan error, 1) // W: younger than O, waits (for C, in the end), A marked
 		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
+		synctest.Wait()
+		releaseY() // A free, marked by O and W
+		require.NoError(t, <-subY)
 		synctest.Wait()
 		unsubscribed := make(chan struct{})
 		go func() { defer close(unsubscribed); s.Unsubscribe(kA) }() // asleep on W's mark on A
@@ -1353,12 +1451,16 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 		s := mustSub(t, n, 1)
 		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
 		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 2, kA, mkBlocks("subscribe-wakes-y", 1)[0].Cid())
 
 		older := make(chan error, 1) // O: waits for Z, A marked
 		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
 		synctest.Wait()
 		pubW := make(chan error, 1) // W: younger than O, waits for C, A marked
 		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
+		synctest.Wait()
+		releaseY() // A free, marked by O and W
+		require.NoError(t, <-subY)
 		synctest.Wait()
 		younger := make(chan error, 1) // asleep on W's mark on A
 		go func() { younger <- s.Subscribe(ctx, kA) }()
@@ -1412,12 +1514,16 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		s := mustSub(t, n, 1)
 		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
 		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("subscribe-lets-go-y", 1)[0].Cid())
 
 		older := make(chan error, 1) // O: waits for Z, A marked
 		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
 		synctest.Wait()
 		waiting := make(chan error, 1) // X: younger than O, waits for B, A marked
 		go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
+		synctest.Wait()
+		releaseY() // A free, marked by O and X
+		require.NoError(t, <-subY)
 		synctest.Wait()
 		other := mustSub(t, n, 2)
 		done := make(chan error, 1) // asleep on X's mark on A

@@ -96,7 +96,7 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			n.touchAll(o)
 			return nil
 		}
-		n.mark(o, 0)
+		n.markBusy(o)
 		var nudge chan struct{}
 		if o.dormant() {
 			nudge = make(chan struct{})
@@ -268,7 +268,9 @@ func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
 }
 
 // mark marks o.resKeys[from:] as waited for by o; the caller holds their
-// shard locks. A key keeps the marks of all its waiters, and an operation
+// shard locks. A close marks so every key its subscription wants
+// (Subscription.markKeys); the other operations mark only the keys they find
+// busy (markBusy). A key keeps the marks of all its waiters, and an operation
 // that needs it waits while the mark of one that started before it holds,
 // sleeping on the youngest of those (markAhead, claimed). So the keys of a
 // waiting operation cannot
@@ -298,6 +300,31 @@ func (n *Notifier) mark(o *op, from int) {
 		}
 		idx := &n.shards[o.keyShards[i]].idx
 		idx.addMark(k, o)
+	}
+	o.marked = true
+}
+
+// markBusy marks, as mark does, the keys of o.resKeys that o must wait for
+// now (claimed and needed); the caller holds their shard locks. The marks of
+// its earlier rounds stay until o goes on (unmark), so a key that has made o
+// wait is o's, before any later operation's, from then on, and each round
+// that o waits again marks a key more: o is overtaken at most once on each
+// of its keys, and proceeds.
+//
+// Marking every key, mark(o, 0), as lockFree first did and a close still
+// does (its keys are those its subscription wants, and it has no deadline),
+// held up the operations on o's other keys for o's whole wait, a stalled
+// blockstore call on a key they do not name (G11;
+// TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy), and lined waiters up behind
+// waiters: in the simulator on flatfs, where about half of the waits were
+// behind another waiter's marks, marking only the busy keys brought the p99
+// latency to 0.70x (BENCHMARKS.md, seventeenth series).
+func (n *Notifier) markBusy(o *op) {
+	for i, k := range o.resKeys {
+		sh := o.keyShards[i]
+		if n.claimed(o, k, sh) != nil && n.needs(o, k, sh) {
+			n.shards[sh].idx.addMark(k, o)
+		}
 	}
 	o.marked = true
 }

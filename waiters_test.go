@@ -111,11 +111,17 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kA))
 		releaseJ, pubJ := st.publishStalled(t, n, bJ) // kJ reserved, its PutMany stalled
+		// kA busy too, so that the head marks it (Notifier.markBusy).
+		u, releaseY, subY := st.reserveByGet(t, n, 2, kA, blocks.NewBlock([]byte("chain-head/Y")).Cid())
 
 		hctx, cancel := context.WithCancel(ctx)
 		head := make(chan error, 1)
 		go func() { head <- n.Publish(hctx, ResponseMessage{From: "head", Haves: []cid.Cid{kA, kJ}}) }()
-		spinWaiting(t, n, 1)
+		synctest.Wait()
+		releaseY() // kA free, marked by the head, which waits for kJ
+		require.NoError(t, <-subY)
+		synctest.Wait()
+		require.EqualValues(t, 1, n.waiting.Load())
 		const m = 5
 		res := make([]chan error, m)
 		want := make([]string, m)
@@ -141,6 +147,7 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 		releaseJ()
 		require.NoError(t, <-pubJ)
 		s.Remove()
+		u.Remove()
 		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
