@@ -90,7 +90,8 @@ type fuzzHarness struct {
 	armed   bool      // the next Subscribe, Fetch or Publish gets a stall point
 	stalled []*fuzzOp // parked in the blockstore, holding reservations, oldest first
 	waiter  *fuzzOp   // waiting for a reservation of a stalled one; at most one
-	// waiterKeys: the keys waiter marked while it waits; a later operation on
+	// waiterKeys: the keys waiter needs (waitFor) as it waits, which it may
+	// mark (fuzzOp.marks says which it has); a later operation on
 	// one of them waits behind it (Notifier.mark).
 	waiterKeys []int
 	mu         sync.Mutex // guards cancels and fuzzSub.got: the callbacks run on the operations' goroutines
@@ -473,7 +474,8 @@ func (h *fuzzHarness) unsubscribe(i int, keys []int) {
 
 func (h *fuzzHarness) remove(i int) {
 	h.launch(&fuzzOp{
-		desc: fmt.Sprintf("sub[%d].Remove()", i),
+		marksAll: true, // a close marks every key its subscription wants
+		desc:     fmt.Sprintf("sub[%d].Remove()", i),
 		run: func(context.Context) error {
 			h.subs[i].s.Remove()
 			return nil

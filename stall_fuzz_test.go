@@ -88,6 +88,13 @@ type fuzzOp struct {
 	parkResv func(m *model) (resv, held []int)
 	held     []int
 
+	// marks: the keys it has marked while waiting, in every round so far:
+	// those it found reserved (Notifier.markBusy), or every key it needed if
+	// marksAll (a close: Subscription.markKeys). A mark holds while the op
+	// still needs its key (op.holds; fuzzHarness.marked).
+	marks    []int
+	marksAll bool
+
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
 	cancel context.CancelFunc
@@ -178,12 +185,29 @@ func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 }
 
 // marked reports whether one of keys, which op needs, is marked by the
-// waiting operation, if that is not op itself.
+// waiting operation, if that is not op itself, with a mark that holds: on a
+// key the waiter still needs (op.holds). The waiter marks only the keys it
+// found busy (Notifier.markBusy), so it holds up nobody on the others.
 func (h *fuzzHarness) marked(op *fuzzOp, keys []int) bool {
-	if h.waiter == nil || h.waiter == op {
+	w := h.waiter
+	if w == nil || w == op {
 		return false
 	}
-	return slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && slices.Contains(h.waiterKeys, k) })
+	needs := w.waitFor(h.m)
+	return slices.ContainsFunc(keys, func(k int) bool {
+		return k >= 0 && slices.Contains(w.marks, k) && slices.Contains(needs, k)
+	})
+}
+
+// busyKeys returns the keys of keys that stalled reserve.
+func busyKeys(stalled []*fuzzOp, keys []int) []int {
+	var busy []int
+	for _, k := range keys {
+		if k >= 0 && reservedBy(stalled, []int{k}) {
+			busy = append(busy, k)
+		}
+	}
+	return busy
 }
 
 // returns reports whether op, started on m with stalled parked, would take
@@ -232,6 +256,15 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 	}
 	if keys := op.waitFor(h.m); reservedBy(h.stalled, keys) {
 		h.waiter, h.waiterKeys = op, keys
+		marks := keys
+		if !op.marksAll {
+			marks = busyKeys(h.stalled, keys)
+		}
+		for _, k := range marks {
+			if !slices.Contains(op.marks, k) {
+				op.marks = append(op.marks, k)
+			}
+		}
 		op.waited = true
 		return opWaits
 	}
