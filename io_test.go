@@ -1466,8 +1466,8 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 		go func() { younger <- s.Subscribe(ctx, kA) }()
 		synctest.Wait()
 		select {
-		case <-younger:
-			t.Fatal("setup: Subscribe(A) did not wait for the older waiters on A")
+		case err := <-younger:
+			t.Fatalf("setup: Subscribe(A) did not wait for the older waiters on A (returned %v)", err)
 		default:
 		}
 
@@ -1530,8 +1530,8 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		go func() { done <- other.Subscribe(ctx, kA) }()
 		synctest.Wait()
 		select {
-		case <-done:
-			t.Fatal("setup: other.Subscribe(A) did not wait for the older waiters on A")
+		case err := <-done:
+			t.Fatalf("setup: other.Subscribe(A) did not wait for the older waiters on A (returned %v)", err)
 		default:
 		}
 
@@ -1550,8 +1550,8 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		}
 		require.True(t, other.Wants(kA))
 		select {
-		case <-waiting:
-			t.Fatal("X returned while B's PutMany, which it waits for, is stalled")
+		case err := <-waiting:
+			t.Fatalf("X returned %v while B's PutMany, which it waits for, is stalled", err)
 		default:
 		}
 		releaseB()
