@@ -90,13 +90,12 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			n.unlock(o.locks)
 			return ErrClosed
 		}
-		busy := n.reserved(o)
+		busy := n.markBusy(o)
 		if busy == nil {
 			n.unmark(o)
 			n.touchAll(o)
 			return nil
 		}
-		n.markBusy(o)
 		var nudge chan struct{}
 		if o.dormant() {
 			nudge = make(chan struct{})
@@ -207,18 +206,6 @@ func (o *op) nudgeClose() {
 	}
 }
 
-// reserved returns the wake-up channel of the first operation that o must
-// wait for on one of o.resKeys (claimed), or nil. The caller holds their
-// shard locks.
-func (n *Notifier) reserved(o *op) chan struct{} {
-	for i, k := range o.resKeys {
-		if w := n.claimed(o, k, o.keyShards[i]); w != nil && n.needs(o, k, o.keyShards[i]) {
-			return w
-		}
-	}
-	return nil
-}
-
 // needs reports whether o must wait for the other operations on k, in shard
 // sh, before it goes on (op.scope): always, but for an Unsubscribe or a
 // Release, which changes nothing for a key its subscription does not want,
@@ -305,7 +292,9 @@ func (n *Notifier) mark(o *op, from int) {
 }
 
 // markBusy marks, as mark does, the keys of o.resKeys that o must wait for
-// now (claimed and needed); the caller holds their shard locks. The marks of
+// now (claimed and needed), and returns the wake-up channel of the operation
+// it must wait for on the first of them, or nil if there is none (then it
+// marks nothing). The caller holds their shard locks. The marks of
 // its earlier rounds stay until o goes on (unmark), so a key that has made o
 // wait is o's, before any later operation's, from then on, and each round
 // that o waits again marks a key more: o is overtaken at most once on each
@@ -319,14 +308,18 @@ func (n *Notifier) mark(o *op, from int) {
 // waiters: in the simulator on flatfs, where about half of the waits were
 // behind another waiter's marks, marking only the busy keys brought the p99
 // latency to 0.70x (BENCHMARKS.md, seventeenth series).
-func (n *Notifier) markBusy(o *op) {
+func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
 	for i, k := range o.resKeys {
 		sh := o.keyShards[i]
-		if n.claimed(o, k, sh) != nil && n.needs(o, k, sh) {
+		if w := n.claimed(o, k, sh); w != nil && n.needs(o, k, sh) {
+			if busy == nil {
+				busy = w
+			}
 			n.shards[sh].idx.addMark(k, o)
+			o.marked = true
 		}
 	}
-	o.marked = true
+	return busy
 }
 
 // holds reports whether o's mark on k, in k's shard index x, still holds up
