@@ -360,13 +360,14 @@ func (h *fuzzHarness) parksHoldingMarked(op *fuzzOp) bool {
 	return slices.ContainsFunc(held, func(k int) bool { return slices.Contains(h.waiterKeys, k) })
 }
 
-// startsOverBehind returns the index in stalled of a parked Subscribe with
-// held keys, other than stalled[i], whose keys the waiting operation needs
+// startsOverBehind returns the index in stalled of a parked call that may
+// start over, other than stalled[i], whose keys the waiting operation needs
 // once stalled[i] is released, ending as o, if it then waits or parks; or
-// -1. That is releaseUnreserved's rule for a waiter that goes on: the waiter
-// now needs keys it did not (the wants of its subscription changed), and
-// would wait or park on one that the Subscribe, starting over once released,
-// needs too.
+// -1: a Subscribe with held keys, or a call that reserves nothing. That is
+// releaseUnreserved's rule for a waiter that goes on: the waiter may need
+// keys it did not (the wants of its subscription changed), or may not have
+// marked them (it marks only the keys it finds busy), and would wait or park
+// on one that the call, starting over once released, needs too.
 func (h *fuzzHarness) startsOverBehind(i int, o ioOutcome) int {
 	w := h.waiter
 	if w == nil {
@@ -383,7 +384,10 @@ func (h *fuzzHarness) startsOverBehind(i int, o ioOutcome) int {
 		return slices.ContainsFunc(ks, func(k int) bool { return slices.Contains(keys, k) })
 	}
 	for j, st := range h.stalled {
-		if j != i && st.resv != nil && len(st.held) > 0 && (needs(st.resv) || needs(st.held)) {
+		switch {
+		case j == i:
+		case st.resv == nil && needs(st.waitFor(c)), // reserves nothing (releaseUnreserved)
+			st.resv != nil && len(st.held) > 0 && (needs(st.resv) || needs(st.held)):
 			return j
 		}
 	}
