@@ -1688,3 +1688,70 @@ func TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds(t *testing.T) {
 		require.NoError(t, <-pubB)
 	})
 }
+
+// requireNoWaiters checks that no shard of n holds a mark or a reservation,
+// and that no subscription of subs has a Subscribe asleep (addSleeper).
+func requireNoWaiters(t *testing.T, n *Notifier, subs ...*Subscription) {
+	t.Helper()
+	for i := range n.shards {
+		n.shards[i].mu.Lock()
+		marks, free := len(n.shards[i].idx.marks), n.shards[i].idx.res.empty()
+		n.shards[i].mu.Unlock()
+		require.Zero(t, marks, "shard %d: marks", i)
+		require.True(t, free, "shard %d: reservations", i)
+	}
+	for _, s := range subs {
+		s.mu.Lock()
+		asleep := len(s.asleep)
+		s.mu.Unlock()
+		require.Zero(t, asleep, "subscription %d: Subscribes asleep", s.ID())
+	}
+}
+
+// The other ends of a subscription wake its waiting Subscribe too
+// (markClosed, whichever path ends it): a Remove of a subscription that
+// wants nothing, which takes no shard lock, and a slow-consumer end. The
+// Subscribe returns that end while the PutMany it waited for is stalled.
+func TestIO_WaitingSubscribeWakesAtEveryEnd(t *testing.T) {
+	for _, how := range []string{"idle remove", "slow consumer"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+				b := mkBlocks("waiting-subscribe-every-end", 3)
+				kA, kB, kH := b[0].Cid(), b[1].Cid(), b[2].Cid()
+				s := mustSub(t, n, 1)
+				if how == "slow consumer" {
+					require.NoError(t, s.Subscribe(ctx, kH))
+				}
+				releaseB, pubB := st.publishStalled(t, n, b[1])
+				waiting := make(chan error, 1)
+				go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
+				synctest.Wait()
+				want := ErrClosed
+				if how == "idle remove" {
+					s.Remove()
+				} else {
+					want = ErrSlowConsumer
+					for i := 0; s.Err() == nil; i++ {
+						require.Less(t, i, 10, "s never overflowed")
+						require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kH}}))
+						synctest.Wait()
+					}
+				}
+				synctest.Wait()
+				select {
+				case err := <-waiting:
+					require.ErrorIs(t, err, want)
+				default:
+					releaseB()
+					<-waiting
+					t.Fatalf("a Subscribe of a subscription ended by %s slept on until the stalled PutMany of kB returned (G11)", how)
+				}
+				releaseB()
+				require.NoError(t, <-pubB)
+				requireNoWaiters(t, n, s)
+			})
+		})
+	}
+}
