@@ -1745,8 +1745,8 @@ func TestIO_WaitingSubscribeWakesAtEveryEnd(t *testing.T) {
 					require.ErrorIs(t, err, want)
 				default:
 					releaseB()
-					<-waiting
-					t.Fatalf("a Subscribe of a subscription ended by %s slept on until the stalled PutMany of kB returned (G11)", how)
+					err := <-waiting
+					t.Fatalf("a Subscribe of a subscription ended by %s slept on until the stalled PutMany of kB returned (G11), then returned %v", how, err)
 				}
 				releaseB()
 				require.NoError(t, <-pubB)
