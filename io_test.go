@@ -56,6 +56,38 @@ func (s *stallStore) publishStalled(t *testing.T, n *Notifier, b blocks.Block) (
 	return release, published
 }
 
+// goAsleep runs f on its own goroutine, in a synctest bubble, and checks,
+// once the bubble has settled, that f waits: the setup of the tests whose
+// subject is a waiter. what names f. The channel gets f's result.
+func goAsleep(t *testing.T, what string, f func() error) chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	synctest.Wait()
+	select {
+	case err := <-done:
+		t.Fatalf("setup: %s did not wait for the older waiters (returned %v)", what, err)
+	default:
+	}
+	return done
+}
+
+// returnsNow checks, in a synctest bubble, that the call behind done has
+// returned nil without waiting for the stalled blockstore call that release
+// lets go: else it releases it, waits for the call, and fails with why.
+func returnsNow(t *testing.T, done chan error, release func(), why string) {
+	t.Helper()
+	synctest.Wait()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	default:
+		release()
+		require.NoError(t, <-done)
+		t.Error(why)
+	}
+}
+
 // reserveByGet makes k busy, reserved by a Subscribe of k and y by a new
 // subscription u whose Get of y stalls, and returns once that Get has begun:
 // release lets it go on, and subscribed gets the Subscribe's result. u then
@@ -1404,14 +1436,7 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 		releaseY() // A free, marked by O and W
 		require.NoError(t, <-subY)
 		synctest.Wait()
-		unsubscribed := make(chan struct{})
-		go func() { defer close(unsubscribed); s.Unsubscribe(kA) }() // asleep on W's mark on A
-		synctest.Wait()
-		select {
-		case <-unsubscribed:
-			t.Fatal("setup: Unsubscribe(A) did not wait for the older waiters on A")
-		default:
-		}
+		unsubscribed := goAsleep(t, "Unsubscribe(A)", func() error { s.Unsubscribe(kA); return nil }) // on W's mark on A
 
 		releaseX() // P_X, then O go on: O delivers A to s, whose want of A ends
 		require.NoError(t, <-pubX)
@@ -1421,13 +1446,7 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 		m := recv(t, s)
 		require.Len(t, m.Blocks, 1)
 		require.Equal(t, kA, m.Blocks[0].Cid())
-		select {
-		case <-unsubscribed:
-		default:
-			releaseC()
-			<-unsubscribed
-			t.Errorf("Unsubscribe(A) by a subscription that no longer wants A slept on until a stalled PutMany of C returned (G11)")
-		}
+		returnsNow(t, unsubscribed, releaseC, "Unsubscribe(A) by a subscription that no longer wants A slept on until a stalled PutMany of C returned (G11)")
 		releaseC()
 		require.NoError(t, <-pubC)
 		require.NoError(t, <-pubW)
@@ -1462,28 +1481,14 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 		releaseY() // A free, marked by O and W
 		require.NoError(t, <-subY)
 		synctest.Wait()
-		younger := make(chan error, 1) // asleep on W's mark on A
-		go func() { younger <- s.Subscribe(ctx, kA) }()
-		synctest.Wait()
-		select {
-		case err := <-younger:
-			t.Fatalf("setup: Subscribe(A) did not wait for the older waiters on A (returned %v)", err)
-		default:
-		}
+		younger := goAsleep(t, "Subscribe(A)", func() error { return s.Subscribe(ctx, kA) }) // on W's mark on A
 
 		releaseZ() // P_Z, then O go on: O records s's want of A
 		require.NoError(t, <-pubZ)
 		require.NoError(t, <-older)
 		synctest.Wait()
 		require.True(t, s.Wants(kA))
-		select {
-		case err := <-younger:
-			require.NoError(t, err)
-		default:
-			releaseC()
-			require.NoError(t, <-younger)
-			t.Errorf("Subscribe(A) by a subscription that wants A already slept on until a stalled PutMany of C returned (G11)")
-		}
+		returnsNow(t, younger, releaseC, "Subscribe(A) by a subscription that wants A already slept on until a stalled PutMany of C returned (G11)")
 		releaseC() // W delivers A to s
 		require.NoError(t, <-pubC)
 		require.NoError(t, <-pubW)
@@ -1526,28 +1531,14 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		require.NoError(t, <-subY)
 		synctest.Wait()
 		other := mustSub(t, n, 2)
-		done := make(chan error, 1) // asleep on X's mark on A
-		go func() { done <- other.Subscribe(ctx, kA) }()
-		synctest.Wait()
-		select {
-		case err := <-done:
-			t.Fatalf("setup: other.Subscribe(A) did not wait for the older waiters on A (returned %v)", err)
-		default:
-		}
+		done := goAsleep(t, "other.Subscribe(A)", func() error { return other.Subscribe(ctx, kA) }) // on X's mark on A
 
 		releaseZ() // P_Z, then O go on: O records s's want of A
 		require.NoError(t, <-pubZ)
 		require.NoError(t, <-older)
 		synctest.Wait()
 		require.True(t, s.Wants(kA))
-		select {
-		case err := <-done:
-			require.NoError(t, err)
-		default:
-			releaseB()
-			require.NoError(t, <-done)
-			t.Errorf("Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
-		}
+		returnsNow(t, done, releaseB, "Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
 		require.True(t, other.Wants(kA))
 		select {
 		case err := <-waiting:
