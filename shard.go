@@ -240,18 +240,23 @@ func wants(x *shardIndex, k cid.Cid, s *Subscription) bool {
 }
 
 // claimed returns the wake-up channel of the operation that o must wait for
-// on k, in shard sh, or nil: another operation that reserved k, or one that
-// started before o (a smaller id) and waits with k marked. The caller holds
-// sh's lock.
+// on k, in shard sh (claimant), or nil. The caller holds sh's lock.
 func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
-	idx := &n.shards[sh].idx
-	if r := idx.res.get(k); r != nil && r != o {
-		return r.wakeOnRelease()
-	}
-	if m := idx.markAhead(k, o.id); m != nil {
-		return m.wakeOnRelease()
+	if c := n.claimant(o, k, sh); c != nil {
+		return c.wakeOnRelease()
 	}
 	return nil
+}
+
+// claimant returns the operation that o must wait for on k, in shard sh, or
+// nil: another operation that reserved k, or one that started before o (a
+// smaller id) and waits with k marked. The caller holds sh's lock.
+func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
+	idx := &n.shards[sh].idx
+	if r := idx.res.get(k); r != nil && r != o {
+		return r
+	}
+	return idx.markAhead(k, o.id)
 }
 
 // mark marks o.resKeys[from:] as waited for by o; the caller holds their
@@ -311,9 +316,9 @@ func (n *Notifier) mark(o *op, from int) {
 func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
 	for i, k := range o.resKeys {
 		sh := o.keyShards[i]
-		if w := n.claimed(o, k, sh); w != nil && n.needs(o, k, sh) {
-			if busy == nil {
-				busy = w
+		if c := n.claimant(o, k, sh); c != nil && n.needs(o, k, sh) {
+			if busy == nil { // a wake-up channel of the first only: o sleeps on it alone
+				busy = c.wakeOnRelease()
 			}
 			n.shards[sh].idx.addMark(k, o)
 			o.marked = true
