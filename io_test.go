@@ -1296,36 +1296,57 @@ func TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck(t *testing.T) {
 // with A unwanted and unchecked, a Subscribe of A that did nothing for A
 // although it came after A's delivery.
 func TestIO_SubscribeStartsOverWhenAWantEndsDuringItsCheck(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n, cancels := newWithCancels(t, st)
-		b := mkBlocks("subscribe-starts-over", 2)
-		kA, kB := b[0].Cid(), b[1].Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA))
-		release := st.stall(t, kB)
-		subscribed := make(chan error, 1)
-		go func() { subscribed <- s.Subscribe(ctx, kA, kB) }()
-		require.Equal(t, kB, <-st.entered)
+	// ctx done: a Subscribe that would start over returns its ctx's error
+	// instead, having changed nothing, as when ctx ends its wait.
+	for _, ctxDone := range []bool{false, true} {
+		t.Run(map[bool]string{false: "goes on", true: "ctx done"}[ctxDone], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { subscribeStartsOver(t, ctxDone) })
+		})
+	}
+}
 
-		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}), "A is not reserved: the Publish goes on")
-		require.Equal(t, []cid.Cid{kA}, cancels.take(), "the Publish ended s's want of A")
-		st.mu.Lock()
-		delete(st.stalled, kB) // the next attempt's Get of B does not stall
-		st.mu.Unlock()
-		release()
-		require.NoError(t, <-subscribed)
+func subscribeStartsOver(t *testing.T, ctxDone bool) {
+	st := newStallStore()
+	n, cancels := newWithCancels(t, st)
+	b := mkBlocks("subscribe-starts-over", 2)
+	kA, kB := b[0].Cid(), b[1].Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA))
+	release := st.stall(t, kB)
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- s.Subscribe(cctx, kA, kB) }()
+	require.Equal(t, kB, <-st.entered)
 
-		var got []cid.Cid
-		for len(s.Messages()) > 0 {
-			m := <-s.Messages()
-			got = append(got, keysOf(m.Blocks)...)
-		}
-		require.Equal(t, []cid.Cid{kA, kA}, got, "A from the Publish, then from the blockstore for the Subscribe's new want")
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}), "A is not reserved: the Publish goes on")
+	require.Equal(t, []cid.Cid{kA}, cancels.take(), "the Publish ended s's want of A")
+	if ctxDone {
+		cancel()
+		release() // the commit finds A no longer wanted
+		require.ErrorIs(t, <-subscribed, context.Canceled)
 		require.False(t, s.Wants(kA))
-		require.True(t, s.Wants(kB))
-		require.Empty(t, cancels.take(), "a key found by its Subscribe was never wanted again")
-	})
+		require.False(t, s.Wants(kB))
+		require.Equal(t, []blocks.Block{b[0]}, recv(t, s).Blocks, "A from the Publish, and nothing else")
+		require.Empty(t, s.Messages())
+		require.Empty(t, cancels.take())
+		return
+	}
+	st.mu.Lock()
+	delete(st.stalled, kB) // the next attempt's Get of B does not stall
+	st.mu.Unlock()
+	release()
+	require.NoError(t, <-subscribed)
+
+	var got []cid.Cid
+	for len(s.Messages()) > 0 {
+		m := <-s.Messages()
+		got = append(got, keysOf(m.Blocks)...)
+	}
+	require.Equal(t, []cid.Cid{kA, kA}, got, "A from the Publish, then from the blockstore for the Subscribe's new want")
+	require.False(t, s.Wants(kA))
+	require.True(t, s.Wants(kB))
+	require.Empty(t, cancels.take(), "a key found by its Subscribe was never wanted again")
 }
 
 // A Subscribe waits for no blockstore call on a key its subscription wants
@@ -1549,35 +1570,6 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		require.NoError(t, <-pubB)
 		require.NoError(t, <-waiting)
 		require.True(t, s.Wants(kA))
-	})
-}
-
-// A Subscribe that would start over returns its ctx's error instead, once
-// ctx is done, having changed nothing, as when ctx ends its wait.
-func TestIO_SubscribeDoesNotStartOverPastItsContext(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n, cancels := newWithCancels(t, st)
-		b := mkBlocks("subscribe-start-over-ctx", 2)
-		kA, kB := b[0].Cid(), b[1].Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA))
-		release := st.stall(t, kB)
-		cctx, cancel := context.WithCancel(ctx)
-		subscribed := make(chan error, 1)
-		go func() { subscribed <- s.Subscribe(cctx, kA, kB) }()
-		require.Equal(t, kB, <-st.entered)
-
-		require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}))
-		require.Equal(t, []cid.Cid{kA}, cancels.take(), "the Publish ended s's want of A")
-		cancel()
-		release() // the commit finds A no longer wanted
-		require.ErrorIs(t, <-subscribed, context.Canceled)
-		require.False(t, s.Wants(kA))
-		require.False(t, s.Wants(kB))
-		require.Equal(t, []blocks.Block{b[0]}, recv(t, s).Blocks, "A from the Publish, and nothing else")
-		require.Empty(t, s.Messages())
-		require.Empty(t, cancels.take())
 	})
 }
 
