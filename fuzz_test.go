@@ -474,8 +474,7 @@ func (h *fuzzHarness) unsubscribe(i int, keys []int) {
 
 func (h *fuzzHarness) remove(i int) {
 	h.launch(&fuzzOp{
-		marksAll: true, // a close marks every key its subscription wants
-		desc:     fmt.Sprintf("sub[%d].Remove()", i),
+		desc: fmt.Sprintf("sub[%d].Remove()", i),
 		run: func(context.Context) error {
 			h.subs[i].s.Remove()
 			return nil

@@ -409,6 +409,45 @@ func TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy(t *testing.T) {
 	})
 }
 
+// A waiting close marks only the keys it found busy, as the other waiters
+// do (Subscription.markIfBusy): Remove(s), asleep on a stalled PutMany of kA,
+// holds up neither a Publish of kB, which s wants, nor a Subscribe of kB by
+// another subscription (G11). Both waited for the stalled PutMany when a
+// close marked every key its subscription wanted.
+func TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st, WithShards(1))
+		b := mkBlocks("close-busy-only", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s, w := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, pubA := st.publishStalled(t, n, b[0])
+		removed := goAsleep(t, "Remove(s)", func() error { s.Remove(); return nil })
+
+		call := func(f func() error) chan error {
+			c := make(chan error, 1)
+			go func() { c <- f() }()
+			return c
+		}
+		returnsNow(t, call(func() error { return w.Subscribe(ctx, kB) }), releaseA,
+			"a Subscribe of kB waited for a stalled PutMany of kA, behind a waiting Remove of a subscription that wants kA and kB (G11)")
+		returnsNow(t, call(func() error { return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }), releaseA,
+			"a Publish of kB waited for a stalled PutMany of kA, behind a waiting Remove of a subscription that wants kA and kB (G11)")
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, w).Blocks)
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, s).Blocks, "s wanted kB: Remove had not ended it yet")
+		require.Equal(t, []cid.Cid{kB}, cancels.take())
+
+		releaseA()
+		require.NoError(t, <-pubA)
+		require.NoError(t, <-removed)
+		require.Equal(t, []cid.Cid{kA}, cancels.take())
+		require.NoError(t, s.Err())
+		w.Remove()
+		requireIndexEmpty(t, n)
+	})
+}
+
 // A close that waits marks the keys its subscription wants (Notifier.mark).
 // When one of those wants ends while it waits (here its block is
 // delivered), that key's mark holds nobody up any more, so operations on the
@@ -538,7 +577,7 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 		if how == "delivered" {
 			require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks)
 		}
-		require.False(t, n.Wanted(kA), "nobody wants kA")
+		require.False(t, s.Wants(kA), "s wants kA no more")
 		synctest.Wait()
 		select {
 		case err := <-later:
@@ -546,7 +585,7 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 		default:
 			sc.releaseB()
 			assert.NoError(t, <-later)
-			t.Fatal("a Publish of kA, which nobody wants now, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
+			t.Fatal("a Publish of kA, which s wants no more, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
 		}
 		sc.finish(t)
 		require.NoError(t, n.Close())
@@ -642,7 +681,14 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
-		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
+		// kA and kC busy, so that Remove marks them (Subscription.markIfBusy):
+		// reserved by a Subscribe of u whose Get of kY stalls.
+		u := mustSub(t, n, 4)
+		kY := blockInShard(n, "dormant-Y", 1, true).Cid()
+		releaseY := st.stall(t, kY)
+		subU := make(chan error, 1)
+		go func() { subU <- u.Subscribe(ctx, kA, kC, kY) }()
+		require.Equal(t, kY, <-st.entered)
 
 		unblock0 := blockShard(t, n, nil, 0)
 		older := make(chan struct{})
@@ -650,7 +696,14 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
 		removed := make(chan struct{})
 		go func() { defer close(removed); s2.Remove() }()
-		spinWaiting(t, n, 1) // asleep on kB's reservation, kA, kB and kC marked
+		spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
+		slept := n.waits.Load()
+		releaseY()
+		require.NoError(t, <-subU)
+		for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+			runtime.Gosched()
+		} // asleep on kB's reservation, kA, kB and kC marked
 		unblock0()
 		<-older // Remove's mark on kA is dormant
 		synctest.Wait()
@@ -675,6 +728,7 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		<-removed
 		require.NoError(t, <-haves)
 		s3.Remove()
+		u.Remove()
 		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 		require.Zero(t, woke, "the sleepers woke %d times for %d deliveries of kA to s3, which changed nothing for them", woke, deliveries)
@@ -682,12 +736,16 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 }
 
 // removeBehindStall is the scene of the stale-mark tests, inside a synctest
-// bubble: on two shards, s wants kA and kB (shard 1); a Publish of kB is
-// stalled in its PutMany, so kB is reserved; an operation that started
-// before the close and will end s's want of kA waits for shard 0, which the
-// scene holds (how: "delivered", a Publish of kA and kX, or
+// bubble: on two shards, s wants kA and kB (shard 1); an operation that
+// started before the close and will end s's want of kA waits for shard 0,
+// which the scene holds (how: "delivered", a Publish of kA and kX, or
 // "unsubscribed", an Unsubscribe of them); and s.Remove() waits for kB, with
-// kA and kB marked.
+// kA and kB marked. A close marks only the keys it finds busy
+// (Subscription.markIfBusy), so kA is first reserved by a Subscribe of kA
+// and kY by another subscription, u, whose Get of kY stalls: Remove sleeps
+// on it with kA marked. Then a Publish of kB reserves kB and stalls in its
+// PutMany, and u's Get goes on: Remove wakes, finds kB busy, marks it and
+// sleeps on it, keeping its mark on kA. u wants kA from then on.
 type removeBehindStall struct {
 	n          *Notifier
 	s          *Subscription
@@ -715,8 +773,7 @@ func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
 	s := mustSub(t, n, 1)
 	sc.s = s
 	require.NoError(t, s.Subscribe(ctx, kA, kB))
-
-	sc.releaseB, sc.pubB = st.publishStalled(t, n, sc.bB) // kB reserved, its PutMany stalled
+	_, releaseY, subY := st.reserveByGet(t, n, 2, kA, blockInShard(n, prefix+"-Y", 1, true).Cid())
 
 	sc.unblock0 = blockShard(t, n, nil, 0)
 	switch how {
@@ -731,8 +788,16 @@ func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
 	}
 
 	go func() { defer close(sc.removed); s.Remove() }()
-	spinWaiting(t, n, 1) // Remove waits for kB, kA and kB marked
-	return sc
+	spinWaiting(t, n, 1) // Remove waits for u's reservation of kA, kA marked
+
+	sc.releaseB, sc.pubB = st.publishStalled(t, n, sc.bB) // kB reserved, its PutMany stalled
+	slept := n.waits.Load()
+	releaseY()
+	require.NoError(t, <-subY)
+	for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+		runtime.Gosched()
+	}
+	return sc // Remove waits for kB, kA and kB marked
 }
 
 // finish releases the stalled PutMany and checks that everything ends.

@@ -260,9 +260,8 @@ func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
 }
 
 // mark marks o.resKeys[from:] as waited for by o; the caller holds their
-// shard locks. A close marks so every key its subscription wants
-// (Subscription.markKeys); the other operations mark only the keys they find
-// busy (markBusy). A key keeps the marks of all its waiters, and an operation
+// shard locks. Every operation marks only the keys it finds busy
+// (markBusy; a close, Subscription.markIfBusy). A key keeps the marks of all its waiters, and an operation
 // that needs it waits while the mark of one that started before it holds,
 // sleeping on the youngest of those (markAhead, claimed). So the keys of a
 // waiting operation cannot
@@ -305,9 +304,7 @@ func (n *Notifier) mark(o *op, from int) {
 // that o waits again marks a key more: o is overtaken at most once on each
 // of its keys, and proceeds.
 //
-// Marking every key, mark(o, 0), as lockFree first did and a close still
-// does (its keys are those its subscription wants, and it has no deadline),
-// held up the operations on o's other keys for o's whole wait, a stalled
+// Marking every key, mark(o, 0), as lockFree and closes first did, held up the operations on o's other keys for o's whole wait, a stalled
 // blockstore call on a key they do not name (G11;
 // TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy), and lined waiters up behind
 // waiters: in the simulator on flatfs, where about half of the waits were
@@ -328,9 +325,9 @@ func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
 }
 
 // holds reports whether o's mark on k, in k's shard index x, still holds up
-// the operations that started after o. A close marks the keys its
-// subscription wants when it must wait (Subscription.markKeys), and one of
-// those wants can end while it waits: the operation it waits for, or
+// the operations that started after o. A close marks the keys of its
+// subscription's wants that it finds busy (Subscription.markIfBusy), and
+// one of those wants can end while it waits: the operation it waits for, or
 // another, delivers the key's block. The close then no longer needs k, and
 // its mark must not keep operations on k waiting behind its wait for other
 // keys, which may be a stalled blockstore call (G11): the operations already

@@ -89,11 +89,10 @@ type fuzzOp struct {
 	held     []int
 
 	// marks: the keys it has marked while waiting, in every round so far:
-	// those it found reserved (Notifier.markBusy), or every key it needed if
-	// marksAll (a close: Subscription.markKeys). A mark holds while the op
-	// still needs its key (op.holds; fuzzHarness.marked).
-	marks    []int
-	marksAll bool
+	// those it found reserved (Notifier.markBusy; a close,
+	// Subscription.markIfBusy). A mark holds while the op still needs its key
+	// (op.holds; fuzzHarness.marked).
+	marks []int
 
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
@@ -256,11 +255,7 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 	}
 	if keys := op.waitFor(h.m); reservedBy(h.stalled, keys) {
 		h.waiter, h.waiterKeys = op, keys
-		marks := keys
-		if !op.marksAll {
-			marks = busyKeys(h.stalled, keys)
-		}
-		for _, k := range marks {
+		for _, k := range busyKeys(h.stalled, keys) {
 			if !slices.Contains(op.marks, k) {
 				op.marks = append(op.marks, k)
 			}

@@ -880,9 +880,10 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 // add a key in another shard between computing the set and
 // locking it; then it starts over with the larger set. That converges: keys
 // are added only under their shard's lock, which lockAll holds once the set
-// covers them. A reserved key makes it mark the keys it holds, release
-// everything, wait for the reserving operation, and start over (see
-// Notifier.lockFree and Notifier.mark). Stale entries need no lock: an ended
+// covers them. A busy key (reserved, or marked by an older waiter) makes it
+// mark the busy keys it holds (markIfBusy), release everything, wait for
+// the first one's holder, and start over, keeping its marks until it goes
+// on (see Notifier.lockFree and Notifier.mark). Stale entries need no lock: an ended
 // interest never comes back. Asleep, it also wakes when a want of s ends
 // (op.letGo): the key it slept for may
 // be one that s no longer wants.
@@ -892,6 +893,7 @@ func (s *Subscription) lockAll(o *op) {
 		s.mu.Lock()
 		covered := true
 		var busy chan struct{}
+		from := len(o.resKeys)
 		for k, e := range s.keys {
 			if e.ended.Load() {
 				continue
@@ -900,8 +902,8 @@ func (s *Subscription) lockAll(o *op) {
 			if !o.locks.Has(int(sh)) {
 				o.more.Add(int(sh))
 				covered = false
-			} else if o.locked && busy == nil {
-				busy = n.claimed(o, k, sh)
+			} else if o.locked {
+				busy = s.markIfBusy(o, k, sh, busy)
 			}
 		}
 		if covered && o.locked && busy == nil {
@@ -910,7 +912,7 @@ func (s *Subscription) lockAll(o *op) {
 		}
 		var nudge chan struct{}
 		if busy != nil {
-			s.markKeys(o)
+			n.mark(o, from)
 			nudge = make(chan struct{})
 			o.nudge.Store(&nudge)
 		}
@@ -932,23 +934,32 @@ func (s *Subscription) lockAll(o *op) {
 	}
 }
 
-// markKeys marks, for a close that waits (see Notifier.mark), s's keys in
-// the shards it holds, recording them in o.resKeys to unmark them. The
-// caller holds those shards and s.mu.
-func (s *Subscription) markKeys(o *op) {
+// markIfBusy notes k, in shard sh, for lockAll's close o to mark if another
+// operation holds it (claimant): one that reserved it, or an older waiter
+// whose mark holds. It returns busy, or, if busy is nil and k is held, the
+// wake-up channel of k's claimant, which o will sleep on. The caller holds
+// sh's lock and s.mu.
+//
+// A close marks only the keys it finds busy, as markBusy does for the other
+// operations, and keeps them until it goes on. Marking every key that s
+// wants, as a close first did, held up every operation on any of them (a
+// Publish of a block that s wants, a Subscribe of one, by any subscription)
+// for the close's whole wait, perhaps a stalled blockstore call on another
+// key (G11; TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy).
+func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, busy chan struct{}) chan struct{} {
 	n := s.n
-	from := len(o.resKeys)
-	for k, e := range s.keys {
-		if e.ended.Load() {
-			continue
-		}
-		sh := n.shardOf(k)
-		if o.locks.Has(int(sh)) && !n.shards[sh].idx.marked(k, o) {
-			o.resKeys = append(o.resKeys, k)
-			o.keyShards = append(o.keyShards, sh)
-		}
+	c := n.claimant(o, k, sh)
+	if c == nil {
+		return busy
 	}
-	n.mark(o, from)
+	if busy == nil {
+		busy = c.wakeOnRelease()
+	}
+	if !n.shards[sh].idx.marked(k, o) {
+		o.resKeys = append(o.resKeys, k)
+		o.keyShards = append(o.keyShards, sh)
+	}
+	return busy
 }
 
 // markClosed marks s closed with err and closes out, or has drain close it,
