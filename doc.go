@@ -122,9 +122,9 @@
 // released. It holds up nobody on the keys it has not found busy: marking
 // every key of a waiter made the operations on any of them wait for its
 // wait, perhaps a stalled PutMany of another key (G11), and queued waiters
-// behind waiters (Notifier.markBusy). A waiting close marks every key its
-// subscription wants; once one of those
-// wants ends while it waits (its block delivered, or the key
+// behind waiters (Notifier.markBusy). A waiting close, too, marks only
+// the keys it found busy (Subscription.markIfBusy); once the want of a key it marked
+// ends while it waits (its block delivered, or the key
 // unsubscribed), its mark on that key holds nobody up (op.holds), since the
 // close no longer needs the key, and the operations asleep on it wake. So
 // for a waiting Unsubscribe or Release; and, the other way round, for a
