@@ -293,7 +293,7 @@ func (x *shardIndex) wakeSubscribes(k cid.Cid, s *Subscription) {
 	}
 	for _, m := range x.marks[k] {
 		if m.sub == s && m.scope == waitUnwanted {
-			m.letGo()
+			m.letGo(nil) // a Subscribe: never pending
 		}
 	}
 }
@@ -351,7 +351,8 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 // until the close's own wait, perhaps for a stalled blockstore call on
 // another key, is over. A woken operation that still needs to wait for the
 // close (another of its keys) asks for its wake-up channel again. The caller
-// holds k's shard lock. wakeDelivered is the same for a delivery.
+// holds k's shard lock. wakeDelivered is the same for a delivery. by is
+// the operation that ended the want: it resumes a pending close (op.letGo).
 //
 // Only the closes of s are looked at: a mark is the close's of one
 // subscription, and holds only while that one wants k, so the others' marks
@@ -370,13 +371,13 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 // Without that, it slept on until that operation went on, perhaps after a
 // stalled blockstore call on a key its subscription never wanted (G11;
 // review, TestIO_CloseWakesWhenItsOwnWantEnds).
-func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
+func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription, by *op) {
 	if len(x.marks) == 0 {
 		return
 	}
 	for _, m := range x.marks[k] {
 		if m.sub == s && !m.holds(x, k) {
-			m.letGo()
+			m.letGo(by)
 		}
 	}
 }
@@ -390,13 +391,13 @@ func (x *shardIndex) wakeStaleMarks(k cid.Cid, s *Subscription) {
 // to other subscriptions (review,
 // TestIO_DeliveryToOthersWakesNoDormantClose). The caller holds k's shard
 // lock, which it keeps until the wants have ended.
-func (x *shardIndex) wakeDelivered(k cid.Cid, e *interest) {
+func (x *shardIndex) wakeDelivered(k cid.Cid, e *interest, by *op) {
 	if len(x.marks) == 0 {
 		return
 	}
 	for _, m := range x.marks[k] {
 		if m.whileWanted() && slices.Contains(e.subs, m.sub) {
-			m.letGo()
+			m.letGo(by)
 		}
 	}
 }

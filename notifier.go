@@ -69,7 +69,17 @@ type Option func(*config)
 //
 // f is called synchronously by the operation that ended the last want of the
 // keys (Publish, Subscribe, Unsubscribe, Remove or Close), before that
-// operation returns, while it holds the locks of the shards of those keys:
+// operation returns, while it holds the locks of the shards of those keys.
+// One exception: the end of a slow consumer (WithMaxPending) that the
+// overflowing Publish or Subscribe could not complete at once, because
+// another operation held up one of the subscription's keys (a blockstore
+// call in progress, or an older waiter), is left pending and completed by
+// that other operation as it finishes, or by the one that ends the
+// subscription's want of such a key: f then runs on that operation's
+// goroutine, for the keys of the ended subscription, after that operation
+// has taken effect and before it returns, and not in the overflowing
+// operation, which may have returned already (Subscription.closeSlow).
+// Either way f runs under the locks of the shards of the keys it gets:
 // any later Subscribe of one of these keys returns only after f has returned,
 // which is what keeps a CANCEL from overtaking a newer WANT. Operations on
 // other keys in those shards wait for f too; the rest of the Notifier does
@@ -139,6 +149,8 @@ type Notifier struct {
 	closed    atomic.Bool
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
+	pending   sync.WaitGroup // pending slow-consumer closes (Subscription.closeSlow), added under the subscription's lock while it is open
+	parkSeq   atomic.Uint64  // generations of parked pending closes (parkEntry); 0 is never used
 	inflight  sync.WaitGroup // operations in blockstore I/O (holding reservations, or a one-key Subscribe in its Get, between peek and getUnlocked's end); Add only under a shard lock, having seen closed false there, so that Close's barrier orders it before Wait
 	waiting   atomic.Int64   // operations waiting for another's reservation or mark (lockFree, lockAll)
 	waits     atomic.Uint64  // times an operation has begun such a wait (await), for tests
@@ -456,8 +468,11 @@ func (n *Notifier) unregister(s *Subscription) {
 // operations on other keys, in any shard, do not. It blocks only for the
 // blockstore, for operations holding the same shard locks or reservations on
 // its keys, or older ones waiting for such a reservation with one of its keys
-// (waits are first come, first served: see doc.go; ctx ends that wait), and,
-// when it closes a subscription past WithMaxPending, as Remove does. It
+// (waits are first come, first served: see doc.go; ctx ends that wait). A
+// subscription it overflows past WithMaxPending it ends without waiting: if
+// another operation holds up one of that subscription's keys, the end is
+// left to that operation (Subscription.closeSlow). It may also end, before it
+// returns, the pending ends of slow consumers that it held up itself. It
 // returns ErrClosed after Close; bad input is refused first, with ErrNilBlock
 // or ErrInvalidCid, closed or not, so that a caller's bug does not hide
 // behind a shutdown.
@@ -567,6 +582,7 @@ func (n *Notifier) closeAll(subs []*Subscription) {
 	carryon.Each(subs, func(s *Subscription) { s.close(ErrClosed, false) }, func() {
 		n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
 		n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
+		n.pending.Wait()  // pending closes, which the operations above may be resuming: every subscription is closed, so none is added
 		n.drainers.Wait()
 		n.m.refresh(n) // observe.go's gauges
 	})

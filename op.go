@@ -2,6 +2,7 @@ package notifier
 
 import (
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -98,6 +99,34 @@ type op struct {
 	step      step                  // how far step 5 got (run.go, finish)
 	next      int                   // the next entry of order (stepFuncs) or slow (stepSlow)
 	probe     probe                 // what Publish and Subscribe report (observe.go)
+
+	// Pending closes (Subscription.closeSlow). An op that another op's
+	// pending close found holding one of its keys (claimant) lists that
+	// close in parked, and resumes it when it is done (putOp).
+	pmu       sync.Mutex    // guards parked; a leaf: nothing is locked under it
+	parked    []parkEntry   // pending closes to resume when o is done
+	hasParked atomic.Bool   // parked is not empty: putOp's check without pmu
+	park      atomic.Uint64 // o is a pending close: the generation of its current park, 0 while it runs or is not one
+	pending   bool          // o is a pending close counted in Notifier.pending
+}
+
+// parkEntry is a pending close, o, parked with generation gen: the entry is
+// stale once o has been resumed (o.park no longer gen), and the one resumer
+// is the first to swap o.park from gen to 0.
+type parkEntry struct {
+	o   *op
+	gen uint64
+}
+
+// enqueue lists p, a pending close parked with generation gen, for o to
+// resume when it is done. The caller holds the shard lock of a key that o
+// holds up (reserves, or marks with a mark that holds), or is o's own
+// goroutine (op.letGo): either way o has not reached putOp.
+func (o *op) enqueue(p *op, gen uint64) {
+	o.pmu.Lock()
+	o.parked = append(o.parked, parkEntry{o: p, gen: gen})
+	o.hasParked.Store(true)
+	o.pmu.Unlock()
 }
 
 func newOp(shards int) *op {
@@ -132,7 +161,20 @@ func (n *Notifier) getOp() *op {
 // nor self): each is cleared only if it holds something, and a slice is cut
 // to length 0 in place, which writes no pointer (a slice header written back
 // whole costs a write barrier check per field, on every operation).
+//
+// Every op ends here, on every path (success, error, ctx, panic unwinding),
+// holding no lock, its reservations and marks released: so this is where it
+// resumes the pending closes that it held up (parked), after returning to
+// the pool. Those need nothing of o.
 func (n *Notifier) putOp(o *op) {
+	var parked []parkEntry
+	if o.hasParked.Load() {
+		o.pmu.Lock()
+		parked, o.parked = o.parked, nil
+		o.hasParked.Store(false)
+		o.pmu.Unlock()
+	}
+	o.pending = false
 	o.msg, o.sub, o.why, o.from = ResponseMessage{}, nil, nil, ""
 	o.closing = false
 	o.locks.Clear()
@@ -169,6 +211,9 @@ func (n *Notifier) putOp(o *op) {
 	o.step, o.next = stepNone, 0
 	o.probe = probe{}
 	n.ops.Put(o)
+	if len(parked) > 0 {
+		n.resume(parked)
+	}
 }
 
 // cut zeroes the elements of *s (zero) and cuts it to length 0 in place,

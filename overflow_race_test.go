@@ -173,3 +173,75 @@ func overflowAndHold(t *testing.T, bs Blockstore) *heldOverflow {
 	<-inCancel
 	return h
 }
+
+// G6 and G11: a Publish that overflows a subscription past WithMaxPending
+// does not wait for an unrelated stalled PutMany to end it. s wants kA and
+// kB; a Publish of kA's block stalls in PutMany, kA reserved; a Publish of a
+// HAVE of kB overflows s. Ending s needs kA's shard free of reservations, so
+// the end cannot happen now: the overflowing Publish leaves it pending with
+// the Publish of kA, which finishes it once its PutMany returns. Until then
+// s is live (Err nil, still wanting kB: the end takes effect at one
+// instant); then Messages() closes, Err reports ErrSlowConsumer, s's wants
+// end, the cancel function gets kA (delivered by its Publish) and kB (the
+// end), and the index is empty. A Remove or a Close of s while the end is
+// pending waits for it (as a close waits for an older waiting close), and
+// Err stays ErrSlowConsumer; Close leaves no pending end and no goroutine
+// (synctest.Test fails if one is left in the bubble).
+func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *testing.T) {
+	for _, end := range []string{"pending end alone", "Remove", "Close"} {
+		t.Run(end, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, cancels := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+				b := mkBlocks("pending close", 2)
+				kA, kB := b[0].Cid(), b[1].Cid()
+				s := mustSub(t, n, 1)
+				require.NoError(t, s.Subscribe(ctx, kA, kB))
+				for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
+					seqHave(t, n, kB, i)
+					synctest.Wait() // drain, if started, has taken its message and waits for out
+				}
+				release, published := st.publishStalled(t, n, b[0]) // kA reserved
+				overflow := make(chan error, 1)
+				go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}) }()
+				returnsNow(t, overflow, release, "the Publish that overflowed s waited for the stalled PutMany of kA to end s")
+				require.NoError(t, s.Err(), "the end is pending: Err changes with Messages() and the wants")
+				require.True(t, s.Wants(kB), "the end is pending")
+				select {
+				case <-published:
+					t.Fatal("setup: the stalled Publish of kA returned")
+				default:
+				}
+				var ended chan error
+				switch end {
+				case "Remove":
+					ended = goAsleep(t, "Remove", func() error { s.Remove(); return nil })
+				case "Close":
+					ended = goAsleep(t, "Close", n.Close)
+				}
+
+				release()
+				require.NoError(t, <-published)
+				if ended != nil {
+					require.NoError(t, <-ended)
+				}
+				synctest.Wait()
+				for i := range 3 { // what was queued before the overflow, then the close
+					m, ok := <-s.Messages()
+					if !ok {
+						break
+					}
+					require.Equal(t, fmt.Sprint(i), m.From)
+				}
+				_, ok := <-s.Messages()
+				require.False(t, ok, "Messages() is closed once the pending end ran")
+				require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+				require.False(t, s.Wants(kA))
+				require.False(t, s.Wants(kB))
+				require.Equal(t, sorted(kA, kB), cancels.take(), "the cancel function gets kA (delivered) and kB (the end)")
+				requireIndexEmpty(t, n)
+				require.NoError(t, n.Close())
+			})
+		})
+	}
+}

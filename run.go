@@ -114,7 +114,7 @@ func (n *Notifier) finish(o *op) {
 	for o.next < len(o.slow) {
 		s := o.slow[o.next]
 		o.next++
-		s.close(ErrSlowConsumer, false)
+		s.closeSlow()
 	}
 	o.step = stepNone
 	n.handedOver(o) // observe.go hook: metrics, slow-consumer log
@@ -177,7 +177,7 @@ func (n *Notifier) route(o *op) {
 		// Every want in the index had its WANT sent: a Subscribe that finds
 		// a block nobody else wants delivers it without indexing it.
 		x := &n.shards[h.shard].idx
-		x.wakeDelivered(h.key, h.e)
+		x.wakeDelivered(h.key, h.e, o)
 		if x.endDelivered(h.key, h.e) {
 			o.cancels = append(o.cancels, h.key)
 			o.keep.Add(int(h.shard))

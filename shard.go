@@ -190,10 +190,22 @@ func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
 // with a nudge: one of o's marks has stopped holding, as a want of o's
 // subscription ended (shardIndex.wakeStaleMarks, wakeDelivered) or, for a
 // Subscribe, began (shardIndex.wakeSubscribes).
-// The caller holds the shard lock of that want's key.
-func (o *op) letGo() {
+// The caller holds the shard lock of that want's key. If o is a pending
+// close (Subscription.closeSlow), which has no goroutine to nudge, by, the
+// operation that ended or began the want, running letGo on its own
+// goroutine, lists o to resume it when it is done (putOp), as o's claimant
+// will: the first of them resumes it (parkEntry). Without that, a pending
+// close whose wait for a key is over would wait on for its claimant, perhaps
+// an older waiter behind a stalled blockstore call on a key its subscription
+// never wanted (G11).
+func (o *op) letGo(by *op) {
 	o.wakeWaiters()
 	o.nudgeClose()
+	if by != nil && by != o {
+		if gen := o.park.Load(); gen != 0 {
+			by.enqueue(o, gen)
+		}
+	}
 }
 
 // nudgeClose wakes o, if it sleeps in lockAll or lockFree with a nudge

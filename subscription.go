@@ -15,6 +15,7 @@ import (
 	datastore "github.com/ipfs/go-datastore"
 	format "github.com/ipfs/go-ipld-format"
 
+	"github.com/bitswapsync/notifier/internal/carryon"
 	"github.com/bitswapsync/notifier/internal/fifo"
 )
 
@@ -177,6 +178,9 @@ func (s *Subscription) enlist() bool {
 
 // closedErr is what operations on a closed subscription return.
 func (s *Subscription) closedErr() error {
+	if s.overflow { // ended as a slow consumer, or that end is pending (closeSlow)
+		return fmt.Errorf("notifier: subscription %d ended: %w", s.id, ErrSlowConsumer)
+	}
 	if s.err != nil {
 		return fmt.Errorf("notifier: subscription %d ended: %w", s.id, s.err)
 	}
@@ -410,7 +414,7 @@ func (s *Subscription) endOne(p *probe, blk blocks.Block, overflowed bool, err e
 	if overflowed {
 		func() {
 			defer n.closedSlow(p, s) // observe.go hook; deferred, as above
-			s.close(ErrSlowConsumer, false)
+			s.closeSlow()
 		}()
 		s.mu.Lock()
 		err = s.closedErr()
@@ -711,7 +715,7 @@ func commitRelease(_ *Notifier, o *op) error {
 func (s *Subscription) endWant(o *op, k cid.Cid, sh int32) {
 	x := &s.n.shards[sh].idx
 	_, kindLast, last := x.endWant(k, s)
-	x.wakeStaleMarks(k, s)
+	x.wakeStaleMarks(k, s, o)
 	if last {
 		o.cancels = append(o.cancels, k)
 		o.keep.Add(int(sh))
@@ -805,6 +809,58 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 	return o.report(report)
 }
 
+// closeSlow ends s as a slow consumer, for the operation that overflowed it
+// (finish, endOne), which has released its own locks. It does not wait: if
+// another operation holds up a key that s wants (a reservation for a
+// blockstore call, or an older waiter's mark), the close is left pending,
+// marking the keys it found busy as a waiting close does, and the
+// operation that holds it up finishes it when done (putOp), or the one that
+// ends s's want of such a key (op.letGo). So a Publish that overflows s
+// returns at once, even if a key of s is reserved by a stalled PutMany (G6,
+// G11). Until the end, s is live but drops its messages, and Err reports
+// ErrSlowConsumer; a Remove or Close of s in between waits behind the
+// pending close's marks, or completes the end itself, as it would behind a
+// waiting close; either way Err then reports ErrSlowConsumer (markClosed).
+// Err, Messages() and the wants change together, at the end: while it is
+// pending, Err is nil (TestSlowConsumerEnd_AtomicWithItsWants).
+func (s *Subscription) closeSlow() {
+	if s.closeIdle(ErrSlowConsumer) {
+		return
+	}
+	n := s.n
+	o := n.getOp()
+	o.sub, o.why, o.closing = s, ErrSlowConsumer, true
+	n.attemptClose(o)
+}
+
+// attemptClose is one attempt of the pending close o, holding no lock: it
+// ends s, or parks o again (lockAllOrPark). Once s is ended it waits for the
+// drain goroutine, as close does, and puts o back in the pool, which resumes
+// the pending closes that o held up in turn; also if the cancel function
+// panics.
+func (n *Notifier) attemptClose(o *op) {
+	if !o.sub.lockAllOrPark(o, true) {
+		return
+	}
+	counted := o.pending
+	defer func() {
+		if counted {
+			n.pending.Done()
+		}
+	}()
+	defer n.putOp(o)
+	defer func() {
+		if o.exited != nil {
+			<-o.exited // drain has seen quit and closed out; it needs no lock
+		}
+	}()
+	_ = n.run(context.Background(), o, &heldCloseSteps) // cannot fail
+}
+
+// heldCloseSteps: closeSteps for a close that holds its locks already
+// (attemptClose).
+var heldCloseSteps = steps{acquire: func(context.Context, *Notifier, *op) error { return nil }, commit: commitClose}
+
 // closeIdle closes s with err, unless it is closed already, if s wants no
 // key: then the close ends no want and needs no shard lock, only s.mu (it
 // runs shut, as commitClose does), for a want is added only under s.mu
@@ -887,12 +943,21 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 // interest never comes back. Asleep, it also wakes when a want of s ends
 // (op.letGo): the key it slept for may
 // be one that s no longer wants.
-func (s *Subscription) lockAll(o *op) {
+func (s *Subscription) lockAll(o *op) { s.lockAllOrPark(o, false) }
+
+// lockAllOrPark is lockAll, or, with park, the attempt of a pending close
+// (closeSlow), which never sleeps: where lockAll would sleep, it marks the
+// busy keys as lockAll does, parks o on the claimant of the first one
+// (Notifier.parkOn), releases every lock and reports false. That claimant,
+// or the operation that ends a want of s whose key o marked (op.letGo),
+// calls it again when done. It reports true holding what lockAll returns
+// holding.
+func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 	n := s.n
 	for {
 		s.mu.Lock()
 		covered := true
-		var busy chan struct{}
+		var first *op // the claimant of the first busy key
 		from := len(o.resKeys)
 		for k, e := range s.keys {
 			if e.ended.Load() {
@@ -903,41 +968,76 @@ func (s *Subscription) lockAll(o *op) {
 				o.more.Add(int(sh))
 				covered = false
 			} else if o.locked {
-				busy = s.markIfBusy(o, k, sh, busy)
+				first = s.markIfBusy(o, k, sh, first)
 			}
 		}
-		if covered && o.locked && busy == nil {
+		if covered && o.locked && first == nil {
 			n.unmark(o)
-			return
+			return true
 		}
-		var nudge chan struct{}
-		if busy != nil {
+		var busy, nudge chan struct{}
+		if first != nil {
 			n.mark(o, from)
-			nudge = make(chan struct{})
-			o.nudge.Store(&nudge)
+			if park {
+				n.parkOn(o, first) // under the shard locks, while first holds its key up
+			} else {
+				busy = first.wakeOnRelease()
+				nudge = make(chan struct{})
+				o.nudge.Store(&nudge)
+			}
 		}
 		s.mu.Unlock()
 		if o.locked {
 			n.unlock(o.locks) // only what was locked: o.more is not in it yet
 			o.locked = false
 		}
-		if busy != nil {
-			n.awaitClose(busy, nudge)
-			o.nudge.Store(nil)
-		}
 		for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
 			o.locks.Add(i)
 		}
 		o.more.Clear()
+		if park && first != nil {
+			return false
+		}
+		if busy != nil {
+			n.awaitClose(busy, nudge)
+			o.nudge.Store(nil)
+		}
 		n.lock(o.locks)
 		o.locked = true
 	}
 }
 
+// parkOn parks o, a pending close, on c, the claimant of the first key it
+// found busy: c resumes it when done (putOp). The caller holds the shard
+// lock of that key, under which c's claim holds (so c has not reached putOp
+// yet), and s.mu, s being o's open subscription: the first park counts o in
+// Notifier.pending before any Close can wait for it.
+func (n *Notifier) parkOn(o, c *op) {
+	if !o.pending {
+		o.pending = true
+		n.pending.Add(1)
+	}
+	gen := n.parkSeq.Add(1)
+	o.park.Store(gen)
+	c.enqueue(o, gen)
+}
+
+// resume runs again the pending closes parked, holding no lock: each either
+// completes or parks on its next claimant. A stale entry (the close was
+// resumed by someone else meanwhile) is skipped. If a cancel function
+// panics in one, the others are resumed before the panic goes on.
+func (n *Notifier) resume(parked []parkEntry) {
+	carryon.Each(parked, func(e parkEntry) {
+		if e.o.park.CompareAndSwap(e.gen, 0) {
+			n.attemptClose(e.o)
+		}
+	}, func() {})
+}
+
 // markIfBusy notes k, in shard sh, for lockAll's close o to mark if another
 // operation holds it (claimant): one that reserved it, or an older waiter
-// whose mark holds. It returns busy, or, if busy is nil and k is held, the
-// wake-up channel of k's claimant, which o will sleep on. The caller holds
+// whose mark holds. It returns first, or, if first is nil and k is held,
+// k's claimant, which o will sleep on or park on. The caller holds
 // sh's lock and s.mu.
 //
 // A close marks only the keys it finds busy, as markBusy does for the other
@@ -946,20 +1046,20 @@ func (s *Subscription) lockAll(o *op) {
 // Publish of a block that s wants, a Subscribe of one, by any subscription)
 // for the close's whole wait, perhaps a stalled blockstore call on another
 // key (G11; TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy).
-func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, busy chan struct{}) chan struct{} {
+func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, first *op) *op {
 	n := s.n
 	c := n.claimant(o, k, sh)
 	if c == nil {
-		return busy
+		return first
 	}
-	if busy == nil {
-		busy = c.wakeOnRelease()
+	if first == nil {
+		first = c
 	}
 	if !n.shards[sh].idx.marked(k, o) {
 		o.resKeys = append(o.resKeys, k)
 		o.keyShards = append(o.keyShards, sh)
 	}
-	return busy
+	return first
 }
 
 // markClosed marks s closed with err and closes out, or has drain close it,
