@@ -84,11 +84,18 @@
 //     then its lock and the registry; the cancel function as for Unsubscribe;
 //     then, holding nothing, it waits for the subscription's drain goroutine.
 //     A Publish or Subscribe that pushes a subscription past WithMaxPending
-//     ends it this way once it has released its own locks.
+//     ends it this way once it has released its own locks, but does not
+//     wait: if another operation holds up one of the subscription's keys
+//     (reserves it, or waits with it marked, being older), the end marks the
+//     keys it found busy and is left pending with that operation, which
+//     completes it when it is done (Subscription.closeSlow), or with the
+//     operation that ends the subscription's want of such a key. Err,
+//     Messages() and the wants change together, at the end.
 //   - Close: the registry, to list the live subscriptions; ends each as
 //     Remove does; takes and releases each shard lock in turn, so that
 //     operations in progress finish; then waits for the operations still in
-//     the blockstore and for the drain goroutines.
+//     the blockstore, for the pending slow-consumer ends they complete, and
+//     for the drain goroutines.
 //   - Fetch: as a one-key Subscribe of a new request (NewRequest); when it
 //     finds the block, only the shard lock of its key, once, before the Get.
 //   - NewSubscription, NewSubscriptionFunc, NewInterest: the registry only.

@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -244,4 +245,72 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 			})
 		})
 	}
+}
+
+// G11: a slow-consumer end left pending behind an older waiter's mark on kA
+// completes as soon as its subscription's want of kA ends, by the operation
+// that ends it (op.letGo), not when that waiter goes on, here after a
+// stalled PutMany of kB, a key the subscription never wanted. s2 wants kA
+// and kC; a Publish of HAVEs of kA and kB waits for kB's stalled PutMany
+// with kA marked (kA was busy when it looked, reserved by a Subscribe of u
+// whose Get stalled); a HAVE of kC overflows s2, whose end finds kA busy and
+// is left pending with that Publish. An Unsubscribe of kA by s2, older than
+// both, then ends the want: the end goes on before the Unsubscribe returns.
+func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1))
+		bA := blockInShard(n, "pending-want-A", 1, true)
+		bB := blockInShard(n, "pending-want-B", 1, true)
+		kX := blockInShard(n, "pending-want-X", 0, true).Cid()
+		kC := blockInShard(n, "pending-want-C", 1, true).Cid()
+		kA, kB := bA.Cid(), bB.Cid()
+		s2 := mustSub(t, n, 2)
+		require.NoError(t, s2.Subscribe(ctx, kA, kC))
+		for i := range 3 { // s2's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kC, i)
+			synctest.Wait()
+		}
+		releaseB, pubB := st.publishStalled(t, n, bB)
+		u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "pending-want-Y", 1, true).Cid())
+
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan struct{})
+		go func() { defer close(older); s2.Unsubscribe(kA, kX) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		haves := make(chan error, 1)
+		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
+		spinWaiting(t, n, 1) // asleep on u's reservation of kA
+		slept := n.waits.Load()
+		releaseY()
+		require.NoError(t, <-subY)
+		for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+			runtime.Gosched()
+		} // asleep on kB's reservation, kA and kB marked
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "3", Haves: []cid.Cid{kC}}), "overflows s2")
+		require.NoError(t, s2.Err(), "setup: s2's end is pending behind the Publish of HAVEs")
+		unblock0()
+		<-older
+		if s2.Err() == nil {
+			releaseB()
+			require.NoError(t, <-pubB)
+			require.NoError(t, <-haves)
+			t.Fatal("s2's pending slow-consumer end waited for a stalled PutMany of kB, a key s2 never wanted, after s2's want of kA ended (G11)")
+		}
+		require.ErrorIs(t, s2.Err(), ErrSlowConsumer)
+		require.False(t, s2.Wants(kC))
+		i := 0
+		for m := range s2.Messages() { // what its buffer held before the overflow; then closed
+			require.Equal(t, fmt.Sprint(i), m.From)
+			i++
+		}
+
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-haves)
+		u.Remove()
+		requireIndexEmpty(t, n)
+		require.NoError(t, n.Close())
+	})
 }

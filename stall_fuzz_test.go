@@ -28,8 +28,11 @@ import (
 //     before a stalled Publish delivers would depend on map order.
 //   - No subscription is pushed past WithMaxPending while it wants a reserved
 //     key, or while the release that pushes it wakes a waiter: the operation
-//     that pushes it ends it only after releasing its own locks (doc.go), so it
-//     would wait for the reservation after taking effect, or race the waiter.
+//     that pushes it ends it only after releasing its own locks (doc.go), so
+//     the end would be left pending with the reservation's holder, to take
+//     effect at its release, which the model does not follow
+//     (TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer
+//     does), or race the waiter.
 //     Nor by a waiter that delivers right after the released call, when the
 //     outcome depends on whether the drain goroutine that the call started
 //     has taken its message yet (found by the fuzzer). The driver reads every
@@ -238,8 +241,8 @@ func overflowsReserved(c *model, stalled []*fuzzOp) bool {
 
 // overflowsHeld is overflowsReserved that also counts the keys marked by
 // the waiting operation, if one still waits (waiting): that end's close
-// waits for it too, as it is older (Subscription.lockAll, Notifier.mark),
-// so the operation that ends the slow consumer would not return.
+// finds them busy too, as it is older (Subscription.lockAllOrPark,
+// Notifier.mark), so the end would be left pending with it.
 func (h *fuzzHarness) overflowsHeld(c *model, stalled []*fuzzOp, waiting bool) bool {
 	return overflowsReserved(c, stalled) || waiting && h.waiter != nil &&
 		slices.ContainsFunc(c.slowEnds, func(keys []int) bool {

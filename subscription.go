@@ -220,7 +220,9 @@ func (s *Subscription) closedErr() error {
 // a Subscribe between an overflow and its end returns nil and adds its
 // wants, which the end releases (reporting to the cancel function those that
 // were the last of their key), and the blocks it finds are dropped as every
-// message of that window is; Err then reports ErrSlowConsumer.
+// message of that window is; Err then reports ErrSlowConsumer. A Subscribe
+// whose found blocks overflow the subscription returns ErrSlowConsumer, even
+// while the end it causes is pending behind another operation (closeSlow).
 // An undefined key is refused with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
