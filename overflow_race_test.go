@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -311,6 +312,49 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 		require.NoError(t, <-haves)
 		u.Remove()
 		requireIndexEmpty(t, n)
+		require.NoError(t, n.Close())
+	})
+}
+
+// A cancel function that panics in a pending slow-consumer end panics in the
+// operation that completes the end, here the Publish whose stalled PutMany
+// held it up, once that end is complete: s is ended, no lock stays held, and
+// the Notifier goes on.
+func TestOverflow_PendingEndsCancelPanicReachesTheOperationThatEndsIt(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		b := mkBlocks("pending panic", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		var panicked atomic.Bool
+		n := New(st, WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
+			if slices.Contains(keys, kB) && !panicked.Swap(true) {
+				panic("cancel")
+			}
+		}))
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kB, i)
+			synctest.Wait()
+		}
+		release := st.stall(t, kA)
+		published := make(chan any, 1)
+		go func() {
+			defer func() { published <- recover() }()
+			_ = n.Publish(ctx, ResponseMessage{Blocks: b[:1]})
+		}()
+		require.Equal(t, kA, <-st.entered)
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}), "overflows s; its end is pending")
+		require.NoError(t, s.Err())
+
+		release()
+		require.Equal(t, "cancel", <-published, "the panic of the cancel function reaches the Publish that completed the end")
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+		require.False(t, s.Wants(kB))
+		requireIndexEmpty(t, n)
+		w := mustSub(t, n, 2)
+		require.NoError(t, w.Subscribe(ctx, kB), "no shard lock stays held")
+		w.Remove()
 		require.NoError(t, n.Close())
 	})
 }
