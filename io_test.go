@@ -1068,8 +1068,22 @@ func (y yieldStore) PutMany(ctx context.Context, blks []blocks.Block) error {
 // keep waiting for each other's reservations and marks, some giving up as
 // their ctx is cancelled. Nothing deadlocks, and once every subscription is
 // removed no want, reservation or mark is left.
+//
+// With slow consumers (subtest "slow"), the subscriptions read nothing and
+// are ended past WithMaxPending, some of those ends left pending with the
+// operation that held up one of their keys (Subscription.closeSlow): every
+// pending end completes, and Close waits for none left behind.
 func TestIO_StressWaitersAndMarks(t *testing.T) {
-	n, _ := newWithCancels(t, yieldStore{memStore()}, WithShards(2))
+	t.Run("readers", func(t *testing.T) { stressWaitersAndMarks(t, false) })
+	t.Run("slow", func(t *testing.T) { stressWaitersAndMarks(t, true) })
+}
+
+func stressWaitersAndMarks(t *testing.T, slow bool) {
+	opts := []Option{WithShards(2)}
+	if slow {
+		opts = append(opts, WithBufferSize(1), WithMaxPending(1))
+	}
+	n, _ := newWithCancels(t, yieldStore{memStore()}, opts...)
 	b := mkBlocks("marks", 8)
 	keys := keysOf(b)
 	var wg sync.WaitGroup
@@ -1099,7 +1113,7 @@ func TestIO_StressWaitersAndMarks(t *testing.T) {
 						if r.IntN(3) == 0 {
 							cancel() // may end a wait, or refuse the call at once
 						}
-						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) {
+						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) && !(slow && errors.Is(err, ErrSlowConsumer)) {
 							t.Error(err)
 						}
 						cancel()
@@ -1115,18 +1129,24 @@ func TestIO_StressWaitersAndMarks(t *testing.T) {
 							t.Error(err)
 						}
 					default:
-						if err := s.Subscribe(ctx, pick()...); err != nil {
+						if err := s.Subscribe(ctx, pick()...); err != nil && !(slow && errors.Is(err, ErrSlowConsumer)) {
 							t.Error(err)
 						}
 					}
 				}
 				s.Remove()
+				if err := s.Err(); err != nil && !(slow && errors.Is(err, ErrSlowConsumer)) {
+					t.Error(err)
+				}
 			}
 		}()
 	}
 	go func() { wg.Wait(); close(finished) }()
 	done(t, finished, "the stressing operations")
 	requireIndexEmpty(t, n)
+	if slow {
+		t.Logf("slow-consumer ends left pending: %d", n.parkSeq.Load())
+	}
 }
 
 // A waiter whose ctx ends while it waits returns its ctx's error and leaves

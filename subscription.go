@@ -981,25 +981,28 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		if first != nil {
 			n.mark(o, from)
 			if park {
+				// Once parked, o is first's to resume, which may happen as
+				// soon as the shard locks are released: o must be left as
+				// the next attempt expects it before parkOn, and not
+				// touched after it.
+				held := slices.Clone(o.locks) // o.more is not in it yet
+				o.locked = false
+				o.mergeMore()
 				n.parkOn(o, first) // under the shard locks, while first holds its key up
-			} else {
-				busy = first.wakeOnRelease()
-				nudge = make(chan struct{})
-				o.nudge.Store(&nudge)
+				s.mu.Unlock()
+				n.unlock(held)
+				return false
 			}
+			busy = first.wakeOnRelease()
+			nudge = make(chan struct{})
+			o.nudge.Store(&nudge)
 		}
 		s.mu.Unlock()
 		if o.locked {
 			n.unlock(o.locks) // only what was locked: o.more is not in it yet
 			o.locked = false
 		}
-		for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
-			o.locks.Add(i)
-		}
-		o.more.Clear()
-		if park && first != nil {
-			return false
-		}
+		o.mergeMore()
 		if busy != nil {
 			n.awaitClose(busy, nudge)
 			o.nudge.Store(nil)
@@ -1007,6 +1010,14 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		n.lock(o.locks)
 		o.locked = true
 	}
+}
+
+// mergeMore adds to o.locks the shards that lockAllOrPark found it lacks.
+func (o *op) mergeMore() {
+	for i := o.more.Next(0); i >= 0; i = o.more.Next(i + 1) {
+		o.locks.Add(i)
+	}
+	o.more.Clear()
 }
 
 // parkOn parks o, a pending close, on c, the claimant of the first key it
