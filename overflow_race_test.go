@@ -358,3 +358,35 @@ func TestOverflow_PendingEndsCancelPanicReachesTheOperationThatEndsIt(t *testing
 		require.NoError(t, n.Close())
 	})
 }
+
+// A Subscribe whose found block overflows its own subscription returns
+// ErrSlowConsumer even while the end it causes is pending behind another
+// operation (here a stalled PutMany of kB, which the subscription wants),
+// not ErrClosed: the subscription is not closed yet, and Err says nil until
+// the end.
+func TestOverflow_SubscribeThatOverflowsItsSubscriptionSaysSoWhileTheEndIsPending(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+		b := mkBlocks("overflows itself", 3)
+		kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
+		require.NoError(t, st.Blockstore.PutMany(ctx, b[2:]))
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kA, i)
+			synctest.Wait()
+		}
+		release, published := st.publishStalled(t, n, b[1]) // kB reserved
+
+		require.ErrorIs(t, s.Subscribe(ctx, kC), ErrSlowConsumer, "the found block of kC overflowed s")
+		require.NoError(t, s.Err(), "setup: the end is pending behind the PutMany of kB")
+		require.Empty(t, cancels.take())
+
+		release()
+		require.NoError(t, <-published)
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+		require.Equal(t, sorted(kA, kB), cancels.take())
+		requireIndexEmpty(t, n)
+	})
+}
