@@ -119,7 +119,7 @@ func (r *reservations) get(k cid.Cid) *op {
 }
 
 // put reserves k for o. k is free, or o's already (a key repeated in o's
-// message): the caller checked (Notifier.claimed).
+// message): the caller checked (Notifier.claimant).
 func (r *reservations) put(k cid.Cid, o *op) {
 	switch {
 	case r.op != nil && r.key == k:
@@ -174,7 +174,7 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 //
 // A mark that no longer holds is the mark of a waiting close whose
 // subscription's want of k has since ended by delivery: it holds up no
-// operation on k (Notifier.claimed ignores it), and so it must not send a
+// operation on k (Notifier.claimant ignores it), and so it must not send a
 // Subscribe or a Fetch of k down the general path either. Found by the
 // fuzzer: a Fetch of a stored key, behind such a mark, made a request and
 // handed it the block instead of returning the block.
@@ -187,7 +187,7 @@ func (x *shardIndex) alone(k cid.Cid) bool {
 
 // markAhead returns the youngest operation that started before id (a
 // smaller id) and whose mark on k still holds (op.holds), or nil if there is
-// none: the one that an operation with that id waits for on k (claimed). An
+// none: the one that an operation with that id waits for on k (Notifier.claimant). An
 // id past every op's, ^uint64(0), asks whether any mark on k holds (alone).
 // Every reader of the marks that decides who waits goes through it, so that
 // a mark that no longer holds is ignored alike everywhere.

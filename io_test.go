@@ -1084,6 +1084,7 @@ func stressWaitersAndMarks(t *testing.T, slow bool) {
 		opts = append(opts, WithBufferSize(1), WithMaxPending(1))
 	}
 	n, _ := newWithCancels(t, yieldStore{memStore()}, opts...)
+	ended := func(err error) bool { return slow && errors.Is(err, ErrSlowConsumer) } // past WithMaxPending
 	b := mkBlocks("marks", 8)
 	keys := keysOf(b)
 	var wg sync.WaitGroup
@@ -1113,7 +1114,7 @@ func stressWaitersAndMarks(t *testing.T, slow bool) {
 						if r.IntN(3) == 0 {
 							cancel() // may end a wait, or refuse the call at once
 						}
-						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) && !(slow && errors.Is(err, ErrSlowConsumer)) {
+						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) && !ended(err) {
 							t.Error(err)
 						}
 						cancel()
@@ -1129,13 +1130,13 @@ func stressWaitersAndMarks(t *testing.T, slow bool) {
 							t.Error(err)
 						}
 					default:
-						if err := s.Subscribe(ctx, pick()...); err != nil && !(slow && errors.Is(err, ErrSlowConsumer)) {
+						if err := s.Subscribe(ctx, pick()...); err != nil && !ended(err) {
 							t.Error(err)
 						}
 					}
 				}
 				s.Remove()
-				if err := s.Err(); err != nil && !(slow && errors.Is(err, ErrSlowConsumer)) {
+				if err := s.Err(); err != nil && !ended(err) {
 					t.Error(err)
 				}
 			}

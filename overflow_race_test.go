@@ -210,8 +210,8 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 				require.NoError(t, s.Err(), "the end is pending: Err changes with Messages() and the wants")
 				require.True(t, s.Wants(kB), "the end is pending")
 				select {
-				case <-published:
-					t.Fatal("setup: the stalled Publish of kA returned")
+				case err := <-published:
+					t.Fatalf("setup: the stalled Publish of kA returned %v", err)
 				default:
 				}
 				var ended chan error

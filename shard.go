@@ -251,15 +251,6 @@ func wants(x *shardIndex, k cid.Cid, s *Subscription) bool {
 	return e != nil && slices.Contains(e.subs, s)
 }
 
-// claimed returns the wake-up channel of the operation that o must wait for
-// on k, in shard sh (claimant), or nil. The caller holds sh's lock.
-func (n *Notifier) claimed(o *op, k cid.Cid, sh int32) chan struct{} {
-	if c := n.claimant(o, k, sh); c != nil {
-		return c.wakeOnRelease()
-	}
-	return nil
-}
-
 // claimant returns the operation that o must wait for on k, in shard sh, or
 // nil: another operation that reserved k, or one that started before o (a
 // smaller id) and waits with k marked. The caller holds sh's lock.
@@ -275,7 +266,7 @@ func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
 // shard locks. Every operation marks only the keys it finds busy
 // (markBusy; a close, Subscription.markIfBusy). A key keeps the marks of all its waiters, and an operation
 // that needs it waits while the mark of one that started before it holds,
-// sleeping on the youngest of those (markAhead, claimed). So the keys of a
+// sleeping on the youngest of those (markAhead, claimant). So the keys of a
 // waiting operation cannot
 // be reserved again and again by later ones while it waits: once the
 // reservations it found are released, it proceeds, unless operations older
