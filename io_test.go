@@ -624,15 +624,7 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 					go func() { s2.Unsubscribe(kA, bX.Cid()); older <- nil }()
 					waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
 				}
-				haves := make(chan error, 1)
-				go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
-				spinWaiting(t, n, 1) // waits for kA and kB, marking both
-				slept := n.waits.Load()
-				releaseY() // kA free and marked: the Publish waits for kB
-				require.NoError(t, <-subY)
-				for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
-					runtime.Gosched()
-				}
+				haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
 				removed := make(chan struct{})
 				go func() { defer close(removed); s2.Remove() }()
 				spinWaiting(t, n, 2) // asleep on the Publish's mark on kA
@@ -657,6 +649,27 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// havesMarkingKA starts a Publish of HAVEs of kA and kB, in a synctest
+// bubble, and returns once that Publish waits for kB's reservation with kA
+// marked; its result goes to the channel returned. kB must be reserved by a
+// stalled call, and kA by the Subscribe that reserveByGet started, whose Get
+// releaseY lets go on (subY gets its result): the Publish finds both busy
+// and marks both (Notifier.markBusy), sleeps on kA's, wakes as the Subscribe
+// goes on, and sleeps again on kB's, keeping its mark on kA.
+func havesMarkingKA(t *testing.T, n *Notifier, kA, kB cid.Cid, releaseY func(), subY chan error) chan error {
+	t.Helper()
+	haves := make(chan error, 1)
+	go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
+	spinWaiting(t, n, 1)
+	slept := n.waits.Load()
+	releaseY()
+	require.NoError(t, <-subY)
+	for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+		runtime.Gosched()
+	}
+	return haves
 }
 
 // Deliveries of a key to other subscriptions wake neither a close whose mark

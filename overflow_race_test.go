@@ -3,7 +3,6 @@ package notifier
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -279,15 +278,7 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 		older := make(chan struct{})
 		go func() { defer close(older); s2.Unsubscribe(kA, kX) }()
 		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
-		haves := make(chan error, 1)
-		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
-		spinWaiting(t, n, 1) // asleep on u's reservation of kA
-		slept := n.waits.Load()
-		releaseY()
-		require.NoError(t, <-subY)
-		for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
-			runtime.Gosched()
-		} // asleep on kB's reservation, kA and kB marked
+		haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
 
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "3", Haves: []cid.Cid{kC}}), "overflows s2")
 		require.NoError(t, s2.Err(), "setup: s2's end is pending behind the Publish of HAVEs")
