@@ -1,8 +1,11 @@
 package notifier
 
 import (
+	"flag"
+	"os"
 	"testing"
 
+	logging "github.com/ipfs/go-log/v2"
 	"go.uber.org/goleak"
 )
 
@@ -12,5 +15,17 @@ var leakOpts = []goleak.Option{
 	goleak.IgnoreTopFunction("github.com/ipfs/go-log/writer.(*MirrorWriter).logRoutine"),
 }
 
-// TestMain fails the run if any test leaves a goroutine behind.
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m, leakOpts...) }
+var testLogLevel = flag.String("log-level", "fatal", "the level of the library's log in tests; "+
+	"the tests that read the log set their own (observe_test.go)")
+
+// TestMain fails the run if any test leaves a goroutine behind. It keeps the
+// library's log quiet, so that the errors the fault tests provoke by the
+// thousand do not bury a failing test's report in CI's output.
+func TestMain(m *testing.M) {
+	flag.Parse()
+	if err := logging.SetLogLevel("bitswap/notifier", *testLogLevel); err != nil {
+		println("TestMain:", err.Error())
+		os.Exit(2)
+	}
+	goleak.VerifyTestMain(m, leakOpts...)
+}
