@@ -45,8 +45,12 @@ import (
 // guarantee (the Notifier is linearizable with its own operations, and a
 // Subscribe sees each key as it was at its own Get), but a model in which a
 // delete is one more atomic operation cannot explain them once reads and the
-// order are observed. The other rounds change the blockstore only through
-// the Notifier, under its reservations.
+// order are observed. Nor can it when the Notifier's own operations observe
+// the wants in place of a read (a Subscribe of a key already wanted, a
+// HAVE): for the keys a collection deleted during an operation's call, the
+// model takes the blockstore as the operation saw it (markGCRaces). The other
+// rounds change the blockstore only through the Notifier, under its
+// reservations.
 //
 // The interleaving the bug needs is rare in plain rounds: a target's lock is
 // held only for a moment, and without garbage collection a key's block ends

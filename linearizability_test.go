@@ -120,6 +120,10 @@ type linIn struct {
 	haves  keySet
 	dhaves keySet
 	drops  uint8 // slots whose message from this operation may be missing (markDrops)
+	// gcRace: keys a garbage collection deleted during the operation's
+	// call, whose blocks it may have seen or written on either side of
+	// the delete (markGCRaces).
+	gcRace keySet
 	// ordered: the round checks the order in which each slot receives its
 	// messages (linMsg.seq), as it does unless it collects garbage
 	// (lin_read_test.go).
@@ -155,6 +159,7 @@ type linOut struct {
 type linState struct {
 	wants  [linKeys]uint8 // bit s: subscription (or request slot) s wants the key
 	stored keySet
+	unsure keySet           // keys whose block may or may not be stored (markGCRaces)
 	recv   [linSlots]uint16 // messages received by each slot
 }
 
@@ -180,7 +185,10 @@ func (st linState) wantsOf(s int) keySet {
 
 // step applies in to st and returns the new state and the result that the
 // specification prescribes.
-func (st linState) step(in linIn) (linState, linOut) {
+//
+// Where st cannot know whether a key the operation reads is stored (unsure,
+// or in.gcRace), the operation's result says: seen is what it returned.
+func (st linState) step(in linIn, seen linOut) (linState, linOut) {
 	var out linOut
 	switch in.kind {
 	case linSubscribe:
@@ -191,7 +199,10 @@ func (st linState) step(in linIn) (linState, linOut) {
 				st.wants[k] |= 1 << in.sub
 			}
 		}
-		hits := added & st.stored
+		loose := added & (st.unsure | in.gcRace)
+		hits := added&st.stored&^loose | loose&seen.msgs[in.sub].blks
+		st.stored = st.stored&^loose | hits&loose
+		st.unsure = st.unsure&^loose | loose&in.gcRace
 		st = st.deliver(&out, in.ordered, false, hits, 0, 0)
 		// A want created and satisfied by this very call is not reported.
 		out.cancels = hits & before
@@ -206,13 +217,14 @@ func (st linState) step(in linIn) (linState, linOut) {
 		}
 	case linCollect:
 		st.stored &^= in.keys
+		st.unsure &^= in.keys
 	case linPut:
 		st.stored |= in.keys
 	case linFetch:
 		// The general path, NewRequest and Subscribe: the request, which
 		// wants nothing yet, subscribes the key. linModel accepts the other
 		// outcome, the block returned, apart (fetchHit).
-		st, out = st.step(linIn{kind: linSubscribe, sub: in.sub, keys: in.keys, ordered: in.ordered})
+		st, out = st.step(linIn{kind: linSubscribe, sub: in.sub, keys: in.keys, ordered: in.ordered, gcRace: in.gcRace}, seen)
 		out.fetched = linFetchedRequest
 	case linRemove:
 		st, out.cancels = st.remove(in.sub)
@@ -220,11 +232,11 @@ func (st linState) step(in linIn) (linState, linOut) {
 		out.wanted = in.keys & st.wantsOf(in.sub)
 	case linPublish:
 		wanted := in.blks & st.wanted()
+		written := in.blks
 		if in.remote {
-			st.stored |= wanted // G4: unwanted remote blocks are not stored
-		} else {
-			st.stored |= in.blks
+			written = wanted // G4: unwanted remote blocks are not stored
 		}
+		st = st.wrote(in, written)
 		st = st.deliver(&out, in.ordered, in.remote, wanted, in.haves&st.wanted(), in.dhaves&st.wanted())
 		out.cancels = wanted
 	}
@@ -272,7 +284,11 @@ func (st linState) String() string {
 			recv = append(recv, fmt.Sprintf("%s %d", slotName(s), c))
 		}
 	}
-	return strings.Join(parts, ", ") + "; stored " + st.stored.String() + "; received {" + strings.Join(recv, ", ") + "}"
+	unsure := ""
+	if st.unsure != 0 {
+		unsure = " (unsure: " + st.unsure.String() + ")"
+	}
+	return strings.Join(parts, ", ") + "; stored " + st.stored.String() + unsure + "; received {" + strings.Join(recv, ", ") + "}"
 }
 
 func (in linIn) String() string {
@@ -364,7 +380,7 @@ var linModel = porcupine.Model{
 // (markDrops) and out lacks: those were not received, and take no place in
 // their slot's order.
 func (st linState) stepDrops(in linIn, out linOut) (linState, linOut) {
-	next, want := st.step(in)
+	next, want := st.step(in, out)
 	for s := range linSlots {
 		if in.drops&(1<<s) != 0 && out.msgs[s] == (linMsg{}) && want.msgs[s] != (linMsg{}) {
 			want.msgs[s] = linMsg{} // dropped by the slot's Remove (markDrops)
@@ -589,7 +605,7 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	history := markDrops(slices.Concat(histories...))
+	history := markGCRaces(markDrops(slices.Concat(histories...)))
 	rec.checkCancelOrder(t, history)
 	return history
 }

@@ -72,10 +72,9 @@ func (st linState) callsStore(in linIn) bool {
 func (st linState) failed(in linIn, ioErr string) linState {
 	if ioErr == linErrTorn && in.kind == linPublish {
 		if in.remote {
-			st.stored |= in.blks & st.wanted()
-		} else {
-			st.stored |= in.blks
+			return st.wrote(in, in.blks&st.wanted())
 		}
+		return st.wrote(in, in.blks)
 	}
 	return st
 }
@@ -153,7 +152,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	history := markDrops(slices.Concat(histories...))
+	history := markGCRaces(markDrops(slices.Concat(histories...)))
 	rec.checkCancelOrder(t, history)
 	return history
 }
