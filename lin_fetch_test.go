@@ -190,9 +190,11 @@ func keyIndex(s keySet) int {
 	panic("no key")
 }
 
-// markDrops marks in each operation of history the request slots whose
-// Remove overlaps it in real time: the operation's message to such a request
-// may be missing. An operation that delivers takes effect before its
+// markOverlaps notes, in each Publish, Subscribe and Fetch of history, the
+// operations during its call that the model must allow for.
+//
+// Drops: the request slots whose Remove overlaps the operation in real
+// time, whose message from it may be missing. An operation that delivers takes effect before its
 // hand-over (a Publish at its PutMany, which a Remove of a key it reserves
 // waits for, but not for the hand-over), and Remove drops the messages its
 // subscription has not received yet (Subscription.Remove): so a Remove that
@@ -202,27 +204,10 @@ func keyIndex(s keySet) int {
 // returned before the Remove was called has handed over, and one called
 // after the Remove returned sees no want of the request. The rest of the
 // result, the cancels included, is checked as always.
-func markDrops(history []porcupine.Operation) []porcupine.Operation {
-	for i := range history {
-		op := &history[i]
-		in := op.Input.(linIn)
-		if in.kind != linPublish && in.kind != linSubscribe && in.kind != linFetch {
-			continue
-		}
-		for _, r := range history {
-			if rin := r.Input.(linIn); rin.kind == linRemove && r.Call < op.Return && op.Call < r.Return {
-				in.drops |= 1 << rin.sub
-			}
-		}
-		op.Input = in
-	}
-	return history
-}
-
-// markGCRaces sets, in each Publish, Subscribe and Fetch of a history, the
-// keys that a garbage collection deleted during the operation's call. Such
-// an operation may have read or written the key's block before the delete
-// and committed after it: the Notifier's reservations keep out the writers
+//
+// Collections (gcRace): the keys that a garbage collection deleted during the
+// operation's call. The operation may have read or written such a key's
+// block before the delete and committed after it: the Notifier's reservations keep out the writers
 // that go through it, not a garbage collection (doc.go). The model then
 // cannot know whether the key is stored, either in the operation's step or
 // after it (linState.unsure):
@@ -236,7 +221,7 @@ func markDrops(history []porcupine.Operation) []porcupine.Operation {
 //
 // A later operation that reads an unsure key, with no collection during its
 // call, sees the blockstore as it is at its commit and settles the key.
-func markGCRaces(history []porcupine.Operation) []porcupine.Operation {
+func markOverlaps(history []porcupine.Operation) []porcupine.Operation {
 	for i := range history {
 		op := &history[i]
 		in := op.Input.(linIn)
@@ -244,7 +229,13 @@ func markGCRaces(history []porcupine.Operation) []porcupine.Operation {
 			continue
 		}
 		for _, r := range history {
-			if rin := r.Input.(linIn); rin.kind == linCollect && r.Call < op.Return && op.Call < r.Return {
+			if r.Call >= op.Return || op.Call >= r.Return {
+				continue
+			}
+			switch rin := r.Input.(linIn); rin.kind {
+			case linRemove:
+				in.drops |= 1 << rin.sub
+			case linCollect:
 				in.gcRace |= rin.keys
 			}
 		}
@@ -261,12 +252,12 @@ func (st linState) wrote(in linIn, keys keySet) linState {
 }
 
 // TestLinearizability_GCRaceExcusesOnlyTheKeysDeletedDuringTheCall checks
-// markGCRaces on the shape of the history CI found: s1's want of k2 is
+// markOverlaps' collections on the shape of the history CI found: s1's want of k2 is
 // still there after DeleteBlock[k2] (s1's second Subscribe adds nothing), a
 // Publish of k2 ends it (a HAVE of k2 after it reaches nobody) and wrote k2
-// before the delete, and a later Subscribe of s0 does not find k2. With the delete during the Publish's
-// call that is linearizable (markGCRaces); with the delete before it or
-// after everything, it is not.
+// before the delete, and a later Subscribe of s0 does not find k2. With the
+// delete during the Publish's call that is linearizable; with the delete
+// before it or after everything, it is not.
 func TestLinearizability_GCRaceExcusesOnlyTheKeysDeletedDuringTheCall(t *testing.T) {
 	const k2 = keySet(1 << 2)
 	hit := linOut{msgs: [linSlots]linMsg{0: {n: 1, blks: k2}}}
@@ -281,7 +272,7 @@ func TestLinearizability_GCRaceExcusesOnlyTheKeysDeletedDuringTheCall(t *testing
 		{"delete before the Publish, later Subscribe misses", 3, 4, linOut{}, porcupine.Illegal},
 		{"delete after everything, later Subscribe misses", 15, 16, linOut{}, porcupine.Illegal},
 	} {
-		h := markGCRaces(markDrops([]porcupine.Operation{
+		h := markOverlaps([]porcupine.Operation{
 			{ClientId: 0, Input: linIn{kind: linSubscribe, sub: 1, keys: k2}, Call: 1, Return: 2, Output: linOut{}},
 			{ClientId: 1, Input: linIn{kind: linCollect, keys: k2}, Call: c.delCall, Return: c.delRet, Output: linOut{}},
 			{ClientId: 2, Input: linIn{kind: linPublish, blks: k2}, Call: 5, Return: 10, Output: linOut{
@@ -290,7 +281,7 @@ func TestLinearizability_GCRaceExcusesOnlyTheKeysDeletedDuringTheCall(t *testing
 			{ClientId: 0, Input: linIn{kind: linSubscribe, sub: 1, keys: k2}, Call: 8, Return: 9, Output: linOut{}},
 			{ClientId: 0, Input: linIn{kind: linPublish, remote: true, haves: k2}, Call: 11, Return: 12, Output: linOut{}},
 			{ClientId: 0, Input: linIn{kind: linSubscribe, sub: 0, keys: k2}, Call: 13, Return: 14, Output: c.last},
-		}))
+		})
 		if res := porcupine.CheckOperationsTimeout(linModel, h, time.Second); res != c.want {
 			t.Errorf("%s: checker says %v, want %v", c.name, res, c.want)
 		}

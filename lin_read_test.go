@@ -48,7 +48,7 @@ import (
 // order are observed. Nor can it when the Notifier's own operations observe
 // the wants in place of a read (a Subscribe of a key already wanted, a
 // HAVE): for the keys a collection deleted during an operation's call, the
-// model takes the blockstore as the operation saw it (markGCRaces). The other
+// model takes the blockstore as the operation saw it (markOverlaps). The other
 // rounds change the blockstore only through the Notifier, under its
 // reservations.
 //

@@ -119,10 +119,10 @@ type linIn struct {
 	blks   keySet // Publish
 	haves  keySet
 	dhaves keySet
-	drops  uint8 // slots whose message from this operation may be missing (markDrops)
+	drops  uint8 // slots whose message from this operation may be missing (markOverlaps)
 	// gcRace: keys a garbage collection deleted during the operation's
 	// call, whose blocks it may have seen or written on either side of
-	// the delete (markGCRaces).
+	// the delete (markOverlaps).
 	gcRace keySet
 	// ordered: the round checks the order in which each slot receives its
 	// messages (linMsg.seq), as it does unless it collects garbage
@@ -159,7 +159,7 @@ type linOut struct {
 type linState struct {
 	wants  [linKeys]uint8 // bit s: subscription (or request slot) s wants the key
 	stored keySet
-	unsure keySet           // keys whose block may or may not be stored (markGCRaces)
+	unsure keySet           // keys whose block may or may not be stored (markOverlaps)
 	recv   [linSlots]uint16 // messages received by each slot
 }
 
@@ -377,13 +377,13 @@ var linModel = porcupine.Model{
 }
 
 // stepDrops is step, but for the messages to slots that in may drop
-// (markDrops) and out lacks: those were not received, and take no place in
+// (markOverlaps) and out lacks: those were not received, and take no place in
 // their slot's order.
 func (st linState) stepDrops(in linIn, out linOut) (linState, linOut) {
 	next, want := st.step(in, out)
 	for s := range linSlots {
 		if in.drops&(1<<s) != 0 && out.msgs[s] == (linMsg{}) && want.msgs[s] != (linMsg{}) {
-			want.msgs[s] = linMsg{} // dropped by the slot's Remove (markDrops)
+			want.msgs[s] = linMsg{} // dropped by the slot's Remove (markOverlaps)
 			if in.ordered {
 				next.recv[s]--
 			}
@@ -605,7 +605,7 @@ func linRound(t *testing.T, shards int, seed uint64) []porcupine.Operation {
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	history := markGCRaces(markDrops(slices.Concat(histories...)))
+	history := markOverlaps(slices.Concat(histories...))
 	rec.checkCancelOrder(t, history)
 	return history
 }

@@ -152,7 +152,7 @@ func runLinStallRound(t *testing.T, shards int, seed uint64) []porcupine.Operati
 	if len(rec.strays) > 0 {
 		t.Fatalf("callbacks outside the operation that caused them: %v", rec.strays)
 	}
-	history := markGCRaces(markDrops(slices.Concat(histories...)))
+	history := markOverlaps(slices.Concat(histories...))
 	rec.checkCancelOrder(t, history)
 	return history
 }
