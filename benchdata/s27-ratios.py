@@ -1,7 +1,9 @@
 # Twenty-third series (BENCHMARKS.md): issue 10's in-memory targets on one
 # binary, six passes. Per-pass ratios: the two benchmarks of one pass.
-# Run from the repository root: python3 benchdata/s27-ratios.py benchdata/s27-
-import re, sys, statistics as st, collections
+# Run from the repository root: python3 benchdata/s27-ratios.py benchdata/s27-targets-
+# With benchdata/s27-w3-ab.txt beside them it also prints the W3 A/B of the
+# second series' code (766f29b) against this one.
+import sys, statistics as st, collections
 pre = sys.argv[1]
 def load(fn, unit):
     d = collections.defaultdict(dict)
@@ -41,3 +43,21 @@ for stn in ('none', 'memconc'):
 d = load(pre + 'w6.txt', 'ns/msg')
 for i in ('notifier', 'floor', 'legacy'):
     ratio(d, f'BenchmarkW6/store=slowput/pubs=1/impl={i}-2', f'BenchmarkW6/store=slowput/pubs=8/impl={i}-2', f'W6 {i} 8 publishers / 1')
+
+# The W3 A/B: passes alternate between two binaries, "# pass N LABEL".
+try:
+    ab = collections.defaultdict(lambda: collections.defaultdict(dict))
+    p = label = None
+    for l in open('benchdata/s27-w3-ab.txt'):
+        if l.startswith('# pass'):
+            _, _, p, label = l.split()
+            continue
+        f = l.split()
+        if f and f[0].startswith('Benchmark') and 'ns/msg' in f:
+            ab[label][int(p)][f[0]] = float(f[f.index('ns/msg') - 1])
+    for label in ab:
+        for i in ('notifier', 'floor'):
+            b = f'BenchmarkW3/store=none/churn=0/impl={i}'
+            ratio(ab[label], b, b + '-2', f'W3 A/B {label} none {i} 2 publishers / 1')
+except FileNotFoundError:
+    pass
