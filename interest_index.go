@@ -262,9 +262,10 @@ func (x *shardIndex) wanted(k cid.Cid) bool {
 }
 
 // add records that s wants k and returns the interest. e is the current
-// interest in k of s's kind (lookupFor), nil if none. The caller has checked
-// that s does not want k yet.
-func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
+// interest in k of s's kind (lookupFor), nil if none, and by the operation
+// that adds it (see op.letGo). The caller has checked that s does not want
+// k yet.
+func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription, by *op) *interest {
 	x.touch(k)
 	if e == nil {
 		if !x.wanted(k) {
@@ -278,22 +279,22 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription) *interest {
 		e.subs = append(e.subs, s)
 	}
 	x.pairs.Add(1)
-	x.wakeSubscribes(k, s)
+	x.wakeSubscribes(k, s, by)
 	return e
 }
 
 // wakeSubscribes wakes the waiting Subscribes of s that mark k, and the
 // operations asleep on those marks: s has just started wanting k, so the
 // marks no longer hold (op.holds), and those Subscribes may have nothing
-// left to wait for. It is wakeStaleMarks for a want that begins. The caller
-// holds k's shard lock.
-func (x *shardIndex) wakeSubscribes(k cid.Cid, s *Subscription) {
+// left to wait for. It is wakeStaleMarks for a want that begins, by being
+// the operation that adds it. The caller holds k's shard lock.
+func (x *shardIndex) wakeSubscribes(k cid.Cid, s *Subscription, by *op) {
 	if len(x.marks) == 0 {
 		return
 	}
 	for _, m := range x.marks[k] {
 		if m.sub == s && m.scope == waitUnwanted {
-			m.letGo(nil) // a Subscribe: never pending
+			m.letGo(by)
 		}
 	}
 }

@@ -129,6 +129,19 @@ func (o *op) enqueue(p *op, gen uint64) {
 	o.pmu.Unlock()
 }
 
+// takeParked removes and returns the pending closes parked on o.
+func (o *op) takeParked() []parkEntry {
+	if !o.hasParked.Load() {
+		return nil
+	}
+	o.pmu.Lock()
+	parked := o.parked
+	o.parked = nil
+	o.hasParked.Store(false)
+	o.pmu.Unlock()
+	return parked
+}
+
 func newOp(shards int) *op {
 	return &op{
 		locks: shardset.New(shards),
@@ -167,13 +180,7 @@ func (n *Notifier) getOp() *op {
 // resumes the pending closes that it held up (parked), after returning to
 // the pool. Those need nothing of o.
 func (n *Notifier) putOp(o *op) {
-	var parked []parkEntry
-	if o.hasParked.Load() {
-		o.pmu.Lock()
-		parked, o.parked = o.parked, nil
-		o.hasParked.Store(false)
-		o.pmu.Unlock()
-	}
+	parked := o.takeParked()
 	o.pending = false
 	o.msg, o.sub, o.why, o.from = ResponseMessage{}, nil, nil, ""
 	o.closing = false

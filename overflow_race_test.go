@@ -381,3 +381,82 @@ func TestOverflow_SubscribeThatOverflowsItsSubscriptionSaysSoWhileTheEndIsPendin
 		requireIndexEmpty(t, n)
 	})
 }
+
+// G11: a slow-consumer end left pending with (parked on) an older waiter X,
+// the claimant of kA by its mark, goes on once X's mark stops holding, not
+// when X goes on, here after a stalled PutMany of kB, a key the slow
+// subscription never wanted. A Subscribe O of kA and kZ by s3 waits for a
+// stalled PutMany of kZ, and a younger one, X, of kB and kA for one of kB,
+// both with kA marked. A HAVE of kC overflows slow, whose end finds kA
+// marked by X and parks on it. Z's release lets O record s3's want of kA,
+// so X's mark on kA no longer holds (shardIndex.wakeSubscribes): O, which
+// made it so, resumes the end (op.letGo hands X's parked closes to it).
+// Found by review: X.letGo woke only X's sleepers, and a parked close is
+// none, so the end, and a Publish of kA behind its mark, waited for kB.
+func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+		b := mkBlocks("pending-dormant-claimant", 4)
+		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
+		kA, kZ, kB, kC := bA.Cid(), bZ.Cid(), bB.Cid(), bC.Cid()
+
+		slow := mustSub(t, n, 10)
+		require.NoError(t, slow.Subscribe(ctx, kA, kC))
+		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kC, i)
+			synctest.Wait()
+		}
+
+		s3 := mustSub(t, n, 1)
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-dormant-y", 1)[0].Cid())
+
+		older := make(chan error, 1) // O: waits for Z, A marked
+		go func() { older <- s3.Subscribe(ctx, kA, kZ) }()
+		synctest.Wait()
+		waiting := make(chan error, 1) // X: younger than O, waits for B, A marked
+		go func() { waiting <- s3.Subscribe(ctx, kB, kA) }()
+		synctest.Wait()
+		releaseY() // A free, marked by O and X
+		require.NoError(t, <-subY)
+		synctest.Wait()
+
+		// Overflow slow: its end finds kA held by X's mark and parks on X.
+		overflow := make(chan error, 1) // returns at once: the end is left pending
+		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
+		synctest.Wait()
+		require.NoError(t, slow.Err(), "setup: the end is pending, parked on X")
+
+		releaseZ() // P_Z, then O go on: O records s3's want of A, X's mark on A goes dormant
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.True(t, s3.Wants(kA))
+
+		// Nothing holds up kA now but the pending end's own mark.
+		pubA := make(chan error, 1)
+		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+		synctest.Wait()
+		endedEarly := slow.Err() != nil
+		var pubAEarly bool
+		select {
+		case err := <-pubA:
+			require.NoError(t, err)
+			pubAEarly = true
+		default:
+		}
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-waiting)
+		if !pubAEarly {
+			require.NoError(t, <-pubA)
+		}
+		require.NoError(t, <-overflow)
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		if !endedEarly || !pubAEarly {
+			t.Fatalf("pending slow-consumer end completed only after a stalled PutMany of kB, a key its subscription never wanted (ended before release: %v; Publish of kA returned before release: %v) (G11)", endedEarly, pubAEarly)
+		}
+	})
+}

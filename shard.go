@@ -197,13 +197,26 @@ func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
 // will: the first of them resumes it (parkEntry). Without that, a pending
 // close whose wait for a key is over would wait on for its claimant, perhaps
 // an older waiter behind a stalled blockstore call on a key its subscription
-// never wanted (G11).
+// never wanted (G11). by takes over the pending closes parked on o too, for
+// the same reason: a parked close is no sleeper, and wakeWaiters does not
+// wake it. Without that, one parked on o, as the claimant of a key by the
+// mark that just stopped holding, waited for o to go on (review,
+// TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding).
 func (o *op) letGo(by *op) {
 	o.wakeWaiters()
 	o.nudgeClose()
 	if by != nil && by != o {
 		if gen := o.park.Load(); gen != 0 {
 			by.enqueue(o, gen)
+		}
+		// The closes parked on o, for this key or another, may have
+		// nothing left to wait for either: by resumes them, as
+		// wakeWaiters wakes o's sleepers. One that still finds a key
+		// busy parks again.
+		for _, e := range o.takeParked() {
+			if e.o != by && e.o.park.Load() == e.gen {
+				by.enqueue(e.o, e.gen)
+			}
 		}
 	}
 }

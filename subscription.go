@@ -486,7 +486,12 @@ func (s *Subscription) commitWant(x *shardIndex, k cid.Cid) error {
 	if s.ended() || !s.enlist() {
 		return s.closedErr()
 	}
-	s.record(k, x.add(k, nil, s))
+	// No operation to take over parked closes (op.letGo), and none is
+	// needed: k's version has not moved since peek found k alone, so no
+	// mark of s is on k (a mark of s on k holds while s does not want k,
+	// so none was there at peek; none comes unless something claims k
+	// first, and every claim of k bumps its version).
+	s.record(k, x.add(k, nil, s, nil))
 	s.compact()
 	return nil
 }
@@ -613,7 +618,7 @@ func (s *Subscription) wantLocked(o *op) error {
 			found++
 			continue
 		}
-		e := s.n.shards[h.shard].idx.add(h.key, h.e, s)
+		e := s.n.shards[h.shard].idx.add(h.key, h.e, s, o)
 		s.record(h.key, e) // candidates skipped the keys s wants
 		if h.blk != nil {
 			h.e = e
