@@ -89,7 +89,8 @@
 //     (reserves it, or waits with it marked, being older), the end marks the
 //     keys it found busy and is left pending with that operation, which
 //     completes it when it is done (Subscription.closeSlow), or with the
-//     operation that ends the subscription's want of such a key. Err,
+//     operation that ends the subscription's want of such a key, or that
+//     makes the mark of the waiter it is left with stop holding. Err,
 //     Messages() and the wants change together, at the end.
 //   - Close: the registry, to list the live subscriptions; ends each as
 //     Remove does; takes and releases each shard lock in turn, so that

@@ -74,8 +74,10 @@ type Option func(*config)
 // overflowing Publish or Subscribe could not complete at once, because
 // another operation held up one of the subscription's keys (a blockstore
 // call in progress, or an older waiter), is left pending and completed by
-// that other operation as it finishes, or by the one that ends the
-// subscription's want of such a key: f then runs on that operation's
+// that other operation as it finishes, by the one that ends the
+// subscription's want of such a key, or by the one that makes the other
+// operation's hold on it end (a Subscribe that records the want that an
+// older waiter's mark waited for): f then runs on that operation's
 // goroutine, for the keys of the ended subscription, after that operation
 // has taken effect and before it returns, and not in the overflowing
 // operation, which may have returned already (Subscription.closeSlow).

@@ -822,7 +822,8 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // blockstore call, or an older waiter's mark), the close is left pending,
 // marking the keys it found busy as a waiting close does, and the
 // operation that holds it up finishes it when done (putOp), or the one that
-// ends s's want of such a key (op.letGo). So a Publish that overflows s
+// ends s's want of such a key, or that makes the holder's mark stop holding
+// (op.letGo). So a Publish that overflows s
 // returns at once, even if a key of s is reserved by a stalled PutMany (G6,
 // G11). Until the end, s is live but drops its messages; Err, Messages()
 // and the wants change together, at the end, so Err is nil while it is
@@ -956,8 +957,9 @@ func (s *Subscription) lockAll(o *op) { s.lockAllOrPark(o, false) }
 // (closeSlow), which never sleeps: where lockAll would sleep, it marks the
 // busy keys as lockAll does, parks o on the claimant of the first one
 // (Notifier.parkOn), releases every lock and reports false. That claimant,
-// or the operation that ends a want of s whose key o marked (op.letGo),
-// calls it again when done. It reports true holding what lockAll returns
+// the operation that ends a want of s whose key o marked, or the one that
+// makes a mark of that claimant stop holding (op.letGo), calls it again when
+// done. It reports true holding what lockAll returns
 // holding.
 func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 	n := s.n
