@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"testing/synctest"
 )
 
 var updateSeeds = flag.Bool("update-seeds", false, "rewrite testdata/fuzz/FuzzNotifierModel/seed-* from fuzzSeeds")
@@ -489,6 +490,54 @@ var fuzzSeeds = map[string]string{
 		release 0 pass
 		release 0 pass
 		release 0 pass`,
+	// Pending slow-consumer ends: sub0 is pushed past WithMaxPending while
+	// the Publish of k1, a key it wants, is parked in its PutMany, so its
+	// end is left pending with that Publish; meanwhile sub0 is read, drops
+	// messages and adds a want, and the release ends it (model.deliver).
+	// sub1, which wants no busy key, ends at once.
+	"stall-pending-slow-consumer-end": `config stall shards=2 buf=1 max=1
+		new 1 chan
+		new 2 chan
+		sub 0 k1 k2
+		sub 1 k2
+		arm
+		pub peerA blocks=k1
+		pub peerB haves=k2
+		pub peerB haves=k2
+		pub peerB haves=k2
+		pub peerB haves=k2
+		read 0
+		sub 0 k3
+		pub peerA haves=k3
+		new 3 chan
+		sub 2 k4
+		release 0 pass
+		read 0
+		read 0
+		read 0`,
+	// Two pending ends, the younger behind the older's mark on k1 as well
+	// as behind the parked Publish of k2: both end once the Publishes that
+	// hold them up are released, in either order.
+	"stall-pending-ends-behind-each-other": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		sub 0 k1 k3
+		sub 1 k1 k2 k4
+		arm
+		pub local blocks=k1
+		arm
+		pub local blocks=k2
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerB haves=k4
+		pub peerB haves=k4
+		pub peerB haves=k4
+		release 1 pass
+		read 1
+		release 0 pass
+		read 0
+		read 1`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -683,6 +732,29 @@ func indexOf(values []string, v string) int {
 		}
 	}
 	return -1
+}
+
+// TestFuzzSeedCorpus_PendingEnds checks that the seeds of pending
+// slow-consumer ends leave ends pending, and complete them, as they say:
+// the path the stall driver once avoided (stall_fuzz_test.go).
+func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
+	for name, pending := range map[string]uint64{
+		"stall-pending-slow-consumer-end":      1,
+		"stall-pending-ends-behind-each-other": 2,
+	} {
+		t.Run(name, func(t *testing.T) {
+			data, err := encodeFuzzSeed(fuzzSeeds[name])
+			if err != nil {
+				t.Fatal(err)
+			}
+			synctest.Test(t, func(t *testing.T) {
+				h := runFuzzModel(t, data)
+				if h.m.pendSeq != pending {
+					t.Fatalf("%d ends were left pending, want %d; steps:\n%s", h.m.pendSeq, pending, strings.Join(h.steps, "\n"))
+				}
+			})
+		})
+	}
 }
 
 // TestFuzzSeedCorpus checks that testdata/fuzz holds every scenario of

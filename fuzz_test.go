@@ -104,7 +104,7 @@ type fuzzSub struct {
 	got []fzMsg // func subscription: received during the current step
 }
 
-func runFuzzModel(t *testing.T, data []byte) {
+func runFuzzModel(t *testing.T, data []byte) *fuzzHarness {
 	d := &fuzzDecoder{data: data}
 	h := newFuzzHarness(t, d)
 	for step := 0; step < fuzzMaxSteps && !d.done(); step++ {
@@ -116,6 +116,7 @@ func runFuzzModel(t *testing.T, data []byte) {
 	if *fuzzTrace {
 		t.Logf("steps:\n%s", strings.Join(h.steps, "\n"))
 	}
+	return h
 }
 
 var fuzzTrace = flag.Bool("fuzz-trace", false, "FuzzNotifierModel: log the steps of every input, passed or not")

@@ -1,6 +1,7 @@
 package notifier_test
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -47,9 +48,16 @@ type mSub struct {
 	fn    bool         // NewSubscriptionFunc: messages are taken synchronously
 	wants map[int]bool // wanted keys
 	ended bool
-	err   error   // what Err returns: nil, ErrClosed or ErrSlowConsumer
-	queue []fzMsg // channel subscription: delivered and not read yet, oldest first
-	got   []fzMsg // func subscription: delivered during the current step
+	err   error // what Err returns: nil, ErrClosed or ErrSlowConsumer
+	// overflowed: an operation pushed s past WithMaxPending; from then on
+	// its messages are dropped. Its end may be pending (pending, marks;
+	// see model.deliver).
+	overflowed bool
+	pending    bool    // overflowed, and its end is pending: live, wanting what it wanted
+	marks      []int   // pending: the keys its close found busy and marked
+	pendSeq    uint64  // pending: the order in which the pending ends began
+	queue      []fzMsg // channel subscription: delivered and not read yet, oldest first
+	got        []fzMsg // func subscription: delivered during the current step
 	// fs is the real side (fuzz_test.go): the harness lines its subscriptions
 	// up with subs by it (syncSubs), since a Fetch makes its request in the
 	// model only when it takes effect.
@@ -71,8 +79,13 @@ type model struct {
 	putFail    bool
 	cancels    []int   // keys reported to the cancel function during the current step
 	newFuncs   int     // calls of Fetch's newFunc during the current step
-	slowEnds   [][]int // keys wanted by each subscription ended as a slow consumer, when it ended
+	slowEnds   [][]int // keys wanted by each subscription pushed past WithMaxPending, when it was
 	tight      bool    // accept as if no drain goroutine had taken a message yet (see accept)
+	// busy: the keys that the fuzz test's parked calls reserve as the
+	// operation being committed ends a slow consumer (the driver sets it);
+	// the end of one that wants such a key is left pending (deliver).
+	busy    []int
+	pendSeq uint64 // pending ends begun so far
 }
 
 // ioOutcome is how a blockstore call that the fuzz test stalled ends when it
@@ -122,12 +135,14 @@ func (m *model) clone() *model {
 		cs.wants = maps.Clone(s.wants)
 		cs.queue = slices.Clone(s.queue)
 		cs.got = slices.Clone(s.got)
+		cs.marks = slices.Clone(s.marks)
 		c.subs[i] = &cs
 		if m.live[s.id] == s {
 			c.live[s.id] = &cs
 		}
 	}
 	c.cancels = slices.Clone(m.cancels)
+	c.busy = slices.Clone(m.busy)
 	c.slowEnds = nil
 	return &c
 }
@@ -310,8 +325,9 @@ func (m *model) subscribeCommit(s *mSub, keys []int, o ioOutcome, afterStall boo
 			hits = append(hits, k)
 		}
 	}
+	overflowed := s.overflowed
 	m.deliver("", hits, nil, nil, func(k int) bool { return before[k] })
-	if s.ended { // its own blockstore hits overflowed it
+	if s.overflowed && !overflowed { // its own blockstore hits overflowed it, ended or pending
 		return notifier.ErrSlowConsumer
 	}
 	return nil
@@ -428,8 +444,10 @@ func distinct(keys []int) []int {
 
 // deliver hands every live subscription the part of (blks, haves, donthaves)
 // it wants, all of which some subscription wants, ends the wants that blks
-// satisfy, reports the keys for which report is true, and then releases the
-// subscriptions that overflowed.
+// satisfy, reports the keys for which report is true, and then ends the
+// subscriptions that overflowed: at once, or, if one wants a key that is
+// busy (pendingMarks), it leaves the end pending, as Subscription.closeSlow
+// does, for settlePending.
 func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k int) bool) {
 	var slow []*mSub
 	for _, s := range m.subs {
@@ -451,8 +469,65 @@ func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k
 	}
 	for _, s := range slow {
 		m.slowEnds = append(m.slowEnds, s.filter(allKeys()))
-		m.release(s)
+		if marks := m.pendingMarks(s); len(marks) > 0 {
+			m.pendSeq++
+			s.pending, s.marks, s.pendSeq = true, marks, m.pendSeq
+			continue
+		}
+		m.end(s, notifier.ErrSlowConsumer)
 	}
+}
+
+// pendingMarks returns the keys that s wants and that the close ending s
+// finds busy (Subscription.markIfBusy): reserved by a parked call (busy),
+// or marked by an older pending close whose mark holds, as its subscription
+// still wants the key. Those the close marks, and it goes on only once none
+// is busy. (The fuzz driver lets no later operation reserve or wait for a
+// key that a pending end's subscription wants, so a close finds no key busy
+// that it did not find at first: its marks are those of its first attempt.)
+func (m *model) pendingMarks(s *mSub) []int {
+	var marks []int
+	for _, k := range s.filter(allKeys()) {
+		busy := slices.Contains(m.busy, k) || slices.ContainsFunc(m.subs, func(p *mSub) bool {
+			return p != s && p.pending && (!s.pending || p.pendSeq < s.pendSeq) && p.wants[k] && slices.Contains(p.marks, k)
+		})
+		if busy {
+			marks = append(marks, k)
+		}
+	}
+	return marks
+}
+
+// settlePending ends, oldest first, the pending ends that find no key busy
+// any more: a parked call that held one up has been released (putOp
+// resumes the close), or an older pending end that did has ended. The fuzz
+// driver calls it after each release, with busy the keys still reserved.
+func (m *model) settlePending() {
+	var pend []*mSub
+	for _, s := range m.subs {
+		if s.pending {
+			pend = append(pend, s)
+		}
+	}
+	slices.SortFunc(pend, func(a, b *mSub) int { return cmp.Compare(a.pendSeq, b.pendSeq) })
+	for _, s := range pend {
+		if len(m.pendingMarks(s)) == 0 {
+			m.end(s, notifier.ErrSlowConsumer)
+		}
+	}
+}
+
+// hasPending reports whether an end is pending.
+func (m *model) hasPending() bool {
+	return slices.ContainsFunc(m.subs, func(s *mSub) bool { return s.pending })
+}
+
+// pendingWants reports whether a subscription whose end is pending wants
+// one of keys.
+func (m *model) pendingWants(keys []int) bool {
+	return slices.ContainsFunc(m.subs, func(s *mSub) bool {
+		return s.pending && slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && s.wants[k] })
+	})
 }
 
 func (s *mSub) filter(keys []int) []int {
@@ -467,7 +542,8 @@ func (s *mSub) filter(keys []int) []int {
 }
 
 // accept queues msg for s and reports whether s overflowed WithMaxPending,
-// which ends it (its wants are released by the caller).
+// which ends it (the caller does). Once s has overflowed, its messages are
+// dropped until the end, which may be pending.
 //
 // A channel subscription's unread messages sit, oldest first, in the
 // channel's buffer (up to buf of them), then one in the hands of the drain
@@ -482,14 +558,15 @@ func (m *model) accept(s *mSub, msg fzMsg) (slow bool) {
 		s.got = append(s.got, msg)
 		return false
 	}
+	if s.overflowed {
+		return false
+	}
 	held := 1 // by the drain goroutine
 	if m.tight {
 		held = 0
 	}
 	if m.maxPending > 0 && len(s.queue) >= m.buf+held+m.maxPending {
-		s.ended, s.err = true, notifier.ErrSlowConsumer
-		s.queue = s.queue[:m.buf]
-		delete(m.live, s.id)
+		s.overflowed = true
 		return true
 	}
 	s.queue = append(s.queue, msg)
@@ -497,8 +574,13 @@ func (m *model) accept(s *mSub, msg fzMsg) (slow bool) {
 }
 
 // end ends s with err and releases its wants. What its channel's buffer
-// holds stays readable; the rest is dropped.
+// holds stays readable; the rest is dropped. A subscription that overflowed
+// ends with ErrSlowConsumer, whoever ends it (markClosed).
 func (m *model) end(s *mSub, err error) {
+	if s.overflowed {
+		err = notifier.ErrSlowConsumer
+	}
+	s.pending, s.marks = false, nil
 	s.ended, s.err = true, err
 	s.queue = s.queue[:min(len(s.queue), m.buf)]
 	delete(m.live, s.id)
@@ -530,6 +612,9 @@ func (m *model) describe() string {
 	for i, s := range m.subs {
 		fmt.Fprintf(&b, "\n  sub[%d] id=%d fn=%v ended=%v err=%v wants=%v queue=%v",
 			i, s.id, s.fn, s.ended, s.err, s.filter(allKeys()), s.queue)
+		if s.pending {
+			fmt.Fprintf(&b, " end pending (marks %v)", s.marks)
+		}
 	}
 	return b.String()
 }

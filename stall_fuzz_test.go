@@ -127,6 +127,9 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	if h.waiter != nil && h.waits(op, h.m, h.stalled) {
 		h.settle("a second operation would wait")
 	}
+	if h.m.hasPending() && h.waits(op, h.m, h.stalled) {
+		h.settle("an operation would wait or park with an end pending")
+	}
 	if h.armed && op.ctxWait {
 		h.armed = false
 		op.point, op.ctx = newStallPoint(context.Background())
@@ -143,8 +146,9 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	if h.parksHoldingMarked(op) {
 		h.settle("a Subscribe would park leaving unreserved a key the waiter marks")
 	}
-	if h.returns(op, h.m, h.stalled) {
+	if h.waiter != nil && h.returns(op, h.m, h.stalled) {
 		try := func(c *model) bool {
+			c.busy = reservedKeys(h.stalled)
 			_ = op.commit(c, ioPass, false)
 			return h.overflowsHeld(c, h.stalled, true)
 		}
@@ -177,13 +181,18 @@ func (h *fuzzHarness) wakeEnded() {
 
 // waits reports whether op, started on m with stalled parked, would wait:
 // for a reservation, or behind the waiting operation (h.waiter), which has
-// marked its keys and is older than op (Notifier.mark).
+// marked its keys and is older than op (Notifier.mark). Or it may wait, or
+// it needs a key that a subscription whose end is pending wants: the
+// pending close marked some of those keys, and the driver lets no later
+// operation wait for, or reserve, any of them (launch settles first), so
+// that the close's marks, and when it ends, stay as the model says
+// (model.pendingMarks).
 func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 	if _, early := op.early(m); early {
 		return false
 	}
 	keys := op.waitFor(m)
-	return reservedBy(stalled, keys) || h.marked(op, keys)
+	return reservedBy(stalled, keys) || h.marked(op, keys) || m.pendingWants(keys)
 }
 
 // marked reports whether one of keys, which op needs, is marked by the
@@ -219,7 +228,16 @@ func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return !reservedBy(stalled, keys) && !h.marked(op, keys) && (op.point == nil || !op.io(m))
+	return !reservedBy(stalled, keys) && !h.marked(op, keys) && !m.pendingWants(keys) && (op.point == nil || !op.io(m))
+}
+
+// reservedKeys returns the keys that stalled reserve (model.busy).
+func reservedKeys(stalled []*fuzzOp) []int {
+	var keys []int
+	for _, op := range stalled {
+		keys = append(keys, op.resv...)
+	}
+	return keys
 }
 
 func reservedBy(stalled []*fuzzOp, keys []int) bool {
@@ -276,8 +294,36 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 		h.stalled = append(h.stalled, op)
 		return opParks
 	}
+	h.m.busy = reservedKeys(h.stalled)
+	pend := h.pendingSubs()
 	op.want = op.commit(h.m, ioPass, false)
+	h.logPending(pend)
 	return opReturns
+}
+
+// pendingSubs returns the indices of the subscriptions whose end is
+// pending.
+func (h *fuzzHarness) pendingSubs() []int {
+	var pend []int
+	for i, s := range h.m.subs {
+		if s.pending {
+			pend = append(pend, i)
+		}
+	}
+	return pend
+}
+
+// logPending logs the pending ends that began, and those that completed,
+// since pendingSubs returned before.
+func (h *fuzzHarness) logPending(before []int) {
+	for i, s := range h.m.subs {
+		switch {
+		case s.pending && !slices.Contains(before, i):
+			h.logf("sub[%d]: past WithMaxPending with keys %v busy: its end is pending", i, s.marks)
+		case !s.pending && slices.Contains(before, i):
+			h.logf("sub[%d]: its pending end completes", i)
+		}
+	}
 }
 
 // verify checks, the bubble settled, that op is where expect said.
@@ -443,9 +489,13 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	}
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
 	try := func(c *model) bool {
+		c.busy = reservedKeys(rest)
 		_ = op.commit(c, o, true)
-		if w == nil || h.waits(w, c, rest) {
-			return h.overflowsHeld(c, rest, w != nil)
+		if w == nil {
+			return false // an end left pending is modelled (model.deliver)
+		}
+		if h.waits(w, c, rest) {
+			return h.overflowsHeld(c, rest, true)
 		}
 		if len(c.slowEnds) > 0 { // op's end of them would race w
 			return true
@@ -470,7 +520,11 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	}
 	h.stalled = rest
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
+	h.m.busy = reservedKeys(rest)
+	pend := h.pendingSubs()
 	op.want = op.commit(h.m, o, true)
+	h.m.settlePending() // op resumes the closes parked on it as it ends (putOp)
+	h.logPending(pend)
 	wState := opWaits
 	if w != nil {
 		h.waiter = nil
@@ -496,6 +550,10 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	op := h.stalled[i]
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
 	try := func(c *model) bool {
+		if h.waiter == nil {
+			return false // an end left pending is modelled (model.deliver)
+		}
+		c.busy = reservedKeys(rest)
 		alt := c.clone()
 		_ = op.commit(c, o, true)
 		_ = op.commit(alt, ioPass, false)
@@ -508,9 +566,14 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	}
 	h.stalled = rest
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
+	h.m.busy = reservedKeys(rest)
+	pend := h.pendingSubs()
 	alt := h.m.clone()
 	altWant := op.commit(alt, ioPass, false) // started over: from the top, with the store as it is now
 	op.want = op.commit(h.m, o, true)
+	alt.settlePending()
+	h.m.settlePending()
+	defer h.logPending(pend)
 	op.point.free(o)
 	synctest.Wait()
 	select {
@@ -543,6 +606,9 @@ func (h *fuzzHarness) settle(why string) {
 	}
 	if h.waiter != nil {
 		h.failf("harness: %s still waits, with nothing reserved", h.waiter.desc)
+	}
+	if pend := h.pendingSubs(); len(pend) > 0 {
+		h.failf("harness: the ends of %v are still pending, with nothing reserved", pend)
 	}
 }
 
