@@ -538,6 +538,32 @@ var fuzzSeeds = map[string]string{
 		release 0 pass
 		read 0
 		read 1`,
+	// While its end is pending, sub0 drops what it is sent, though it reads
+	// its channel empty: the blocks its own Subscribe finds, and a block
+	// delivered by the release of one of the two Publishes that hold the
+	// end up. The other's release ends it.
+	"stall-pending-end-drops-messages": `config stall shards=2 buf=1 max=1
+		new 1 chan
+		sub 0 k1 k2 k3
+		arm
+		pub peerA blocks=k1
+		arm
+		pub peerA blocks=k2
+		pub peerB haves=k3
+		pub peerB haves=k3
+		pub peerB haves=k3
+		pub peerB haves=k3
+		read 0
+		read 0
+		read 0
+		read 0
+		put k5
+		sub 0 k5
+		read 0
+		release 1 pass
+		read 0
+		release 0 pass
+		read 0`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -741,6 +767,7 @@ func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 	for name, pending := range map[string]uint64{
 		"stall-pending-slow-consumer-end":      1,
 		"stall-pending-ends-behind-each-other": 2,
+		"stall-pending-end-drops-messages":     1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])
