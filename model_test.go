@@ -482,9 +482,10 @@ func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k
 // finds busy (Subscription.markIfBusy): reserved by a parked call (busy),
 // or marked by an older pending close whose mark holds, as its subscription
 // still wants the key. Those the close marks, and it goes on only once none
-// is busy. (The fuzz driver lets no later operation reserve or wait for a
-// key that a pending end's subscription wants, so a close finds no key busy
-// that it did not find at first: its marks are those of its first attempt.)
+// is busy. (The fuzz driver lets no later operation wait for a key, nor
+// reserve one that a pending end's subscription wants, so a close finds no
+// key busy that it did not find at first: its marks are those of its first
+// attempt.)
 func (m *model) pendingMarks(s *mSub) []int {
 	var marks []int
 	for _, k := range s.filter(allKeys()) {
@@ -527,6 +528,16 @@ func (m *model) hasPending() bool {
 func (m *model) pendingWants(keys []int) bool {
 	return slices.ContainsFunc(m.subs, func(s *mSub) bool {
 		return s.pending && slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && s.wants[k] })
+	})
+}
+
+// pendingMarked reports whether one of keys is marked by a pending end
+// with a mark that holds: its subscription still wants the key (op.holds).
+// An operation that needs such a key waits behind the close, which is
+// older.
+func (m *model) pendingMarked(keys []int) bool {
+	return slices.ContainsFunc(m.subs, func(s *mSub) bool {
+		return s.pending && slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && s.wants[k] && slices.Contains(s.marks, k) })
 	})
 }
 

@@ -30,9 +30,10 @@ import (
 //     key has its end left pending with the reservation's holder
 //     (Subscription.closeSlow), which the model follows (model.deliver,
 //     settlePending), but only while no operation waits: while an end is
-//     pending, an operation that would wait, or that needs a key the pending
-//     end's subscription wants, releases every parked call first, so that
-//     no later operation holds up the close or waits behind its marks. With
+//     pending, an operation that would wait (for a reservation, or behind
+//     the close's marks), or park on a key that the pending end's
+//     subscription wants, releases every parked call first, so that no
+//     later operation holds up the close or waits behind its marks. With
 //     an operation waiting, no subscription is pushed past WithMaxPending
 //     while it wants a reserved key or one the waiter marks, or by a release
 //     that wakes the waiter: the end would be left pending with the waiter,
@@ -131,8 +132,8 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	if h.waiter != nil && h.waits(op, h.m, h.stalled) {
 		h.settle("a second operation would wait")
 	}
-	if h.m.hasPending() && h.waits(op, h.m, h.stalled) {
-		h.settle("an operation would wait or park with an end pending")
+	if h.m.hasPending() && (h.waits(op, h.m, h.stalled) || h.parksOnPendingWant(op)) {
+		h.settle("an operation would wait, or park on a key a pending end needs")
 	}
 	if h.armed && op.ctxWait {
 		h.armed = false
@@ -184,19 +185,29 @@ func (h *fuzzHarness) wakeEnded() {
 }
 
 // waits reports whether op, started on m with stalled parked, would wait:
-// for a reservation, or behind the waiting operation (h.waiter), which has
-// marked its keys and is older than op (Notifier.mark). Or it may wait, or
-// it needs a key that a subscription whose end is pending wants: the
-// pending close marked some of those keys, and the driver lets no later
-// operation wait for, or reserve, any of them (launch settles first), so
-// that the close's marks, and when it ends, stay as the model says
-// (model.pendingMarks).
+// for a reservation, behind the waiting operation (h.waiter), which has
+// marked its keys and is older than op (Notifier.mark), or behind the mark
+// of a pending end (model.pendingMarked), which is older too.
 func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 	if _, early := op.early(m); early {
 		return false
 	}
 	keys := op.waitFor(m)
-	return reservedBy(stalled, keys) || h.marked(op, keys) || m.pendingWants(keys)
+	return reservedBy(stalled, keys) || h.marked(op, keys) || m.pendingMarked(keys)
+}
+
+// parksOnPendingWant reports whether op, launched now, would park in the
+// blockstore needing a key that a subscription whose end is pending wants.
+// Its reservation would hold that end up once more, at the close's next
+// attempt, which comes when the operation it is parked on ends, and which
+// operation that is depends on map order (Subscription.lockAllOrPark): the
+// driver settles first (launch), so that a pending close finds no key busy
+// that it did not find at first (model.pendingMarks).
+func (h *fuzzHarness) parksOnPendingWant(op *fuzzOp) bool {
+	if _, early := op.early(h.m); early || !h.armed || !op.ctxWait || !op.io(h.m) {
+		return false
+	}
+	return h.m.pendingWants(op.waitFor(h.m))
 }
 
 // marked reports whether one of keys, which op needs, is marked by the
@@ -232,7 +243,7 @@ func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return !reservedBy(stalled, keys) && !h.marked(op, keys) && !m.pendingWants(keys) && (op.point == nil || !op.io(m))
+	return !reservedBy(stalled, keys) && !h.marked(op, keys) && !m.pendingMarked(keys) && (op.point == nil || !op.io(m))
 }
 
 // reservedKeys returns the keys that stalled reserve (model.busy).
