@@ -564,6 +564,28 @@ var fuzzSeeds = map[string]string{
 		read 0
 		release 0 pass
 		read 0`,
+	// The Publish that holds a pending end up fails its PutMany: it
+	// delivers nothing, and the end goes on all the same as it returns.
+	// Meanwhile other subscriptions, a Fetch and a Publish name keys that
+	// the pending end's subscription wants and its close did not mark: they
+	// go on, and what is delivered to it is dropped.
+	"stall-pending-end-after-failed-put": `config stall shards=64 buf=0 max=1
+		new 1 chan
+		new 2 func
+		sub 0 k1 k2 k3
+		arm
+		pub local blocks=k1
+		pub peerA haves=k2 donthaves=k3
+		pub peerA haves=k2
+		pub peerA haves=k2
+		sub 1 k3
+		put k3
+		fetch k2
+		pub peerB blocks=k2 haves=k3
+		read 0
+		release 0 fail
+		read 0
+		read 0`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -768,6 +790,7 @@ func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 		"stall-pending-slow-consumer-end":      1,
 		"stall-pending-ends-behind-each-other": 2,
 		"stall-pending-end-drops-messages":     1,
+		"stall-pending-end-after-failed-put":   1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])
