@@ -487,10 +487,13 @@ func (s *Subscription) commitWant(x *shardIndex, k cid.Cid) error {
 		return s.closedErr()
 	}
 	// No operation to take over parked closes (op.letGo), and none is
-	// needed: k's version has not moved since peek found k alone, so no
-	// mark of s is on k (a mark of s on k holds while s does not want k,
-	// so none was there at peek; none comes unless something claims k
-	// first, and every claim of k bumps its version).
+	// needed: wakeSubscribes looks for the marks of waiting Subscribes of
+	// s on k, and there are none. Such a mark holds while s does not want
+	// k, so none was there when peek found k alone; none comes unless
+	// something claims k first, and every claim of k bumps the version,
+	// which has not moved. Were one there, the closes parked on its
+	// Subscribe would stay with it until it ends (putOp): a delay, never a
+	// loss.
 	s.record(k, x.add(k, nil, s, nil))
 	s.compact()
 	return nil
@@ -822,10 +825,9 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // blockstore call, or an older waiter's mark), the close is left pending,
 // marking the keys it found busy as a waiting close does, and the
 // operation that holds it up finishes it when done (putOp), or the one that
-// ends s's want of such a key, or that makes the holder's mark stop holding
-// (op.letGo). So a Publish that overflows s
-// returns at once, even if a key of s is reserved by a stalled PutMany (G6,
-// G11). Until the end, s is live but drops its messages; Err, Messages()
+// ends s's want of such a key, or that makes the holder's mark stop
+// holding (op.letGo). So a Publish that overflows s returns at once, even if
+// a key of s is reserved by a stalled PutMany (G6, G11). Until the end, s is live but drops its messages; Err, Messages()
 // and the wants change together, at the end, so Err is nil while it is
 // pending (TestSlowConsumerEnd_AtomicWithItsWants). A Remove or Close of s in
 // between waits behind the pending close's marks, or completes the end
@@ -959,8 +961,7 @@ func (s *Subscription) lockAll(o *op) { s.lockAllOrPark(o, false) }
 // (Notifier.parkOn), releases every lock and reports false. That claimant,
 // the operation that ends a want of s whose key o marked, or the one that
 // makes a mark of that claimant stop holding (op.letGo), calls it again when
-// done. It reports true holding what lockAll returns
-// holding.
+// done. It reports true holding what lockAll returns holding.
 func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 	n := s.n
 	for {
