@@ -110,6 +110,7 @@ func runFuzzModel(t *testing.T, data []byte) *fuzzHarness {
 	for step := 0; step < fuzzMaxSteps && !d.done(); step++ {
 		h.step(d)
 		h.compare()
+		h.checkPendingAlone()
 	}
 	h.close()
 	h.compare()

@@ -341,6 +341,28 @@ func (h *fuzzHarness) logPending(before []int) {
 	}
 }
 
+// checkPendingAlone checks the rule that lets the model follow pending
+// ends (see the top of this file): after every step, no operation waits
+// while an end is pending, and every pending end is held up by a parked
+// call's reservation or an older pending end's mark (model.pendingMarks).
+func (h *fuzzHarness) checkPendingAlone() {
+	h.t.Helper()
+	if !h.m.hasPending() {
+		return
+	}
+	if h.waiter != nil {
+		h.failf("harness: %s waits while the ends of %v are pending", h.waiter.desc, h.pendingSubs())
+	}
+	busy := h.m.busy
+	h.m.busy = reservedKeys(h.stalled)
+	defer func() { h.m.busy = busy }()
+	for _, i := range h.pendingSubs() {
+		if len(h.m.pendingMarks(h.m.subs[i])) == 0 {
+			h.failf("harness: the end of sub[%d] is pending with none of its keys busy", i)
+		}
+	}
+}
+
 // verify checks, the bubble settled, that op is where expect said.
 func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 	h.t.Helper()
