@@ -26,22 +26,23 @@ import (
 //     operation that would be the second releases every parked call first.
 //   - Close releases every parked call first: which subscriptions Close ends
 //     before a stalled Publish delivers would depend on map order.
-//   - A subscription pushed past WithMaxPending while it wants a reserved
-//     key has its end left pending with the reservation's holder
+//   - A subscription pushed past WithMaxPending while it wants a reserved key
+//     has its end left pending with the reservation's holder
 //     (Subscription.closeSlow), which the model follows (model.deliver,
 //     settlePending), but only while no operation waits: while an end is
-//     pending, an operation that would wait (for a reservation, or behind
-//     the close's marks), or park on a key that the pending end's
-//     subscription wants, releases every parked call first, so that no
-//     later operation holds up the close or waits behind its marks. With
-//     an operation waiting, no subscription is pushed past WithMaxPending
-//     while it wants a reserved key or one the waiter marks, or by a release
-//     that wakes the waiter: the end would be left pending with the waiter,
-//     or race it. Nor by a waiter that delivers right after the released
-//     call, when the outcome depends on whether the drain goroutine that the
-//     call started has taken its message yet (found by the fuzzer). The
-//     driver reads every channel empty before such a step, or else cancels
-//     the waiter.
+//     pending, an operation that would wait (for a reservation, or behind the
+//     close's marks), or park on a key that the pending end's subscription
+//     wants, releases every parked call first, so that no later operation
+//     holds up the close or waits behind its marks (the harness checks after
+//     every step that no operation waits while an end is pending, and that
+//     each pending end has a busy key: checkPendingAlone). With an operation
+//     waiting, no subscription is pushed past WithMaxPending while it wants a
+//     reserved key or one the waiter marks, or by a release that wakes the
+//     waiter: the end would be left pending with the waiter, or race it. Nor
+//     by a waiter that delivers right after the released call, when the
+//     outcome depends on whether the drain goroutine that the call started has
+//     taken its message yet (found by the fuzzer). The driver reads every
+//     channel empty before such a step, or else cancels the waiter.
 //
 // The model applies an operation whole, at one instant; a parked operation has
 // done nothing observable yet (its keys are reserved, the read calls see the
