@@ -105,6 +105,58 @@ func (s *stallStore) reserveByGet(t *testing.T, n *Notifier, id uint64, k, y cid
 	return u, release, subscribed
 }
 
+// twoMarkingWaiters are two Subscribes of one subscription s that wait with
+// a key A marked: O = s.Subscribe(A, Z), for a stalled PutMany of Z, and X =
+// s.Subscribe(B, A), younger, for a stalled PutMany of B. older and waiting
+// get O's and X's results.
+type twoMarkingWaiters struct {
+	t                  *testing.T
+	s                  *Subscription
+	kA                 cid.Cid
+	releaseZ, releaseB func()
+	pubZ, pubB         chan error
+	older, waiting     chan error
+}
+
+// waitMarking starts O and X of twoMarkingWaiters on s, the keys of bZ and
+// bB stalled in Publishes, and returns once both wait with kA marked (kA is
+// made busy by a third subscription's Subscribe while they start, so that
+// both mark it; Notifier.markBusy). tag names the blocks.
+func (st *stallStore) waitMarking(t *testing.T, n *Notifier, s *Subscription, kA cid.Cid, bZ, bB blocks.Block, tag string) *twoMarkingWaiters {
+	t.Helper()
+	w := &twoMarkingWaiters{t: t, s: s, kA: kA, older: make(chan error, 1), waiting: make(chan error, 1)}
+	w.releaseZ, w.pubZ = st.publishStalled(t, n, bZ) // Z reserved, stalled
+	w.releaseB, w.pubB = st.publishStalled(t, n, bB) // B reserved, stalled
+	_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks(tag+"-y", 1)[0].Cid())
+	go func() { w.older <- s.Subscribe(ctx, kA, bZ.Cid()) }() // O: waits for Z, A marked
+	synctest.Wait()
+	go func() { w.waiting <- s.Subscribe(ctx, bB.Cid(), kA) }() // X: waits for B, A marked
+	synctest.Wait()
+	releaseY() // A free, marked by O and X
+	require.NoError(t, <-subY)
+	synctest.Wait()
+	return w
+}
+
+// releaseOlder lets Z's PutMany go on, then O, which records s's want of A:
+// X's mark on A stops holding.
+func (w *twoMarkingWaiters) releaseOlder() {
+	w.t.Helper()
+	w.releaseZ()
+	require.NoError(w.t, <-w.pubZ)
+	require.NoError(w.t, <-w.older)
+	synctest.Wait()
+	require.True(w.t, w.s.Wants(w.kA))
+}
+
+// releaseYounger lets B's PutMany go on, then X.
+func (w *twoMarkingWaiters) releaseYounger() {
+	w.t.Helper()
+	w.releaseB()
+	require.NoError(w.t, <-w.pubB)
+	require.NoError(w.t, <-w.waiting)
+}
+
 func (s *stallStore) wait(k cid.Cid) {
 	s.mu.Lock()
 	ch := s.stalled[k]
@@ -1627,39 +1679,21 @@ func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.
 		n, _ := newWithCancels(t, st)
 		b := mkBlocks("subscribe-lets-go-want-begins", 3)
 		bA, bZ, bB := b[0], b[1], b[2]
-		kA, kZ, kB := bA.Cid(), bZ.Cid(), bB.Cid()
+		kA := bA.Cid()
 		s := mustSub(t, n, 1)
-		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
-		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
-		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("subscribe-lets-go-y", 1)[0].Cid())
-
-		older := make(chan error, 1) // O: waits for Z, A marked
-		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
-		synctest.Wait()
-		waiting := make(chan error, 1) // X: younger than O, waits for B, A marked
-		go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
-		synctest.Wait()
-		releaseY() // A free, marked by O and X
-		require.NoError(t, <-subY)
-		synctest.Wait()
+		w := st.waitMarking(t, n, s, kA, bZ, bB, "subscribe-lets-go")
 		other := mustSub(t, n, 2)
 		done := goAsleep(t, "other.Subscribe(A)", func() error { return other.Subscribe(ctx, kA) }) // on X's mark on A
 
-		releaseZ() // P_Z, then O go on: O records s's want of A
-		require.NoError(t, <-pubZ)
-		require.NoError(t, <-older)
-		synctest.Wait()
-		require.True(t, s.Wants(kA))
-		returnsNow(t, done, releaseB, "Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
+		w.releaseOlder() // P_Z, then O go on: O records s's want of A
+		returnsNow(t, done, w.releaseB, "Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
 		require.True(t, other.Wants(kA))
 		select {
-		case err := <-waiting:
+		case err := <-w.waiting:
 			t.Fatalf("X returned %v while B's PutMany, which it waits for, is stalled", err)
 		default:
 		}
-		releaseB()
-		require.NoError(t, <-pubB)
-		require.NoError(t, <-waiting)
+		w.releaseYounger()
 		require.True(t, s.Wants(kA))
 	})
 }

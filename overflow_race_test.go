@@ -399,7 +399,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
 		b := mkBlocks("pending-dormant-claimant", 4)
 		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
-		kA, kZ, kB, kC := bA.Cid(), bZ.Cid(), bB.Cid(), bC.Cid()
+		kA, kC := bA.Cid(), bC.Cid()
 
 		slow := mustSub(t, n, 10)
 		require.NoError(t, slow.Subscribe(ctx, kA, kC))
@@ -409,19 +409,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 		}
 
 		s3 := mustSub(t, n, 1)
-		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
-		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
-		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-dormant-y", 1)[0].Cid())
-
-		older := make(chan error, 1) // O: waits for Z, A marked
-		go func() { older <- s3.Subscribe(ctx, kA, kZ) }()
-		synctest.Wait()
-		waiting := make(chan error, 1) // X: younger than O, waits for B, A marked
-		go func() { waiting <- s3.Subscribe(ctx, kB, kA) }()
-		synctest.Wait()
-		releaseY() // A free, marked by O and X
-		require.NoError(t, <-subY)
-		synctest.Wait()
+		w := st.waitMarking(t, n, s3, kA, bZ, bB, "pending-dormant")
 
 		// Overflow slow: its end finds kA held by X's mark and parks on X.
 		overflow := make(chan error, 1) // returns at once: the end is left pending
@@ -429,11 +417,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 		synctest.Wait()
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on X")
 
-		releaseZ() // P_Z, then O go on: O records s3's want of A, X's mark on A goes dormant
-		require.NoError(t, <-pubZ)
-		require.NoError(t, <-older)
-		synctest.Wait()
-		require.True(t, s3.Wants(kA))
+		w.releaseOlder() // P_Z, then O go on: O records s3's want of A, X's mark on A goes dormant
 
 		// Nothing holds up kA now but the pending end's own mark.
 		pubA := make(chan error, 1)
@@ -447,9 +431,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 			pubAEarly = true
 		default:
 		}
-		releaseB()
-		require.NoError(t, <-pubB)
-		require.NoError(t, <-waiting)
+		w.releaseYounger()
 		if !pubAEarly {
 			require.NoError(t, <-pubA)
 		}
