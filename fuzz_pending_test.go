@@ -22,7 +22,8 @@ import (
 // end (9 of 816 of one cache corpus), and coverage guidance does not favour
 // them once the parking code is covered: here every input starts in a
 // configuration where the next overflow of a subscription that wants a
-// reserved key leaves its end pending.
+// reserved key leaves its end pending. After an 8-minute run (2026-12-05),
+// 5 of the 122 inputs of its cache corpus left an end pending: more, not many.
 func FuzzNotifierModelPending(f *testing.F) {
 	for _, name := range pendingSeedNames() {
 		data, err := encodeFuzzSeed(fuzzSeeds[name])
