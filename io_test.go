@@ -105,48 +105,68 @@ func (s *stallStore) reserveByGet(t *testing.T, n *Notifier, id uint64, k, y cid
 	return u, release, subscribed
 }
 
-// twoMarkingWaiters are two Subscribes of one subscription s that wait with
-// a key A marked: O = s.Subscribe(A, Z), for a stalled PutMany of Z, and X =
-// s.Subscribe(B, A), younger, for a stalled PutMany of B. older and waiting
-// get O's and X's results.
+// twoMarkingWaiters are two operations of one subscription s that wait with
+// a key A marked: O on (A, Z), for a stalled PutMany of Z, and X on (B, A),
+// younger, for a stalled PutMany of B. Both are Subscribes (waitMarking) or
+// both Unsubscribes (waitMarkingUnsubscribes); older and waiting get O's and
+// X's results.
 type twoMarkingWaiters struct {
 	t                  *testing.T
 	s                  *Subscription
 	kA                 cid.Cid
+	unsubscribe        bool
 	releaseZ, releaseB func()
 	pubZ, pubB         chan error
 	older, waiting     chan error
 }
 
-// waitMarking starts O and X of twoMarkingWaiters on s, the keys of bZ and
-// bB stalled in Publishes, and returns once both wait with kA marked (kA is
-// made busy by a third subscription's Subscribe while they start, so that
-// both mark it; Notifier.markBusy). tag names the blocks.
+// waitMarking starts O = s.Subscribe(A, Z) and X = s.Subscribe(B, A), the
+// keys of bZ and bB stalled in Publishes, and returns once both wait with kA
+// marked. tag names the blocks.
 func (st *stallStore) waitMarking(t *testing.T, n *Notifier, s *Subscription, kA cid.Cid, bZ, bB blocks.Block, tag string) *twoMarkingWaiters {
 	t.Helper()
-	w := &twoMarkingWaiters{t: t, s: s, kA: kA, older: make(chan error, 1), waiting: make(chan error, 1)}
+	w := &twoMarkingWaiters{t: t, s: s, kA: kA}
+	st.startMarking(n, w, bZ, bB, tag, func(ks ...cid.Cid) error { return s.Subscribe(ctx, ks...) })
+	return w
+}
+
+// waitMarkingUnsubscribes is waitMarking with O = s.Unsubscribe(A, Z) and X
+// = s.Unsubscribe(B, A); s must want A, Z and B.
+func (st *stallStore) waitMarkingUnsubscribes(t *testing.T, n *Notifier, s *Subscription, kA cid.Cid, bZ, bB blocks.Block, tag string) *twoMarkingWaiters {
+	t.Helper()
+	w := &twoMarkingWaiters{t: t, s: s, kA: kA, unsubscribe: true}
+	st.startMarking(n, w, bZ, bB, tag, func(ks ...cid.Cid) error { s.Unsubscribe(ks...); return nil })
+	return w
+}
+
+// startMarking runs O = run(A, Z) and X = run(B, A) for w. kA is made busy
+// by a third subscription's Subscribe while they start, so that both mark
+// it (Notifier.markBusy).
+func (st *stallStore) startMarking(n *Notifier, w *twoMarkingWaiters, bZ, bB blocks.Block, tag string, run func(ks ...cid.Cid) error) {
+	t := w.t
+	t.Helper()
+	w.older, w.waiting = make(chan error, 1), make(chan error, 1)
 	w.releaseZ, w.pubZ = st.publishStalled(t, n, bZ) // Z reserved, stalled
 	w.releaseB, w.pubB = st.publishStalled(t, n, bB) // B reserved, stalled
-	_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks(tag+"-y", 1)[0].Cid())
-	go func() { w.older <- s.Subscribe(ctx, kA, bZ.Cid()) }() // O: waits for Z, A marked
+	_, releaseY, subY := st.reserveByGet(t, n, 3, w.kA, mkBlocks(tag+"-y", 1)[0].Cid())
+	go func() { w.older <- run(w.kA, bZ.Cid()) }() // O: waits for Z, A marked
 	synctest.Wait()
-	go func() { w.waiting <- s.Subscribe(ctx, bB.Cid(), kA) }() // X: waits for B, A marked
+	go func() { w.waiting <- run(bB.Cid(), w.kA) }() // X: waits for B, A marked
 	synctest.Wait()
 	releaseY() // A free, marked by O and X
 	require.NoError(t, <-subY)
 	synctest.Wait()
-	return w
 }
 
-// releaseOlder lets Z's PutMany go on, then O, which records s's want of A:
-// X's mark on A stops holding.
+// releaseOlder lets Z's PutMany go on, then O, which records s's want of A
+// (or ends it): X's mark on A stops holding.
 func (w *twoMarkingWaiters) releaseOlder() {
 	w.t.Helper()
 	w.releaseZ()
 	require.NoError(w.t, <-w.pubZ)
 	require.NoError(w.t, <-w.older)
 	synctest.Wait()
-	require.True(w.t, w.s.Wants(w.kA))
+	require.Equal(w.t, !w.unsubscribe, w.s.Wants(w.kA))
 }
 
 // releaseYounger lets B's PutMany go on, then X.

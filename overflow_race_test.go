@@ -442,3 +442,99 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 		}
 	})
 }
+
+// G11, the same through wakeStaleMarks: the claimant X of kA, on which a
+// pending slow-consumer end parks, is a waiting Unsubscribe of s2 (B, A), and
+// its mark on kA stops holding when an older Unsubscribe O of s2 (A, Z), let
+// go by Z's release, ends s2's want of kA. O must resume the end (op.letGo
+// hands X's parked closes to it), not leave it to X, which waits for a
+// stalled PutMany of kB. Found by review of the hand-over, which the test
+// above reaches only through wakeSubscribes.
+func TestOverflow_PendingEndGoesOnWhenItsClaimantsWantEnds(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+		b := mkBlocks("pending-unsubscribe-claimant", 4)
+		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
+		kA, kC := bA.Cid(), bC.Cid()
+
+		slow := mustSub(t, n, 10)
+		require.NoError(t, slow.Subscribe(ctx, kA, kC))
+		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kC, i)
+			synctest.Wait()
+		}
+		s2 := mustSub(t, n, 2)
+		require.NoError(t, s2.Subscribe(ctx, kA, bB.Cid(), bZ.Cid()))
+		go func() { // s2 takes the blocks of Z and B
+			for range s2.Messages() {
+			}
+		}()
+		w := st.waitMarkingUnsubscribes(t, n, s2, kA, bZ, bB, "pending-unsubscribe")
+
+		overflow := make(chan error, 1) // returns at once: the end is left pending
+		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
+		synctest.Wait()
+		require.NoError(t, slow.Err(), "setup: the end is pending, parked on X")
+
+		w.releaseOlder() // P_Z, then O go on: s2's want of A ends, X's mark on A stops holding
+		endedEarly := slow.Err() != nil
+		w.releaseYounger()
+		require.NoError(t, <-overflow)
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		require.True(t, endedEarly, "pending slow-consumer end completed only after a stalled PutMany of kB, a key its subscription never wanted (G11)")
+	})
+}
+
+// G11, the same through wakeDelivered, for the pending close itself: slow's
+// end parks on Q, the youngest older waiter that marks kA, a Publish of kA
+// and kD that waits for a stalled PutMany of kD. An older Publish P of kA
+// and kB, which Q waits behind on kA, goes on once kB is released and
+// delivers kA to slow: the end no longer needs kA, and P must resume it
+// (op.letGo, by the delivering operation), not leave it parked on Q until
+// kD's PutMany returns.
+func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+		b := mkBlocks("pending-delivered-claimant", 4)
+		bA, bB, bC, bD := b[0], b[1], b[2], b[3]
+		kA, kC := bA.Cid(), bC.Cid()
+
+		slow := mustSub(t, n, 10)
+		require.NoError(t, slow.Subscribe(ctx, kA, kC))
+		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
+			seqHave(t, n, kC, i)
+			synctest.Wait()
+		}
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
+		releaseD, pubD := st.publishStalled(t, n, bD) // kD reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-delivered-y", 1)[0].Cid())
+		pubP := goAsleep(t, "Publish P of kA and kB", func() error {
+			return n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bB}})
+		})
+		pubQ := goAsleep(t, "Publish Q of kA and kD", func() error {
+			return n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bD}})
+		})
+		releaseY() // kA free, marked by P and Q
+		require.NoError(t, <-subY)
+		synctest.Wait()
+
+		overflow := make(chan error, 1) // returns at once: the end is left pending
+		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
+		synctest.Wait()
+		require.NoError(t, slow.Err(), "setup: the end is pending, parked on Q")
+
+		releaseB() // R_B, then P go on: P delivers kA to slow
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-pubP)
+		synctest.Wait()
+		endedEarly := slow.Err() != nil
+		releaseD()
+		require.NoError(t, <-pubD)
+		require.NoError(t, <-pubQ)
+		require.NoError(t, <-overflow)
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		require.True(t, endedEarly, "pending slow-consumer end completed only after a stalled PutMany of kD, a key its subscription never wanted (G11)")
+	})
+}

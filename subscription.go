@@ -487,13 +487,14 @@ func (s *Subscription) commitWant(x *shardIndex, k cid.Cid) error {
 		return s.closedErr()
 	}
 	// No operation to take over parked closes (op.letGo), and none is
-	// needed: wakeSubscribes looks for the marks of waiting Subscribes of
-	// s on k, and there are none. Such a mark holds while s does not want
-	// k, so none was there when peek found k alone; none comes unless
-	// something claims k first, and every claim of k bumps the version,
-	// which has not moved. Were one there, the closes parked on its
-	// Subscribe would stay with it until it ends (putOp): a delay, never a
-	// loss.
+	// needed. wakeSubscribes may find marks of waiting Subscribes of s on
+	// k (one can appear without a version bump: a dormant mark of a closed
+	// interest subscription's waiting Subscribe holds again, and another
+	// waiter of s marks k behind it), but no close can be parked on such a
+	// mark for k: parking there needs a non-interest want of k, which
+	// bumps the version, and the version has not moved since peek found k
+	// alone. Were one parked there anyway, it would stay with its
+	// Subscribe until that ends (putOp): a delay, never a loss.
 	s.record(k, x.add(k, nil, s, nil))
 	s.compact()
 	return nil
