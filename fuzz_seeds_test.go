@@ -586,6 +586,30 @@ var fuzzSeeds = map[string]string{
 		release 0 fail
 		read 0
 		read 0`,
+	// A pending end held up by a waiter's mark alone: a Publish of k1 and
+	// k2 waits for the parked Publish of k2 with k1 marked too (k1 was
+	// reserved by sub1's parked Subscribe when it looked). Once that
+	// Subscribe is released, k1 is free but still marked; sub0, which
+	// wants k1, is pushed past WithMaxPending, and its end is left pending
+	// with the waiter, which resumes it as it ends, after the release of
+	// k2's Publish (model.held).
+	"stall-pending-end-on-a-waiter": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		sub 0 k1 k3
+		arm
+		pub local blocks=k2
+		arm
+		sub 1 k1 k4
+		pub peerB blocks=k1,k2
+		release 1 pass
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		release 0 pass
+		read 0
+		read 1
+		read 1`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -791,6 +815,7 @@ func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 		"stall-pending-ends-behind-each-other": 2,
 		"stall-pending-end-drops-messages":     1,
 		"stall-pending-end-after-failed-put":   1,
+		"stall-pending-end-on-a-waiter":        1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])

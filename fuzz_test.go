@@ -130,6 +130,7 @@ func newFuzzHarness(t *testing.T, d *fuzzDecoder) *fuzzHarness {
 	buf := []int{0, 1, 2, 32}[c1&3]
 	maxPending := []int{0, 1, 2}[int(c1>>2)%3]
 	h := &fuzzHarness{t: t, m: newModel(withBS, buf, maxPending), stalls: stalls}
+	h.m.held = h.waiterHolds
 	opts := []notifier.Option{
 		notifier.WithShards(shards),
 		notifier.WithBufferSize(buf),

@@ -86,6 +86,11 @@ type model struct {
 	// the end of one that wants such a key is left pending (deliver).
 	busy    []int
 	pendSeq uint64 // pending ends begun so far
+	// held, if set, reports whether the fuzz test's waiting operation holds
+	// k on m with a mark (fuzzHarness.waiterHolds): a close that ends a
+	// slow consumer finds such a key busy too, and is left pending with the
+	// waiter, which resumes it as it ends (putOp).
+	held func(m *model, k int) bool
 }
 
 // ioOutcome is how a blockstore call that the fuzz test stalled ends when it
@@ -480,16 +485,17 @@ func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k
 
 // pendingMarks returns the keys that s wants and that the close ending s
 // finds busy (Subscription.markIfBusy): reserved by a parked call (busy),
-// or marked by an older pending close whose mark holds, as its subscription
-// still wants the key. Those the close marks, and it goes on only once none
-// is busy. (The fuzz driver lets no later operation wait for a key, nor
+// marked by the waiting operation with a mark that holds (held), or marked
+// by an older pending close whose mark holds, as its subscription still
+// wants the key. Those the close marks, and it goes on only once none is
+// busy. (The fuzz driver lets no later operation wait for a key, nor
 // reserve one that a pending end's subscription wants, so a close finds no
 // key busy that it did not find at first: its marks are those of its first
 // attempt.)
 func (m *model) pendingMarks(s *mSub) []int {
 	var marks []int
 	for _, k := range s.filter(allKeys()) {
-		busy := slices.Contains(m.busy, k) || slices.ContainsFunc(m.subs, func(p *mSub) bool {
+		busy := slices.Contains(m.busy, k) || m.held != nil && m.held(m, k) || slices.ContainsFunc(m.subs, func(p *mSub) bool {
 			return p != s && p.pending && (!s.pending || p.pendSeq < s.pendSeq) && p.wants[k] && slices.Contains(p.marks, k)
 		})
 		if busy {

@@ -26,23 +26,30 @@ import (
 //     operation that would be the second releases every parked call first.
 //   - Close releases every parked call first: which subscriptions Close ends
 //     before a stalled Publish delivers would depend on map order.
-//   - A subscription pushed past WithMaxPending while it wants a reserved key
-//     has its end left pending with the reservation's holder
-//     (Subscription.closeSlow), which the model follows (model.deliver,
-//     settlePending), but only while no operation waits: while an end is
-//     pending, an operation that would wait (for a reservation, or behind the
-//     close's marks), or park on a key that the pending end's subscription
-//     wants, releases every parked call first, so that no later operation
-//     holds up the close or waits behind its marks (the harness checks after
-//     every step that no operation waits while an end is pending, and that
-//     each pending end has a busy key: checkPendingAlone). With an operation
-//     waiting, no subscription is pushed past WithMaxPending while it wants a
-//     reserved key or one the waiter marks, or by a release that wakes the
-//     waiter: the end would be left pending with the waiter, or race it. Nor
-//     by a waiter that delivers right after the released call, when the
-//     outcome depends on whether the drain goroutine that the call started has
-//     taken its message yet (found by the fuzzer). The driver reads every
-//     channel empty before such a step, or else cancels the waiter.
+//   - A subscription pushed past WithMaxPending while it wants a busy key
+//     has its end left pending (Subscription.closeSlow), which the model
+//     follows (model.deliver, settlePending): with the holder of the key's
+//     reservation while no operation waits, or, while one does, with the
+//     waiter, if the waiter's marks alone hold the end up (model.held). The
+//     waiter resumes such an end as it ends, or holds it up on with the
+//     reservations it takes if it parks (settleOn). In the harness nothing
+//     else can make the waiter's marks stop holding (every operation that
+//     could would wait behind them), so the model need not follow the
+//     hand-over of parked closes (op.letGo). While an end is pending, an
+//     operation that would wait (for a reservation, or behind the close's
+//     marks), or park on a key that the pending end's subscription wants,
+//     releases every parked call first, so that no later operation holds up
+//     the close or waits behind its marks; so a waiter is always older than
+//     the pending ends. With an operation waiting, no subscription is pushed
+//     past WithMaxPending while it wants a reserved key, or by a release that
+//     wakes the waiter: the end would race the waiter, woken by the same
+//     release. (The harness checks after every step that each pending end
+//     has a busy key, and none reserved while an operation waits:
+//     checkPendingAlone.) Nor by a waiter that delivers right after the
+//     released call, when the outcome depends on whether the drain goroutine
+//     that the call started has taken its message yet (found by the fuzzer).
+//     The driver reads every channel empty before such a step, or else
+//     cancels the waiter.
 //
 // The model applies an operation whole, at one instant; a parked operation has
 // done nothing observable yet (its keys are reserved, the read calls see the
@@ -156,7 +163,9 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 		try := func(c *model) bool {
 			c.busy = reservedKeys(h.stalled)
 			_ = op.commit(c, ioPass, false)
-			return h.overflowsHeld(c, h.stalled, true)
+			// An end held up only by the waiter's marks is left pending
+			// with it, and resumed as it ends (model.held).
+			return overflowsReserved(c, h.stalled)
 		}
 		if !h.avoidOverflow(try) {
 			h.failf("harness: a slow consumer end would still race a reservation")
@@ -181,7 +190,29 @@ func (h *fuzzHarness) wakeEnded() {
 	if err, early := w.early(h.m); early {
 		h.waiter, w.want = nil, err
 		h.logf("%s: its subscription ended, so it returns", w.desc)
+		h.settleOn(w)
 		h.verify(w, opReturns)
+	}
+}
+
+// waiterHolds is model.held: whether the waiting operation holds k on m
+// with a mark (marked).
+func (h *fuzzHarness) waiterHolds(m *model, k int) bool {
+	w := h.waiter
+	return w != nil && slices.Contains(w.marks, k) && slices.Contains(w.waitFor(m), k)
+}
+
+// settleOn ends the pending ends that w, the waiter until now, held up with
+// its marks and no longer holds up: w has returned, and resumed the closes
+// parked on it (putOp), or it waits again, or parks in the blockstore
+// reserving the keys it marked. The caller has cleared or reset h.waiter.
+func (h *fuzzHarness) settleOn(w *fuzzOp) {
+	pend := h.pendingSubs()
+	h.m.busy = reservedKeys(h.stalled)
+	h.m.settlePending()
+	if !slices.Equal(pend, h.pendingSubs()) {
+		h.logf("%s lets go of the closes parked on it", w.desc)
+		h.logPending(pend)
 	}
 }
 
@@ -343,23 +374,25 @@ func (h *fuzzHarness) logPending(before []int) {
 }
 
 // checkPendingAlone checks the rule that lets the model follow pending
-// ends (see the top of this file): after every step, no operation waits
-// while an end is pending, and every pending end is held up by a parked
-// call's reservation or an older pending end's mark (model.pendingMarks).
+// ends (see the top of this file): after every step, every pending end is
+// held up by a parked call's reservation, the waiter's mark or an older
+// pending end's mark (model.pendingMarks), and while an operation waits, by
+// no reservation.
 func (h *fuzzHarness) checkPendingAlone() {
 	h.t.Helper()
 	if !h.m.hasPending() {
 		return
 	}
-	if h.waiter != nil {
-		h.failf("harness: %s waits while the ends of %v are pending", h.waiter.desc, h.pendingSubs())
-	}
 	busy := h.m.busy
 	h.m.busy = reservedKeys(h.stalled)
 	defer func() { h.m.busy = busy }()
 	for _, i := range h.pendingSubs() {
-		if len(h.m.pendingMarks(h.m.subs[i])) == 0 {
+		marks := h.m.pendingMarks(h.m.subs[i])
+		if len(marks) == 0 {
 			h.failf("harness: the end of sub[%d] is pending with none of its keys busy", i)
+		}
+		if h.waiter != nil && reservedBy(h.stalled, marks) {
+			h.failf("harness: %s waits while the end of sub[%d] is pending with a reserved key of %v", h.waiter.desc, i, marks)
 		}
 	}
 }
@@ -505,6 +538,7 @@ func (h *fuzzHarness) cancelWaiter(why string) {
 		w.onCancel(h.m)
 	}
 	h.logf("cancel the context of %s: %s", w.desc, why)
+	h.settleOn(w)
 	w.cancel()
 	synctest.Wait()
 	h.verify(w, opReturns)
@@ -567,6 +601,7 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	if w != nil {
 		h.waiter = nil
 		wState = h.expect(w)
+		h.settleOn(w)
 	}
 	op.point.free(o)
 	synctest.Wait()
