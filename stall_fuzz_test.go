@@ -155,6 +155,11 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	}
 	if !h.returns(op, h.m, h.stalled) {
 		h.releaseUnreserved(op)
+		// A release may have begun a pending end (found by the fuzzer:
+		// the op then waited with an end pending on a reservation).
+		if h.m.hasPending() && (h.waits(op, h.m, h.stalled) || h.parksOnPendingWant(op)) {
+			h.settle("a release began a pending end, and an operation would wait, or park on a key it needs")
+		}
 	}
 	if h.parksHoldingMarked(op) {
 		h.settle("a Subscribe would park leaving unreserved a key the waiter marks")
