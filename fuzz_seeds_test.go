@@ -610,6 +610,64 @@ var fuzzSeeds = map[string]string{
 		read 0
 		read 1
 		read 1`,
+	// The same, but the waiter was armed: once k2's Publish is released, it
+	// parks in its own PutMany, reserving k1, so the end stays pending until
+	// that PutMany is released in turn.
+	"stall-pending-end-on-a-waiter-that-parks": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		sub 0 k1 k3
+		arm
+		pub local blocks=k2
+		arm
+		sub 1 k1 k4
+		arm
+		pub local blocks=k1,k2
+		release 1 pass
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		release 0 pass
+		read 0
+		read 1
+		release 0 pass
+		read 0`,
+	// The same with a waiting Remove of sub1, whose mark on k1 holds while
+	// sub1 wants k1, and a waiter that is cancelled instead: sub0's end,
+	// left pending on the Remove, completes as the Remove returns; a
+	// second end, of sub3, left pending on a Publish that waits, completes
+	// as that Publish is cancelled.
+	"stall-pending-end-on-a-waiting-remove": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 chan
+		sub 0 k1 k3
+		sub 1 k1 k2
+		arm
+		pub local blocks=k2
+		arm
+		sub 2 k1 k4
+		remove 1
+		release 1 pass
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		release 0 pass
+		read 0
+		new 4 chan
+		sub 3 k5 k6
+		arm
+		pub local blocks=k7
+		arm
+		sub 2 k5 k0
+		pub peerB blocks=k5,k7
+		release 1 pass
+		pub peerA haves=k6
+		pub peerA haves=k6
+		pub peerA haves=k6
+		release 1 pass
+		read 3
+		release 0 pass`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -811,11 +869,13 @@ func indexOf(values []string, v string) int {
 // the path the stall driver once avoided (stall_fuzz_test.go).
 func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 	for name, pending := range map[string]uint64{
-		"stall-pending-slow-consumer-end":      1,
-		"stall-pending-ends-behind-each-other": 2,
-		"stall-pending-end-drops-messages":     1,
-		"stall-pending-end-after-failed-put":   1,
-		"stall-pending-end-on-a-waiter":        1,
+		"stall-pending-slow-consumer-end":          1,
+		"stall-pending-ends-behind-each-other":     2,
+		"stall-pending-end-drops-messages":         1,
+		"stall-pending-end-after-failed-put":       1,
+		"stall-pending-end-on-a-waiter":            1,
+		"stall-pending-end-on-a-waiting-remove":    2,
+		"stall-pending-end-on-a-waiter-that-parks": 1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])
