@@ -632,6 +632,36 @@ var fuzzSeeds = map[string]string{
 		read 1
 		release 0 pass
 		read 0`,
+	// The end of sub0 is left pending on a Subscribe of sub2 that waits for
+	// k2 with k1 marked; the release of a parked one-key Subscribe of sub2,
+	// which reserves nothing, finds k5 stored and pushes sub2 past
+	// WithMaxPending, ending it: the waiter returns as its subscription
+	// ends, and resumes sub0's end, which completes. Found by review: the
+	// driver did not see that such a release can end the waiter
+	// (releaseUnreserved1 now calls wakeEnded).
+	"stall-pending-end-on-a-waiter-whose-subscription-ends": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 chan
+		sub 0 k1 k6
+		sub 2 k3
+		put k5
+		arm
+		pub local blocks=k2
+		arm
+		sub 1 k1 k4
+		sub 2 k1 k2
+		release 1 pass
+		pub peerA haves=k6
+		pub peerA haves=k6
+		pub peerA haves=k6
+		pub peerA haves=k3
+		pub peerA haves=k3
+		arm
+		sub 2 k5
+		release 1 pass
+		read 0
+		release 0 pass`,
 	// The same with a waiting Remove of sub1, whose mark on k1 holds while
 	// sub1 wants k1, and a waiter that is cancelled instead: sub0's end,
 	// left pending on the Remove, completes as the Remove returns; a
@@ -869,13 +899,14 @@ func indexOf(values []string, v string) int {
 // the path the stall driver once avoided (stall_fuzz_test.go).
 func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 	for name, pending := range map[string]uint64{
-		"stall-pending-slow-consumer-end":          1,
-		"stall-pending-ends-behind-each-other":     2,
-		"stall-pending-end-drops-messages":         1,
-		"stall-pending-end-after-failed-put":       1,
-		"stall-pending-end-on-a-waiter":            1,
-		"stall-pending-end-on-a-waiting-remove":    2,
-		"stall-pending-end-on-a-waiter-that-parks": 1,
+		"stall-pending-slow-consumer-end":                       1,
+		"stall-pending-ends-behind-each-other":                  2,
+		"stall-pending-end-drops-messages":                      1,
+		"stall-pending-end-after-failed-put":                    1,
+		"stall-pending-end-on-a-waiter":                         1,
+		"stall-pending-end-on-a-waiting-remove":                 2,
+		"stall-pending-end-on-a-waiter-that-parks":              1,
+		"stall-pending-end-on-a-waiter-whose-subscription-ends": 1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])

@@ -617,7 +617,10 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 }
 
 // releaseUnreserved1 releases stalled[i], a call that reserves nothing
-// (unreserved), and so wakes no waiter. If its key was touched while it was
+// (unreserved), and so wakes no waiter, unless it ends the waiter's
+// subscription (a block it finds pushes that past WithMaxPending): the
+// waiter then returns, and resumes the ends left pending with it (wakeEnded;
+// found by review). If its key was touched while it was
 // parked (by an operation on it, or, a false alarm that the model cannot
 // predict, on another key of its version bucket and shard), it starts over on
 // the general path, from the top (a subscription ended meanwhile makes it
@@ -651,7 +654,6 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	op.want = op.commit(h.m, o, true)
 	alt.settlePending()
 	h.m.settlePending()
-	defer h.logPending(pend)
 	op.point.free(o)
 	synctest.Wait()
 	select {
@@ -665,7 +667,9 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 		}
 	default:
 	}
+	h.logPending(pend)
 	h.verify(op, opReturns)
+	h.wakeEnded()
 }
 
 // sameErr reports whether got is what the model's want says: nil for nil,
