@@ -31,8 +31,10 @@ import (
 //     follows (model.deliver, settlePending): with the holder of the key's
 //     reservation while no operation waits, or, while one does, with the
 //     waiter, if the waiter's marks alone hold the end up (model.held). The
-//     waiter resumes such an end as it ends, or holds it up on with the
-//     reservations it takes if it parks (settleOn). In the harness nothing
+//     waiter resumes such an end as it returns (released, cancelled, or as
+//     its subscription ends, even by the release of a call that reserves
+//     nothing: wakeEnded), or holds it up on with the reservations it takes
+//     if it parks (settleOn). In the harness nothing
 //     else can make the waiter's marks stop holding (every operation that
 //     could would wait behind them), so the model need not follow the
 //     hand-over of parked closes (op.letGo). While an end is pending, an
