@@ -662,6 +662,71 @@ var fuzzSeeds = map[string]string{
 		release 1 pass
 		read 0
 		release 0 pass`,
+	// Found by review, three scenarios the driver once got wrong. First, the
+	// waiter goes on at k2's release, delivering to sub2, and whether that
+	// pushes sub2 past WithMaxPending depends on the drain goroutine: the
+	// driver took the waiter for waiting on, behind the younger end pending
+	// on its own mark, and skipped that check (waiterWaits).
+	"stall-pending-end-on-a-waiter-that-goes-on": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 chan
+		sub 0 k1 k3
+		sub 2 k1 k2
+		arm
+		pub local blocks=k2
+		arm
+		sub 1 k1 k4
+		pub peerB blocks=k1,k2
+		release 1 pass
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		release 0 pass
+		read 2
+		read 2
+		read 2`,
+	// Second, a Subscribe of sub1 parks on k0 after the release of sub0's
+	// parked Subscribe of k0 gave sub0, whose end is pending, a want of k0:
+	// the driver's second look missed it (parksOnPendingWant checked the
+	// arming that launch had used up).
+	"stall-pending-end-wants-what-a-later-subscribe-parks-on": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 chan
+		sub 0 k1 k3
+		arm
+		pub local blocks=k2
+		arm
+		sub 1 k1 k4
+		sub 2 k1 k2
+		release 1 pass
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		arm
+		sub 0 k0
+		arm
+		sub 1 k0
+		release 0 pass`,
+	// Third, a Publish of k1 ends sub2's want of k1, which sub2's parked
+	// Subscribe left unreserved, so that Subscribe starts over once
+	// released; sub1's end, pending on its reservation of k3, completes
+	// between its two attempts. The driver settles first
+	// (startsOverPending).
+	"stall-pending-end-behind-a-subscribe-that-starts-over": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 chan
+		sub 2 k1
+		sub 1 k3 k6
+		arm
+		sub 2 k1 k3
+		pub peerA haves=k6
+		pub peerA haves=k6
+		pub peerA haves=k6
+		pub local blocks=k1
+		release 0 pass`,
 	// The same with a waiting Remove of sub1, whose mark on k1 holds while
 	// sub1 wants k1, and a waiter that is cancelled instead: sub0's end,
 	// left pending on the Remove, completes as the Remove returns; a
