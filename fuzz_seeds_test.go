@@ -964,14 +964,17 @@ func indexOf(values []string, v string) int {
 // the path the stall driver once avoided (stall_fuzz_test.go).
 func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 	for name, pending := range map[string]uint64{
-		"stall-pending-slow-consumer-end":                       1,
-		"stall-pending-ends-behind-each-other":                  2,
-		"stall-pending-end-drops-messages":                      1,
-		"stall-pending-end-after-failed-put":                    1,
-		"stall-pending-end-on-a-waiter":                         1,
-		"stall-pending-end-on-a-waiting-remove":                 2,
-		"stall-pending-end-on-a-waiter-that-parks":              1,
-		"stall-pending-end-on-a-waiter-whose-subscription-ends": 1,
+		"stall-pending-slow-consumer-end":                         1,
+		"stall-pending-ends-behind-each-other":                    2,
+		"stall-pending-end-drops-messages":                        1,
+		"stall-pending-end-after-failed-put":                      1,
+		"stall-pending-end-on-a-waiter":                           1,
+		"stall-pending-end-on-a-waiting-remove":                   2,
+		"stall-pending-end-on-a-waiter-that-parks":                1,
+		"stall-pending-end-on-a-waiter-whose-subscription-ends":   1,
+		"stall-pending-end-on-a-waiter-that-goes-on":              1,
+		"stall-pending-end-wants-what-a-later-subscribe-parks-on": 1,
+		"stall-pending-end-behind-a-subscribe-that-starts-over":   1,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])
