@@ -164,10 +164,7 @@ func overflowAndHold(t *testing.T, bs Blockstore) *heldOverflow {
 	h.slow, h.last = mustSub(t, h.n, 1), mustSub(t, h.n, 2)
 	require.NoError(t, h.slow.Subscribe(ctx, h.k))
 	require.NoError(t, h.last.Subscribe(ctx, h.other.Cid()))
-	for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
-		seqHave(t, h.n, h.k, i)
-		synctest.Wait() // drain, if started, has taken its message and waits for out
-	}
+	fillBacklog(t, h.n, h.k)
 	go func() { // overflows slow; ends last's want of other: the cancel function
 		h.published <- h.n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{h.k}, Blocks: []blocks.Block{h.other}})
 	}()
@@ -198,10 +195,7 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 				kA, kB := b[0].Cid(), b[1].Cid()
 				s := mustSub(t, n, 1)
 				require.NoError(t, s.Subscribe(ctx, kA, kB))
-				for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
-					seqHave(t, n, kB, i)
-					synctest.Wait() // drain, if started, has taken its message and waits for out
-				}
+				fillBacklog(t, n, kB)
 				release, published := st.publishStalled(t, n, b[0]) // kA reserved
 				overflow := make(chan error, 1)
 				go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}) }()
@@ -267,10 +261,7 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 		kA, kB := bA.Cid(), bB.Cid()
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kC))
-		for i := range 3 { // s2's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kC, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kC)
 		releaseB, pubB := st.publishStalled(t, n, bB)
 		u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "pending-want-Y", 1, true).Cid())
 
@@ -324,10 +315,7 @@ func TestOverflow_PendingEndsCancelPanicReachesTheOperationThatEndsIt(t *testing
 		}))
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kA, kB))
-		for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kB, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kB)
 		release := st.stall(t, kA)
 		published := make(chan any, 1)
 		go func() {
@@ -364,10 +352,7 @@ func TestOverflow_SubscribeThatOverflowsItsSubscriptionSaysSoWhileTheEndIsPendin
 		require.NoError(t, st.Blockstore.PutMany(ctx, b[2:]))
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kA, kB))
-		for i := range 3 { // s's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kA, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kA)
 		release, published := st.publishStalled(t, n, b[1]) // kB reserved
 
 		require.ErrorIs(t, s.Subscribe(ctx, kC), ErrSlowConsumer, "the found block of kC overflowed s")
@@ -403,10 +388,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 
 		slow := mustSub(t, n, 10)
 		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kC, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kC)
 
 		s3 := mustSub(t, n, 1)
 		w := st.waitMarking(t, n, s3, kA, bZ, bB, "pending-dormant")
@@ -460,10 +442,7 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsWantEnds(t *testing.T) {
 
 		slow := mustSub(t, n, 10)
 		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kC, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kC)
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, bB.Cid(), bZ.Cid()))
 		go func() { // s2 takes the blocks of Z and B
@@ -503,10 +482,7 @@ func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T
 
 		slow := mustSub(t, n, 10)
 		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		for i := range 3 { // slow's buffer, the message drain holds, the backlog (1)
-			seqHave(t, n, kC, i)
-			synctest.Wait()
-		}
+		fillBacklog(t, n, kC)
 		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
 		releaseD, pubD := st.publishStalled(t, n, bD) // kD reserved, stalled
 		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-delivered-y", 1)[0].Cid())
@@ -537,4 +513,16 @@ func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T
 		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
 		require.True(t, endedEarly, "pending slow-consumer end completed only after a stalled PutMany of kD, a key its subscription never wanted (G11)")
 	})
+}
+
+// fillBacklog publishes three HAVEs of k, each once the bubble has settled:
+// with WithBufferSize(1) and WithMaxPending(1) they fill a subscription that
+// wants k (its buffer, the message its drain goroutine holds, the backlog),
+// so that the next message for it pushes it past WithMaxPending.
+func fillBacklog(t *testing.T, n *Notifier, k cid.Cid) {
+	t.Helper()
+	for i := range 3 {
+		seqHave(t, n, k, i)
+		synctest.Wait() // drain, if started, has taken its message and waits for out
+	}
 }
