@@ -34,15 +34,17 @@ import (
 //     waiter resumes such an end as it returns (released, cancelled, or as
 //     its subscription ends, even by the release of a call that reserves
 //     nothing: wakeEnded), or holds it up on with the reservations it takes
-//     if it parks (settleOn). In the harness nothing
-//     else can make the waiter's marks stop holding (every operation that
-//     could would wait behind them), so the model need not follow the
-//     hand-over of parked closes (op.letGo). While an end is pending, an
-//     operation that would wait (for a reservation, or behind the close's
-//     marks), or park on a key that the pending end's subscription wants,
-//     releases every parked call first, so that no later operation holds up
-//     the close or waits behind its marks; so a waiter is always older than
-//     the pending ends. With an operation waiting, no subscription is pushed
+//     if it parks (settleOn). In the harness nothing else can make the
+//     waiter's marks stop holding (every operation that could would wait
+//     behind them), so the model need not follow the hand-over of parked
+//     closes (op.letGo). While an end is pending, no operation ends the want
+//     of a key that a parked Subscribe left unreserved, which would make it
+//     start over and let the end go on between its two attempts
+//     (startsOverPending); and an operation that would wait (for a
+//     reservation, or behind the close's marks), or park on a key that the
+//     pending end's subscription wants, releases every parked call first, so
+//     that no later operation holds up the close or waits behind its marks;
+//     so a waiter is always older than the pending ends (waiterWaits). With an operation waiting, no subscription is pushed
 //     past WithMaxPending while it wants a reserved key, or by a release that
 //     wakes the waiter: the end would race the waiter, woken by the same
 //     release. (The harness checks after every step that each pending end
