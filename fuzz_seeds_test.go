@@ -712,8 +712,7 @@ var fuzzSeeds = map[string]string{
 	// Third, a Publish of k1 ends sub2's want of k1, which sub2's parked
 	// Subscribe left unreserved, so that Subscribe starts over once
 	// released; sub1's end, pending on its reservation of k3, completes
-	// between its two attempts. The driver settles first
-	// (startsOverPending).
+	// between its two attempts (fuzzOp.startsOver).
 	"stall-pending-end-behind-a-subscribe-that-starts-over": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan

@@ -454,6 +454,9 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 			return m.subscribeCommit(m.subs[i], keys, o, afterStall)
 		},
 	}
+	op.startsOver = func(m *model) bool {
+		return slices.ContainsFunc(op.held, func(k int) bool { return !m.subs[i].wants[k] })
+	}
 	h.launch(op, cancelled)
 }
 

@@ -37,14 +37,14 @@ import (
 //     if it parks (settleOn). In the harness nothing else can make the
 //     waiter's marks stop holding (every operation that could would wait
 //     behind them), so the model need not follow the hand-over of parked
-//     closes (op.letGo). While an end is pending, no operation ends the want
-//     of a key that a parked Subscribe left unreserved, which would make it
-//     start over and let the end go on between its two attempts
-//     (startsOverPending); and an operation that would wait (for a
-//     reservation, or behind the close's marks), or park on a key that the
-//     pending end's subscription wants, releases every parked call first, so
-//     that no later operation holds up the close or waits behind its marks;
-//     so a waiter is always older than the pending ends (waiterWaits). With an operation waiting, no subscription is pushed
+//     closes (op.letGo). A parked Subscribe that starts over once released
+//     (a key it left unreserved is no longer wanted) lets the ends pending
+//     on it go on between its two attempts (fuzzOp.startsOver). While an end
+//     is pending, an operation that would wait (for a reservation, or behind
+//     the close's marks), or park on a key that the pending end's
+//     subscription wants, releases every parked call first, so that no
+//     later operation holds up the close or waits behind its marks; so a
+//     waiter is always older than the pending ends (waiterWaits). With an operation waiting, no subscription is pushed
 //     past WithMaxPending while it wants a reserved key, or by a release that
 //     wakes the waiter: the end would race the waiter, woken by the same
 //     release. (The harness checks after every step that each pending end
@@ -107,6 +107,11 @@ type fuzzOp struct {
 	// (commitSubscribe), and starts over if the want of a held key ends.
 	parkResv func(m *model) (resv, held []int)
 	held     []int
+	// startsOver, if set, reports whether its commit on m, after it parked,
+	// finds a held key no longer wanted, so that it starts over
+	// (subscribeAll): its first attempt ends (putOp) before the second
+	// begins, and the closes parked on it go on in between.
+	startsOver func(m *model) bool
 
 	// marks: the keys it has marked while waiting, in every round so far:
 	// those it found reserved (Notifier.markBusy; a close,
@@ -146,9 +151,6 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 	}
 	if h.m.hasPending() && (h.waits(op, h.m, h.stalled) || h.parksOnPendingWant(op)) {
 		h.settle("an operation would wait, or park on a key a pending end needs")
-	}
-	if h.startsOverPending(op) {
-		h.settle("an operation would make a parked Subscribe start over while an end is pending")
 	}
 	if h.armed && op.ctxWait {
 		h.armed = false
@@ -254,26 +256,6 @@ func (h *fuzzHarness) parksOnPendingWant(op *fuzzOp) bool {
 		return false
 	}
 	return h.m.pendingWants(op.waitFor(h.m))
-}
-
-// startsOverPending reports whether op, while an end is pending, needs a
-// key that a parked Subscribe left unreserved (held): if op ends its want,
-// the Subscribe starts over once released, and an end pending on its
-// reservations completes between its two attempts, which the model, which
-// commits the Subscribe whole, does not follow (review: the close ended the
-// last want of a key that the second attempt wanted again). The driver
-// settles first (launch).
-func (h *fuzzHarness) startsOverPending(op *fuzzOp) bool {
-	if !h.m.hasPending() {
-		return false
-	}
-	if _, early := op.early(h.m); early {
-		return false
-	}
-	keys := op.waitFor(h.m)
-	return slices.ContainsFunc(h.stalled, func(st *fuzzOp) bool {
-		return slices.ContainsFunc(st.held, func(k int) bool { return slices.Contains(keys, k) })
-	})
 }
 
 // waiterWaits reports whether w, the waiter, still waits on c with rest
@@ -639,6 +621,14 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
 	h.m.busy = reservedKeys(rest)
 	pend := h.pendingSubs()
+	if o == ioPass && op.startsOver != nil && op.startsOver(h.m) {
+		// The closes parked on its first attempt go on before the second
+		// (review: one ended the last want of a key that the second
+		// attempt wanted again, and the model, committing the Subscribe
+		// whole, said the want never ended).
+		h.logf("%s starts over, a key it held no longer wanted", op.desc)
+		h.m.settlePending()
+	}
 	op.want = op.commit(h.m, o, true)
 	h.m.settlePending() // op resumes the closes parked on it as it ends (putOp)
 	h.logPending(pend)
