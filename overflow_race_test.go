@@ -380,15 +380,9 @@ func TestOverflow_SubscribeThatOverflowsItsSubscriptionSaysSoWhileTheEndIsPendin
 // none, so the end, and a Publish of kA behind its mark, waited for kB.
 func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
-		b := mkBlocks("pending-dormant-claimant", 4)
+		st, n, slow, b := slowAtBound(t, "pending-dormant-claimant")
 		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
 		kA, kC := bA.Cid(), bC.Cid()
-
-		slow := mustSub(t, n, 10)
-		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		fillBacklog(t, n, kC)
 
 		s3 := mustSub(t, n, 1)
 		w := st.waitMarking(t, n, s3, kA, bZ, bB, "pending-dormant")
@@ -434,15 +428,9 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 // above reaches only through wakeSubscribes.
 func TestOverflow_PendingEndGoesOnWhenItsClaimantsWantEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
-		b := mkBlocks("pending-unsubscribe-claimant", 4)
+		st, n, slow, b := slowAtBound(t, "pending-unsubscribe-claimant")
 		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
 		kA, kC := bA.Cid(), bC.Cid()
-
-		slow := mustSub(t, n, 10)
-		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		fillBacklog(t, n, kC)
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, bB.Cid(), bZ.Cid()))
 		go func() { // s2 takes the blocks of Z and B
@@ -474,15 +462,9 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsWantEnds(t *testing.T) {
 // kD's PutMany returns.
 func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
-		b := mkBlocks("pending-delivered-claimant", 4)
-		bA, bB, bC, bD := b[0], b[1], b[2], b[3]
+		st, n, slow, b := slowAtBound(t, "pending-delivered-claimant")
+		bA, bB, bD, bC := b[0], b[1], b[2], b[3] // slowAtBound: slow wants b[0] and b[3]
 		kA, kC := bA.Cid(), bC.Cid()
-
-		slow := mustSub(t, n, 10)
-		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		fillBacklog(t, n, kC)
 		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
 		releaseD, pubD := st.publishStalled(t, n, bD) // kD reserved, stalled
 		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-delivered-y", 1)[0].Cid())
@@ -525,4 +507,20 @@ func fillBacklog(t *testing.T, n *Notifier, k cid.Cid) {
 		seqHave(t, n, k, i)
 		synctest.Wait() // drain, if started, has taken its message and waits for out
 	}
+}
+
+// slowAtBound returns a Notifier with WithBufferSize(1) and WithMaxPending(1)
+// over a stallStore, four blocks A, Z, B, C named by tag, and slow, a
+// subscription of A and C filled to its bound by HAVEs of C (fillBacklog):
+// the next message for it pushes it past WithMaxPending. The setup of the
+// tests of a pending end and the operation it waits for.
+func slowAtBound(t *testing.T, tag string) (st *stallStore, n *Notifier, slow *Subscription, b []blocks.Block) {
+	t.Helper()
+	st = newStallStore()
+	n, _ = newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+	b = mkBlocks(tag, 4)
+	slow = mustSub(t, n, 10)
+	require.NoError(t, slow.Subscribe(ctx, b[0].Cid(), b[3].Cid()))
+	fillBacklog(t, n, b[3].Cid())
+	return st, n, slow, b
 }
