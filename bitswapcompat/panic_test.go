@@ -198,3 +198,50 @@ func TestSubscribe_PanickingCancelFuncReapsTheCallItCompleted(t *testing.T) {
 		})
 	}
 }
+
+// Found by review; what went wrong before the fix: deliver recorded a key as
+// arrived before it called the block wrapper. A call of two keys whose first
+// block's wrapper panicked in a Publish was then closed by the delivery of
+// the second block, as if complete: its reader saw the channel closed one
+// block short, with neither its context ended nor Shutdown, against
+// WithBlockWrapper's doc (the call whose block f was wrapping never gets it;
+// its channel stays open until its context ends or Shutdown) and
+// Subscribe's (the channel is closed once every key's block came).
+func TestPublish_PanickingWrapperDoesNotCompleteTheCall(t *testing.T) {
+	blks := newBlocks(t, 2)
+	var armed atomic.Bool
+	ps := NewPubSub(nil, WithBlockWrapper(func(b blocks.Block, _ peer.ID, _ time.Duration) blocks.Block {
+		if armed.Swap(false) {
+			panic("wrapper")
+		}
+		return b
+	}))
+	defer ps.Shutdown()
+	ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+
+	armed.Store(true)
+	require.PanicsWithValue(t, "wrapper", func() { ps.Publish(peerA, blks[0]) })
+	ps.Publish(peerA, blks[1])
+
+	got, closed := drainNow(ch)
+	require.Equal(t, cidsOf(blks[1]), cidsOf(got...))
+	require.False(t, closed, "the call's channel was closed, with neither its context done nor Shutdown, without the block whose wrapper panicked")
+	ps.Shutdown()
+	_, closed = drainNow(ch)
+	require.True(t, closed, "Shutdown closes the call's channel")
+}
+
+// Found by review; what went wrong before the fix: a Subscribe whose
+// blockstore check fails hands the error to WithErrorFunc's function and then
+// ends the call. If that function panicked, the panic left before the call
+// was ended: its request stayed in the Notifier, counted in
+// Stats().Subscriptions, until Shutdown.
+func TestSubscribe_PanickingErrorFuncLeavesNothing(t *testing.T) {
+	blks := newBlocks(t, 2)
+	store := memStore()
+	ps := NewPubSub(store, WithErrorFunc(func(error) { panic("onErr") }))
+	defer ps.Shutdown()
+	store.failGet.Store(true)
+	require.PanicsWithValue(t, "onErr", func() { _ = ps.Subscribe(t.Context(), cidsOf(blks...)...) })
+	require.Equal(t, notifier.Stats{}, NotifierOf(ps).Stats(), "the Notifier after a Subscribe whose error function panicked")
+}

@@ -149,29 +149,32 @@ func (c *call) distinct(keys []cid.Cid) {
 	c.left.n = len(c.keys)
 }
 
-// arrived reports whether k is a key of c whose block had not arrived, and
-// if so records that it has. The caller holds c.mu.
-func (c *call) arrived(k cid.Cid) bool {
+// awaited reports whether k is a key of c whose block has not arrived, and
+// if so where: the bit of k for a scanned call (0 for a large one), for
+// arrive. The caller holds c.mu.
+func (c *call) awaited(k cid.Cid) (bit uint32, ok bool) {
 	if c.left.set != nil {
-		if _, ok := c.left.set[k]; !ok {
-			return false
-		}
-		delete(c.left.set, k)
-		c.left.n--
-		return true
+		_, ok = c.left.set[k]
+		return 0, ok
 	}
 	for i, key := range c.keys {
 		if key == k {
-			bit := uint32(1) << i
-			if c.left.bits&bit == 0 {
-				return false
-			}
-			c.left.bits &^= bit
-			c.left.n--
-			return true
+			bit = uint32(1) << i
+			return bit, c.left.bits&bit != 0
 		}
 	}
-	return false
+	return 0, false
+}
+
+// arrive records that the block of k, which awaited found at bit, has
+// arrived. The caller holds c.mu.
+func (c *call) arrive(k cid.Cid, bit uint32) {
+	if c.left.set != nil {
+		delete(c.left.set, k)
+	} else {
+		c.left.bits &^= bit
+	}
+	c.left.n--
 }
 
 // Subscribe returns a channel that yields the block of each of keys once, in
@@ -266,8 +269,10 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 // made, err being the error of making it or of its Subscribe.
 func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks.Block {
 	if err != nil {
+		// Deferred: the error function, which runs first, may panic, and
+		// c's request would then stay in the Notifier until Shutdown.
+		defer c.end()
 		report(ps.onErr, err)
-		c.end()
 		return c.ch
 	}
 	if ps.track(c) {
@@ -350,10 +355,17 @@ func (c *call) deliver(m notifier.ResponseMessage) {
 	}
 	sent := false
 	for _, b := range m.Blocks {
-		if !c.arrived(b.Cid()) {
+		k := b.Cid()
+		bit, ok := c.awaited(k)
+		if !ok {
 			continue
 		}
-		c.ch <- c.ps.wrapBlock(b, m.From, c.start) // never blocks: a slot per key, each key once
+		// The wrapper first: if it panics, k has not arrived, so the call
+		// is not completed without its block by the delivery of the others
+		// (WithBlockWrapper: it stays open until ctx ends or Shutdown).
+		wb := c.ps.wrapBlock(b, m.From, c.start)
+		c.arrive(k, bit)
+		c.ch <- wb // never blocks: a slot per key, each key once
 		sent = true
 	}
 	if sent {
