@@ -50,6 +50,11 @@ func WithBlockWrapper(f BlockWrapper) Option {
 // nil: their keys went to f. This is the step that makes a CANCEL unable to
 // overtake a newer WANT, and the one to take before moving sessions to the
 // native API (see MIGRATION.md). Use it instead of notifier.WithCancelFunc.
+// f may run on a goroutine of no caller of the PubSub: a call whose context
+// ends is ended by context.AfterFunc's goroutine, and the keys whose last
+// want that end ends go to f there. A panic of f in that case has no
+// caller to go to and ends the program, as any unrecovered panic of a
+// goroutine does.
 func WithCancelFunc(f func(keys []cid.Cid)) Option {
 	return func(c *config) { c.cancel = f }
 }
