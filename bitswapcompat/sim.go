@@ -97,10 +97,12 @@ func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 // is interested in already are ignored. The interest lasts until
 // RemoveSessionWants or RemoveSession, whether or not the block arrives. It
 // is safe for concurrent use and blocks only for operations on the same
-// shards of the Notifier, and, while RemoveSession ends the same session
-// ID, for that removal, which may wait for a blockstore call on one of the
-// session's keys: the ID is free again only once the removal has taken
-// effect. After Shutdown it records nothing.
+// shards of the Notifier, for an operation whose blockstore call holds a
+// reservation on one of ks that the session does not want yet (a Publish
+// storing that key's block: its PutMany), and, while RemoveSession ends
+// the same session ID, for that removal, which may wait for a blockstore
+// call on one of the session's keys: the ID is free again only once the
+// removal has taken effect. After Shutdown it records nothing.
 //
 // An undefined CID in ks is not recorded: no block has one, and the Notifier
 // cannot index it. The other keys are, and WithErrorFunc's function gets an
@@ -153,7 +155,9 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // New) it returns nil: the Notifier reports the keys that nobody, request or
 // session, wants any more to that function. The
 // session ID may be used again once it has returned. It is safe for
-// concurrent use and blocks only for operations on the session's shards.
+// concurrent use and blocks only for operations on the session's shards,
+// and for an operation whose blockstore call holds a reservation on one of
+// the session's keys (a Publish storing its block), until that call returns.
 // After Shutdown it returns nil. A call while another RemoveSession of ses
 // is under way returns nil once that one has taken effect, as it would
 // after waiting for boxo's lock: the ID, and every key that the first
@@ -192,7 +196,9 @@ func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 // keys among them that no session is interested in any more, in the order of
 // ks, as RemoveSession does. Each key is returned by the one call that ended
 // its last interest, never later. It is safe for concurrent use and blocks
-// only for operations on the same shards.
+// only for operations on the same shards, and for an operation whose
+// blockstore call holds a reservation on one of ks that the session wants
+// (a Publish storing its block), until that call returns.
 func (sim *SessionInterestManager) RemoveSessionWants(ses uint64, ks []cid.Cid) []cid.Cid {
 	sub := sim.lookup(ses)
 	if sub == nil {

@@ -13,6 +13,7 @@ import (
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
+	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
 
 	notifier "github.com/bitswapsync/notifier"
@@ -209,4 +210,59 @@ func TestRecordSessionInterest_SameIDWaitsForItsRemoval(t *testing.T) {
 		<-recorded
 		require.Equal(t, [][]cid.Cid{{k2}}, sim.FilterSessionInterested(1, []cid.Cid{k, k2}))
 	})
+}
+
+// RecordSessionInterest of a key whose block a Publish is storing, and
+// RemoveSessionWants of a key the session wants while its block is being
+// stored, wait for that PutMany (the keys are reserved), as their docs now
+// say; they said they waited only for operations on the same shards. Other
+// sessions' keys do not wait (TestSIM_RemoveSessionWaitingForAStoreHoldsUpNoOtherSession).
+func TestSIM_RecordAndRemoveWantsWaitForAStoreOfTheirKey(t *testing.T) {
+	for _, name := range []string{"RecordSessionInterest", "RemoveSessionWants"} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				b := newBlocks(t, 1)[0]
+				k := b.Cid()
+				st := &stallPut{
+					Blockstore: bstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore())),
+					key:        k, entered: make(chan struct{}), release: make(chan struct{}),
+				}
+				ps, sim := New(st)
+				defer ps.Shutdown()
+				from := peer.ID("") // a local block: always stored
+				if name == "RemoveSessionWants" {
+					sim.RecordSessionInterest(1, []cid.Cid{k})
+					from = peerA // wanted by session 1: stored
+				}
+				published := make(chan struct{})
+				go func() { defer close(published); ps.Publish(from, b) }()
+				<-st.entered
+				var freed []cid.Cid
+				done := make(chan struct{})
+				go func() {
+					defer close(done)
+					if name == "RemoveSessionWants" {
+						freed = sim.RemoveSessionWants(1, []cid.Cid{k})
+					} else {
+						sim.RecordSessionInterest(1, []cid.Cid{k})
+					}
+				}()
+				synctest.Wait()
+				select {
+				case <-done:
+					t.Fatalf("%s returned while a PutMany of its key was stalled", name)
+				default:
+				}
+				close(st.release)
+				<-published
+				<-done
+				if name == "RemoveSessionWants" {
+					require.Equal(t, []cid.Cid{k}, freed)
+					require.Nil(t, sim.RemoveSession(1))
+				} else {
+					require.Equal(t, []cid.Cid{k}, sim.RemoveSession(1))
+				}
+			})
+		})
+	}
 }
