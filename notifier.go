@@ -160,8 +160,15 @@ type Notifier struct {
 	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
 	requests map[*Subscription]struct{} // the listed requests (NewRequest; see Subscription.enlist)
-	live     atomic.Int64               // live subscriptions, listed or not, for Stats: one counter, so that Stats reads it at one instant
-	loose    atomic.Int64               // those of live that are requests not listed (see enlist)
+	// counts holds, in one word so that Stats reads both at one instant,
+	// the live subscriptions, listed or not (the low 32 bits, oneLive
+	// each), and those of them that are requests not listed (the high 32
+	// bits, oneLoose each; see enlist). Two counters let Stats after Close,
+	// which subtracts the second from the first, read them at two instants
+	// between which an unlisted request was removed (or made): it reported
+	// a subscription more, or one less, than ever were live (review,
+	// TestStats_ExactAfterCloseWhileUnlistedRequestsEnd).
+	counts atomic.Int64
 }
 
 // New returns a Notifier that stores received blocks in bs and checks bs when
@@ -264,10 +271,15 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 	s := newSubscription(n, 0, -1)
 	s.fn = f
 	s.anon = true
-	n.live.Add(1)
-	n.loose.Add(1)
+	n.counts.Add(oneLive + oneLoose)
 	return s
 }
+
+// The units of Notifier.counts.
+const (
+	oneLive  = 1       // a live subscription
+	oneLoose = 1 << 32 // a live request not listed (see enlist)
+)
 
 // Fetch is the GetBlock of a bitswap client: one request for the block of k,
 // checked in the blockstore and subscribed in one atomic step, as
@@ -275,8 +287,9 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 // block, Fetch mostly returns it and creates nothing: there is no
 // subscription to remove, and newFunc is not called. Not always: when k is
 // not alone at the start (another subscription wants it, or an operation
-// holds it), or another operation names k or a key that shares its version
-// (shardIndex.version) during the Get, Fetch takes the general path below,
+// holds it; interest subscriptions, NewInterest, do not count), or another
+// operation names k or a key that shares its version (shardIndex.version)
+// during the Get, Fetch takes the general path below,
 // and a stored block then reaches the request's f before Fetch returns the
 // request with a nil block. A caller must handle both outcomes. Otherwise
 // (the block is not stored) it calls newFunc once, holding
@@ -291,8 +304,9 @@ func (n *Notifier) newRequest(f func(ResponseMessage)) *Subscription {
 // alone, the request is made before the check and removed again. Fetch is safe for concurrent use and blocks as
 // Subscribe does.
 //
-// When nobody else wants or reserves k, Fetch calls Get holding no lock, as
-// a one-key Subscribe does (shard.go, peek), and does not even create the
+// When no subscription but interest subscriptions wants k and no operation
+// reserves it, Fetch calls Get holding no lock, as a one-key Subscribe does
+// (shard.go, peek), and does not even create the
 // request if Get finds the block: the request would want nothing, receive
 // the block and be removed, and no other operation could have seen it. So a
 // hit commits nothing and takes no lock after the Get; it only reads k's
@@ -395,10 +409,12 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 }
 
 // A request (NewRequest) enters the registry, where Close finds it, only when
-// Close would have something to do for it: when it first records a want, or
+// Close would have something to do for it: when it first records a want,
 // when Messages() is first called and makes the done signal that Close must
-// close (Subscription.enlist). The typical request, one Subscribe of a key
-// that the blockstore has, never does, and so never takes n.mu. A request
+// close, or when a Subscribe of it first sleeps behind another operation
+// (addSleeper), which Close must wake (Subscription.enlist). The typical
+// request, one Subscribe of a key that the blockstore has, never does, and
+// so never takes n.mu. A request
 // that Close cannot find has no want to end and no channel to close; it is
 // closed lazily: Err reports ErrClosed once Close has begun, Subscribe refuses
 // it, and Messages() returns a closed channel (enlist refuses it). enlist
@@ -412,8 +428,13 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 //     and never reaches the cancel function.
 //   - Count a request in live only once listed, and the unlisted ones apart:
 //     Stats would add two counters between which any number of requests
-//     move, and miss some. live counts every live subscription; loose says
-//     which of them Close has closed lazily, for Stats after Close.
+//     move, and miss some. counts holds every live subscription, and which
+//     of them Close has closed lazily, for Stats after Close, in one word.
+//   - Leave a request whose Subscribe sleeps unlisted: Close, which does not
+//     know of it, does not wake it, and it slept on until the stalled
+//     blockstore call it waited for returned, though Err already said
+//     ErrClosed and a session's Subscribe returned at once (review,
+//     TestRequest_WaitingSubscribeWakesWhenCloseBegins).
 //   - Enlist without checking under s.mu that s is still open: a Messages()
 //     racing Remove lists a removed request, which stays in the registry
 //     until Close and is counted off twice.
@@ -429,7 +450,7 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 		return nil, fmt.Errorf("notifier: session %d: %w", s.id, ErrDuplicateSession)
 	}
 	n.sessions[s.id] = s
-	n.live.Add(1)
+	n.counts.Add(oneLive)
 	return s, nil
 }
 
@@ -440,13 +461,13 @@ func (n *Notifier) unregister(s *Subscription) {
 	if s.anon {
 		if _, ok := n.requests[s]; ok {
 			delete(n.requests, s)
-			n.live.Add(-1)
+			n.counts.Add(-oneLive)
 		}
 		return
 	}
 	if n.sessions[s.id] == s {
 		delete(n.sessions, s.id)
-		n.live.Add(-1)
+		n.counts.Add(-oneLive)
 	}
 }
 
@@ -539,9 +560,18 @@ type Stats struct {
 // may be called from the cancel function; the three gauges are read one after
 // the other, not at one instant.
 func (n *Notifier) Stats() Stats {
-	st := Stats{Subscriptions: int(n.live.Load())}
-	if n.closed.Load() {
-		st.Subscriptions -= int(n.loose.Load()) // closed lazily by Close (see enlist)
+	var st Stats
+	for { // closed as it was when counts was read: it changes once, so this loops at most twice
+		closed := n.closed.Load()
+		c := n.counts.Load()
+		if n.closed.Load() != closed {
+			continue
+		}
+		st.Subscriptions = int(c % oneLoose)
+		if closed {
+			st.Subscriptions -= int(c / oneLoose) // closed lazily by Close (see enlist)
+		}
+		break
 	}
 	for i := range n.shards {
 		st.Keys += int(n.shards[i].idx.keys.Load())

@@ -423,3 +423,84 @@ func TestRequest_StatsExactWhileRequestsEnlist(t *testing.T) {
 		}
 	}
 }
+
+// Found by review; what went wrong before the fix: after Close, Stats counts the live subscriptions less the
+// requests that Close closed lazily (never listed). Those were two counters,
+// which Stats read at two instants, and the end of an unlisted request
+// decremented them one after the other: a Remove of such a request after
+// Close, concurrent with Stats, made Stats report one subscription (or minus
+// one) although none was live. (Two atomic adds in a row leave no point at
+// which a test can stop a goroutine; this test races them, as
+// TestRequest_StatsExactWhileRequestsEnlist does for enlist, and fails in
+// the first round.)
+func TestStats_ExactAfterCloseWhileUnlistedRequestsEnd(t *testing.T) {
+	for round := range 200 {
+		n := New(memStore())
+		rs := make([]*Subscription, 64)
+		for i := range rs {
+			rs[i] = mustRequest(t, n, nil) // never listed: closed lazily by Close
+		}
+		require.NoError(t, n.Close())
+		require.Equal(t, Stats{}, n.Stats())
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for _, r := range rs {
+				r.Remove()
+			}
+		}()
+		for finished := false; !finished; {
+			select {
+			case <-done:
+				finished = true
+			default:
+			}
+			require.Equal(t, Stats{}, n.Stats(), "round %d: no subscription is live after Close", round)
+		}
+	}
+}
+
+// Found by review; what went wrong before the fix: Subscribe's doc says that the end of the subscription
+// ends its wait for another operation's blockstore call, and Close ends a
+// request it does not know of lazily: its Err says ErrClosed once Close has
+// begun. But a request whose Subscribe (or the Fetch that made it) slept
+// behind a stalled PutMany was not listed, so Close did not wake it: it
+// slept on until the PutMany returned, while a session's Subscribe asleep
+// behind the same PutMany returned ErrClosed at once.
+func TestRequest_WaitingSubscribeWakesWhenCloseBegins(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st)
+		b := mkBlocks("waiting request", 1)[0]
+		k := b.Cid()
+		release, published := st.publishStalled(t, n, b) // reserves k
+		sess := mustSub(t, n, 1)
+		sessDone := goAsleep(t, "a session's Subscribe", func() error { return sess.Subscribe(ctx, k) })
+		r := mustRequest(t, n, nil)
+		reqDone := goAsleep(t, "a request's Subscribe", func() error { return r.Subscribe(ctx, k) })
+		fetchDone := goAsleep(t, "Fetch", func() error {
+			blk, s, err := n.Fetch(ctx, k, nil)
+			require.Nil(t, blk)
+			require.Nil(t, s)
+			return err
+		})
+		closed := make(chan struct{})
+		go func() { _ = n.Close(); close(closed) }() // waits for the stalled PutMany
+		synctest.Wait()
+		require.ErrorIs(t, r.Err(), ErrClosed, "Close has begun: the request has ended")
+		for what, ch := range map[string]chan error{"session's Subscribe": sessDone, "request's Subscribe": reqDone, "Fetch": fetchDone} {
+			select {
+			case err := <-ch:
+				require.ErrorIs(t, err, ErrClosed, what)
+			default:
+				t.Errorf("%s slept on after Close ended its subscription, until the stalled PutMany returns", what)
+				defer func() { require.ErrorIs(t, <-ch, ErrClosed, what) }()
+			}
+		}
+		release()
+		require.NoError(t, <-published)
+		<-closed
+		require.Equal(t, Stats{}, n.Stats())
+		require.Empty(t, n.requests)
+	})
+}

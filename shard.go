@@ -137,12 +137,14 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 // a stalled blockstore call, is over; its marks, on keys s does not want,
 // hold up others meanwhile (G11). A close ends only the wants of s, so
 // nothing else wakes it (review, TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds).
-// If s is closed already, it returns the error Subscribe returns. The
-// caller holds o's shard locks.
+// If s is closed already, it returns the error Subscribe returns. A request
+// not listed yet is listed first (enlist), so that Close, which ends it, finds
+// it and wakes o; if Close has begun, it is closed instead. The caller holds
+// o's shard locks.
 func (s *Subscription) addSleeper(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended() { // closes a request that Close has begun for without knowing of it
+	if s.ended() || !s.enlist() { // ended closes a request that Close has begun for without knowing of it
 		return s.closedErr()
 	}
 	s.asleep = append(s.asleep, o)

@@ -152,9 +152,9 @@ func (s *Subscription) ended() bool {
 
 // enlist lists the request s in the registry, unless it is listed already,
 // so that Close finds it (see the comment above it in notifier.go). The
-// caller holds s.mu, and calls it before s records a want or makes its done
-// signal. If Close has begun, s is closed with ErrClosed instead and enlist
-// reports false. It does nothing for the other subscriptions, which New*
+// caller holds s.mu, and calls it before s records a want, makes its done
+// signal or sleeps in a Subscribe (addSleeper). If Close has begun, s is
+// closed with ErrClosed instead and enlist reports false. It does nothing for the other subscriptions, which New*
 // listed.
 func (s *Subscription) enlist() bool {
 	if !s.anon || s.listed {
@@ -172,7 +172,7 @@ func (s *Subscription) enlist() bool {
 	}
 	n.requests[s] = struct{}{}
 	s.listed = true
-	n.loose.Add(-1) // counted in live since NewRequest
+	n.counts.Add(-oneLoose) // counted as live and loose since NewRequest
 	return true
 }
 
@@ -1095,8 +1095,7 @@ func (s *Subscription) markClosed(err error) {
 		if err == nil && s.n.closed.Load() {
 			err = ErrClosed // closed lazily already (see enlist)
 		}
-		s.n.loose.Add(-1)
-		s.n.live.Add(-1)
+		s.n.counts.Add(-(oneLive + oneLoose)) // at once: see Notifier.counts
 	}
 	if s.overflow {
 		// An operation overflowed s and will end it, but this close came
