@@ -101,11 +101,10 @@
 //     finds the block, only the shard lock of its key, once, before the Get.
 //   - NewSubscription, NewSubscriptionFunc, NewInterest: the registry only.
 //     NewRequest: no lock. A request enters the registry, under its own lock,
-//     when it first records a want, first makes its done signal in
-//     Messages() or first waits in a Subscribe; one that never does is
-//     unknown to Close, which has nothing to end for it, and is closed
-//     lazily: Err says ErrClosed once Close has begun (NewRequest in
-//     notifier.go).
+//     when it first records a want or first makes its done signal in
+//     Messages(); one that never does is unknown to Close, which has nothing
+//     to end for it, and is closed lazily: Err says ErrClosed once Close has
+//     begun (NewRequest in notifier.go).
 //   - Wanted, Interested, AppendInterested, Subscription.Wants: the one shard
 //     lock of their key (Wants also the subscription's lock when many
 //     subscriptions want the key). Subscription.AppendWanted, Err: the

@@ -149,6 +149,7 @@ type Notifier struct {
 	subSeq atomic.Uint64 // Subscription.seq: the order in which subscriptions are locked together
 
 	closed    atomic.Bool
+	done      chan struct{} // closed by Close right after closed is set: wakes the waiters of operations a closed Notifier refuses
 	closeOnce sync.Once
 	drainers  sync.WaitGroup // running Subscription.drain goroutines
 	pending   sync.WaitGroup // pending slow-consumer closes (Subscription.closeSlow), added under the subscription's lock while it is open
@@ -188,6 +189,7 @@ func New(bs Blockstore, opts ...Option) *Notifier {
 		shards:   make([]shard, cfg.shards),
 		sessions: make(map[uint64]*Subscription),
 		requests: make(map[*Subscription]struct{}),
+		done:     make(chan struct{}),
 	}
 	for i := range n.shards {
 		n.shards[i].idx = newShardIndex()
@@ -409,12 +411,12 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 }
 
 // A request (NewRequest) enters the registry, where Close finds it, only when
-// Close would have something to do for it: when it first records a want,
+// Close would have something to do for it: when it first records a want, or
 // when Messages() is first called and makes the done signal that Close must
-// close, or when a Subscribe of it first sleeps behind another operation
-// (addSleeper), which Close must wake (Subscription.enlist). The typical
-// request, one Subscribe of a key that the blockstore has, never does, and
-// so never takes n.mu. A request
+// close (Subscription.enlist). A Subscribe of it asleep behind another
+// operation needs no listing: Close wakes every such waiter (Notifier.done,
+// await). The typical request, one Subscribe of a key that the blockstore
+// has, never does, and so never takes n.mu. A request
 // that Close cannot find has no want to end and no channel to close; it is
 // closed lazily: Err reports ErrClosed once Close has begun, Subscribe refuses
 // it, and Messages() returns a closed channel (enlist refuses it). enlist
@@ -430,11 +432,6 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 //     Stats would add two counters between which any number of requests
 //     move, and miss some. counts holds every live subscription, and which
 //     of them Close has closed lazily, for Stats after Close, in one word.
-//   - Leave a request whose Subscribe sleeps unlisted: Close, which does not
-//     know of it, does not wake it, and it slept on until the stalled
-//     blockstore call it waited for returned, though Err already said
-//     ErrClosed and a session's Subscribe returned at once (review,
-//     TestRequest_WaitingSubscribeWakesWhenCloseBegins).
 //   - Enlist without checking under s.mu that s is still open: a Messages()
 //     racing Remove lists a removed request, which stays in the registry
 //     until Close and is counted off twice.
@@ -586,7 +583,9 @@ func (n *Notifier) Stats() Stats {
 // progress may return after Close does: once it has taken effect it only
 // hands its messages to subscriptions, which Close has ended, so they are
 // dropped.) After Close, Publish, Subscribe and NewSubscription return
-// ErrClosed. Close is idempotent and safe for concurrent use; every call
+// ErrClosed; so does a Publish, Subscribe or Fetch that waits for another
+// operation on its keys when Close begins (one that has not taken effect),
+// at once. Close is idempotent and safe for concurrent use; every call
 // returns once the Notifier is fully closed. It does not close the
 // blockstore.
 func (n *Notifier) Close() error {
@@ -596,6 +595,7 @@ func (n *Notifier) Close() error {
 
 func (n *Notifier) close() {
 	n.closed.Store(true)
+	close(n.done)
 	n.mu.Lock()
 	subs := slices.AppendSeq(slices.Collect(maps.Values(n.sessions)), maps.Keys(n.requests))
 	n.mu.Unlock()

@@ -504,3 +504,54 @@ func TestRequest_WaitingSubscribeWakesWhenCloseBegins(t *testing.T) {
 		require.Empty(t, n.requests)
 	})
 }
+
+// Found by review; what went wrong before the fix: Close ends the
+// subscriptions it found one after another, and the close of one that
+// wants a key reserved by a stalled PutMany waits for that PutMany. An
+// operation that Close refuses, asleep behind the same PutMany, slept on
+// until it returned, though it could only return ErrClosed: a request's
+// Subscribe (Close closes an unlisted request lazily, and never reaches it
+// to wake it) and a Publish. A first fix listed a request whose Subscribe
+// slept, so that Close would wake it; Close reached it only after the
+// PutMany returned, behind the session's close, and meanwhile the request's
+// Err said nil where it had said ErrClosed. Now Close wakes every such
+// waiter as it begins (Notifier.done).
+func TestClose_WakesASleeperBehindTheCloseOfAnotherSubscription(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st)
+		b := mkBlocks("sleeper behind a close", 1)[0]
+		k := b.Cid()
+		sess := mustSub(t, n, 1)
+		require.NoError(t, sess.Subscribe(ctx, k))       // sess wants k: its close waits for k's reservation
+		release, published := st.publishStalled(t, n, b) // reserves k
+		r := mustRequest(t, n, nil)
+		reqDone := goAsleep(t, "a request's Subscribe", func() error { return r.Subscribe(ctx, k) })
+		pubDone := goAsleep(t, "a Publish of a HAVE", func() error {
+			return n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
+		})
+		closed := make(chan struct{})
+		go func() { _ = n.Close(); close(closed) }()
+		synctest.Wait() // Close has begun, and waits to close sess behind the stalled PutMany
+		require.ErrorIs(t, r.Err(), ErrClosed, "Close has begun: the request is closed lazily")
+		for what, ch := range map[string]chan error{"request's Subscribe": reqDone, "Publish": pubDone} {
+			select {
+			case err := <-ch:
+				require.ErrorIs(t, err, ErrClosed, what)
+			default:
+				t.Errorf("the %s slept on after Close began, until the stalled PutMany returns", what)
+				defer func() { require.ErrorIs(t, <-ch, ErrClosed, what) }()
+			}
+		}
+		select {
+		case <-closed:
+			t.Fatal("setup: Close returned before the stalled PutMany did")
+		default:
+		}
+		release()
+		require.NoError(t, <-published)
+		<-closed
+		require.ErrorIs(t, sess.Err(), ErrClosed)
+		require.Equal(t, Stats{}, n.Stats())
+	})
+}

@@ -114,7 +114,7 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 		if o.whileWanted() {
 			n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
 		} else {
-			err = n.await(ctx, busy, nudge)
+			err = n.await(ctx, busy, nudge, refuseClosed)
 		}
 		if nudge != nil {
 			o.nudge.Store(nil)
@@ -137,14 +137,12 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 // a stalled blockstore call, is over; its marks, on keys s does not want,
 // hold up others meanwhile (G11). A close ends only the wants of s, so
 // nothing else wakes it (review, TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds).
-// If s is closed already, it returns the error Subscribe returns. A request
-// not listed yet is listed first (enlist), so that Close, which ends it, finds
-// it and wakes o; if Close has begun, it is closed instead. The caller holds
-// o's shard locks.
+// If s is closed already, it returns the error Subscribe returns. The
+// caller holds o's shard locks.
 func (s *Subscription) addSleeper(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended() || !s.enlist() { // ended closes a request that Close has begun for without knowing of it
+	if s.ended() { // ended closes a request that Close has begun for without knowing of it
 		return s.closedErr()
 	}
 	s.asleep = append(s.asleep, o)
@@ -161,8 +159,20 @@ func (s *Subscription) dropSleeper(o *op) {
 }
 
 // await waits, holding no lock, until busy or nudge (if not nil; see
-// op.dormant) is closed or ctx is done.
-func (n *Notifier) await(ctx context.Context, busy, nudge chan struct{}) error {
+// op.dormant) is closed or ctx is done, or, with refuseClosed, Close has
+// begun: lockFree's next round then returns ErrClosed. Close ends the
+// subscriptions one after another, and the close of one that wants a key
+// reserved by a stalled blockstore call waits for that call; a Subscribe
+// asleep meanwhile, of a subscription Close has not reached (or a request
+// it does not know of, which it closes lazily), or a Publish, would sleep
+// on until that call returned, though it can only return ErrClosed (review,
+// TestRequest_WaitingSubscribeWakesWhenCloseBegins,
+// TestClose_WakesASleeperBehindTheCloseOfAnotherSubscription).
+func (n *Notifier) await(ctx context.Context, busy, nudge chan struct{}, refuseClosed bool) error {
+	var done chan struct{}
+	if refuseClosed {
+		done = n.done
+	}
 	n.waits.Add(1)
 	n.waiting.Add(1)
 	defer n.waiting.Add(-1)
@@ -170,6 +180,8 @@ func (n *Notifier) await(ctx context.Context, busy, nudge chan struct{}) error {
 	case <-busy:
 		return nil
 	case <-nudge:
+		return nil
+	case <-done: // Close has begun: the next round returns ErrClosed
 		return nil
 	case <-ctx.Done():
 		return fmt.Errorf("notifier: wait for an operation on the same keys: %w", ctx.Err())

@@ -152,9 +152,9 @@ func (s *Subscription) ended() bool {
 
 // enlist lists the request s in the registry, unless it is listed already,
 // so that Close finds it (see the comment above it in notifier.go). The
-// caller holds s.mu, and calls it before s records a want, makes its done
-// signal or sleeps in a Subscribe (addSleeper). If Close has begun, s is
-// closed with ErrClosed instead and enlist reports false. It does nothing for the other subscriptions, which New*
+// caller holds s.mu, and calls it before s records a want or makes its done
+// signal. If Close has begun, s is closed with ErrClosed instead and enlist
+// reports false. It does nothing for the other subscriptions, which New*
 // listed.
 func (s *Subscription) enlist() bool {
 	if !s.anon || s.listed {
