@@ -136,8 +136,11 @@ func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Ci
 	}
 }
 
-// forget removes sub, which has ended, from sessions if it is still there,
-// and reports whether it was; it is not when the Notifier is closed.
+// forget removes sub, whose Subscribe was refused with ErrClosed, from
+// sessions if it is still there, and reports whether the caller should make
+// the session anew: sub was ended by a Remove, not by Close. While Close
+// runs, it may refuse the Subscribe before it ends sub: forget then reports
+// true, and the caller's next NewInterest returns ErrClosed, one round later.
 func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription) bool {
 	sim.mu.Lock()
 	defer sim.mu.Unlock()

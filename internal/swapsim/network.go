@@ -76,7 +76,7 @@ func newNetwork(s *sim) *network {
 	n := &network{s: s, poke: make(chan struct{}, 1), stop: make(chan struct{})}
 	for i := range s.cfg.Peers + 1 {
 		p := &peer{idx: i, from: fmt.Sprintf("peer-%02d", i), wake: make(chan struct{}, 1)}
-		p.rng = rand.New(rand.NewPCG(s.cfg.Seed, uint64(1<<32+i)))
+		p.rng = rand.New(rand.NewPCG(s.cfg.Seed, 1<<32+uint64(i)))
 		if i == s.cfg.Peers {
 			p.from = ""
 		}
