@@ -405,22 +405,30 @@ func TestRequest_StatsExactWhileRequestsEnlist(t *testing.T) {
 		for i := range rs {
 			rs[i] = mustRequest(t, n, nil)
 		}
-		want := n.Stats()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		statsStayWhile(t, n, n.Stats(), fmt.Sprintf("round %d", round), func() {
 			for _, r := range rs {
 				r.Messages()
 			}
-		}()
-		for finished := false; !finished; {
-			select {
-			case <-done:
-				finished = true
-			default:
-			}
-			require.Equal(t, want, n.Stats(), "round %d", round)
+		})
+	}
+}
+
+// statsStayWhile runs f on another goroutine and reads n.Stats() over and
+// over until f has returned: every read must be want.
+func statsStayWhile(t *testing.T, n *Notifier, want Stats, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
 		}
+		require.Equal(t, want, n.Stats(), what)
 	}
 }
 
@@ -442,21 +450,11 @@ func TestStats_ExactAfterCloseWhileUnlistedRequestsEnd(t *testing.T) {
 		}
 		require.NoError(t, n.Close())
 		require.Equal(t, Stats{}, n.Stats())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		statsStayWhile(t, n, Stats{}, fmt.Sprintf("round %d: no subscription is live after Close", round), func() {
 			for _, r := range rs {
 				r.Remove()
 			}
-		}()
-		for finished := false; !finished; {
-			select {
-			case <-done:
-				finished = true
-			default:
-			}
-			require.Equal(t, Stats{}, n.Stats(), "round %d: no subscription is live after Close", round)
-		}
+		})
 	}
 }
 
