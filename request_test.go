@@ -442,7 +442,7 @@ func statsStayWhile(t *testing.T, n *Notifier, want Stats, what string, f func()
 // TestRequest_StatsExactWhileRequestsEnlist does for enlist, and fails in
 // the first round.)
 func TestStats_ExactAfterCloseWhileUnlistedRequestsEnd(t *testing.T) {
-	for round := range 200 {
+	for round := range 1000 {
 		n := New(memStore())
 		rs := make([]*Subscription, 64)
 		for i := range rs {
