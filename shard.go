@@ -142,7 +142,7 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 func (s *Subscription) addSleeper(o *op) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.ended() { // ended closes a request that Close has begun for without knowing of it
+	if s.ended() { // closes a request that Close has begun for without knowing of it
 		return s.closedErr()
 	}
 	s.asleep = append(s.asleep, o)
