@@ -486,15 +486,7 @@ func TestRequest_WaitingSubscribeWakesWhenCloseBegins(t *testing.T) {
 		go func() { _ = n.Close(); close(closed) }() // waits for the stalled PutMany
 		synctest.Wait()
 		require.ErrorIs(t, r.Err(), ErrClosed, "Close has begun: the request has ended")
-		for what, ch := range map[string]chan error{"session's Subscribe": sessDone, "request's Subscribe": reqDone, "Fetch": fetchDone} {
-			select {
-			case err := <-ch:
-				require.ErrorIs(t, err, ErrClosed, what)
-			default:
-				t.Errorf("%s slept on after Close ended its subscription, until the stalled PutMany returns", what)
-				defer func() { require.ErrorIs(t, <-ch, ErrClosed, what) }()
-			}
-		}
+		defer refusedNow(t, map[string]chan error{"session's Subscribe": sessDone, "request's Subscribe": reqDone, "Fetch": fetchDone})()
 		release()
 		require.NoError(t, <-published)
 		<-closed
@@ -532,15 +524,7 @@ func TestClose_WakesASleeperBehindTheCloseOfAnotherSubscription(t *testing.T) {
 		go func() { _ = n.Close(); close(closed) }()
 		synctest.Wait() // Close has begun, and waits to close sess behind the stalled PutMany
 		require.ErrorIs(t, r.Err(), ErrClosed, "Close has begun: the request is closed lazily")
-		for what, ch := range map[string]chan error{"request's Subscribe": reqDone, "Publish": pubDone} {
-			select {
-			case err := <-ch:
-				require.ErrorIs(t, err, ErrClosed, what)
-			default:
-				t.Errorf("the %s slept on after Close began, until the stalled PutMany returns", what)
-				defer func() { require.ErrorIs(t, <-ch, ErrClosed, what) }()
-			}
-		}
+		defer refusedNow(t, map[string]chan error{"request's Subscribe": reqDone, "Publish": pubDone})()
 		select {
 		case <-closed:
 			t.Fatal("setup: Close returned before the stalled PutMany did")
@@ -552,4 +536,28 @@ func TestClose_WakesASleeperBehindTheCloseOfAnotherSubscription(t *testing.T) {
 		require.ErrorIs(t, sess.Err(), ErrClosed)
 		require.Equal(t, Stats{}, n.Stats())
 	})
+}
+
+// refusedNow checks that every operation of waiters (named by its key), each
+// asleep behind a stalled PutMany when Close began, has returned ErrClosed
+// by now. One that has not is an error; the returned function, which the
+// caller defers until it has released the PutMany, waits for it and checks
+// that it returns ErrClosed then.
+func refusedNow(t *testing.T, waiters map[string]chan error) (rest func()) {
+	t.Helper()
+	var late []string
+	for what, ch := range waiters {
+		select {
+		case err := <-ch:
+			require.ErrorIs(t, err, ErrClosed, what)
+		default:
+			t.Errorf("the %s slept on after Close began, until the stalled PutMany returns", what)
+			late = append(late, what)
+		}
+	}
+	return func() {
+		for _, what := range late {
+			require.ErrorIs(t, <-waiters[what], ErrClosed, what)
+		}
+	}
 }
