@@ -594,9 +594,16 @@ func (n *Notifier) Close() error {
 }
 
 func (n *Notifier) close() {
+	// closed is set under n.mu: register and enlist read it under n.mu, so
+	// a subscription they add is one Close collects below, and neither adds
+	// one once Stats can see closed. Set before n.mu was taken, a session
+	// registered or a request listed meanwhile raised Stats.Subscriptions
+	// after Close had begun, or lowered it for an instant (the request was
+	// counted as closed lazily before it was counted as listed). Found by
+	// review, with TestStats_NeverRisesOnceCloseHasBegun.
+	n.mu.Lock()
 	n.closed.Store(true)
 	close(n.done)
-	n.mu.Lock()
 	subs := slices.AppendSeq(slices.Collect(maps.Values(n.sessions)), maps.Keys(n.requests))
 	n.mu.Unlock()
 	n.closeAll(subs)

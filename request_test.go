@@ -561,3 +561,60 @@ func refusedNow(t *testing.T, waiters map[string]chan error) (rest func()) {
 		}
 	}
 }
+
+// Found by review; what went wrong before the fix: Close set closed before
+// it took n.mu, while NewSubscription and a request's first Subscribe read
+// closed under n.mu. One that had read it false registered its session, or
+// listed its request, after Close had begun: Stats.Subscriptions rose by one
+// after Close began (a session), or fell by one and rose again (the request
+// counted as closed lazily, then as listed). Once Close has begun nothing new
+// can become live, so the count may only fall. The window is an atomic add
+// wide; the test races it, as TestStats_ExactAfterCloseWhileUnlistedRequestsEnd
+// does.
+func TestStats_NeverRisesOnceCloseHasBegun(t *testing.T) {
+	k := mkBlocks("stats after close", 1)[0].Cid()
+	for round := range 2000 {
+		n := New(nil)
+		rs := make([]*Subscription, 16)
+		for i := range rs {
+			rs[i] = mustRequest(t, n, nil)
+		}
+		start := make(chan struct{})
+		var wg sync.WaitGroup
+		for i, r := range rs {
+			wg.Go(func() {
+				<-start
+				_ = r.Subscribe(ctx, k) // lists r, or finds it closed
+			})
+			wg.Go(func() {
+				<-start
+				_, _ = n.NewSubscription(uint64(i + 1)) // registers, or ErrClosed
+			})
+		}
+		wg.Go(func() {
+			<-start
+			_ = n.Close()
+		})
+		close(start)
+		closed := make(chan struct{})
+		go func() { wg.Wait(); close(closed) }()
+		last := -1
+		for done := false; !done; {
+			select {
+			case <-closed:
+				done = true
+			default:
+			}
+			if !n.closed.Load() {
+				continue
+			}
+			st := n.Stats().Subscriptions
+			if last >= 0 {
+				require.LessOrEqual(t, st, last, "round %d: Stats.Subscriptions rose after Close began", round)
+			}
+			require.GreaterOrEqual(t, st, 0, "round %d", round)
+			last = st
+		}
+		require.Equal(t, Stats{}, n.Stats())
+	}
+}
