@@ -495,7 +495,9 @@ func (n *Notifier) unregister(s *Subscription) {
 // returns, the pending ends of slow consumers that it held up itself. It
 // returns ErrClosed after Close; bad input is refused first, with ErrNilBlock
 // or ErrInvalidCid, closed or not, so that a caller's bug does not hide
-// behind a shutdown.
+// behind a shutdown. (A nil interface is ErrNilBlock; a nil pointer of a
+// concrete block type is not detected: its Cid method panics, before any
+// lock is taken and anything changes, as it does in boxo's Publish.)
 func (n *Notifier) Publish(ctx context.Context, msg ResponseMessage) error {
 	if err := msg.validate(); err != nil {
 		return err

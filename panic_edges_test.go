@@ -88,3 +88,24 @@ func TestSubscribe_OneKeyOverflowWithPanickingCancelCountsTheSlowConsumer(t *tes
 		requireCloses(t, n)
 	})
 }
+
+// Publish's doc: a nil pointer of a concrete block type is not detected as
+// ErrNilBlock; its Cid method panics before anything changes, so the other
+// block of the message is not delivered, its want stays, and the Notifier
+// works on.
+func TestPublish_TypedNilBlockPanicsBeforeAnythingChanges(t *testing.T) {
+	n := New(memStore())
+	s := mustSub(t, n, 1)
+	b := mkBlocks("typed nil", 1)[0]
+	require.NoError(t, s.Subscribe(ctx, b.Cid()))
+	require.Panics(t, func() {
+		_ = n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b, (*blocks.BasicBlock)(nil)}})
+	})
+	require.True(t, n.Wanted(b.Cid()), "the panicking Publish changed nothing")
+	require.Empty(t, s.Messages())
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}))
+	require.False(t, n.Wanted(b.Cid()))
+	require.Len(t, s.Messages(), 1)
+	require.NoError(t, n.Close())
+	require.Equal(t, Stats{}, n.Stats())
+}
