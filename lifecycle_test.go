@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -457,4 +458,74 @@ func TestRemove_RacingSubscribeUnlocksOnlyWhatItLocked(t *testing.T) {
 	unblock()
 	done(t, removed, "Remove")
 	require.Equal(t, Stats{}, n.Stats(), "nothing is left")
+}
+
+// Subscribe's doc: on an ended subscription it returns why it ended
+// (ErrClosed after Remove, ErrSlowConsumer after a slow-consumer end),
+// whatever ctx's state. It checked ctx first, so with a done ctx it returned
+// ctx's error instead (found by review), while Close won over ctx.
+func TestSubscribe_EndedSubscriptionSaysWhyWhateverCtx(t *testing.T) {
+	k := mkBlocks("ended, ctx done", 1)[0].Cid()
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+
+	n := New(nil)
+	removed := mustSub(t, n, 1)
+	removed.Remove()
+	err := removed.Subscribe(done, k)
+	require.ErrorIs(t, err, ErrClosed)
+	require.NotErrorIs(t, err, context.Canceled)
+
+	slow := New(nil, WithBufferSize(0), WithMaxPending(1))
+	s := mustSub(t, slow, 1)
+	require.NoError(t, s.Subscribe(ctx, k))
+	for range 4 {
+		require.NoError(t, slow.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k}}))
+	}
+	for range s.Messages() {
+	}
+	require.ErrorIs(t, s.Err(), ErrSlowConsumer, "setup")
+	err = s.Subscribe(done, k)
+	require.ErrorIs(t, err, ErrSlowConsumer)
+	require.NotErrorIs(t, err, context.Canceled)
+
+	live := mustSub(t, n, 2)
+	require.ErrorIs(t, live.Subscribe(done, k), context.Canceled, "a live subscription still gets ctx's error")
+	require.NoError(t, n.Close())
+	require.ErrorIs(t, live.Subscribe(done, k), ErrClosed, "Close wins over ctx")
+	require.NoError(t, slow.Close())
+}
+
+// Fetch's error for a done ctx names Fetch.
+func TestFetch_DoneCtxErrorNamesFetch(t *testing.T) {
+	n := New(memStore())
+	done, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, err := n.Fetch(done, mkBlocks("fetch ctx", 1)[0].Cid(), nil)
+	require.ErrorIs(t, err, context.Canceled)
+	require.ErrorContains(t, err, "notifier: fetch:")
+	require.NoError(t, n.Close())
+}
+
+// Remove's doc: the backlog is dropped, the channel's buffer can still be
+// read. (It said every message not yet received was dropped; review.)
+func TestRemove_DropsTheBacklogNotTheBuffer(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		n := New(nil, WithBufferSize(1))
+		s := mustSub(t, n, 1)
+		ks := keysOf(mkBlocks("remove drops the backlog", 3))
+		require.NoError(t, s.Subscribe(ctx, ks...))
+		for _, k := range ks {
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k}}))
+		}
+		synctest.Wait() // the drain goroutine holds the second message, the third waits behind it
+		s.Remove()
+		var got []cid.Cid
+		for m := range s.Messages() {
+			got = append(got, m.Haves...)
+		}
+		require.Equal(t, ks[:1], got, "the buffered message is read; the two behind it were dropped")
+		require.NoError(t, s.Err())
+		require.NoError(t, n.Close())
+	})
 }

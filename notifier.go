@@ -333,7 +333,7 @@ func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(Res
 		return nil, nil, ErrClosed
 	}
 	if err := ctx.Err(); err != nil {
-		return nil, nil, fmt.Errorf("notifier: subscribe: %w", err)
+		return nil, nil, fmt.Errorf("notifier: fetch: %w", err)
 	}
 	var p probe
 	p.begin(n, ctx) // observe.go hook

@@ -215,7 +215,7 @@ func (s *Subscription) closedErr() error {
 // (ctx ends that wait, and so does the end of the subscription): a key it
 // wants already holds it up for no blockstore call (G11).
 // After Close or Remove it returns ErrClosed; after a slow-consumer end,
-// ErrSlowConsumer, as Err does (also after a Remove or Close that came
+// ErrSlowConsumer, as Err does, whatever ctx's state (also after a Remove or Close that came
 // between an overflow and its end). Until that end the subscription is live, as it is until any end:
 // a Subscribe between an overflow and its end returns nil and adds its
 // wants, which the end releases (reporting to the cancel function those that
@@ -231,6 +231,12 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	n := s.n
 	if n.closed.Load() {
 		return ErrClosed
+	}
+	if s.closed.Load() { // before ctx: an ended subscription says why, as its doc says (review)
+		s.mu.Lock()
+		err := s.closedErr()
+		s.mu.Unlock()
+		return err
 	}
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("notifier: subscribe: %w", err)
@@ -779,8 +785,10 @@ func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 }
 
 // Remove ends every want of the subscription, reports the keys nobody wants
-// any more to the cancel function, and closes Messages(); messages not yet
-// received are dropped. When Remove returns, Messages() is closed and the
+// any more to the cancel function, and closes Messages(): the messages in
+// the subscription's backlog (those its channel's buffer could not take) are
+// dropped, and those already in the buffer can still be read before the
+// channel reports closed (as after Close). When Remove returns, Messages() is closed and the
 // session ID may be reused. Remove is idempotent, safe for concurrent use, and
 // blocks only for other operations on the subscription's shards, and for an
 // operation whose blockstore call holds a reservation on one of its keys,
