@@ -35,7 +35,12 @@ type Option func(*config)
 // instead of the block. Today's client uses this for tracing: it hands out
 // blocks annotated with their sender and the delay since Subscribe. f runs
 // in the Notifier's delivery function, under its locks: it must be fast and
-// must not panic. The Notifier survives a panic
+// must not panic. A panic goes on to the caller of the PubSub method that
+// delivered the block: Publish, or Subscribe when the block was in the
+// blockstore (then Subscribe returns no channel). In boxo's client that is
+// the goroutine that received the message, so the program ends, as it does
+// when boxo's wrapper panics in its pubsub goroutine. A caller that recovers
+// finds the Notifier and the PubSub usable
 // (notifier.Notifier.NewSubscriptionFunc says how), but the Subscribe call
 // whose block f was wrapping never gets it: its channel stays open until its
 // context ends or Shutdown.
@@ -61,8 +66,12 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 
 // WithErrorFunc sends f the errors that the boxo-shaped methods cannot return:
 // a failed blockstore check in Subscribe (the call's channel is then closed at
-// once) and a failed PutMany in Publish (nothing is delivered). f runs on the
-// caller's goroutine, outside every lock. Without it such errors are dropped.
+// once), a failed PutMany in Publish (nothing is delivered), and, for the
+// SessionInterestManager that New or NewWithOptions builds with the PubSub,
+// an undefined key in RecordSessionInterest (the other keys are recorded).
+// f runs on the caller's goroutine, outside every lock. Without it such
+// errors are dropped, and so they are always for a manager built alone by
+// NewSessionInterestManager, which takes no options, as boxo's New.
 func WithErrorFunc(f func(error)) Option {
 	return func(c *config) { c.onErr = f }
 }

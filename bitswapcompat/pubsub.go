@@ -2,6 +2,7 @@ package bitswapcompat
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -485,7 +486,7 @@ func (ps *PubSub) reap() {
 // concurrent use and never waits for a subscriber; it blocks only for the
 // blockstore, for operations on the same keys and for its pacing (below). A
 // failed store delivers nothing and goes to WithErrorFunc. After Shutdown it
-// does nothing.
+// does nothing and returns at once, but for the check of blks below.
 //
 // Publish is paced (see pace): one that hands no block to any call, within
 // 250 µs of one that did, waits for the rest of those 250 µs before it
@@ -499,7 +500,11 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if len(blks) == 0 {
 		return
 	}
-	report(ps.onErr, ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks}))
+	err := ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks})
+	if errors.Is(err, notifier.ErrClosed) {
+		return // shut down: nothing was handed, and nothing is left to pace for
+	}
+	report(ps.onErr, err)
 	ps.pace()
 }
 

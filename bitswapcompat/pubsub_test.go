@@ -449,3 +449,20 @@ func TestPubSub_BlockstoreErrors(t *testing.T) {
 	requireReceived(t, ch, true, blks[1])
 	requireIdle(t, ps, nil)
 }
+
+// Publish's doc: after Shutdown it does nothing. It still paced: a Publish
+// right after one that handed a block slept out the rest of paceWindow,
+// though a shut-down PubSub hands nothing (review).
+func TestPubSub_PublishAfterShutdownIsNotPaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := NewPubSub(nil)
+		blks := newBlocks(t, 2)
+		ch := ps.Subscribe(t.Context(), blks[0].Cid())
+		ps.Publish(peerA, blks[0]) // hands a block: the window begins
+		requireReceived(t, ch, true, blks[0])
+		ps.Shutdown()
+		start := time.Now()
+		ps.Publish(peerB, blks[1])
+		require.Zero(t, time.Since(start), "a Publish after Shutdown slept")
+	})
+}
