@@ -104,9 +104,9 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 		exposition("gauge", promPrefix+"wanted_keys", "Distinct keys wanted by at least one subscription.", 1) +
 		exposition("gauge", promPrefix+"wants", "Wants: (subscription, key) pairs.", 1) +
 		exposition("counter", promPrefix+"blocks_stored_total", "Blocks stored in the blockstore by Publish.", 3) +
-		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription that receives one.", 4) +
+		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription that receives one, and blocks that Fetch returned.", 4) +
 		exposition("counter", promPrefix+"blocks_unsolicited_total", "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them.", 1) +
-		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended, reported to the cancel function.", 4) +
+		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set.", 4) +
 		exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1) +
 		exposition("counter", promPrefix+"blockstore_errors_total", "Blockstore errors returned by Publish (PutMany) and Subscribe (Get).", 2)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),

@@ -68,7 +68,8 @@ type Option func(*config)
 // more, so that the client can send CANCELs for them.
 //
 // f is called synchronously by the operation that ended the last want of the
-// keys (Publish, Subscribe, Unsubscribe, Remove or Close), before that
+// keys (Publish, Subscribe, Fetch, Unsubscribe, Release, Remove, ReleaseAll or
+// Close), before that
 // operation returns, while it holds the locks of the shards of those keys.
 // One exception: the end of a slow consumer (WithMaxPending) that the
 // overflowing Publish or Subscribe could not complete at once, because

@@ -20,8 +20,12 @@ import (
 )
 
 // Subscription is one session's view of the Notifier: the keys it wants and
-// the channel on which it receives what arrives for them. Create it with
-// Notifier.NewSubscription; all methods are safe for concurrent use.
+// the channel on which it receives what arrives for them, or the function it
+// hands them to. Create it with Notifier.NewSubscription (a session with a
+// channel), NewSubscriptionFunc (a session with a delivery function),
+// NewInterest (a session's interest only, as boxo's session interest
+// manager records it), NewRequest, or Fetch (a request with no session ID);
+// all methods are safe for concurrent use.
 //
 // An idle subscription costs no goroutine. Messages wait in the channel's
 // buffer and, when that is full, in a backlog that one goroutine per lagging
