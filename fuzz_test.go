@@ -428,14 +428,18 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 		run:     func(ctx context.Context) error { return h.subs[i].s.Subscribe(ctx, fuzzCids(keys)...) },
 		ctxWait: true,
 		early: func(m *model) (error, bool) {
-			if err, early := m.subscribeEarly(keys, cancelled); early {
+			if err, early := m.subscribeEarly(keys, false); early {
 				return err, true
 			}
 			// An ended subscription's Subscribe waits for nothing: it
-			// returns its end (Subscription.addSleeper), and so does one
-			// waiting as the subscription ends (fuzzHarness.wakeEnded).
+			// returns its end, before it looks at ctx (Subscribe), and
+			// so does one waiting as the subscription ends
+			// (Subscription.addSleeper, fuzzHarness.wakeEnded).
 			if ms := m.subs[i]; ms.ended {
 				return ms.endedErr(), true
+			}
+			if cancelled {
+				return context.Canceled, true
 			}
 			return nil, false
 		},
