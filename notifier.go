@@ -69,8 +69,8 @@ type Option func(*config)
 //
 // f is called synchronously by the operation that ended the last want of the
 // keys (Publish, Subscribe, Fetch, Unsubscribe, Release, Remove, ReleaseAll or
-// Close), before that
-// operation returns, while it holds the locks of the shards of those keys.
+// Close), before that operation returns, while it holds the locks of the
+// shards of those keys.
 // One exception: the end of a slow consumer (WithMaxPending) that the
 // overflowing Publish or Subscribe could not complete at once, because
 // another operation held up one of the subscription's keys (a blockstore

@@ -14,7 +14,7 @@ import (
 // A ResponseMessage received from Messages() shares its slices with no other
 // subscription: the receiver may keep and modify them.
 type ResponseMessage struct {
-	From      string         // sending peer: string(peer.ID), the ID's bytes (not its base58 text: bitswapcompat converts it back); "" means local (a block added by this node)
+	From      string         // sending peer as string(peer.ID), its bytes, not its base58 text; "" means local (a block added by this node)
 	Blocks    []blocks.Block // the blocks; each ends the wants for its key
 	Haves     []cid.Cid      // keys the sender has
 	DontHaves []cid.Cid      // keys the sender does not have

@@ -219,15 +219,16 @@ func (s *Subscription) closedErr() error {
 // (ctx ends that wait, and so does the end of the subscription): a key it
 // wants already holds it up for no blockstore call (G11).
 // After Close or Remove it returns ErrClosed; after a slow-consumer end,
-// ErrSlowConsumer, as Err does, whatever ctx's state (also after a Remove or Close that came
-// between an overflow and its end). Until that end the subscription is live, as it is until any end:
-// a Subscribe between an overflow and its end returns nil and adds its
-// wants, which the end releases (reporting to the cancel function those that
-// were the last of their key), and the blocks it finds are dropped as every
-// message of that window is; Err then reports ErrSlowConsumer. A Subscribe
-// whose found blocks overflow the subscription returns ErrSlowConsumer, even
-// while the end it causes is pending behind another operation (closeSlow).
-// An undefined key is refused with ErrInvalidCid first, ended or not.
+// ErrSlowConsumer, as Err does, whatever ctx's state (also after a Remove or
+// Close that came between an overflow and its end). Until that end the
+// subscription is live, as it is until any end: a Subscribe between an
+// overflow and its end returns nil and adds its wants, which the end releases
+// (reporting to the cancel function those that were the last of their key),
+// and the blocks it finds are dropped as every message of that window is; Err
+// then reports ErrSlowConsumer. A Subscribe whose found blocks overflow the
+// subscription returns ErrSlowConsumer, even while the end it causes is
+// pending behind another operation (closeSlow). An undefined key is refused
+// with ErrInvalidCid first, ended or not.
 func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	if err := validateKeys("keys", keys); err != nil {
 		return err
@@ -789,17 +790,17 @@ func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 }
 
 // Remove ends every want of the subscription, reports the keys nobody wants
-// any more to the cancel function, and closes Messages(): the messages in
-// the subscription's backlog (those its channel's buffer could not take) are
+// any more to the cancel function, and closes Messages(): the messages in the
+// subscription's backlog (those its channel's buffer could not take) are
 // dropped, and those already in the buffer can still be read before the
-// channel reports closed (as after Close). When Remove returns, Messages() is closed and the
-// session ID may be reused. Remove is idempotent, safe for concurrent use, and
-// blocks only for other operations on the subscription's shards, and for an
-// operation whose blockstore call holds a reservation on one of its keys,
-// until that call returns, or for an older operation waiting for such a call
-// with one of its keys (waits are first come, first served: see doc.go). It
-// must not be called from the cancel function or a delivery function (see
-// WithCancelFunc and NewSubscriptionFunc).
+// channel reports closed (as after Close). When Remove returns, Messages() is
+// closed and the session ID may be reused. Remove is idempotent, safe for
+// concurrent use, and blocks only for other operations on the subscription's
+// shards, and for an operation whose blockstore call holds a reservation on
+// one of its keys, until that call returns, or for an older operation waiting
+// for such a call with one of its keys (waits are first come, first served:
+// see doc.go). It must not be called from the cancel function or a delivery
+// function (see WithCancelFunc and NewSubscriptionFunc).
 func (s *Subscription) Remove() { s.close(nil, false) }
 
 // ReleaseAll is Remove that also returns the keys whose last want it ended,

@@ -180,14 +180,14 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 
 // Subscribe returns a channel that yields the block of each of keys once, in
 // arrival order, and is then closed. It is closed early when ctx is done or at
-// Shutdown, and is already closed on return if keys is empty or the PubSub
-// was shut down. An early close comes once the call has left the Notifier,
-// so a reader that sees the channel closed finds nothing of the call left:
-// if a Publish is storing the block of one of keys at that moment, it comes
-// after that PutMany returns (boxo closes at once). An undefined CID among keys, as in boxo, never arrives: the
-// channel then yields the other keys' blocks and is closed only when ctx is
-// done or at Shutdown. The channel's capacity is len(keys), so delivery never
-// waits for the reader.
+// Shutdown, and is already closed on return if keys is empty or the PubSub was
+// shut down. An early close comes once the call has left the Notifier, so a
+// reader that sees the channel closed finds nothing of the call left: if a
+// Publish is storing the block of one of keys at that moment, it comes after
+// that PutMany returns (boxo closes at once). An undefined CID among keys, as
+// in boxo, never arrives: the channel then yields the other keys' blocks and
+// is closed only when ctx is done or at Shutdown. The channel's capacity is
+// len(keys), so delivery never waits for the reader.
 //
 // The subscription is live when Subscribe returns: every block of keys
 // published later reaches the channel, and so does a block that is already in
