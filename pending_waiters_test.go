@@ -264,19 +264,24 @@ func (r *pendingRig) startWaiter(w waiterOnA) (other *Subscription, kX cid.Cid, 
 // release of that Publish's PutMany both resumes the end and wakes the
 // waiter, which then race.
 func TestOverflow_PendingEndOnTheReservedKeyRacesTheWaiter(t *testing.T) {
+	raceEachWaiter(t, "pending-races-waiter", func(t *testing.T, r *pendingRig, w waiterOnA) {
+		other, kX, waiting := r.startWaiter(w)
+		overflow := make(chan error, 1)
+		go func() { overflow <- r.n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{r.kC}}) }()
+		returnsNow(t, overflow, r.release, "the Publish that overflowed slow waited for A's stalled PutMany")
+		require.NoError(t, r.slow.Err(), "setup: the end is pending on A's Publish")
+		require.True(t, r.slow.Wants(r.kC), "setup: the end is pending on A's Publish")
+		r.finish(w, other, kX, waiting, nil)
+	})
+}
+
+// raceEachWaiter runs f, raceRounds times in a bubble of its own, on a
+// pendingRig tagged tag, for each kind of waiter in waitersOnA.
+func raceEachWaiter(t *testing.T, tag string, f func(t *testing.T, r *pendingRig, w waiterOnA)) {
 	for _, w := range waitersOnA {
 		t.Run(w.name, func(t *testing.T) {
 			for range raceRounds {
-				synctest.Test(t, func(t *testing.T) {
-					r := newPendingRig(t, "pending-races-waiter", w.wantsA)
-					other, kX, waiting := r.startWaiter(w)
-					overflow := make(chan error, 1)
-					go func() { overflow <- r.n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{r.kC}}) }()
-					returnsNow(t, overflow, r.release, "the Publish that overflowed slow waited for A's stalled PutMany")
-					require.NoError(t, r.slow.Err(), "setup: the end is pending on A's Publish")
-					require.True(t, r.slow.Wants(r.kC), "setup: the end is pending on A's Publish")
-					r.finish(w, other, kX, waiting, nil)
-				})
+				synctest.Test(t, func(t *testing.T) { f(t, newPendingRig(t, tag, w.wantsA), w) })
 			}
 		})
 	}
@@ -288,17 +293,10 @@ func TestOverflow_PendingEndOnTheReservedKeyRacesTheWaiter(t *testing.T) {
 // on C, a key slow wants (it found C reserved by a Subscribe of u, since
 // returned), so the end parks on it.
 func TestOverflow_EndBegunByTheReleaseThatWakesTheWaiter(t *testing.T) {
-	for _, w := range waitersOnA {
-		t.Run(w.name, func(t *testing.T) {
-			for range raceRounds {
-				synctest.Test(t, func(t *testing.T) {
-					r := newPendingRig(t, "pending-begun-by-release", w.wantsA)
-					other, kX, waiting := r.startWaiter(w)
-					r.finish(w, other, kX, waiting, nil)
-				})
-			}
-		})
-	}
+	raceEachWaiter(t, "pending-begun-by-release", func(t *testing.T, r *pendingRig, w waiterOnA) {
+		other, kX, waiting := r.startWaiter(w)
+		r.finish(w, other, kX, waiting, nil)
+	})
 	t.Run("Publish marking C", func(t *testing.T) {
 		for range raceRounds {
 			synctest.Test(t, func(t *testing.T) {
