@@ -22,7 +22,7 @@ import (
 // injected, or without this option, nothing is registered and the operations
 // skip the bookkeeping (one nil check each). Two Notifiers given the same
 // scope share the metrics if the binding allows it (go-metrics-prometheus
-// does). WithMetrics panics on a nil ctx. Only ctx's values are used.
+// does): the counters and gauges then show their sums. WithMetrics panics on a nil ctx. Only ctx's values are used.
 func WithMetrics(ctx context.Context) Option {
 	if ctx == nil {
 		panic("notifier: WithMetrics(nil): want the context that carries the metrics scope")
@@ -70,6 +70,12 @@ type meters struct {
 	// mu is held while the gauges are set from Stats; only TryLock takes it.
 	// A leaf: it is taken holding no other lock.
 	mu sync.Mutex
+	// added is what this Notifier has added to the gauges so far (under mu):
+	// its last Stats. The gauges are shared with every other Notifier given
+	// the same scope (two clients of one process), so each adds the change
+	// of its own Stats instead of setting them. Found by review, with
+	// TestMetrics_GaugesOfNotifiersSharingAScopeAreSums.
+	added [3]int
 }
 
 // newMeters creates the metrics in the scope of ctx, or returns nil if ctx is
@@ -103,7 +109,7 @@ func newMeters(ctx context.Context) *meters {
 	}
 }
 
-// refresh sets the gauges from n.Stats(); a nil m does nothing. Every
+// refresh brings n's part of the gauges to n.Stats(); a nil m does nothing. Every
 // operation that may have changed the index or the subscriptions calls it
 // once it holds no lock.
 //
@@ -114,17 +120,17 @@ func newMeters(ctx context.Context) *meters {
 // costs a read of two counters per shard, outside every lock, once per
 // operation, and only with metrics.
 //
-// Setting a gauge from a snapshot is correct only if the last snapshot set is
-// one taken after the last change: two operations that set their snapshots in
+// Bringing a gauge to a snapshot is correct only if the last snapshot used is
+// one taken after the last change: two operations that used their snapshots in
 // the other order would leave an old value for good. So the snapshots are
-// taken and set under mu, and an operation that finds mu held leaves its
+// taken and used under mu, and an operation that finds mu held leaves its
 // change to the holder: it marks the gauges dirty before TryLock, and the
 // holder, after unlocking, starts over while they are dirty. (The mark
 // precedes the failed TryLock, which precedes the holder's unlock and its
 // look at the mark, so the holder sees it, or another refresh that cleared
 // it reads Stats after it.) Concurrent operations thus take one snapshot at a
-// time between them instead of one each; once they stop, the gauges equal
-// Stats.
+// time between them instead of one each; once they stop, n's part of the
+// gauges equals Stats (the whole gauges, if n is alone in its scope).
 func (m *meters) refresh(n *Notifier) {
 	if m == nil {
 		return
@@ -133,9 +139,13 @@ func (m *meters) refresh(n *Notifier) {
 	for m.dirty.Load() && m.mu.TryLock() {
 		m.dirty.Store(false)
 		st := n.Stats()
-		m.subs.Set(float64(st.Subscriptions))
-		m.keys.Set(float64(st.Keys))
-		m.wants.Set(float64(st.Wants))
+		gauges := [3]metrics.Gauge{m.subs, m.keys, m.wants}
+		for i, v := range [3]int{st.Subscriptions, st.Keys, st.Wants} {
+			if d := v - m.added[i]; d != 0 {
+				gauges[i].Add(float64(d))
+				m.added[i] = v
+			}
+		}
 		m.mu.Unlock()
 	}
 }

@@ -181,6 +181,41 @@ func TestMetrics_GaugesEqualStatsAfterConcurrentOperations(t *testing.T) {
 	require.Equal(t, Stats{}, Stats{Subscriptions: gauge("subscriptions"), Keys: gauge("wanted_keys"), Wants: gauge("wants")})
 }
 
+// Two Notifiers given one scope (two clients of one process) share the
+// gauges, as go-metrics-prometheus shares a name: the gauges show the sums
+// of their Stats, also as each closes. When each set the gauges to its own
+// Stats, they showed whichever had refreshed last. Found by review.
+func TestMetrics_GaugesOfNotifiersSharingAScopeAreSums(t *testing.T) {
+	reg := promtest.Registry(t)
+	ctx := context.Background()
+	n1 := New(nil, WithMetrics(kuboScope()))
+	n2 := New(nil, WithMetrics(kuboScope()))
+	blks := mkBlocks("shared-scope", 5)
+	s1, err := n1.NewSubscription(1)
+	require.NoError(t, err)
+	require.NoError(t, s1.Subscribe(ctx, blks[0].Cid()))
+	for id := range uint64(2) {
+		s, err := n2.NewSubscription(id)
+		require.NoError(t, err)
+		require.NoError(t, s.Subscribe(ctx, keysOf(blks[1:4])...))
+	}
+	gauges := func() Stats {
+		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
+		return Stats{Subscriptions: g("subscriptions"), Keys: g("wanted_keys"), Wants: g("wants")}
+	}
+	st1, st2 := n1.Stats(), n2.Stats()
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, st1)
+	require.Equal(t, Stats{Subscriptions: 2, Keys: 3, Wants: 6}, st2)
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 4, Wants: 7}, gauges(), "the gauges are not the sums of the two Notifiers' Stats")
+
+	require.NoError(t, n1.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[:1]})) // ends n1's one want
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 3, Wants: 6}, gauges())
+	require.NoError(t, n2.Close())
+	require.Equal(t, n1.Stats(), gauges(), "after one closed, the gauges are not the other's Stats")
+	require.NoError(t, n1.Close())
+	require.Equal(t, Stats{}, gauges())
+}
+
 // gaugeValue returns the value of the gauge name in reg.
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
