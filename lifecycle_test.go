@@ -529,3 +529,33 @@ func TestRemove_DropsTheBacklogNotTheBuffer(t *testing.T) {
 		require.NoError(t, n.Close())
 	})
 }
+
+// A Close that comes between an overflow and its end, the end left pending
+// behind a stalled PutMany: once Close has returned, Err says
+// ErrSlowConsumer (the end completed first) and Subscribe says ErrClosed, as
+// after every Close (G7). Subscribe's doc had promised ErrSlowConsumer for
+// this case too. Found by review.
+func TestSubscribe_AfterCloseBetweenOverflowAndEndSaysClosed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
+		b := mkBlocks("close between overflow and end", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		fillBacklog(t, n, kB)
+		release, published := st.publishStalled(t, n, b[0]) // kA reserved
+		// A HAVE of kB overflows s; its end waits for kA.
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}))
+		require.NoError(t, s.Err(), "setup: the end is not pending")
+		closed := goAsleep(t, "Close", n.Close)
+		release()
+		require.NoError(t, <-published)
+		require.NoError(t, <-closed)
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+		require.ErrorIs(t, s.Subscribe(ctx, kA), ErrClosed)
+		cancelled, cancel := context.WithCancel(ctx)
+		cancel()
+		require.ErrorIs(t, s.Subscribe(cancelled, kA), ErrClosed)
+	})
+}

@@ -218,9 +218,11 @@ func (s *Subscription) closedErr() error {
 // yet, or older ones waiting for such a reservation with one of those keys
 // (ctx ends that wait, and so does the end of the subscription): a key it
 // wants already holds it up for no blockstore call (G11).
-// After Close or Remove it returns ErrClosed; after a slow-consumer end,
-// ErrSlowConsumer, as Err does, whatever ctx's state (also after a Remove or
-// Close that came between an overflow and its end). Until that end the
+// After Close it returns ErrClosed, however the subscription ended (G7),
+// and so after Remove; after a slow-consumer end, ErrSlowConsumer, as Err
+// does, whatever ctx's state (also after a Remove that came between an
+// overflow and its end; Err says ErrSlowConsumer after such a Close too,
+// Subscribe ErrClosed). Until that end the
 // subscription is live, as it is until any end: a Subscribe between an
 // overflow and its end returns nil and adds its wants, which the end releases
 // (reporting to the cancel function those that were the last of their key),
