@@ -126,13 +126,23 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // returns the Notifier's error (ErrClosed after Shutdown). It is safe for
 // concurrent use and never waits for a subscriber. A message with blocks is
 // paced as Publish is (PubSub.pace); one without, which boxo's client would
-// not have published, is not.
+// not have published, is not, nor is one that was refused (after Shutdown,
+// for bad input, or when ctx ended before it took effect).
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
 	err := ps.publish(ctx, msg)
-	if len(msg.Blocks) > 0 {
-		ps.pace()
+	if len(msg.Blocks) > 0 && !refused(err) {
+		ps.pace(msg.From != "")
 	}
 	return err
+}
+
+// refused reports whether Notifier.Publish returned err without publishing:
+// after Close, for bad input, or for ctx. A failed store is not refused: the
+// message took effect, delivering nothing.
+func refused(err error) bool {
+	return errors.Is(err, notifier.ErrClosed) || errors.Is(err, notifier.ErrNilBlock) ||
+		errors.Is(err, notifier.ErrInvalidCid) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, context.DeadlineExceeded)
 }
 
 func makeConfig(opts []Option) config {

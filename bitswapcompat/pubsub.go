@@ -488,9 +488,13 @@ func (ps *PubSub) reap() {
 // failed store delivers nothing and goes to WithErrorFunc. After Shutdown it
 // does nothing and returns at once, but for the check of blks below.
 //
-// Publish is paced (see pace): one that hands no block to any call, within
-// 250 µs of one that did, waits for the rest of those 250 µs before it
-// returns, so that the goroutines made runnable by the first run first.
+// Publish is paced (see pace): one from a peer that hands no block to any
+// call, within 250 µs of one that did, waits for the rest of those 250 µs
+// before it returns, so that the goroutines made runnable by the first run
+// first. On an otherwise idle process Go's timers round that sleep up to
+// about 1 ms. A local Publish (from the zero ID: boxo's NotifyNewBlocks,
+// which the block service calls after every block it fetched and every block
+// it adds) never waits.
 //
 // A nil block, on which boxo's Publish panics too, panics with a
 // "bitswapcompat:" message, and so does a block with an undefined CID, which
@@ -505,7 +509,7 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 		return // shut down: nothing was handed, and nothing is left to pace for
 	}
 	report(ps.onErr, err)
-	ps.pace()
+	ps.pace(from != "")
 }
 
 // publish publishes msg and then removes the calls it completed (reap), also
@@ -525,13 +529,21 @@ func (ps *PubSub) publish(ctx context.Context, msg notifier.ResponseMessage) err
 // 90th percentile).
 const paceWindow = 250 * time.Microsecond
 
-// pace ends every Publish. After a Publish that handed a block to a call it
-// starts a goroutine that does nothing but close a new paced channel, and
-// records the time. After one that handed none it waits until that
-// goroutine has run and then, if the handing Publish was less than
-// paceWindow ago, sleeps out the rest of the window. So a copy of a block
-// that was just handed out is held, as boxo's Publish holds it, until the
-// goroutines that the first copy made runnable have had their turn.
+// pace ends every Publish; remote is whether its blocks came from a peer.
+// After a Publish that handed a block to a call it starts a goroutine that
+// does nothing but close a new paced channel, and records the time. After a
+// remote one that handed none it waits until that goroutine has run and
+// then, if the handing Publish was less than paceWindow ago, sleeps out the
+// rest of the window. So a copy of a block that was just handed out is held,
+// as boxo's Publish holds it, until the goroutines that the first copy made
+// runnable have had their turn.
+//
+// A local Publish that hands nothing returns at once: it is no peer's copy.
+// boxo's block service publishes every block it fetched a second time,
+// through the exchange's NotifyNewBlocks, just after the network's Publish
+// handed it to the request; held, a DAG walked through the block service
+// slept a window per block (found by review, with
+// TestPubSub_BlockServiceWalkIsNotPaced).
 //
 // boxo's client depends on that. It publishes every block that a session
 // still wants, so every copy of a block that comes before the session's run
@@ -561,13 +573,25 @@ const paceWindow = 250 * time.Microsecond
 // block until its pubsub goroutine has been scheduled; holding only copies,
 // for at most paceWindow, is a cost of the same order.
 //
+// A Publish that hands a block while the pace goroutine of an earlier one
+// has not run yet starts none: it only moves the window. A copy then waits
+// for that goroutine, which was made before the goroutines this Publish made
+// runnable, and the sleep covers the rest. When blocks stream in faster than
+// the goroutine is scheduled, as they do to one session that receives one
+// block per message, this saves a goroutine per message: a third of the
+// layer's extra time over boxo's at one session in W1 (BENCHMARKS.md,
+// twenty-fifth series).
+//
 // The pacing is a scheduling aid, not a guarantee, and nothing depends on it
 // for correctness: woke is shared, so with concurrent Publishes, or a
 // Subscribe that found its block in the blockstore, a Publish may take
 // another's delivery for its own and not wait, or wait for another's pace.
-func (ps *PubSub) pace() {
+func (ps *PubSub) pace(remote bool) {
 	if ps.woke.Swap(false) {
 		ps.handed.Store(int64(time.Since(ps.epoch)))
+		if p := ps.paced.Load(); p != nil && !isClosed(*p) {
+			return // the last pace goroutine has not run yet: a copy waits for it, then for the window from now
+		}
 		done := make(chan struct{})
 		ps.paced.Store(&done)
 		if h := ps.pacer; h != nil {
@@ -577,6 +601,9 @@ func (ps *PubSub) pace() {
 		go close(done)
 		return
 	}
+	if !remote {
+		return // a local block (NotifyNewBlocks, AddBlock): not a peer's copy
+	}
 	p := ps.paced.Load()
 	if p == nil {
 		return // no Publish has handed a block yet
@@ -585,6 +612,16 @@ func (ps *PubSub) pace() {
 	rest := time.Duration(ps.handed.Load()) + paceWindow - time.Since(ps.epoch)
 	if rest > 0 {
 		time.Sleep(min(rest, paceWindow))
+	}
+}
+
+// isClosed reports whether ch is closed; nothing is ever sent on it.
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
 	}
 }
 
