@@ -127,10 +127,14 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // concurrent use and never waits for a subscriber. A message with blocks is
 // paced as Publish is (PubSub.pace); one without, which boxo's client would
 // not have published, is not, nor is one that was refused (after Shutdown,
-// for bad input, or when ctx ended before it took effect).
+// for bad input, or when ctx ended before it took effect). A failed store
+// ends the PubSub calls that wait for its blocks, as in Publish.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
 	err := ps.publish(ctx, msg)
 	if len(msg.Blocks) > 0 && !refused(err) {
+		if err != nil { // the store failed
+			ps.failWaiting(msg.Blocks)
+		}
 		ps.pace(msg.From != "")
 	}
 	return err

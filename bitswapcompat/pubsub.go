@@ -3,6 +3,7 @@ package bitswapcompat
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -485,8 +486,10 @@ func (ps *PubSub) reap() {
 // or session wants; unwanted remote blocks are dropped. Publish is safe for
 // concurrent use and never waits for a subscriber; it blocks only for the
 // blockstore, for operations on the same keys and for its pacing (below). A
-// failed store delivers nothing and goes to WithErrorFunc. After Shutdown it
-// does nothing and returns at once, but for the check of blks below.
+// failed store delivers nothing, goes to WithErrorFunc, and ends the calls
+// that wait for any of blks: their channels close without it (see
+// failWaiting). After Shutdown it does nothing and returns at once, but for
+// the check of blks below.
 //
 // Publish is paced (see pace): one from a peer that hands no block to any
 // call, within 250 µs of one that did, waits for the rest of those 250 µs
@@ -508,8 +511,41 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if errors.Is(err, notifier.ErrClosed) {
 		return // shut down: nothing was handed, and nothing is left to pace for
 	}
+	if err != nil { // the store failed: nothing else is left (no ctx, blks checked)
+		ps.failWaiting(blks)
+	}
 	report(ps.onErr, err)
 	ps.pace(from != "")
+}
+
+// failWaiting ends the calls that wait for a block of blks, whose store has
+// just failed: their channels close without it. boxo's client has already
+// handed such a block to its sessions, which let go of its key and send
+// CANCELs, before it publishes, so no peer sends the block again, and the
+// call would wait until its ctx ended. With boxo's own PubSub the block
+// reaches the call and the block service's Put then fails, returning the
+// error at once; a closed channel is an error at once too (boxo's getter:
+// "promise channel was closed"). A call whose Subscribe has not returned yet
+// is not among them; it waits as any other. Found by review, with
+// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+func (ps *PubSub) failWaiting(blks []blocks.Block) {
+	ps.mu.Lock()
+	calls := slices.Collect(maps.Keys(ps.calls))
+	ps.mu.Unlock()
+	for _, c := range calls { // c.mu is taken before ps.mu, never under it
+		c.mu.Lock()
+		waits := false
+		for _, b := range blks {
+			if _, ok := c.awaited(b.Cid()); ok {
+				waits = true
+				break
+			}
+		}
+		c.mu.Unlock()
+		if waits {
+			c.end()
+		}
+	}
 }
 
 // publish publishes msg and then removes the calls it completed (reap), also

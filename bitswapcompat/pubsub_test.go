@@ -443,13 +443,57 @@ func TestPubSub_BlockstoreErrors(t *testing.T) {
 
 	ch := ps.Subscribe(t.Context(), blks[1].Cid())
 	store.failPut.Store(true)
-	ps.Publish(peerA, blks[1]) // not stored, so not delivered
+	ps.Publish(peerA, blks[1]) // not stored, so not delivered: the call ends without it (failWaiting)
 	require.Len(t, errs, 2)
 	require.ErrorIs(t, errs[1], errFault)
-	requireReceived(t, ch, false)
+	requireReceived(t, ch, true)
+	requireIdle(t, ps, nil)
 	store.failPut.Store(false)
-	ps.Publish(peerA, blks[1]) // the want survived the failure
+	ch = ps.Subscribe(t.Context(), blks[1].Cid()) // asked again, as boxo's caller would
+	ps.Publish(peerA, blks[1])
 	requireReceived(t, ch, true, blks[1])
+	requireIdle(t, ps, nil)
+}
+
+// A failed store ends the calls that wait for a block of the message: in
+// boxo's client the sessions have let go of those keys (CANCELs sent) before
+// the Publish, so the block would never come again, and a GetBlock waited
+// for its ctx. boxo's own PubSub hands the block and the block service's Put
+// then fails at once; here the call's channel closes at once. Calls waiting
+// for other keys are untouched, and PublishMessage does the same. Found by
+// review.
+func TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks(t *testing.T) {
+	store := memStore()
+	ps, sim := New(store) // MIGRATION.md's store wiring
+	defer ps.Shutdown()
+	blks := newBlocks(t, 4)
+	const ses = 7
+	one := ps.Subscribe(t.Context(), blks[0].Cid())                 // a GetBlock
+	many := ps.Subscribe(t.Context(), blks[0].Cid(), blks[1].Cid()) // a GetBlocks
+	other := ps.Subscribe(t.Context(), blks[2].Cid())
+	sim.RecordSessionInterest(ses, cidsOf(blks[:3]...))
+
+	// receiveBlocksFrom's order: SplitWantedUnwanted, the session lets go
+	// (RemoveSessionWants: CANCEL), then Publish.
+	store.failPut.Store(true)
+	wanted, _ := sim.SplitWantedUnwanted(blks[:1])
+	require.Equal(t, cidsOf(blks[0]), sim.RemoveSessionWants(ses, cidsOf(blks[0])))
+	ps.Publish(peerA, wanted...)
+	requireReceived(t, one, true)
+	requireReceived(t, many, true)
+	requireReceived(t, other, false)
+
+	// PublishMessage too.
+	msgCall := ps.Subscribe(t.Context(), blks[3].Cid())
+	err := PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: blks[3:]})
+	require.ErrorIs(t, err, errFault)
+	requireReceived(t, msgCall, true)
+	requireReceived(t, other, false)
+
+	store.failPut.Store(false)
+	ps.Publish(peerA, blks[2])
+	requireReceived(t, other, true, blks[2])
+	sim.RemoveSession(ses)
 	requireIdle(t, ps, nil)
 }
 
