@@ -458,8 +458,10 @@ func (ps *PubSub) finish(c *call) {
 // PublishMessage, also when a function of the user panics in it, so a
 // completed call leaves nothing in the Notifier once that method, and the
 // call's own Subscribe, have returned (a call completed
-// before its Subscribe returns is removed by that Subscribe; see track). A
-// call completed by the native API on NotifierOf (a native Subscribe that
+// before its Subscribe returns is removed by that Subscribe; see track).
+// With methods running at once, one may take over the list while another's
+// call is on it: that call is gone once the taker has returned, and until
+// then counts in Stats, wanting nothing. A call completed by the native API on NotifierOf (a native Subscribe that
 // found the block in the blockstore, or a Publish into the Notifier itself)
 // is removed by the next of these methods, or by Shutdown: until then its
 // subscription, which wants nothing, stays counted in the Notifier's Stats.
