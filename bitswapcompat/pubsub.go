@@ -616,9 +616,9 @@ const paceWindow = 250 * time.Microsecond
 // for that goroutine, which was made before the goroutines this Publish made
 // runnable, and the sleep covers the rest. When blocks stream in faster than
 // the goroutine is scheduled, as they do to one session that receives one
-// block per message, this saves a goroutine per message: a third of the
-// layer's extra time over boxo's at one session in W1 (BENCHMARKS.md,
-// twenty-fifth series).
+// block per message, this saves a goroutine per message: about half of the
+// layer's extra time over boxo's at one session in W1 (1.38x → 1.22x boxo's
+// time; BENCHMARKS.md, twenty-fifth series).
 //
 // The pacing is a scheduling aid, not a guarantee, and nothing depends on it
 // for correctness: woke is shared, so with concurrent Publishes, or a
