@@ -12,7 +12,8 @@ import (
 )
 
 // FuzzCompatModel drives the store wiring (New on a blockstore whose PutMany
-// can be made to fail) as boxo's client drives it, one call at a time, and
+// can be made to fail), or the shared one (New(nil): notify only, as the
+// first byte of the input says), as boxo's client drives it, one call at a time, and
 // checks every result against compatModel, boxo's semantics as MIGRATION.md
 // states them for this wiring: PubSub calls (Subscribe, their ctx, every
 // block once, the channel closed when all have come), Publish from a peer or
@@ -24,18 +25,23 @@ import (
 // sleeps have taken effect before the check; Shutdown at the end must close
 // every channel and leave nothing behind.
 func FuzzCompatModel(f *testing.F) {
-	// Steps are triples: the step (% 9, see runCompatModel), an argument, a
-	// mask of the blocks of the pool.
-	f.Add([]byte{0, 0, 3, 2, 1, 1, 2, 1, 2})                                                       // a call of two blocks, published one by one from a peer
-	f.Add([]byte{0, 0, 1, 4, 1, 3, 3, 1, 0, 7, 0, 3, 2, 1, 1, 3, 0, 0, 0, 0, 1, 2, 1, 1, 5, 1, 3}) // a failed store ends the call; asked again, it gets the block
-	f.Add([]byte{0, 1, 7, 1, 0, 0, 2, 0, 15, 0, 0, 3, 8, 0, 1, 0, 0, 1})                           // ctx ends a call; a local block is stored; a call finds it; gc
-	f.Add([]byte{4, 0, 7, 4, 1, 12, 7, 0, 15, 6, 0, 0, 5, 1, 4, 2, 1, 15, 8, 0, 3, 7, 0, 15})      // sessions, split, removal, a peer's blocks, gc
-	f.Add([]byte{0, 0, 2, 0, 1, 5, 3, 1, 0, 2, 0, 3, 3, 0, 0, 2, 1, 6, 6, 1, 0})                   // a failed local store ends the calls that wait for any of its blocks
+	// The wiring (even: store, odd: shared), then steps, each a triple: the
+	// step (% 9, see runCompatModel), an argument, a mask of the blocks of
+	// the pool.
+	f.Add([]byte{0, 0, 0, 3, 2, 1, 1, 2, 1, 2})                                                       // a call of two blocks, published one by one from a peer
+	f.Add([]byte{0, 0, 0, 1, 4, 1, 3, 3, 1, 0, 7, 0, 3, 2, 1, 1, 3, 0, 0, 0, 0, 1, 2, 1, 1, 5, 1, 3}) // a failed store ends the call; asked again, it gets the block
+	f.Add([]byte{0, 0, 1, 7, 1, 0, 0, 2, 0, 15, 0, 0, 3, 8, 0, 1, 0, 0, 1})                           // ctx ends a call; a local block is stored; a call finds it; gc
+	f.Add([]byte{0, 4, 0, 7, 4, 1, 12, 7, 0, 15, 6, 0, 0, 5, 1, 4, 2, 1, 15, 8, 0, 3, 7, 0, 15})      // sessions, split, removal, a peer's blocks, gc
+	f.Add([]byte{0, 0, 0, 2, 0, 1, 5, 3, 1, 0, 2, 0, 3, 3, 0, 0, 2, 1, 6, 6, 1, 0})                   // a failed local store ends the calls that wait for any of its blocks
+	f.Add([]byte{1, 0, 0, 3, 4, 0, 6, 7, 0, 15, 2, 1, 1, 2, 0, 2, 0, 0, 1, 6, 0, 0, 7, 0, 15})        // shared: nothing is stored
 	f.Fuzz(func(t *testing.T, in []byte) {
-		if len(in) > 3*64 {
-			in = in[:3*64]
+		if len(in) == 0 {
+			return
 		}
-		synctest.Test(t, func(t *testing.T) { runCompatModel(t, in) })
+		if len(in) > 1+3*64 {
+			in = in[:1+3*64]
+		}
+		synctest.Test(t, func(t *testing.T) { runCompatModel(t, in[0]%2 == 0, in[1:]) })
 	})
 }
 
@@ -97,9 +103,16 @@ func (m *compatModel) deliver(b blocks.Block, got map[*compatCall][]cid.Cid) {
 	}
 }
 
-func runCompatModel(t *testing.T, in []byte) {
-	store := memStore()
-	ps, sim := New(store)
+func runCompatModel(t *testing.T, withStore bool, in []byte) {
+	var store *faultyStore
+	var ps *PubSub
+	var sim *SessionInterestManager
+	if withStore {
+		store = memStore()
+		ps, sim = New(store)
+	} else {
+		ps, sim = New(nil)
+	}
 	m := &compatModel{store: store, stored: map[cid.Cid]bool{}, sessions: map[uint64]map[cid.Cid]bool{}}
 	m.pool = newBlocks(t, compatPool)
 	ctx := t.Context()
@@ -145,6 +158,9 @@ func runCompatModel(t *testing.T, in []byte) {
 					toStore = append(toStore, b)
 				}
 			}
+			if !withStore { // notify only: every block goes to the calls that wait for it
+				toStore = blks
+			}
 			from := peer.ID("")
 			if remote {
 				from = peerA
@@ -163,12 +179,15 @@ func runCompatModel(t *testing.T, in []byte) {
 				}
 			default:
 				for _, b := range toStore {
-					m.stored[b.Cid()] = true
+					m.stored[b.Cid()] = withStore
 					m.deliver(b, got)
 				}
 			}
 			ps.Publish(from, blks...)
 		case 3: // the disk fails, or recovers
+			if !withStore {
+				continue
+			}
 			m.failing = a%2 == 1
 			store.failPut.Store(m.failing)
 		case 4: // a session records its interest
@@ -217,6 +236,9 @@ func runCompatModel(t *testing.T, in []byte) {
 			require.Equal(t, want, cidsOf(wanted...), "SplitWantedUnwanted: wanted")
 			require.Len(t, unwanted, len(blks)-len(want), "SplitWantedUnwanted: unwanted")
 		case 8: // a garbage collection deletes blocks
+			if !withStore {
+				continue
+			}
 			for _, k := range keys {
 				delete(m.stored, k)
 				require.NoError(t, store.DeleteBlock(ctx, k))
@@ -253,6 +275,9 @@ func (m *compatModel) check(t *testing.T, got map[*compatCall][]cid.Cid, step in
 		require.Equal(t, c.closed, closed, "step %d: call %d closed", step, i)
 	}
 	for _, b := range m.pool {
+		if m.store == nil {
+			break
+		}
 		has, err := m.store.Blockstore.Has(context.Background(), b.Cid())
 		require.NoError(t, err)
 		require.Equal(t, m.stored[b.Cid()], has, "step %d: block %s stored", step, b.Cid())
