@@ -113,9 +113,9 @@
 //     its lock and the registry.
 //
 // With WithMetrics, an operation that may change the index or the
-// subscriptions ends, holding no lock, by setting the gauges from Stats under
-// a leaf lock of the metrics that it only tries (TryLock): if another
-// operation holds it, that one sets them for both (metrics.go). Log lines and
+// subscriptions ends, holding no lock, by bringing its part of the gauges to
+// Stats under a leaf lock of the metrics that it only tries (TryLock): if
+// another operation holds it, that one does it for both (metrics.go). Log lines and
 // span events are written holding no lock.
 //
 // An operation that finds one of its keys reserved by another, or marked by

@@ -66,7 +66,8 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 
 // WithErrorFunc sends f the errors that the boxo-shaped methods cannot return:
 // a failed blockstore check in Subscribe (the call's channel is then closed at
-// once), a failed PutMany in Publish (nothing is delivered), and, for the
+// once), a failed PutMany in Publish (nothing is delivered, and the calls waiting for
+// the message's blocks end), and, for the
 // SessionInterestManager that New or NewWithOptions builds with the PubSub,
 // an undefined key in RecordSessionInterest (the other keys are recorded).
 // f runs on the caller's goroutine, outside every lock. Without it such
@@ -127,26 +128,35 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // concurrent use and never waits for a subscriber. A message with blocks is
 // paced as Publish is (PubSub.pace); one without, which boxo's client would
 // not have published, is not, nor is one that was refused (after Shutdown,
-// for bad input, or when ctx ended before it took effect). A failed store
-// ends the PubSub calls that wait for its blocks, as in Publish.
+// for bad input, or when ctx ended before it took effect). A message whose
+// store failed, or whose ctx ended first, ends the PubSub calls that wait for
+// its blocks, as a failed store does in Publish: in boxo's client their
+// sessions have let go of those keys already. A store error that wraps a ctx
+// error (a datastore's own timeout) counts as a failed store.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
+	listed := ps.tracked.Load()
 	err := ps.publish(ctx, msg)
+	if err != nil && !errors.Is(err, notifier.ErrClosed) && !badInput(err) {
+		ps.failWaiting(msg.Blocks, listed) // the store failed, or ctx ended first: its blocks will not come
+	}
 	if len(msg.Blocks) > 0 && !refused(err) {
-		if err != nil { // the store failed
-			ps.failWaiting(msg.Blocks)
-		}
 		ps.pace(msg.From != "")
 	}
 	return err
 }
 
 // refused reports whether Notifier.Publish returned err without publishing:
-// after Close, for bad input, or for ctx. A failed store is not refused: the
-// message took effect, delivering nothing.
+// after Close, for bad input, or for ctx (a store error that wraps a ctx
+// error is taken for one too: that only skips the pacing). A failed store is
+// not refused: the message took effect, delivering nothing.
 func refused(err error) bool {
-	return errors.Is(err, notifier.ErrClosed) || errors.Is(err, notifier.ErrNilBlock) ||
-		errors.Is(err, notifier.ErrInvalidCid) || errors.Is(err, context.Canceled) ||
-		errors.Is(err, context.DeadlineExceeded)
+	return errors.Is(err, notifier.ErrClosed) || badInput(err) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// badInput reports whether err is Notifier.Publish's refusal of bad input.
+func badInput(err error) bool {
+	return errors.Is(err, notifier.ErrNilBlock) || errors.Is(err, notifier.ErrInvalidCid)
 }
 
 func makeConfig(opts []Option) config {

@@ -3,7 +3,6 @@ package bitswapcompat
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,7 +38,8 @@ type PubSub struct {
 	wrap  BlockWrapper
 	onErr func(error)
 
-	nfinish  atomic.Int64 // the length of finished, so that reap takes no lock when there is nothing to do
+	nfinish  atomic.Int64  // the length of finished, so that reap takes no lock when there is nothing to do
+	tracked  atomic.Uint64 // calls that track has listed so far; written under mu (call.seq), read by failWaiting's callers without it
 	shutdown sync.Once
 
 	// Pacing of Publish (see pace): woke is set by a delivery that sent a
@@ -97,7 +97,8 @@ type call struct {
 	left        pending     // keys whose block has not arrived
 	stop        func() bool // stops the context.AfterFunc that ends the call
 
-	next *call // the next call in PubSub.finished; guarded by PubSub.mu
+	next *call  // the next call in PubSub.finished; guarded by PubSub.mu
+	seq  uint64 // its place among the calls track listed (PubSub.tracked); guarded by PubSub.mu
 }
 
 // pendingScan is the largest call whose keys pending scans rather than
@@ -313,6 +314,7 @@ func (ps *PubSub) track(c *call) bool {
 	closed := ps.closed
 	if !closed {
 		ps.calls[c] = struct{}{}
+		c.seq = ps.tracked.Add(1)
 	}
 	ps.mu.Unlock()
 	c.mu.Unlock()
@@ -509,12 +511,13 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if len(blks) == 0 {
 		return
 	}
+	listed := ps.tracked.Load()
 	err := ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks})
 	if errors.Is(err, notifier.ErrClosed) {
 		return // shut down: nothing was handed, and nothing is left to pace for
 	}
 	if err != nil { // the store failed: nothing else is left (no ctx, blks checked)
-		ps.failWaiting(blks)
+		ps.failWaiting(blks, listed)
 	}
 	report(ps.onErr, err)
 	ps.pace(from != "")
@@ -527,27 +530,35 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 // call would wait until its ctx ended. With boxo's own PubSub the block
 // reaches the call and the block service's Put then fails, returning the
 // error at once; a closed channel is an error at once too (boxo's getter:
-// "promise channel was closed"). A call whose Subscribe has not returned yet
-// is not among them; it waits as any other. Found by review, with
-// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
-func (ps *PubSub) failWaiting(blks []blocks.Block) {
+// "promise channel was closed"). Only the calls listed before the Publish
+// began (listed: PubSub.tracked then) are looked at: a call whose Subscribe
+// had not returned yet waits as any other, and so does one made after the
+// failure, whose session would ask for the block again (found by review,
+// with TestPubSub_FailedStoreSparesACallMadeAfterIt). If the cancel
+// function panics while one call is ended, the others are ended before the
+// panic goes on, as Shutdown does (TestPubSub_FailedStoreEndsEveryCallDespiteAPanic).
+// Found by review, with TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 	ps.mu.Lock()
-	calls := slices.Collect(maps.Keys(ps.calls))
+	var calls []*call
+	for c := range ps.calls {
+		if c.seq <= listed {
+			calls = append(calls, c)
+		}
+	}
 	ps.mu.Unlock()
+	var ending []*call
 	for _, c := range calls { // c.mu is taken before ps.mu, never under it
 		c.mu.Lock()
-		waits := false
 		for _, b := range blks {
 			if _, ok := c.awaited(b.Cid()); ok {
-				waits = true
+				ending = append(ending, c)
 				break
 			}
 		}
 		c.mu.Unlock()
-		if waits {
-			c.end()
-		}
 	}
+	carryon.Each(ending, (*call).end, func() {})
 }
 
 // publish publishes msg and then removes the calls it completed (reap), also

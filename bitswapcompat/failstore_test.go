@@ -1,0 +1,135 @@
+package bitswapcompat
+
+import (
+	"context"
+	"fmt"
+	"sync/atomic"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
+
+	notifier "github.com/bitswapsync/notifier"
+)
+
+// holdSpan is a recording span whose AddEvent, which the Notifier calls at
+// the very end of Publish (holding no lock and no reservation), says that it
+// was reached and waits for release.
+type holdSpan struct {
+	noop.Span
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *holdSpan) IsRecording() bool { return true }
+func (s *holdSpan) AddEvent(string, ...trace.EventOption) {
+	close(s.entered)
+	<-s.release
+}
+
+// A call made after a store failed, while the failing Publish is still
+// returning, is not ended by it: its session would ask for the block again,
+// and it gets the block when it comes. failWaiting ended every call listed
+// when it looked. Found by review.
+func TestPubSub_FailedStoreSparesACallMadeAfterIt(t *testing.T) {
+	store := memStore()
+	ps, sim := New(store)
+	defer ps.Shutdown()
+	x := newBlocks(t, 1)[0]
+	const ses = 3
+	sim.RecordSessionInterest(ses, cidsOf(x)) // so that a peer's block is stored
+	store.failPut.Store(true)
+
+	sp := &holdSpan{entered: make(chan struct{}), release: make(chan struct{})}
+	ctx := trace.ContextWithSpan(context.Background(), sp)
+	published := make(chan error, 1)
+	go func() {
+		published <- PublishMessage(ctx, ps, notifier.ResponseMessage{From: string(peerA), Blocks: []blocks.Block{x}})
+	}()
+	<-sp.entered // the store has failed; the Notifier's Publish is returning
+	store.failPut.Store(false)
+	late := ps.Subscribe(t.Context(), x.Cid())
+	close(sp.release)
+	require.ErrorIs(t, <-published, errFault)
+	requireReceived(t, late, false)
+
+	ps.Publish(peerA, x)
+	requireReceived(t, late, true, x)
+	sim.RemoveSession(ses)
+	requireIdle(t, ps, nil)
+}
+
+// timeoutStore's PutMany fails, while on, with an error of the store's own
+// that wraps context.DeadlineExceeded (a datastore with its own timeouts),
+// the caller's ctx being live.
+type timeoutStore struct {
+	*faultyStore
+	fail atomic.Bool
+}
+
+func (s *timeoutStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	if s.fail.Load() {
+		return fmt.Errorf("datastore: write timed out: %w", context.DeadlineExceeded)
+	}
+	return s.faultyStore.PutMany(ctx, blks)
+}
+
+// A store error that wraps a ctx error ends the waiting calls through
+// PublishMessage as through Publish. PublishMessage took it for its own
+// ctx's refusal and left them waiting. Found by review.
+func TestPubSub_FailedStoreWrappingADeadlineEndsTheCalls(t *testing.T) {
+	for _, viaMessage := range []bool{false, true} {
+		t.Run(fmt.Sprint("PublishMessage=", viaMessage), func(t *testing.T) {
+			store := &timeoutStore{faultyStore: memStore()}
+			ps, sim := New(store)
+			defer ps.Shutdown()
+			blks := newBlocks(t, 1)
+			const ses = 5
+			ch := ps.Subscribe(t.Context(), blks[0].Cid())
+			sim.RecordSessionInterest(ses, cidsOf(blks...))
+			wanted, _ := sim.SplitWantedUnwanted(blks)
+			sim.RemoveSessionWants(ses, cidsOf(blks...))
+			store.fail.Store(true)
+			if viaMessage {
+				err := PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: wanted})
+				require.ErrorIs(t, err, context.DeadlineExceeded)
+			} else {
+				ps.Publish(peerA, wanted...)
+			}
+			requireReceived(t, ch, true)
+			sim.RemoveSession(ses)
+			requireIdle(t, ps, nil)
+		})
+	}
+}
+
+// A cancel function that panics while failWaiting ends the first call (its
+// Remove reports the call's other key) does not leave the other calls
+// waiting for the failed block open: they are ended before the panic goes
+// on, as Shutdown ends every call. Found by review.
+func TestPubSub_FailedStoreEndsEveryCallDespiteAPanic(t *testing.T) {
+	store := memStore()
+	var panicked atomic.Bool
+	ps, sim := NewWithOptions(store, WithCancelFunc(func([]cid.Cid) {
+		if panicked.CompareAndSwap(false, true) {
+			panic("cancel function")
+		}
+	}))
+	defer ps.Shutdown()
+	blks := newBlocks(t, 3)
+	x := blks[0]
+	const ses = 9
+	sim.RecordSessionInterest(ses, cidsOf(x))
+	c1 := ps.Subscribe(t.Context(), x.Cid(), blks[1].Cid())
+	c2 := ps.Subscribe(t.Context(), x.Cid(), blks[2].Cid())
+	store.failPut.Store(true)
+	require.PanicsWithValue(t, "cancel function", func() { ps.Publish(peerA, x) })
+	_, closed1 := drainNow(c1)
+	_, closed2 := drainNow(c2)
+	require.True(t, closed1 && closed2, "c1 closed %v, c2 closed %v: a call waiting for the failed block was left open", closed1, closed2)
+	sim.RemoveSession(ses)
+	requireIdle(t, ps, nil)
+}
