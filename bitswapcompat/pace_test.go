@@ -75,6 +75,19 @@ func TestPubSub_BlockServiceWalkIsNotPaced(t *testing.T) {
 	})
 }
 
+// pacedPubSub returns a PubSub (no blockstore) whose pacing window has just
+// begun, a Publish having handed blks[0] to a call, and two blocks; the
+// caller shuts it down. Run it in a synctest bubble.
+func pacedPubSub(t *testing.T) (*PubSub, []blocks.Block) {
+	t.Helper()
+	ps := NewPubSub(nil)
+	blks := newBlocks(t, 2)
+	ch := ps.Subscribe(t.Context(), blks[0].Cid())
+	ps.Publish(peerA, blks[0]) // hands a block: the window begins
+	requireReceived(t, ch, true, blks[0])
+	return ps, blks
+}
+
 // walkExchange is the part of boxo's bitswap client that the block service
 // drives, in the order of boxo v0.42.0's client: GetBlocks subscribes,
 // records the session's interest and asks the network, whose answer goes
@@ -128,11 +141,7 @@ func (e *walkExchange) Close() error { return nil }
 // by review.
 func TestPublishMessage_RefusedMessageIsNotPaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ps := NewPubSub(nil)
-		blks := newBlocks(t, 2)
-		ch := ps.Subscribe(t.Context(), blks[0].Cid())
-		ps.Publish(peerA, blks[0]) // hands a block: the window begins
-		requireReceived(t, ch, true, blks[0])
+		ps, blks := pacedPubSub(t)
 
 		start := time.Now()
 		err := PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerB), Blocks: []blocks.Block{blks[1], nil}})

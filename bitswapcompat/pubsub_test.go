@@ -502,11 +502,7 @@ func TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks(t *testing.T) {
 // though a shut-down PubSub hands nothing (review).
 func TestPubSub_PublishAfterShutdownIsNotPaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ps := NewPubSub(nil)
-		blks := newBlocks(t, 2)
-		ch := ps.Subscribe(t.Context(), blks[0].Cid())
-		ps.Publish(peerA, blks[0]) // hands a block: the window begins
-		requireReceived(t, ch, true, blks[0])
+		ps, blks := pacedPubSub(t)
 		ps.Shutdown()
 		start := time.Now()
 		ps.Publish(peerB, blks[1])
