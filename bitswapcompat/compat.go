@@ -129,34 +129,30 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // paced as Publish is (PubSub.pace); one without, which boxo's client would
 // not have published, is not, nor is one that was refused (after Shutdown,
 // for bad input, or when ctx ended before it took effect). A message whose
-// store failed, or whose ctx ended first, ends the PubSub calls that wait for
-// its blocks, as a failed store does in Publish: in boxo's client their
-// sessions have let go of those keys already. A store error that wraps a ctx
-// error (a datastore's own timeout) counts as a failed store.
+// store failed ends the PubSub calls that wait for its blocks, as in Publish:
+// in boxo's client their sessions have let go of those keys already. A store
+// error that wraps a ctx error (a datastore's own timeout) counts as a failed
+// store while ctx is live; a message refused because ctx ended ends nothing,
+// as the caller may publish it again.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
 	listed := ps.tracked.Load()
 	err := ps.publish(ctx, msg)
-	if err != nil && !errors.Is(err, notifier.ErrClosed) && !badInput(err) {
-		ps.failWaiting(msg.Blocks, listed) // the store failed, or ctx ended first: its blocks will not come
+	if err != nil && !refused(ctx, err) {
+		ps.failWaiting(msg.Blocks, listed) // the store failed: its blocks will not come
 	}
-	if len(msg.Blocks) > 0 && !refused(err) {
+	if len(msg.Blocks) > 0 && !refused(ctx, err) {
 		ps.pace(msg.From != "")
 	}
 	return err
 }
 
-// refused reports whether Notifier.Publish returned err without publishing:
-// after Close, for bad input, or for ctx (a store error that wraps a ctx
-// error is taken for one too: that only skips the pacing). A failed store is
-// not refused: the message took effect, delivering nothing.
-func refused(err error) bool {
-	return errors.Is(err, notifier.ErrClosed) || badInput(err) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// badInput reports whether err is Notifier.Publish's refusal of bad input.
-func badInput(err error) bool {
-	return errors.Is(err, notifier.ErrNilBlock) || errors.Is(err, notifier.ErrInvalidCid)
+// refused reports whether Notifier.Publish, called with ctx, returned err
+// without publishing: after Close, for bad input, or because ctx ended (a
+// store error that wraps a ctx error, ctx being live, is a failed store). A
+// failed store is not refused: the message took effect, delivering nothing.
+func refused(ctx context.Context, err error) bool {
+	return errors.Is(err, notifier.ErrClosed) || errors.Is(err, notifier.ErrNilBlock) ||
+		errors.Is(err, notifier.ErrInvalidCid) || (ctx.Err() != nil && errors.Is(err, ctx.Err()))
 }
 
 func makeConfig(opts []Option) config {

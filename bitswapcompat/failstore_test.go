@@ -106,6 +106,25 @@ func TestPubSub_FailedStoreWrappingADeadlineEndsTheCalls(t *testing.T) {
 	}
 }
 
+// A PublishMessage refused because its ctx has ended publishes nothing and
+// ends no call: the caller may publish the message again, and the call gets
+// it then.
+func TestPublishMessage_RefusedForItsCtxEndsNoCall(t *testing.T) {
+	store := memStore()
+	ps, _ := New(store)
+	defer ps.Shutdown()
+	x := newBlocks(t, 1)[0]
+	ch := ps.Subscribe(t.Context(), x.Cid())
+	done, cancel := context.WithCancel(t.Context())
+	cancel()
+	err := PublishMessage(done, ps, notifier.ResponseMessage{From: string(peerA), Blocks: []blocks.Block{x}})
+	require.ErrorIs(t, err, context.Canceled)
+	requireReceived(t, ch, false)
+	require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: []blocks.Block{x}}))
+	requireReceived(t, ch, true, x)
+	requireIdle(t, ps, nil)
+}
+
 // A cancel function that panics while failWaiting ends the first call (its
 // Remove reports the call's other key) does not leave the other calls
 // waiting for the failed block open: they are ended before the panic goes
