@@ -542,7 +542,7 @@ func planPublish(n *Notifier, o *op) error {
 func storeBlocks(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
 	err := n.bs.PutMany(ctx, o.store)
-	o.probe.storeDone(t, len(o.store), err) // observe.go hook
+	o.probe.storeDone(ctx, t, len(o.store), err) // observe.go hook
 	if err != nil {
 		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), o.msg.From, err)
 	}

@@ -44,6 +44,7 @@ type probe struct {
 	handed      int           // blocks Subscribe handed to its own subscription in want, outside o.targets
 	unsolicited int           // remote blocks that collect refused
 	err         error         // the blockstore's error, unwrapped
+	ctxEnded    bool          // err is the operation's ctx ending, not a failure of the blockstore
 }
 
 // begin starts p for an operation of n under ctx. Without metrics, a
@@ -72,12 +73,12 @@ func (p *probe) clock() time.Time {
 	return time.Now()
 }
 
-// storeDone records a blockstore call that began at t (clock) and stored
-// stored blocks, or failed with err. It takes no lock and does no I/O: the
-// caller may hold shard locks.
-func (p *probe) storeDone(t time.Time, stored int, err error) {
+// storeDone records a blockstore call under ctx that began at t (clock) and
+// stored stored blocks, or failed with err. It takes no lock and does no
+// I/O: the caller may hold shard locks.
+func (p *probe) storeDone(ctx context.Context, t time.Time, stored int, err error) {
 	if err != nil {
-		p.err = err
+		p.err, p.ctxEnded = err, endedBy(ctx, err)
 	}
 	if !p.on() {
 		return
@@ -131,7 +132,7 @@ func (p *probe) done(name string, o *op) {
 // end is done for an operation on keys keys that delivered delivered blocks
 // and reported cancels keys to the cancel function.
 func (p *probe) end(name string, keys, delivered, cancels int) {
-	if p.err != nil && !isCancel(p.err) {
+	if p.err != nil && !p.ctxEnded {
 		log.Errorw("blockstore error", "op", name, "keys", keys, "err", p.err)
 		if p.m != nil {
 			p.m.bsErrors.Inc()
@@ -186,8 +187,14 @@ func (p *probe) record(name string, took time.Duration, delivered int) {
 	}
 }
 
-func isCancel(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+// endedBy reports whether err, a blockstore call's error, says only that
+// ctx, the caller's context, has ended: then the operation was cancelled, and
+// nothing failed. A store's own timeout is a failure, though its error wraps
+// context.DeadlineExceeded as a cancelled call's does: the caller's ctx is
+// still live. (Telling them apart by the error alone, as a first version
+// did, kept a datastore's timeouts out of the log and the error count.)
+func endedBy(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))
 }
 
 // handedOver runs at the end of handOver, which every operation that changes the

@@ -40,7 +40,7 @@ func BenchmarkObserve_PublishHooks(b *testing.B) {
 				o.probe.begin(n, ctx)
 				o.probe.collected(n, o, &msg)
 				t := o.probe.clock()
-				o.probe.storeDone(t, len(o.store), nil)
+				o.probe.storeDone(ctx, t, len(o.store), nil)
 				n.handedOver(o)
 				o.probe.done(opPublish, o)
 			}

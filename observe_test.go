@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,9 +182,11 @@ func TestLog_SlowConsumerAndBlockstoreErrors(t *testing.T) {
 	bs.onGet = func(cid.Cid) error { return errBoom }
 	s2 := mustSub(t, n, 43)
 	require.ErrorIs(t, s2.Subscribe(ctx, b[1].Cid()), errBoom)
-	// A cancelled request is not a blockstore failure: nothing is logged.
-	bs.onGet = func(cid.Cid) error { return context.Canceled }
-	require.ErrorIs(t, s2.Subscribe(ctx, b[1].Cid()), context.Canceled)
+	// A request cancelled by its caller is not a blockstore failure: nothing
+	// is logged.
+	cctx, cancel := context.WithCancel(ctx)
+	bs.onGet = func(cid.Cid) error { cancel(); return cctx.Err() }
+	require.ErrorIs(t, s2.Subscribe(cctx, b[1].Cid()), context.Canceled)
 
 	got := stop()
 	require.Len(t, got, 2, "%v", got)
@@ -235,4 +238,31 @@ func TestLog_StartOverAfterAFailedGetLogsNoError(t *testing.T) {
 	require.Equal(t, 2, gets, "the Subscribe must start over")
 	require.True(t, s.Wants(k))
 	require.Empty(t, stop())
+}
+
+// A store's own timeout is a failure of the blockstore, though its error
+// wraps context.DeadlineExceeded as a cancelled call's does: while the
+// caller's ctx is live, every path logs it and counts it. Only the caller's
+// ctx ending is not one (TestLog_SlowConsumerAndBlockstoreErrors).
+func TestLog_StoreTimeoutIsABlockstoreError(t *testing.T) {
+	stop := logLines(t, "error")
+	bs := &hookStore{Blockstore: memStore()}
+	n, _ := newWithCancels(t, bs)
+	timeout := fmt.Errorf("datastore: write: %w", context.DeadlineExceeded)
+	b := mkBlocks("timeout", 3)
+	bs.onPutMany = func([]blocks.Block) error { return timeout }
+	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: b[:1]}), context.DeadlineExceeded)
+	bs.onPutMany = nil
+	bs.onGet = func(cid.Cid) error { return timeout }
+	s := mustSub(t, n, 1)
+	require.ErrorIs(t, s.Subscribe(ctx, b[1].Cid()), context.DeadlineExceeded)             // one key: subscribeOne
+	require.ErrorIs(t, s.Subscribe(ctx, b[1].Cid(), b[2].Cid()), context.DeadlineExceeded) // the general path
+
+	got := stop()
+	require.Len(t, got, 3, "%v", got)
+	for i, op := range []string{"Publish", "Subscribe", "Subscribe"} {
+		require.Equal(t, "blockstore error", got[i]["msg"])
+		require.Equal(t, op, got[i]["op"])
+		require.Contains(t, got[i]["err"], "datastore: write")
+	}
 }

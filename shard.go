@@ -669,7 +669,7 @@ func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid, p *probe) (blocks
 	if err != nil && isNotFound(err) {
 		blk, err = nil, nil
 	}
-	p.storeDone(t, 0, err) // observe.go hook
+	p.storeDone(ctx, t, 0, err) // observe.go hook
 	return blk, err
 }
 

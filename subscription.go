@@ -340,7 +340,7 @@ var errStartOver = errors.New("notifier: subscribe: start over")
 func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
 	err := o.sub.get(ctx, o)
-	o.probe.storeDone(t, 0, err) // observe.go hook
+	o.probe.storeDone(ctx, t, 0, err) // observe.go hook
 	return err
 }
 

@@ -70,6 +70,8 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 // the message's blocks end), and, for the
 // SessionInterestManager that New or NewWithOptions builds with the PubSub,
 // an undefined key in RecordSessionInterest (the other keys are recorded).
+// A call cut short by its own ctx is not reported; a store's own timeout,
+// whose error wraps context.DeadlineExceeded too, is, while ctx is live.
 // f runs on the caller's goroutine, outside every lock. Without it such
 // errors are dropped, and so they are always for a manager built alone by
 // NewSessionInterestManager, which takes no options, as boxo's New.
@@ -152,7 +154,7 @@ func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessag
 // failed store is not refused: the message took effect, delivering nothing.
 func refused(ctx context.Context, err error) bool {
 	return errors.Is(err, notifier.ErrClosed) || errors.Is(err, notifier.ErrNilBlock) ||
-		errors.Is(err, notifier.ErrInvalidCid) || (ctx.Err() != nil && errors.Is(err, ctx.Err()))
+		errors.Is(err, notifier.ErrInvalidCid) || endedBy(ctx, err)
 }
 
 func makeConfig(opts []Option) config {
@@ -163,14 +165,20 @@ func makeConfig(opts []Option) config {
 	return cfg
 }
 
-// report hands err to the error function, unless it only says that the
-// Notifier is closed or that the caller's context ended.
-func report(onErr func(error), err error) {
-	if err == nil || onErr == nil || errors.Is(err, notifier.ErrClosed) ||
-		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+// report hands err, the error of a call under ctx, to the error function,
+// unless it only says that the Notifier is closed or that ctx has ended. A
+// store's own timeout wraps context.DeadlineExceeded too, but while ctx is
+// live it is a failed store, and is reported (a first version dropped it).
+func report(ctx context.Context, onErr func(error), err error) {
+	if err == nil || onErr == nil || errors.Is(err, notifier.ErrClosed) || endedBy(ctx, err) {
 		return
 	}
 	onErr(err)
+}
+
+// endedBy reports whether err says only that ctx has ended.
+func endedBy(ctx context.Context, err error) bool {
+	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))
 }
 
 // mustBeUsable panics, naming method, on a nil block or a block with an

@@ -152,3 +152,53 @@ func TestPubSub_FailedStoreEndsEveryCallDespiteAPanic(t *testing.T) {
 	sim.RemoveSession(ses)
 	requireIdle(t, ps, nil)
 }
+
+// ctxStore fails its Get and PutMany with fail's error, if fail returns one.
+type ctxStore struct {
+	*faultyStore
+	fail func(ctx context.Context) error
+}
+
+func (s *ctxStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if err := s.fail(ctx); err != nil {
+		return nil, err
+	}
+	return s.faultyStore.Get(ctx, c)
+}
+
+func (s *ctxStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	if err := s.fail(ctx); err != nil {
+		return err
+	}
+	return s.faultyStore.PutMany(ctx, blks)
+}
+
+// A store's own timeout is a failed store, though its error wraps
+// context.DeadlineExceeded as a cancelled call's does: while the call's ctx
+// is live, WithErrorFunc's function gets it, from Subscribe's check and from
+// Publish. Only a call whose own ctx ended is not reported. (A first version
+// told them apart by the error alone, and dropped every store timeout.)
+func TestPubSub_StoreTimeoutIsReported(t *testing.T) {
+	timeout := fmt.Errorf("datastore: write: %w", context.DeadlineExceeded)
+	store := &ctxStore{faultyStore: memStore(), fail: func(context.Context) error { return nil }}
+	var errs []error
+	ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+	defer ps.Shutdown()
+	blks := newBlocks(t, 3)
+	waiting := ps.Subscribe(t.Context(), blks[1].Cid())
+
+	store.fail = func(context.Context) error { return timeout }
+	requireReceived(t, ps.Subscribe(t.Context(), blks[0].Cid()), true)
+	require.Len(t, errs, 1, "Subscribe's check")
+	require.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	ps.Publish(peerA, blks[1])
+	require.Len(t, errs, 2, "Publish's store")
+	require.ErrorIs(t, errs[1], context.DeadlineExceeded)
+	requireReceived(t, waiting, true) // ended by the failed store (failWaiting)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	store.fail = func(context.Context) error { cancel(); return ctx.Err() }
+	requireReceived(t, ps.Subscribe(ctx, blks[2].Cid()), true)
+	require.Len(t, errs, 2, "a call cancelled by its caller is not a failed store")
+	requireIdle(t, ps, nil)
+}

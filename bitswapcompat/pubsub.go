@@ -263,7 +263,7 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 		return ch
 	}
 	if c == nil { // an error before any request was made
-		report(ps.onErr, err)
+		report(ctx, ps.onErr, err)
 		close(ch)
 		return ch
 	}
@@ -278,7 +278,7 @@ func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks
 		// Deferred: the error function, which runs first, may panic, and
 		// c's request would then stay in the Notifier until Shutdown.
 		defer c.end()
-		report(ps.onErr, err)
+		report(ctx, ps.onErr, err)
 		return c.ch
 	}
 	if ps.track(c) {
@@ -519,7 +519,7 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	if err != nil { // the store failed: nothing else is left (no ctx, blks checked)
 		ps.failWaiting(blks, listed)
 	}
-	report(ps.onErr, err)
+	report(context.Background(), ps.onErr, err)
 	ps.pace(from != "")
 }
 

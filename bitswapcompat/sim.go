@@ -114,7 +114,7 @@ func (sim *SessionInterestManager) lookup(ses uint64) *notifier.Subscription {
 // NotifierOf).
 func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Cid) {
 	if i := slices.IndexFunc(ks, func(k cid.Cid) bool { return !k.Defined() }); i >= 0 {
-		report(sim.onErr, fmt.Errorf("bitswapcompat: RecordSessionInterest(%d): ks[%d]: %w", ses, i, notifier.ErrInvalidCid))
+		report(context.Background(), sim.onErr, fmt.Errorf("bitswapcompat: RecordSessionInterest(%d): ks[%d]: %w", ses, i, notifier.ErrInvalidCid))
 		ks = slices.DeleteFunc(slices.Clone(ks), func(k cid.Cid) bool { return !k.Defined() })
 	}
 	if len(ks) == 0 {
@@ -131,7 +131,7 @@ func (sim *SessionInterestManager) RecordSessionInterest(ses uint64, ks []cid.Ci
 				continue // a concurrent RemoveSession ended sub: the session starts anew
 			}
 		}
-		report(sim.onErr, err)
+		report(context.Background(), sim.onErr, err)
 		return
 	}
 }
