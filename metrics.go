@@ -96,7 +96,7 @@ func newMeters(ctx context.Context) *meters {
 		wants: gauge(mWants, "Wants: (subscription, key) pairs."),
 
 		stored:      counter(mStored, "Blocks stored in the blockstore by Publish."),
-		delivered:   counter(mDelivered, "Blocks handed to subscriptions, once per subscription that receives one, and blocks that Fetch returned."),
+		delivered:   counter(mDelivered, "Blocks handed to subscriptions, once per subscription (those a slow consumer's end then drops included), and blocks that Fetch returned."),
 		unsolicited: counter(mUnsolicited, "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them."),
 		cancels:     counter(mCancels, "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set."),
 		slow:        counter(mSlow, "Subscriptions ended as slow consumers (past WithMaxPending)."),

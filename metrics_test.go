@@ -104,7 +104,7 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 		exposition("gauge", promPrefix+"wanted_keys", "Distinct keys wanted by at least one subscription.", 1) +
 		exposition("gauge", promPrefix+"wants", "Wants: (subscription, key) pairs.", 1) +
 		exposition("counter", promPrefix+"blocks_stored_total", "Blocks stored in the blockstore by Publish.", 3) +
-		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription that receives one, and blocks that Fetch returned.", 4) +
+		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription (those a slow consumer's end then drops included), and blocks that Fetch returned.", 4) +
 		exposition("counter", promPrefix+"blocks_unsolicited_total", "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them.", 1) +
 		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set.", 4) +
 		exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1) +

@@ -175,7 +175,8 @@ type Notifier struct {
 
 // New returns a Notifier that stores received blocks in bs and checks bs when
 // a key is subscribed. With bs == nil it only notifies: nothing is stored and
-// Subscribe checks nothing. New panics on invalid options.
+// Subscribe checks nothing. Invalid options panic where they are made (see
+// Option), before New runs.
 func New(bs Blockstore, opts ...Option) *Notifier {
 	cfg := config{shards: DefaultShards, bufSize: DefaultBufferSize}
 	for _, o := range opts {

@@ -87,7 +87,7 @@ func WithNotifierOptions(opts ...notifier.Option) Option {
 // New returns a PubSub and a SessionInterestManager backed by one Notifier
 // that stores received blocks in bs and checks bs when a key is subscribed;
 // with bs == nil it only notifies. The PubSub owns the Notifier: its Shutdown
-// closes it. New panics on invalid options, as notifier.New does.
+// closes it. Invalid options panic in New's caller, as notifier's do.
 func New(bs notifier.Blockstore, opts ...notifier.Option) (*PubSub, *SessionInterestManager) {
 	return NewWithOptions(bs, WithNotifierOptions(opts...))
 }

@@ -14,8 +14,9 @@
 // whose wants outlive delivery and end only by RemoveSessionWants or
 // RemoveSession, as boxo's session interests do. The Notifier's atomic
 // Publish and Subscribe decide what is stored and delivered for both; the
-// queries (SplitWantedUnwanted, InterestedSessions, FilterInterests,
-// FilterSessionInterested) read its index under its shard locks, and the
+// queries (SplitWantedUnwanted, InterestedSessions, FilterInterests) read
+// its index under its shard locks, FilterSessionInterested under the
+// session subscription's own lock, and the
 // removals return what the Notifier computed inside the operation that ended
 // the last interest.
 //

@@ -27,7 +27,7 @@ func TestMetrics_ClientScopeReachesTheNotifier(t *testing.T) {
 	requireReceived(t, ch, true, blks...)
 
 	const want = `
-# HELP ipfs_bitswap_notifier_blocks_delivered_total Blocks handed to subscriptions, once per subscription that receives one, and blocks that Fetch returned.
+# HELP ipfs_bitswap_notifier_blocks_delivered_total Blocks handed to subscriptions, once per subscription (those a slow consumer's end then drops included), and blocks that Fetch returned.
 # TYPE ipfs_bitswap_notifier_blocks_delivered_total counter
 ipfs_bitswap_notifier_blocks_delivered_total 2
 # HELP ipfs_bitswap_notifier_blocks_stored_total Blocks stored in the blockstore by Publish.

@@ -17,7 +17,8 @@ import (
 // with the method set of boxo's sessioninterestmanager. Each session is an
 // interest subscription of the Notifier (Notifier.NewInterest): its wants
 // outlive the delivery of their blocks, as boxo's interests do, and every
-// query is answered by the Notifier's own index, under its shard locks. Built
+// query is answered by the Notifier's own index: under its shard locks, or
+// for FilterSessionInterested under the session's own lock. Built
 // by New, the Notifier is the PubSub's, so a block that a session wants is
 // stored and delivered like one a request waits for. Any uint64 is a valid
 // session ID. All methods are safe for concurrent use.
