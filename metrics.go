@@ -136,16 +136,45 @@ func (m *meters) refresh(n *Notifier) {
 		return
 	}
 	m.dirty.Store(true)
+	m.catchUp(n)
+}
+
+// catchUp brings the gauges to Stats while they are dirty and mu is free.
+func (m *meters) catchUp(n *Notifier) {
 	for m.dirty.Load() && m.mu.TryLock() {
 		m.dirty.Store(false)
-		st := n.Stats()
-		gauges := [3]metrics.Gauge{m.subs, m.keys, m.wants}
-		for i, v := range [3]int{st.Subscriptions, st.Keys, st.Wants} {
-			if d := v - m.added[i]; d != 0 {
-				gauges[i].Add(float64(d))
-				m.added[i] = v
-			}
-		}
+		m.bring(n)
 		m.mu.Unlock()
 	}
+}
+
+// bring brings n's part of the gauges to a snapshot of Stats. The caller
+// holds mu.
+func (m *meters) bring(n *Notifier) {
+	st := n.Stats()
+	gauges := [3]metrics.Gauge{m.subs, m.keys, m.wants}
+	for i, v := range [3]int{st.Subscriptions, st.Keys, st.Wants} {
+		if d := v - m.added[i]; d != 0 {
+			gauges[i].Add(float64(d))
+			m.added[i] = v
+		}
+	}
+}
+
+// settle is Close's refresh: where refresh leaves its change to a refresh in
+// progress, settle waits for it, so that when Close returns the gauges equal
+// Stats, whatever operations are still returning. (With refresh, Close
+// returned with the gauges of a snapshot that such an operation took before
+// Close ended everything, until that operation caught up; found by review,
+// with TestMetrics_GaugesAreFinalWhenCloseReturns.) A snapshot taken after
+// the last end is final: nothing is added once Close has begun.
+func (m *meters) settle(n *Notifier) {
+	if m == nil {
+		return
+	}
+	m.mu.Lock()
+	m.dirty.Store(false)
+	m.bring(n)
+	m.mu.Unlock()
+	m.catchUp(n) // a refresh that found mu held meanwhile left its change to us
 }

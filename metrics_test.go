@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -251,4 +254,74 @@ func TestMetrics_WithMetricsPanicsOnNilContext(t *testing.T) {
 	require.PanicsWithValue(t, "notifier: WithMetrics(nil): want the context that carries the metrics scope", func() {
 		WithMetrics(nil) //nolint:staticcheck // the point of the test
 	})
+}
+
+// gateGauge is a gauge whose next Add, once gate is set, says so on entered
+// and waits for the gate to close.
+type gateGauge struct {
+	prometheus.Gauge
+	gate    atomic.Pointer[chan struct{}]
+	entered chan struct{}
+}
+
+func (g *gateGauge) Add(v float64) {
+	if c := g.gate.Swap(nil); c != nil {
+		g.entered <- struct{}{}
+		<-*c
+	}
+	g.Gauge.Add(v)
+}
+
+// When Close returns, the gauges equal Stats, though an operation that is
+// still returning is in the middle of its own refresh, from a snapshot taken
+// before Close ended everything: Close waits for that refresh and brings the
+// gauges to Stats after it. (Close used to leave its change to that refresh,
+// so the gauges stayed at the older snapshot until the operation caught up.)
+// Found by review.
+func TestMetrics_GaugesAreFinalWhenCloseReturns(t *testing.T) {
+	reg := promtest.Registry(t)
+	keys := &gateGauge{Gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: promPrefix + "wanted_keys", Help: "Distinct keys wanted by at least one subscription."}), entered: make(chan struct{}, 1)}
+	reg.MustRegister(keys)
+	n := New(nil, WithMetrics(kuboScope()))
+	b := mkBlocks("gauges-final", 1)[0]
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b.Cid()))
+	gauges := func() Stats {
+		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
+		return Stats{g("subscriptions"), g("wanted_keys"), g("wants")}
+	}
+	require.Equal(t, Stats{1, 1, 1}, gauges())
+
+	gate := make(chan struct{})
+	keys.gate.Store(&gate)
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{b}}) }()
+	<-keys.entered // the Publish has delivered, and brings the gauges to its snapshot, Stats{1, 0, 0}
+	closed := make(chan error, 1)
+	go func() { closed <- n.Close() }()
+	var got Stats
+	for deadline := time.Now().Add(hang); ; runtime.Gosched() {
+		require.True(t, time.Now().Before(deadline), "Close neither returned nor waited")
+		select {
+		case err := <-closed: // returned without waiting for the refresh
+			require.NoError(t, err)
+			got = gauges()
+		default:
+			if !parkedOnMutexIn("notifier.(*meters).settle") {
+				continue
+			}
+			close(gate) // Close waits for that refresh: let it go
+			require.NoError(t, <-closed)
+			got = gauges()
+			gate = nil
+		}
+		break
+	}
+	require.Equal(t, Stats{}, n.Stats())
+	require.Equal(t, Stats{}, got, "the gauges when Close returned")
+	if gate != nil {
+		close(gate)
+	}
+	require.NoError(t, <-published)
+	require.Equal(t, Stats{}, gauges())
 }

@@ -625,9 +625,21 @@ func (n *Notifier) closeAll(subs []*Subscription) {
 	carryon.Each(subs, func(s *Subscription) { s.close(ErrClosed, false) }, func() {
 		n.barrier()       // an operation that locked a shard before closed was set has finished; later ones see closed
 		n.inflight.Wait() // operations in blockstore I/O, which hold no lock: they were counted under one, before the barrier
-		n.pending.Wait()  // pending closes, which the operations above may be resuming: every subscription is closed, so none is added
+		// Pending closes, which the operations above may be resuming: every
+		// subscription is closed, so none is added. No test can tell this
+		// wait is there. A pending close parks only while its subscription
+		// is open and wants the busy key, so that subscription is listed,
+		// and the loop above has ended it; one still unfinished here wants
+		// nothing, and resumed (by an operation's putOp, after barrier and
+		// inflight stopped waiting for that operation) it finds s closed and
+		// changes nothing: no cancel or delivery function runs, and Stats,
+		// Err and Messages() stay as they are
+		// (TestClose_PendingEndResumedAfterCloseChangesNothing). The wait
+		// only makes Close return after its op is back in the pool and its
+		// hooks have run.
+		n.pending.Wait()
 		n.drainers.Wait()
-		n.m.refresh(n) // observe.go's gauges
+		n.m.settle(n) // observe.go's gauges, final when Close returns
 	})
 }
 
