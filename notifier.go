@@ -583,8 +583,10 @@ func (n *Notifier) Stats() Stats {
 
 // Close ends every subscription (their Err is ErrClosed), reports their keys to
 // the cancel function, and waits until every operation in progress has taken
-// effect and every goroutine of the Notifier has exited. (A Publish in
-// progress may return after Close does: once it has taken effect it only
+// effect and every goroutine of the Notifier has exited; the metrics gauges
+// (WithMetrics) then equal Stats. (An operation in progress may return after
+// Close does, with the result of the instant it took effect, and its log
+// line and metrics come then. A Publish that took effect before Close only
 // hands its messages to subscriptions, which Close has ended, so they are
 // dropped.) After Close, Publish, Subscribe and NewSubscription return
 // ErrClosed; so does a Publish, Subscribe or Fetch that waits for another
