@@ -154,3 +154,32 @@ func TestPublishMessage_RefusedMessageIsNotPaced(t *testing.T) {
 		require.Zero(t, time.Since(start), "a PublishMessage after Shutdown slept")
 	})
 }
+
+// MIGRATION.md's cost of publishing every received block (its optional edit,
+// or PublishMessage with all of them): the pacing cannot tell a copy from a
+// block that nobody wants, so a peer's message of unwanted blocks right after
+// a delivery is held for the window, where boxo's form, which publishes only
+// the wanted blocks, publishes no block for it and returns at once. Pinned so
+// that the docs change with it.
+func TestPubSub_UnwantedBlocksAfterADeliveryArePaced(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps, _ := New(nil)
+		defer ps.Shutdown()
+		blks := newBlocks(t, 2)
+		took := func(f func()) time.Duration {
+			start := time.Now()
+			f()
+			return time.Since(start)
+		}
+		ch := ps.Subscribe(t.Context(), blks[0].Cid())
+		ps.Publish(peerA, blks[0])
+		requireReceived(t, ch, true, blks[0])
+		require.Zero(t, took(func() { ps.Publish(peerB) }), "boxo's form: no wanted block")
+
+		time.Sleep(2 * paceWindow)
+		ch = ps.Subscribe(t.Context(), blks[0].Cid())
+		ps.Publish(peerA, blks[0])
+		requireReceived(t, ch, true, blks[0])
+		require.Equal(t, paceWindow, took(func() { ps.Publish(peerB, blks[1]) }), "every block published: the unwanted one is held as a copy")
+	})
+}
