@@ -14,6 +14,13 @@ import (
 	"github.com/bitswapsync/notifier"
 )
 
+// took returns how long f took, on the bubble's clock in a synctest.
+func took(f func()) time.Duration {
+	start := time.Now()
+	f()
+	return time.Since(start)
+}
+
 // A local Publish (the zero peer ID) is never held by the pacing: it is not
 // a peer's copy. boxo's block service publishes every block it has fetched
 // once more, through the exchange's NotifyNewBlocks, right after the network's
@@ -26,11 +33,6 @@ func TestPubSub_LocalPublishIsNotPaced(t *testing.T) {
 		ps := NewPubSub(nil)
 		defer ps.Shutdown()
 		blks := newBlocks(t, 2)
-		took := func(f func()) time.Duration {
-			start := time.Now()
-			f()
-			return time.Since(start)
-		}
 		ch := ps.Subscribe(t.Context(), blks[0].Cid())
 		require.Zero(t, took(func() { ps.Publish(peerA, blks[0]) }))
 		requireReceived(t, ch, true, blks[0])
@@ -166,11 +168,6 @@ func TestPubSub_UnwantedBlocksAfterADeliveryArePaced(t *testing.T) {
 		ps, _ := New(nil)
 		defer ps.Shutdown()
 		blks := newBlocks(t, 2)
-		took := func(f func()) time.Duration {
-			start := time.Now()
-			f()
-			return time.Since(start)
-		}
 		ch := ps.Subscribe(t.Context(), blks[0].Cid())
 		ps.Publish(peerA, blks[0])
 		requireReceived(t, ch, true, blks[0])

@@ -289,11 +289,6 @@ func TestPubSub_PublishOfACopyIsPaced(t *testing.T) {
 		hold := make(chan struct{})
 		var paces atomic.Int32
 		ps.pacer = func() { paces.Add(1); <-hold }
-		took := func(f func()) time.Duration {
-			start := time.Now()
-			f()
-			return time.Since(start)
-		}
 		blks := newBlocks(t, 3)
 		ch := ps.Subscribe(t.Context(), blks[0].Cid())
 		ch2 := ps.Subscribe(t.Context(), blks[2].Cid())
