@@ -1,0 +1,378 @@
+// Command mutate checks that the tests catch the mutations of table.go: for
+// each one it copies the checkout, applies the mutation, builds the test
+// binary of its package and runs the named tests, which must fail. Run it
+// through .ci/mutants, from anywhere:
+//
+//	bash .ci/mutants [-only ID [-run REGEXP]] [-j 2] [-timeout 90s] [-keep] [-baseline=false]
+//
+// To add an entry: write it in table.go, then try it alone, without the
+// unmutated run, with broader and narrower -run values until the narrowest
+// that catches it is found:
+//
+//	bash .ci/mutants -baseline=false -only ID -run '^TestA_|^TestB_'
+//
+// It prints one line per mutation, in table order:
+//
+//	ID  GUARANTEE  OUTCOME  SECONDS  [the first test that failed]
+//
+// where OUTCOME is caught (a test failed, the race detector reported, or
+// the binary hit its -test.timeout: a hang fails CI too), SURVIVED (every test passed), anchor-missing (the old
+// text does not occur exactly once in the checkout), does-not-build (the
+// mutated package or its tests do not compile: an error of the table, not a
+// catch) or error (the tool itself failed). It exits 1 unless every
+// mutation was caught, and first checks that the unmutated copy passes the
+// very tests of the table, which exits 1 too if not: then the table, or the
+// checkout, is wrong, and no outcome would mean anything.
+//
+// The copy is of the working tree, .git left out, as .ci/boxofork.sh
+// snapshots it: an uncommitted test or table entry can be checked before it
+// is committed (in CI, a fresh clone, the two are the same), and no git is
+// needed. The unmutated run guards against a working tree that fails.
+//
+// Each mutation gets its own copy, so no run can leak into another. The test
+// binary is built once with go test -race -c (the build check) and run in the
+// package's directory with the flags that go test -race -count=1 -run would
+// pass it: one link instead of two per mutation. At most -j mutations run at
+// a time: CI's machine has two cores, and the race detector is hungry.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// stop is done once the run is interrupted: the go commands and test
+// binaries in progress are killed, the rest fail at once, and the copies
+// are removed on the way out.
+var stop, _ = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+
+// A mutation is one breaking change and the tests that must catch it.
+type mutation struct {
+	id   string // short, unique, names the mechanism broken
+	g    string // the guarantee it breaks: G1..G11 (SPEC.md) or C (bitswapcompat, MIGRATION.md)
+	file string // relative to the module root
+	old  string // must occur exactly once in file
+	new  string // what old becomes; the result must build
+	pkg  string // the package whose tests catch it, as go test names it: ".", "./bitswapcompat"
+	run  string // go test -run regexp: the narrowest that catches it
+	why  string // what the mutation breaks, one sentence
+
+	// timeout replaces -timeout for a mutation that makes its tests hang
+	// rather than fail, which then counts as caught: short, so that the
+	// hang costs little.
+	timeout time.Duration
+}
+
+func main() {
+	only := flag.String("only", "", "run only the mutation with this id")
+	jobs := flag.Int("j", 2, "mutations run at a time")
+	timeout := flag.Duration("timeout", 90*time.Second, "test binary's -test.timeout; hitting it counts as caught")
+	keep := flag.Bool("keep", false, "keep the copies (their paths are printed)")
+	base := flag.Bool("baseline", true, "check first that the unmutated copy passes (false: to try an entry quickly)")
+	runRE := flag.String("run", "", "with -only: try this -run regexp instead of the table's (to find the narrowest that catches)")
+	flag.Parse()
+	if *runRE != "" {
+		if *only == "" {
+			fmt.Fprintln(os.Stderr, "mutants: -run needs -only")
+			os.Exit(2)
+		}
+		for i := range table {
+			if table[i].id == *only {
+				table[i].run = *runRE
+			}
+		}
+	}
+	if err := run(*only, *jobs, *timeout, *keep, *base); err != nil {
+		fmt.Fprintln(os.Stderr, "mutants:", err)
+		os.Exit(1)
+	}
+}
+
+func run(only string, jobs int, timeout time.Duration, keep, base bool) error {
+	t0 := time.Now()
+	muts, err := selected(only)
+	if err != nil {
+		return err
+	}
+	root, err := os.Getwd() // .ci/mutants runs us from the module root
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "mutants.")
+	if err != nil {
+		return err
+	}
+	if keep {
+		fmt.Println("copies in", tmp)
+	} else {
+		defer os.RemoveAll(tmp)
+	}
+	if base {
+		if err := baseline(root, filepath.Join(tmp, "unmutated"), muts, timeout); err != nil {
+			return fmt.Errorf("unmutated copy, so fix the table or the checkout first: %w", err)
+		}
+		fmt.Printf("unmutated copy passes the table's tests (%.0fs)\n", time.Since(t0).Seconds())
+	}
+	bad := mutateAll(root, tmp, muts, jobs, timeout, keep)
+	fmt.Printf("%d mutations, %d not caught (SURVIVED or an error of the table), %.0fs in all\n",
+		len(muts), bad, time.Since(t0).Seconds())
+	if bad > 0 {
+		return fmt.Errorf("%d of %d mutations not caught", bad, len(muts))
+	}
+	return nil
+}
+
+// selected checks the table and returns the mutations to run.
+func selected(only string) ([]mutation, error) {
+	ids := map[string]bool{}
+	var out []mutation
+	for _, m := range table {
+		switch {
+		case ids[m.id]:
+			return nil, fmt.Errorf("table: id %q twice", m.id)
+		case m.id == "" || m.file == "" || m.old == "" || m.pkg == "" || m.run == "" || m.why == "":
+			return nil, fmt.Errorf("table: %q: a field is empty", m.id)
+		case m.old == m.new:
+			return nil, fmt.Errorf("table: %s: old and new are the same", m.id)
+		}
+		if _, err := regexp.Compile(m.run); err != nil {
+			return nil, fmt.Errorf("table: %s: run: %w", m.id, err)
+		}
+		ids[m.id] = true
+		if only == "" || only == m.id {
+			out = append(out, m)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("no mutation %q", only)
+	}
+	return out, nil
+}
+
+// baseline copies root to dir and runs every mutation's tests there,
+// unmutated; they must pass. The tests of one package run in one binary
+// run, their regexps joined, when none names a subtest ('/' splits -run
+// into levels, which an alternation would cut apart).
+func baseline(root, dir string, muts []mutation, timeout time.Duration) error {
+	if err := copyTree(root, dir); err != nil {
+		return err
+	}
+	runs := map[string][]string{} // pkg -> -run values
+	var pkgs []string
+	for _, m := range muts {
+		if _, ok := runs[m.pkg]; !ok {
+			pkgs = append(pkgs, m.pkg)
+		}
+		runs[m.pkg] = append(runs[m.pkg], m.run)
+	}
+	for _, pkg := range pkgs {
+		bin, out, err := build(dir, pkg)
+		if err != nil {
+			return fmt.Errorf("%s does not build:\n%s", pkg, out)
+		}
+		var plain, alone []string
+		for _, r := range runs[pkg] {
+			if strings.Contains(r, "/") {
+				alone = append(alone, r)
+			} else {
+				plain = append(plain, "(?:"+r+")")
+			}
+		}
+		if len(plain) > 0 {
+			alone = append(alone, strings.Join(plain, "|"))
+		}
+		for _, r := range alone {
+			if out, err := test(dir, pkg, bin, r, timeout); err != nil {
+				return fmt.Errorf("%s -run %q fails: %v\n%s", pkg, r, err, tail(out, 40))
+			}
+		}
+	}
+	return nil
+}
+
+// result is the outcome of one mutation.
+type result struct {
+	outcome string
+	secs    float64
+	note    string // the failing test, or why it is not caught
+}
+
+// mutateAll runs muts, jobs at a time, prints a line for each in table
+// order as soon as it and those before it are done, and returns how many
+// were not caught.
+func mutateAll(root, tmp string, muts []mutation, jobs int, timeout time.Duration, keep bool) int {
+	results := make([]chan result, len(muts))
+	next := make(chan int, len(muts)) // the workers take the mutations in table order
+	for i := range muts {
+		results[i] = make(chan result, 1)
+		next <- i
+	}
+	close(next)
+	for range max(jobs, 1) {
+		go func() {
+			for i := range next {
+				t := time.Now()
+				dir := filepath.Join(tmp, muts[i].id)
+				r := mutate(root, dir, muts[i], timeout)
+				if !keep {
+					os.RemoveAll(dir) // a race-built test binary is tens of MB
+				}
+				r.secs = time.Since(t).Seconds()
+				results[i] <- r
+			}
+		}()
+	}
+	bad := 0
+	for i, m := range muts {
+		r := <-results[i]
+		if r.outcome != "caught" {
+			bad++
+		}
+		fmt.Printf("%-38s %-4s %-14s %4.0fs  %s\n", m.id, m.g, r.outcome, r.secs, r.note)
+	}
+	return bad
+}
+
+// mutate copies root to dir, applies m there and runs its tests.
+func mutate(root, dir string, m mutation, timeout time.Duration) result {
+	src, err := os.ReadFile(filepath.Join(root, m.file))
+	if err != nil {
+		return result{outcome: "error", note: err.Error()}
+	}
+	if c := bytes.Count(src, []byte(m.old)); c != 1 {
+		return result{outcome: "anchor-missing", note: fmt.Sprintf("old text occurs %d times in %s", c, m.file)}
+	}
+	if err := copyTree(root, dir); err != nil {
+		return result{outcome: "error", note: err.Error()}
+	}
+	if m.timeout > 0 {
+		timeout = m.timeout
+	}
+	mutated := bytes.Replace(src, []byte(m.old), []byte(m.new), 1)
+	if err := os.WriteFile(filepath.Join(dir, m.file), mutated, 0o644); err != nil {
+		return result{outcome: "error", note: err.Error()}
+	}
+	bin, out, err := build(dir, m.pkg)
+	if err != nil && stop.Err() == nil {
+		return result{outcome: "does-not-build", note: firstLine(out)}
+	}
+	out, err = test(dir, m.pkg, bin, m.run, timeout)
+	var exit *exec.ExitError
+	switch {
+	case stop.Err() != nil:
+		return result{outcome: "error", note: "interrupted"}
+	case err == nil:
+		return result{outcome: "SURVIVED", note: m.why}
+	case errors.As(err, &exit): // a test failed, timed out, or the race detector spoke
+		return result{outcome: "caught", note: failed(out)}
+	default:
+		return result{outcome: "error", note: err.Error()}
+	}
+}
+
+// build compiles pkg's test binary in dir with the race detector and
+// returns its path: the build check. (go vet would type-check the package
+// and its tests a second time, doubling the cost of a mutation for nothing
+// that a mutation of one expression can break.)
+func build(dir, pkg string) (bin string, out []byte, err error) {
+	bin = filepath.Join(dir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg)+".test")
+	cmd := exec.CommandContext(stop, "go", "test", "-race", "-c", "-o", bin, pkg)
+	cmd.Dir = dir
+	out, err = cmd.CombinedOutput()
+	return bin, out, err
+}
+
+// test runs bin, pkg's test binary, as go test -race -count=1 -run r pkg
+// would, in pkg's directory under dir. A binary that outlives timeout by a
+// minute (its own -test.timeout failed to end it) is killed.
+func test(dir, pkg, bin, r string, timeout time.Duration) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(stop, timeout+time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "-test.run", r, "-test.count=1",
+		"-test.timeout", timeout.String(), "-test.paniconexit0")
+	cmd.Dir = filepath.Join(dir, pkg)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	return out.Bytes(), err
+}
+
+var failRE = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+)|^panic: (test timed out)|^(WARNING: DATA RACE)`)
+
+// failed names the first test that failed in out, or what ended the run.
+func failed(out []byte) string {
+	m := failRE.FindSubmatch(out)
+	if m == nil {
+		return firstLine(out)
+	}
+	return string(bytes.Join(m[1:], nil))
+}
+
+func firstLine(out []byte) string {
+	for l := range strings.Lines(string(out)) {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			return l
+		}
+	}
+	return ""
+}
+
+func tail(out []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
+	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
+}
+
+// copyTree copies the files of the tree at src to dst, which must not
+// exist, leaving out .git.
+func copyTree(src, dst string) error {
+	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(src, p)
+		if d.IsDir() && d.Name() == ".git" {
+			return filepath.SkipDir
+		}
+		to := filepath.Join(dst, rel)
+		info, err := d.Info()
+		switch {
+		case err != nil:
+			return err
+		case d.IsDir():
+			return os.Mkdir(to, info.Mode().Perm()|0o700)
+		case !info.Mode().IsRegular():
+			return nil // symlinks, sockets: nothing the tests need
+		}
+		return copyFile(p, to, info.Mode().Perm())
+	})
+}
+
+func copyFile(src, dst string, perm fs.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o200)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}

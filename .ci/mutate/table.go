@@ -1,0 +1,416 @@
+package main
+
+import "time"
+
+// table holds the mutations that .ci/mutants checks: at least one per
+// guarantee of SPEC.md (G1-G11), one per mechanism that keeps it, the
+// promises of the drop-in layer (C: bitswapcompat, MIGRATION.md) and of the
+// observers (obs: observe.go). Each is a subtle change that builds, not a
+// crash or a Publish that does nothing. run names the narrowest tests that
+// catch it, so that the whole table fits in CI's budget; a mutation that
+// makes them hang rather than fail gets a short timeout. old must occur
+// exactly once in file: when the code it names changes, the entry fails as
+// anchor-missing and must be rewritten, not dropped. Texts are Go source as
+// it stands, tabs included. The tests in mutants_test.go were written for
+// entries that no test caught.
+var table = []mutation{
+	// G1: no lost wakeup.
+	{
+		id: "g1-peek-ignores-reservation", g: "G1", file: "interest_index.go",
+		old: `if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {`,
+		new: `if x.markAhead(k, ^uint64(0)) != nil {`,
+		pkg: ".", run: `^TestSubscribeOne_WaitsForAPublishInItsPutMany$`,
+		why: "a one-key Subscribe skips the reservations of a Publish in its PutMany, records its want after that Publish planned, and never gets the block",
+	},
+	{
+		id: "g1-relock-ignores-version", g: "G1", file: "shard.go",
+		old: `	if x.idx.version(k) != ver {
+		x.mu.Unlock()
+		return false`,
+		new: `	if x.idx.version(k) < ver {
+		x.mu.Unlock()
+		return false`,
+		pkg: ".", run: `^TestSubscribeOne_PublishDuringTheGet$`,
+		why: "a one-key Subscribe whose Get missed records its want although a Publish stored and committed the key during the Get",
+	},
+	{
+		id: "g1-publish-reserves-nothing", g: "G1", file: "shard.go",
+		old: `			n.shards[o.keyShards[i]].idx.res.put(k, o)`,
+		new: `			_, _ = i, k`,
+		pkg: ".", run: `^TestPublish_StoresUnlockedWithKeysReserved$`,
+		why: "a Publish calls PutMany with its keys unreserved: a Subscribe in between misses the block and records a want that the Publish's plan did not see",
+	},
+	{
+		id: "g1-subscribe-one-hit-unchecked", g: "G1", file: "subscription.go",
+		old: `	o.io = n.bs != nil && !s.keeps && len(o.hits) > 0`,
+		new: `	o.io = n.bs != nil && !s.keeps && len(o.hits) > 1`,
+		pkg: ".", run: `^TestSubscribe_StoredBlockReachesOtherWaiters$`,
+		why: "the general path of Subscribe skips the blockstore check when a single key is new: a block stored before the Subscribe never arrives",
+	},
+	{
+		id: "g1-commit-no-start-over", g: "G1", file: "subscription.go",
+		old: `			if e == nil || !s.listedIn(e, k, &locked) {`,
+		new: `			if e != nil && !s.listedIn(e, k, &locked) {`,
+		pkg: ".", run: `^TestIO_SubscribeStartsOverWhenAWantEndsDuringItsCheck$`,
+		why: "a Subscribe whose already-wanted key was delivered during its check commits without wanting it again: it returns nil and never gets that key's next block",
+	},
+
+	{
+		id: "g1-check-unreserved", g: "G1", file: "shard.go",
+		old: `			n.shards[o.hits[i].shard].idx.res.put(o.hits[i].key, o)`,
+		new: `			_ = i`,
+		pkg: ".", run: `^TestSubscribe_ChecksStoreUnlockedWithKeysReserved$`,
+		why: "Subscribe checks the blockstore with its keys unreserved: a Publish during the check, planned without the want, stores the block after the Get missed, and the want recorded next never gets it",
+	},
+	// G2: at most once.
+	{
+		id: "g2-visit-repeats-blocks", g: "G2", file: "interest_index.go",
+		old: `	if e.seenKinds&k != 0 {`,
+		new: `	if e.seenKinds&k != 0 && k != kindBlock {`,
+		pkg: ".", run: `^TestPublish_DuplicateBlocksDeliveredOnce$`,
+		why: "a block repeated in one message is delivered once per copy",
+	},
+	{
+		id: "g2-hit-ignores-version", g: "G2", file: "subscription.go",
+		old: `	if x.version(k) != ver {
+		return false, false, nil
+	}`,
+		new: `	if x.version(k) < ver {
+		return false, false, nil
+	}`,
+		pkg: ".", run: `^TestSubscribeOne_HitAfterOwnWantDuringTheGet$`,
+		why: "a one-key Subscribe's hit is handed over although the subscription recorded a want of the key during the Get: the block comes twice",
+	},
+
+	// G3: store before notify; a failed PutMany delivers nothing and loses no want.
+	{
+		id: "g3-store-async", g: "G3", file: "notifier.go",
+		old: `	err := n.bs.PutMany(ctx, o.store)`,
+		new: `	go n.bs.PutMany(context.WithoutCancel(ctx), slices.Clone(o.store)) //nolint:errcheck
+	var err error`,
+		pkg: ".", run: `^TestDelivery_BlockIsStoredWhenReceived$`,
+		why: "Publish delivers while PutMany still runs: a subscriber can receive a block that Has does not report",
+	},
+	{
+		id: "g3-failed-store-delivers", g: "G3", file: "notifier.go",
+		old: `		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), o.msg.From, err)`,
+		new: `		return nil`,
+		pkg: ".", run: `^TestPublish_FailedStoreDeliversNothingKeepsWants$`,
+		why: "a failed PutMany is ignored: its blocks are delivered, unstored, and the wants they end are lost",
+	},
+
+	// G4: no unsolicited storage (Publish step 1).
+	{
+		id: "g4-unwanted-remote-stored", g: "G4", file: "notifier.go",
+		old: `	return from == "" && !o.storing(k)`,
+		new: `	return !o.storing(k)`,
+		pkg: ".", run: `^TestPublish_StoresRemoteBlocksOnlyIfWanted$`,
+		why: "a block from a peer that nobody wants is stored",
+	},
+
+	// G5: CANCEL never overtakes WANT; each ended key reported exactly once.
+	{
+		id: "g5-cancel-after-unlock", g: "G5", file: "run.go",
+		old: `		o.step = stepCancel
+		if len(o.cancels) > 0 && n.cfg.cancel != nil {
+			n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))
+		}
+	}
+	if o.step == stepCancel {
+		n.unlock(o.keep)
+		o.step, o.next = stepSlow, 0
+	}`,
+		new: `		o.step = stepCancel
+	}
+	if o.step == stepCancel {
+		n.unlock(o.keep)
+		o.step, o.next = stepSlow, 0
+		if len(o.cancels) > 0 && n.cfg.cancel != nil {
+			n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))
+		}
+	}`,
+		pkg: ".", run: `^TestCancel_CalledWithReportedShardsHeld$`,
+		why: "the tempting alternative of WithCancelFunc: the cancel function runs after the shard locks are released, so a later Subscribe's WANT can precede the CANCEL",
+	},
+	{
+		id: "g5-delivered-key-shard-released", g: "G5", file: "run.go",
+		old: `			o.cancels = append(o.cancels, h.key)
+			o.keep.Add(int(h.shard))`,
+		new: `			o.cancels = append(o.cancels, h.key)`,
+		pkg: ".", run: `^TestCancel_CalledWithReportedShardsHeld$`,
+		why: "the shard of a key whose last want a delivery ended is released before the cancel function reports it",
+	},
+	{
+		id: "g5-interest-cancel-early", g: "G5", file: "interest_index.go",
+		old: `	if x.held[k] != nil {
+		return false
+	}`,
+		new: `	if x.held[k] != nil {
+		return true
+	}`,
+		pkg: ".", run: `^TestInterestCancel_OnlyWhenLastWantOfAnyKindEnds$`,
+		why: "a delivery reports its key to the cancel function while an interest subscription still wants it",
+	},
+	{
+		id: "g5-release-last-want-unreported", g: "G5", file: "subscription.go",
+		old: `	if last {
+		o.cancels = append(o.cancels, k)`,
+		new: `	if last && len(o.cancels) == 0 {
+		o.cancels = append(o.cancels, k)`,
+		pkg: ".", run: `^TestCancel_CloseReportsRemainingKeys$`,
+		why: "an Unsubscribe or close that ends the last wants of several keys reports only the first to the cancel function",
+	},
+
+	// G6: publish order; a slow consumer is ended, never blocks a Publish.
+	{
+		id: "g6-send-past-backlog", g: "G6", file: "subscription.go",
+		old: `	if !s.draining {
+		select {
+		case s.out <- *m:`,
+		new: `	{
+		select {
+		case s.out <- *m:`,
+		pkg: ".", run: `^TestSubscription_KeepsPublishOrderWhileDraining$`,
+		why: "a message goes straight to the channel while older ones wait in the backlog: publish order is lost",
+	},
+	{
+		id: "g6-bound-doubled", g: "G6", file: "subscription.go",
+		old: `max > 0 && s.backlog.Len() >= max {`,
+		new: `max > 0 && s.backlog.Len() >= 2*max {`,
+		pkg: ".", run: `^TestSubscription_SlowConsumerIsEnded$`,
+		why: "WithMaxPending lets twice as many messages wait before it ends the consumer",
+	},
+	{
+		id: "g6-wants-end-before-targets-locked", g: "G6", file: "run.go",
+		old: `	o.build()
+	o.lockTargets()`,
+		new: `	o.build()
+	defer o.lockTargets()`,
+		pkg: ".", run: `^TestRoute_WantEndsOnlyWithItsMessage$`,
+		why: "route ends the delivered wants before it locks the targets: a reader under the subscription's lock sees the want ended before its message is queued, and a later delivery overtakes it",
+	},
+	{
+		id: "g6-publish-blocks-on-full-channel", g: "G6", file: "subscription.go",
+		old: `		case s.out <- *m:
+			return false
+		default:
+		}`,
+		new: `		case s.out <- *m:
+			return false
+		}`,
+		pkg: ".", run: `^TestPublish_NeverBlocksOnSlowSubscriber$`,
+		why:     "a Publish to a full channel waits for the reader, holding the locks: the test reports the hang, then its cleanup hangs too",
+		timeout: 15 * time.Second,
+	},
+
+	// G7: lifecycle.
+	{
+		id: "g7-close-not-once", g: "G7", file: "notifier.go",
+		old: `	n.closeOnce.Do(n.close)`,
+		new: `	n.close()`,
+		pkg: ".", run: `^TestClose_EndsEverythingAndIsIdempotent$`,
+		why: "a second Close runs the close again",
+	},
+	{
+		id: "g7-remove-returns-before-out-closed", g: "G7", file: "subscription.go",
+		old: `		if o.exited != nil {
+			<-o.exited // drain has seen quit and closed out; it needs no lock we hold
+		}`,
+		new: `		_ = o.exited`,
+		pkg: ".", run: `^TestRemove_ClosesMessagesBeforeReturning$`,
+		why: "Remove returns while the drain goroutine still runs and Messages() is still open",
+	},
+	{
+		id: "g7-close-skips-inflight", g: "G7", file: "notifier.go",
+		old: `		n.inflight.Wait() // operations in blockstore I/O`,
+		new: `		_ = 0 // operations in blockstore I/O`,
+		pkg: ".", run: `^TestClose_WaitsForAStalledPublishNobodyWaitsFor$`,
+		why: "Close returns while an operation is still in its blockstore call",
+	},
+	{
+		id: "g7-old-remove-unregisters-new", g: "G7", file: "notifier.go",
+		old: `	if n.sessions[s.id] == s {`,
+		new: `	if n.sessions[s.id] != nil {`,
+		pkg: ".", run: `^TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne$`,
+		why: "a second Remove of an old subscription unregisters the new one that reuses its session ID",
+	},
+	{
+		id: "g7-subscribe-after-close-says-why", g: "G7", file: "subscription.go",
+		old: `	if n.closed.Load() {
+		return ErrClosed
+	}
+	if s.closed.Load() { // before ctx`,
+		new: `	if s.closed.Load() { // before ctx`,
+		pkg: ".", run: `^TestSubscribe_AfterCloseBetweenOverflowAndEndSaysClosed$`,
+		why: "Subscribe after Close returns the subscription's own end (ErrSlowConsumer) instead of ErrClosed",
+	},
+
+	// G8: no leak.
+	{
+		id: "g8-delivered-pairs-leak", g: "G8", file: "interest_index.go",
+		old: `	x.pairs.Add(-int64(len(e.subs)))`,
+		new: `	x.pairs.Add(-1)`,
+		pkg: ".", run: `^TestDeliveredWant_IsGoneEverywhere$`,
+		why: "a delivery to several subscriptions counts off one want: Stats.Wants never returns to 0",
+	},
+	{
+		id: "g8-unregister-count-leak", g: "G8", file: "notifier.go",
+		old: `		delete(n.sessions, s.id)
+		n.counts.Add(-oneLive)`,
+		new: `		delete(n.sessions, s.id)`,
+		pkg: ".", run: `^TestIndex_EmptyAfterAllRemoved$`,
+		why: "a removed session stays counted in Stats.Subscriptions",
+	},
+	{
+		id: "g8-stale-keys-kept", g: "G8", file: "subscription.go",
+		old: `return e.ended.Load() })`,
+		new: `return e.ended.Load() && e.subs != nil })`,
+		pkg: ".", run: `^TestStaleKeys_Compacted$`,
+		why: "a subscription keeps an entry for every key ever delivered to it",
+	},
+
+	// G9: bad input refused whole, changing nothing.
+	{
+		id: "g9-first-key-unchecked", g: "G9", file: "response.go",
+		old: `		if !k.Defined() {`,
+		new: `		if !k.Defined() && i > 0 {`,
+		pkg: ".", run: `^TestBadInput_RefusedWhole$`,
+		why: "an undefined CID first among the keys of Subscribe, Haves or DontHaves is not refused",
+	},
+	{
+		id: "g9-nil-block-late", g: "G9", file: "response.go",
+		old: `		if b == nil {`,
+		new: `		if b == nil && i > 0 {`,
+		pkg: ".", run: `^TestBadInput_NilBlockFirstIsRefused$`,
+		why: "a nil first block is not refused with ErrNilBlock",
+	},
+	{
+		id: "g9-duplicate-session", g: "G9", file: "notifier.go",
+		old: `	if _, dup := n.sessions[s.id]; dup {`,
+		new: `	if _, dup := n.sessions[s.id]; dup && s.keeps {`,
+		pkg: ".", run: `^TestBadInput_RefusedWhole$`,
+		why: "a second live subscription with the same session ID is accepted",
+	},
+
+	// G10: race-clean.
+	{
+		id: "g10-read-without-shard-lock", g: "G10", file: "shard.go",
+		old: `	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	f(&sh.idx)`,
+		new: `	f(&sh.idx)`,
+		pkg: ".", run: `^TestInterestStress_MixedKinds$`,
+		why: "Wanted, Interested and Wants read a shard's index without its lock",
+	},
+
+	// G11: no blockstore call under a lock.
+	{
+		id: "g11-io-under-shard-locks", g: "G11", file: "shard.go",
+		old: `	n.reserve(o)
+	n.unlock(o.locks)
+	returned := false
+	defer func() {
+		if !returned { // io panicked
+			n.lock(o.locks)
+			n.unreserve(o)
+			n.unlock(o.locks)
+		}
+	}()
+	err := io(ctx, n, o)
+	returned = true
+	n.lock(o.locks)`,
+		new: `	n.reserve(o)
+	returned := false
+	defer func() {
+		if !returned { // io panicked
+			n.unreserve(o)
+			n.unlock(o.locks)
+		}
+	}()
+	err := io(ctx, n, o)
+	returned = true`,
+		pkg: ".", run: `^(TestPublish_StoresUnlockedWithKeysReserved|TestSubscribe_ChecksStoreUnlockedWithKeysReserved)$`,
+		why: "PutMany and the Gets of a Subscribe run holding the shard locks of their keys",
+	},
+	{
+		id: "g11-subscribe-reserves-wanted-keys", g: "G11", file: "subscription.go",
+		old: `	o.onlyHits = o.io`,
+		new: `	o.onlyHits = false`,
+		pkg: ".", run: `^TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck$`,
+		why: "a Subscribe reserves the keys its subscription wants already: operations on them wait for its Gets of other keys",
+	},
+	{
+		id: "g11-subscribe-waits-for-wanted-keys", g: "G11", file: "shard.go",
+		old: `	return in == (o.scope == waitWanted)`,
+		new: `	return in == (o.scope == waitWanted) || o.scope == waitUnwanted`,
+		pkg: ".", run: `^TestIO_SubscribeWaitsForNoKeyItWantsAlready$`,
+		why: "a Subscribe waits for a blockstore call on a key its subscription wants already",
+	},
+	{
+		id: "g11-waiter-marks-every-key", g: "G11", file: "shard.go",
+		old: `			n.shards[sh].idx.addMark(k, o)
+			o.marked = true
+		}
+	}
+	return busy`,
+		new: `			n.shards[sh].idx.addMark(k, o)
+			o.marked = true
+		}
+	}
+	if busy != nil {
+		n.mark(o, 0)
+	}
+	return busy`,
+		pkg: ".", run: `^TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy$`,
+		why: "a waiting operation marks all its keys, holding up operations on keys it did not find busy for another key's stalled store",
+	},
+
+	// C: bitswapcompat, the drop-in layer (MIGRATION.md).
+	{
+		id: "c-failed-store-ends-no-call", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if err != nil { // the store failed: nothing else is left (no ctx, blks checked)
+		ps.failWaiting(blks, listed)
+	}`,
+		new: `	_ = listed`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks$`,
+		why: "a failed store leaves the calls waiting for its blocks to wait until their ctx ends",
+	},
+	{
+		id: "c-refused-message-ends-calls", g: "C", file: "bitswapcompat/compat.go",
+		old: `	if err != nil && !refused(ctx, err) {`,
+		new: `	if err != nil {`,
+		pkg: "./bitswapcompat", run: `^TestPublishMessage_RefusedForItsCtxEndsNoCall$`,
+		why: "a message refused because its ctx ended ends the calls waiting for its blocks",
+	},
+	{
+		id: "c-local-publish-paced", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if !remote {
+		return // a local block (NotifyNewBlocks, AddBlock): not a peer's copy
+	}`,
+		new: `	_ = remote`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_(LocalPublishIsNotPaced|BlockServiceWalkIsNotPaced)$`,
+		why: "a local Publish after a delivering one sleeps out the pacing window",
+	},
+	{
+		id: "c-split-ignores-calls", g: "C", file: "bitswapcompat/sim.go",
+		old: `		if sim.n.Wanted(b.Cid()) {`,
+		new: `		if sim.n.Interested(b.Cid()) {`,
+		pkg: "./bitswapcompat", run: `^TestSIM_SplitCounts(WaitingCalls|CallsQueriesCountSessions)$`,
+		why: "SplitWantedUnwanted counts only the sessions' interest, not the PubSub calls waiting for a block",
+	},
+	{
+		id: "c-second-remove-session-returns-early", g: "C", file: "bitswapcompat/sim.go",
+		old: `		<-leaving
+		return nil`,
+		new: `		return nil`,
+		pkg: "./bitswapcompat", run: `^TestRemoveSession_SecondWaitsForTheFirst$`,
+		why: "a second RemoveSession of a session returns before the first has let go of its keys",
+	},
+	{
+		id: "obs-store-timeout-not-an-error", g: "obs", file: "observe.go",
+		old: `	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))`,
+		new: `	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)`,
+		pkg: ".", run: `^TestLog_StoreTimeoutIsABlockstoreError$`,
+		why: "a store's own timeout is taken for a cancelled call: not logged nor counted as a blockstore error",
+	},
+}
