@@ -319,3 +319,32 @@ func TestSubscribeOne_HitRunsTheDeliveryFunctionUnderTheShardLock(t *testing.T) 
 	require.Equal(t, []blocks.Block{b}, got)
 	require.True(t, held, "the delivery function ran without the shard lock of its message's key")
 }
+
+// G1: a one-key Subscribe of a key that a Publish has reserved for its
+// PutMany waits for that Publish, and gets the block. peek must see the
+// reservation (shard.go: "Check at peek only that nobody wants the key, not
+// that nobody reserves it"); ignoring it, the Subscribe's Get missed, its
+// want was recorded after the Publish had planned, and the stored block
+// never came (g1-peek-ignores-reservation, which only
+// TestLocalPublishRacingSubscribe_AlwaysDelivers caught, in some runs).
+func TestSubscribeOne_WaitsForAPublishInItsPutMany(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ps := newParkStore(0, 1)
+		n, cancels := newWithCancels(t, ps, WithShards(1))
+		b := mkBlocks("one-put", 1)[0]
+		s := mustSub(t, n, 1)
+		sub, pub := make(chan error, 1), make(chan error, 1)
+		go func() { pub <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+		synctest.Wait()
+		go func() { sub <- s.Subscribe(ctx, b.Cid()) }()
+		synctest.Wait()
+		require.False(t, returned(sub), "the Subscribe must wait for the Publish that reserves its key")
+		ps.putRel <- struct{}{}
+		synctest.Wait()
+		require.NoError(t, <-pub)
+		require.NoError(t, <-sub)
+		require.Equal(t, ResponseMessage{Blocks: []blocks.Block{b}}, recv(t, s))
+		require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+		require.Empty(t, cancels.take())
+	})
+}

@@ -559,3 +559,34 @@ func TestSubscribe_AfterCloseBetweenOverflowAndEndSaysClosed(t *testing.T) {
 		require.ErrorIs(t, s.Subscribe(cancelled, kA), ErrClosed)
 	})
 }
+
+// G9: a nil block is refused wherever it stands in the message, first
+// included (g9-nil-block-late: TestBadInput_RefusedWhole puts it second only).
+func TestBadInput_NilBlockFirstIsRefused(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	b := mkBlocks("nil-first", 1)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	for _, blks := range [][]blocks.Block{{nil}, {nil, b[0]}} {
+		require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: blks}), ErrNilBlock)
+	}
+	none(t, s)
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+}
+
+// G7 and G9: Remove stays idempotent once its session ID is reused: a second
+// Remove of the old subscription leaves the new one registered, so the ID
+// is still refused to a third (g7-old-remove-unregisters-new: unregister
+// deleting the ID's entry whoever holds it).
+func TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne(t *testing.T) {
+	n, _ := newWithCancels(t, memStore())
+	old := mustSub(t, n, 7)
+	old.Remove()
+	s := mustSub(t, n, 7)
+	old.Remove()
+	_, err := n.NewSubscription(7)
+	require.ErrorIs(t, err, ErrDuplicateSession)
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+	s.Remove()
+	require.Equal(t, Stats{}, n.Stats())
+}

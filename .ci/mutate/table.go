@@ -11,8 +11,10 @@ import "time"
 // makes them hang rather than fail gets a short timeout. old must occur
 // exactly once in file: when the code it names changes, the entry fails as
 // anchor-missing and must be rewritten, not dropped. Texts are Go source as
-// it stands, tabs included. The tests in mutants_test.go were written for
-// entries that no test caught.
+// it stands, tabs included. Three tests were written for entries that no
+// test caught (TestSubscribeOne_WaitsForAPublishInItsPutMany,
+// TestBadInput_NilBlockFirstIsRefused,
+// TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne); each names its entry.
 var table = []mutation{
 	// G1: no lost wakeup.
 	{
