@@ -237,6 +237,15 @@ var table = []mutation{
 		why: "a second Remove of an old subscription unregisters the new one that reuses its session ID",
 	},
 	{
+		id: "g7-waiter-not-woken-by-close", g: "G7", file: "shard.go",
+		old: `	if refuseClosed {
+		done = n.done
+	}`,
+		new: `	_ = refuseClosed`,
+		pkg: ".", run: `^(TestRequest_WaitingSubscribeWakesWhenCloseBegins|TestClose_WakesASleeperBehindTheCloseOfAnotherSubscription)$`,
+		why: "a Publish, Subscribe or Fetch asleep behind a stalled PutMany when Close begins sleeps on until the PutMany returns, though it can only return ErrClosed",
+	},
+	{
 		id: "g7-subscribe-after-close-says-why", g: "G7", file: "subscription.go",
 		old: `	if n.closed.Load() {
 		return ErrClosed
