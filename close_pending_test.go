@@ -41,10 +41,7 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 		}))
 		b := mkBlocks("close-pending-resumed", 2)
 		kA, kB := b[0].Cid(), b[1].Cid()
-		slow := mustSub(t, n, 1)
-		require.NoError(t, slow.Subscribe(ctx, kA, kB))
-		fillBacklog(t, n, kB)
-		release, published := st.publishStalled(t, n, b[0]) // A reserved
+		slow, release, published := atBoundBehindA(t, n, st, b)
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}), "overflows slow")
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on A's Publish")
 		slow.Unsubscribe(kB) // slow wants only A, which A's Publish delivers

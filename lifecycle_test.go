@@ -541,10 +541,7 @@ func TestSubscribe_AfterCloseBetweenOverflowAndEndSaysClosed(t *testing.T) {
 		n, _ := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
 		b := mkBlocks("close between overflow and end", 2)
 		kA, kB := b[0].Cid(), b[1].Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA, kB))
-		fillBacklog(t, n, kB)
-		release, published := st.publishStalled(t, n, b[0]) // kA reserved
+		s, release, published := atBoundBehindA(t, n, st, b)
 		// A HAVE of kB overflows s; its end waits for kA.
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}))
 		require.NoError(t, s.Err(), "setup: the end is not pending")

@@ -193,10 +193,7 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 				n, cancels := newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
 				b := mkBlocks("pending close", 2)
 				kA, kB := b[0].Cid(), b[1].Cid()
-				s := mustSub(t, n, 1)
-				require.NoError(t, s.Subscribe(ctx, kA, kB))
-				fillBacklog(t, n, kB)
-				release, published := st.publishStalled(t, n, b[0]) // kA reserved
+				s, release, published := atBoundBehindA(t, n, st, b)
 				overflow := make(chan error, 1)
 				go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kB}}) }()
 				returnsNow(t, overflow, release, "the Publish that overflowed s waited for the stalled PutMany of kA to end s")
@@ -501,6 +498,20 @@ func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T
 // with WithBufferSize(1) and WithMaxPending(1) they fill a subscription that
 // wants k (its buffer, the message its drain goroutine holds, the backlog),
 // so that the next message for it pushes it past WithMaxPending.
+// atBoundBehindA returns s, subscription 1 of n (WithBufferSize(1),
+// WithMaxPending(1), over st), which wants A and B, the keys of b[0] and
+// b[1], filled to its bound by HAVEs of B (fillBacklog), and A reserved by a
+// Publish of b[0] stalled in its PutMany: the next message for s overflows
+// it, and its end waits for A.
+func atBoundBehindA(t *testing.T, n *Notifier, st *stallStore, b []blocks.Block) (s *Subscription, release func(), published chan error) {
+	t.Helper()
+	s = mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid(), b[1].Cid()))
+	fillBacklog(t, n, b[1].Cid())
+	release, published = st.publishStalled(t, n, b[0])
+	return s, release, published
+}
+
 func fillBacklog(t *testing.T, n *Notifier, k cid.Cid) {
 	t.Helper()
 	for i := range 3 {
