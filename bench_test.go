@@ -163,7 +163,7 @@ func benchW1Impls(kind string) []benchkit.Maker {
 	if kind == benchkit.StoreFlatFS {
 		return impls
 	}
-	impls = slices.Clone(impls)
+	impls = append(slices.Clone(impls), benchkit.Maker{Name: benchkit.ImplFloorMsg, New: benchkit.NewFloorMsg})
 	for _, w := range benchFloorWork {
 		impls = append(impls, benchkit.Maker{Name: fmt.Sprintf("%s-work%d", benchkit.ImplFloor, w), New: func(c benchkit.Config) (benchkit.Impl, error) {
 			return benchkit.NewFloorWork(c, w)

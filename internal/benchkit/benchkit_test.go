@@ -68,43 +68,57 @@ func smallPlan(subs int) *Plan {
 
 // Every implementation consumes whole rounds, on every kind of store.
 func TestImpls_RoundsComplete(t *testing.T) {
-	ctx := context.Background()
 	p := smallPlan(8)
 	floorWork := Maker{ImplFloor + "-work8", func(c Config) (Impl, error) { return NewFloorWork(c, 8) }}
+	floorMsg := Maker{ImplFloorMsg, NewFloorMsg}
 	for _, kind := range []string{StoreNone, StoreMem, StoreMemConc, StoreSlowPut, StoreFlatFS} {
-		for _, mk := range append(Makers[:len(Makers):len(Makers)], floorWork) {
+		for _, mk := range append(Makers[:len(Makers):len(Makers)], floorWork, floorMsg) {
 			t.Run(kind+"/"+mk.Name, func(t *testing.T) {
-				st, err := OpenStore(kind, t.TempDir())
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer func() {
-					if err := st.Close(); err != nil {
-						t.Error(err)
-					}
-				}()
-				impl, err := mk.New(Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: 2})
-				if err != nil {
-					t.Fatal(err)
-				}
-				defer impl.Close()
-				for round := 1; round <= 3; round++ {
-					if err := p.Reset(ctx, st, impl); err != nil {
-						t.Fatal(err)
-					}
-					Settle(time.Second)
-					impl.Arm()
-					for i := range p.Msgs {
-						if err := impl.Publish(ctx, &p.Msgs[i]); err != nil {
-							t.Fatal(err)
-						}
-					}
-					impl.Wait()
-					if got, want := impl.Delivered(), int64(round*len(p.Keys)); got != want {
-						t.Fatalf("round %d: delivered %d, want %d", round, got, want)
-					}
-				}
+				testRounds(t, kind, mk, p)
 			})
+		}
+	}
+	// W1's messages of one block take the floor-msg's path of its own.
+	for _, mk := range []Maker{Makers[1], floorMsg} {
+		t.Run("W1/"+mk.Name, func(t *testing.T) {
+			testRounds(t, StoreMem, mk, W1(3))
+		})
+	}
+}
+
+// testRounds runs three rounds of plan p on mk over a store of kind and
+// checks that each delivers every block to every session.
+func testRounds(t *testing.T, kind string, mk Maker, p *Plan) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := OpenStore(kind, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			t.Error(err)
+		}
+	}()
+	impl, err := mk.New(Config{Store: st, Subs: len(p.SubKeys), PerSub: p.PerSub, Buffer: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer impl.Close()
+	for round := 1; round <= 3; round++ {
+		if err := p.Reset(ctx, st, impl); err != nil {
+			t.Fatal(err)
+		}
+		Settle(time.Second)
+		impl.Arm()
+		for i := range p.Msgs {
+			if err := impl.Publish(ctx, &p.Msgs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		impl.Wait()
+		if got, want := impl.Delivered(), int64(round*len(p.SubKeys)*p.PerSub); got != want {
+			t.Fatalf("round %d: delivered %d, want %d", round, got, want)
 		}
 	}
 }

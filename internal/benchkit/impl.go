@@ -72,6 +72,7 @@ const (
 	ImplNotifier     = "notifier"      // Subscription.Messages(), sized by Config.Buffer
 	ImplNotifierFunc = "notifier-func" // NewSubscriptionFunc: synchronous delivery
 	ImplFloor        = "floor"         // one map lookup and one buffered send per delivery
+	ImplFloorMsg     = "floor-msg"     // the floor sending the Notifier's ResponseMessage (NewFloorMsg)
 )
 
 // Makers lists the implementations, the baseline first so that benchstat's
