@@ -24,6 +24,10 @@ package notifier_test
 //     baseline hands a session without blocking: W1 1024 (its GetBlocks
 //     channel holds len(keys)), W2/W3 128 (boxo's session queue). The
 //     notifier-buf32 rows use the default of 32.
+//   - W1's floor-msg rows (every store but flatfs) are the floor sending what the
+//     Notifier's API must send, a ResponseMessage with a Blocks slice of its
+//     own per session: a diagnostic of what the API costs (BENCHMARKS.md,
+//     twenty-sixth series).
 //   - A delivered block ends the want, so a round consumes every want. Between
 //     rounds, with the timer stopped, the round's blocks are deleted from the
 //     store and every session wants its keys again (Subscribe / GetBlocks,
