@@ -20,25 +20,39 @@ func seqHave(t *testing.T, n *Notifier, k cid.Cid, i int) {
 }
 
 // G6: Publish does not wait for a subscriber that does not read, and the
-// subscriber later gets every message in publish order.
+// subscriber later gets every message in publish order. synctest makes the
+// check immediate: synctest.Wait returns once the publisher has returned or
+// is blocked for good (on the full channel, or on a lock a blocked Publish
+// holds), so a Publish that waits for the reader fails the test at once
+// rather than by a timeout.
 func TestPublish_NeverBlocksOnSlowSubscriber(t *testing.T) {
-	n, _ := newWithCancels(t, memStore(), WithBufferSize(1))
-	k := mkBlocks("slow", 1)[0].Cid()
-	s := mustSub(t, n, 1)
-	require.NoError(t, s.Subscribe(ctx, k))
-	const count = 1000
-	published := make(chan struct{})
-	go func() {
-		defer close(published)
-		for i := range count {
-			seqHave(t, n, k, i)
+	synctest.Test(t, func(t *testing.T) {
+		// No deferred Close: after a failure it would wait, on a lock, for
+		// the blocked Publish, where synctest cannot see a deadlock.
+		n := New(memStore(), WithBufferSize(1))
+		k := mkBlocks("slow", 1)[0].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, k))
+		const count = 1000
+		published := make(chan struct{})
+		go func() {
+			defer close(published)
+			for i := range count {
+				seqHave(t, n, k, i)
+			}
+		}()
+		synctest.Wait()
+		select {
+		case <-published:
+		default:
+			t.Fatal("Publish blocked on a subscriber that does not read")
 		}
-	}()
-	done(t, published, "Publish blocked on a subscriber that does not read")
-	for i := range count {
-		require.Equal(t, fmt.Sprint(i), recv(t, s).From)
-	}
-	none(t, s)
+		for i := range count {
+			require.Equal(t, fmt.Sprint(i), recv(t, s).From)
+		}
+		none(t, s)
+		require.NoError(t, n.Close())
+	})
 }
 
 // G6: order holds while the reader and the publisher run at the same time,
