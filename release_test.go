@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"context"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,6 +11,8 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // Release and ReleaseAll: what they return, for both kinds of subscription.
@@ -320,6 +323,136 @@ func TestReleaseAll_LosingARaceLosesNoCancel(t *testing.T) {
 			require.Equal(t, sorted(k[1:]...), sorted(got...), "ReleaseAll won: the keys it ended (k[0] was delivered)")
 		}
 		requireIndexEmpty(t, n)
+	})
+}
+
+// gateSpan is a recording span whose AddEvent, which an operation calls from
+// its observe hook once it holds no lock and before it goes back to the pool
+// (putOp, which resumes the pending closes it held up), waits for gate.
+type gateSpan struct {
+	trace.Span
+	in, gate chan struct{}
+}
+
+func (g *gateSpan) IsRecording() bool { return true }
+
+func (g *gateSpan) AddEvent(string, ...trace.EventOption) {
+	close(g.in)
+	<-g.gate
+}
+
+// A ReleaseAll that waits behind a slow-consumer end, pending behind a
+// stalled Publish, may be woken by that Publish's delivery before the
+// Publish resumes the end, and finish the end itself. It still returns nil,
+// as its doc says of a call made while another end is under way; the keys go
+// to the cancel function once each. (Found by review: it returned the keys.)
+// The Publish is held in its observe hook, after its locks and before putOp,
+// so ReleaseAll always wins that race here.
+func TestReleaseAll_FinishingAPendingSlowEndReportsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st, WithBufferSize(0), WithMaxPending(1))
+		b := mkBlocks("releaseall-pending", 3)
+		k := keysOf(b)
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, k...))
+
+		span := &gateSpan{Span: noop.Span{}, in: make(chan struct{}), gate: make(chan struct{})}
+		release := st.stall(t, k[0])
+		published := make(chan error, 1)
+		go func() {
+			pctx := trace.ContextWithSpan(context.Background(), span)
+			published <- n.Publish(pctx, ResponseMessage{Blocks: []blocks.Block{b[0]}})
+		}()
+		require.Equal(t, k[0], <-st.entered) // the Publish reserves k[0], in its PutMany
+
+		for range 3 { // nobody reads s: the third overflows it
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: k[1:2]}))
+		}
+		synctest.Wait()
+		require.NoError(t, s.Err(), "the slow-consumer end is pending behind the stalled Publish")
+		require.True(t, n.Wanted(k[1]))
+
+		rel := make(chan []cid.Cid, 1)
+		go func() { rel <- s.ReleaseAll() }()
+		synctest.Wait()
+		require.False(t, returned(rel), "ReleaseAll waits behind the pending end")
+
+		release()
+		<-span.in // the Publish has delivered k[0] and released its locks; the pending end is not resumed yet
+		synctest.Wait()
+		require.True(t, returned(rel), "ReleaseAll, woken by the delivery, ended s itself")
+		close(span.gate)
+		require.NoError(t, <-published)
+		require.Nil(t, <-rel, "an end was under way when ReleaseAll began")
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+		require.Equal(t, sorted(k...), cancels.take(), "each key's last want reaches the cancel function once")
+		requireIndexEmpty(t, n)
+	})
+}
+
+// A ReleaseAll that begins while a Remove of the same subscription waits
+// behind a stalled Publish returns nil, whichever of the two ends s: the
+// Remove was under way first. Each key reaches the cancel function once.
+func TestReleaseAll_BehindAWaitingRemoveReportsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st)
+		b := mkBlocks("releaseall-behind-remove", 3)
+		k := keysOf(b)
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, k...))
+		release, published := st.publishStalled(t, n, b[0]) // reserves k[0]
+		rem := make(chan struct{})
+		go func() { s.Remove(); close(rem) }()
+		synctest.Wait() // the Remove waits for k[0]
+		rel := make(chan []cid.Cid, 1)
+		go func() { rel <- s.ReleaseAll() }()
+		synctest.Wait()
+		require.False(t, returned(rel))
+		release()
+		require.NoError(t, <-published)
+		<-rem
+		require.Nil(t, <-rel, "a Remove was under way when ReleaseAll began")
+		require.Equal(t, sorted(k...), cancels.take(), "each key's last want, once")
+		requireIndexEmpty(t, n)
+	})
+}
+
+// A ReleaseAll that begins once Close has begun returns nil, also for a
+// subscription that Close has not reached yet and that the ReleaseAll ends
+// itself. Close ends two subscriptions one after the other, the first
+// waiting behind a stalled Publish of a key both want; ReleaseAll is called
+// on both, so one of them is the subscription Close has not reached.
+func TestReleaseAll_OnceCloseHasBegunReportsNothing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st)
+		b := mkBlocks("releaseall-close", 3)
+		k := keysOf(b)
+		s1, s2 := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s1.Subscribe(ctx, k[0], k[1]))
+		require.NoError(t, s2.Subscribe(ctx, k[0], k[2]))
+		release, published := st.publishStalled(t, n, b[0]) // reserves k[0]
+		closed := make(chan struct{})
+		go func() { require.NoError(t, n.Close()); close(closed) }()
+		synctest.Wait() // Close waits for k[0] with its first subscription
+		rel1, rel2 := make(chan []cid.Cid, 1), make(chan []cid.Cid, 1)
+		go func() { rel1 <- s1.ReleaseAll() }()
+		go func() { rel2 <- s2.ReleaseAll() }()
+		synctest.Wait()
+		release()
+		require.NoError(t, <-published)
+		<-closed
+		require.Nil(t, <-rel1, "Close had begun")
+		require.Nil(t, <-rel2, "Close had begun")
+		// k[0] ends by delivery or with Close, as the stalled Publish and
+		// Close order; either way each key reaches the cancel function at
+		// most once, and k[1] and k[2] do.
+		got := cancels.take()
+		require.Subset(t, got, k[1:])
+		require.Subset(t, k, got)
+		require.Len(t, got, len(slices.Compact(sorted(got...))), "no key twice")
 	})
 }
 

@@ -54,6 +54,7 @@ type Subscription struct {
 	exited   chan struct{}               // closed when the latest drain goroutine returns
 	quit     chan struct{}               // made with the first drain goroutine; closed by markClosed while draining, to stop drain
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
+	ending   bool                        // a Remove, ReleaseAll or Close of s has begun (close): a later ReleaseAll reports nothing
 	listed   bool                        // a request (anon) that is in n.requests; see enlist
 	err      error                       // why it ended; see Err
 	asleep   []*op                       // its Subscribes waiting in lockFree, which markClosed wakes (addSleeper)
@@ -808,10 +809,15 @@ func (s *Subscription) Remove() { s.close(nil, false) }
 // ReleaseAll is Remove that also returns the keys whose last want it ended,
 // as Release does. A second call, or a call after Close, returns nil. So
 // does a call after any other end of s, or while one is under way: an end as
-// a slow consumer (WithMaxPending), Remove, or Close. The keys whose last
-// want such an end ended are reported only to the cancel function; without
-// WithCancelFunc, nobody learns them. A client that sends CANCELs for them
-// uses WithCancelFunc (review, TestReleaseAll_AfterAnotherEndReportsNothing).
+// a slow consumer (WithMaxPending), Remove, or Close. That holds even if the
+// call is the one that ends s: a ReleaseAll that waits behind a busy key
+// may finish an end that began before it, and then it returns nil all the
+// same (review, TestReleaseAll_FinishingAPendingSlowEndReportsNothing). Of
+// ends that race, the first to begin returns the keys only if it is also
+// the one that ends s. The keys whose last want such an end ended are
+// reported only to the cancel function; without WithCancelFunc, nobody
+// learns them. A client that sends CANCELs for them uses WithCancelFunc
+// (review, TestReleaseAll_AfterAnotherEndReportsNothing).
 func (s *Subscription) ReleaseAll() []cid.Cid { return s.close(nil, true) }
 
 // close closes s with err, unless it is closed already, and ends its wants,
@@ -819,9 +825,11 @@ func (s *Subscription) ReleaseAll() []cid.Cid { return s.close(nil, true) }
 // closed but still in the index. It returns once out is closed, whichever
 // call closed s, with the keys of o.freed if report is set.
 func (s *Subscription) close(err error, report bool) []cid.Cid {
-	if s.closeIdle(err) {
+	var first bool
+	if s.closeIdle(err, &first) {
 		return nil
 	}
+	report = report && first
 	n := s.n
 	o := n.getOp()
 	defer n.putOp(o)
@@ -851,7 +859,7 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // itself, as it would behind a waiting close; either way Err then reports
 // ErrSlowConsumer (markClosed).
 func (s *Subscription) closeSlow() {
-	if s.closeIdle(ErrSlowConsumer) {
+	if s.closeIdle(ErrSlowConsumer, nil) {
 		return
 	}
 	n := s.n
@@ -894,8 +902,18 @@ var heldCloseSteps = steps{acquire: func(context.Context, *Notifier, *op) error 
 // and a want's end by delivery is never undone. It reports false, having
 // done nothing, if s wants a key; the caller takes the general path. Like
 // close, it returns once out is closed.
-func (s *Subscription) closeIdle(err error) bool {
+//
+// With first set (close), it also records that a close of s has begun, and
+// sets *first to whether it is the first end of s to begin: s is not
+// closed, no close began before, no slow-consumer end is pending
+// (overflow) and Close has not begun. Only such a close may report the keys
+// it ends (ReleaseAll).
+func (s *Subscription) closeIdle(err error, first *bool) bool {
 	s.mu.Lock()
+	if first != nil {
+		*first = !s.ending && !s.overflow && !s.closed.Load() && !s.n.closed.Load()
+		s.ending = true
+	}
 	for _, e := range s.keys {
 		if !e.ended.Load() {
 			s.mu.Unlock()

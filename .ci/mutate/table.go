@@ -160,6 +160,13 @@ var table = []mutation{
 		pkg: ".", run: `^TestCancel_CloseReportsRemainingKeys$`,
 		why: "an Unsubscribe or close that ends the last wants of several keys reports only the first to the cancel function",
 	},
+	{
+		id: "g5-releaseall-reports-others-end", g: "G5", file: "subscription.go",
+		old: `	report = report && first`,
+		new: `	_ = first`,
+		pkg: ".", run: `^TestReleaseAll_FinishingAPendingSlowEndReportsNothing$`,
+		why: "a ReleaseAll that finishes a slow-consumer end pending before it began returns the keys, which its doc says go only to the cancel function",
+	},
 
 	// G6: publish order; a slow consumer is ended, never blocks a Publish.
 	{
