@@ -391,6 +391,137 @@ func TestReleaseAll_FinishingAPendingSlowEndReportsNothing(t *testing.T) {
 	})
 }
 
+// A ReleaseAll that is the only end ever begun on s, waiting behind a
+// stalled Publish of one of its keys, still reports the keys whose last want
+// it ends: for a channel subscription (with WithMaxPending set but never
+// exceeded), an interest subscription, a request and a function
+// subscription; with and without a cancel function. (Review of the fix
+// above: it must not make a lone ReleaseAll report nothing.)
+func TestReleaseAll_AloneBehindAStallReportsItsKeys(t *testing.T) {
+	kinds := []string{"channel", "interest", "request", "func"}
+	for _, kind := range kinds {
+		for _, withCancel := range []bool{false, true} {
+			name := kind
+			if withCancel {
+				name += "/cancel"
+			}
+			t.Run(name, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					st := newStallStore()
+					var n *Notifier
+					var cancels *cancelLog
+					opts := []Option{WithBufferSize(16), WithMaxPending(4)}
+					if withCancel {
+						n, cancels = newWithCancels(t, st, opts...)
+					} else {
+						n = New(st, opts...)
+						t.Cleanup(func() { require.NoError(t, n.Close()) })
+					}
+					b := mkBlocks("releaseall-lone-"+name, 3)
+					k := keysOf(b)
+					var s *Subscription
+					var err error
+					switch kind {
+					case "channel":
+						s, err = n.NewSubscription(1)
+					case "interest":
+						s, err = n.NewInterest(1)
+					case "request":
+						s, err = n.NewRequest(nil)
+					case "func":
+						s, err = n.NewSubscriptionFunc(1, func(ResponseMessage) {})
+					}
+					require.NoError(t, err)
+					require.NoError(t, s.Subscribe(ctx, k...))
+					release, published := st.publishStalled(t, n, b[0])
+					rel := make(chan []cid.Cid, 1)
+					go func() { rel <- s.ReleaseAll() }()
+					synctest.Wait()
+					require.False(t, returned(rel), "ReleaseAll waits behind the stalled Publish")
+					release()
+					require.NoError(t, <-published)
+					got := <-rel
+					want := k[1:] // k[0]'s want ended by delivery
+					if kind == "interest" {
+						want = k // an interest outlives delivery
+					}
+					require.Equal(t, sorted(want...), sortedOrNil(got), "the only end ever begun on s reports its keys")
+					if withCancel {
+						c := cancels.take()
+						if kind != "interest" {
+							require.Equal(t, sorted(k...), c)
+						}
+					}
+					require.NoError(t, s.Err())
+					require.Nil(t, s.ReleaseAll(), "second call")
+					requireIndexEmpty(t, n)
+				})
+			})
+		}
+	}
+}
+
+// ReleaseAll begins first; an overflow (a slow-consumer end) begins only
+// while it waits; the Publish that holds the key up is gated before putOp,
+// so ReleaseAll, woken by the delivery, ends s. It was the first end to
+// begin and the one that ended s: it reports k[1], k[2]. The counterpart of
+// TestReleaseAll_FinishingAPendingSlowEndReportsNothing (review).
+func TestReleaseAll_FirstThenAnOverflowReportsItsKeys(t *testing.T) {
+	for _, withCancel := range []bool{false, true} {
+		t.Run(map[bool]string{false: "nocancel", true: "cancel"}[withCancel], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				var n *Notifier
+				var cancels *cancelLog
+				opts := []Option{WithBufferSize(0), WithMaxPending(1)}
+				if withCancel {
+					n, cancels = newWithCancels(t, st, opts...)
+				} else {
+					n = New(st, opts...)
+					t.Cleanup(func() { require.NoError(t, n.Close()) })
+				}
+				b := mkBlocks("releaseall-first-then-overflow", 3)
+				k := keysOf(b)
+				s := mustSub(t, n, 1)
+				require.NoError(t, s.Subscribe(ctx, k...))
+
+				span := &gateSpan{Span: noop.Span{}, in: make(chan struct{}), gate: make(chan struct{})}
+				release := st.stall(t, k[0])
+				published := make(chan error, 1)
+				go func() {
+					pctx := trace.ContextWithSpan(context.Background(), span)
+					published <- n.Publish(pctx, ResponseMessage{Blocks: []blocks.Block{b[0]}})
+				}()
+				require.Equal(t, k[0], <-st.entered)
+
+				rel := make(chan []cid.Cid, 1)
+				go func() { rel <- s.ReleaseAll() }()
+				synctest.Wait()
+				require.False(t, returned(rel), "ReleaseAll waits behind the stalled Publish")
+
+				for range 3 { // the third overflows s: a slow end begins after ReleaseAll
+					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: k[1:2]}))
+				}
+				synctest.Wait()
+				require.NoError(t, s.Err(), "the slow end is pending")
+
+				release()
+				<-span.in
+				synctest.Wait()
+				require.True(t, returned(rel), "ReleaseAll, woken by the delivery, ended s")
+				close(span.gate)
+				require.NoError(t, <-published)
+				require.Equal(t, sorted(k[1:]...), sortedOrNil(<-rel), "first to begin, and it ended s")
+				require.ErrorIs(t, s.Err(), ErrSlowConsumer)
+				if withCancel {
+					require.Equal(t, sorted(k...), cancels.take())
+				}
+				requireIndexEmpty(t, n)
+			})
+		})
+	}
+}
+
 // A ReleaseAll that begins while a Remove of the same subscription waits
 // behind a stalled Publish returns nil, whichever of the two ends s: the
 // Remove was under way first. Each key reaches the cancel function once.

@@ -162,7 +162,9 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 // concurrent use and blocks only for operations on the session's shards,
 // and for an operation whose blockstore call holds a reservation on one of
 // the session's keys (a Publish storing its block), until that call returns.
-// After Shutdown it returns nil. A call while another RemoveSession of ses
+// After Shutdown it returns nil, and so may a call made while Shutdown runs
+// (the session's keys then go to the cancel function alone, if one is set).
+// A call while another RemoveSession of ses
 // is under way returns nil once that one has taken effect, as it would
 // after waiting for boxo's lock: the ID, and every key that the first
 // freed, are let go of by then. Returning at once, the tempting shortcut,
