@@ -341,6 +341,24 @@ func (g *gateSpan) AddEvent(string, ...trace.EventOption) {
 	<-g.gate
 }
 
+// publishGated starts a Publish of blk whose PutMany stalls in st until
+// release is called, and whose observe hook then waits in span (span.in
+// closes when it gets there; close span.gate to let it go on). It returns
+// once the PutMany has begun, blk's key reserved. published receives
+// Publish's error.
+func publishGated(t *testing.T, n *Notifier, st *stallStore, blk blocks.Block) (release func(), span *gateSpan, published chan error) {
+	t.Helper()
+	span = &gateSpan{Span: noop.Span{}, in: make(chan struct{}), gate: make(chan struct{})}
+	release = st.stall(t, blk.Cid())
+	published = make(chan error, 1)
+	go func() {
+		pctx := trace.ContextWithSpan(context.Background(), span)
+		published <- n.Publish(pctx, ResponseMessage{Blocks: []blocks.Block{blk}})
+	}()
+	require.Equal(t, blk.Cid(), <-st.entered)
+	return release, span, published
+}
+
 // A ReleaseAll that waits behind a slow-consumer end, pending behind a
 // stalled Publish, may be woken by that Publish's delivery before the
 // Publish resumes the end, and finish the end itself. It still returns nil,
@@ -357,14 +375,7 @@ func TestReleaseAll_FinishingAPendingSlowEndReportsNothing(t *testing.T) {
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, k...))
 
-		span := &gateSpan{Span: noop.Span{}, in: make(chan struct{}), gate: make(chan struct{})}
-		release := st.stall(t, k[0])
-		published := make(chan error, 1)
-		go func() {
-			pctx := trace.ContextWithSpan(context.Background(), span)
-			published <- n.Publish(pctx, ResponseMessage{Blocks: []blocks.Block{b[0]}})
-		}()
-		require.Equal(t, k[0], <-st.entered) // the Publish reserves k[0], in its PutMany
+		release, span, published := publishGated(t, n, st, b[0]) // reserves k[0], in its PutMany
 
 		for range 3 { // nobody reads s: the third overflows it
 			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: k[1:2]}))
@@ -485,14 +496,7 @@ func TestReleaseAll_FirstThenAnOverflowReportsItsKeys(t *testing.T) {
 				s := mustSub(t, n, 1)
 				require.NoError(t, s.Subscribe(ctx, k...))
 
-				span := &gateSpan{Span: noop.Span{}, in: make(chan struct{}), gate: make(chan struct{})}
-				release := st.stall(t, k[0])
-				published := make(chan error, 1)
-				go func() {
-					pctx := trace.ContextWithSpan(context.Background(), span)
-					published <- n.Publish(pctx, ResponseMessage{Blocks: []blocks.Block{b[0]}})
-				}()
-				require.Equal(t, k[0], <-st.entered)
+				release, span, published := publishGated(t, n, st, b[0])
 
 				rel := make(chan []cid.Cid, 1)
 				go func() { rel <- s.ReleaseAll() }()
