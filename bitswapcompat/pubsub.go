@@ -185,8 +185,9 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 // Shutdown, and is already closed on return if keys is empty or the PubSub was
 // shut down. An early close comes once the call has left the Notifier, so a
 // reader that sees the channel closed finds nothing of the call left: if a
-// Publish is storing the block of one of keys at that moment, it comes after
-// that PutMany returns (boxo closes at once). An undefined CID among keys, as
+// blockstore call holds one of keys at that moment (a Publish storing its
+// block, another call's check of it), the close comes after
+// that call returns (boxo closes at once). An undefined CID among keys, as
 // in boxo, never arrives: the channel then yields the other keys' blocks and
 // is closed only when ctx is done or at Shutdown. The channel's capacity is
 // len(keys), so delivery never waits for the reader.
@@ -492,8 +493,15 @@ func (ps *PubSub) reap() {
 // blockstore, for operations on the same keys and for its pacing (below). A
 // failed store delivers nothing, goes to WithErrorFunc, and ends the calls
 // that wait for any of blks: their channels close without it (see
-// failWaiting). After Shutdown it does nothing and returns at once, but for
-// the check of blks below.
+// failWaiting). Ending such a call removes it from the Notifier, as Remove
+// does, so it waits for a blockstore call that holds any other key of that
+// call, a stalled PutMany or Get included: only then does Publish return and
+// the error reach WithErrorFunc. This is an exception to the rule above and
+// to G11, found by review (TestPubSub_FailedStoreWaitsForAStalledStoreOfAnotherKey
+// pins it) and not fixed: ending the calls on a goroutine of their own would
+// let the cancel function's panics escape the caller, as they do for a call
+// ended by its ctx. After Shutdown it does nothing and returns at once, but
+// for the check of blks below.
 //
 // Publish is paced (see pace): one from a peer that hands no block to any
 // call, within 250 µs of one that did, waits for the rest of those 250 µs
@@ -505,7 +513,8 @@ func (ps *PubSub) reap() {
 //
 // A nil block, on which boxo's Publish panics too, panics with a
 // "bitswapcompat:" message, and so does a block with an undefined CID, which
-// no peer can send.
+// no peer can send. (A nil pointer of a concrete block type is not detected:
+// its Cid method panics, with the runtime's message, as in boxo's Publish.)
 func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	mustBeUsable("Publish", blks)
 	if len(blks) == 0 {
