@@ -248,8 +248,13 @@ func TestPubSub_FailedStoreWaitsForAStalledStoreOfAnotherKey(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				bs := newBlocks(t, 2)
 				b1, b2 := bs[0], bs[1]
-				st := &failOrStallPut{faultyStore: &faultyStore{Blockstore: newStore()},
-					fail: b1.Cid(), stall: b2.Cid(), entered: make(chan struct{}), release: make(chan struct{})}
+				st := &failOrStallPut{
+					faultyStore: &faultyStore{Blockstore: newStore()},
+					fail:        b1.Cid(),
+					stall:       b2.Cid(),
+					entered:     make(chan struct{}),
+					release:     make(chan struct{}),
+				}
 				ps := NewPubSub(st)
 				defer ps.Shutdown()
 				ch := ps.Subscribe(context.Background(), b1.Cid(), b2.Cid())
