@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	bstore "github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
@@ -95,6 +96,29 @@ func requireReceived(t testing.TB, ch <-chan blocks.Block, closed bool, want ...
 	got, isClosed := drainNow(ch)
 	require.ElementsMatch(t, cidsOf(want...), cidsOf(got...))
 	require.Equal(t, closed, isClosed, "channel closed")
+}
+
+// requireEnded waits until ch is closed and checks that it held exactly
+// want (in any order) before: for a call that an operation ends on a
+// goroutine of its own, as a failed store does (failWaiting). It fails the
+// test if ch is still open after ten seconds, a hang rather than a timing.
+func requireEnded(t testing.TB, ch <-chan blocks.Block, want ...blocks.Block) {
+	t.Helper()
+	var got []blocks.Block
+	hang := time.After(10 * time.Second)
+	for {
+		select {
+		case b, ok := <-ch:
+			if ok {
+				got = append(got, b)
+				continue
+			}
+			require.ElementsMatch(t, cidsOf(want...), cidsOf(got...))
+			return
+		case <-hang:
+			t.Fatal("the call's channel is still open after ten seconds")
+		}
+	}
 }
 
 // requireIdle checks that nothing is left in the Notifiers.

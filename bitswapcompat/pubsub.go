@@ -402,30 +402,46 @@ func (ps *PubSub) wrapBlock(b blocks.Block, from string, start time.Time) blocks
 
 // end ends c early, unless it has already ended: it removes c from the
 // Notifier and then closes ch, so that a reader who sees ch closed finds
-// nothing of c left. It runs on the caller's goroutine, never in a
+// nothing of c left. It runs on the caller's goroutine (failWaiting runs its
+// second half, finishEnd, on a goroutine of its own), never in a
 // delivery. Once ended is set no delivery sends on ch, so closing it after
 // releasing mu is safe. Until ch is closed, c counts in ps.ending, which
 // Shutdown waits for: a Shutdown that finds c ended (by its ctx, say) must
 // not return before its channel is closed. Found by review, with
 // TestShutdown_WaitsForACallEndedByItsContext.
 func (c *call) end() {
+	if stop, ok := c.beginEnd(); ok {
+		c.finishEnd(stop)
+	}
+}
+
+// beginEnd is the first step of end, under c.mu: unless c has ended
+// already, it marks c ended, takes it out of calls and counts it in
+// ps.ending. It reports whether it did, with the stop function of c's ctx
+// watch. The caller must then call finishEnd, on any goroutine.
+func (c *call) beginEnd() (stop func() bool, ok bool) {
 	ps := c.ps
 	c.mu.Lock()
-	ended, stop := c.ended, c.stop
-	if !ended {
-		// In one step with ended, c leaves calls and is counted as ending,
-		// so that a Shutdown either ends c itself or waits for this end
-		// to close ch. c.mu, then ps.mu, as in deliver.
-		c.ended = true
-		ps.mu.Lock()
-		delete(ps.calls, c)
-		ps.ending++
-		ps.mu.Unlock()
+	defer c.mu.Unlock()
+	if c.ended {
+		return nil, false
 	}
-	c.mu.Unlock()
-	if ended {
-		return
-	}
+	// In one step with ended, c leaves calls and is counted as ending,
+	// so that a Shutdown either ends c itself or waits for this end
+	// to close ch. c.mu, then ps.mu, as in deliver.
+	c.ended = true
+	ps.mu.Lock()
+	delete(ps.calls, c)
+	ps.ending++
+	ps.mu.Unlock()
+	return c.stop, true
+}
+
+// finishEnd is the rest of end: it stops c's ctx watch, removes c's
+// subscription from the Notifier, which waits for any blockstore call
+// holding one of c's keys, then closes ch and uncounts c.
+func (c *call) finishEnd(stop func() bool) {
+	ps := c.ps
 	defer func() { // deferred: also if the cancel function panics in Remove, which has finished then
 		close(c.ch)
 		ps.mu.Lock()
@@ -492,16 +508,10 @@ func (ps *PubSub) reap() {
 // concurrent use and never waits for a subscriber; it blocks only for the
 // blockstore, for operations on the same keys and for its pacing (below). A
 // failed store delivers nothing, goes to WithErrorFunc, and ends the calls
-// that wait for any of blks: their channels close without it (see
-// failWaiting). Ending such a call removes it from the Notifier, as Remove
-// does, so it waits for a blockstore call that holds any other key of that
-// call, a stalled PutMany or Get included: only then does Publish return and
-// the error reach WithErrorFunc. This is an exception to the rule above and
-// to G11, found by review (TestPubSub_FailedStoreWaitsForAStalledStoreOfAnotherKey
-// pins it) and not fixed: ending the calls on a goroutine of their own would
-// let the cancel function's panics escape the caller, as they do for a call
-// ended by its ctx. After Shutdown it does nothing and returns at once, but
-// for the check of blks below.
+// that wait for any of blks: their channels close without it, once each
+// call has left the Notifier, on a goroutine of its own, so perhaps after
+// Publish returns (see failWaiting). After Shutdown it does nothing and
+// returns at once, but for the check of blks below.
 //
 // Publish is paced (see pace): one from a peer that hands no block to any
 // call, within 250 µs of one that did, waits for the rest of those 250 µs
@@ -543,10 +553,21 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 // began (listed: PubSub.tracked then) are looked at: a call whose Subscribe
 // had not returned yet waits as any other, and so does one made after the
 // failure, whose session would ask for the block again (found by review,
-// with TestPubSub_FailedStoreSparesACallMadeAfterIt). If the cancel
-// function panics while one call is ended, the others are ended before the
-// panic goes on, as Shutdown does (TestPubSub_FailedStoreEndsEveryCallDespiteAPanic).
-// Found by review, with TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+// with TestPubSub_FailedStoreSparesACallMadeAfterIt). Found by review, with
+// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+//
+// Each call is marked ended here (beginEnd), and the rest of its end, the
+// removal from the Notifier and the close of its channel, runs on a
+// goroutine of its own, which Shutdown waits for (ps.ending). The removal
+// waits for any blockstore call that holds another key of the call, a
+// stalled PutMany or Get, and the Publish whose store failed must not wait
+// with it (G11): it ran on the Publish's goroutine, until a review found the
+// Publish held up by a stalled store of another key
+// (TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey). So, as
+// for a call ended by its ctx (context.AfterFunc), a panic of the cancel
+// function in that removal is not the caller's: it ends the program, as a
+// panic on any goroutine does. (The ends ran under carryon.Each, so that
+// such a panic reached the Publish's caller after every call was ended.)
 func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 	ps.mu.Lock()
 	var calls []*call
@@ -567,7 +588,11 @@ func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 		}
 		c.mu.Unlock()
 	}
-	carryon.Each(ending, (*call).end, func() {})
+	for _, c := range ending {
+		if stop, ok := c.beginEnd(); ok {
+			go c.finishEnd(stop)
+		}
+	}
 }
 
 // publish publishes msg and then removes the calls it completed (reap), also

@@ -441,7 +441,7 @@ func TestPubSub_BlockstoreErrors(t *testing.T) {
 	ps.Publish(peerA, blks[1]) // not stored, so not delivered: the call ends without it (failWaiting)
 	require.Len(t, errs, 2)
 	require.ErrorIs(t, errs[1], errFault)
-	requireReceived(t, ch, true)
+	requireEnded(t, ch)
 	requireIdle(t, ps, nil)
 	store.failPut.Store(false)
 	ch = ps.Subscribe(t.Context(), blks[1].Cid()) // asked again, as boxo's caller would
@@ -454,7 +454,8 @@ func TestPubSub_BlockstoreErrors(t *testing.T) {
 // boxo's client the sessions have let go of those keys (CANCELs sent) before
 // the Publish, so the block would never come again, and a GetBlock waited
 // for its ctx. boxo's own PubSub hands the block and the block service's Put
-// then fails at once; here the call's channel closes at once. Calls waiting
+// then fails at once; here the call's channel closes right after, once the
+// call has left the Notifier (on a goroutine: failWaiting). Calls waiting
 // for other keys are untouched, and PublishMessage does the same. Found by
 // review.
 func TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks(t *testing.T) {
@@ -474,15 +475,15 @@ func TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks(t *testing.T) {
 	wanted, _ := sim.SplitWantedUnwanted(blks[:1])
 	require.Equal(t, cidsOf(blks[0]), sim.RemoveSessionWants(ses, cidsOf(blks[0])))
 	ps.Publish(peerA, wanted...)
-	requireReceived(t, one, true)
-	requireReceived(t, many, true)
+	requireEnded(t, one)
+	requireEnded(t, many)
 	requireReceived(t, other, false)
 
 	// PublishMessage too.
 	msgCall := ps.Subscribe(t.Context(), blks[3].Cid())
 	err := PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: blks[3:]})
 	require.ErrorIs(t, err, errFault)
-	requireReceived(t, msgCall, true)
+	requireEnded(t, msgCall)
 	requireReceived(t, other, false)
 
 	store.failPut.Store(false)
