@@ -56,8 +56,10 @@ func WithBlockWrapper(f BlockWrapper) Option {
 // overtake a newer WANT, and the one to take before moving sessions to the
 // native API (see MIGRATION.md). Use it instead of notifier.WithCancelFunc.
 // f may run on a goroutine of no caller of the PubSub: a call whose context
-// ends is ended by context.AfterFunc's goroutine, and the keys whose last
-// want that end ends go to f there. A panic of f in that case has no
+// ends is ended by context.AfterFunc's goroutine, and a call that a failed
+// store in Publish or PublishMessage ends is ended on a goroutine of its own
+// (so that the Publish does not wait for a blockstore call on another of
+// its keys); the keys whose last want such an end ends go to f there. A panic of f in that case has no
 // caller to go to and ends the program, as any unrecovered panic of a
 // goroutine does.
 func WithCancelFunc(f func(keys []cid.Cid)) Option {

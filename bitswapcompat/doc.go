@@ -39,12 +39,15 @@
 // function sends each block into the call's channel, which has one slot per
 // key and gets each key's block at most once, so the send never blocks. The
 // function closes the channel when the last key has arrived; context.AfterFunc
-// closes it when ctx is done, and Shutdown closes the channels still open. A
-// mutex per call makes the first of the three the only one. A waiting call
-// therefore costs no goroutine; the only goroutines are the one AfterFunc
-// starts when ctx is done, which ends the call and exits, and the one a
-// Publish that delivered a block starts to pace later ones (see PubSub.pace),
-// which only closes a channel and exits.
+// closes it when ctx is done, a Publish whose store failed closes those of
+// the calls waiting for its blocks, and Shutdown closes the channels still
+// open. A mutex per call makes the first of these the only one. A waiting
+// call therefore costs no goroutine; the only goroutines are the one
+// AfterFunc starts when ctx is done, which ends the call and exits, the one
+// a failed store starts per call it ends (which waits, if it must, for a
+// blockstore call on another key of that call, then ends it and exits), and
+// the one a Publish that delivered a block starts to pace later ones (see
+// PubSub.pace), which only closes a channel and exits.
 //
 // The delivery function must not call into the Notifier, so a call completed
 // there cannot remove its own subscription: it queues it, and the function

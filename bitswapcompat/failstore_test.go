@@ -3,6 +3,7 @@ package bitswapcompat
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -254,4 +255,29 @@ func TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey(t *testing.T)
 			})
 		})
 	}
+}
+
+// The calls that a failed store ends are ended before the failing Publish
+// returns, though their channels close later (failWaiting): a successful
+// Publish of the same block right after it hands them nothing, and the
+// PubSub lists none of them. One P keeps an end started wholly on a
+// goroutine from running before the second Publish, which a late end needs
+// to show. Found by review: with the whole end on the goroutine, every
+// other test still passed.
+func TestPubSub_FailedStoreEndsTheCallsBeforeItReturns(t *testing.T) {
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+	store := memStore()
+	ps := NewPubSub(store)
+	defer ps.Shutdown()
+	blks := newBlocks(t, 2)
+	ch := ps.Subscribe(context.Background(), blks[0].Cid(), blks[1].Cid())
+	store.failPut.Store(true)
+	ps.Publish(peerA, blks[0])
+	ps.mu.Lock()
+	calls := len(ps.calls)
+	ps.mu.Unlock()
+	store.failPut.Store(false)
+	ps.Publish(peerB, blks[0])
+	requireEnded(t, ch) // nothing: the call had ended before the first Publish returned
+	require.Zero(t, calls, "the call was still listed when the failing Publish returned")
 }

@@ -56,7 +56,7 @@ type PubSub struct {
 	// so it is never held while calling the Notifier.
 	mu       sync.Mutex
 	calls    map[*call]struct{} // live calls, whose channels Shutdown closes
-	ending   int                // calls that end has taken out of calls and whose channels it has not closed yet
+	ending   int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet
 	ended    sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed   bool
@@ -82,7 +82,7 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 // key's block into ch and closes ch once.
 type call struct {
 	ps    *PubSub
-	ch    chan blocks.Block // one slot per key; closed by whoever sets ended
+	ch    chan blocks.Block // one slot per key; closed by deliver, or by the finishEnd of the beginEnd that set ended
 	keys  []cid.Cid         // distinct defined keys
 	one   [1]cid.Cid        // keys' array for a call of one key, the GetBlock of a client
 	undef bool              // an undefined key was asked for: its block never comes, so only ctx or Shutdown ends c
@@ -508,9 +508,11 @@ func (ps *PubSub) reap() {
 // concurrent use and never waits for a subscriber; it blocks only for the
 // blockstore, for operations on the same keys and for its pacing (below). A
 // failed store delivers nothing, goes to WithErrorFunc, and ends the calls
-// that wait for any of blks: their channels close without it, once each
-// call has left the Notifier, on a goroutine of its own, so perhaps after
-// Publish returns (see failWaiting). After Shutdown it does nothing and
+// that wait for any of blks: they are ended before Publish returns, and
+// their channels close without it once each call has left the Notifier, on
+// a goroutine of its own, so perhaps after Publish returns (see failWaiting).
+// A panic of the cancel function there ends the program (see
+// WithCancelFunc). After Shutdown it does nothing and
 // returns at once, but for the check of blks below.
 //
 // Publish is paced (see pace): one from a peer that hands no block to any

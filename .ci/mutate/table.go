@@ -398,6 +398,15 @@ var table = []mutation{
 		why: "a Publish whose store failed ends the waiting calls itself, and waits for a stalled store of another of their keys (G11)",
 	},
 	{
+		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		if stop, ok := c.beginEnd(); ok {
+			go c.finishEnd(stop)
+		}`,
+		new: `		go c.end()`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsTheCallsBeforeItReturns$`,
+		why: "the calls a failed store ends are still live when the Publish returns, so a later Publish of the same block reaches them",
+	},
+	{
 		id: "c-refused-message-ends-calls", g: "C", file: "bitswapcompat/compat.go",
 		old: `	if err != nil && !refused(ctx, err) {`,
 		new: `	if err != nil {`,
