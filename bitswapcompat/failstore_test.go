@@ -281,3 +281,45 @@ func TestPubSub_FailedStoreEndsTheCallsBeforeItReturns(t *testing.T) {
 	requireEnded(t, ch) // nothing: the call had ended before the first Publish returned
 	require.Zero(t, calls, "the call was still listed when the failing Publish returned")
 }
+
+// Shutdown waits for the end of a call that a failed store began, while that
+// end's removal waits for a stalled store of another of its keys: it returns
+// only once the end has closed the call's channel, and nothing of the call,
+// nor its goroutine, is left (synctest.Test fails on a goroutine left in
+// the bubble).
+func TestShutdown_WaitsForAFailedStoresEndBehindAStalledStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		bs := newBlocks(t, 2)
+		b1, b2 := bs[0], bs[1]
+		st := &failOrStallPut{
+			faultyStore: &faultyStore{Blockstore: newStore()},
+			fail:        b1.Cid(),
+			stall:       b2.Cid(),
+			entered:     make(chan struct{}),
+			release:     make(chan struct{}),
+		}
+		ps := NewPubSub(st)
+		ch := ps.Subscribe(context.Background(), b1.Cid(), b2.Cid())
+		stalled := make(chan struct{})
+		go func() { defer close(stalled); ps.Publish(peerB, b2) }() // its PutMany stalls
+		<-st.entered
+		ps.Publish(peerA, b1) // fails; the call's end waits for b2's store
+		down := make(chan struct{})
+		go func() { defer close(down); ps.Shutdown() }()
+		synctest.Wait()
+		returned := false
+		select {
+		case <-down:
+			returned = true
+		default:
+		}
+		close(st.release) // before any check can fail: nothing is left blocked in the bubble
+		<-stalled
+		<-down
+		require.False(t, returned, "Shutdown returned while a failed store's end of a call was pending")
+		got, closed := drainNow(ch)
+		require.True(t, closed, "Shutdown returned with the call's channel open")
+		require.Empty(t, got)
+		requireIdle(t, ps, nil)
+	})
+}
