@@ -23,7 +23,7 @@ import (
 // ends that way.
 type interest struct {
 	subs  []*Subscription
-	first [1]*Subscription // backs subs while one subscription wants the key, the common case
+	first [1]*Subscription // backs subs while one subscription wants the key, the common case; once subs outgrew it, holds its subscriber until that want ends (endWant)
 
 	// ended is set, under the shard lock and the locks of all its
 	// subscribers (route locks its targets first), when the interest leaves
@@ -316,6 +316,9 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 	e.subs[i] = e.subs[end]
 	e.subs[end] = nil
 	e.subs = e.subs[:end]
+	if e.first[0] == s { // subs has grown out of first, which still holds s: let go of it
+		e.first[0] = nil
+	}
 	x.pairs.Add(-1)
 	if end > 0 {
 		return true, false, false

@@ -73,8 +73,11 @@ func (n *Notifier) barrier() {
 }
 
 // lockFree takes o's shard locks at a moment when no other operation holds a
-// reservation on o.resKeys, nor waits for one on them having started before
-// o: it waits for such an operation, holding no lock, and tries again. With
+// reservation on a key of o.resKeys that o needs, nor a mark that still
+// holds on one, having started before o (needs, holds: Subscribe,
+// Unsubscribe and Release pass over the keys that their change leaves as
+// they are): it waits for such an operation, holding no lock, and tries
+// again. With
 // refuseClosed it returns ErrClosed, holding no lock, once the Notifier is
 // closed. While it waits, ctx may end the wait.
 //
@@ -188,8 +191,9 @@ func (n *Notifier) await(ctx context.Context, busy, nudge chan struct{}, refuseC
 	}
 }
 
-// awaitClose is await for a close, which has no deadline: it waits, holding
-// no lock, until busy or nudge is closed (see Subscription.lockAll).
+// awaitClose is await for a wait with no deadline, a close's and an
+// Unsubscribe's or Release's: it waits, holding no lock, until busy or nudge
+// is closed (see Subscription.lockAll and lockFree).
 func (n *Notifier) awaitClose(busy, nudge chan struct{}) {
 	n.waits.Add(1)
 	n.waiting.Add(1)
@@ -521,8 +525,9 @@ func (n *Notifier) unreserve(o *op) {
 }
 
 // wakeOnRelease returns a channel that o closes when it releases its
-// reservations (unreserve) or its marks (unmark), or, for a close, when one
-// of its marks stops holding (op.letGo), creating it on the
+// reservations (unreserve) or its marks (unmark), or when one of its marks
+// stops holding (op.letGo: a close's, Unsubscribe's, Release's or
+// Subscribe's), creating it on the
 // first call: an operation that nobody waits for allocates none. The caller
 // holds the shard lock of a key that o reserves or marks; waiters in other
 // shards may call it at the same time. A waiter woken while o still holds up
