@@ -512,8 +512,8 @@ func (ps *PubSub) reap() {
 // their channels close without it once each call has left the Notifier, on
 // a goroutine of its own, so perhaps after Publish returns (see failWaiting).
 // A panic of the cancel function there ends the program (see
-// WithCancelFunc). After Shutdown it does nothing and
-// returns at once, but for the check of blks below.
+// WithCancelFunc). After Shutdown it does nothing and returns at once, but
+// for the check of blks below.
 //
 // Publish is paced (see pace): one from a peer that hands no block to any
 // call, within 250 µs of one that did, waits for the rest of those 250 µs
