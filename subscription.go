@@ -126,8 +126,11 @@ func (s *Subscription) Messages() <-chan ResponseMessage {
 // more than WithMaxPending messages behind. ErrSlowConsumer wins: once an
 // operation (a Publish, or a Subscribe that delivers found blocks) has
 // overflowed s, messages are dropped, and a Remove or Close that ends s
-// before that operation does leaves Err reporting ErrSlowConsumer. It does
-// not block.
+// before that operation does leaves Err reporting ErrSlowConsumer. It waits
+// for no blockstore call and no other subscription's consumer, only for the
+// subscription's own lock, which an operation holds while it hands its
+// messages over (with the delivery functions of the other subscriptions it
+// delivers to, which must be fast: NewSubscriptionFunc).
 func (s *Subscription) Err() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -795,8 +798,9 @@ func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 // Remove ends every want of the subscription, reports the keys nobody wants
 // any more to the cancel function, and closes Messages(): the messages in the
 // subscription's backlog (those its channel's buffer could not take) are
-// dropped, and those already in the buffer can still be read before the
-// channel reports closed (as after Close). When Remove returns, Messages() is
+// dropped, but for the one that its goroutine may be handing to the channel
+// as Remove begins, which may still reach the buffer; those in the buffer
+// can still be read before the channel reports closed (as after Close). When Remove returns, Messages() is
 // closed and the session ID may be reused. Remove is idempotent, safe for
 // concurrent use, and blocks only for other operations on the subscription's
 // shards, and for an operation whose blockstore call holds a reservation on
