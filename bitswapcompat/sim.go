@@ -283,7 +283,8 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 // its own instant: while a session records or lets go of a key, a message
 // that carries its block twice can have one copy wanted and the other not
 // (boxo reads all under one lock). A nil block panics with a
-// "bitswapcompat:" message (boxo's panics on it too).
+// "bitswapcompat:" message (boxo's panics on it too), and so does a block
+// with an undefined CID, which no peer can send (boxo's calls it unwanted).
 func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wanted, unwanted []blocks.Block) {
 	mustBeUsable("SplitWantedUnwanted", blks)
 	wanted = make([]blocks.Block, 0, len(blks))
@@ -299,7 +300,11 @@ func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wan
 
 // InterestedSessions returns, each once and in no particular order, the
 // sessions interested in any key of keySets. It is safe for concurrent use
-// and takes one shard lock of the Notifier per key.
+// and takes one shard lock of the Notifier per key, so each key is read at
+// its own instant: a session that records one key and then lets go of
+// another during the call may be missed for both (boxo reads all under one
+// lock). boxo's client uses the answer key by key, and a session that is
+// interested in a key for the whole call is always found.
 func (sim *SessionInterestManager) InterestedSessions(keySets ...[]cid.Cid) []uint64 {
 	var ids []uint64
 	for _, ks := range keySets {
@@ -315,7 +320,8 @@ func (sim *SessionInterestManager) InterestedSessions(keySets ...[]cid.Cid) []ui
 // some session is interested in. It filters in place: the slices' contents
 // change (and the tail past the new length is zeroed); it returns keySets. It
 // is safe for concurrent use provided no one else uses those slices, and
-// takes one shard lock of the Notifier per key.
+// takes one shard lock of the Notifier per key, so each key is read at its
+// own instant, as in InterestedSessions.
 func (sim *SessionInterestManager) FilterInterests(keySets ...[]cid.Cid) [][]cid.Cid {
 	for i, ks := range keySets {
 		keySets[i] = slices.DeleteFunc(ks, func(k cid.Cid) bool { return !sim.n.Interested(k) })
