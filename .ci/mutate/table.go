@@ -290,6 +290,13 @@ var table = []mutation{
 		pkg: ".", run: `^TestEndWant_KeepsNoSubscriptionAlive$`,
 		why: "a removed subscription stays reachable, with its channel, while another subscription wants one of its keys",
 	},
+	{
+		id: "g8-backlog-keeps-burst", g: "G8", file: "internal/fifo/fifo.go",
+		old: `		if cap(q.buf) > keepCap {`,
+		new: `		if false && cap(q.buf) > keepCap {`,
+		pkg: "./internal/fifo", run: `^TestQueue_EmptiedKeepsNoBurstStorage$`,
+		why: "a subscription that fell far behind once keeps its backlog's storage, sized for the burst, for its whole life",
+	},
 
 	// G9: bad input refused whole, changing nothing.
 	{

@@ -1,5 +1,6 @@
 // Package fifo is an unbounded first-in first-out queue that reuses its
-// storage. It is not safe for concurrent use.
+// storage, up to keepCap items once it is empty. It is not safe for
+// concurrent use.
 package fifo
 
 // Queue is a FIFO of T. The zero value is an empty queue ready to use.
@@ -41,10 +42,19 @@ func (q *Queue[T]) Pop() (v T, ok bool) {
 	q.buf[q.head] = zero // let the GC take what the consumer no longer needs
 	q.head++
 	if q.head == len(q.buf) {
-		q.buf, q.head = q.buf[:0], 0
+		if cap(q.buf) > keepCap {
+			q.buf, q.head = nil, 0 // a burst's storage: kept, it would stay for the queue's whole life
+		} else {
+			q.buf, q.head = q.buf[:0], 0
+		}
 	}
 	return v, true
 }
+
+// keepCap is the largest storage, in items, that a queue keeps for reuse once
+// it is empty: enough for the short backlogs of a consumer that keeps up,
+// without an allocation each time, and not the storage of a burst.
+const keepCap = 1024
 
 // Reset drops every item and the storage.
 func (q *Queue[T]) Reset() { q.buf, q.head = nil, 0 }

@@ -57,3 +57,31 @@ func TestQueue_Reset(t *testing.T) {
 		t.Fatalf("got %q after Reset, want c", v)
 	}
 }
+
+// TestQueue_EmptiedKeepsNoBurstStorage: a queue that grew for a burst and then
+// emptied lets go of that storage, and keeps a small one for reuse. A
+// subscription's backlog is such a queue: one that fell far behind once kept
+// its array, sized for the burst, for its whole life (found by review).
+func TestQueue_EmptiedKeepsNoBurstStorage(t *testing.T) {
+	for _, pushed := range []int{10, keepCap / 2, 100 * keepCap} {
+		var q Queue[[64]byte]
+		for range pushed {
+			q.Push([64]byte{})
+		}
+		grown := cap(q.buf)
+		for q.Len() > 0 {
+			q.Pop()
+		}
+		want := grown // kept for reuse
+		if grown > keepCap {
+			want = 0 // a burst's: let go
+		}
+		if c := cap(q.buf); c != want {
+			t.Errorf("after %d items (storage for %d), the empty queue keeps storage for %d, want %d", pushed, grown, c, want)
+		}
+		q.Push([64]byte{1}) // usable after either
+		if v, ok := q.Pop(); !ok || v[0] != 1 {
+			t.Errorf("after %d items, the emptied queue does not work: %v %v", pushed, v[0], ok)
+		}
+	}
+}
