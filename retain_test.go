@@ -32,7 +32,11 @@ func TestEndWant_KeepsNoSubscriptionAlive(t *testing.T) {
 		for _, e := range ends {
 			t.Run(kd.name+"/"+e.name, func(t *testing.T) {
 				n := New(memStore(), WithShards(1))
-				defer n.Close()
+				t.Cleanup(func() {
+					if err := n.Close(); err != nil {
+						t.Error(err)
+					}
+				})
 				k := mkBlocks("retain "+kd.name+e.name, 1)[0].Cid()
 				subscribe := func(id uint64) *Subscription {
 					s, err := kd.make(n, id)
