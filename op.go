@@ -405,21 +405,43 @@ func (o *op) count() {
 	}
 }
 
-// fill builds the targets' messages. All blocks go in one array and all keys
-// in another, carved into capacity-limited slices, so a Publish costs two
-// allocations however many subscriptions it reaches.
+// fill builds the targets' messages. All keys go in one array, carved into
+// capacity-limited slices. So do all blocks, if every target that gets
+// blocks gets all of the op's (as when one subscription is reached, or every
+// one wants the same keys); else each such target gets an array of its own,
+// for a message that one subscription keeps would keep the blocks of the
+// others reachable through the shared array (found by review,
+// TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock). A Publish costs
+// two allocations, or one and one per target that gets blocks.
 func (o *op) fill() {
-	var nb, nc int
-	for i := range o.targets {
-		nb += o.targets[i].nb
-		nc += o.targets[i].nh + o.targets[i].nd
+	var nb, nc, hitBlocks int
+	for i := range o.hits {
+		if o.hits[i].kind == kindBlock {
+			hitBlocks++
+		}
 	}
-	blks := make([]blocks.Block, nb)
+	shared := true
+	for i := range o.targets {
+		t := &o.targets[i]
+		nb += t.nb
+		nc += t.nh + t.nd
+		if t.nb != 0 && t.nb != hitBlocks {
+			shared = false
+		}
+	}
+	var blks []blocks.Block
+	if shared {
+		blks = make([]blocks.Block, nb)
+	}
 	keys := make([]cid.Cid, nc)
 	for i := range o.targets {
 		t := &o.targets[i]
 		t.msg.From = o.from
-		t.msg.Blocks, blks = carve(blks, t.nb)
+		if shared {
+			t.msg.Blocks, blks = carve(blks, t.nb)
+		} else if t.nb > 0 {
+			t.msg.Blocks = make([]blocks.Block, 0, t.nb)
+		}
 		t.msg.Haves, keys = carve(keys, t.nh)
 		t.msg.DontHaves, keys = carve(keys, t.nd)
 	}

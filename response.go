@@ -12,14 +12,11 @@ import (
 // that the subscription wants.
 //
 // A ResponseMessage received from Messages() shares its slices with no other
-// subscription: the receiver may keep and modify them. The slices of the
-// messages of one Publish are cut from one array (with their capacity
-// capped, so an append copies), which keeps a Publish at two allocations
-// however many subscriptions it reaches; so a message kept keeps that array
-// reachable, and with it the blocks that the same Publish handed to the
-// other subscriptions. A receiver that keeps blocks for long should keep
-// them, not the message's slice (bitswapcompat hands each block on by
-// itself).
+// subscription: the receiver may keep and modify them. (The slices of one
+// Publish's messages may be cut from one array, with their capacity capped
+// so that an append copies: all keys, and all blocks when every message
+// carries the same ones. So a message kept keeps reachable the keys of the
+// others, never a block it does not carry.)
 type ResponseMessage struct {
 	From      string         // sending peer as string(peer.ID), its bytes, not its base58 text; "" means local (a block added by this node)
 	Blocks    []blocks.Block // the blocks; each ends the wants for its key

@@ -297,6 +297,13 @@ var table = []mutation{
 		pkg: "./internal/fifo", run: `^TestQueue_EmptiedKeepsNoBurstStorage$`,
 		why: "a subscription that fell far behind once keeps its backlog's storage, sized for the burst, for its whole life",
 	},
+	{
+		id: "g8-kept-message-keeps-others-blocks", g: "G8", file: "op.go",
+		old: `			shared = false`,
+		new: `			shared = true`,
+		pkg: ".", run: `^TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock$`,
+		why: "a message that one subscription keeps keeps reachable the blocks that the same Publish handed to the others",
+	},
 
 	// G9: bad input refused whole, changing nothing.
 	{
