@@ -411,7 +411,7 @@ func (o *op) count() {
 // one wants the same keys); else each such target gets an array of its own,
 // for a message that one subscription keeps would keep the blocks of the
 // others reachable through the shared array (found by review,
-// TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock). A Publish costs
+// TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock). An operation costs
 // two allocations, or one and one per target that gets blocks.
 func (o *op) fill() {
 	var nb, nc, hitBlocks int

@@ -11,12 +11,14 @@ import (
 // node added locally. The Notifier hands every subscription the part of it
 // that the subscription wants.
 //
-// A ResponseMessage received from Messages() shares its slices with no other
-// subscription: the receiver may keep and modify them. (The slices of one
-// Publish's messages may be cut from one array, with their capacity capped
-// so that an append copies: all keys, and all blocks when every message
-// carries the same ones. So a message kept keeps reachable the keys of the
-// others, never a block it does not carry.)
+// A ResponseMessage received from Messages(), or by a delivery function
+// (NewSubscriptionFunc), shares its slices with no other subscription: the
+// receiver may keep and modify them. (The slices of the messages of one
+// operation, a Publish or a Subscribe that delivers found blocks, may be
+// cut from one array, with their capacity capped so that an append copies:
+// all keys, and all blocks when every message that carries blocks carries
+// all of them. So a message kept keeps reachable the keys of the others,
+// never a block it does not carry.)
 type ResponseMessage struct {
 	From      string         // sending peer as string(peer.ID), its bytes, not its base58 text; "" means local (a block added by this node)
 	Blocks    []blocks.Block // the blocks; each ends the wants for its key

@@ -1,6 +1,6 @@
 // Package fifo is an unbounded first-in first-out queue that reuses its
-// storage, up to keepCap items once it is empty. It is not safe for
-// concurrent use.
+// storage, and lets go of a burst's once it is empty or back to an eighth of
+// it (keepCap). It is not safe for concurrent use.
 package fifo
 
 // Queue is a FIFO of T. The zero value is an empty queue ready to use.
@@ -41,19 +41,27 @@ func (q *Queue[T]) Pop() (v T, ok bool) {
 	var zero T
 	q.buf[q.head] = zero // let the GC take what the consumer no longer needs
 	q.head++
-	if q.head == len(q.buf) {
-		if cap(q.buf) > keepCap {
-			q.buf, q.head = nil, 0 // a burst's storage: kept, it would stay for the queue's whole life
-		} else {
-			q.buf, q.head = q.buf[:0], 0
-		}
+	switch n, c := q.Len(), cap(q.buf); {
+	case n == 0:
+		q.buf, q.head = q.buf[:0], 0
+	case c > keepCap && n <= c/8:
+		// A burst's storage, kept, would stay for the queue's whole life:
+		// move the items left to storage of their size, which leaves room
+		// for as many again (amortised: the next move needs the queue to
+		// shrink to an eighth once more). A queue that empties passes here
+		// first, so it never keeps more than keepCap.
+		buf := make([]T, n, max(2*n, keepCap))
+		copy(buf, q.buf[q.head:])
+		clear(q.buf[q.head:])
+		q.buf, q.head = buf, 0
 	}
 	return v, true
 }
 
 // keepCap is the largest storage, in items, that a queue keeps for reuse once
-// it is empty: enough for the short backlogs of a consumer that keeps up,
-// without an allocation each time, and not the storage of a burst.
+// it is empty, and the least it shrinks to: enough for the short backlogs of
+// a consumer that keeps up, without an allocation each time, and not the
+// storage of a burst.
 const keepCap = 1024
 
 // Reset drops every item and the storage.

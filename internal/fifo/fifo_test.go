@@ -72,16 +72,52 @@ func TestQueue_EmptiedKeepsNoBurstStorage(t *testing.T) {
 		for q.Len() > 0 {
 			q.Pop()
 		}
-		want := grown // kept for reuse
-		if grown > keepCap {
-			want = 0 // a burst's: let go
-		}
-		if c := cap(q.buf); c != want {
-			t.Errorf("after %d items (storage for %d), the empty queue keeps storage for %d, want %d", pushed, grown, c, want)
+		c := cap(q.buf)
+		switch {
+		case grown <= keepCap && c != grown:
+			t.Errorf("after %d items (storage for %d), the empty queue keeps storage for %d, not its own for reuse", pushed, grown, c)
+		case grown > keepCap && c > keepCap:
+			t.Errorf("after %d items (storage for %d), the empty queue keeps storage for %d, more than %d", pushed, grown, c, keepCap)
 		}
 		q.Push([64]byte{1}) // usable after either
 		if v, ok := q.Pop(); !ok || v[0] != 1 {
 			t.Errorf("after %d items, the emptied queue does not work: %v %v", pushed, v[0], ok)
 		}
+	}
+}
+
+// TestQueue_BehindKeepsNoBurstStorage: a queue that grew for a burst and then
+// stays a few items long, never empty, shrinks its storage too, and keeps its
+// order (found by review: it kept the burst's array for its whole life).
+func TestQueue_BehindKeepsNoBurstStorage(t *testing.T) {
+	var q Queue[int]
+	next, want := 0, 0
+	for range 100 * keepCap {
+		q.Push(next)
+		next++
+	}
+	pop := func() {
+		v, ok := q.Pop()
+		if !ok || v != want {
+			t.Fatalf("popped %d, %v; want %d", v, ok, want)
+		}
+		want++
+	}
+	for q.Len() > 3 {
+		pop()
+	}
+	for range 10 * keepCap { // one in, one out: never empty
+		q.Push(next)
+		next++
+		pop()
+	}
+	if c := cap(q.buf); c > keepCap {
+		t.Errorf("a queue of %d items keeps storage for %d", q.Len(), c)
+	}
+	for q.Len() > 0 {
+		pop()
+	}
+	if want != next {
+		t.Errorf("popped %d items of %d", want, next)
 	}
 }
