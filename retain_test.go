@@ -200,7 +200,7 @@ func TestSubscribe_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 	if err := keeper.Subscribe(ctx, b.Cid()); err != nil { // before b is stored: a want
 		t.Fatal(err)
 	}
-	if err := bs.Blockstore.PutMany(ctx, ab); err != nil { // stored behind the Notifier's back
+	if err := bs.PutMany(ctx, ab); err != nil { // stored behind the Notifier's back
 		t.Fatal(err)
 	}
 	func() {
