@@ -77,9 +77,8 @@ func (n *Notifier) barrier() {
 // holds on one, having started before o (needs, holds: Subscribe,
 // Unsubscribe and Release pass over the keys that their change leaves as
 // they are): it waits for such an operation, holding no lock, and tries
-// again. With
-// refuseClosed it returns ErrClosed, holding no lock, once the Notifier is
-// closed. While it waits, ctx may end the wait.
+// again. With refuseClosed it returns ErrClosed, holding no lock, once the
+// Notifier is closed. While it waits, ctx may end the wait.
 //
 // Waiting with no lock held is what keeps this free of deadlock: an operation
 // that holds reservations waits only for the blockstore and for shard locks,
