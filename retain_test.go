@@ -36,12 +36,7 @@ func TestEndWant_KeepsNoSubscriptionAlive(t *testing.T) {
 	for _, kd := range kinds {
 		for _, e := range ends {
 			t.Run(kd.name+"/"+e.name, func(t *testing.T) {
-				n := New(memStore(), WithShards(1))
-				t.Cleanup(func() {
-					if err := n.Close(); err != nil {
-						t.Error(err)
-					}
-				})
+				n := newClosedAtEnd(t, memStore(), WithShards(1))
 				k := mkBlocks("retain "+kd.name+e.name, 1)[0].Cid()
 				subscribe := func(id uint64) *Subscription {
 					s, err := kd.make(n, id)
@@ -82,12 +77,7 @@ func TestEndWant_KeepsNoSubscriptionAlive(t *testing.T) {
 func TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 	for _, kind := range []string{"channel", "func"} {
 		t.Run(kind, func(t *testing.T) {
-			n := New(nil, WithShards(1)) // notify-only: no store keeps the blocks
-			t.Cleanup(func() {
-				if err := n.Close(); err != nil {
-					t.Error(err)
-				}
-			})
+			n := newClosedAtEnd(t, nil, WithShards(1)) // notify-only: no store keeps the blocks
 			var kept ResponseMessage
 			var keeper *Subscription
 			var err error
@@ -142,12 +132,7 @@ func TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 // unreachable. (Targets that get as many blocks each, one, would not tell a
 // fix that shares the array by count from one that shares it by content.)
 func TestPublish_KeptMessageKeepsNoBlockOfALargerOne(t *testing.T) {
-	n := New(nil, WithShards(1))
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	n := newClosedAtEnd(t, nil, WithShards(1))
 	keeper := mustSub(t, n, 2)
 	y := mkBlocks("superset y", 1)[0]
 	if err := keeper.Subscribe(ctx, y.Cid()); err != nil {
@@ -188,12 +173,7 @@ func TestPublish_KeptMessageKeepsNoBlockOfALargerOne(t *testing.T) {
 // which only the Notifier's messages hold.
 func TestSubscribe_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 	bs := &copyingStore{Blockstore: memStore(), got: make(map[cid.Cid]weak.Pointer[blocks.BasicBlock])}
-	n := New(bs, WithShards(1))
-	t.Cleanup(func() {
-		if err := n.Close(); err != nil {
-			t.Error(err)
-		}
-	})
+	n := newClosedAtEnd(t, bs, WithShards(1))
 	ab := mkBlocks("subscribe kept", 2)
 	a, b := ab[0], ab[1]
 	keeper := mustSub(t, n, 1)
@@ -249,4 +229,16 @@ func (c *copyingStore) Get(ctx context.Context, k cid.Cid) (blocks.Block, error)
 	c.got[k] = weak.Make(cp)
 	c.mu.Unlock()
 	return cp, nil
+}
+
+// newClosedAtEnd returns a Notifier that the test closes when it ends,
+// failing if Close does.
+func newClosedAtEnd(t *testing.T, bs Blockstore, opts ...Option) *Notifier {
+	n := New(bs, opts...)
+	t.Cleanup(func() {
+		if err := n.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+	return n
 }
