@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	cid "github.com/ipfs/go-cid"
+
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // This file holds the index's plain data: no locks, no goroutines. Each
@@ -57,6 +59,10 @@ type shardIndex struct {
 	wants map[cid.Cid]*interest
 	held  map[cid.Cid]*interest
 
+	// The peaks of wants, held and marks: each of them gives back the
+	// storage of a burst once it has shrunk to an eighth of it (shrink.Fit).
+	wantsPeak, heldPeak, marksPeak shrink.Peak
+
 	// res holds the keys that an operation has reserved while it calls the
 	// blockstore with no lock held, and that operation, until it has
 	// committed. An operation that would change the wants of a
@@ -102,6 +108,7 @@ type reservations struct {
 	key cid.Cid // the inline reservation's key, if op is not nil
 	op  *op
 	m   map[cid.Cid]*op // made on first use
+	mp  shrink.Peak     // m's peak (shrink.Fit)
 }
 
 // empty reports whether no key is reserved.
@@ -131,6 +138,7 @@ func (r *reservations) put(k cid.Cid, o *op) {
 			r.m = make(map[cid.Cid]*op)
 		}
 		r.m[k] = o
+		r.mp.Grew(len(r.m))
 	}
 }
 
@@ -142,6 +150,7 @@ func (r *reservations) drop(k cid.Cid, o *op) {
 	}
 	if len(r.m) > 0 && r.m[k] == o {
 		delete(r.m, k)
+		r.m = shrink.Fit(r.m, &r.mp)
 	}
 }
 
@@ -222,6 +231,7 @@ func (x *shardIndex) addMark(k cid.Cid, o *op) {
 	i, found := slices.BinarySearchFunc(ms, o.id, func(m *op, id uint64) int { return cmp.Compare(m.id, id) })
 	if !found {
 		x.marks[k] = slices.Insert(ms, i, o)
+		x.marksPeak.Grew(len(x.marks))
 	}
 }
 
@@ -233,6 +243,7 @@ func (x *shardIndex) dropMark(k cid.Cid, o *op) {
 	case i < 0:
 	case len(ms) == 1:
 		delete(x.marks, k)
+		x.marks = shrink.Fit(x.marks, &x.marksPeak)
 	default:
 		x.marks[k] = slices.Delete(ms, i, i+1)
 	}
@@ -274,7 +285,13 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription, by *op) *inter
 		e = &interest{}
 		e.first[0] = s
 		e.subs = e.first[:1]
-		x.table(s)[k] = e
+		if s.keeps {
+			x.held[k] = e
+			x.heldPeak.Grew(len(x.held))
+		} else {
+			x.wants[k] = e
+			x.wantsPeak.Grew(len(x.wants))
+		}
 	} else {
 		e.subs = append(e.subs, s)
 	}
@@ -323,7 +340,13 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 	if end > 0 {
 		return true, false, false
 	}
-	delete(t, k)
+	if s.keeps {
+		delete(x.held, k)
+		x.held = shrink.Fit(x.held, &x.heldPeak)
+	} else {
+		delete(x.wants, k)
+		x.wants = shrink.Fit(x.wants, &x.wantsPeak)
+	}
 	if x.wanted(k) {
 		return true, true, false
 	}
@@ -338,6 +361,7 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 // subscription alive.
 func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	delete(x.wants, k)
+	x.wants = shrink.Fit(x.wants, &x.wantsPeak)
 	x.pairs.Add(-int64(len(e.subs)))
 	e.ended.Store(true)
 	e.first[0] = nil

@@ -15,6 +15,7 @@ import (
 	cid "github.com/ipfs/go-cid"
 
 	"github.com/bitswapsync/notifier/internal/carryon"
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // Sentinel errors. Errors returned by this package wrap them; test with errors.Is.
@@ -159,9 +160,13 @@ type Notifier struct {
 	waiting   atomic.Int64   // operations waiting for another's reservation or mark (lockFree, lockAll)
 	waits     atomic.Uint64  // times an operation has begun such a wait (await), for tests
 
-	mu       sync.Mutex // guards sessions and requests; a leaf: nothing is locked while it is held
+	mu       sync.Mutex // guards sessions and requests, and their peaks; a leaf: nothing is locked while it is held
 	sessions map[uint64]*Subscription
 	requests map[*Subscription]struct{} // the listed requests (NewRequest; see Subscription.enlist)
+	// The peaks of sessions and requests: each gives back the storage of a
+	// burst of subscriptions once it has shrunk to an eighth of it
+	// (shrink.Fit).
+	sessionsPeak, requestsPeak shrink.Peak
 	// counts holds, in one word so that Stats reads both at one instant,
 	// the live subscriptions, listed or not (the low 32 bits, oneLive
 	// each), and those of them that are requests not listed (the high 32
@@ -449,6 +454,7 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 		return nil, fmt.Errorf("notifier: session %d: %w", s.id, ErrDuplicateSession)
 	}
 	n.sessions[s.id] = s
+	n.sessionsPeak.Grew(len(n.sessions))
 	n.counts.Add(oneLive)
 	return s, nil
 }
@@ -460,12 +466,14 @@ func (n *Notifier) unregister(s *Subscription) {
 	if s.anon {
 		if _, ok := n.requests[s]; ok {
 			delete(n.requests, s)
+			n.requests = shrink.Fit(n.requests, &n.requestsPeak)
 			n.counts.Add(-oneLive)
 		}
 		return
 	}
 	if n.sessions[s.id] == s {
 		delete(n.sessions, s.id)
+		n.sessions = shrink.Fit(n.sessions, &n.sessionsPeak)
 		n.counts.Add(-oneLive)
 	}
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/bitswapsync/notifier/internal/carryon"
 	"github.com/bitswapsync/notifier/internal/fifo"
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // Subscription is one session's view of the Notifier: the keys it wants and
@@ -64,9 +65,11 @@ type Subscription struct {
 	// longer wants it. Delivery leaves stale entries in place, since deleting
 	// from every subscriber's map costs a cache miss per subscriber and block;
 	// stale counts them, and want compacts the map once they are most of it.
-	// A key wanted again replaces its stale entry.
-	keys  map[cid.Cid]*interest
-	stale int
+	// A key wanted again replaces its stale entry. keysPeak lets the map give
+	// back the storage of a burst of wants (shrink.Fit).
+	keys     map[cid.Cid]*interest
+	stale    int
+	keysPeak shrink.Peak
 
 	// closed: nothing more is sent, keys are empty. Set under s.mu, never
 	// cleared; atomic so that Subscribe can refuse a closed s without s.mu.
@@ -179,6 +182,7 @@ func (s *Subscription) enlist() bool {
 		return false
 	}
 	n.requests[s] = struct{}{}
+	n.requestsPeak.Grew(len(n.requests))
 	s.listed = true
 	n.counts.Add(-oneLoose) // counted as live and loose since NewRequest
 	return true
@@ -528,6 +532,7 @@ func (s *Subscription) record(k cid.Cid, e *interest) {
 	if len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as only those may be there
 		s.stale--
 	}
+	s.keysPeak.Grew(len(s.keys))
 }
 
 // candidates puts in o.hits, once each, the keys that s does not want yet,
@@ -678,6 +683,7 @@ func (s *Subscription) compact() {
 		return
 	}
 	maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.ended.Load() })
+	s.keys = shrink.Fit(s.keys, &s.keysPeak)
 	s.stale = 0
 }
 
@@ -728,6 +734,7 @@ func commitRelease(_ *Notifier, o *op) error {
 			continue
 		}
 		delete(s.keys, k)
+		s.keys = shrink.Fit(s.keys, &s.keysPeak)
 		if e.ended.Load() {
 			s.stale = max(s.stale-1, 0)
 			continue
@@ -971,8 +978,7 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 			end(k)
 		}
 	}
-	clear(s.keys)
-	s.stale = 0
+	s.keys, s.stale, s.keysPeak = nil, 0, shrink.Peak{} // nil: a closed subscription keeps no storage of its wants
 	if !s.anon || s.listed {
 		s.n.unregister(s) // NOTE: n.mu under s.mu (and shard locks, in commitClose); n.mu is a leaf
 	}

@@ -14,6 +14,7 @@ import (
 
 	notifier "github.com/bitswapsync/notifier"
 	"github.com/bitswapsync/notifier/internal/carryon"
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // PubSub hands received blocks to the requests that wait for them, with the
@@ -54,12 +55,13 @@ type PubSub struct {
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
-	mu       sync.Mutex
-	calls    map[*call]struct{} // live calls, whose channels Shutdown closes
-	ending   int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet
-	ended    sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
-	finished *call              // calls completed inside a delivery, linked by call.next, for reap to remove
-	closed   bool
+	mu        sync.Mutex
+	calls     map[*call]struct{} // live calls, whose channels Shutdown closes
+	callsPeak shrink.Peak        // of calls, which gives back the storage of a burst of calls (shrink.Fit)
+	ending    int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet
+	ended     sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
+	finished  *call              // calls completed inside a delivery, linked by call.next, for reap to remove
+	closed    bool
 }
 
 func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
@@ -315,6 +317,7 @@ func (ps *PubSub) track(c *call) bool {
 	closed := ps.closed
 	if !closed {
 		ps.calls[c] = struct{}{}
+		ps.callsPeak.Grew(len(ps.calls))
 		c.seq = ps.tracked.Add(1)
 	}
 	ps.mu.Unlock()
@@ -432,6 +435,7 @@ func (c *call) beginEnd() (stop func() bool, ok bool) {
 	c.ended = true
 	ps.mu.Lock()
 	delete(ps.calls, c)
+	ps.calls = shrink.Fit(ps.calls, &ps.callsPeak)
 	ps.ending++
 	ps.mu.Unlock()
 	return c.stop, true
@@ -466,6 +470,7 @@ func (c *call) finishEnd(stop func() bool) {
 func (ps *PubSub) finish(c *call) {
 	ps.mu.Lock()
 	delete(ps.calls, c)
+	ps.calls = shrink.Fit(ps.calls, &ps.callsPeak)
 	c.next = ps.finished
 	ps.finished = c
 	ps.nfinish.Add(1)

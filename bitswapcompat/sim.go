@@ -11,6 +11,7 @@ import (
 	cid "github.com/ipfs/go-cid"
 
 	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // SessionInterestManager records which session is interested in which CID,
@@ -27,12 +28,13 @@ type SessionInterestManager struct {
 	onErr       func(error)
 	cancelsSent bool // the Notifier has a cancel function: CANCELs go there, not to Remove* results
 
-	// mu guards sessions. Nothing that waits is called while it is held:
+	// mu guards sessions and peak. Nothing that waits is called while it is held:
 	// only NewInterest, which takes the Notifier's registry lock briefly,
 	// and Subscription.Err, which takes the subscription's lock briefly;
 	// neither ever waits for mu.
 	mu       sync.Mutex
 	sessions map[uint64]*simSession
+	peak     shrink.Peak // of sessions, which gives back the storage of a burst of sessions (shrink.Fit)
 }
 
 // simSession is a session's interest subscription. While RemoveSession ends
@@ -74,6 +76,7 @@ func (sim *SessionInterestManager) session(ses uint64) (*notifier.Subscription, 
 		return nil, err
 	}
 	sim.sessions[ses] = &simSession{sub: sub}
+	sim.peak.Grew(len(sim.sessions))
 	return sub, nil
 }
 
@@ -147,6 +150,7 @@ func (sim *SessionInterestManager) forget(ses uint64, sub *notifier.Subscription
 	defer sim.mu.Unlock()
 	if e := sim.sessions[ses]; e != nil && e.sub == sub && e.leaving == nil {
 		delete(sim.sessions, ses)
+		sim.sessions = shrink.Fit(sim.sessions, &sim.peak)
 	}
 	return sub.Err() == nil // ended by Remove, not by Close
 }
@@ -192,6 +196,7 @@ func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 	defer func() { // deferred: also if the cancel function panics in ReleaseAll, which has finished then
 		sim.mu.Lock()
 		delete(sim.sessions, ses)
+		sim.sessions = shrink.Fit(sim.sessions, &sim.peak)
 		sim.mu.Unlock()
 		close(e.leaving)
 	}()

@@ -1,0 +1,188 @@
+package notifier
+
+import (
+	"context"
+	"runtime"
+	"sync"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
+
+	"github.com/bitswapsync/notifier/internal/heaptest"
+)
+
+// The tests of this file check that the Notifier gives back the storage of
+// a burst (G8): a Go map keeps the storage of the most keys it ever held, so
+// an index that once held a million wants kept some 35 MB for the node's
+// life. Each makes a burst of burstKeys keys, ends it, and compares the live
+// heap with the heap before the burst. Without shrink.Fit, each map of the
+// burst keeps about 3.5 MB; the tests allow burstSlack.
+
+const (
+	burstKeys  = 100_000
+	burstSlack = 1 << 20
+)
+
+// burstBlocks are the blocks of the bursts, made once, before any test's
+// base heap is read, and shared.
+var burstBlocks = sync.OnceValue(func() []blocks.Block { return mkBlocks("burst", burstKeys) })
+
+// TestBurst_WantsGiveBackTheirStorage: the index's maps and the
+// subscription's keys map give back a burst's storage however the wants
+// end: Unsubscribe (channel and interest subscriptions), delivery, Remove.
+func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
+	blks := burstBlocks()
+	keys := keysOf(blks)
+	cases := []struct {
+		name  string
+		make  func(n *Notifier) (*Subscription, error)
+		burst func(t *testing.T, n *Notifier, s *Subscription)
+	}{
+		{"Unsubscribe", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) }},
+		{"interest/Unsubscribe", func(n *Notifier) (*Subscription, error) { return n.NewInterest(1) },
+			func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) }},
+		{"Remove", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			func(t *testing.T, _ *Notifier, s *Subscription) { s.Remove() }},
+		{"delivery", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			func(t *testing.T, n *Notifier, s *Subscription) {
+				if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
+					t.Fatal(err)
+				}
+				if m := recv(t, s); len(m.Blocks) != len(blks)-10 {
+					t.Fatalf("%d blocks delivered, want %d", len(m.Blocks), len(blks)-10)
+				}
+				// The delivered keys' entries in s's keys map are stale; the
+				// next want compacts the map.
+				if err := s.Subscribe(ctx, mkBlocks("burst after", 1)[0].Cid()); err != nil {
+					t.Fatal(err)
+				}
+			}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			n := newClosedAtEnd(t, nil, WithShards(1))
+			s, err := c.make(n)
+			if err != nil {
+				t.Fatal(err)
+			}
+			base := heaptest.Live()
+			if err := s.Subscribe(ctx, keys...); err != nil {
+				t.Fatal(err)
+			}
+			if st := n.Stats(); st.Keys != burstKeys {
+				t.Fatalf("the burst wants %d keys, want %d", st.Keys, burstKeys)
+			}
+			c.burst(t, n, s)
+			heaptest.RequireBackTo(t, base, burstSlack)
+			runtime.KeepAlive(s)
+		})
+	}
+}
+
+// TestBurst_SubscriptionsGiveBackTheirStorage: the registry gives back the
+// storage of a burst of subscriptions once they are removed.
+func TestBurst_SubscriptionsGiveBackTheirStorage(t *testing.T) {
+	const subs = 50_000 // the registry's map keeps about 1.2 MB without shrink.Fit
+	n := newClosedAtEnd(t, nil)
+	base := heaptest.Live()
+	made := make([]*Subscription, 0, subs)
+	for i := range subs {
+		s, err := n.NewSubscriptionFunc(uint64(i), func(ResponseMessage) {})
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, s)
+	}
+	for _, s := range made {
+		s.Remove()
+	}
+	made = nil
+	heaptest.RequireBackTo(t, base, burstSlack/4)
+}
+
+// TestBurst_RequestsGiveBackTheirStorage: the same for requests
+// (NewRequest), listed in a map of their own once they want a key.
+func TestBurst_RequestsGiveBackTheirStorage(t *testing.T) {
+	const reqs = 50_000
+	n := newClosedAtEnd(t, nil)
+	k := mkBlocks("burst request", 1)[0].Cid()
+	base := heaptest.Live()
+	made := make([]*Subscription, 0, reqs)
+	for range reqs {
+		s, err := n.NewRequest(func(ResponseMessage) {})
+		if err == nil {
+			err = s.Subscribe(ctx, k)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		made = append(made, s)
+	}
+	if got := len(n.requests); got != reqs {
+		t.Fatalf("%d requests listed, want %d", got, reqs)
+	}
+	for _, s := range made {
+		s.Remove()
+	}
+	made = nil
+	heaptest.RequireBackTo(t, base, burstSlack/4)
+}
+
+// gatedDiscard is a blockstore that holds nothing: its PutMany waits for
+// release (once entered is closed) and then discards the blocks, so that
+// a test can hold a Publish's reservations without the store's own memory
+// in its heap.
+type gatedDiscard struct {
+	entered, release chan struct{}
+}
+
+func (g *gatedDiscard) Has(context.Context, cid.Cid) (bool, error) { return false, nil }
+
+func (g *gatedDiscard) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
+	return nil, ipld.ErrNotFound{Cid: c}
+}
+
+func (g *gatedDiscard) PutMany(context.Context, []blocks.Block) error {
+	close(g.entered)
+	<-g.release
+	return nil
+}
+
+// TestBurst_ReservationsAndMarksGiveBackTheirStorage: a Publish of a burst
+// of blocks reserves every key while its PutMany runs, and a Subscribe of
+// those keys marks each of them while it waits; both maps give the storage
+// back once the operations are over.
+func TestBurst_ReservationsAndMarksGiveBackTheirStorage(t *testing.T) {
+	blks := burstBlocks()
+	keys := keysOf(blks)
+	g := &gatedDiscard{entered: make(chan struct{}), release: make(chan struct{})}
+	n := newClosedAtEnd(t, g, WithShards(1))
+	s := mustSub(t, n, 1)
+	base := heaptest.Live()
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: blks}) }() // local: every block is stored
+	<-g.entered
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- s.Subscribe(ctx, keys...) }()
+	waitWaiting(t, n, 1)
+	idx := &n.shards[0].idx
+	n.shards[0].mu.Lock()
+	reserved, marked := len(idx.res.m), len(idx.marks)
+	n.shards[0].mu.Unlock()
+	if reserved < burstKeys-1 || marked != burstKeys {
+		t.Fatalf("the burst reserved %d keys in the map and marked %d; want %d and %d", reserved, marked, burstKeys-1, burstKeys)
+	}
+	close(g.release)
+	if err := <-published; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-subscribed; err != nil {
+		t.Fatal(err)
+	}
+	s.Unsubscribe(keys...)
+	heaptest.RequireBackTo(t, base, burstSlack)
+	runtime.KeepAlive(s)
+}
