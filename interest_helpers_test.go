@@ -156,8 +156,8 @@ func (c *keyCount) get(k cid.Cid) int {
 	return c.n[k]
 }
 
-// requireIndexEmpty asserts that the index holds no want of either kind, and
-// no reservation or mark of an operation.
+// requireIndexEmpty asserts that the index holds no want of either kind, no
+// reservation or mark of an operation, and no positions of subscribers.
 func requireIndexEmpty(t *testing.T, n *Notifier) {
 	t.Helper()
 	require.Equal(t, Stats{}, n.Stats())
@@ -166,6 +166,7 @@ func requireIndexEmpty(t *testing.T, n *Notifier) {
 		require.Empty(t, n.shards[i].idx.held, "shard %d: held", i)
 		require.True(t, n.shards[i].idx.res.empty(), "shard %d: reservations", i)
 		require.Empty(t, n.shards[i].idx.marks, "shard %d: marks", i)
+		require.Empty(t, n.shards[i].idx.big, "shard %d: positions of subscribers", i)
 	}
 }
 

@@ -63,6 +63,16 @@ type shardIndex struct {
 	// storage of a burst once it has shrunk to an eighth of it (shrink.Fit).
 	wantsPeak, heldPeak, marksPeak shrink.Peak
 
+	// big holds, for interests of more than bigSubs subscribers, where each
+	// of them is in its subs, so that ending one want of a key that many
+	// subscriptions share does not scan them all: ending the wants of N
+	// subscribers of one key one by one took O(N²). An interest enters it
+	// at the first end of one of its wants (not before: a key that many
+	// subscriptions want and nobody stops wanting pays nothing for it), and
+	// leaves it once down to bigSubs/2 subscribers, or ended.
+	big     map[*interest]*positions
+	bigPeak shrink.Peak
+
 	// res holds the keys that an operation has reserved while it calls the
 	// blockstore with no lock held, and that operation, until it has
 	// committed. An operation that would change the wants of a
@@ -97,6 +107,18 @@ func newShardIndex() shardIndex {
 		held:  make(map[cid.Cid]*interest),
 		marks: make(map[cid.Cid][]*op),
 	}
+}
+
+// bigSubs is the number of subscribers of one key over which their
+// positions in interest.subs are kept (shardIndex.big): a scan of fewer is
+// as fast as a map.
+const bigSubs = 256
+
+// positions maps each subscriber of one interest to its index in the
+// interest's subs.
+type positions struct {
+	at   map[*Subscription]int
+	peak shrink.Peak
 }
 
 // reservations is the set of reserved keys of one shard, each with the
@@ -294,6 +316,7 @@ func (x *shardIndex) add(k cid.Cid, e *interest, s *Subscription, by *op) *inter
 		}
 	} else {
 		e.subs = append(e.subs, s)
+		x.placed(e)
 	}
 	x.pairs.Add(1)
 	x.wakeSubscribes(k, s, by)
@@ -325,14 +348,15 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 	if e == nil {
 		return false, false, false
 	}
-	i := slices.Index(e.subs, s)
+	i := x.index(e, s, true)
 	if i < 0 {
 		return false, false, false
 	}
 	end := len(e.subs) - 1
 	e.subs[i] = e.subs[end]
 	e.subs[end] = nil
-	e.subs = e.subs[:end]
+	e.subs = shrink.Clip(e.subs[:end])
+	x.moved(e, s, i)
 	if e.first[0] == s { // subs has grown out of first, which still holds s: let go of it
 		e.first[0] = nil
 	}
@@ -354,6 +378,87 @@ func (x *shardIndex) endWant(k cid.Cid, s *Subscription) (found, kindLast, last 
 	return true, true, true
 }
 
+// index returns where s is in e.subs, or -1. For an interest of more than
+// bigSubs subscribers it answers from their positions, which it starts
+// keeping if build is set and they are not kept yet (endWant: the first end
+// of one of many wants; a scan is no dearer than that once).
+func (x *shardIndex) index(e *interest, s *Subscription, build bool) int {
+	if len(e.subs) <= bigSubs {
+		return slices.Index(e.subs, s)
+	}
+	var p *positions
+	if len(x.big) > 0 {
+		p = x.big[e]
+	}
+	if p == nil {
+		if !build {
+			return slices.Index(e.subs, s)
+		}
+		p = x.keepPositions(e)
+	}
+	if i, ok := p.at[s]; ok {
+		return i
+	}
+	return -1
+}
+
+// keepPositions starts keeping the positions of e's subscribers.
+func (x *shardIndex) keepPositions(e *interest) *positions {
+	if x.big == nil {
+		x.big = make(map[*interest]*positions)
+	}
+	p := &positions{at: make(map[*Subscription]int, len(e.subs))}
+	for i, s := range e.subs {
+		p.at[s] = i
+	}
+	p.peak.Grew(len(p.at))
+	x.big[e] = p
+	x.bigPeak.Grew(len(x.big))
+	return p
+}
+
+// placed records the position of the subscriber just appended to e.subs, if
+// the positions of e's subscribers are kept.
+func (x *shardIndex) placed(e *interest) {
+	if len(x.big) == 0 {
+		return
+	}
+	p := x.big[e]
+	if p == nil {
+		return
+	}
+	last := len(e.subs) - 1
+	p.at[e.subs[last]] = last
+	p.peak.Grew(len(p.at))
+}
+
+// moved records that s has left e.subs from position i, where the last
+// subscriber has moved (endWant).
+func (x *shardIndex) moved(e *interest, s *Subscription, i int) {
+	if len(x.big) == 0 {
+		return
+	}
+	p := x.big[e]
+	if p == nil {
+		return
+	}
+	if len(e.subs) <= bigSubs/2 {
+		x.dropBig(e)
+		return
+	}
+	delete(p.at, s)
+	if i < len(e.subs) {
+		p.at[e.subs[i]] = i
+	}
+	p.at = shrink.Fit(p.at, &p.peak)
+}
+
+// dropBig stops keeping the positions of e's subscribers.
+func (x *shardIndex) dropBig(e *interest) {
+	delete(x.big, e)
+	x.big = shrink.Fit(x.big, &x.bigPeak)
+}
+
 // endDelivered ends every want of k that ends at delivery: its block has been
 // delivered to all of them. It reports whether that was the last want of k,
 // that is whether no interest subscription holds k. The subscribers' entries
@@ -366,6 +471,9 @@ func (x *shardIndex) endDelivered(k cid.Cid, e *interest) (last bool) {
 	e.ended.Store(true)
 	e.first[0] = nil
 	e.subs = nil
+	if len(x.big) > 0 {
+		x.dropBig(e)
+	}
 	if x.held[k] != nil {
 		return false
 	}

@@ -278,7 +278,7 @@ func (n *Notifier) needs(o *op, k cid.Cid, sh int32) bool {
 // k's shard lock.
 func wants(x *shardIndex, k cid.Cid, s *Subscription) bool {
 	e := x.lookupFor(k, s)
-	return e != nil && slices.Contains(e.subs, s)
+	return e != nil && x.index(e, s, false) >= 0
 }
 
 // claimant returns the operation that o must wait for on k, in shard sh, or

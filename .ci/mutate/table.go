@@ -326,6 +326,20 @@ var table = []mutation{
 		why: "PubSub keeps the storage of the most calls that ever waited at once",
 	},
 	{
+		id: "g8-subscribers-list-keeps-burst", g: "G8", file: "interest_index.go",
+		old: "\te.subs = shrink.Clip(e.subs[:end])",
+		new: "\te.subs = e.subs[:end]",
+		pkg: ".", run: `^TestBurst_OneKeyOfManySubscribersGivesBackItsStorage$`,
+		why: "a key that many subscriptions once wanted keeps the storage of their list while a few still want it",
+	},
+	{
+		id: "g1-stale-subscriber-position", g: "G1", file: "interest_index.go",
+		old: "\tif i < len(e.subs) {\n\t\tp.at[e.subs[i]] = i\n\t}\n",
+		new: "",
+		pkg: ".", run: `^TestIndex_PositionsOfManySubscribers$`,
+		why: "ending one of many wants of a key leaves the position of the subscriber moved into its place stale, so a later end removes another subscription's want",
+	},
+	{
 		id: "g8-kept-message-keeps-others-blocks", g: "G8", file: "op.go",
 		old: `			shared = false`,
 		new: `			shared = true`,
