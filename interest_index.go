@@ -111,8 +111,9 @@ func newShardIndex() shardIndex {
 
 // bigSubs is the number of subscribers of one key over which their
 // positions in interest.subs are kept (shardIndex.big): a scan of fewer is
-// as fast as a map.
-const bigSubs = 256
+// as fast as a map. A variable only so that tests can lower it before they
+// start (-small-thresholds).
+var bigSubs = 256
 
 // positions maps each subscriber of one interest to its index in the
 // interest's subs.

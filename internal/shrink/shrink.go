@@ -13,10 +13,12 @@ package shrink
 
 import "maps"
 
-// Floor is the largest peak whose storage a map keeps for good: under it, a
-// copy would give back little (about 35 KB for a map of CIDs) and could cost
-// a map that empties and fills again a copy per cycle.
-const Floor = 1024
+// Floor is the largest peak whose storage a map or slice keeps for good:
+// under it, a copy would give back little (about 35 KB for a map of CIDs)
+// and could cost a map that empties and fills again a copy per cycle. A
+// variable only so that tests can lower it, before they start, to make every
+// map and slice copy itself often (the notifier's -small-thresholds).
+var Floor = 1024
 
 // Peak is the most keys one map has held since it was made or last copied by
 // Fit. The zero Peak is ready to use.
