@@ -40,14 +40,25 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 		make  func(n *Notifier) (*Subscription, error)
 		burst func(t *testing.T, n *Notifier, s *Subscription)
 	}{
-		{"Unsubscribe", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
-			func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) }},
-		{"interest/Unsubscribe", func(n *Notifier) (*Subscription, error) { return n.NewInterest(1) },
-			func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) }},
-		{"Remove", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
-			func(t *testing.T, _ *Notifier, s *Subscription) { s.Remove() }},
-		{"delivery", func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
-			func(t *testing.T, n *Notifier, s *Subscription) {
+		{
+			name:  "Unsubscribe",
+			make:  func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			burst: func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) },
+		},
+		{
+			name:  "interest/Unsubscribe",
+			make:  func(n *Notifier) (*Subscription, error) { return n.NewInterest(1) },
+			burst: func(t *testing.T, _ *Notifier, s *Subscription) { s.Unsubscribe(keys[10:]...) },
+		},
+		{
+			name:  "Remove",
+			make:  func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			burst: func(t *testing.T, _ *Notifier, s *Subscription) { s.Remove() },
+		},
+		{
+			name: "delivery",
+			make: func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			burst: func(t *testing.T, n *Notifier, s *Subscription) {
 				if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
 					t.Fatal(err)
 				}
@@ -59,7 +70,8 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 				if err := s.Subscribe(ctx, mkBlocks("burst after", 1)[0].Cid()); err != nil {
 					t.Fatal(err)
 				}
-			}},
+			},
+		},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -99,7 +111,6 @@ func TestBurst_SubscriptionsGiveBackTheirStorage(t *testing.T) {
 	for _, s := range made {
 		s.Remove()
 	}
-	made = nil
 	heaptest.RequireBackTo(t, base, burstSlack/4)
 }
 
@@ -127,7 +138,6 @@ func TestBurst_RequestsGiveBackTheirStorage(t *testing.T) {
 	for _, s := range made {
 		s.Remove()
 	}
-	made = nil
 	heaptest.RequireBackTo(t, base, burstSlack/4)
 }
 

@@ -14,7 +14,7 @@ func BenchmarkUnsubscribeOneKeyOfMany(b *testing.B) {
 	for _, subs := range []int{100, 1_000, 10_000} {
 		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
 			n := New(nil)
-			defer n.Close()
+			defer func() { _ = n.Close() }()
 			k := mkBlocks("fan-in bench", 1)[0].Cid()
 			ss := make([]*Subscription, subs)
 			for i := range ss {

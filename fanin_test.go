@@ -102,8 +102,7 @@ func TestIndex_PositionsOfManySubscribers(t *testing.T) {
 // positions an end of one of their wants made the index keep, leaves no
 // positions behind.
 func TestIndex_DeliveryDropsPositions(t *testing.T) {
-	n := New(nil, WithShards(1))
-	defer n.Close()
+	n := newClosedAtEnd(t, nil, WithShards(1))
 	k := mkBlocks("fan-in delivery", 1)[0].Cid()
 	var last *Subscription
 	for i := range 2 * bigSubs {

@@ -44,7 +44,6 @@ func TestBurst_CallsGiveBackTheirStorage(t *testing.T) {
 		for range ch { // closed once the call has ended
 		}
 	}
-	chs, cancels = nil, nil
 	heaptest.RequireBackTo(t, base, 256<<10)
 	runtime.KeepAlive(ps)
 }
