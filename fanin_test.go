@@ -7,6 +7,8 @@ import (
 	"slices"
 	"testing"
 
+	cid "github.com/ipfs/go-cid"
+
 	"github.com/bitswapsync/notifier/internal/heaptest"
 )
 
@@ -98,14 +100,11 @@ func TestIndex_PositionsOfManySubscribers(t *testing.T) {
 	}
 }
 
-// TestIndex_DeliveryDropsPositions: a delivery to many subscribers, whose
-// positions an end of one of their wants made the index keep, leaves no
-// positions behind.
-func TestIndex_DeliveryDropsPositions(t *testing.T) {
-	n := newClosedAtEnd(t, nil, WithShards(1))
-	k := mkBlocks("fan-in delivery", 1)[0].Cid()
-	var last *Subscription
-	for i := range 2 * bigSubs {
+// subscribeMany makes count subscriptions of n, each wanting k.
+func subscribeMany(t *testing.T, n *Notifier, k cid.Cid, count int) []*Subscription {
+	t.Helper()
+	ss := make([]*Subscription, 0, count)
+	for i := range count {
 		s, err := n.NewSubscriptionFunc(uint64(i), func(ResponseMessage) {})
 		if err == nil {
 			err = s.Subscribe(ctx, k)
@@ -113,16 +112,49 @@ func TestIndex_DeliveryDropsPositions(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		last = s
+		ss = append(ss, s)
 	}
-	last.Unsubscribe(k)
-	kept := func() int {
-		n.shards[0].mu.Lock()
-		defer n.shards[0].mu.Unlock()
-		return len(n.shards[0].idx.big)
+	return ss
+}
+
+// keptPositions returns how many interests of n's one shard have the
+// positions of their subscribers kept.
+func keptPositions(n *Notifier) int {
+	n.shards[0].mu.Lock()
+	defer n.shards[0].mu.Unlock()
+	return len(n.shards[0].idx.big)
+}
+
+// TestIndex_PositionsKeptOnlyAfterManyEnds: the positions of many
+// subscribers of one key are not kept for a few ends of their wants, whose
+// scans cost less than building them, and are from the bigSubs+1-th on.
+func TestIndex_PositionsKeptOnlyAfterManyEnds(t *testing.T) {
+	n := newClosedAtEnd(t, nil, WithShards(1))
+	k := mkBlocks("fan-in ends", 1)[0].Cid()
+	ss := subscribeMany(t, n, k, 3*bigSubs)
+	for i, s := range ss[:bigSubs] {
+		s.Unsubscribe(k)
+		if kept := keptPositions(n); kept != 0 {
+			t.Fatalf("positions kept after %d ends, want none before %d", i+1, bigSubs+1)
+		}
 	}
-	if kept() != 1 {
-		t.Fatalf("the index keeps the positions of %d interests after an end of one of many wants, want 1", kept())
+	ss[bigSubs].Unsubscribe(k)
+	if kept := keptPositions(n); kept != 1 {
+		t.Fatalf("the positions of %d interests kept after %d ends, want 1", kept, bigSubs+1)
+	}
+}
+
+// TestIndex_DeliveryDropsPositions: a delivery to many subscribers, whose
+// positions the ends of some of their wants made the index keep, leaves no
+// positions behind.
+func TestIndex_DeliveryDropsPositions(t *testing.T) {
+	n := newClosedAtEnd(t, nil, WithShards(1))
+	k := mkBlocks("fan-in delivery", 1)[0].Cid()
+	for _, s := range subscribeMany(t, n, k, 3*bigSubs)[:bigSubs+1] {
+		s.Unsubscribe(k)
+	}
+	if kept := keptPositions(n); kept != 1 {
+		t.Fatalf("the positions of %d interests kept after %d ends, want 1", kept, bigSubs+1)
 	}
 	if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: mkBlocks("fan-in delivery", 1)}); err != nil {
 		t.Fatal(err)
@@ -130,34 +162,32 @@ func TestIndex_DeliveryDropsPositions(t *testing.T) {
 	if st := n.Stats(); st.Keys != 0 {
 		t.Fatalf("%d keys wanted after the delivery, want 0", st.Keys)
 	}
-	if kept() != 0 {
-		t.Fatalf("the index keeps the positions of %d interests after the delivery, want 0", kept())
+	if kept := keptPositions(n); kept != 0 {
+		t.Fatalf("the positions of %d interests kept after the delivery, want 0", kept)
 	}
 }
 
 // TestBurst_OneKeyOfManySubscribersGivesBackItsStorage: the list of a
-// key's subscribers gives back the storage of a burst of them.
+// key's subscribers, and the positions kept for them, give back the storage
+// of a burst of them: down to 10 (the positions are dropped), and down to
+// bigSubs/2+1 (they are still kept, in a map of that size).
 func TestBurst_OneKeyOfManySubscribersGivesBackItsStorage(t *testing.T) {
-	const subs = 50_000 // the list keeps 512 KB without shrink.Clip
-	n := newClosedAtEnd(t, nil)
-	k := mkBlocks("fan-in burst", 1)[0].Cid()
-	base := heaptest.Live()
-	made := make([]*Subscription, 0, subs)
-	for i := range subs {
-		s, err := n.NewSubscriptionFunc(uint64(i), func(ResponseMessage) {})
-		if err == nil {
-			err = s.Subscribe(ctx, k)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		made = append(made, s)
+	const subs = 50_000 // without shrink, the list keeps 512 KB and the positions about 1 MB
+	for _, left := range []int{10, bigSubs/2 + 1} {
+		t.Run(fmt.Sprintf("left=%d", left), func(t *testing.T) {
+			n := newClosedAtEnd(t, nil, WithShards(1))
+			k := mkBlocks("fan-in burst", 1)[0].Cid()
+			base := heaptest.Live()
+			made := subscribeMany(t, n, k, subs)
+			for _, s := range slices.Backward(made[left:]) {
+				s.Remove()
+			}
+			kept := slices.Clone(made[:left])
+			if want := min(1, max(0, left-bigSubs/2)); keptPositions(n) != want {
+				t.Fatalf("the positions of %d interests kept, want %d", keptPositions(n), want)
+			}
+			heaptest.RequireBackTo(t, base, 256<<10)
+			runtime.KeepAlive(kept)
+		})
 	}
-	for _, s := range slices.Backward(made[10:]) {
-		s.Remove()
-	}
-	kept := slices.Clone(made[:10])
-	made = nil
-	heaptest.RequireBackTo(t, base, 256<<10)
-	runtime.KeepAlive(kept)
 }

@@ -333,6 +333,13 @@ var table = []mutation{
 		why: "a key that many subscriptions once wanted keeps the storage of their list while a few still want it",
 	},
 	{
+		id: "g8-subscriber-positions-keep-burst", g: "G8", file: "interest_index.go",
+		old: "\tp.at = shrink.Fit(p.at, &p.peak)\n",
+		new: "",
+		pkg: ".", run: `^TestBurst_OneKeyOfManySubscribersGivesBackItsStorage$`,
+		why: "the positions kept for the subscribers of a key that many once wanted keep the storage of all of them",
+	},
+	{
 		id: "g1-stale-subscriber-position", g: "G1", file: "interest_index.go",
 		old: "\tif i < len(e.subs) {\n\t\tp.at[e.subs[i]] = i\n\t}\n",
 		new: "",
