@@ -217,10 +217,26 @@ func (n *Notifier) putOp(o *op) {
 	cut(&o.slow)
 	o.step, o.next = stepNone, 0
 	o.probe = probe{}
-	n.ops.Put(o)
+	if !o.oversized() {
+		n.ops.Put(o)
+	}
 	if len(parked) > 0 {
 		n.resume(parked)
 	}
+}
+
+// opKeepCap is the most elements a slice of a pooled op may have room for:
+// an op that a burst left larger (a Publish of 100,000 blocks keeps about
+// 6 MB of slices) is not pooled again, as emptiedMap does for its maps.
+// Otherwise a node busy enough to take it from the pool between every two
+// collections would keep it for good.
+const opKeepCap = 4096
+
+// oversized reports whether one of o's slices has room for more than
+// opKeepCap elements.
+func (o *op) oversized() bool {
+	return max(cap(o.keyShards), cap(o.resKeys), cap(o.held), cap(o.hits), cap(o.store),
+		cap(o.cancels), cap(o.freed), cap(o.targets), cap(o.order), cap(o.slow)) > opKeepCap
 }
 
 // cut zeroes the elements of *s (zero) and cuts it to length 0 in place,

@@ -270,9 +270,9 @@ var table = []mutation{
 	},
 	{
 		id: "g8-unregister-count-leak", g: "G8", file: "notifier.go",
-		old: `		delete(n.sessions, s.id)
+		old: `		n.sessions = shrink.Fit(n.sessions, &n.sessionsPeak)
 		n.counts.Add(-oneLive)`,
-		new: `		delete(n.sessions, s.id)`,
+		new: `		n.sessions = shrink.Fit(n.sessions, &n.sessionsPeak)`,
 		pkg: ".", run: `^TestIndex_EmptyAfterAllRemoved$`,
 		why: "a removed session stays counted in Stats.Subscriptions",
 	},
