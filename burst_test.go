@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"runtime"
+	"slices"
 	"sync"
 	"testing"
 
@@ -35,6 +36,14 @@ var burstBlocks = sync.OnceValue(func() []blocks.Block { return mkBlocks("burst"
 func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 	blks := burstBlocks()
 	keys := keysOf(blks)
+	deliver := func(t *testing.T, n *Notifier, s *Subscription) { // all but the first 10 keys, in one message
+		if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
+			t.Fatal(err)
+		}
+		if m := recv(t, s); len(m.Blocks) != len(blks)-10 {
+			t.Fatalf("%d blocks delivered, want %d", len(m.Blocks), len(blks)-10)
+		}
+	}
 	cases := []struct {
 		name  string
 		make  func(n *Notifier) (*Subscription, error)
@@ -59,16 +68,37 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 			name: "delivery",
 			make: func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
 			burst: func(t *testing.T, n *Notifier, s *Subscription) {
-				if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
-					t.Fatal(err)
-				}
-				if m := recv(t, s); len(m.Blocks) != len(blks)-10 {
-					t.Fatalf("%d blocks delivered, want %d", len(m.Blocks), len(blks)-10)
-				}
+				deliver(t, n, s)
 				// The delivered keys' entries in s's keys map are stale; the
 				// next want compacts the map.
 				if err := s.Subscribe(ctx, mkBlocks("burst after", 1)[0].Cid()); err != nil {
 					t.Fatal(err)
+				}
+			},
+		},
+		{
+			// No want follows: the delivery itself compacts the map, which
+			// would otherwise keep the stale entries, and the interests
+			// they point to, while s lives.
+			name:  "idle after delivery",
+			make:  func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			burst: deliver,
+		},
+		{
+			// The same in messages of 100 blocks, compacted as they come,
+			// to a subscription with a delivery function.
+			name: "idle after small deliveries",
+			make: func(n *Notifier) (*Subscription, error) {
+				return n.NewSubscriptionFunc(1, func(ResponseMessage) {})
+			},
+			burst: func(t *testing.T, n *Notifier, s *Subscription) {
+				for i := 10; i < len(blks); i += 100 {
+					if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[i:min(i+100, len(blks))]}); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if st := n.Stats(); st.Wants != 10 {
+					t.Fatalf("%d wants left after the deliveries, want 10", st.Wants)
 				}
 			},
 		},
@@ -89,6 +119,15 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 			}
 			c.burst(t, n, s)
 			heaptest.RequireBackTo(t, base, burstSlack)
+			// What gave the storage back kept the wants that are left: the
+			// first 10 keys, but after Remove.
+			want := keys[:10]
+			if c.name == "Remove" {
+				want = nil
+			}
+			if got := s.AppendWanted(nil, keys); !slices.Equal(got, want) {
+				t.Fatalf("the subscription wants %d of the burst's keys after it, want %d", len(got), len(want))
+			}
 			runtime.KeepAlive(s)
 		})
 	}

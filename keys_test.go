@@ -2,7 +2,9 @@ package notifier
 
 import (
 	"maps"
+	"math/rand/v2"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -12,6 +14,8 @@ import (
 	ds "github.com/ipfs/go-datastore"
 	dssync "github.com/ipfs/go-datastore/sync"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/shrink"
 )
 
 // Tests of how a subscription keeps its keys: repeated keys in one Subscribe,
@@ -81,10 +85,12 @@ func TestDeliveredWant_IsGoneEverywhere(t *testing.T) {
 
 // A subscription's stale entries are compacted by its next Subscribe once
 // they outnumber its live ones, so a long-lived session does not grow without
-// bound.
+// bound. A map of more than shrink.Floor entries is compacted by delivery
+// too (accept): under -small-thresholds, this one.
 func TestStaleKeys_Compacted(t *testing.T) {
-	n, _ := newWithCancels(t, nil)
 	const delivered, live = 200, 10
+	compacting := delivered+live > shrink.Floor
+	n, _ := newWithCancels(t, nil)
 	b := mkBlocks("compact", delivered+live)
 	s := mustSub(t, n, 1)
 	require.NoError(t, s.Subscribe(ctx, keysOf(b)...))
@@ -93,16 +99,28 @@ func TestStaleKeys_Compacted(t *testing.T) {
 		recv(t, s)
 	}
 	s.mu.Lock()
-	require.Len(t, s.keys, delivered+live, "delivery leaves the entries in place")
+	kept := len(s.keys)
 	s.mu.Unlock()
+	if compacting {
+		require.Less(t, kept, delivered+live, "delivery compacts a map above shrink.Floor")
+	} else {
+		require.Equal(t, delivered+live, kept, "delivery leaves the entries of a small map in place")
+	}
 
 	extra := mkBlocks("compact-extra", 1)[0].Cid()
 	require.NoError(t, s.Subscribe(ctx, extra))
 	s.mu.Lock()
 	got := slices.Collect(maps.Keys(s.keys))
 	s.mu.Unlock()
-	require.Equal(t, sorted(append(keysOf(b[delivered:]), extra)...), sorted(got...))
+	want := append(keysOf(b[delivered:]), extra)
+	if compacting { // the last compaction may have left up to 64 stale entries (compact)
+		require.Subset(t, got, want)
+		require.LessOrEqual(t, len(got), len(want)+64)
+	} else {
+		require.Equal(t, sorted(want...), sorted(got...))
+	}
 	require.Equal(t, Stats{Subscriptions: 1, Keys: live + 1, Wants: live + 1}, n.Stats())
+	require.Equal(t, want, s.AppendWanted(nil, append(keysOf(b), extra)))
 }
 
 // Remove does not wait for the shards of keys whose blocks were delivered:
@@ -214,4 +232,189 @@ func TestSubscribe_AfterRemoveTouchesNothing(t *testing.T) {
 	require.ErrorIs(t, s.Subscribe(ctx, mkBlocks("after-remove", 1)[0].Cid()), ErrClosed)
 	require.Zero(t, gets, "the blockstore was consulted for an ended subscription")
 	require.Equal(t, Stats{}, n.Stats())
+}
+
+// TestStaleKeys_DeliveryCompactionKeepsWants: a random walk of Subscribes,
+// Unsubscribes and Publishes over 4,096 keys, by two subscriptions (one with
+// a channel, one with a delivery function) whose maps of keys grow past
+// shrink.Floor, so that delivery compacts them (accept) as often as the
+// next Subscribe does. After every step each subscription wants exactly
+// what a model says (AppendWanted, which reads its map, and Stats, which
+// counts the index), its map holds a live entry for each of those keys,
+// and stale counts exactly its other entries.
+func TestStaleKeys_DeliveryCompactionKeepsWants(t *testing.T) {
+	const universe, steps = 4096, 500
+	blks, keys, n, subs := largeSubscriptions(t, "delivery compaction", universe)
+	ch, fn := subs[0], subs[1]
+	models := []map[int]bool{{}, {}}
+	rng := rand.New(rand.NewPCG(36, 1))
+	pick := func(most int) []int {
+		ix := make([]int, 1+rng.IntN(most))
+		for i := range ix {
+			ix[i] = rng.IntN(universe)
+		}
+		return ix
+	}
+	compactions := 0
+	for step := range steps {
+		i := rng.IntN(len(subs))
+		switch op := rng.IntN(10); {
+		case op < 4: // Subscribe, mostly of many keys
+			ix := pick(1200)
+			ks := make([]cid.Cid, len(ix))
+			for j, x := range ix {
+				ks[j] = keys[x]
+				models[i][x] = true
+			}
+			require.NoError(t, subs[i].Subscribe(ctx, ks...))
+		case op < 5:
+			ix := pick(300)
+			ks := make([]cid.Cid, len(ix))
+			for j, x := range ix {
+				ks[j] = keys[x]
+				delete(models[i], x)
+			}
+			subs[i].Unsubscribe(ks...)
+		default: // Publish a batch; the channel subscription reads what it gets
+			ix := pick(800)
+			msg := ResponseMessage{From: "p"}
+			for _, x := range ix {
+				msg.Blocks = append(msg.Blocks, blks[x])
+			}
+			before := []int{ch.stale, fn.stale} // read without s.mu: nothing runs beside this goroutine
+			chWanted := false
+			for _, x := range ix {
+				chWanted = chWanted || models[0][x]
+			}
+			require.NoError(t, n.Publish(ctx, msg))
+			if chWanted {
+				recv(t, ch)
+			}
+			for _, m := range models {
+				for _, x := range ix {
+					delete(m, x)
+				}
+			}
+			for j, s := range subs {
+				if s.stale < before[j] {
+					compactions++
+				}
+			}
+		}
+		wants := 0
+		for j, s := range subs {
+			var want []cid.Cid
+			for x, k := range keys {
+				if models[j][x] {
+					want = append(want, k)
+				}
+			}
+			wants += len(want)
+			require.Equal(t, want, s.AppendWanted(nil, keys), "step %d: subscription %d", step, j)
+			live, ended, stale := countEntries(s)
+			require.Equal(t, len(want), live, "step %d: subscription %d: live entries", step, j)
+			require.Equal(t, ended, stale, "step %d: subscription %d: stale entries", step, j)
+		}
+		require.Equal(t, wants, n.Stats().Wants, "step %d", step)
+	}
+	t.Logf("%d deliveries compacted a map", compactions)
+	require.Greater(t, compactions, 20, "deliveries that compacted a map")
+}
+
+// TestStaleKeys_DeliveryCompactionUnderStress: the same maps, compacted by
+// delivery while other goroutines add and end wants of the same
+// subscriptions and read them (AppendWanted, Wants). Once all have
+// stopped, each subscription's map and stale count agree with each other,
+// AppendWanted with the index, and Remove leaves the index empty. Bounded:
+// a fixed number of operations per goroutine.
+func TestStaleKeys_DeliveryCompactionUnderStress(t *testing.T) {
+	const universe, rounds = 4096, 150
+	blks, keys, n, subs := largeSubscriptions(t, "delivery compaction stress", universe)
+	ch := subs[0]
+	drained := make(chan struct{})
+	go func() {
+		defer close(drained)
+		for range ch.Messages() {
+		}
+	}()
+	var wg sync.WaitGroup
+	for w, s := range subs { // a wanter per subscription
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(uint64(w), 36))
+			for range rounds {
+				lo := rng.IntN(universe)
+				ks := keys[lo:min(lo+1+rng.IntN(1500), universe)]
+				if rng.IntN(4) == 0 {
+					s.Unsubscribe(ks[:len(ks)/4]...)
+				} else if err := s.Subscribe(ctx, ks...); err != nil {
+					t.Errorf("subscription %d: %v", w, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Go(func() { // a publisher
+		rng := rand.New(rand.NewPCG(2, 36))
+		for range 2 * rounds {
+			lo := rng.IntN(universe)
+			if err := n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[lo:min(lo+1+rng.IntN(800), universe)]}); err != nil {
+				t.Errorf("publish: %v", err)
+				return
+			}
+		}
+	})
+	wg.Go(func() { // a reader
+		rng := rand.New(rand.NewPCG(3, 36))
+		for range rounds {
+			s := subs[rng.IntN(len(subs))]
+			lo := rng.IntN(universe)
+			_ = s.AppendWanted(nil, keys[lo:min(lo+500, universe)])
+			_ = s.Wants(keys[rng.IntN(universe)])
+		}
+	})
+	wg.Wait()
+	wants := 0
+	for j, s := range subs {
+		got := s.AppendWanted(nil, keys)
+		wants += len(got)
+		for _, k := range got {
+			require.True(t, s.Wants(k), "subscription %d: AppendWanted and Wants disagree", j)
+		}
+		live, ended, stale := countEntries(s)
+		require.Equal(t, len(got), live, "subscription %d: live entries", j)
+		require.LessOrEqual(t, ended, stale, "subscription %d: stale entries uncounted", j)
+	}
+	require.Equal(t, wants, n.Stats().Wants)
+	for _, s := range subs {
+		s.Remove()
+	}
+	<-drained
+	requireIndexEmpty(t, n)
+}
+
+// countEntries reads, under s.mu, how many entries of s's map of keys are
+// live and how many ended, and what s counts as stale.
+func countEntries(s *Subscription) (live, ended, stale int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, e := range s.keys {
+		if e.ended.Load() {
+			ended++
+		} else {
+			live++
+		}
+	}
+	return live, ended, s.stale
+}
+
+// largeSubscriptions makes universe blocks and a Notifier without a store
+// with two subscriptions, one with a channel (subs[0]) and one with a
+// delivery function (subs[1]).
+func largeSubscriptions(t *testing.T, tag string, universe int) ([]blocks.Block, []cid.Cid, *Notifier, []*Subscription) {
+	blks := mkBlocks(tag, universe)
+	n := newClosedAtEnd(t, nil)
+	ch := mustSub(t, n, 1)
+	fn, err := n.NewSubscriptionFunc(2, func(ResponseMessage) {})
+	require.NoError(t, err)
+	return blks, keysOf(blks), n, []*Subscription{ch, fn}
 }

@@ -64,9 +64,12 @@ type Subscription struct {
 	// interest has ended is stale: the key's block was delivered and s no
 	// longer wants it. Delivery leaves stale entries in place, since deleting
 	// from every subscriber's map costs a cache miss per subscriber and block;
-	// stale counts them, and want compacts the map once they are most of it.
-	// A key wanted again replaces its stale entry. keysPeak lets the map give
-	// back the storage of a burst of wants (shrink.Fit).
+	// stale counts them, and want compacts the map once they are most of it,
+	// as accept does for a map above shrink.Floor entries, so that a
+	// subscription left idle after a burst keeps at most shrink.Floor
+	// entries, or about twice as many as it still wants. A key
+	// wanted again replaces its stale entry. keysPeak lets the map give back
+	// the storage of a burst of wants (shrink.Fit).
 	keys     map[cid.Cid]*interest
 	stale    int
 	keysPeak shrink.Peak
@@ -1171,8 +1174,22 @@ func (s *Subscription) markClosed(err error) {
 // that overflowed WithMaxPending: the caller must then end s with
 // ErrSlowConsumer once its own locks are released. Messages for s between the
 // overflow and the end are dropped; Err reports it.
+//
+// A map of keys above shrink.Floor entries is compacted here too, not only
+// by the next want: a subscription that a burst of deliveries leaves idle
+// would otherwise keep the burst's stale entries, and the interests they
+// point to, until its next Subscribe or its end. A smaller map waits for
+// those, so that a subscription that wants the same keys again round after
+// round (W1) replaces its stale entries instead of deleting and adding them.
+// Amortised O(1) per delivered block, as compact is, but each compaction is
+// paid by one operation, as by one Subscribe before: under s.mu and the
+// locks the hand-over holds (all the operation's shards, for a subscription
+// with a delivery function; see finish).
 func (s *Subscription) accept(m *ResponseMessage, stale int) (overflowed bool) {
 	s.stale += stale
+	if stale > 0 && len(s.keys) > shrink.Floor {
+		s.compact()
+	}
 	if s.closed.Load() || s.overflow {
 		return false
 	}

@@ -312,6 +312,20 @@ var table = []mutation{
 		why: "a live subscription keeps the storage of the most keys it ever wanted, after their blocks came",
 	},
 	{
+		id: "g8-idle-subscription-keeps-stale-keys", g: "G8", file: "subscription.go",
+		old: "\ts.stale += stale\n\tif stale > 0 && len(s.keys) > shrink.Floor {",
+		new: "\ts.stale += stale\n\tif false {",
+		pkg: ".", run: `^TestBurst_WantsGiveBackTheirStorage$/^idle_after_delivery$`,
+		why: "a subscription left idle after a burst of deliveries keeps every stale key and the interests they point to until its next Subscribe or its end",
+	},
+	{
+		id: "g8-delivery-compaction-drops-live-wants", g: "G8", file: "subscription.go",
+		old: "\tif stale > 0 && len(s.keys) > shrink.Floor {\n\t\ts.compact()",
+		new: "\tif stale > 0 && len(s.keys) > shrink.Floor {\n\t\tclear(s.keys)",
+		pkg: ".", run: `^TestBurst_WantsGiveBackTheirStorage$/^idle_after_delivery$`,
+		why: "the compaction that delivery makes forgets the wants the subscription still has: AppendWanted no longer reports them, and its Remove leaves them in the index",
+	},
+	{
 		id: "g8-registry-keeps-burst", g: "G8", file: "notifier.go",
 		old: "\t\tn.sessions = shrink.Fit(n.sessions, &n.sessionsPeak)\n",
 		new: "",
