@@ -678,9 +678,12 @@ func (s *Subscription) wantLocked(o *op) error {
 
 // compact deletes the stale entries of s.keys once they outnumber the live
 // ones (and 64), which keeps their cost amortised O(1) per delivered block.
-// The caller holds s.mu. An entry found ended here but not yet counted by
-// accept is counted later, so stale may run ahead of the truth; that only
-// brings the next compaction forward.
+// The caller holds s.mu. stale is exact: an operation that ends interests of
+// s's keys holds s.mu from before it ends them (route locks its targets
+// first) until accept has counted them, so no one holding s.mu finds an
+// entry ended but not yet counted (TestStaleKeys_DeliveryCompactionKeepsWants
+// and ...UnderStress check it). Were it to run ahead, that would only bring
+// the next compaction forward.
 func (s *Subscription) compact() {
 	if s.stale <= 64 || s.stale <= len(s.keys)/2 {
 		return
