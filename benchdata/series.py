@@ -1,8 +1,9 @@
 # Summarises a series file of lines "BIN PASS Benchmark... " from two
-# binaries (base, then new), e.g. benchdata/s36-idle-series.txt. For every
-# Notifier row (and every row without impl=), prints medians [min..max] over
-# the passes, the per-pass ratio to the floor row of the same pass if there
-# is one, and the per-pass ratio new/base.
+# binaries (base, then new), e.g. benchdata/s35-fanin-series.txt or
+# benchdata/s36-idle-series.txt. For every Notifier row (and every row
+# without impl=), prints medians [min..max] over the passes, the per-pass
+# ratio to the floor row of the same pass if there is one, and the per-pass
+# ratio new/base.
 import sys, re, statistics as st, collections
 
 UNITS = ('ns/block', 'ns/pair', 'B/pair', 'ns/end', 'ns/msg')
