@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"fmt"
 	"maps"
 	"math/rand/v2"
 	"slices"
@@ -121,6 +122,59 @@ func TestStaleKeys_Compacted(t *testing.T) {
 	}
 	require.Equal(t, Stats{Subscriptions: 1, Keys: live + 1, Wants: live + 1}, n.Stats())
 	require.Equal(t, want, s.AppendWanted(nil, append(keysOf(b), extra)))
+}
+
+// A delivery that ends a subscription's last want leaves no entry in its map,
+// whatever its size, so an idle subscription that wants nothing keeps none of
+// the interests its wants pointed to (accept). Until that last delivery every
+// live want is there, also the keys wanted again after their blocks came,
+// whose stale entries the new wants replaced; and the same keys wanted again
+// after the map emptied, as W1 does every round, end the same way.
+func TestStaleKeys_LastDeliveryEmptiesTheMap(t *testing.T) {
+	for _, size := range []int{1, 64, 65, 1000, shrink.Floor + 1, 3000} {
+		for _, per := range []int{1, 100, size} { // blocks per message
+			if per > size {
+				continue
+			}
+			blks, keys, n, subs := largeSubscriptions(t, fmt.Sprintf("last %d %d", size, per), size)
+			again := min(10, size-1) // keys wanted again once their blocks came
+			for round := range 2 {
+				for _, s := range subs {
+					require.NoError(t, s.Subscribe(ctx, keys...))
+				}
+				wants := slices.Clone(keys)
+				for i := 0; i < size; i += per {
+					if i > 0 && i/per == (size/per)/2 { // halfway: the first keys again
+						for _, s := range subs {
+							require.NoError(t, s.Subscribe(ctx, keys[:again]...))
+						}
+						wants = append(keys[:again:again], wants...)
+					}
+					if i%(16*per) == 0 || i+per >= size { // every 16th message, and the last
+						for _, s := range subs {
+							require.ElementsMatch(t, wants, s.AppendWanted(nil, keys), "size %d, per %d, round %d: the wants left before block %d", size, per, round, i)
+						}
+					}
+					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[i:min(i+per, size)]}))
+					recv(t, subs[0])
+					wants = slices.DeleteFunc(wants, func(k cid.Cid) bool { return slices.Contains(keys[i:min(i+per, size)], k) })
+				}
+				for _, s := range subs {
+					require.ElementsMatch(t, wants, s.AppendWanted(nil, keys), "size %d, per %d, round %d: the wants left after the blocks", size, per, round)
+				}
+				if len(wants) > 0 { // the keys wanted again
+					require.Equal(t, keys[:again], wants)
+					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[:again]}))
+					recv(t, subs[0])
+				}
+				for j, s := range subs {
+					live, ended, stale := countEntries(s)
+					require.Equal(t, [3]int{0, 0, 0}, [3]int{live, ended, stale}, "size %d, per %d, round %d, subscription %d: entries live, ended, and counted stale", size, per, round, j)
+				}
+				require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+			}
+		}
+	}
 }
 
 // Remove does not wait for the shards of keys whose blocks were delivered:

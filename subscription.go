@@ -65,11 +65,12 @@ type Subscription struct {
 	// longer wants it. Delivery leaves stale entries in place, since deleting
 	// from every subscriber's map costs a cache miss per subscriber and block;
 	// stale counts them, and want compacts the map once they are most of it,
-	// as accept does for a map above shrink.Floor entries, so that a
-	// subscription left idle after a burst keeps at most shrink.Floor
-	// entries, or about twice as many as it still wants. A key
-	// wanted again replaces its stale entry. keysPeak lets the map give back
-	// the storage of a burst of wants (shrink.Fit).
+	// as accept does for a map above shrink.Floor entries and for one that
+	// is all stale, so that a subscription left idle after its deliveries
+	// keeps no entry if it wants nothing, else at most shrink.Floor entries,
+	// or about twice as many as it still wants. A key wanted again replaces
+	// its stale entry. keysPeak lets the map give back the storage of a
+	// burst of wants (shrink.Fit).
 	keys     map[cid.Cid]*interest
 	stale    int
 	keysPeak shrink.Peak
@@ -682,13 +683,20 @@ func (s *Subscription) wantLocked(o *op) error {
 // s's keys holds s.mu from before it ends them (route locks its targets
 // first) until accept has counted them, so no one holding s.mu finds an
 // entry ended but not yet counted (TestStaleKeys_DeliveryCompactionKeepsWants
-// and ...UnderStress check it). Were it to run ahead, that would only bring
-// the next compaction forward.
+// and ...UnderStress check it), and no entry is counted twice: an interest
+// ends once, and an entry leaves the count as it leaves the map (record,
+// commitRelease). A map whose entries are all stale is cleared without
+// reading them, which relies on that: were stale to run ahead, the clear
+// would drop live wants.
 func (s *Subscription) compact() {
-	if s.stale <= 64 || s.stale <= len(s.keys)/2 {
+	switch {
+	case s.stale > 0 && s.stale == len(s.keys): // s wants nothing: clear, reading no entry
+		clear(s.keys)
+	case s.stale <= 64 || s.stale <= len(s.keys)/2:
 		return
+	default:
+		maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.ended.Load() })
 	}
-	maps.DeleteFunc(s.keys, func(_ cid.Cid, e *interest) bool { return e.ended.Load() })
 	s.keys = shrink.Fit(s.keys, &s.keysPeak)
 	s.stale = 0
 }
@@ -1181,16 +1189,20 @@ func (s *Subscription) markClosed(err error) {
 // A map of keys above shrink.Floor entries is compacted here too, not only
 // by the next want: a subscription that a burst of deliveries leaves idle
 // would otherwise keep the burst's stale entries, and the interests they
-// point to, until its next Subscribe or its end. A smaller map waits for
-// those, so that a subscription that wants the same keys again round after
-// round (W1) replaces its stale entries instead of deleting and adding them.
-// Amortised O(1) per delivered block, as compact is, but each compaction is
-// paid by one operation, as by one Subscribe before: under s.mu and the
-// locks the hand-over holds (all the operation's shards, for a subscription
-// with a delivery function; see finish).
+// point to, until its next Subscribe or its end. So is a map of any size
+// that the message leaves all stale, the subscription wanting nothing more:
+// it is cleared, which reads no entry and keeps the map's storage (up to
+// shrink.Floor entries' worth), so that a subscription that wants the same
+// keys again round after round (W1) inserts them into storage of their size.
+// A smaller map with live wants left waits for the next want or the end,
+// and a stale entry wanted again meanwhile is replaced in place. Amortised
+// O(1) per delivered block, as compact is, but each compaction is paid by
+// one operation, as by one Subscribe before: under s.mu and the locks the
+// hand-over holds (all the operation's shards, for a subscription with a
+// delivery function; see finish).
 func (s *Subscription) accept(m *ResponseMessage, stale int) (overflowed bool) {
 	s.stale += stale
-	if stale > 0 && len(s.keys) > shrink.Floor {
+	if stale > 0 && (len(s.keys) > shrink.Floor || s.stale == len(s.keys)) {
 		s.compact()
 	}
 	if s.closed.Load() || s.overflow {
