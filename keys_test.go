@@ -177,6 +177,31 @@ func TestStaleKeys_LastDeliveryEmptiesTheMap(t *testing.T) {
 	}
 }
 
+// A Subscribe whose blockstore check finds a block another subscription
+// waits for (an interest of the index, which the hand-over ends) and one that
+// nobody else wants (delivered without an entry in the index) makes one stale
+// entry, not two: counted as two, the map of {a live want, one ended entry}
+// would be taken for all stale and cleared, losing the live want (review).
+func TestStaleKeys_MixedHitsCountOnlyEndedInterests(t *testing.T) {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	n, _ := newWithCancels(t, bs)
+	b := mkBlocks("mixed hits", 3)
+	live, shared, own := b[0].Cid(), b[1].Cid(), b[2].Cid()
+	s, other := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, s.Subscribe(ctx, live))
+	require.NoError(t, other.Subscribe(ctx, shared))
+	require.NoError(t, bs.PutMany(ctx, b[1:]))
+	require.NoError(t, s.Subscribe(ctx, shared, own))
+	require.ElementsMatch(t, b[1:], recv(t, s).Blocks)
+	require.Equal(t, b[1:2], recv(t, other).Blocks)
+	l, ended, stale := countEntries(s)
+	require.Equal(t, [3]int{1, 1, 1}, [3]int{l, ended, stale}, "entries live, ended, and counted stale")
+	require.Equal(t, []cid.Cid{live}, s.AppendWanted(nil, keysOf(b)))
+	require.Equal(t, Stats{Subscriptions: 2, Keys: 1, Wants: 1}, n.Stats())
+	s.Remove()
+	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
+}
+
 // Remove does not wait for the shards of keys whose blocks were delivered:
 // those wants are over.
 func TestRemove_IgnoresShardsOfDeliveredKeys(t *testing.T) {

@@ -333,6 +333,13 @@ var table = []mutation{
 		why: "a stale entry replaced by a new want stays counted, so the count runs ahead and the clear of a map it takes for all stale drops the wants left",
 	},
 	{
+		id: "g8-stale-counts-unindexed-hits", g: "G8", file: "op.go",
+		old: "\t\t\t\tt.nb++\n\t\t\t\tif h.e != nil {\n\t\t\t\t\tt.stale++\n\t\t\t\t}",
+		new: "\t\t\t\tt.nb++\n\t\t\t\tt.stale++",
+		pkg: ".", run: `^TestStaleKeys_MixedHitsCountOnlyEndedInterests$`,
+		why: "a Subscribe that finds a block others want and one nobody else wants counts both as stale entries of its map, so the map is taken for all stale and cleared while it still wants a key",
+	},
+	{
 		id: "g8-delivery-compaction-drops-live-wants", g: "G8", file: "subscription.go",
 		old: "\tif stale > 0 && (len(s.keys) > shrink.Floor || s.stale == len(s.keys)) {\n\t\ts.compact()",
 		new: "\tif stale > 0 && (len(s.keys) > shrink.Floor || s.stale == len(s.keys)) {\n\t\tclear(s.keys)",
