@@ -39,6 +39,7 @@ package notifier_test
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"runtime"
@@ -63,6 +64,13 @@ const (
 	benchChurn    = 5000 // W3's Subscribe/Unsubscribe operations per second
 	benchSettle   = time.Second
 )
+
+// benchGC makes benchRounds collect garbage before each timed round, a
+// diagnostic: without it, a round's timed part pays some of the collection
+// work for the garbage of its untimed setup, and the Notifier's setup makes
+// more than the floor's (its Subscribe checks the blockstore for each key,
+// and boxo's blockstore allocates a datastore key for each check).
+var benchGC = flag.Bool("bench-gc", false, "benchmarks: collect garbage before each timed round of W1 and W2 (a diagnostic)")
 
 var (
 	benchAllStores = []string{benchkit.StoreNone, benchkit.StoreMem, benchkit.StoreFlatFS}
@@ -241,6 +249,9 @@ func benchRounds(b *testing.B, kind string, mk benchkit.Maker, p *benchkit.Plan,
 			b.Fatal(err)
 		}
 		benchkit.Settle(benchSettle)
+		if *benchGC {
+			runtime.GC()
+		}
 		impl.Arm()
 		runtime.ReadMemStats(&ms)
 		m0 := ms.Mallocs
