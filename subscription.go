@@ -683,9 +683,12 @@ func (s *Subscription) wantLocked(o *op) error {
 // s's keys holds s.mu from before it ends them (route locks its targets
 // first) until accept has counted them, so no one holding s.mu finds an
 // entry ended but not yet counted (TestStaleKeys_DeliveryCompactionKeepsWants
-// and ...UnderStress check it), and no entry is counted twice: an interest
-// ends once, and an entry leaves the count as it leaves the map (record,
-// commitRelease). A map whose entries are all stale is cleared without
+// and ...UnderStress check it), and it never runs ahead: an operation counts
+// for s only the interests it ends that s's entries point to (s is among an
+// interest's subscribers exactly while its entry points to it; a block found
+// for s alone has no interest: TestStaleKeys_MixedHitsCountOnlyEndedInterests),
+// an interest ends once, and an entry leaves the count as it leaves the map
+// (record, commitRelease). A map whose entries are all stale is cleared without
 // reading them, which relies on that: were stale to run ahead, the clear
 // would drop live wants.
 func (s *Subscription) compact() {
