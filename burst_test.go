@@ -136,7 +136,7 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 // A subscription that got every block it wanted and then went idle gives
 // back its entries and the interests they pointed to (accept), though its
 // map keeps its storage, under shrink.Floor keys. Here the last delivery
-// frees about 200 bytes a key with that, and 83 to 88 without it, when the
+// frees about 200 bytes a key with that, and 82 to 88 without it, when the
 // index lets go of the interests but the subscription's entries keep them.
 func TestBurst_IdleSubscriptionThatWantsNothingKeepsNoInterests(t *testing.T) {
 	const keys = 1000 // under shrink.Floor: the maps keep their storage
