@@ -51,8 +51,8 @@ func BenchmarkUnsubscribeOneKeyOfMany(b *testing.B) {
 // session fetching a DAG does, and comes back to a set only every eighth
 // round. ns/block is the round's whole time per block: the deliveries, the
 // compaction of the subscription's map of keys that delivery makes once
-// the map is above shrink.Floor entries (accept), and the Subscribe that
-// records the keys.
+// the map is above shrink.Floor entries or all stale (accept), and the
+// Subscribe that records the keys.
 func BenchmarkDeliverToOneLargeSubscription(b *testing.B) {
 	for _, keys := range []int{1_024, 16_384} {
 		for _, sets := range []int{1, 8} {

@@ -678,8 +678,9 @@ func (s *Subscription) wantLocked(o *op) error {
 }
 
 // compact deletes the stale entries of s.keys once they outnumber the live
-// ones (and 64), which keeps their cost amortised O(1) per delivered block.
-// The caller holds s.mu. stale is exact: an operation that ends interests of
+// ones (and 64), or all of them, whatever their number, once there is no live
+// one, which keeps their cost amortised O(1) per delivered block. The caller
+// holds s.mu. stale is exact: an operation that ends interests of
 // s's keys holds s.mu from before it ends them (route locks its targets
 // first) until accept has counted them, so no one holding s.mu finds an
 // entry ended but not yet counted (TestStaleKeys_DeliveryCompactionKeepsWants
