@@ -160,7 +160,7 @@ func closeDuringSharedSubscriptions(t *testing.T, seed uint64) (waits, parks uin
 	start := make(chan struct{})
 	trigger := make(chan struct{}) // closed by the operation that Close follows
 	at := rand.New(rand.NewPCG(seed, 98)).IntN(1100)
-	var count sync.Mutex
+	var mu sync.Mutex // guards begun
 	begun := 0
 	var wg sync.WaitGroup
 	for w := range 6 {
@@ -168,12 +168,12 @@ func closeDuringSharedSubscriptions(t *testing.T, seed uint64) (waits, parks uin
 			<-start
 			r := rand.New(rand.NewPCG(seed, uint64(w)))
 			for range 200 {
-				count.Lock()
+				mu.Lock()
 				begun++
 				if begun == at {
 					close(trigger)
 				}
-				count.Unlock()
+				mu.Unlock()
 				s := subs[r.IntN(len(subs))]
 				switch r.IntN(5) {
 				case 0, 1:
