@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -117,6 +118,84 @@ func TestStress_SubscribePublishCancel(t *testing.T) {
 	wg.Wait()
 	ps.Shutdown()
 	requireIdle(t, ps, sim)
+}
+
+// TestStress_ShutdownAmidFailingStores races calls, their cancellation, local
+// and remote Publishes, a blockstore whose Get and PutMany start and stop
+// failing, and, in half of the runs, a Shutdown while all that goes on; then
+// Shutdown again. Every channel that Subscribe returned is closed when
+// Shutdown has returned, without waiting for anything, and nothing is left:
+// no subscription, no call, no call being ended. 200 runs in a synctest
+// bubble, where goroutines run in an order the bubble picks, and 400 on the
+// real scheduler. From a review of the call's life (helper-106), which found
+// no bug.
+func TestStress_ShutdownAmidFailingStores(t *testing.T) {
+	t.Run("bubble", func(t *testing.T) {
+		for seed := range uint64(200) {
+			synctest.Test(t, func(t *testing.T) { stressShutdownAmidFailingStores(t, seed) })
+		}
+	})
+	t.Run("real", func(t *testing.T) {
+		for seed := range uint64(400) {
+			stressShutdownAmidFailingStores(t, seed)
+		}
+	})
+}
+
+func stressShutdownAmidFailingStores(t *testing.T, seed uint64) {
+	store := memStore()
+	ps := NewPubSub(store, WithErrorFunc(func(error) {})) // the failures are the point
+	pool := newBlocks(t, 6)
+	var mu sync.Mutex // guards chans
+	var chans []<-chan blocks.Block
+	var wg sync.WaitGroup
+	for w := range 4 {
+		wg.Go(func() {
+			rng := rand.New(rand.NewPCG(seed, uint64(w)))
+			for range 12 {
+				switch rng.IntN(6) {
+				case 0, 1, 2:
+					keys := make([]cid.Cid, 1+rng.IntN(3))
+					for i := range keys {
+						keys[i] = pool[rng.IntN(len(pool))].Cid()
+					}
+					ctx, cancel := context.WithCancel(context.Background())
+					ch := ps.Subscribe(ctx, keys...)
+					mu.Lock()
+					chans = append(chans, ch)
+					mu.Unlock()
+					if rng.IntN(2) == 0 {
+						go cancel() // racing what follows
+					} else {
+						defer cancel() // after Shutdown, in half of the runs
+					}
+				case 3, 4:
+					from := peer.ID("")
+					if rng.IntN(2) == 0 {
+						from = peerA
+					}
+					ps.Publish(from, pool[rng.IntN(len(pool))])
+				default:
+					store.failPut.Store(rng.IntN(2) == 0)
+					store.failGet.Store(rng.IntN(3) == 0)
+				}
+			}
+		})
+	}
+	if rand.New(rand.NewPCG(seed, 99)).IntN(2) == 0 {
+		ps.Shutdown() // while the workers run
+	}
+	wg.Wait()
+	ps.Shutdown()
+	for i, ch := range chans {
+		_, closed := drainNow(ch)
+		require.True(t, closed, "seed %d: channel %d of %d open after Shutdown", seed, i, len(chans))
+	}
+	requireIdle(t, ps, nil)
+	ps.mu.Lock()
+	ending := ps.ending
+	ps.mu.Unlock()
+	require.Zero(t, ending, "seed %d: calls still being ended after Shutdown", seed)
 }
 
 // Record, RemoveSessionWants and RemoveSession calls of many sessions, mixed,
