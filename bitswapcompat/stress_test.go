@@ -123,7 +123,9 @@ func TestStress_SubscribePublishCancel(t *testing.T) {
 // TestStress_ShutdownAmidFailingStores races calls, their cancellation, local
 // and remote Publishes, a blockstore whose Get and PutMany start and stop
 // failing, and, in half of the runs, a Shutdown while all that goes on; then
-// Shutdown again. Every channel that Subscribe returned is closed when
+// Shutdown again. Half of the calls have their ctx cancelled at once, on a
+// goroutine of its own; the others keep theirs until after the checks, so
+// every run has calls that only Shutdown can end. Every channel that Subscribe returned is closed when
 // Shutdown has returned, without waiting for anything, and nothing is left:
 // no subscription, no call, no call being ended. 200 runs in a synctest
 // bubble, where goroutines run in an order the bubble picks, and 400 on the
@@ -146,8 +148,14 @@ func stressShutdownAmidFailingStores(t *testing.T, seed uint64) {
 	store := memStore()
 	ps := NewPubSub(store, WithErrorFunc(func(error) {})) // the failures are the point
 	pool := newBlocks(t, 6)
-	var mu sync.Mutex // guards chans
+	var mu sync.Mutex // guards chans and later
 	var chans []<-chan blocks.Block
+	var later []context.CancelFunc
+	defer func() {
+		for _, cancel := range later {
+			cancel()
+		}
+	}()
 	var wg sync.WaitGroup
 	for w := range 4 {
 		wg.Go(func() {
@@ -163,12 +171,12 @@ func stressShutdownAmidFailingStores(t *testing.T, seed uint64) {
 					ch := ps.Subscribe(ctx, keys...)
 					mu.Lock()
 					chans = append(chans, ch)
-					mu.Unlock()
 					if rng.IntN(2) == 0 {
 						go cancel() // racing what follows
 					} else {
-						defer cancel() // after Shutdown, in half of the runs
+						later = append(later, cancel) // live until Shutdown ends it
 					}
+					mu.Unlock()
 				case 3, 4:
 					from := peer.ID("")
 					if rng.IntN(2) == 0 {
