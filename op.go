@@ -180,7 +180,15 @@ func (n *Notifier) getOp() *op {
 // resumes the pending closes that it held up (parked), after returning to
 // the pool. Those need nothing of o.
 func (n *Notifier) putOp(o *op) {
-	parked := o.takeParked()
+	if parked := n.recycle(o); len(parked) > 0 {
+		n.resume(parked)
+	}
+}
+
+// recycle is putOp but for the resumption: it returns the pending closes
+// parked on o, for the caller to resume (see Notifier.resume).
+func (n *Notifier) recycle(o *op) (parked []parkEntry) {
+	parked = o.takeParked()
 	o.pending = false
 	o.msg, o.sub, o.why, o.from = ResponseMessage{}, nil, nil, ""
 	o.closing = false
@@ -220,9 +228,7 @@ func (n *Notifier) putOp(o *op) {
 	if !o.oversized() {
 		n.ops.Put(o)
 	}
-	if len(parked) > 0 {
-		n.resume(parked)
-	}
+	return parked
 }
 
 // opKeepCap is the most elements a slice of a pooled op may have room for:

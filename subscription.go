@@ -894,15 +894,16 @@ func (s *Subscription) closeSlow() {
 	n := s.n
 	o := n.getOp()
 	o.sub, o.why, o.closing = s, ErrSlowConsumer, true
-	n.attemptClose(o)
+	n.attemptClose(o, nil)
 }
 
 // attemptClose is one attempt of the pending close o, holding no lock: it
 // ends s, or parks o again (lockAllOrPark). Once s is ended it waits for the
-// drain goroutine, as close does, and puts o back in the pool, which resumes
-// the pending closes that o held up in turn; also if the cancel function
-// panics.
-func (n *Notifier) attemptClose(o *op) {
+// drain goroutine, as close does, and puts o back in the pool; also if the
+// cancel function panics. The pending closes that o held up in turn are
+// resumed then (putOp), or, with queue set, appended to it for the caller,
+// Notifier.resume, to resume.
+func (n *Notifier) attemptClose(o *op, queue *[]parkEntry) {
 	if !o.sub.lockAllOrPark(o, true) {
 		return
 	}
@@ -912,7 +913,13 @@ func (n *Notifier) attemptClose(o *op) {
 			n.pending.Done()
 		}
 	}()
-	defer n.putOp(o)
+	defer func() {
+		if queue == nil {
+			n.putOp(o)
+		} else {
+			*queue = append(*queue, n.recycle(o)...)
+		}
+	}()
 	defer func() {
 		if o.exited != nil {
 			<-o.exited // drain has seen quit and closed out; it needs no lock
@@ -1110,12 +1117,21 @@ func (n *Notifier) parkOn(o, c *op) {
 // completes or parks on its next claimant. A stale entry (the close was
 // resumed by someone else meanwhile) is skipped. If a cancel function
 // panics in one, the others are resumed before the panic goes on.
+//
+// The closes that a resumed close held up in turn join the same queue
+// (attemptClose), behind the rest. The tempting way, each completed close
+// resuming its own from its putOp, nests a call of attemptClose, putOp and
+// resume per close on the stack: closes can park one behind another (a
+// close finds a key marked by an older parked close, claimant), and the
+// resumption of a chain of M of them took M nested frames (found by review;
+// TestResume_ChainOfPendingClosesDoesNotNest).
 func (n *Notifier) resume(parked []parkEntry) {
-	carryon.Each(parked, func(e parkEntry) {
+	queue := parked
+	carryon.Drain(&queue, func(e parkEntry) {
 		if e.o.park.CompareAndSwap(e.gen, 0) {
-			n.attemptClose(e.o)
+			n.attemptClose(e.o, &queue)
 		}
-	}, func() {})
+	})
 }
 
 // markIfBusy notes k, in shard sh, for lockAll's close o to mark if another

@@ -208,6 +208,24 @@ var table = []mutation{
 		pkg: ".", run: `^TestPublish_NeverBlocksOnSlowSubscriber$`,
 		why: "a Publish to a full channel waits for the reader, holding the locks: synctest.Wait returns with it blocked, and the test fails at once",
 	},
+	{
+		id: "g6-resume-nests", g: "G6", file: "subscription.go",
+		old: `		if queue == nil {
+			n.putOp(o)`,
+		new: `		if queue == nil || len(*queue) >= 0 {
+			n.putOp(o)`,
+		pkg: ".", run: `^TestResume_ChainOfPendingClosesDoesNotNest$`,
+		why: "each resumed slow-consumer end resumes the ends parked on it from its own putOp: a chain of M nests M sets of frames",
+	},
+	{
+		id: "g6-resume-stops-at-a-panic", g: "G6", file: "internal/carryon/carryon.go",
+		old: `		if !finished {
+			Drain(q, f)`,
+		new: `		if !finished && len(*q) < 0 {
+			Drain(q, f)`,
+		pkg: ".", run: `^TestResume_ChainGoesOnAfterAPanic$`,
+		why: "a cancel function that panics in one resumed slow-consumer end leaves the ends queued after it parked for ever",
+	},
 
 	// G7: lifecycle.
 	{

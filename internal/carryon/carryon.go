@@ -24,3 +24,23 @@ func Each[T any](items []T, f func(T), after func()) {
 	finished = true
 	after()
 }
+
+// Drain is Each over a queue that grows while it runs: it removes the first
+// item of *q and calls f on it until *q is empty, and f may append to *q.
+// If f panics or exits the goroutine on an item, Drain still drains the
+// rest, the items f appended before that included, before the panic goes
+// on, unrecovered.
+func Drain[T any](q *[]T, f func(T)) {
+	finished := false
+	defer func() {
+		if !finished {
+			Drain(q, f)
+		}
+	}()
+	for len(*q) > 0 {
+		x := (*q)[0]
+		*q = (*q)[1:] // before f: if f panics, the deferred call goes on after x
+		f(x)
+	}
+	finished = true
+}

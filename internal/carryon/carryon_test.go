@@ -61,3 +61,27 @@ func TestEach_AfterRunsOnce(t *testing.T) {
 		t.Fatalf("after ran %d times, want 1", afters)
 	}
 }
+
+// Drain visits the items that f appends, after the others, and carries on
+// after a panic, with those appended before it: the caller sees the last
+// panic once the queue is empty.
+func TestDrain_VisitsAppendedItemsAndCarriesOnAfterPanics(t *testing.T) {
+	var visited []int
+	q := []int{1, 2}
+	var got any
+	func() {
+		defer func() { got = recover() }()
+		Drain(&q, func(i int) {
+			visited = append(visited, i)
+			if i < 3 {
+				q = append(q, i+2) // 1 queues 3, 2 queues 4
+			}
+			if i == 1 || i == 4 {
+				panic(i)
+			}
+		})
+	}()
+	if !slices.Equal(visited, []int{1, 2, 3, 4}) || len(q) != 0 || got != 4 {
+		t.Fatalf("visited %v, left %v, recovered %v; want [1 2 3 4], [], 4", visited, q, got)
+	}
+}
