@@ -67,7 +67,8 @@ type meters struct {
 	// dirty: some operation changed the index since the gauges were last set
 	// from Stats; see refresh.
 	dirty atomic.Bool
-	// mu is held while the gauges are set from Stats; only TryLock takes it.
+	// mu is held while the gauges are set from Stats; TryLock takes it, but
+	// for Close's settle, which waits for it (Lock).
 	// A leaf: it is taken holding no other lock.
 	mu sync.Mutex
 	// added is what this Notifier has added to the gauges so far (under mu):

@@ -88,7 +88,7 @@ type Option func(*config)
 // which is what keeps a CANCEL from overtaking a newer WANT. Operations on
 // other keys in those shards wait for f too; the rest of the Notifier does
 // not. So f must be fast, must not block, and must not call any method of the
-// Notifier or its Subscriptions except Stats: that deadlocks. f owns keys.
+// Notifier or its Subscriptions except Stats: that may deadlock. f owns keys.
 // If f panics, or exits the goroutine (runtime.Goexit), the operation first
 // finishes: it releases its locks and ends the subscriptions it found past
 // WithMaxPending. Then the panic goes on to the operation's caller.
@@ -218,7 +218,7 @@ func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
 // subscription only records wants and its messages are discarded.
 //
 // f is called synchronously by the operation that delivers the message
-// (Publish or Subscribe), in publish order, while that operation holds the
+// (Publish, Subscribe, or Fetch on its general path), in publish order, while that operation holds the
 // locks of the message's shards and of the subscription: like the cancel
 // function, f must be fast, must not block and must not call any method of
 // the Notifier or its Subscriptions except Stats. If f panics, or exits the
@@ -589,9 +589,10 @@ func (n *Notifier) Stats() Stats {
 	return st
 }
 
-// Close ends every subscription (their Err is ErrClosed), reports their keys to
-// the cancel function, and waits until every operation in progress has taken
-// effect and every goroutine of the Notifier has exited; the metrics gauges
+// Close ends every subscription (their Err is ErrClosed, or ErrSlowConsumer
+// for one that had overflowed), reports their keys to the cancel function,
+// and waits until every operation in progress has taken effect and every
+// goroutine of the Notifier has exited; the metrics gauges
 // (WithMetrics) then equal Stats. (An operation in progress may return after
 // Close does, with the result of the instant it took effect, and its log
 // line and metrics come then. A Publish that took effect before Close only
@@ -599,9 +600,11 @@ func (n *Notifier) Stats() Stats {
 // dropped.) After Close, Publish, Subscribe and NewSubscription return
 // ErrClosed; so does a Publish, Subscribe or Fetch that waits for another
 // operation on its keys when Close begins (one that has not taken effect),
-// at once. Close is idempotent and safe for concurrent use; every call
-// returns once the Notifier is fully closed. It does not close the
-// blockstore.
+// at once. Close is idempotent and safe for concurrent use, but not from
+// inside the cancel function or a delivery function (NewSubscriptionFunc,
+// NewRequest), which must not call back into the Notifier: it may never
+// return. Every call returns once the Notifier is fully closed. It does not
+// close the blockstore.
 func (n *Notifier) Close() error {
 	n.closeOnce.Do(n.close)
 	return nil

@@ -208,7 +208,9 @@ func (s *Subscription) closedErr() error {
 // delivered at once, to this subscription and to every other one waiting for
 // it, as if it had been published locally. Once Subscribe has returned nil,
 // the block of each key reaches the subscription unless it stops wanting the
-// key first.
+// key first: a block stored before (with a blockstore) or published after.
+// A notify-only Notifier (New(nil)) stores nothing and checks nothing, so
+// a block published just before Subscribe took effect does not reach it.
 //
 // Keys already wanted are ignored; duplicates are fine. An undefined key
 // fails the call with ErrInvalidCid before anything changes. The blockstore

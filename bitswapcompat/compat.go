@@ -70,7 +70,7 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 // a failed blockstore check in Subscribe (the call's channel is then closed at
 // once), a failed PutMany in Publish (nothing is delivered, and the calls waiting for
 // the message's blocks end), and, for the
-// SessionInterestManager that New or NewWithOptions builds with the PubSub,
+// SessionInterestManager that NewWithOptions builds with the PubSub,
 // an undefined key in RecordSessionInterest (the other keys are recorded).
 // A call cut short by its own ctx is not reported; a store's own timeout,
 // whose error wraps context.DeadlineExceeded too, is, while ctx is live.

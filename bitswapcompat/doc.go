@@ -8,8 +8,9 @@
 //
 // New builds both on one notifier.Notifier, and the Notifier's index is the
 // only one: this package keeps none of its own. Every PubSub.Subscribe call
-// is a request subscription of the Notifier (Notifier.NewRequest), whose want
-// of a key ends when its block is delivered; every session recorded with
+// that waits is a request subscription of the Notifier (Notifier.NewRequest),
+// whose want of a key ends when its block is delivered (a one-key call whose
+// block is stored makes none: Notifier.Fetch returns the block); every session recorded with
 // RecordSessionInterest is an interest subscription (Notifier.NewInterest),
 // whose wants outlive delivery and end only by RemoveSessionWants or
 // RemoveSession, as boxo's session interests do. The Notifier's atomic

@@ -18,9 +18,10 @@ import (
 )
 
 // PubSub hands received blocks to the requests that wait for them, with the
-// method set of boxo's notifications.PubSub. Each Subscribe call is a request
-// subscription of the Notifier (Notifier.NewRequest), which has no session
-// ID, so the blockstore check and the subscription are one atomic step, a
+// method set of boxo's notifications.PubSub. Each Subscribe call that waits
+// is a request subscription of the Notifier (Notifier.NewRequest; a one-key
+// call whose block is stored makes none, see Notifier.Fetch), which has no
+// session ID, so the blockstore check and the subscription are one atomic step, a
 // waiting call costs no goroutine, and calls never collide with sessions. All
 // methods are safe for concurrent use.
 //
@@ -524,7 +525,7 @@ func (ps *PubSub) reap() {
 // call, within 250 µs of one that did, waits for the rest of those 250 µs
 // before it returns, so that the goroutines made runnable by the first run
 // first. On an otherwise idle process Go's timers round that sleep up to
-// about 1 ms. A local Publish (from the zero ID: boxo's NotifyNewBlocks,
+// about 1.1 ms. A local Publish (from the zero ID: boxo's NotifyNewBlocks,
 // which the block service calls after every block it fetched and every block
 // it adds) never waits.
 //
