@@ -280,6 +280,14 @@ var table = []mutation{
 
 	// G8: no leak.
 	{
+		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription.go",
+		old: `			s.stale = max(s.stale-1, 0)
+			continue`,
+		new: `			continue`,
+		pkg: ".", run: `^TestRelease_UnsubscribedStaleEntryLeavesTheCount$`,
+		why: "an Unsubscribe of a delivered key deletes its stale entry but leaves it counted: the next delivery takes the map for all stale and clears a live want, which Remove never ends",
+	},
+	{
 		id: "g8-delivered-pairs-leak", g: "G8", file: "interest_index.go",
 		old: `	x.pairs.Add(-int64(len(e.subs)))`,
 		new: `	x.pairs.Add(-1)`,
