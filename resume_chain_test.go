@@ -104,3 +104,30 @@ func TestResume_ChainGoesOnAfterAPanic(t *testing.T) {
 	require.Zero(t, n.Stats().Keys, "keys left in the index")
 	require.NoError(t, n.Close())
 }
+
+// The same with a cancel function that exits the goroutine (runtime.Goexit,
+// as t.FailNow does) in one close: the others still run, and every close is
+// counted out of n.pending, so Close returns.
+func TestResume_ChainGoesOnAfterGoexit(t *testing.T) {
+	const m = 12
+	calls := 0
+	n := New(nil, WithCancelFunc(func([]cid.Cid) {
+		calls++
+		if calls == 3 {
+			runtime.Goexit()
+		}
+	}))
+	subs, first := chainOfPendingCloses(t, n, m)
+	exited := make(chan struct{})
+	go func() {
+		defer close(exited)
+		n.resume([]parkEntry{first})
+	}()
+	<-exited
+	require.Equal(t, m, calls, "every close of the chain ran")
+	for i, s := range subs {
+		require.ErrorIs(t, s.Err(), ErrSlowConsumer, "subscription %d", i)
+	}
+	require.Zero(t, n.Stats().Keys)
+	require.NoError(t, n.Close())
+}

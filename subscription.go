@@ -1406,8 +1406,10 @@ func (o *op) tryLockTargets() bool {
 
 // handOut hands the channel subscriptions locked by lockTargets their
 // messages and unlocks every target. The caller may have released the shard
-// locks: the subscriptions' locks keep out every operation that could
-// observe s before its message.
+// locks of the keys whose wants it did not change: the subscriptions' locks
+// keep out every operation that delivers to s before its message. The
+// shards of the keys it changed it still holds, for an operation or a read
+// on one of them sees the change (see Notifier.handOver).
 func (o *op) handOut() {
 	for _, l := range o.order {
 		if l.s.fn == nil {
