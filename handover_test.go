@@ -55,7 +55,7 @@ func TestHandOver_WantsWaitsForTheMessageOfACancelledKey(t *testing.T) {
 
 func wantsThenMessage(t *testing.T, interest bool) {
 	n := New(nil, WithBufferSize(1))
-	defer n.Close()
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := mkBlocks("handover-wants", 1)[0]
 	k := b.Cid()
 	if interest {
@@ -82,7 +82,7 @@ func wantsThenMessage(t *testing.T, interest bool) {
 func TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey(t *testing.T) {
 	cancels := &cancelLog{}
 	n := New(nil, WithBufferSize(1), WithCancelFunc(cancels.record))
-	defer n.Close()
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := mkBlocks("handover-cancel", 1)[0]
 	k := b.Cid()
 	in, err := n.NewInterest(1)
@@ -111,7 +111,7 @@ func TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey(t *testing.T) {
 func TestHandOver_SubscribeWantWaitsForItsFoundBlock(t *testing.T) {
 	bs := memStore()
 	n := New(bs, WithBufferSize(1))
-	defer n.Close()
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b1 := mkBlocks("handover-sub", 1)[0]
 	k1 := b1.Cid()
 	k2 := keysInOtherShards(n, k1, "handover-sub-k2", 1)[0].Cid()

@@ -379,9 +379,11 @@ func TestIndex_ConcurrentEndsReportOnce(t *testing.T) {
 // every subscription removed, the index is empty (G8).
 func TestIndex_CancelOnlyForUnwantedKeys(t *testing.T) {
 	mem := memStore()
-	bs := &hookStore{Blockstore: mem,
-		onGet:     func(cid.Cid) error { runtime.Gosched(); return nil },
-		onPutMany: func([]blocks.Block) error { runtime.Gosched(); return nil }}
+	bs := &hookStore{
+		Blockstore: mem,
+		onGet:      func(cid.Cid) error { runtime.Gosched(); return nil },
+		onPutMany:  func([]blocks.Block) error { runtime.Gosched(); return nil },
+	}
 	var n *Notifier
 	var bad []string
 	var badMu sync.Mutex
