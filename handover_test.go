@@ -39,6 +39,17 @@ func received(s *Subscription) bool {
 	}
 }
 
+// publishUntilDelivered starts a remote Publish of b and returns once x no
+// longer wants b's key: the Publish has ended x's want of it. The channel
+// gets what Publish returns.
+func publishUntilDelivered(n *Notifier, b blocks.Block, x *Subscription) <-chan error {
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}) }()
+	for x.Wants(b.Cid()) {
+	}
+	return published
+}
+
 // A remote Publish delivers k to x while an interest subscription holds k:
 // k's last want does not end, so its shard is not one the cancel function
 // needs (keep). Once x.Wants(k) is false, x's message is in its channel,
@@ -67,10 +78,7 @@ func wantsThenMessage(t *testing.T, interest bool) {
 	x := mustSub(t, n, 2)
 	require.NoError(t, x.Subscribe(ctx, k))
 
-	published := make(chan error, 1)
-	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}) }()
-	for x.Wants(k) {
-	}
+	published := publishUntilDelivered(n, b, x)
 	got := received(x)
 	require.NoError(t, <-published)
 	require.True(t, got, "x.Wants(k) is false, but x's block is not in Messages()")
@@ -92,10 +100,7 @@ func TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey(t *testing.T) {
 	x := mustSub(t, n, 2)
 	require.NoError(t, x.Subscribe(ctx, k))
 
-	published := make(chan error, 1)
-	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}) }()
-	for x.Wants(k) {
-	}
+	published := publishUntilDelivered(n, b, x)
 	in.Unsubscribe(k)
 	reported := cancels.take()
 	got := received(x)

@@ -218,17 +218,17 @@ func (n *Notifier) NewSubscription(sesid uint64) (*Subscription, error) {
 // subscription only records wants and its messages are discarded.
 //
 // f is called synchronously by the operation that delivers the message
-// (Publish, Subscribe, or Fetch on its general path), in publish order, while that operation holds the
-// locks of the message's shards and of the subscription: like the cancel
-// function, f must be fast, must not block and must not call any method of
-// the Notifier or its Subscriptions except Stats. If f panics, or exits the
-// goroutine, the delivering operation first finishes as if f had returned:
-// the other subscriptions get their messages, the cancel function its keys,
-// and no lock stays held. Then the panic goes on to the operation's caller,
-// the Publish or Subscribe: a bug in f fails that call, not every later one.
-// Messages() of such a subscription never yields a message; it is closed
-// when the subscription ends, which makes it a done signal. WithMaxPending
-// does not apply.
+// (Publish, Subscribe, or Fetch on its general path), in publish order, while
+// that operation holds the locks of the message's shards and of the
+// subscription: like the cancel function, f must be fast, must not block and
+// must not call any method of the Notifier or its Subscriptions except Stats.
+// If f panics, or exits the goroutine, the delivering operation first finishes
+// as if f had returned: the other subscriptions get their messages, the cancel
+// function its keys, and no lock stays held. Then the panic goes on to the
+// operation's caller, the Publish or Subscribe: a bug in f fails that call,
+// not every later one. Messages() of such a subscription never yields a
+// message; it is closed when the subscription ends, which makes it a done
+// signal. WithMaxPending does not apply.
 func (n *Notifier) NewSubscriptionFunc(sesid uint64, f func(ResponseMessage)) (*Subscription, error) {
 	if f == nil {
 		f = func(ResponseMessage) {}

@@ -10,14 +10,14 @@
 // only one: this package keeps none of its own. Every PubSub.Subscribe call
 // that waits is a request subscription of the Notifier (Notifier.NewRequest),
 // whose want of a key ends when its block is delivered (a one-key call whose
-// block is stored makes none: Notifier.Fetch returns the block); every session recorded with
-// RecordSessionInterest is an interest subscription (Notifier.NewInterest),
-// whose wants outlive delivery and end only by RemoveSessionWants or
-// RemoveSession, as boxo's session interests do. The Notifier's atomic
-// Publish and Subscribe decide what is stored and delivered for both; the
-// queries (SplitWantedUnwanted, InterestedSessions, FilterInterests) read
-// its index under its shard locks, FilterSessionInterested under the
-// session subscription's own lock, and the
+// block is stored makes none: Notifier.Fetch returns the block); every session
+// recorded with RecordSessionInterest is an interest subscription
+// (Notifier.NewInterest), whose wants outlive delivery and end only by
+// RemoveSessionWants or RemoveSession, as boxo's session interests do. The
+// Notifier's atomic Publish and Subscribe decide what is stored and delivered
+// for both; the queries (SplitWantedUnwanted, InterestedSessions,
+// FilterInterests) read its index under its shard locks,
+// FilterSessionInterested under the session subscription's own lock, and the
 // removals return what the Notifier computed inside the operation that ended
 // the last interest.
 //

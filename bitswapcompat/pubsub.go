@@ -21,9 +21,9 @@ import (
 // method set of boxo's notifications.PubSub. Each Subscribe call that waits
 // is a request subscription of the Notifier (Notifier.NewRequest; a one-key
 // call whose block is stored makes none, see Notifier.Fetch), which has no
-// session ID, so the blockstore check and the subscription are one atomic step, a
-// waiting call costs no goroutine, and calls never collide with sessions. All
-// methods are safe for concurrent use.
+// session ID, so the blockstore check and the subscription are one atomic
+// step, a waiting call costs no goroutine, and calls never collide with
+// sessions. All methods are safe for concurrent use.
 //
 // In tests, a PubSub belongs to one testing/synctest bubble, or to none: the
 // Go runtime ends the process when a goroutine outside a bubble waits on a
