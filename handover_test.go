@@ -132,3 +132,38 @@ func TestHandOver_SubscribeWantWaitsForItsFoundBlock(t *testing.T) {
 	require.NoError(t, <-subscribed)
 	require.True(t, got, "s.Wants(k2) is true, but the block the same Subscribe found for k1 is not in Messages()")
 }
+
+// A Publish of a HAVE of k changes no want, and its hand-out takes a while:
+// handOverFillers subscriptions and x want k, and first, created before
+// them, is handed its message first. Once first has it, a Subscribe of k by
+// a new subscription z returns; z never gets the HAVE, so its Subscribe is
+// ordered after the Publish, and by then x's HAVE is in its channel.
+func TestHandOver_SubscribeWaitsForTheHaveOfAPublish(t *testing.T) {
+	n := New(nil, WithBufferSize(1))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	k := mkBlocks("handover-have", 1)[0].Cid()
+	first := mustSub(t, n, 99) // first in the lock order: created first
+	require.NoError(t, first.Subscribe(ctx, k))
+	fillers(t, n, k)
+	x := mustSub(t, n, 2)
+	require.NoError(t, x.Subscribe(ctx, k))
+
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}}) }()
+	<-first.Messages() // the Publish is handing out
+	z := mustSub(t, n, 3)
+	require.NoError(t, z.Subscribe(ctx, k))
+	got := false
+	select {
+	case m := <-x.Messages():
+		got = len(m.Haves) == 1
+	default:
+	}
+	require.NoError(t, <-published)
+	select {
+	case m := <-z.Messages():
+		t.Fatalf("z got %v: its Subscribe came before the Publish, which the schedule above rules out", m)
+	default:
+	}
+	require.True(t, got, "z.Subscribe(k) returned, ordered after the Publish, but x's HAVE is not in Messages()")
+}

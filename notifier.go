@@ -604,7 +604,8 @@ func (n *Notifier) Stats() Stats {
 // inside the cancel function or a delivery function (NewSubscriptionFunc,
 // NewRequest), which must not call back into the Notifier: it may never
 // return. Every call returns once the Notifier is fully closed. It does not
-// close the blockstore.
+// close the blockstore. Close is not one instant: it refuses new operations
+// before it has ended every subscription (doc.go, "Not one instant").
 func (n *Notifier) Close() error {
 	n.closeOnce.Do(n.close)
 	return nil

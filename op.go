@@ -70,7 +70,6 @@ type op struct {
 	locks     shardset.Set                  // shards to lock
 	locked    bool                          // locks are held (see Subscription.lockAll)
 	keep      shardset.Set                  // subset of locks held until the cancel function returns
-	hold      shardset.Set                  // a Publish: subset of locks held until the channels have their messages (handOver)
 	more      shardset.Set                  // shards Subscription.lockAll found it lacks
 	keyShards []int32                       // shard of each key, in the order the op visits them
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
@@ -147,7 +146,6 @@ func newOp(shards int) *op {
 	return &op{
 		locks: shardset.New(shards),
 		keep:  shardset.New(shards),
-		hold:  shardset.New(shards),
 		more:  shardset.New(shards),
 		slot:  make(map[*Subscription]int),
 		seen:  make(map[cid.Cid]struct{}),
@@ -197,7 +195,6 @@ func (n *Notifier) recycle(o *op) (parked []parkEntry) {
 	o.locks.Clear()
 	o.locked = false
 	o.keep.Clear()
-	o.hold.Clear()
 	o.more.Clear()
 	o.keyShards = o.keyShards[:0]
 	o.marked = false

@@ -178,7 +178,6 @@ func (n *Notifier) route(o *op) {
 		// a block nobody else wants delivers it without indexing it.
 		x := &n.shards[h.shard].idx
 		x.wakeDelivered(h.key, h.e, o)
-		o.hold.Add(int(h.shard))
 		if x.endDelivered(h.key, h.e) {
 			o.cancels = append(o.cancels, h.key)
 			o.keep.Add(int(h.shard))
@@ -186,9 +185,9 @@ func (n *Notifier) route(o *op) {
 	}
 }
 
-// handOver releases o's shard locks except those of the keys to cancel
-// (keep), hands the channel subscriptions their messages and releases the
-// target subscriptions; finish then calls the cancel function with
+// handOver hands the channel subscriptions their messages and releases the
+// target subscriptions (handOut), then o's shard locks except those of the
+// keys to cancel (keep); finish then calls the cancel function with
 // o.cancels while the keep shards are still held (see WithCancelFunc), and
 // releases them. Last, finish closes the subscriptions that o found past
 // WithMaxPending: that needs the shards of all their keys, which o could not
@@ -198,38 +197,29 @@ func (n *Notifier) route(o *op) {
 // released, or a later operation on that shard could reach a shared
 // subscription first. The cancel function must run under the keep shards but
 // not under the targets' locks, or an operation on an unrelated shard that
-// delivers to one of them would wait for it. And a shard whose index o
-// changed must stay locked until the channels have their messages, or an
-// operation on it could see o done before a message of o is queued: o
-// would not take effect at one instant. So the hand-over runs under the
-// keep shards and those: for a Publish, the shards of the keys it delivered
-// (hold); for a Subscribe, all of them, since it changed the wants of every
-// key it did not want yet. The rest, the shards of keys that only HAVEs,
-// DONT_HAVEs and unwanted blocks name, go first, so that a Publish holds up
-// nobody on those while it hands out.
+// delivers to one of them would wait for it. And every shard must stay
+// locked until the channels have their messages, or an operation on one of
+// its keys could be ordered after o, having seen o done or not seen o at
+// all, and return before a message of o is queued: o would not take effect
+// at one instant.
 //
-// The tempting shortcut, keeping only the keep shards across the hand-over
-// (which the cancel function needs anyway), fails when a delivered key is
-// not cancelled: an interest subscription still holds it, so its last want
-// has not ended. Then a Subscription.Wants of the key by a target returned
-// false, or an Unsubscribe of it by the interest subscription reported it to
-// the cancel function and returned, while that target's message was not in
-// its channel yet; and a Subscribe's new want of another key was visible
-// before the block it found for a key that others wanted was queued. Found
-// by review, with TestHandOver_WantsWaitsForTheMessageOfAnUncancelledKey,
-// TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey and
-// TestHandOver_SubscribeWantWaitsForItsFoundBlock.
+// The tempting shortcuts release shards before the hand-out, so that a
+// Publish holds up nobody on them while it hands out. Releasing all but the
+// keep shards fails when a delivered key is not cancelled (an interest
+// subscription still holds it): a target's Wants of it returned false, or
+// the interest's Unsubscribe reported it to the cancel function and
+// returned, while the target's message was not in its channel yet; and a
+// Subscribe's new want of another key was visible before the block it found
+// for a key that others wanted was queued. Keeping the shards of the keys
+// whose wants changed too still fails for the keys that only HAVEs,
+// DONT_HAVEs and unwanted blocks name: a Subscribe of such a key slipped in,
+// ordered after the Publish (it never got the Publish's HAVE), and returned
+// while another target's HAVE was not queued. Found by two reviews, with
+// TestHandOver_WantsWaitsForTheMessageOfAnUncancelledKey,
+// TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey,
+// TestHandOver_SubscribeWantWaitsForItsFoundBlock and
+// TestHandOver_SubscribeWaitsForTheHaveOfAPublish.
 func (n *Notifier) handOver(o *op) {
-	if o.sub != nil { // a Subscribe (the others hand out nothing)
-		o.handOut()
-		n.unlockExcept(o.locks, o.keep)
-		return
-	}
-	for i := o.locks.Next(0); i >= 0; i = o.locks.Next(i + 1) {
-		if !o.keep.Has(i) && !o.hold.Has(i) {
-			n.shards[i].mu.Unlock()
-		}
-	}
 	o.handOut()
-	n.unlockExcept(o.hold, o.keep)
+	n.unlockExcept(o.locks, o.keep)
 }

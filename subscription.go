@@ -809,8 +809,9 @@ func (s *Subscription) Wants(k cid.Cid) (in bool) {
 // its targets before it ends their wants, and a Subscribe that found blocks
 // others want locks them before it records its wants), so the answer is one
 // snapshot, taken at one instant: an operation it sees as done has queued its
-// messages to the subscription. It is safe for concurrent use; undefined keys
-// and a closed subscription want nothing.
+// messages to the subscription, though its cancel function may not have run
+// yet (doc.go, "Not one instant"). It is safe for concurrent use; undefined
+// keys and a closed subscription want nothing.
 func (s *Subscription) AppendWanted(dst, keys []cid.Cid) []cid.Cid {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -883,8 +884,9 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // ends s's want of such a key, or that makes the holder's mark stop
 // holding (op.letGo). So a Publish that overflows s returns at once, even if
 // a key of s is reserved by a stalled PutMany (G6, G11). Until the end, s
-// is live but drops its messages; Err, Messages() and the wants change
-// together, at the end, so Err is nil while it is pending
+// is live but drops its messages; Err and the wants change together, at
+// the end, and Messages() closes then or just after (doc.go, "Not one
+// instant"), so Err is nil while it is pending
 // (TestSlowConsumerEnd_AtomicWithItsWants). A Remove or Close of s in
 // between waits behind the pending close's marks, or completes the end
 // itself, as it would behind a waiting close; either way Err then reports
@@ -1405,11 +1407,9 @@ func (o *op) tryLockTargets() bool {
 }
 
 // handOut hands the channel subscriptions locked by lockTargets their
-// messages and unlocks every target. The caller may have released the shard
-// locks of the keys whose wants it did not change: the subscriptions' locks
-// keep out every operation that delivers to s before its message. The
-// shards of the keys it changed it still holds, for an operation or a read
-// on one of them sees the change (see Notifier.handOver).
+// messages and unlocks every target. The caller holds its shard locks, so
+// that no operation on its keys sees it done before the messages are queued
+// (see Notifier.handOver).
 func (o *op) handOut() {
 	for _, l := range o.order {
 		if l.s.fn == nil {
