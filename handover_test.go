@@ -29,6 +29,23 @@ func fillers(t *testing.T, n *Notifier, k cid.Cid) {
 	}
 }
 
+// watched sets up a hand-over test on n: an interest subscription that
+// wants k, if interest, then the fillers, then x, the subscription watched,
+// which wants k last and so gets its message last.
+func watched(t *testing.T, n *Notifier, k cid.Cid, interest bool) (in, x *Subscription) {
+	t.Helper()
+	if interest {
+		var err error
+		in, err = n.NewInterest(1)
+		require.NoError(t, err)
+		require.NoError(t, in.Subscribe(ctx, k))
+	}
+	fillers(t, n, k)
+	x = mustSub(t, n, 2)
+	require.NoError(t, x.Subscribe(ctx, k))
+	return in, x
+}
+
 // received reports whether s has a message of one block in its channel.
 func received(s *Subscription) bool {
 	select {
@@ -68,15 +85,7 @@ func wantsThenMessage(t *testing.T, interest bool) {
 	n := New(nil, WithBufferSize(1))
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := mkBlocks("handover-wants", 1)[0]
-	k := b.Cid()
-	if interest {
-		in, err := n.NewInterest(1)
-		require.NoError(t, err)
-		require.NoError(t, in.Subscribe(ctx, k))
-	}
-	fillers(t, n, k)
-	x := mustSub(t, n, 2)
-	require.NoError(t, x.Subscribe(ctx, k))
+	_, x := watched(t, n, b.Cid(), interest)
 
 	published := publishUntilDelivered(n, b, x)
 	got := received(x)
@@ -93,12 +102,7 @@ func TestHandOver_CancelWaitsForTheMessageOfAnUncancelledKey(t *testing.T) {
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	b := mkBlocks("handover-cancel", 1)[0]
 	k := b.Cid()
-	in, err := n.NewInterest(1)
-	require.NoError(t, err)
-	require.NoError(t, in.Subscribe(ctx, k))
-	fillers(t, n, k)
-	x := mustSub(t, n, 2)
-	require.NoError(t, x.Subscribe(ctx, k))
+	in, x := watched(t, n, k, true)
 
 	published := publishUntilDelivered(n, b, x)
 	in.Unsubscribe(k)
