@@ -39,7 +39,7 @@ type Subscription struct {
 	fn    func(ResponseMessage) // set for NewSubscriptionFunc, NewRequest and NewInterest: takes messages instead of out
 	keeps bool                  // an interest subscription (NewInterest): its wants live in the index's held map
 	anon  bool                  // a request (NewRequest): no session ID
-	out   chan ResponseMessage  // nil if fn is set; closed once, by markClosed or, while draining, by drain
+	out   chan ResponseMessage  // nil if fn is set; closed once, by markClosed
 
 	// signal is Messages() of a subscription with fn set, a chan
 	// ResponseMessage that only says when s closes. It is made on the first
@@ -53,7 +53,7 @@ type Subscription struct {
 	backlog  fifo.Queue[ResponseMessage] // messages out could not take yet
 	draining bool                        // a drain goroutine is running and is out's only sender
 	exited   chan struct{}               // closed when the latest drain goroutine returns
-	quit     chan struct{}               // made with the first drain goroutine; closed by markClosed while draining, to stop drain
+	quit     chan struct{}               // made with the first drain goroutine; closed by markClosed to stop a drain that is handing
 	overflow bool                        // past WithMaxPending: the op that saw it ends s
 	ending   bool                        // a Remove, ReleaseAll or Close of s has begun (close): a later ReleaseAll reports nothing
 	listed   bool                        // a request (anon) that is in n.requests; see enlist
@@ -78,7 +78,19 @@ type Subscription struct {
 	// closed: nothing more is sent, keys are empty. Set under s.mu, never
 	// cleared; atomic so that Subscribe can refuse a closed s without s.mu.
 	closed atomic.Bool
+
+	// handing says whether the drain goroutine is handing a message to out
+	// outside s.mu (handingOn), which markClosed turns into handingStopped
+	// to stop it; see drain.
+	handing atomic.Uint32
 }
+
+// The states of Subscription.handing.
+const (
+	handingOff     uint32 = iota // drain is not past s.mu with a message: it sends nothing until it has s.mu again
+	handingOn                    // drain has let go of s.mu to hand a message to out
+	handingStopped               // markClosed stopped the hand-over: drain returns at once, without s.mu
+)
 
 func newSubscription(n *Notifier, id uint64, bufSize int) *Subscription {
 	s := &Subscription{n: n, id: id, seq: n.subSeq.Add(1)}
@@ -854,8 +866,10 @@ func (s *Subscription) ReleaseAll() []cid.Cid { return s.close(nil, true) }
 
 // close closes s with err, unless it is closed already, and ends its wants,
 // in one critical section over the shards of its keys: no operation sees s
-// closed but still in the index. It returns once out is closed, whichever
-// call closed s, with the keys of o.freed if report is set.
+// closed but still in the index, nor the wants gone while out is open
+// (markClosed). It returns once s is closed, whichever call closed it, and
+// its drain goroutine, if one ran, has returned, with the keys of o.freed if
+// report is set.
 func (s *Subscription) close(err error, report bool) []cid.Cid {
 	var first bool
 	if s.closeIdle(err, &first) {
@@ -866,9 +880,9 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 	o := n.getOp()
 	defer n.putOp(o)
 	o.sub, o.why, o.closing = s, err, true
-	defer func() { // deferred: also if the cancel function panics, out is closed before the panic goes on
+	defer func() { // deferred: also if the cancel function panics, drain has returned before the panic goes on
 		if o.exited != nil {
-			<-o.exited // drain has seen quit and closed out; it needs no lock we hold
+			<-o.exited // drain sees s closed and returns; it needs no lock we hold
 		}
 	}()
 	_ = n.run(context.Background(), o, &closeSteps) // cannot fail: no blockstore, no deadline
@@ -926,7 +940,7 @@ func (n *Notifier) attemptClose(o *op, queue *[]parkEntry) {
 	}()
 	defer func() {
 		if o.exited != nil {
-			<-o.exited // drain has seen quit and closed out; it needs no lock
+			<-o.exited // drain sees s closed and returns; it needs no lock we hold
 		}
 	}()
 	_ = n.run(context.Background(), o, &heldCloseSteps) // cannot fail
@@ -941,7 +955,7 @@ var heldCloseSteps = steps{acquire: func(context.Context, *Notifier, *op) error 
 // runs shut, as commitClose does), for a want is added only under s.mu
 // and a want's end by delivery is never undone. It reports false, having
 // done nothing, if s wants a key; the caller takes the general path. Like
-// close, it returns once out is closed.
+// close, it returns once s is closed and its drain goroutine has returned.
 //
 // With first set (close), it also records that a close of s has begun, and
 // sets *first to whether it is the first end of s to begin: s is not
@@ -982,9 +996,9 @@ func acquireAll(_ context.Context, _ *Notifier, o *op) error {
 
 // commitClose marks s closed, ends its wants and lets it go from the
 // registry. The caller holds s.mu (lockAll), which commitClose releases. If
-// a drain goroutine is running, o.exited is set to what close must wait for:
-// whether this close or an earlier one closed s, out is closed only when
-// drain returns, and no close may return before that.
+// a drain goroutine still runs, o.exited is set to what close waits for
+// once it has released its locks: drain sees s closed (markClosed closed
+// out) and returns, and no close returns while a goroutine of s runs.
 func commitClose(n *Notifier, o *op) error {
 	s := o.sub
 	o.exited = s.shut(o.why, func(k cid.Cid) { s.endWant(o, k, n.shardOf(k)) })
@@ -995,8 +1009,9 @@ func commitClose(n *Notifier, o *op) error {
 // shut is what every close of s does under s.mu: it marks s closed with err
 // (unless it is closed already), calls end for each key s still wants (the
 // caller holds their shard locks), forgets s's keys and lets s go from the
-// registry. It returns the channel that the close must wait for before it
-// returns, if a drain goroutine runs, or nil.
+// registry. It returns the exited channel of s's drain goroutine, if one
+// still runs, for the close to wait for once it has released its locks, or
+// nil.
 func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{}) {
 	s.markClosed(err)
 	if s.draining {
@@ -1166,8 +1181,22 @@ func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, first *op) *op {
 	return first
 }
 
-// markClosed marks s closed with err and closes out, or has drain close it,
-// unless s is closed already. The caller holds s.mu.
+// markClosed marks s closed with err and closes out, unless s is closed
+// already. The caller holds s.mu.
+//
+// It closes out itself, under s.mu, so that Messages() closes at the same
+// instant as the wants end and Err is set (the callers end the wants under
+// the same locks). That needs the drain goroutine, out's only sender while
+// it runs, to be stopped first: if it is handing a message to out outside
+// s.mu (handingOn), markClosed stops it (handingStopped, quit) and waits
+// for it to return, which it does without s.mu or any other lock. Else it
+// sends nothing before it has s.mu again, and then it sees s closed. The
+// tempting ways fail: closing out with drain still in its send panics it;
+// letting drain close out once it sees s closed, as was done first, closed
+// Messages() only after the end had released its locks, so a reader could
+// see the wants gone while Messages() was open and empty (found by review;
+// TestEnd_RemoveClosesMessagesWithItsWants); and waiting for drain to return
+// whatever it is doing deadlocks, as drain may be waiting for s.mu.
 func (s *Subscription) markClosed(err error) {
 	if s.closed.Load() {
 		return
@@ -1195,9 +1224,12 @@ func (s *Subscription) markClosed(err error) {
 		if !s.signal.CompareAndSwap(nil, closedSignal) {
 			close(s.signal.Load().(chan ResponseMessage))
 		}
-	case s.draining:
-		close(s.quit)
 	default:
+		if s.draining && s.handing.CompareAndSwap(handingOn, handingStopped) {
+			close(s.quit)
+			<-s.exited
+			s.draining = false
+		}
 		close(s.out)
 	}
 }
@@ -1262,17 +1294,16 @@ func (s *Subscription) accept(m *ResponseMessage, stale int) (overflowed bool) {
 
 // drain moves the backlog into out, blocking on out, until the backlog is
 // empty or s is closed. While it runs it is out's only sender, which keeps
-// publish order; once s is closed it closes out. It closes exited when it
-// returns. The message it holds while blocked on out has left the backlog:
-// WithMaxPending counts the messages queued behind it.
+// publish order; markClosed stops it before it closes out (handing). It
+// closes exited when it returns. The message it holds while blocked on out
+// has left the backlog: WithMaxPending counts the messages queued behind it.
 func (s *Subscription) drain(exited, quit chan struct{}) {
 	defer s.n.drainers.Done()
 	defer close(exited)
 	for {
 		s.mu.Lock()
-		if s.closed.Load() {
+		if s.closed.Load() { // markClosed has closed out
 			s.draining = false
-			close(s.out)
 			s.mu.Unlock()
 			return
 		}
@@ -1282,10 +1313,14 @@ func (s *Subscription) drain(exited, quit chan struct{}) {
 			s.mu.Unlock()
 			return
 		}
+		s.handing.Store(handingOn)
 		s.mu.Unlock()
 		select {
 		case s.out <- m:
 		case <-quit:
+		}
+		if !s.handing.CompareAndSwap(handingOn, handingOff) {
+			return // handingStopped: markClosed waits for exited, holding s.mu
 		}
 	}
 }

@@ -1,0 +1,120 @@
+package notifier
+
+import (
+	"context"
+	"testing"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// These tests check that a subscription's end is one instant for an
+// observer: once Wants reports that the end has ended its wants, Messages()
+// is closed, with at most what its buffer held before it. They make the
+// subscription's drain goroutine busy (a consumer that does not read, a
+// backlog behind a full buffer) so that it holds a message for the channel
+// as the end comes, then spin on Wants until the end is seen and look at the
+// channel without blocking: it must give up its buffered messages and then
+// report closed, never nothing. Before the end closed the channel itself
+// (the drain goroutine closed it, after the end had released its locks),
+// each failed within a few rounds here (2 cores, with and without -race).
+const endCloseRounds = 200
+
+// endRound sets up one round: a subscription x with a buffer of one that
+// wants k and is sent HAVEs of k (which end no want) until its drain
+// goroutine holds one for the channel and more wait in the backlog.
+func endRound(t *testing.T, opts ...Option) (n *Notifier, x *Subscription, k cid.Cid) {
+	t.Helper()
+	n = New(nil, append([]Option{WithBufferSize(1)}, opts...)...)
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	k = mkBlocks("end-close", 1)[0].Cid()
+	x = mustSub(t, n, 1)
+	require.NoError(t, x.Subscribe(ctx, k))
+	for range 3 { // one for the buffer, one held by drain, one in the backlog
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}}))
+	}
+	return n, x, k
+}
+
+// closedOnceSeen spins on x.Wants(k) until it is false, then reports
+// whether Messages() is closed behind what its buffer holds.
+func closedOnceSeen(x *Subscription, k cid.Cid) bool {
+	for x.Wants(k) {
+	}
+	return closedBehindBuffer(x)
+}
+
+func TestEnd_RemoveClosesMessagesWithItsWants(t *testing.T) {
+	for range endCloseRounds {
+		_, x, k := endRound(t)
+		removed := make(chan struct{})
+		go func() {
+			defer close(removed)
+			x.Remove()
+		}()
+		closed := closedOnceSeen(x, k)
+		<-removed
+		require.True(t, closed, "x.Wants(k) is false after Remove began, but Messages() is still open and empty")
+		require.NoError(t, x.Err())
+	}
+}
+
+func TestEnd_CloseClosesMessagesWithItsWants(t *testing.T) {
+	for range endCloseRounds {
+		n, x, k := endRound(t)
+		closedN := make(chan error, 1)
+		go func() { closedN <- n.Close() }()
+		closed := closedOnceSeen(x, k)
+		require.NoError(t, <-closedN)
+		require.True(t, closed, "x.Wants(k) is false after Close began, but Messages() is still open and empty")
+		require.ErrorIs(t, x.Err(), ErrClosed)
+	}
+}
+
+// The end of a slow consumer: the Publish that overflows WithMaxPending
+// ends x.
+func TestEnd_SlowConsumerEndClosesMessagesWithItsWants(t *testing.T) {
+	for range endCloseRounds {
+		n, x, k := endRound(t, WithMaxPending(1))
+		published := make(chan error, 1)
+		go func() {
+			published <- n.Publish(context.Background(), ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
+		}()
+		closed := closedOnceSeen(x, k)
+		require.NoError(t, <-published)
+		require.True(t, closed, "x.Wants(k) is false after its end as a slow consumer, but Messages() is still open and empty")
+		require.ErrorIs(t, x.Err(), ErrSlowConsumer)
+	}
+}
+
+// A block of k ends x's want by delivery, not x: Messages() stays open.
+// The control: closedBehindBuffer does not report closed for a want that
+// ended without an end of x.
+func TestEnd_DeliveryLeavesMessagesOpen(t *testing.T) {
+	_, x, k := endRound(t)
+	b := blocks.NewBlock([]byte("end-close-other"))
+	require.NoError(t, x.Subscribe(ctx, b.Cid()))
+	published := make(chan error, 1)
+	go func() { published <- x.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}) }()
+	for x.Wants(b.Cid()) {
+	}
+	require.NoError(t, <-published)
+	require.True(t, x.Wants(k))
+	require.False(t, closedBehindBuffer(x), "a delivery closed Messages()")
+}
+
+// closedBehindBuffer reports whether Messages() is closed behind what its
+// buffer holds, reading without blocking.
+func closedBehindBuffer(x *Subscription) bool {
+	for {
+		select {
+		case _, ok := <-x.Messages():
+			if !ok {
+				return true
+			}
+		default:
+			return false
+		}
+	}
+}
