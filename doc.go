@@ -90,9 +90,8 @@
 //     keys it found busy and is left pending with that operation, which
 //     completes it when it is done (Subscription.closeSlow), or with the
 //     operation that ends the subscription's want of such a key, or that
-//     makes the mark of the waiter it is left with stop holding. Err and
-//     the wants change together, at the end, and Messages() closes then or
-//     just after (see "Not one instant" below).
+//     makes the mark of the waiter it is left with stop holding. Err,
+//     Messages() and the wants change together, at the end.
 //   - Close: the registry, to list the live subscriptions; ends each as
 //     Remove does; takes and releases each shard lock in turn, so that
 //     operations in progress finish; then waits for the operations still in
@@ -152,19 +151,13 @@
 //
 // # Not one instant
 //
-// Three things that a concurrent observer can see happen in two steps
-// (found by review; each is what the code does on purpose, and none
+// Two things that a concurrent observer can see happen in two steps
+// (found by review; each is what the code does on purpose, and neither
 // reorders what a subscription receives or breaks G5):
 //
 //   - Close refuses new operations (ErrClosed) first, then ends the
 //     subscriptions one by one: until it returns, a read call may find some
 //     of them live, and their wants wanted.
-//   - A subscription's end (Remove, ReleaseAll, Close, a slow consumer's
-//     end) ends its wants and sets Err under its locks; if its drain
-//     goroutine holds a message for the channel, Messages() is closed by
-//     that goroutine just after, once it has let go of the channel. Remove,
-//     ReleaseAll and Close return only once it is closed; a concurrent
-//     reader can see the wants gone while Messages() is still open.
 //   - The cancel function runs after the operation has released the
 //     subscriptions' locks (so that it holds up nobody on other shards):
 //     AppendWanted, which takes only the subscription's lock, can see a

@@ -360,13 +360,15 @@ func TestRemove_ClosesMessagesBeforeReturning(t *testing.T) {
 	}
 }
 
-// Every Remove returns with Messages() closed, not only the one that closed
-// the subscription: a second Remove running while the first waits for the
-// drain goroutine, or a Remove racing the close of a slow consumer, used to
-// return at once, with out still open until drain got round to closing it.
-// (Review finding of issue 10.) draining is true exactly until drain closes
-// out, under s.mu, so it says whether out is closed without reading from it,
-// which would free drain and hide the race.
+// Every Remove returns with Messages() closed and the drain goroutine gone,
+// not only the one that closed the subscription: a second Remove running
+// while the first waits for the drain goroutine, or a Remove racing the
+// close of a slow consumer, used to return at once, with out still open
+// until drain got round to closing it. (Review finding of issue 10.) Since
+// then the end closes out itself, under s.mu (markClosed), and this test
+// checks the rest: draining is true until the drain goroutine is done with
+// s, under s.mu, so it says whether one still runs without reading from
+// out, which would free drain and hide the race.
 func TestRemove_ConcurrentCallsAllReturnWithMessagesClosed(t *testing.T) {
 	for _, tc := range []struct {
 		name  string

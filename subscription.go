@@ -898,9 +898,8 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // ends s's want of such a key, or that makes the holder's mark stop
 // holding (op.letGo). So a Publish that overflows s returns at once, even if
 // a key of s is reserved by a stalled PutMany (G6, G11). Until the end, s
-// is live but drops its messages; Err and the wants change together, at
-// the end, and Messages() closes then or just after (doc.go, "Not one
-// instant"), so Err is nil while it is pending
+// is live but drops its messages; Err, Messages() and the wants change
+// together, at the end (markClosed), so Err is nil while it is pending
 // (TestSlowConsumerEnd_AtomicWithItsWants). A Remove or Close of s in
 // between waits behind the pending close's marks, or completes the end
 // itself, as it would behind a waiting close; either way Err then reports

@@ -246,13 +246,30 @@ var table = []mutation{
 		why: "a second Close runs the close again",
 	},
 	{
-		id: "g7-remove-returns-before-out-closed", g: "G7", file: "subscription.go",
-		old: `		if o.exited != nil {
-			<-o.exited // drain has seen quit and closed out; it needs no lock we hold
+		id: "g7-remove-returns-before-drain-exits", g: "G7", file: "subscription.go",
+		old: `	defer func() { // deferred: also if the cancel function panics, drain has returned before the panic goes on
+		if o.exited != nil {
+			<-o.exited // drain sees s closed and returns; it needs no lock we hold
+		}
+	}()`,
+		new: `	_ = 0`,
+		pkg: ".", run: `^TestRemove_ConcurrentCallsAllReturnWithMessagesClosed$`,
+		why: "Remove returns while the subscription's drain goroutine still runs",
+	},
+	{
+		id: "g7-drain-closes-out-late", g: "G7", file: "subscription.go",
+		old: `		if s.draining && s.handing.CompareAndSwap(handingOn, handingStopped) {
+			close(s.quit)
+			<-s.exited
+			s.draining = false
 		}`,
-		new: `		_ = o.exited`,
-		pkg: ".", run: `^TestRemove_ClosesMessagesBeforeReturning$`,
-		why: "Remove returns while the drain goroutine still runs and Messages() is still open",
+		new: `		if s.draining && s.handing.CompareAndSwap(handingOn, handingStopped) {
+			close(s.quit)
+			go func() { <-s.exited; close(s.out) }()
+			return
+		}`,
+		pkg: ".", run: `^TestEnd_(Remove|Close|SlowConsumerEnd)ClosesMessagesWithItsWants$`,
+		why: "an end whose drain goroutine is handing a message leaves Messages() to be closed after it has released its locks: a reader sees the wants gone while Messages() is open and empty",
 	},
 	{
 		id: "g7-close-skips-inflight", g: "G7", file: "notifier.go",
