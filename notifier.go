@@ -427,7 +427,7 @@ func (n *Notifier) fetchOne(ctx context.Context, k cid.Cid, newFunc func() func(
 // that Close cannot find has no want to end and no channel to close; it is
 // closed lazily: Err reports ErrClosed once Close has begun, Subscribe refuses
 // it, and Messages() returns a closed channel (enlist refuses it). enlist
-// runs under n.mu and checks closed there, and Close sets closed before it
+// checks closed under n.mu (listRequest), and Close sets closed before it
 // takes n.mu to collect the registry: so a request either is listed before
 // Close collects, and Close closes it, or is refused, and closes itself as
 // Close would have. The tempting shortcuts fail:
@@ -457,6 +457,22 @@ func (n *Notifier) register(s *Subscription) (*Subscription, error) {
 	n.sessionsPeak.Grew(len(n.sessions))
 	n.counts.Add(oneLive)
 	return s, nil
+}
+
+// listRequest lists the request s in the registry (Subscription.enlist,
+// which holds s.mu) and reports true, unless Close has begun: then it lists
+// nothing and reports false. It checks under n.mu, where Close sets closed
+// before it collects the registry (see above).
+func (n *Notifier) listRequest(s *Subscription) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed.Load() {
+		return false
+	}
+	n.requests[s] = struct{}{}
+	n.requestsPeak.Grew(len(n.requests))
+	n.counts.Add(-oneLoose) // counted as live and loose since NewRequest
+	return true
 }
 
 // unregister lets s go from the registry so that its session ID can be reused.

@@ -190,17 +190,11 @@ func (s *Subscription) enlist() bool {
 	if s.closed.Load() {
 		return false // removed before it was listed: nothing for Close to do
 	}
-	n := s.n
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	if n.closed.Load() {
+	if !s.n.listRequest(s) {
 		s.markClosed(ErrClosed)
 		return false
 	}
-	n.requests[s] = struct{}{}
-	n.requestsPeak.Grew(len(n.requests))
 	s.listed = true
-	n.counts.Add(-oneLoose) // counted as live and loose since NewRequest
 	return true
 }
 
