@@ -81,8 +81,12 @@
 //     keys it reports, once the subscription's lock is released.
 //   - Remove, ReleaseAll: the shard locks of every key the subscription wants
 //     (taken again, with more shards, if a concurrent Subscribe added one),
-//     then its lock and the registry; the cancel function as for Unsubscribe;
-//     then, holding nothing, it waits for the subscription's drain goroutine.
+//     then its lock and the registry; it closes Messages() under them,
+//     after stopping the subscription's drain goroutine, and waiting for it,
+//     if that goroutine is handing a message to the channel (it takes no
+//     lock to stop); the cancel function as for Unsubscribe; then, holding
+//     nothing, it waits for the drain goroutine, if one still runs, to
+//     return.
 //     A Publish or Subscribe that pushes a subscription past WithMaxPending
 //     ends it this way once it has released its own locks, but does not
 //     wait: if another operation holds up one of the subscription's keys

@@ -2,6 +2,8 @@ package notifier
 
 import (
 	"context"
+	"math/rand/v2"
+	"sync"
 	"testing"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -116,5 +118,120 @@ func closedBehindBuffer(x *Subscription) bool {
 		default:
 			return false
 		}
+	}
+}
+
+// An end that takes no shard lock (closeIdle: x wants nothing, its last
+// want unsubscribed), seen through Err: once Err says ErrClosed, Messages()
+// is closed behind its buffer. (From a review.)
+func TestEnd_IdleCloseClosesMessagesWithErr(t *testing.T) {
+	for range endCloseRounds {
+		n, x, k := endRound(t)
+		x.Unsubscribe(k) // x wants nothing: Close ends it in closeIdle, under x.mu alone
+		closedN := make(chan error, 1)
+		go func() { closedN <- n.Close() }()
+		for x.Err() == nil {
+		}
+		closed := closedBehindBuffer(x)
+		require.NoError(t, <-closedN)
+		require.True(t, closed, "x.Err() is ErrClosed, but Messages() is still open and empty")
+	}
+}
+
+// Remove seen by a reader under the subscription's lock alone
+// (AppendWanted): once the wants are gone, Messages() is closed behind its
+// buffer. (From a review.)
+func TestEnd_AppendWantedSeesTheEndWithMessagesClosed(t *testing.T) {
+	for range endCloseRounds {
+		_, x, k := endRound(t)
+		removed := make(chan struct{})
+		go func() { defer close(removed); x.Remove() }()
+		for len(x.AppendWanted(nil, []cid.Cid{k})) > 0 {
+		}
+		closed := closedBehindBuffer(x)
+		<-removed
+		require.True(t, closed, "AppendWanted saw the wants gone, but Messages() is still open and empty")
+	}
+}
+
+// Drain goroutines that empty the backlog, exit and start again (a reader
+// that reads in bursts) race a publisher, slow-consumer ends, two Removes
+// or a Remove and Close. Nothing panics (a send on or a close of a closed
+// channel), the race detector stays quiet, every end returns with the drain
+// goroutine gone, and an observer of Wants finds Messages() closed behind
+// its buffer once the wants are gone. (From a review.)
+func TestEnd_StressEndsAgainstRestartingDrains(t *testing.T) {
+	const rounds = 150
+	for r := range rounds {
+		rng := rand.New(rand.NewPCG(uint64(r), 7))
+		opts := []Option{WithBufferSize(rng.IntN(3))}
+		if rng.IntN(2) == 0 {
+			opts = append(opts, WithMaxPending(1+rng.IntN(4)))
+		}
+		n := New(nil, opts...)
+		k := mkBlocks("end-stress", 1)[0].Cid()
+		x := mustSub(t, n, 1)
+		require.NoError(t, x.Subscribe(ctx, k))
+
+		burst := 1 + rng.IntN(3)
+		closeSecond := rng.IntN(2) == 0
+		var wg sync.WaitGroup
+		stop := make(chan struct{})
+		wg.Add(2)
+		go func() { // publisher
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				_ = n.Publish(context.Background(), ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
+			}
+		}()
+		go func() { // reader in bursts
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case _, ok := <-x.Messages():
+					if !ok {
+						return
+					}
+				}
+				for range burst {
+					select {
+					case <-x.Messages():
+					default:
+					}
+				}
+			}
+		}()
+		closedSeen := make(chan bool, 1)
+		go func() { closedSeen <- closedOnceSeen(x, k) }()
+
+		var ends sync.WaitGroup
+		ends.Add(2)
+		go func() { defer ends.Done(); x.Remove() }()
+		go func() {
+			defer ends.Done()
+			if closeSecond {
+				_ = n.Close()
+			} else {
+				x.Remove()
+			}
+		}()
+		ends.Wait()
+		x.mu.Lock()
+		draining := x.draining
+		x.mu.Unlock()
+		require.False(t, draining, "round %d: an end returned while the drain goroutine still ran", r)
+		close(stop)
+		wg.Wait()
+		// The observer races the reader for buffered messages, but out is
+		// closed before Wants can say false, so it finds it closed.
+		require.True(t, <-closedSeen, "round %d: the wants are gone, but Messages() is open and empty", r)
+		require.NoError(t, n.Close())
 	}
 }

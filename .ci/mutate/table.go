@@ -272,6 +272,16 @@ var table = []mutation{
 		why: "an end whose drain goroutine is handing a message leaves Messages() to be closed after it has released its locks: a reader sees the wants gone while Messages() is open and empty",
 	},
 	{
+		id: "g7-out-closed-under-a-send", g: "G7", file: "subscription.go",
+		old: `			close(s.quit)
+			<-s.exited
+			s.draining = false`,
+		new: `			close(s.quit)
+			s.draining = false`,
+		pkg: ".", run: `^TestEnd_`,
+		why: "an end closes Messages() without waiting for the drain goroutine it stopped, which may still be in its send: a send on a closed channel, or a race of the close with the send",
+	},
+	{
 		id: "g7-close-skips-inflight", g: "G7", file: "notifier.go",
 		old: `		n.inflight.Wait() // operations in blockstore I/O`,
 		new: `		_ = 0 // operations in blockstore I/O`,
