@@ -558,10 +558,12 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 // reaches the call and the block service's Put then fails, returning the
 // error at once; a closed channel is an error at once too (boxo's getter:
 // "promise channel was closed"). Only the calls listed before the Publish
-// began (listed: PubSub.tracked then) are looked at: a call whose Subscribe
-// had not returned yet waits as any other, and so does one made after the
-// failure, whose session would ask for the block again (found by review,
-// with TestPubSub_FailedStoreSparesACallMadeAfterIt). Found by review, with
+// began (listed: PubSub.tracked then) are looked at: a call that its
+// Subscribe had not listed yet waits as any other, and so does one made
+// after the failure, whose session would ask for the block again (found by
+// review, with TestPubSub_FailedStoreSparesACallMadeAfterIt). A call listed
+// before, whose Subscribe has not returned yet (it is arming its ctx's
+// watch), is ended like the others. Found by review, with
 // TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
 //
 // Each call is marked ended here (beginEnd), and the rest of its end, the
