@@ -3,8 +3,10 @@ package notifier
 import (
 	"context"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -33,9 +35,23 @@ func endRound(t *testing.T, opts ...Option) (n *Notifier, x *Subscription, k cid
 	k = mkBlocks("end-close", 1)[0].Cid()
 	x = mustSub(t, n, 1)
 	require.NoError(t, x.Subscribe(ctx, k))
-	for range 3 { // one for the buffer, one held by drain, one in the backlog
-		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}}))
+	have := func() { require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}})) }
+	have() // into the buffer
+	have() // into the backlog: a drain goroutine starts
+	// Wait for the goroutine to take it, so that it holds one, blocked on
+	// the full channel, and the next waits behind it: with WithMaxPending(1)
+	// that next one must not overflow x yet.
+	for deadline := time.Now().Add(hang); ; runtime.Gosched() {
+		x.mu.Lock()
+		held := x.backlog.Len() == 0
+		x.mu.Unlock()
+		if held {
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "the drain goroutine never took its message")
 	}
+	have() // into the backlog
+	require.NoError(t, x.Err(), "x ended while being set up")
 	return n, x, k
 }
 
