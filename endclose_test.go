@@ -106,6 +106,49 @@ func TestEnd_SlowConsumerEndClosesMessagesWithItsWants(t *testing.T) {
 	}
 }
 
+// The same three ends, made deterministic: one processor (GOMAXPROCS 1), and
+// the look at the channel is taken from the cancel function, which the end
+// calls under its locks once it has ended x's want of k (G5). Nothing else
+// can run meanwhile: the drain goroutine that the end stopped, and anything
+// it would start, wait for the one processor until the end blocks or
+// returns. So Messages() must be closed by then, by the end itself; an end
+// that left the close to the drain goroutine fails every time here, not
+// only when a reader on another processor happens to look in the gap.
+func TestEnd_MessagesClosedWhenTheCancelFunctionRuns(t *testing.T) {
+	ends := []struct {
+		name string
+		opts []Option
+		end  func(n *Notifier, x *Subscription, k cid.Cid) error
+		err  error
+	}{
+		{"Remove", nil, func(_ *Notifier, x *Subscription, _ cid.Cid) error { x.Remove(); return nil }, nil},
+		{"Close", nil, func(n *Notifier, _ *Subscription, _ cid.Cid) error { return n.Close() }, ErrClosed},
+		{"SlowConsumer", []Option{WithMaxPending(1)}, func(n *Notifier, _ *Subscription, k cid.Cid) error {
+			return n.Publish(context.Background(), ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
+		}, ErrSlowConsumer},
+	}
+	for _, e := range ends {
+		t.Run(e.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			var x *Subscription
+			var calls int
+			var closed bool
+			cancel := func([]cid.Cid) {
+				calls++ // the end runs on this test's goroutine
+				closed = closedBehindBuffer(x)
+			}
+			var n *Notifier
+			var k cid.Cid
+			n, x, k = endRound(t, append([]Option{WithCancelFunc(cancel)}, e.opts...)...)
+			require.Zero(t, calls, "the set-up ended a want")
+			require.NoError(t, e.end(n, x, k))
+			require.Equal(t, 1, calls, "the end did not report k's last want to the cancel function")
+			require.True(t, closed, "the cancel function ran with x's want of k ended, but Messages() still open and empty")
+			require.ErrorIs(t, x.Err(), e.err)
+		})
+	}
+}
+
 // A block of k ends x's want by delivery, not x: Messages() stays open.
 // The control: closedBehindBuffer does not report closed for a want that
 // ended without an end of x.

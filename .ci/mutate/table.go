@@ -268,7 +268,7 @@ var table = []mutation{
 			go func() { <-s.exited; close(s.out) }()
 			return
 		}`,
-		pkg: ".", run: `^TestEnd_(Remove|Close|SlowConsumerEnd)ClosesMessagesWithItsWants$`,
+		pkg: ".", run: `^TestEnd_(MessagesClosedWhenTheCancelFunctionRuns|(Remove|Close|SlowConsumerEnd)ClosesMessagesWithItsWants)$`,
 		why: "an end whose drain goroutine is handing a message leaves Messages() to be closed after it has released its locks: a reader sees the wants gone while Messages() is open and empty",
 	},
 	{
