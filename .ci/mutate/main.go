@@ -3,7 +3,7 @@
 // binary of its package and runs the named tests, which must fail. Run it
 // through .ci/mutants, from anywhere:
 //
-//	bash .ci/mutants [-only ID [-run REGEXP]] [-j 2] [-timeout 90s] [-keep] [-baseline=false]
+//	bash .ci/mutants [-only ID [-run REGEXP]] [-j 2] [-timeout 90s] [-keep] [-baseline=false] [-repeat N]
 //
 // To add an entry: write it in table.go, then try it alone, without the
 // unmutated run, with broader and narrower -run values until the narrowest
@@ -11,12 +11,23 @@
 //
 //	bash .ci/mutants -baseline=false -only ID -run '^TestA_|^TestB_'
 //
+// A test that catches its mutation only when goroutines happen to meet in
+// a short gap passes now and then, and CI's mutation step fails on it
+// although nothing changed. To see how reliably an entry is caught, run
+// the mutated binary several times, on a machine as busy as CI's:
+//
+//	bash .ci/mutants -baseline=false -only ID -repeat 10
+//
+// Each run must fail; an entry caught in some runs only is FLAKY (k/N, the
+// runs that caught it), which fails the check as SURVIVED does.
+//
 // It prints one line per mutation, in table order:
 //
 //	ID  GUARANTEE  OUTCOME  SECONDS  [the first test that failed]
 //
 // where OUTCOME is caught (a test failed, the race detector reported, or
-// the binary hit its -test.timeout: a hang fails CI too), SURVIVED (every test passed), anchor-missing (the old
+// the binary hit its -test.timeout: a hang fails CI too), SURVIVED (every test passed), FLAKY (with
+// -repeat, caught in some runs only), anchor-missing (the old
 // text does not occur exactly once in the checkout), does-not-build (the
 // mutated package or its tests do not compile: an error of the table, not a
 // catch) or error (the tool itself failed). It exits 1 unless every
@@ -59,6 +70,9 @@ import (
 // are removed on the way out.
 var stop, _ = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 
+// repeat is how many times each mutated binary runs (-repeat).
+var repeat = 1
+
 // A mutation is one breaking change and the tests that must catch it.
 type mutation struct {
 	id   string // short, unique, names the mechanism broken
@@ -83,7 +97,12 @@ func main() {
 	keep := flag.Bool("keep", false, "keep the copies (their paths are printed)")
 	base := flag.Bool("baseline", true, "check first that the unmutated copy passes (false: to try an entry quickly)")
 	runRE := flag.String("run", "", "with -only: try this -run regexp instead of the table's (to find the narrowest that catches)")
+	flag.IntVar(&repeat, "repeat", 1, "run each mutated binary this many times; every run must fail (to check that a catch is reliable)")
 	flag.Parse()
+	if repeat < 1 {
+		fmt.Fprintln(os.Stderr, "mutants: -repeat must be at least 1")
+		os.Exit(2)
+	}
 	if *runRE != "" {
 		if *only == "" {
 			fmt.Fprintln(os.Stderr, "mutants: -run needs -only")
@@ -127,7 +146,7 @@ func run(only string, jobs int, timeout time.Duration, keep, base bool) error {
 		fmt.Printf("unmutated copy passes the table's tests (%.0fs)\n", time.Since(t0).Seconds())
 	}
 	bad := mutateAll(root, tmp, muts, jobs, timeout, keep)
-	fmt.Printf("%d mutations, %d not caught (SURVIVED or an error of the table), %.0fs in all\n",
+	fmt.Printf("%d mutations, %d not caught (SURVIVED, FLAKY or an error of the table), %.0fs in all\n",
 		len(muts), bad, time.Since(t0).Seconds())
 	if bad > 0 {
 		return fmt.Errorf("%d of %d mutations not caught", bad, len(muts))
@@ -238,7 +257,7 @@ func mutateAll(root, tmp string, muts []mutation, jobs int, timeout time.Duratio
 	bad := 0
 	for i, m := range muts {
 		r := <-results[i]
-		if r.outcome != "caught" {
+		if !strings.HasPrefix(r.outcome, "caught") {
 			bad++
 		}
 		fmt.Printf("%-38s %-4s %-14s %4.0fs  %s\n", m.id, m.g, r.outcome, r.secs, r.note)
@@ -269,17 +288,31 @@ func mutate(root, dir string, m mutation, timeout time.Duration) result {
 	if err != nil && stop.Err() == nil {
 		return result{outcome: "does-not-build", note: firstLine(out)}
 	}
-	out, err = test(dir, m.pkg, bin, m.run, timeout)
-	var exit *exec.ExitError
+	caught, note := 0, ""
+	for range repeat {
+		out, err = test(dir, m.pkg, bin, m.run, timeout)
+		var exit *exec.ExitError
+		switch {
+		case stop.Err() != nil:
+			return result{outcome: "error", note: "interrupted"}
+		case err == nil:
+		case errors.As(err, &exit): // a test failed, timed out, or the race detector spoke
+			if caught++; note == "" {
+				note = failed(out)
+			}
+		default:
+			return result{outcome: "error", note: err.Error()}
+		}
+	}
 	switch {
-	case stop.Err() != nil:
-		return result{outcome: "error", note: "interrupted"}
-	case err == nil:
+	case caught == 0:
 		return result{outcome: "SURVIVED", note: m.why}
-	case errors.As(err, &exit): // a test failed, timed out, or the race detector spoke
-		return result{outcome: "caught", note: failed(out)}
+	case caught < repeat:
+		return result{outcome: fmt.Sprintf("FLAKY %d/%d", caught, repeat), note: note}
+	case repeat > 1:
+		return result{outcome: fmt.Sprintf("caught %d/%d", caught, repeat), note: note}
 	default:
-		return result{outcome: "error", note: err.Error()}
+		return result{outcome: "caught", note: note}
 	}
 }
 
