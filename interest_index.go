@@ -11,7 +11,7 @@ import (
 )
 
 // This file holds the index's plain data: no locks, no goroutines. Each
-// shardIndex is guarded by the mutex of the shard that owns it (notifier.go).
+// shardIndex is guarded by the mutex of the shard that owns it (shard.go).
 
 // interest is the set of subscriptions that want one key.
 //

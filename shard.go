@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"slices"
 	"sync"
 
 	blocks "github.com/ipfs/go-block-format"
@@ -130,33 +129,6 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			n.unlock(o.locks)
 			return err
 		}
-	}
-}
-
-// addSleeper enters o, a Subscribe of s about to sleep in lockFree with a
-// nudge, in s.asleep, so that markClosed wakes it: once s is closed, o has
-// nothing left to do, and must not sleep on until what it waits for, maybe
-// a stalled blockstore call, is over; its marks, on keys s does not want,
-// hold up others meanwhile (G11). A close ends only the wants of s, so
-// nothing else wakes it (review, TestIO_WaitingSubscribeWakesWhenItsSubscriptionEnds).
-// If s is closed already, it returns the error Subscribe returns. The
-// caller holds o's shard locks.
-func (s *Subscription) addSleeper(o *op) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.ended() { // closes a request that Close has begun for without knowing of it
-		return s.closedErr()
-	}
-	s.asleep = append(s.asleep, o)
-	return nil
-}
-
-// dropSleeper takes o out of s.asleep once it wakes.
-func (s *Subscription) dropSleeper(o *op) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if i := slices.Index(s.asleep, o); i >= 0 {
-		s.asleep = slices.Delete(s.asleep, i, i+1)
 	}
 }
 

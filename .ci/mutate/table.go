@@ -41,14 +41,14 @@ var table = []mutation{
 		why: "a Publish calls PutMany with its keys unreserved: a Subscribe in between misses the block and records a want that the Publish's plan did not see",
 	},
 	{
-		id: "g1-subscribe-one-hit-unchecked", g: "G1", file: "subscription.go",
+		id: "g1-subscribe-one-hit-unchecked", g: "G1", file: "subscription_want.go",
 		old: `	o.io = n.bs != nil && !s.keeps && len(o.hits) > 0`,
 		new: `	o.io = n.bs != nil && !s.keeps && len(o.hits) > 1`,
 		pkg: ".", run: `^TestSubscribe_StoredBlockReachesOtherWaiters$`,
 		why: "the general path of Subscribe skips the blockstore check when a single key is new: a block stored before the Subscribe never arrives",
 	},
 	{
-		id: "g1-commit-no-start-over", g: "G1", file: "subscription.go",
+		id: "g1-commit-no-start-over", g: "G1", file: "subscription_want.go",
 		old: `			if e == nil || !s.listedIn(e, k, &locked) {`,
 		new: `			if e != nil && !s.listedIn(e, k, &locked) {`,
 		pkg: ".", run: `^TestIO_SubscribeStartsOverWhenAWantEndsDuringItsCheck$`,
@@ -81,7 +81,7 @@ var table = []mutation{
 		why: "a block repeated in one message is delivered once per copy",
 	},
 	{
-		id: "g2-hit-ignores-version", g: "G2", file: "subscription.go",
+		id: "g2-hit-ignores-version", g: "G2", file: "subscription_want.go",
 		old: `	if x.version(k) != ver {
 		return false, false, nil
 	}`,
@@ -94,7 +94,7 @@ var table = []mutation{
 
 	// G3: store before notify; a failed PutMany delivers nothing and loses no want.
 	{
-		id: "g3-store-async", g: "G3", file: "notifier.go",
+		id: "g3-store-async", g: "G3", file: "publish.go",
 		old: `	err := n.bs.PutMany(ctx, o.store)`,
 		new: `	go n.bs.PutMany(context.WithoutCancel(ctx), slices.Clone(o.store)) //nolint:errcheck
 	var err error`,
@@ -102,7 +102,7 @@ var table = []mutation{
 		why: "Publish delivers while PutMany still runs: a subscriber can receive a block that Has does not report",
 	},
 	{
-		id: "g3-failed-store-delivers", g: "G3", file: "notifier.go",
+		id: "g3-failed-store-delivers", g: "G3", file: "publish.go",
 		old: `		return fmt.Errorf("notifier: publish %d blocks from %q: store: %w", len(o.store), o.msg.From, err)`,
 		new: `		return nil`,
 		pkg: ".", run: `^TestPublish_FailedStoreDeliversNothingKeepsWants$`,
@@ -111,7 +111,7 @@ var table = []mutation{
 
 	// G4: no unsolicited storage (Publish step 1).
 	{
-		id: "g4-unwanted-remote-stored", g: "G4", file: "notifier.go",
+		id: "g4-unwanted-remote-stored", g: "G4", file: "publish.go",
 		old: `	return from == "" && !o.storing(k)`,
 		new: `	return !o.storing(k)`,
 		pkg: ".", run: `^TestPublish_StoresRemoteBlocksOnlyIfWanted$`,
@@ -162,7 +162,7 @@ var table = []mutation{
 		why: "a delivery reports its key to the cancel function while an interest subscription still wants it",
 	},
 	{
-		id: "g5-release-last-want-unreported", g: "G5", file: "subscription.go",
+		id: "g5-release-last-want-unreported", g: "G5", file: "subscription_want.go",
 		old: `	if last {
 		o.cancels = append(o.cancels, k)`,
 		new: `	if last && len(o.cancels) == 0 {
@@ -171,7 +171,7 @@ var table = []mutation{
 		why: "an Unsubscribe or close that ends the last wants of several keys reports only the first to the cancel function",
 	},
 	{
-		id: "g5-releaseall-reports-others-end", g: "G5", file: "subscription.go",
+		id: "g5-releaseall-reports-others-end", g: "G5", file: "subscription_end.go",
 		old: `	report = report && first`,
 		new: `	_ = first`,
 		pkg: ".", run: `^TestReleaseAll_FinishingAPendingSlowEndReportsNothing$`,
@@ -219,7 +219,7 @@ var table = []mutation{
 		why: "a Publish to a full channel waits for the reader, holding the locks: synctest.Wait returns with it blocked, and the test fails at once",
 	},
 	{
-		id: "g6-resume-nests", g: "G6", file: "subscription.go",
+		id: "g6-resume-nests", g: "G6", file: "subscription_end.go",
 		old: `		if queue == nil {
 			n.putOp(o)`,
 		new: `		if queue == nil || len(*queue) >= 0 {
@@ -246,7 +246,7 @@ var table = []mutation{
 		why: "a second Close runs the close again",
 	},
 	{
-		id: "g7-remove-returns-before-drain-exits", g: "G7", file: "subscription.go",
+		id: "g7-remove-returns-before-drain-exits", g: "G7", file: "subscription_end.go",
 		old: `	defer func() { // deferred: also if the cancel function panics, drain has returned before the panic goes on
 		if o.exited != nil {
 			<-o.exited // drain sees s closed and returns; it needs no lock we hold
@@ -305,7 +305,7 @@ var table = []mutation{
 		why: "a Publish, Subscribe or Fetch asleep behind a stalled PutMany when Close begins sleeps on until the PutMany returns, though it can only return ErrClosed",
 	},
 	{
-		id: "g7-subscribe-after-close-says-why", g: "G7", file: "subscription.go",
+		id: "g7-subscribe-after-close-says-why", g: "G7", file: "subscription_want.go",
 		old: `	if n.closed.Load() {
 		return ErrClosed
 	}
@@ -317,7 +317,7 @@ var table = []mutation{
 
 	// G8: no leak.
 	{
-		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription.go",
+		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription_want.go",
 		old: `			s.stale = max(s.stale-1, 0)
 			continue`,
 		new: `			continue`,
@@ -340,7 +340,7 @@ var table = []mutation{
 		why: "a removed session stays counted in Stats.Subscriptions",
 	},
 	{
-		id: "g8-stale-keys-kept", g: "G8", file: "subscription.go",
+		id: "g8-stale-keys-kept", g: "G8", file: "subscription_want.go",
 		old: `return e.ended.Load() })`,
 		new: `return e.ended.Load() && e.subs != nil })`,
 		pkg: ".", run: `^TestStaleKeys_Compacted$`,
@@ -368,7 +368,7 @@ var table = []mutation{
 		why: "the index keeps for good the storage of the most keys it ever held: a million wants delivered leave some 35 MB behind",
 	},
 	{
-		id: "g8-subscription-keys-keep-burst", g: "G8", file: "subscription.go",
+		id: "g8-subscription-keys-keep-burst", g: "G8", file: "subscription_want.go",
 		old: "\t}\n\ts.keys = shrink.Fit(s.keys, &s.keysPeak)\n\ts.stale = 0",
 		new: "\t}\n\ts.stale = 0",
 		pkg: ".", run: `^TestBurst_WantsGiveBackTheirStorage$/^delivery$`,
@@ -389,7 +389,7 @@ var table = []mutation{
 		why: "a subscription of up to 1,024 keys that got every block it wanted keeps an entry for each, and the interests they point to, until its next Subscribe or its end",
 	},
 	{
-		id: "g8-stale-runs-ahead", g: "G8", file: "subscription.go",
+		id: "g8-stale-runs-ahead", g: "G8", file: "subscription_want.go",
 		old: "\tif len(s.keys) == before && s.stale > 0 { // replaced an entry: a stale one, as only those may be there\n\t\ts.stale--\n\t}",
 		new: "\t_ = before",
 		pkg: ".", run: `^TestStaleKeys_LastDeliveryEmptiesTheMap$`,
@@ -516,7 +516,7 @@ var table = []mutation{
 		why: "PutMany and the Gets of a Subscribe run holding the shard locks of their keys",
 	},
 	{
-		id: "g11-subscribe-reserves-wanted-keys", g: "G11", file: "subscription.go",
+		id: "g11-subscribe-reserves-wanted-keys", g: "G11", file: "subscription_want.go",
 		old: `	o.onlyHits = o.io`,
 		new: `	o.onlyHits = false`,
 		pkg: ".", run: `^TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck$`,
