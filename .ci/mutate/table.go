@@ -550,7 +550,7 @@ var table = []mutation{
 
 	// C: bitswapcompat, the drop-in layer (MIGRATION.md).
 	{
-		id: "c-failed-store-ends-no-call", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-ends-no-call", g: "C", file: "bitswapcompat/publish.go",
 		old: `	if err != nil { // the store failed: nothing else is left (no ctx, blks checked)
 		ps.failWaiting(blks, listed)
 	}`,
@@ -559,14 +559,14 @@ var table = []mutation{
 		why: "a failed store leaves the calls waiting for its blocks to wait until their ctx ends",
 	},
 	{
-		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/publish.go",
 		old: `			go c.finishEnd(stop)`,
 		new: `			c.finishEnd(stop)`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey$`,
 		why: "a Publish whose store failed ends the waiting calls itself, and waits for a stalled store of another of their keys (G11)",
 	},
 	{
-		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/publish.go",
 		old: `		if stop, ok := c.beginEnd(); ok {
 			go c.finishEnd(stop)
 		}`,
@@ -582,7 +582,7 @@ var table = []mutation{
 		why: "a message refused because its ctx ended ends the calls waiting for its blocks",
 	},
 	{
-		id: "c-local-publish-paced", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-local-publish-paced", g: "C", file: "bitswapcompat/publish.go",
 		old: `	if !remote {
 		return // a local block (NotifyNewBlocks, AddBlock): not a peer's copy
 	}`,
