@@ -1,0 +1,414 @@
+package notifier
+
+import (
+	"context"
+	"runtime"
+	"testing"
+	"testing/synctest"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/require"
+)
+
+// Tests of closes and other waiters woken when the wants they wait on end,
+// and of the order of marks of several waiters. stallStore is in io_test.go.
+
+// A close asleep behind another operation's mark on a key wakes and goes on
+// when its own subscription's want of that key ends while it sleeps: it has
+// nothing left to wait for. s2 wants kA alone; a Publish of HAVEs of kA and
+// kB waits for kB's stalled PutMany with both marked, and Remove(s2) sleeps
+// on its mark on kA. An operation older than both ends s2's want of kA (a
+// delivery, or an Unsubscribe). Remove(s2) slept on until the PutMany of kB,
+// a key s2 never wanted, returned (G11). Found by review.
+func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
+	for _, how := range []string{"delivered", "unsubscribed"} {
+		t.Run(how, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n := New(st, WithShards(2))
+				bA := blockInShard(n, "own-want-A", 1, true)
+				bB := blockInShard(n, "own-want-B", 1, true)
+				bX := blockInShard(n, "own-want-X", 0, true)
+				kA, kB := bA.Cid(), bB.Cid()
+				s2 := mustSub(t, n, 2)
+				require.NoError(t, s2.Subscribe(ctx, kA))
+				releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
+				// kA busy too, so that the Publish below marks it (Notifier.markBusy).
+				u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "own-want-Y", 1, true).Cid())
+
+				unblock0 := blockShard(t, n, nil, 0)
+				older := make(chan error, 1)
+				if how == "delivered" {
+					go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
+					waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+				} else {
+					go func() { s2.Unsubscribe(kA, bX.Cid()); older <- nil }()
+					waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+				}
+				haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
+				removed := make(chan struct{})
+				go func() { defer close(removed); s2.Remove() }()
+				spinWaiting(t, n, 2) // asleep on the Publish's mark on kA
+
+				unblock0()
+				require.NoError(t, <-older)
+				require.False(t, s2.Wants(kA), "s2 wants nothing now")
+				synctest.Wait()
+				select {
+				case <-removed:
+				default:
+					releaseB()
+					<-removed
+					t.Fatal("Remove(s2), whose subscription wants nothing now, sleeps until the stalled PutMany of kB returns (G11)")
+				}
+				releaseB()
+				require.NoError(t, <-pubB)
+				require.NoError(t, <-haves)
+				u.Remove()
+				requireIndexEmpty(t, n)
+				require.NoError(t, n.Close())
+			})
+		})
+	}
+}
+
+// havesMarkingKA starts a Publish of HAVEs of kA and kB, in a synctest
+// bubble, and returns once that Publish waits for kB's reservation with kA
+// marked; its result goes to the channel returned. kB must be reserved by a
+// stalled call, and kA by the Subscribe that reserveByGet started, whose Get
+// releaseY lets go on (subY gets its result): the Publish finds both busy
+// and marks both (Notifier.markBusy), sleeps on kA's, wakes as the Subscribe
+// goes on, and sleeps again on kB's, keeping its mark on kA.
+func havesMarkingKA(t *testing.T, n *Notifier, kA, kB cid.Cid, releaseY func(), subY chan error) chan error {
+	t.Helper()
+	haves := make(chan error, 1)
+	go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
+	spinWaiting(t, n, 1)
+	slept := n.waits.Load()
+	releaseY()
+	require.NoError(t, <-subY)
+	for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+		runtime.Gosched()
+	}
+	return haves
+}
+
+// Deliveries of a key to other subscriptions wake neither a close whose mark
+// on the key went dormant earlier nor what sleeps behind that close. s2
+// wants kA, kB and kC; Remove(s2) sleeps on kB's stalled PutMany; an older
+// Unsubscribe ends s2's want of kA (the one wake-up due); a Publish of HAVEs
+// of kC sleeps on Remove's mark on kC. Then kA is delivered 20 times to s3:
+// nothing changes for the sleepers. Each delivery woke both, to sleep
+// again: the close because its dormant mark on kA did not hold, and the
+// Publish with it. Found by review.
+func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		del := st.Blockstore.(interface {
+			DeleteBlock(context.Context, cid.Cid) error
+		})
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "dormant-A", 1, true)
+		bB := blockInShard(n, "dormant-B", 1, true)
+		bC := blockInShard(n, "dormant-C", 1, true)
+		bX := blockInShard(n, "dormant-X", 0, true)
+		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
+		s2 := mustSub(t, n, 2)
+		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
+		// kA and kC busy, so that Remove marks them (Subscription.markIfBusy):
+		// reserved by a Subscribe of u whose Get of kY stalls.
+		u := mustSub(t, n, 4)
+		kY := blockInShard(n, "dormant-Y", 1, true).Cid()
+		releaseY := st.stall(t, kY)
+		subU := make(chan error, 1)
+		go func() { subU <- u.Subscribe(ctx, kA, kC, kY) }()
+		require.Equal(t, kY, <-st.entered)
+
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan struct{})
+		go func() { defer close(older); s2.Unsubscribe(kA, bX.Cid()) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		removed := make(chan struct{})
+		go func() { defer close(removed); s2.Remove() }()
+		spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
+		slept := n.waits.Load()
+		releaseY()
+		require.NoError(t, <-subU)
+		for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+			runtime.Gosched()
+		} // asleep on kB's reservation, kA, kB and kC marked
+		unblock0()
+		<-older // Remove's mark on kA is dormant
+		synctest.Wait()
+		haves := make(chan error, 1)
+		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
+		spinWaiting(t, n, 2) // asleep on Remove's mark on kC
+		synctest.Wait()
+
+		s3 := mustSub(t, n, 3)
+		const deliveries = 20
+		before := n.waits.Load()
+		for range deliveries {
+			require.NoError(t, s3.Subscribe(ctx, kA))
+			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}))
+			require.Equal(t, []blocks.Block{bA}, recv(t, s3).Blocks)
+			require.NoError(t, del.DeleteBlock(ctx, kA))
+			synctest.Wait()
+		}
+		woke := n.waits.Load() - before
+		releaseB()
+		require.NoError(t, <-pubB)
+		<-removed
+		require.NoError(t, <-haves)
+		s3.Remove()
+		u.Remove()
+		requireIndexEmpty(t, n)
+		require.NoError(t, n.Close())
+		require.Zero(t, woke, "the sleepers woke %d times for %d deliveries of kA to s3, which changed nothing for them", woke, deliveries)
+	})
+}
+
+// removeBehindStall is the scene of the stale-mark tests, inside a synctest
+// bubble: on two shards, s wants kA and kB (shard 1); an operation that
+// started before the close and will end s's want of kA waits for shard 0,
+// which the scene holds (how: "delivered", a Publish of kA and kX, or
+// "unsubscribed", an Unsubscribe of them); and s.Remove() waits for kB, with
+// kA and kB marked. A close marks only the keys it finds busy
+// (Subscription.markIfBusy), so kA is first reserved by a Subscribe of kA
+// and kY by another subscription, u, whose Get of kY stalls: Remove sleeps
+// on it with kA marked. Then a Publish of kB reserves kB and stalls in its
+// PutMany, and u's Get goes on: Remove wakes, finds kB busy, marks it and
+// sleeps on it, keeping its mark on kA. u wants kA from then on.
+type removeBehindStall struct {
+	n          *Notifier
+	s          *Subscription
+	bA, bB, bX blocks.Block
+	releaseB   func()     // lets the stalled PutMany of kB go on
+	pubB       chan error // that Publish's result
+	unblock0   func()     // lets the older operation go on
+	older      chan error // its result
+	removed    chan struct{}
+}
+
+func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
+	t.Helper()
+	st := newStallStore()
+	n := New(st, WithShards(2))
+	sc := &removeBehindStall{
+		n:       n,
+		bA:      blockInShard(n, prefix+"-A", 1, true),
+		bB:      blockInShard(n, prefix+"-B", 1, true),
+		bX:      blockInShard(n, prefix+"-X", 0, true),
+		older:   make(chan error, 1),
+		removed: make(chan struct{}),
+	}
+	kA, kB := sc.bA.Cid(), sc.bB.Cid()
+	s := mustSub(t, n, 1)
+	sc.s = s
+	require.NoError(t, s.Subscribe(ctx, kA, kB))
+	_, releaseY, subY := st.reserveByGet(t, n, 2, kA, blockInShard(n, prefix+"-Y", 1, true).Cid())
+
+	sc.unblock0 = blockShard(t, n, nil, 0)
+	switch how {
+	case "delivered":
+		go func() { sc.older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bA, sc.bX}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+	case "unsubscribed":
+		go func() { s.Unsubscribe(kA, sc.bX.Cid()); sc.older <- nil }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+	default:
+		t.Fatalf("removeBehindStall: unknown older operation %q", how)
+	}
+
+	go func() { defer close(sc.removed); s.Remove() }()
+	spinWaiting(t, n, 1) // Remove waits for u's reservation of kA, kA marked
+
+	sc.releaseB, sc.pubB = st.publishStalled(t, n, sc.bB) // kB reserved, its PutMany stalled
+	slept := n.waits.Load()
+	releaseY()
+	require.NoError(t, <-subY)
+	for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
+		runtime.Gosched()
+	}
+	return sc // Remove waits for kB, kA and kB marked
+}
+
+// finish releases the stalled PutMany and checks that everything ends.
+func (sc *removeBehindStall) finish(t *testing.T) {
+	t.Helper()
+	sc.releaseB()
+	require.NoError(t, <-sc.pubB)
+	<-sc.removed
+}
+
+// An operation that started before a waiter, but marks a key they share
+// after the waiter did, leaves the waiter's mark in place when it goes on:
+// a Publish that starts after the waiter still waits behind it (fairness,
+// Notifier.mark). Found by review: a key kept one mark, which the older
+// operation replaced and its unmark then deleted, so the later Publish took
+// the key while the waiter still waited.
+func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(2))
+		bA := blockInShard(n, "older-mark-A", 1, true)
+		bJ := blockInShard(n, "older-mark-J", 1, true)
+		bM := blockInShard(n, "older-mark-M", 1, true)
+		bX := blockInShard(n, "older-mark-X", 0, true)
+		kJ, kM := bJ.Cid(), bM.Cid()
+
+		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
+		pubJ, pubM := make(chan error, 1), make(chan error, 1)
+		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
+		require.Equal(t, kM, <-st.entered) // kM likewise
+		// kA busy too, so that both mark it (Notifier.markBusy).
+		u, releaseY, subY := st.reserveByGet(t, n, 1, bA.Cid(), blockInShard(n, "older-mark-Y", 1, true).Cid())
+
+		// The older operation takes its id, then waits for shard 0.
+		unblock0 := blockShard(t, n, nil, 0)
+		older := make(chan error, 1)
+		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+
+		// The waiter waits for kJ, marking kA and kJ.
+		waiter := make(chan error, 1)
+		go func() { waiter <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+		spinWaiting(t, n, 1)
+
+		// The older operation waits for kA and kM, marking both; once they
+		// are released it goes on, unmarks kA and returns.
+		unblock0()
+		spinWaiting(t, n, 2)
+		releaseY()
+		require.NoError(t, <-subY)
+		synctest.Wait()
+		releaseM()
+		require.NoError(t, <-pubM)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.EqualValues(t, 1, n.waiting.Load(), "the waiter still waits for kJ")
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+		synctest.Wait()
+		select {
+		case err := <-later:
+			t.Errorf("a Publish of kA that started after the waiter overtook it (returned %v)", err)
+			later <- err
+		default:
+			require.EqualValues(t, 2, n.waiting.Load(), "the later Publish waits behind the waiter")
+		}
+		releaseJ()
+		require.NoError(t, <-pubJ)
+		require.NoError(t, <-waiter)
+		require.NoError(t, <-later)
+		u.Remove()
+		require.NoError(t, n.Close())
+	})
+}
+
+// A key marked by two waiters holds up an operation that started between
+// them: it waits for the older one, whichever marked the key first
+// (shardIndex.markAhead looks only at the marks of operations that started
+// before the caller).
+func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(4))
+		bA := blockInShard(n, "oldest-mark-A", 2, true)
+		bJ := blockInShard(n, "oldest-mark-J", 2, true)
+		bM := blockInShard(n, "oldest-mark-M", 2, true)
+		bX := blockInShard(n, "oldest-mark-X", 0, true)
+		kA, kJ, kM := bA.Cid(), bJ.Cid(), bM.Cid()
+		kY := blockInShard(n, "oldest-mark-Y", 1, true).Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kY, kA)) // the Unsubscribe below needs keys s wants
+
+		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
+		pubJ, pubM := make(chan error, 1), make(chan error, 1)
+		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
+		require.Equal(t, kM, <-st.entered) // kM likewise
+		// kA busy too, so that the oldest and the youngest mark it
+		// (Notifier.markBusy).
+		_, releaseZ, subZ := st.reserveByGet(t, n, 2, kA, blockInShard(n, "oldest-mark-Z", 2, true).Cid())
+
+		// Ids in this order: oldest, middle, youngest. The first two wait
+		// for shards 0 and 1, holding no lock.
+		unblock0, unblock1 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 1)
+		oldest := make(chan error, 1)
+		go func() { oldest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
+		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		middle := make(chan struct{})
+		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
+		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+
+		// The youngest marks kA first (it waits for kA and kJ), the oldest
+		// second (it waits for kA and kM).
+		youngest := make(chan error, 1)
+		go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+		spinWaiting(t, n, 1)
+		unblock0()
+		spinWaiting(t, n, 2)
+		slept := n.waits.Load()
+		releaseZ() // kA free, marked by both, which sleep again
+		require.NoError(t, <-subZ)
+		for n.waits.Load() < slept+2 || n.waiting.Load() != 2 {
+			runtime.Gosched()
+		}
+
+		unblock1()
+		synctest.Wait()
+		select {
+		case <-middle:
+			t.Error("an Unsubscribe of kA went ahead of a waiting operation on kA that started before it")
+		default:
+			require.EqualValues(t, 3, n.waiting.Load(), "the Unsubscribe waits for the oldest")
+		}
+		releaseM()
+		releaseJ()
+		require.NoError(t, <-pubM)
+		require.NoError(t, <-pubJ)
+		require.NoError(t, <-oldest)
+		require.NoError(t, <-youngest)
+		<-middle
+		require.NoError(t, n.Close())
+	})
+}
+
+// A close's mark that stopped holding when its subscription's want ended
+// holds again when the subscription wants the key again while the close
+// still waits: a Publish of the key that starts after the close waits behind
+// it, instead of taking the key and making the close, once woken, sleep
+// behind that Publish's stalled PutMany. Found by review: the first version
+// of wakeStaleMarks deleted the mark.
+func TestIO_StaleMarkHoldsAgainWhenTheWantReturns(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := newRemoveBehindStall(t, "mark-returns", "unsubscribed")
+		n, s, bA := sc.n, sc.s, sc.bA
+		kA := bA.Cid()
+		sc.unblock0()
+		require.NoError(t, <-sc.older)           // the want of kA ended: Remove's mark on it is dormant
+		require.NoError(t, s.Subscribe(ctx, kA)) // and holds again
+		require.True(t, n.Wanted(kA))
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}) }()
+		synctest.Wait()
+		select {
+		case err := <-later:
+			t.Errorf("a Publish of kA that started after the waiting Remove went ahead of it (returned %v)", err)
+			later <- err
+		default:
+			require.EqualValues(t, 2, n.waiting.Load(), "the Publish waits behind the Remove")
+		}
+		sc.finish(t)
+		require.NoError(t, <-later)
+		require.NoError(t, n.Close())
+	})
+}

@@ -1,0 +1,302 @@
+package notifier
+
+import (
+	"context"
+	"errors"
+	"math/rand/v2"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/stacks"
+)
+
+// Stress tests of waiters and marks against a store that yields inside its
+// calls, and the wake-ups of a release racing a new waiter.
+
+func (s *stallStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	s.wait(c)
+	return s.Blockstore.Get(ctx, c)
+}
+
+func (s *stallStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for _, b := range blks {
+		s.wait(b.Cid())
+	}
+	return s.Blockstore.PutMany(ctx, blks)
+}
+
+func (p *panicStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if c == p.key {
+		panic("blockstore: Get " + c.String())
+	}
+	return p.Blockstore.Get(ctx, c)
+}
+
+func (p *panicStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for _, b := range blks {
+		if b.Cid() == p.key {
+			panic("blockstore: PutMany " + b.Cid().String())
+		}
+	}
+	return p.Blockstore.PutMany(ctx, blks)
+}
+
+// wakeOnRelease is called by waiters holding different shard locks while
+// wakeStaleMarks, holding another, swaps the channel out (wakeWaiters): it
+// must return a channel, never read a nil one. A stress test of the two
+// primitives, bounded in time; found by review, where the second read after
+// a lost CompareAndSwap found nil.
+func TestWakeOnRelease_RacesWakeWaiters(t *testing.T) {
+	// More Ps than this machine's two CPUs: the window between a lost
+	// CompareAndSwap and the next read is a few instructions, which the
+	// swapper hits when the OS preempts a waiter there.
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(max(8, runtime.NumCPU())))
+	const waiters, budget = 6, 2 * time.Second
+	o := &op{}
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	panics := make(chan any, waiters)
+	for range waiters {
+		wg.Go(func() {
+			defer func() {
+				if r := recover(); r != nil {
+					panics <- r
+				}
+			}()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				for range 1024 {
+					if o.wakeOnRelease() == nil {
+						panic("wakeOnRelease returned a nil channel")
+					}
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		for {
+			select {
+			case <-done:
+				return
+			default:
+				o.wakeWaiters()
+			}
+		}
+	})
+	select {
+	case r := <-panics:
+		t.Errorf("wakeOnRelease racing wakeWaiters: %v", r)
+	case <-time.After(budget):
+	}
+	close(done)
+	wg.Wait()
+}
+
+// spinWaiting is waitWaiting inside a synctest bubble, whose clock stands
+// still while the caller spins: it gives up after a bounded number of
+// yields instead of at a deadline.
+func spinWaiting(t *testing.T, n *Notifier, want int64) {
+	t.Helper()
+	for i := 0; n.waiting.Load() != want; i++ {
+		if i > 10_000_000 {
+			t.Fatalf("%d operations wait for a reservation, want %d", n.waiting.Load(), want)
+		}
+		runtime.Gosched()
+	}
+}
+
+// yieldStore is a blockstore whose calls yield the processor a few times, so
+// that operations pile up on reserved keys, wait, mark and overtake.
+type yieldStore struct{ Blockstore }
+
+func (y yieldStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	for range 3 {
+		runtime.Gosched()
+	}
+	return y.Blockstore.Get(ctx, c)
+}
+
+func (y yieldStore) PutMany(ctx context.Context, blks []blocks.Block) error {
+	for range 3 {
+		runtime.Gosched()
+	}
+	return y.Blockstore.PutMany(ctx, blks)
+}
+
+// Stress: operations on few keys, with a store that yields, so that they
+// keep waiting for each other's reservations and marks, some giving up as
+// their ctx is cancelled. Nothing deadlocks, and once every subscription is
+// removed no want, reservation or mark is left.
+//
+// With slow consumers (subtest "slow"), the subscriptions read nothing and
+// are ended past WithMaxPending, some of those ends left pending with the
+// operation that held up one of their keys (Subscription.closeSlow): every
+// pending end completes, and Close waits for none left behind.
+func TestIO_StressWaitersAndMarks(t *testing.T) {
+	t.Run("readers", func(t *testing.T) { stressWaitersAndMarks(t, false) })
+	t.Run("slow", func(t *testing.T) { stressWaitersAndMarks(t, true) })
+}
+
+func stressWaitersAndMarks(t *testing.T, slow bool) {
+	opts := []Option{WithShards(2)}
+	if slow {
+		opts = append(opts, WithBufferSize(1), WithMaxPending(1))
+	}
+	n, _ := newWithCancels(t, yieldStore{memStore()}, opts...)
+	ended := func(err error) bool { return slow && errors.Is(err, ErrSlowConsumer) } // past WithMaxPending
+	b := mkBlocks("marks", 8)
+	keys := keysOf(b)
+	var wg sync.WaitGroup
+	finished := make(chan struct{})
+	for w := range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range 300 {
+				s, err := n.NewSubscription(uint64(w*1000 + i))
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				pick := func() []cid.Cid {
+					ks := make([]cid.Cid, 1+r.IntN(4))
+					for j := range ks {
+						ks[j] = keys[r.IntN(len(keys))]
+					}
+					return ks
+				}
+				for range 4 {
+					switch r.IntN(4) {
+					case 0:
+						c, cancel := context.WithCancel(ctx)
+						if r.IntN(3) == 0 {
+							cancel() // may end a wait, or refuse the call at once
+						}
+						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) && !ended(err) {
+							t.Error(err)
+						}
+						cancel()
+					case 1:
+						s.Unsubscribe(pick()...)
+					case 2:
+						blk := b[r.IntN(len(b))]
+						from := "peer"
+						if r.IntN(4) == 0 {
+							from = ""
+						}
+						if err := n.Publish(ctx, ResponseMessage{From: from, Blocks: []blocks.Block{blk}, Haves: pick()}); err != nil {
+							t.Error(err)
+						}
+					default:
+						if err := s.Subscribe(ctx, pick()...); err != nil && !ended(err) {
+							t.Error(err)
+						}
+					}
+				}
+				s.Remove()
+				if err := s.Err(); err != nil && !ended(err) {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	go func() { wg.Wait(); close(finished) }()
+	done(t, finished, "the stressing operations")
+	requireIndexEmpty(t, n)
+	if slow {
+		t.Logf("slow-consumer ends left pending: %d", n.parkSeq.Load())
+	}
+}
+
+// A waiter whose ctx ends while it waits returns its ctx's error and leaves
+// no mark behind: an operation that started after it, which waited for it,
+// proceeds as soon as the reservation they both waited for is released.
+func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
+	st := newStallStore()
+	n, _ := newWithCancels(t, st, WithShards(1))
+	b := mkBlocks("cancelled-waiter", 2)
+	kA, kB := b[0].Cid(), b[1].Cid()
+	holder := mustSub(t, n, 1)
+	require.NoError(t, holder.Subscribe(ctx, kA))
+	releaseA := st.stall(t, kA)
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+	require.Equal(t, kA, <-st.entered)
+	u, releaseY, subscribedY := st.reserveByGet(t, n, 4, kB, mkBlocks("cancelled-waiter-y", 1)[0].Cid())
+
+	waiter := mustSub(t, n, 2)
+	wctx, cancel := context.WithCancel(ctx)
+	gaveUp := make(chan error, 1)
+	go func() { gaveUp <- waiter.Subscribe(wctx, kA, kB) }() // waits for kA, marks kA and kB
+	waitWaiting(t, n, 1)
+	releaseY() // kB free, and marked; the waiter still waits for kA
+	require.NoError(t, <-subscribedY)
+	later := mustSub(t, n, 3)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- later.Subscribe(ctx, kB) }() // waits for the waiter's mark on kB
+	waitWaiting(t, n, 2)
+
+	cancel()
+	require.ErrorIs(t, <-gaveUp, context.Canceled)
+	select {
+	case err := <-subscribed:
+		require.NoError(t, err)
+	case <-time.After(hang):
+		t.Fatal("the later Subscribe still waits: the cancelled waiter left its mark on kB")
+	}
+	require.False(t, waiter.Wants(kA) || waiter.Wants(kB), "the cancelled Subscribe added no want")
+	releaseA()
+	require.NoError(t, <-published)
+	waiter.Remove()
+	later.Remove()
+	holder.Remove()
+	u.Remove()
+	requireIndexEmpty(t, n)
+}
+
+// Close waits for the operations in the blockstore, even one that no
+// subscription's close waits for: a local Publish stores a block nobody wants
+// (G4 stores local blocks always), so only Close's wait for the operations in
+// I/O keeps Close from returning before that block is stored. (Found by the
+// mutation check: without that wait every other test passed.) The test waits
+// until Close is parked waiting, or has returned, which would be the bug.
+func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
+	st := newStallStore()
+	n := New(st)
+	b := mkBlocks("close-waits-for-io", 1)[0]
+	release := st.stall(t, b.Cid())
+	published := make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}) }()
+	require.Equal(t, b.Cid(), <-st.entered)
+
+	closed := make(chan struct{})
+	go func() { defer close(closed); assert.NoError(t, n.Close()) }()
+	for deadline := time.Now().Add(hang); !stacks.Parked([]string{"(*Notifier).close", "sync.(*WaitGroup).Wait"}, nil); runtime.Gosched() {
+		select {
+		case <-closed:
+			t.Fatal("Close returned while a Publish was still in its PutMany")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("Close neither returned nor waited")
+		}
+	}
+	release()
+	done(t, closed, "Close")
+	has, err := st.Has(ctx, b.Cid())
+	require.NoError(t, err)
+	require.True(t, has, "once Close has returned, the Publish in progress has taken effect")
+	require.NoError(t, <-published)
+}

@@ -1,0 +1,294 @@
+package notifier
+
+import (
+	"testing"
+	"testing/synctest"
+
+	blocks "github.com/ipfs/go-block-format"
+	cid "github.com/ipfs/go-cid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// Tests of operations that wait for a blockstore call on their keys: a waiter
+// is not overtaken, and holds up only the keys it found busy, through marks
+// that stop holding when they go stale. stallStore is in io_test.go.
+
+// A waiter is not overtaken on a key it found busy (Notifier.markBusy). u's
+// Subscribe of kA and kX reserves kA for its Get, stalled on kX; v's of kB
+// and kY reserves kB likewise. s.Unsubscribe(kA, kB) (or Remove) waits,
+// marking both; a later Publish of kA waits too. Once u's Get returns, the
+// waiter still waits for kB, and the Publish waits behind its mark on kA:
+// taking kA first, it would deliver kA to s, whose Unsubscribe began before
+// it.
+func TestIO_WaiterIsNotOvertaken(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		wait func(s *Subscription, keys ...cid.Cid)
+	}{
+		{"Remove", func(s *Subscription, _ ...cid.Cid) { s.Remove() }},
+		{"Unsubscribe", func(s *Subscription, keys ...cid.Cid) { s.Unsubscribe(keys...) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, _ := newWithCancels(t, st, WithShards(1))
+				b := mkBlocks("not-overtaken", 4)
+				kA, kB, kX, kY := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
+				s, u, v := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
+				require.NoError(t, s.Subscribe(ctx, kA, kB))
+				releaseX, releaseY := st.stall(t, kX), st.stall(t, kY)
+				subU, subV := make(chan error, 1), make(chan error, 1)
+				go func() { subU <- u.Subscribe(ctx, kA, kX) }()
+				require.Equal(t, kX, <-st.entered) // kA and kX reserved
+				go func() { subV <- v.Subscribe(ctx, kB, kY) }()
+				require.Equal(t, kY, <-st.entered) // kB and kY reserved
+
+				waited := make(chan struct{})
+				go func() { defer close(waited); tc.wait(s, kA, kB) }()
+				synctest.Wait() // asleep on u's reservation of kA, kA and kB marked
+				later := make(chan error, 1)
+				go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+				synctest.Wait()
+
+				releaseX()
+				require.NoError(t, <-subU)
+				synctest.Wait()
+				select {
+				case err := <-later:
+					t.Errorf("a later Publish of kA overtook the waiting %s (returned %v)", tc.name, err)
+					later <- err
+				default:
+					require.EqualValues(t, 2, n.waiting.Load(), "the %s waits for kB, the Publish behind it", tc.name)
+				}
+				releaseY()
+				require.NoError(t, <-subV)
+				done(t, waited, tc.name)
+				require.NoError(t, <-later)
+				synctest.Wait()
+				if tc.name == "Unsubscribe" {
+					require.Empty(t, s.Messages(), "s unsubscribed kA before the Publish")
+				} else if m, ok := <-s.Messages(); ok {
+					t.Errorf("s, removed before the Publish, got %v", m)
+				}
+				require.Equal(t, []blocks.Block{b[0]}, recv(t, u).Blocks)
+			})
+		})
+	}
+}
+
+// A waiter does not hold up the operations on a key it has not found busy
+// (Notifier.markBusy): s.Unsubscribe(kA, kB) waits for u's stalled Get of
+// kA; a Publish of kB, which nothing reserves, goes ahead and delivers kB
+// to s, whose want of kB the waiting Unsubscribe has not ended yet. Marking
+// every key of the waiter made it wait for the Get of kA, a key it does not
+// name (G11).
+func TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithShards(1))
+		b := mkBlocks("busy-only", 3)
+		kA, kB, kX := b[0].Cid(), b[1].Cid(), b[2].Cid()
+		s, u := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseX := st.stall(t, kX)
+		subU := make(chan error, 1)
+		go func() { subU <- u.Subscribe(ctx, kA, kX) }()
+		require.Equal(t, kX, <-st.entered) // kA and kX reserved
+
+		waited := make(chan struct{})
+		go func() { defer close(waited); s.Unsubscribe(kA, kB) }()
+		synctest.Wait() // asleep on u's reservation of kA
+		pub := make(chan error, 1)
+		go func() { pub <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:2]}) }()
+		returnsNow(t, pub, releaseX, "a Publish of kB waited for a stalled Get of kA, behind a waiting Unsubscribe of kA and kB (G11)")
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, s).Blocks)
+		releaseX()
+		require.NoError(t, <-subU)
+		done(t, waited, "Unsubscribe")
+		require.False(t, s.Wants(kA))
+	})
+}
+
+// A waiting close marks only the keys it found busy, as the other waiters
+// do (Subscription.markIfBusy): Remove(s), asleep on a stalled PutMany of kA,
+// holds up neither a Publish of kB, which s wants, nor a Subscribe of kB by
+// another subscription (G11). Both waited for the stalled PutMany when a
+// close marked every key its subscription wanted.
+func TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st, WithShards(1))
+		b := mkBlocks("close-busy-only", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s, w := mustSub(t, n, 1), mustSub(t, n, 2)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, pubA := st.publishStalled(t, n, b[0])
+		removed := goAsleep(t, "Remove(s)", func() error { s.Remove(); return nil })
+
+		call := func(f func() error) chan error {
+			c := make(chan error, 1)
+			go func() { c <- f() }()
+			return c
+		}
+		returnsNow(t, call(func() error { return w.Subscribe(ctx, kB) }), releaseA,
+			"a Subscribe of kB waited for a stalled PutMany of kA, behind a waiting Remove of a subscription that wants kA and kB (G11)")
+		returnsNow(t, call(func() error { return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }), releaseA,
+			"a Publish of kB waited for a stalled PutMany of kA, behind a waiting Remove of a subscription that wants kA and kB (G11)")
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, w).Blocks)
+		require.Equal(t, []blocks.Block{b[1]}, recv(t, s).Blocks, "s wanted kB: Remove had not ended it yet")
+		require.Equal(t, []cid.Cid{kB}, cancels.take())
+
+		releaseA()
+		require.NoError(t, <-pubA)
+		require.NoError(t, <-removed)
+		require.Equal(t, []cid.Cid{kA}, cancels.take())
+		require.NoError(t, s.Err())
+		w.Remove()
+		requireIndexEmpty(t, n)
+	})
+}
+
+// A close that waits marks the keys its subscription wants (Notifier.mark).
+// When one of those wants ends while it waits (here its block is
+// delivered), that key's mark holds nobody up any more, so operations on the
+// key do not wait behind the close's wait for other keys (G11), whichever
+// reservation the close sleeps on. Found by FuzzNotifierModel (seeds
+// ce0494023f208536, 8c438d7afed1ec27).
+func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(1))
+		b := mkBlocks("ended-mark", 2)
+		kA, kB := b[0].Cid(), b[1].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, releaseB := st.stall(t, kA), st.stall(t, kB)
+		pubA, pubB := make(chan error, 1), make(chan error, 1)
+		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:]}) }()
+		synctest.Wait() // both in PutMany, kA and kB reserved
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		synctest.Wait()
+		require.EqualValues(t, 1, n.waiting.Load(), "Remove waits for a reservation")
+
+		releaseA()
+		synctest.Wait()
+		require.NoError(t, <-pubA)                  // delivered kA: s wants only kB now
+		require.EqualValues(t, 1, n.waiting.Load()) // Remove waits for kB
+
+		again := make(chan error, 1)
+		go func() { again <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		synctest.Wait()
+		select {
+		case err := <-again:
+			require.NoError(t, err)
+		default:
+			releaseB()
+			t.Fatal("a Publish of kA, which nobody wants now, waits behind Remove's wait for kB")
+		}
+		releaseB()
+		synctest.Wait()
+		<-removed
+		require.NoError(t, <-pubB)
+		require.NoError(t, n.Close())
+	})
+}
+
+// The stale mark of TestIO_WaitingCloseDropsTheMarkOfAnEndedWant does not
+// shield a later waiter either: an operation that waits for that key (here
+// reserved again by a second Publish) marks it too, so a still later one on
+// the key waits behind it instead of overtaking it (Notifier.markBusy,
+// op.holds).
+func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n := New(st, WithShards(1))
+		b := mkBlocks("take-over", 3)
+		kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		releaseA, releaseB, releaseC := st.stall(t, kA), st.stall(t, kB), st.stall(t, kC)
+		pubA, pubB, pubC := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:2]}) }()
+		go func() { pubC <- n.Publish(ctx, ResponseMessage{Blocks: b[2:]}) }()
+		synctest.Wait() // kA, kB and kC reserved
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		synctest.Wait() // Remove marks kA and kB
+		releaseA()
+		synctest.Wait()
+		require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
+		for len(st.entered) > 0 {
+			<-st.entered
+		}
+		releaseA2, pubA2 := st.publishStalled(t, n, b[0])
+
+		older, later := make(chan error, 1), make(chan error, 1)
+		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b[0], b[2]}}) }()
+		synctest.Wait() // waits for kA and kC, marking both (markBusy)
+		releaseA2()
+		require.NoError(t, <-pubA2)
+		synctest.Wait() // still waits for kC
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+		synctest.Wait()
+		select {
+		case err := <-later:
+			t.Errorf("a later Publish of kA overtook the waiting Publish of kA and kC (returned %v)", err)
+		default:
+			require.EqualValues(t, 3, n.waiting.Load(), "Remove, the older Publish and the later one wait")
+		}
+		releaseB()
+		releaseC()
+		synctest.Wait()
+		<-removed
+		for _, c := range []chan error{pubB, pubC, older} {
+			require.NoError(t, <-c)
+		}
+		require.NoError(t, n.Close())
+	})
+}
+
+// An operation already asleep on a waiting close's mark when the close's
+// want of that key ends wakes then: the mark holds nobody up any more
+// (op.holds), so it must not sleep until the close's own wait, here for a
+// stalled PutMany of another key, is over (G11). The want ends by an
+// operation older than the close, which the close's marks do not stop:
+// a delivery, or an Unsubscribe. Found by review.
+func TestIO_SleeperOnAStaleMarkWakes(t *testing.T) {
+	for _, how := range []string{"delivered", "unsubscribed"} {
+		t.Run(how, func(t *testing.T) { sleeperOnAStaleMark(t, how) })
+	}
+}
+
+func sleeperOnAStaleMark(t *testing.T, how string) {
+	synctest.Test(t, func(t *testing.T) {
+		sc := newRemoveBehindStall(t, "stale-sleeper", how)
+		n, s, bA := sc.n, sc.s, sc.bA
+		kA := bA.Cid()
+
+		later := make(chan error, 1)
+		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+		spinWaiting(t, n, 2) // asleep on Remove's mark on kA
+
+		sc.unblock0()
+		require.NoError(t, <-sc.older)
+		if how == "delivered" {
+			require.Equal(t, []blocks.Block{bA}, recv(t, s).Blocks)
+		}
+		require.False(t, s.Wants(kA), "s wants kA no more")
+		synctest.Wait()
+		select {
+		case err := <-later:
+			require.NoError(t, err)
+		default:
+			sc.releaseB()
+			assert.NoError(t, <-later)
+			t.Fatal("a Publish of kA, which s wants no more, sleeps behind Remove's wait for the stalled PutMany of kB (G11)")
+		}
+		sc.finish(t)
+		require.NoError(t, n.Close())
+	})
+}
