@@ -96,7 +96,7 @@ var table = []mutation{
 	{
 		id: "g3-store-async", g: "G3", file: "publish.go",
 		old: `	err := n.bs.PutMany(ctx, o.store)`,
-		new: `	go n.bs.PutMany(context.WithoutCancel(ctx), slices.Clone(o.store)) //nolint:errcheck
+		new: `	go n.bs.PutMany(context.WithoutCancel(ctx), append(o.store[:0:0], o.store...)) //nolint:errcheck
 	var err error`,
 		pkg: ".", run: `^TestDelivery_BlockIsStoredWhenReceived$`,
 		why: "Publish delivers while PutMany still runs: a subscriber can receive a block that Has does not report",
