@@ -234,14 +234,9 @@ func (n *Notifier) needs(o *op, k cid.Cid, sh int32) bool {
 	if o.scope == waitAll {
 		return true
 	}
-	s := o.sub
 	in := false
-	if e := n.shards[sh].idx.lookupFor(k, s); e != nil {
-		locked := false
-		in = s.listedIn(e, k, &locked) // as candidates and commitRelease read it
-		if locked {
-			s.mu.Unlock()
-		}
+	if e := n.shards[sh].idx.lookupFor(k, o.sub); e != nil {
+		in = o.sub.inInterest(e, k) // as candidates and commitRelease read it
 	}
 	return in == (o.scope == waitWanted)
 }

@@ -408,6 +408,17 @@ func (s *Subscription) listedIn(e *interest, k cid.Cid, locked *bool) bool {
 	return s.keys[k] == e
 }
 
+// inInterest is listedIn for one key: it releases s.mu if listedIn took it.
+// The caller holds k's shard lock.
+func (s *Subscription) inInterest(e *interest, k cid.Cid) bool {
+	locked := false
+	in := s.listedIn(e, k, &locked)
+	if locked {
+		s.mu.Unlock()
+	}
+	return in
+}
+
 // get fills in the blocks of the candidates that the blockstore has.
 func (s *Subscription) get(ctx context.Context, o *op) error {
 	bs := s.n.bs
@@ -604,14 +615,8 @@ func (s *Subscription) Wants(k cid.Cid) (in bool) {
 		return false
 	}
 	s.n.read(k, func(idx *shardIndex) {
-		e := idx.lookupFor(k, s)
-		if e == nil {
-			return
-		}
-		locked := false
-		in = s.listedIn(e, k, &locked)
-		if locked {
-			s.mu.Unlock()
+		if e := idx.lookupFor(k, s); e != nil {
+			in = s.inInterest(e, k)
 		}
 	})
 	return in
