@@ -506,6 +506,61 @@ func (ps *PubSub) reap() {
 	}
 }
 
+// failWaiting ends the calls that wait for a block of blks, whose store has
+// just failed: their channels close without it. boxo's client has already
+// handed such a block to its sessions, which let go of its key and send
+// CANCELs, before it publishes, so no peer sends the block again, and the
+// call would wait until its ctx ended. With boxo's own PubSub the block
+// reaches the call and the block service's Put then fails, returning the
+// error at once; a closed channel is an error at once too (boxo's getter:
+// "promise channel was closed"). Only the calls listed before the Publish
+// began (listed: PubSub.tracked then) are looked at: a call that its
+// Subscribe had not listed yet waits as any other, and so does one made
+// after the failure, whose session would ask for the block again (found by
+// review, with TestPubSub_FailedStoreSparesACallMadeAfterIt). A call listed
+// before, whose Subscribe has not returned yet (it is arming its ctx's
+// watch), is ended like the others. Found by review, with
+// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+//
+// Each call is marked ended here (beginEnd), and the rest of its end, the
+// removal from the Notifier and the close of its channel, runs on a
+// goroutine of its own, which Shutdown waits for (ps.ending). The removal
+// waits for any blockstore call that holds another key of the call, a
+// stalled PutMany or Get, and the Publish whose store failed must not wait
+// with it (G11): it ran on the Publish's goroutine, until a review found the
+// Publish held up by a stalled store of another key
+// (TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey). So, as
+// for a call ended by its ctx (context.AfterFunc), a panic of the cancel
+// function in that removal is not the caller's: it ends the program, as a
+// panic on any goroutine does. (The ends ran under carryon.Each, so that
+// such a panic reached the Publish's caller after every call was ended.)
+func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
+	ps.mu.Lock()
+	var calls []*call
+	for c := range ps.calls {
+		if c.seq <= listed {
+			calls = append(calls, c)
+		}
+	}
+	ps.mu.Unlock()
+	var ending []*call
+	for _, c := range calls { // c.mu is taken before ps.mu, never under it
+		c.mu.Lock()
+		for _, b := range blks {
+			if _, ok := c.awaited(b.Cid()); ok {
+				ending = append(ending, c)
+				break
+			}
+		}
+		c.mu.Unlock()
+	}
+	for _, c := range ending {
+		if stop, ok := c.beginEnd(); ok {
+			go c.finishEnd(stop)
+		}
+	}
+}
+
 // Shutdown closes the channel of every call still waiting and then closes the
 // Notifier, which ends the SessionInterestManager's subscriptions too when
 // the two were built by New. Later Subscribe calls return a closed channel

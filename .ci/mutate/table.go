@@ -559,14 +559,14 @@ var table = []mutation{
 		why: "a failed store leaves the calls waiting for its blocks to wait until their ctx ends",
 	},
 	{
-		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/publish.go",
+		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/pubsub.go",
 		old: `			go c.finishEnd(stop)`,
 		new: `			c.finishEnd(stop)`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey$`,
 		why: "a Publish whose store failed ends the waiting calls itself, and waits for a stalled store of another of their keys (G11)",
 	},
 	{
-		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/publish.go",
+		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/pubsub.go",
 		old: `		if stop, ok := c.beginEnd(); ok {
 			go c.finishEnd(stop)
 		}`,
