@@ -3,6 +3,7 @@ package notifier
 import (
 	"testing"
 	"testing/synctest"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -291,4 +292,49 @@ func sleeperOnAStaleMark(t *testing.T, how string) {
 		sc.finish(t)
 		require.NoError(t, n.Close())
 	})
+}
+
+// Whether a subscription wants a key is read from the key's interest; past
+// eight subscribers, from the subscription's map, under its lock (listedIn).
+// A reader of one key (inInterest) must let that lock go before it returns:
+// Wants, and the scope of a waiting Release (Notifier.needs), whose commit
+// takes the lock again. s wants kA; nine others want kZ, whose PutMany
+// stalls. s.Release(kA, kZ) waits for nothing (s does not want kZ) and must
+// return with s's lock free.
+func TestIO_ReadOfAKeyOfManySubscribersLeavesNoLockHeld(t *testing.T) {
+	st := newStallStore()
+	n, cancels := newWithCancels(t, st)
+	b := mkBlocks("many-subscribers", 2)
+	kA, kZ := b[0].Cid(), b[1].Cid()
+	for i := range 9 {
+		require.NoError(t, mustSub(t, n, uint64(10+i)).Subscribe(ctx, kZ))
+	}
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA))
+	requireUnlocked := func(after string) {
+		t.Helper()
+		if !s.mu.TryLock() {
+			s.mu.Unlock() // let go of the leaked lock, so that the cleanup's Close can end s
+			t.Fatalf("%s left the subscription's lock held", after)
+		}
+		s.mu.Unlock()
+	}
+	require.False(t, s.Wants(kZ))
+	requireUnlocked("Wants of a key of nine other subscribers")
+
+	release, published := st.publishStalled(t, n, b[1]) // kZ reserved
+	defer release()
+	released := make(chan []cid.Cid, 1)
+	go func() { released <- s.Release(kA, kZ) }()
+	select {
+	case got := <-released:
+		require.Equal(t, []cid.Cid{kA}, got)
+	case <-time.After(hang):
+		requireUnlocked("Release, which waits for its commit,")
+		t.Fatal("Release(kA, kZ), kZ wanted by nine others and not by s, did not return while kZ's PutMany stalls")
+	}
+	requireUnlocked("Release")
+	require.Equal(t, []cid.Cid{kA}, cancels.take())
+	release()
+	require.NoError(t, <-published)
 }

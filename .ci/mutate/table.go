@@ -485,6 +485,25 @@ var table = []mutation{
 		pkg: ".", run: `^TestInterestStress_MixedKinds$`,
 		why: "Wanted, Interested and Wants read a shard's index without its lock",
 	},
+	{
+		id: "g10-one-key-read-keeps-subscription-locked", g: "G10", file: "subscription_want.go",
+		old: `	in := s.listedIn(e, k, &locked)
+	if locked {
+		s.mu.Unlock()
+	}
+	return in`,
+		new: `	return s.listedIn(e, k, &locked)`,
+		pkg: ".", run: `^TestIO_ReadOfAKeyOfManySubscribersLeavesNoLockHeld$`,
+		why: "Wants of a key of more than eight subscribers returns holding the subscription's lock: its next operation waits for ever",
+	},
+	{
+		id: "g10-scope-read-keeps-subscription-locked", g: "G10", file: "shard.go",
+		old: `		in = o.sub.inInterest(e, k) // as candidates and commitRelease read it`,
+		new: `		locked := false
+		in = o.sub.listedIn(e, k, &locked)`,
+		pkg: ".", run: `^TestIO_ReadOfAKeyOfManySubscribersLeavesNoLockHeld$`,
+		why: "a waiting Release reads a key of more than eight subscribers under its subscription's lock and keeps it: its own commit then waits for ever",
+	},
 
 	// G11: no blockstore call under a lock.
 	{
