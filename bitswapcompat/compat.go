@@ -52,7 +52,8 @@ func WithBlockWrapper(f BlockWrapper) Option {
 // more to f, from inside the operation that ended their last want, exactly as
 // notifier.WithCancelFunc does (read its contract: f must be fast, must not
 // block, must not call back). Then RemoveSession and RemoveSessionWants return
-// nil: their keys went to f. This is the step that makes a CANCEL unable to
+// no keys (nil, and an empty slice, as boxo's return for none): their keys
+// went to f. This is the step that makes a CANCEL unable to
 // overtake a newer WANT, and the one to take before moving sessions to the
 // native API (see MIGRATION.md). Use it instead of notifier.WithCancelFunc.
 // f may run on a goroutine of no caller of the PubSub: a call whose context

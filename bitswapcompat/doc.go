@@ -67,7 +67,7 @@
 // closes the Notifier (boxo's client calls it last, in Close), which ends
 // every subscription, the sessions of the SessionInterestManager too: after
 // that it records nothing, its queries answer as if no session were
-// interested, and RemoveSession and RemoveSessionWants return nil.
+// interested, and RemoveSession and RemoveSessionWants return no keys.
 //
 // # Lock order
 //

@@ -225,14 +225,14 @@ func (w *wiring) publish(t testing.TB, from peer.ID, blks ...blocks.Block) {
 
 // removeWants is RemoveSessionWants as the fork sees it: the keys to CANCEL.
 // With WithCancelFunc those are what the function got during the call, which
-// itself must return nil.
+// itself must return an empty slice.
 func (w *wiring) removeWants(t testing.TB, ses uint64, ks []cid.Cid) []cid.Cid {
 	t.Helper()
 	if w.log == nil {
 		return w.sim.RemoveSessionWants(ses, ks)
 	}
 	mark := w.log.len()
-	require.Nil(t, w.sim.RemoveSessionWants(ses, ks), "RemoveSessionWants with WithCancelFunc")
+	require.Equal(t, []cid.Cid{}, w.sim.RemoveSessionWants(ses, ks), "RemoveSessionWants with WithCancelFunc")
 	return w.log.since(mark)
 }
 

@@ -234,7 +234,7 @@ func TestSIM_WithCancelFuncWaitsForSessions(t *testing.T) {
 	for range ch {
 	}
 	require.Empty(t, log.since(0), "the session is still interested")
-	require.Nil(t, sim.RemoveSessionWants(1, k[1:]))
+	require.Equal(t, []cid.Cid{}, sim.RemoveSessionWants(1, k[1:]))
 	require.Equal(t, k[1:], log.since(0))
 	require.Nil(t, sim.RemoveSession(1))
 	require.Equal(t, []cid.Cid{k[1], k[0]}, log.since(0))

@@ -209,13 +209,17 @@ func (sim *SessionInterestManager) RemoveSession(ses uint64) []cid.Cid {
 // its last interest, never later. It is safe for concurrent use and blocks
 // only for operations on the same shards, and for an operation whose
 // blockstore call holds a reservation on one of ks that the session wants
-// (a Publish storing its block), until that call returns.
+// (a Publish storing its block), until that call returns. Like boxo's, it
+// never returns nil: an empty answer is an empty slice.
 func (sim *SessionInterestManager) RemoveSessionWants(ses uint64, ks []cid.Cid) []cid.Cid {
-	sub := sim.lookup(ses)
-	if sub == nil {
-		return nil
+	var free []cid.Cid
+	if sub := sim.lookup(ses); sub != nil {
+		free = sim.cancels(sub.Release(ks...))
 	}
-	return sim.cancels(sub.Release(ks...))
+	if free == nil {
+		return []cid.Cid{} // boxo's is never nil; a caller may test for it
+	}
+	return free
 }
 
 // cancels returns free, or nil if CANCELs go to the cancel function.
@@ -309,13 +313,17 @@ func (sim *SessionInterestManager) SplitWantedUnwanted(blks []blocks.Block) (wan
 // its own instant: a session that records one key and then lets go of
 // another during the call may be missed for both (boxo reads all under one
 // lock). boxo's client uses the answer key by key, and a session that is
-// interested in a key for the whole call is always found.
+// interested in a key for the whole call is always found. Like boxo's, it
+// never returns nil.
 func (sim *SessionInterestManager) InterestedSessions(keySets ...[]cid.Cid) []uint64 {
 	var ids []uint64
 	for _, ks := range keySets {
 		for _, k := range ks {
 			ids = sim.n.AppendInterested(ids, k)
 		}
+	}
+	if ids == nil {
+		return []uint64{} // boxo's is never nil; a caller may test for it
 	}
 	slices.Sort(ids)
 	return slices.Compact(ids)

@@ -317,7 +317,7 @@ func (mw *modelWorker) removeSession(t *testing.T, ses uint64) bool {
 // locks of idx, so no other call touches those keys meanwhile.
 func (mw *modelWorker) check(t *testing.T, method string, got, want []cid.Cid, idx []int, counts []int) bool {
 	if mw.w.log != nil {
-		if !assert.Nil(t, got, "%s with WithCancelFunc", method) {
+		if !assert.Empty(t, got, "%s with WithCancelFunc", method) {
 			return false
 		}
 		deltas := mw.w.cancelDeltas(mw.keys, counts)

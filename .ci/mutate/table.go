@@ -625,6 +625,20 @@ var table = []mutation{
 		why: "a second RemoveSession of a session returns before the first has let go of its keys",
 	},
 	{
+		id: "c-empty-remove-wants-nil", g: "C", file: "bitswapcompat/sim.go",
+		old: `		return []cid.Cid{} // boxo's is never nil; a caller may test for it`,
+		new: `		return nil`,
+		pkg: "./bitswapcompat", run: `^TestSIM_EmptyAnswersAreBoxos$`,
+		why: "RemoveSessionWants answers nil where boxo's answers an empty slice",
+	},
+	{
+		id: "c-empty-interested-nil", g: "C", file: "bitswapcompat/sim.go",
+		old: `		return []uint64{} // boxo's is never nil; a caller may test for it`,
+		new: `		return nil`,
+		pkg: "./bitswapcompat", run: `^TestSIM_EmptyAnswersAreBoxos$`,
+		why: "InterestedSessions answers nil where boxo's answers an empty slice",
+	},
+	{
 		id: "obs-store-timeout-not-an-error", g: "obs", file: "observe.go",
 		old: `	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))`,
 		new: `	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)`,
