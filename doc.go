@@ -75,7 +75,7 @@
 //     meanwhile: a found block under its own lock alone (unless an interest
 //     subscription wanted the key, or it has a delivery function), a want
 //     under the shard lock and its own; else it starts over as above,
-//     calling Get again (shard.go, peek).
+//     calling Get again (shard_read.go, peek).
 //   - Unsubscribe, Release: the shard locks of their keys, then the
 //     subscription's lock; the cancel function runs under the shards of the
 //     keys it reports, once the subscription's lock is released.

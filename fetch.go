@@ -9,7 +9,7 @@ import (
 )
 
 // This file holds Fetch, the GetBlock of a client: a one-key request that
-// takes no reservation when its key is alone (see shard.go's peek and relock).
+// takes no reservation when its key is alone (see shard_read.go's peek and relock).
 
 // Fetch is the GetBlock of a bitswap client: one request for the block of k,
 // checked in the blockstore and subscribed in one atomic step, as
@@ -36,7 +36,7 @@ import (
 //
 // When no subscription but interest subscriptions wants k and no operation
 // reserves it, Fetch calls Get holding no lock, as a one-key Subscribe does
-// (shard.go, peek), and does not even create the
+// (shard_read.go, peek), and does not even create the
 // request if Get finds the block: the request would want nothing, receive
 // the block and be removed, and no other operation could have seen it. So a
 // hit commits nothing and takes no lock after the Get; it only reads k's

@@ -98,7 +98,7 @@ type shardIndex struct {
 	// lock through lockFree, and every want added, bumps the key's bucket
 	// (touch). A Subscribe of one key reads it before its unlocked Get and
 	// again after: unchanged, nobody has touched the key in between
-	// (Subscription.subscribeOne; see peek in shard.go). Written under the
+	// (Subscription.subscribeOne; see peek in shard_read.go). Written under the
 	// shard's lock; a Subscribe that found its block may read it without
 	// the lock (Subscription.commitHit).
 	vers [versBuckets]atomic.Uint64

@@ -322,7 +322,7 @@ func TestSubscribeOne_HitRunsTheDeliveryFunctionUnderTheShardLock(t *testing.T) 
 
 // G1: a one-key Subscribe of a key that a Publish has reserved for its
 // PutMany waits for that Publish, and gets the block. peek must see the
-// reservation (shard.go: "Check at peek only that nobody wants the key, not
+// reservation (shard_read.go: "Check at peek only that nobody wants the key, not
 // that nobody reserves it"); ignoring it, the Subscribe's Get missed, its
 // want was recorded after the Publish had planned, and the stored block
 // never came (g1-peek-ignores-reservation, which only

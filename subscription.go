@@ -16,8 +16,9 @@ import (
 // close of Messages(). Every method of Subscription that takes s.mu lives in
 // a subscription*.go file:
 //
-//   - subscription_want.go: wants begun and ended (Subscribe, Unsubscribe,
-//     Release) and read (Wants, AppendWanted);
+//   - subscription_want.go: wants begun (Subscribe) and read (Wants,
+//     AppendWanted);
+//   - subscription_release.go: wants ended (Unsubscribe, Release);
 //   - subscription_end.go: the end of a subscription (Remove, ReleaseAll,
 //     Close's and a slow consumer's end), which locks every shard it wants;
 //   - subscription_targets.go: the subscriptions an operation hands messages

@@ -23,7 +23,7 @@ var table = []mutation{
 		why: "a one-key Subscribe skips the reservations of a Publish in its PutMany, records its want after that Publish planned, and never gets the block",
 	},
 	{
-		id: "g1-relock-ignores-version", g: "G1", file: "shard.go",
+		id: "g1-relock-ignores-version", g: "G1", file: "shard_read.go",
 		old: `	if x.idx.version(k) != ver {
 		x.mu.Unlock()
 		return false`,
@@ -162,7 +162,7 @@ var table = []mutation{
 		why: "a delivery reports its key to the cancel function while an interest subscription still wants it",
 	},
 	{
-		id: "g5-release-last-want-unreported", g: "G5", file: "subscription_want.go",
+		id: "g5-release-last-want-unreported", g: "G5", file: "subscription_release.go",
 		old: `	if last {
 		o.cancels = append(o.cancels, k)`,
 		new: `	if last && len(o.cancels) == 0 {
@@ -317,7 +317,7 @@ var table = []mutation{
 
 	// G8: no leak.
 	{
-		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription_want.go",
+		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription_release.go",
 		old: `			s.stale = max(s.stale-1, 0)
 			continue`,
 		new: `			continue`,
