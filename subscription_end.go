@@ -234,21 +234,8 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 	n := s.n
 	for {
 		s.mu.Lock()
-		covered := true
-		var first *op // the claimant of the first busy key
 		from := len(o.resKeys)
-		for k, e := range s.keys {
-			if e.ended.Load() {
-				continue
-			}
-			sh := n.shardOf(k)
-			if !o.locks.Has(int(sh)) {
-				o.more.Add(int(sh))
-				covered = false
-			} else if o.locked {
-				first = s.markIfBusy(o, k, sh, first)
-			}
-		}
+		covered, first := s.scanWanted(o)
 		if covered && o.locked && first == nil {
 			n.unmark(o)
 			return true
@@ -286,6 +273,27 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		n.lock(o.locks)
 		o.locked = true
 	}
+}
+
+// scanWanted is one pass of lockAllOrPark over the keys s wants: it adds to
+// o.more the shards of those that o.locks lacks (covered is false then) and,
+// if o holds its shard locks, marks the busy ones (markIfBusy), first being
+// the claimant of the first. The caller holds s.mu.
+func (s *Subscription) scanWanted(o *op) (covered bool, first *op) {
+	covered = true
+	for k, e := range s.keys {
+		if e.ended.Load() {
+			continue
+		}
+		sh := s.n.shardOf(k)
+		if !o.locks.Has(int(sh)) {
+			o.more.Add(int(sh))
+			covered = false
+		} else if o.locked {
+			first = s.markIfBusy(o, k, sh, first)
+		}
+	}
+	return covered, first
 }
 
 // mergeMore adds to o.locks the shards that lockAllOrPark found it lacks.

@@ -47,23 +47,7 @@ func run(path string) error {
 	if err != nil {
 		return err
 	}
-	var (
-		gs       = map[trace.GoID]*gstate{}
-		spent    = map[string]float64{} // "cat|state|why" -> ns, in the window
-		wakes    = map[string]int{}     // cat -> transitions to running, whole trace
-		pubs     int                    // publisher goroutines alive
-		winStart trace.Time
-		window   float64
-		running  = map[trace.ProcID]bool{}
-		pSince   trace.Time
-		pTime    float64 // sum over Ps of the time each held, in the window
-	)
-	flushProcs := func(t trace.Time) {
-		if pubs > 0 {
-			pTime += float64(len(running)) * float64(t-pSince)
-		}
-		pSince = t
-	}
+	v := &view{gs: map[trace.GoID]*gstate{}, spent: map[string]float64{}, wakes: map[string]int{}, running: map[trace.ProcID]bool{}}
 	for {
 		ev, err := r.ReadEvent()
 		if err == io.EOF {
@@ -75,73 +59,110 @@ func run(path string) error {
 		if ev.Kind() != trace.EventStateTransition {
 			continue
 		}
-		t, st := ev.Time(), ev.StateTransition()
-		switch st.Resource.Kind {
+		switch st := ev.StateTransition(); st.Resource.Kind {
 		case trace.ResourceProc:
-			flushProcs(t)
-			if _, to := st.Proc(); to == trace.ProcRunning {
-				running[st.Resource.Proc()] = true
-			} else {
-				delete(running, st.Resource.Proc())
-			}
+			v.proc(ev.Time(), st)
 		case trace.ResourceGoroutine:
-			id := st.Resource.Goroutine()
-			from, to := st.Goroutine()
-			g := gs[id]
-			if g == nil {
-				g = &gstate{cat: classify(ev, st, from), state: from, since: t}
-				gs[id] = g
-				if g.cat == "pub" && from == trace.GoNotExist {
-					flushProcs(t)
-					if pubs == 0 {
-						winStart = t
-					}
-					pubs++
-				}
-			}
-			if pubs > 0 {
-				spent[g.cat+"|"+g.state.String()+"|"+g.why] += float64(t - g.since)
-			}
-			if to == trace.GoRunning {
-				wakes[g.cat]++
-			}
-			g.state, g.since, g.why = to, t, ""
-			if to == trace.GoWaiting {
-				g.why = waitReason(ev, st)
-			}
-			if g.cat == "pub" && to == trace.GoNotExist {
-				flushProcs(t)
-				if pubs--; pubs == 0 {
-					window += float64(t - winStart)
-				}
-			}
+			v.goroutine(ev, st)
 		}
 	}
+	v.report()
+	return nil
+}
+
+// view is what run gathers from the trace's state transitions.
+type view struct {
+	gs       map[trace.GoID]*gstate
+	spent    map[string]float64 // "cat|state|why" -> ns, in the window
+	wakes    map[string]int     // cat -> transitions to running, whole trace
+	pubs     int                // publisher goroutines alive
+	winStart trace.Time
+	window   float64
+	running  map[trace.ProcID]bool
+	pSince   trace.Time
+	pTime    float64 // sum over Ps of the time each held, in the window
+}
+
+// flushProcs adds the Ps' time held since the last change, in the window.
+func (v *view) flushProcs(t trace.Time) {
+	if v.pubs > 0 {
+		v.pTime += float64(len(v.running)) * float64(t-v.pSince)
+	}
+	v.pSince = t
+}
+
+// proc follows a P starting or stopping.
+func (v *view) proc(t trace.Time, st trace.StateTransition) {
+	v.flushProcs(t)
+	if _, to := st.Proc(); to == trace.ProcRunning {
+		v.running[st.Resource.Proc()] = true
+	} else {
+		delete(v.running, st.Resource.Proc())
+	}
+}
+
+// goroutine follows a goroutine's change of state, opening the window at
+// the first publisher and closing it when the last one ends.
+func (v *view) goroutine(ev trace.Event, st trace.StateTransition) {
+	t, id := ev.Time(), st.Resource.Goroutine()
+	from, to := st.Goroutine()
+	g := v.gs[id]
+	if g == nil {
+		g = &gstate{cat: classify(ev, st, from), state: from, since: t}
+		v.gs[id] = g
+		if g.cat == "pub" && from == trace.GoNotExist {
+			v.flushProcs(t)
+			if v.pubs == 0 {
+				v.winStart = t
+			}
+			v.pubs++
+		}
+	}
+	if v.pubs > 0 {
+		v.spent[g.cat+"|"+g.state.String()+"|"+g.why] += float64(t - g.since)
+	}
+	if to == trace.GoRunning {
+		v.wakes[g.cat]++
+	}
+	g.state, g.since, g.why = to, t, ""
+	if to == trace.GoWaiting {
+		g.why = waitReason(ev, st)
+	}
+	if g.cat == "pub" && to == trace.GoNotExist {
+		v.flushProcs(t)
+		if v.pubs--; v.pubs == 0 {
+			v.window += float64(t - v.winStart)
+		}
+	}
+}
+
+// report prints the wake-ups and, if there was a window, where the time in
+// it went.
+func (v *view) report() {
 	fmt.Printf("made to run, whole trace: consumers %d, publishers %d, drains %d, others %d\n",
-		wakes["consumer"], wakes["pub"], wakes["drain"], wakes["other"])
-	if window == 0 {
+		v.wakes["consumer"], v.wakes["pub"], v.wakes["drain"], v.wakes["other"])
+	if v.window == 0 {
 		fmt.Println("no publisher goroutine: no window (pubs=1 publishes on the benchmark's goroutine)")
-		return nil
+		return
 	}
 	var gRun float64
-	for k, v := range spent {
+	for k, x := range v.spent {
 		if strings.Contains(k, "|Running|") {
-			gRun += v
+			gRun += x
 		}
 	}
 	fmt.Printf("window %.1f ms: Ps held %.1f ms, goroutines running %.1f ms, Ps held running none %.1f ms (%.0f %%)\n",
-		window/1e6, pTime/1e6, gRun/1e6, (pTime-gRun)/1e6, 100*(pTime-gRun)/pTime)
-	keys := make([]string, 0, len(spent))
-	for k := range spent {
+		v.window/1e6, v.pTime/1e6, gRun/1e6, (v.pTime-gRun)/1e6, 100*(v.pTime-gRun)/v.pTime)
+	keys := make([]string, 0, len(v.spent))
+	for k := range v.spent {
 		if !strings.HasPrefix(k, "other|") {
 			keys = append(keys, k)
 		}
 	}
-	sort.Slice(keys, func(i, j int) bool { return spent[keys[i]] > spent[keys[j]] })
+	sort.Slice(keys, func(i, j int) bool { return v.spent[keys[i]] > v.spent[keys[j]] })
 	for _, k := range keys {
-		fmt.Printf("%10.1f ms  %s\n", spent[k]/1e6, k)
+		fmt.Printf("%10.1f ms  %s\n", v.spent[k]/1e6, k)
 	}
-	return nil
 }
 
 // classify names a goroutine when the trace first shows it: a publisher if
