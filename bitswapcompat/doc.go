@@ -57,8 +57,9 @@
 // (a block in the blockstore, the GetBlock of a client) is not queued: that
 // Subscribe removes it, and such a call never takes the PubSub's lock. A call
 // completed by an operation made directly on the Notifier (a Publish, or a
-// native Subscribe that found a stored block) is removed by the next of
-// those; until then it holds no want and no goroutine, only its
+// native Subscribe that found a stored block) is removed by the next call of
+// the PubSub, whatever it is given (Publish, Subscribe, PublishMessage or
+// Shutdown); until then it holds no want and no goroutine, only its
 // registration.
 //
 // # Ownership

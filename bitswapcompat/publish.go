@@ -45,6 +45,7 @@ import (
 func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 	mustBeUsable("Publish", blks)
 	if len(blks) == 0 {
+		ps.reap() // as every call does: a call that a native operation completed is removed
 		return
 	}
 	listed := ps.tracked.Load()

@@ -202,14 +202,15 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 // concurrent use; it blocks only for the blockstore and for operations on the
 // same keys. The PubSub closes the channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
+	// A block found in the blockstore may complete other calls too. Deferred:
+	// also when a function of the user panics, as Publish reaps. Also without
+	// keys: every call removes the calls that a native operation completed.
+	defer ps.reap()
 	ch := make(chan blocks.Block, len(keys))
 	if len(keys) == 0 {
 		close(ch)
 		return ch
 	}
-	// A block found in the blockstore may complete other calls too. Deferred:
-	// also when a function of the user panics, as Publish reaps.
-	defer ps.reap()
 	var start time.Time
 	if ps.wrap != nil {
 		start = time.Now()

@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/bitswapsync/notifier"
 )
 
 // A Subscribe call enters PubSub.calls only if it outlives its Subscribe
@@ -168,4 +170,46 @@ func TestFetch_ShutdownDuringAMiss(t *testing.T) {
 		require.Empty(t, errs)
 		requireIdle(t, ps, nil)
 	})
+}
+
+// A call that an operation made directly on the Notifier completes (here a
+// native Publish) cannot remove its own request: it is queued, and every
+// call of the PubSub that follows removes it, whatever it is given (doc.go,
+// MIGRATION.md step 4). A Publish without blocks and a Subscribe without
+// keys returned before they removed it (found by review).
+func TestTrack_NativelyCompletedCallIsRemovedByAnyNextCall(t *testing.T) {
+	ctx := context.Background()
+	for _, next := range []struct {
+		name string
+		call func(ps *PubSub, b blocks.Block)
+	}{
+		{"Publish", func(ps *PubSub, b blocks.Block) { ps.Publish(peerA, b) }},
+		{"Publish/no-blocks", func(ps *PubSub, _ blocks.Block) { ps.Publish(peerA) }},
+		{"Subscribe", func(ps *PubSub, b blocks.Block) {
+			cctx, cancel := context.WithCancel(ctx)
+			cancel()
+			ps.Subscribe(cctx, b.Cid())
+		}},
+		{"Subscribe/no-keys", func(ps *PubSub, _ blocks.Block) { ps.Subscribe(ctx) }},
+		{"PublishMessage", func(ps *PubSub, b blocks.Block) {
+			require.NoError(t, PublishMessage(ctx, ps, notifier.ResponseMessage{Haves: []cid.Cid{b.Cid()}}))
+		}},
+		{"PublishMessage/empty", func(ps *PubSub, _ blocks.Block) {
+			require.NoError(t, PublishMessage(ctx, ps, notifier.ResponseMessage{}))
+		}},
+	} {
+		t.Run(next.name, func(t *testing.T) {
+			ps, _ := New(nil)
+			defer ps.Shutdown()
+			b := newBlocks(t, 3)
+			ch := ps.Subscribe(ctx, cidsOf(b[:2]...)...)
+			require.NoError(t, NotifierOf(ps).Publish(ctx, notifier.ResponseMessage{From: string(peerA), Blocks: b[:2]}))
+			got, closed := drainNow(ch)
+			require.Len(t, got, 2)
+			require.True(t, closed, "the call is complete")
+			require.Equal(t, 1, NotifierOf(ps).Stats().Subscriptions, "its request waits for the next call")
+			next.call(ps, b[2])
+			require.Zero(t, NotifierOf(ps).Stats().Subscriptions, "the next call removed it")
+		})
+	}
 }

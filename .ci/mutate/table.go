@@ -639,6 +639,31 @@ var table = []mutation{
 		why: "InterestedSessions answers nil where boxo's answers an empty slice",
 	},
 	{
+		id: "c-empty-publish-skips-reap", g: "C", file: "bitswapcompat/publish.go",
+		old: `		ps.reap() // as every call does: a call that a native operation completed is removed
+		return`,
+		new: `		return`,
+		pkg: "./bitswapcompat", run: `^TestTrack_NativelyCompletedCallIsRemovedByAnyNextCall$`,
+		why: "a Publish without blocks leaves the request of a call that a native operation completed in the Notifier",
+	},
+	{
+		id: "c-empty-subscribe-skips-reap", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	defer ps.reap()
+	ch := make(chan blocks.Block, len(keys))
+	if len(keys) == 0 {
+		close(ch)
+		return ch
+	}`,
+		new: `	ch := make(chan blocks.Block, len(keys))
+	if len(keys) == 0 {
+		close(ch)
+		return ch
+	}
+	defer ps.reap()`,
+		pkg: "./bitswapcompat", run: `^TestTrack_NativelyCompletedCallIsRemovedByAnyNextCall$`,
+		why: "a Subscribe without keys leaves the request of a call that a native operation completed in the Notifier",
+	},
+	{
 		id: "obs-store-timeout-not-an-error", g: "obs", file: "observe.go",
 		old: `	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))`,
 		new: `	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)`,
