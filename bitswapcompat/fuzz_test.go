@@ -57,12 +57,17 @@ type compatCall struct {
 
 // compatModel is what the store wiring must show.
 type compatModel struct {
-	pool     []blocks.Block
-	store    *faultyStore
-	stored   map[cid.Cid]bool
-	sessions map[uint64]map[cid.Cid]bool
-	calls    []*compatCall
-	failing  bool
+	t         *testing.T
+	ctx       context.Context
+	withStore bool
+	ps        *PubSub
+	sim       *SessionInterestManager
+	pool      []blocks.Block
+	store     *faultyStore
+	stored    map[cid.Cid]bool
+	sessions  map[uint64]map[cid.Cid]bool
+	calls     []*compatCall
+	failing   bool
 }
 
 func (m *compatModel) pick(mask byte) (blks []blocks.Block, keys []cid.Cid) {
@@ -104,156 +109,197 @@ func (m *compatModel) deliver(b blocks.Block, got map[*compatCall][]cid.Cid) {
 }
 
 func runCompatModel(t *testing.T, withStore bool, in []byte) {
-	var store *faultyStore
-	var ps *PubSub
-	var sim *SessionInterestManager
+	m := &compatModel{t: t, ctx: t.Context(), withStore: withStore, stored: map[cid.Cid]bool{}, sessions: map[uint64]map[cid.Cid]bool{}}
 	if withStore {
-		store = memStore()
-		ps, sim = New(store)
+		m.store = memStore()
+		m.ps, m.sim = New(m.store)
 	} else {
-		ps, sim = New(nil)
+		m.ps, m.sim = New(nil)
 	}
-	m := &compatModel{store: store, stored: map[cid.Cid]bool{}, sessions: map[uint64]map[cid.Cid]bool{}}
 	m.pool = newBlocks(t, compatPool)
-	ctx := t.Context()
 	for i := 0; i+2 < len(in); i += 3 {
 		op, a, mask := in[i]%9, in[i+1], in[i+2]%(1<<compatPool)
 		blks, keys := m.pick(mask)
 		got := map[*compatCall][]cid.Cid{} // what each call must have received in this step
-		switch op {
-		case 0: // a call, as AsyncGetBlocks makes it
-			if len(keys) == 0 {
-				continue
-			}
-			cctx, cancel := context.WithCancel(ctx)
-			c := &compatCall{cancel: cancel, want: map[cid.Cid]bool{}}
-			for _, k := range keys {
-				if m.stored[k] {
-					got[c] = append(got[c], k)
-				} else {
-					c.want[k] = true
-				}
-			}
-			c.closed = len(c.want) == 0
-			if a%2 == 1 { // the same keys twice: each block once
-				keys = append(keys, keys...)
-			}
-			c.ch = ps.Subscribe(cctx, keys...)
-			m.calls = append(m.calls, c)
-		case 1: // a call's ctx ends
-			if len(m.calls) == 0 {
-				continue
-			}
-			c := m.calls[int(a)%len(m.calls)]
-			c.cancel()
-			c.closed = true
-		case 2: // Publish, from a peer or locally (NotifyNewBlocks)
-			if len(blks) == 0 {
-				continue
-			}
-			remote := a%2 == 1
-			var toStore []blocks.Block
-			for _, b := range blks {
-				if !remote || m.wanted(b.Cid()) {
-					toStore = append(toStore, b)
-				}
-			}
-			if !withStore { // notify only: every block goes to the calls that wait for it
-				toStore = blks
-			}
-			from := peer.ID("")
-			if remote {
-				from = peerA
-			}
-			switch {
-			case len(toStore) > 0 && m.failing:
-				for _, c := range m.calls {
-					if c.closed {
-						continue
-					}
-					for _, k := range keys {
-						if c.want[k] {
-							c.closed = true
-						}
-					}
-				}
-			default:
-				for _, b := range toStore {
-					m.stored[b.Cid()] = withStore
-					m.deliver(b, got)
-				}
-			}
-			ps.Publish(from, blks...)
-		case 3: // the disk fails, or recovers
-			if !withStore {
-				continue
-			}
-			m.failing = a%2 == 1
-			store.failPut.Store(m.failing)
-		case 4: // a session records its interest
-			ses := uint64(a % 3)
-			if len(keys) == 0 {
-				continue
-			}
-			if m.sessions[ses] == nil {
-				m.sessions[ses] = map[cid.Cid]bool{}
-			}
-			for _, k := range keys {
-				m.sessions[ses][k] = true
-			}
-			sim.RecordSessionInterest(ses, keys)
-		case 5: // a session lets go of keys: the ones no session wants any more come back
-			ses := uint64(a % 3)
-			var freed []cid.Cid
-			for _, k := range keys {
-				if m.sessions[ses][k] {
-					delete(m.sessions[ses], k)
-					if !m.sessionWanted(k) {
-						freed = append(freed, k)
-					}
-				}
-			}
-			require.ElementsMatch(t, freed, sim.RemoveSessionWants(ses, keys), "RemoveSessionWants(%d, %v)", ses, keys)
-		case 6: // a session ends
-			ses := uint64(a % 3)
-			held := m.sessions[ses]
-			delete(m.sessions, ses)
-			var freed []cid.Cid
-			for k := range held {
-				if !m.sessionWanted(k) {
-					freed = append(freed, k)
-				}
-			}
-			require.ElementsMatch(t, freed, sim.RemoveSession(ses), "RemoveSession(%d)", ses)
-		case 7: // the client splits a message's blocks
-			want := []cid.Cid{}
-			for _, k := range keys {
-				if m.wanted(k) {
-					want = append(want, k)
-				}
-			}
-			wanted, unwanted := sim.SplitWantedUnwanted(blks)
-			require.Equal(t, want, cidsOf(wanted...), "SplitWantedUnwanted: wanted")
-			require.Len(t, unwanted, len(blks)-len(want), "SplitWantedUnwanted: unwanted")
-		case 8: // a garbage collection deletes blocks
-			if !withStore {
-				continue
-			}
-			for _, k := range keys {
-				delete(m.stored, k)
-				require.NoError(t, store.DeleteBlock(ctx, k))
-			}
+		if !m.step(op, a, blks, keys, got) {
+			continue
 		}
 		synctest.Wait()
 		m.check(t, got, i/3)
 	}
-	ps.Shutdown()
+	m.ps.Shutdown()
 	synctest.Wait()
 	for i, c := range m.calls {
 		_, closed := drainNow(c.ch)
 		require.True(t, closed, "call %d: channel open after Shutdown", i)
 	}
-	requireIdle(t, ps, sim)
+	requireIdle(t, m.ps, m.sim)
+}
+
+// step takes step op, with argument a, on the blocks blks (keys), on the
+// PubSub and in the model; got is what each call must receive. It reports
+// false if the step does nothing, and then the check is skipped.
+func (m *compatModel) step(op, a byte, blks []blocks.Block, keys []cid.Cid, got map[*compatCall][]cid.Cid) bool {
+	switch op {
+	case 0:
+		return m.call(a, keys, got)
+	case 1: // a call's ctx ends
+		if len(m.calls) == 0 {
+			return false
+		}
+		c := m.calls[int(a)%len(m.calls)]
+		c.cancel()
+		c.closed = true
+	case 2:
+		return m.publish(a, blks, keys, got)
+	case 3: // the disk fails, or recovers
+		if !m.withStore {
+			return false
+		}
+		m.failing = a%2 == 1
+		m.store.failPut.Store(m.failing)
+	case 4:
+		return m.record(uint64(a%3), keys)
+	case 5:
+		m.removeWants(uint64(a%3), keys)
+	case 6:
+		m.removeSession(uint64(a % 3))
+	case 7:
+		m.split(blks, keys)
+	case 8: // a garbage collection deletes blocks
+		if !m.withStore {
+			return false
+		}
+		for _, k := range keys {
+			delete(m.stored, k)
+			require.NoError(m.t, m.store.DeleteBlock(m.ctx, k))
+		}
+	}
+	return true
+}
+
+// call is a call, as AsyncGetBlocks makes it.
+func (m *compatModel) call(a byte, keys []cid.Cid, got map[*compatCall][]cid.Cid) bool {
+	if len(keys) == 0 {
+		return false
+	}
+	cctx, cancel := context.WithCancel(m.ctx)
+	c := &compatCall{cancel: cancel, want: map[cid.Cid]bool{}}
+	for _, k := range keys {
+		if m.stored[k] {
+			got[c] = append(got[c], k)
+		} else {
+			c.want[k] = true
+		}
+	}
+	c.closed = len(c.want) == 0
+	if a%2 == 1 { // the same keys twice: each block once
+		keys = append(keys, keys...)
+	}
+	c.ch = m.ps.Subscribe(cctx, keys...)
+	m.calls = append(m.calls, c)
+	return true
+}
+
+// publish is a Publish, from a peer or locally (NotifyNewBlocks).
+func (m *compatModel) publish(a byte, blks []blocks.Block, keys []cid.Cid, got map[*compatCall][]cid.Cid) bool {
+	if len(blks) == 0 {
+		return false
+	}
+	remote := a%2 == 1
+	var toStore []blocks.Block
+	for _, b := range blks {
+		if !remote || m.wanted(b.Cid()) {
+			toStore = append(toStore, b)
+		}
+	}
+	if !m.withStore { // notify only: every block goes to the calls that wait for it
+		toStore = blks
+	}
+	from := peer.ID("")
+	if remote {
+		from = peerA
+	}
+	if len(toStore) > 0 && m.failing {
+		m.failCalls(keys)
+	} else {
+		for _, b := range toStore {
+			m.stored[b.Cid()] = m.withStore
+			m.deliver(b, got)
+		}
+	}
+	m.ps.Publish(from, blks...)
+	return true
+}
+
+// failCalls ends the calls waiting for any of keys, whose store failed.
+func (m *compatModel) failCalls(keys []cid.Cid) {
+	for _, c := range m.calls {
+		if c.closed {
+			continue
+		}
+		for _, k := range keys {
+			if c.want[k] {
+				c.closed = true
+			}
+		}
+	}
+}
+
+// record: session ses records its interest in keys.
+func (m *compatModel) record(ses uint64, keys []cid.Cid) bool {
+	if len(keys) == 0 {
+		return false
+	}
+	if m.sessions[ses] == nil {
+		m.sessions[ses] = map[cid.Cid]bool{}
+	}
+	for _, k := range keys {
+		m.sessions[ses][k] = true
+	}
+	m.sim.RecordSessionInterest(ses, keys)
+	return true
+}
+
+// removeWants: session ses lets go of keys; the ones no session wants any
+// more come back.
+func (m *compatModel) removeWants(ses uint64, keys []cid.Cid) {
+	var freed []cid.Cid
+	for _, k := range keys {
+		if m.sessions[ses][k] {
+			delete(m.sessions[ses], k)
+			if !m.sessionWanted(k) {
+				freed = append(freed, k)
+			}
+		}
+	}
+	require.ElementsMatch(m.t, freed, m.sim.RemoveSessionWants(ses, keys), "RemoveSessionWants(%d, %v)", ses, keys)
+}
+
+// removeSession: session ses ends.
+func (m *compatModel) removeSession(ses uint64) {
+	held := m.sessions[ses]
+	delete(m.sessions, ses)
+	var freed []cid.Cid
+	for k := range held {
+		if !m.sessionWanted(k) {
+			freed = append(freed, k)
+		}
+	}
+	require.ElementsMatch(m.t, freed, m.sim.RemoveSession(ses), "RemoveSession(%d)", ses)
+}
+
+// split: the client splits a message's blocks.
+func (m *compatModel) split(blks []blocks.Block, keys []cid.Cid) {
+	want := []cid.Cid{}
+	for _, k := range keys {
+		if m.wanted(k) {
+			want = append(want, k)
+		}
+	}
+	wanted, unwanted := m.sim.SplitWantedUnwanted(blks)
+	require.Equal(m.t, want, cidsOf(wanted...), "SplitWantedUnwanted: wanted")
+	require.Len(m.t, unwanted, len(blks)-len(want), "SplitWantedUnwanted: unwanted")
 }
 
 // sessionWanted reports whether a session wants k.
