@@ -20,7 +20,8 @@ import (
 // "bitswap/client". It logs only what an operator must see, at error level,
 // which go-log shows by default: a subscription ended as a slow consumer and
 // a blockstore error, each of which fails a request. At debug level it also
-// logs one line per Publish and Subscribe.
+// logs one line per Publish and Subscribe that begins (probe.begin: not one
+// refused at once, for bad input, Close or an ended ctx).
 var log = logging.Logger("bitswap/notifier")
 
 // logCore is log's core, whose Enabled reads the level that

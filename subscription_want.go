@@ -169,9 +169,12 @@ var errStartOver = errors.New("notifier: subscribe: start over")
 
 func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
-	err := o.sub.get(ctx, o)
-	o.probe.storeDone(ctx, t, 0, err) // observe.go hook
-	return err
+	k, err := o.sub.get(ctx, o)
+	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path
+	if err != nil {
+		return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	}
+	return nil
 }
 
 // commitSubscribe records the wants of the keys that the check did not
@@ -419,20 +422,21 @@ func (s *Subscription) inInterest(e *interest, k cid.Cid) bool {
 	return in
 }
 
-// get fills in the blocks of the candidates that the blockstore has.
-func (s *Subscription) get(ctx context.Context, o *op) error {
+// get fills in the blocks of the candidates that the blockstore has. On a
+// failure it returns the key and the store's error, unwrapped.
+func (s *Subscription) get(ctx context.Context, o *op) (cid.Cid, error) {
 	bs := s.n.bs
 	for i := range o.hits {
 		h := &o.hits[i]
 		blk, err := bs.Get(ctx, h.key)
 		if err != nil && !isNotFound(err) {
-			return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", h.key, err)
+			return h.key, err
 		}
 		if err == nil {
 			h.blk = blk
 		}
 	}
-	return nil
+	return cid.Undef, nil
 }
 
 func isNotFound(err error) bool {

@@ -664,6 +664,21 @@ var table = []mutation{
 		why: "a Subscribe without keys leaves the request of a call that a native operation completed in the Notifier",
 	},
 	{
+		id: "obs-general-subscribe-logs-wrapped-error", g: "obs", file: "subscription_want.go",
+		old: `	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path
+	if err != nil {
+		return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	}
+	return nil`,
+		new: `	if err != nil {
+		err = fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	}
+	o.probe.storeDone(ctx, t, 0, err)
+	return err`,
+		pkg: ".", run: `^TestLog_StoreTimeoutIsABlockstoreError$`,
+		why: "a Subscribe of several keys logs and traces the blockstore's error wrapped in its own message, unlike every other path",
+	},
+	{
 		id: "obs-store-timeout-not-an-error", g: "obs", file: "observe.go",
 		old: `	return ctx.Err() != nil && (errors.Is(err, ctx.Err()) || errors.Is(err, context.Cause(ctx)))`,
 		new: `	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)`,
