@@ -75,7 +75,9 @@ func (v Violation) String() string { return violationNames[v] }
 //     "consumed". A CANCEL consumes the wants whose Subscribe returned before
 //     it: they began before it, so they belong to the epoch it closes or an
 //     earlier one, and each epoch (a maximal stretch in which K is wanted) has
-//     at most one CANCEL.
+//     at most one CANCEL. A want whose Subscribe has not returned may have
+//     begun and ended an epoch already: it accounts for one CANCEL ("used"),
+//     and is consumed once it returns.
 //   - MissingCancel: when K has no possibly-live want left, it must have had a
 //     CANCEL since the last WANT awaiting one. Such a WANT was sent while its
 //     want was live (K was not stored, so nothing had delivered it), so its
@@ -139,6 +141,7 @@ type want struct {
 	returned bool   // Subscribe returned
 	sure     bool   // surely live
 	consumed bool   // a CANCEL after SUB-RETURN accounts for its epoch
+	used     bool   // a CANCEL before SUB-RETURN was put down to its epoch (see cancelKey)
 	over     bool   // its end is certain
 }
 
@@ -234,6 +237,7 @@ func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, sent []bool, ge
 				w.over = true
 			default:
 				w.returned = true
+				w.consumed = w.used // its epoch had its CANCEL already
 				if !w.sent && (!ks.storing() || ks.misread != w.misread) {
 					w.sent, sent[i] = true, true
 				}
@@ -363,20 +367,36 @@ func (c *checker) cancel(keys []cid.Cid) {
 }
 
 func (c *checker) cancelKey(k cid.Cid, ks *keyState) {
-	stale, unconsumed := 0, false
+	stale, accounted := 0, false
 	for i := range ks.wants {
 		w := &ks.wants[i]
 		if w.sure {
 			stale++
 		}
-		unconsumed = unconsumed || !w.consumed
+		accounted = accounted || (w.returned && !w.consumed)
+	}
+	if !accounted {
+		// Only a want whose Subscribe is still under way can account for it:
+		// one such want for each CANCEL, since a want has one epoch. Any of
+		// them will do: which want's epoch a CANCEL closes changes no count.
+		// (Taking every want under way as enough let any number of CANCELs
+		// through while a Subscribe of K ran: review.)
+		for i := range ks.wants {
+			if w := &ks.wants[i]; !w.returned && !w.used {
+				w.used, accounted = true, true
+				break
+			}
+		}
+	}
+	for i := range ks.wants {
+		w := &ks.wants[i]
 		w.consumed = w.consumed || w.returned
 		w.sure = false
 	}
 	if stale > 0 {
 		c.violate(StaleCancel, "%s: CANCEL while %d want(s) sent before it were live", k, stale)
 	}
-	if !unconsumed {
+	if !accounted {
 		c.violate(ExtraCancel, "%s: CANCEL with no want left to account for it", k)
 	}
 	ks.awaiting = 0

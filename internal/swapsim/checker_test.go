@@ -155,6 +155,43 @@ func TestChecker_ExtraCancel(t *testing.T) {
 	s.want(map[Violation]int64{ExtraCancel: 1})
 }
 
+// A want whose Subscribe is under way accounts for one CANCEL, not for any
+// number of them: a client that reported a key twice inside a Subscribe
+// went unflagged (review).
+func TestChecker_ExtraCancelDuringASubscribe(t *testing.T) {
+	s := newScript(t, true)
+	s.subStart(1)
+	s.c.cancel(s.k) // the want's epoch may have ended inside the Subscribe
+	s.c.cancel(s.k)
+	s.subReturn(1)
+	s.want(map[Violation]int64{ExtraCancel: 1})
+
+	s = newScript(t, true)
+	s.subStart(1)
+	s.publish(false, true) // ends the want's epoch before the Subscribe returns
+	s.subReturn(1)
+	s.c.cancel(s.k) // that epoch had its CANCEL
+	s.want(map[Violation]int64{ExtraCancel: 1})
+}
+
+// Two Subscribes under way are two wants, each of which may have an epoch of
+// its own with its CANCEL.
+func TestChecker_TwoSubscribesUnderWayTwoCancels(t *testing.T) {
+	s := newScript(t, true)
+	s.subStart(1)
+	s.publish(false, true)
+	s.subStart(2)
+	s.publish(false, true)
+	s.subReturn(1)
+	s.subReturn(2)
+	s.c.delivered(1, s.blk.Cid())
+	s.c.delivered(2, s.blk.Cid())
+	s.end(1)
+	s.end(2)
+	s.c.finish()
+	s.want(nil)
+}
+
 func TestChecker_MissingCancel(t *testing.T) {
 	s := newScript(t, true)
 	s.subscribe(1)
