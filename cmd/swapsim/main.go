@@ -1,6 +1,7 @@
-// Command swapsim simulates a bitswap client under load, with the notifier or
-// with today's two-layer design (internal/legacy), checks the invariants of
-// SPEC.md at the end, and prints what it measured.
+// Command swapsim simulates a bitswap client under load, with the notifier
+// (-impl notifier; -impl notifier-fetch sends one-key wants through
+// Notifier.Fetch) or with today's two-layer design (internal/legacy), checks
+// the invariants of SPEC.md at the end, and prints what it measured.
 //
 // Sessions fetch DAGs of blocks from simulated peers that answer WANTs with
 // HAVE, DONT_HAVE and blocks after a random latency; some blocks are added
@@ -41,6 +42,10 @@ later WANT. Progress goes to stderr every -progress; the table to stdout.
 
 With -impl both, the notifier runs first, then legacy, each for half of
 -duration, with the same seed; the table then shows notifier/legacy ratios.
+-impl notifier-fetch runs the notifier as a block service's GetBlock uses it
+too: each one-key want (a root, a node with one child) is a Notifier.Fetch,
+one request per call, whose delivery function queues what it gets for the
+session; the table then counts Fetch's hits and requests.
 Requests in flight when the duration ends finish (or stall, after -stall)
 before the checks, so a run takes a little longer than -duration.
 
@@ -54,8 +59,8 @@ retried), and a request whose blockstore check failed repeats its Want after
 that was not cancelled must complete. The table counts the injected faults
 and the recovery.
 
-Exit status: 0 if the notifier kept every invariant (legacy's violations are
-reported, never fatal), 1 if it did not, 2 on a usage or setup error or if
+Exit status: 0 if the notifier, either way, kept every invariant (legacy's
+violations are reported, never fatal), 1 if it did not, 2 on a usage or setup error or if
 a file of -svg, -png or -json could not be written.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
@@ -180,10 +185,10 @@ func runAll(ctx context.Context, cfg swapsim.Config, names []string, stderr io.W
 	return reps, nil
 }
 
-// status is 1 if the notifier violated an invariant.
+// status is 1 if the notifier, used either way, violated an invariant.
 func status(reps []swapsim.Report) int {
 	for i := range reps {
-		if reps[i].Impl == "notifier" && reps[i].TotalViolations() > 0 {
+		if swapsim.Fatal(reps[i].Impl) && reps[i].TotalViolations() > 0 {
 			return 1
 		}
 	}

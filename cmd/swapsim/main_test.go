@@ -40,6 +40,8 @@ func TestStatus_OnlyTheNotifierFails(t *testing.T) {
 	require.Equal(t, 0, status([]swapsim.Report{{Impl: "notifier"}, bad}))
 	bad.Impl = "notifier"
 	require.Equal(t, 1, status([]swapsim.Report{bad}))
+	bad.Impl = "notifier-fetch"
+	require.Equal(t, 1, status([]swapsim.Report{bad}))
 }
 
 func TestParse_StallFollowsTheStore(t *testing.T) {

@@ -3,6 +3,27 @@
 // design (internal/legacy) through the same Impl interface, so that one
 // driver runs both. cmd/swapsim is its command line.
 //
+// # The implementations
+//
+// Config.Impl names one of three:
+//
+//   - "notifier": the Notifier as a fork's session uses it, one
+//     Subscription per session, its messages read from Messages().
+//   - "notifier-fetch": the Notifier as a fork's block service also uses it
+//     for GetBlock: a session's Want of one key (a root, a node with one
+//     child, each key of the fallback after a failed check) is a
+//     Notifier.Fetch, one request per call, and a Want of several keys a
+//     Subscribe of the session's subscription. Every message comes through a
+//     delivery function (NewSubscriptionFunc, Fetch's newFunc), which runs
+//     under the Notifier's locks and so only appends to the session's
+//     unbounded mailbox; one goroutine per session feeds the session's
+//     channel from it. A block that Fetch returns goes through the mailbox
+//     too. Cancel removes the requests of its keys and unsubscribes the
+//     others before it returns; Close removes every request and the
+//     subscription; a request whose block has arrived is removed at the
+//     session's next call. The Report counts Fetch's hits and requests.
+//   - "legacy": today's two-layer client, driven in boxo's call order.
+//
 // # The load
 //
 // Config.Sessions workers each fetch one DAG after another, each fetch (a
@@ -39,8 +60,8 @@
 // With Config.Faults = P, a share P of the client's blockstore calls (Has,
 // Get, PutMany; internal/faultbs draws them from Config.Seed, the method, the
 // key and how many calls on that key came before) fail, writing nothing, or
-// stall: they take Config.FaultStall longer, then run. Both implementations
-// meet them. The world recovers as it would around a real client:
+// stall: they take Config.FaultStall longer, then run. Every implementation
+// meets them. The world recovers as it would around a real client:
 //
 //   - A message whose blocks failed to store reached no session (the
 //     notifier's Publish and legacy's ReceiveMessage deliver nothing then),
@@ -49,11 +70,12 @@
 //     its wants); a failed local add is retried the same way. A CANCEL of a
 //     key since its WANT still drops what is sent again.
 //   - A Want that fails because the blockstore check failed (the notifier's
-//     Subscribe then adds no want and delivers nothing) is repeated, key by
-//     key, 1ms apart, for up to Config.Stall: a client that gets an error
-//     from its check tries again, and falls back to one block at a time so
-//     that one failing key does not hold the others back. This assumes that
-//     a failed Subscribe delivered nothing, as the notifier documents; one
+//     Subscribe, or Fetch, then adds no want and delivers nothing) is
+//     repeated, key by key, 1ms apart, for up to Config.Stall: a client that
+//     gets an error from its check tries again, and falls back to one block
+//     at a time so that one failing key does not hold the others back (with
+//     notifier-fetch, each of those is a Fetch). This assumes that a failed
+//     Subscribe or Fetch delivered nothing, as the notifier documents; one
 //     that did would show here as a DuplicateBlock.
 //   - Legacy takes a failed check for a miss, as boxo's blockservice does,
 //     and asks the peers: a block that only a local add provides then never

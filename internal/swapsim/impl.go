@@ -50,8 +50,9 @@ type Factory func(bs notifier.Blockstore, cancel func(keys []cid.Cid)) Impl
 
 // factories are the Impls that Config.Impl names.
 var factories = map[string]Factory{
-	"notifier": newNotifierImpl,
-	"legacy":   newLegacyImpl,
+	"notifier":       newNotifierImpl,
+	"notifier-fetch": newFetchImpl,
+	"legacy":         newLegacyImpl,
 }
 
 // notifierImpl is the Notifier, used as a fork would use it: one

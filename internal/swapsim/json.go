@@ -41,7 +41,10 @@ const JSONSchema = "swapsim/v1"
 // faults_stalled (those Config.Faults failed or stalled), wants_retried (after
 // a failed blockstore check), messages_resent (after a failed store),
 // goroutines_peak, goroutines_peak_client ("of the client"),
-// goroutines_end, heap_peak_bytes, heap_end_bytes. violations has the
+// goroutines_end, heap_peak_bytes, heap_end_bytes; and, after
+// messages_resent, only if a report used Notifier.Fetch (notifier-fetch):
+// fetch_hits, fetch_requests and fetch_early (Report.FetchHits,
+// FetchRequests, FetchEarly). violations has the
 // table's VIOLATIONS rows: total, then each kind named as in the table with
 // underscores for spaces (lost_block, ..., client_error). counts holds the
 // Report's other tallies: requests, blocks, haves, dont_haves, messages,
@@ -57,8 +60,9 @@ const JSONSchema = "swapsim/v1"
 // and which of higher or lower is better.
 func WriteJSON(w io.Writer, cfg Config, reps ...Report) error {
 	out := jsonOutput{Schema: JSONSchema, Config: newJSONConfig(&cfg), Runs: make([]jsonRun, 0, len(reps))}
+	table := rowsFor(reps)
 	for i := range reps {
-		out.Runs = append(out.Runs, newJSONRun(&reps[i]))
+		out.Runs = append(out.Runs, newJSONRun(&reps[i], table))
 	}
 	if len(reps) == 2 {
 		out.Ratios = newJSONRatios(&reps[0], &reps[1])
@@ -163,12 +167,14 @@ type jsonRatios struct {
 	Better orderedMap[string]   `json:"better"`
 }
 
-func newJSONRun(r *Report) jsonRun {
+// newJSONRun returns r as written in JSON, with the figures of the table's
+// rows table.
+func newJSONRun(r *Report, table []row) jsonRun {
 	run := jsonRun{Impl: r.Impl, Store: r.Store, Examples: r.Examples}
 	if run.Examples == nil {
 		run.Examples = []string{}
 	}
-	for _, rw := range rows {
+	for _, rw := range table {
 		run.Metrics.add(rw.key, rw.unit.json(rw.value(r)))
 	}
 	run.Violations.add("total", r.TotalViolations())

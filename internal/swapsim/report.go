@@ -3,6 +3,7 @@ package swapsim
 import (
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -92,6 +93,26 @@ var rows = []row{
 	{"heap at end (*)", "heap_end_bytes", "", unitBytes, func(r *Report) float64 { return float64(r.HeapEnd) }},
 }
 
+// fetchRows are the rows of Notifier.Fetch's outcomes, which a table or a
+// JSON output has only if one of its reports fetched (see rowsFor).
+var fetchRows = []row{
+	{"fetch hits", "fetch_hits", "", unitCount, integer(func(r *Report) int64 { return r.FetchHits })},
+	{"fetch requests", "fetch_requests", "", unitCount, integer(func(r *Report) int64 { return r.FetchRequests })},
+	{"  block before return", "fetch_early", "", unitCount, integer(func(r *Report) int64 { return r.FetchEarly })},
+}
+
+// rowsFor returns the rows of a table of reps: rows, and fetchRows after
+// "messages sent again" if one of reps used Notifier.Fetch.
+func rowsFor(reps []Report) []row {
+	for i := range reps {
+		if reps[i].FetchHits+reps[i].FetchRequests > 0 {
+			at := slices.IndexFunc(rows, func(rw row) bool { return rw.key == "messages_resent" }) + 1
+			return slices.Concat(rows[:at], fetchRows, rows[at:])
+		}
+	}
+	return rows
+}
+
 // clientGoroutines estimates the client's share of the peak: the peak less
 // the simulator's own goroutines and those that ran before.
 func clientGoroutines(r *Report) int {
@@ -112,7 +133,7 @@ func WriteTable(w io.Writer, reps ...Report) error {
 		head = append(head, reps[0].Impl+"/"+reps[1].Impl, "better")
 	}
 	line(tw, head...)
-	for _, rw := range rows {
+	for _, rw := range rowsFor(reps) {
 		line(tw, rw.cells(reps, ratio)...)
 	}
 	violationRows(tw, reps)

@@ -31,11 +31,36 @@ func TestWriteTable_OneReportHasNoRatio(t *testing.T) {
 func TestImpls(t *testing.T) {
 	got, err := Impls("both")
 	require.NoError(t, err)
-	require.Equal(t, []string{"notifier", "legacy"}, got)
+	require.Equal(t, []string{"notifier", "legacy"}, got, "both stays the notifier beside legacy")
+	for _, name := range []string{"notifier", "notifier-fetch", "legacy"} {
+		got, err := Impls(name)
+		require.NoError(t, err)
+		require.Equal(t, []string{name}, got)
+	}
+	require.True(t, Fatal("notifier-fetch"))
+	require.False(t, Fatal("legacy"))
 	_, err = Impls("bitswap")
 	require.Error(t, err)
 	_, err = Run(t.Context(), Config{Impl: "bitswap"})
 	require.Error(t, err)
+}
+
+// The rows of Fetch's outcomes appear, in the table and in JSON, only when
+// a report fetched: the output of the other implementations is unchanged.
+func TestWriteTable_FetchRowsOnlyWhenFetched(t *testing.T) {
+	var out strings.Builder
+	require.NoError(t, WriteTable(&out, Report{Impl: "notifier"}, Report{Impl: "legacy"}))
+	require.NotContains(t, out.String(), "fetch hits")
+	out.Reset()
+	require.NoError(t, WriteTable(&out, Report{Impl: "notifier-fetch", FetchHits: 3, FetchRequests: 5, FetchEarly: 1}))
+	require.Regexp(t, `(?m)^messages sent again +0 *\nfetch hits +3 *\nfetch requests +5 *\n  block before return +1 *\ngoroutines peak`, out.String())
+
+	doc, _ := writeJSON(t, DefaultConfig(), Report{Impl: "notifier"})
+	require.NotContains(t, doc.Runs[0].Metrics, "fetch_hits")
+	doc, _ = writeJSON(t, DefaultConfig(), Report{Impl: "notifier-fetch", FetchHits: 3, FetchRequests: 5, FetchEarly: 1})
+	require.Equal(t, []float64{3, 5, 1}, []float64{
+		doc.Runs[0].Metrics["fetch_hits"], doc.Runs[0].Metrics["fetch_requests"], doc.Runs[0].Metrics["fetch_early"],
+	})
 }
 
 func TestConfig_Validate(t *testing.T) {

@@ -31,6 +31,11 @@ type Report struct {
 	StoreCalls, FaultsFailed, FaultsStalled int64
 	Retries, Resent                         int64
 
+	// Notifier.Fetch's outcomes (notifier-fetch only): the block returned (a
+	// hit), a request returned, and of those the requests whose block reached
+	// them before Fetch returned (its general path, or a Publish racing it).
+	FetchHits, FetchRequests, FetchEarly int64
+
 	LatencyP50, LatencyP99, LatencyMax time.Duration
 	// Latency is the histogram of every delivery's latency, its non-empty
 	// buckets in order (16 per power of two): the counts add up to Blocks.
@@ -66,21 +71,30 @@ func (r *Report) TotalViolations() int64 {
 func Run(ctx context.Context, cfg Config) (Report, error) {
 	f := factories[cfg.Impl]
 	if f == nil {
-		return Report{}, fmt.Errorf("swapsim: unknown implementation %q: want notifier or legacy", cfg.Impl)
+		return Report{}, fmt.Errorf("swapsim: unknown implementation %q: want %s", cfg.Impl, implNames)
 	}
 	return run(ctx, cfg, f)
 }
 
-// Impls returns the implementations that an -impl value names.
+// implNames lists the names of factories, for errors.
+const implNames = "notifier, notifier-fetch or legacy"
+
+// Impls returns the implementations that an -impl value names: one of
+// factories, or "both", the notifier and legacy side by side.
 func Impls(name string) ([]string, error) {
-	switch name {
-	case "both":
+	if name == "both" {
 		return []string{"notifier", "legacy"}, nil
-	case "notifier", "legacy":
+	}
+	if factories[name] != nil {
 		return []string{name}, nil
 	}
-	return nil, fmt.Errorf("swapsim: unknown implementation %q: want notifier, legacy or both", name)
+	return nil, fmt.Errorf("swapsim: unknown implementation %q: want %s, or both", name, implNames)
 }
+
+// Fatal reports whether a violation of the implementation name fails a run
+// of cmd/swapsim: of every one but legacy, whose violations are why the
+// notifier exists.
+func Fatal(name string) bool { return name != "legacy" }
 
 func run(ctx context.Context, cfg Config, f Factory) (Report, error) {
 	if err := cfg.Validate(); err != nil {
@@ -191,6 +205,9 @@ func (s *sim) report(elapsed time.Duration, mon *monitor) Report {
 		Series:         mon.series,
 		GoroutinesPeak: mon.peakG, GoroutinesSim: s.cfg.Sessions + s.net.goroutines() + 1,
 		HeapPeak: mon.peakHeap, HeapEnd: heapAfterGC(),
+	}
+	if f, ok := s.impl.(fetcher); ok {
+		rep.FetchHits, rep.FetchRequests, rep.FetchEarly = f.fetchCounts()
 	}
 	for _, m := range []faultbs.Method{faultbs.Has, faultbs.Get, faultbs.PutMany} {
 		inj := s.fault.Injected(m)

@@ -205,12 +205,23 @@ func (m *monitor) progress(now time.Time) {
 	if m.s.cfg.ProgressInPlace {
 		pre, post = "\r", "\033[K"
 	}
-	_, _ = fmt.Fprintf(m.s.cfg.Progress, "%s%-8s %5.1fs  %s blocks/s  %s msgs/s  requests %d ok, %d cancelled, %d stalled  goroutines %d  heap %s  violations %d%s",
+	_, _ = fmt.Fprintf(m.s.cfg.Progress, "%s%-8s %5.1fs  %s blocks/s  %s msgs/s  requests %d ok, %d cancelled, %d stalled%s  goroutines %d  heap %s  violations %d%s",
 		pre, m.s.cfg.Impl, now.Sub(m.start).Seconds(),
 		count(float64(cur.blocks-m.last.blocks)/dt), count(float64(cur.msgs-m.last.msgs)/dt),
-		c.completed.Load(), c.cancelled.Load(), c.stalled.Load(),
+		c.completed.Load(), c.cancelled.Load(), c.stalled.Load(), m.fetches(),
 		runtime.NumGoroutine(), size(heapBytes()), cur.violationTotal, post)
 	m.last = cur
+}
+
+// fetches is the progress line's count of Fetch outcomes so far, "" for
+// an Impl that does not fetch.
+func (m *monitor) fetches() string {
+	f, ok := m.s.impl.(fetcher)
+	if !ok {
+		return ""
+	}
+	hits, reqs, _ := f.fetchCounts()
+	return fmt.Sprintf("  fetch %d hits, %d requests", hits, reqs)
 }
 
 // count formats n with a k or M suffix.
