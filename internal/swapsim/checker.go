@@ -28,7 +28,7 @@ const (
 	MissingCancel                   // a want sent on the wire ended, with its key's last, without a CANCEL
 	IndexNotEmpty                   // wants left in the index once every session was closed
 	GoroutineLeak                   // goroutines left once the client was closed
-	ImplError                       // an operation of the client failed
+	ImplError                       // an operation of the client failed, or ignored a failed blockstore check
 	numViolations
 )
 

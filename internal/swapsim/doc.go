@@ -101,6 +101,13 @@
 //     the client gets records every PutMany;
 //   - the index is empty (IndexNotEmpty): Impl.Interest, after every session
 //     is closed; and no goroutine is left once the client is closed;
+//   - no Want returned nil though its own last blockstore check of a key
+//     failed (ImplError): a failed check must fail the call (SPEC, Subscribe;
+//     Fetch's doc), else a block the store holds may be waited for in vain.
+//     The driver gives each Want a context of its own, and the blockstore
+//     the client gets records which of the Want's checks failed; a client
+//     that does not pass that context to its blockstore (legacy, which takes
+//     a failed check for a miss, as boxo does) escapes the check;
 //   - every want that ended with its key's last produced one CANCEL
 //     (MissingCancel, ExtraCancel), and no CANCEL overtook a later WANT
 //     (StaleCancel): the cancel function the client gets is the checker's.

@@ -357,11 +357,13 @@ func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
 	}
 	sent, gens := make([]bool, len(keys)), make([]uint32, len(keys))
 	w.s.chk.subStart(req.id, keys, sent)
-	err := sess.Want(w.s.bg, keys)
+	ctx, checks := withWantCheck(w.s.bg)
+	err := sess.Want(ctx, keys)
 	w.s.chk.subReturn(req.id, keys, err == nil, sent, gens)
 	if err != nil {
 		return err
 	}
+	w.ignoredChecks(req, keys, checks)
 	for j, i := range idx {
 		if sent[j] {
 			w.s.ctr.wants.Add(1)
@@ -370,6 +372,19 @@ func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
 		}
 	}
 	return nil
+}
+
+// ignoredChecks flags the keys whose last blockstore check by a Want that
+// returned nil failed: a failed check must fail the call (SPEC, Subscribe;
+// Fetch's doc), or the client waits for a block that its store may hold. A
+// client that takes a failed check for a miss, as legacy does, never passes
+// the Want's context to its blockstore, and escapes this check.
+func (w *worker) ignoredChecks(req *request, keys []cid.Cid, checks *wantCheck) {
+	for _, k := range keys {
+		if checks.lastFailed(k) {
+			w.s.chk.violate(ImplError, "request %d: Want returned nil though its blockstore check of %s failed", req.id, k)
+		}
+	}
 }
 
 // retryDelay is how long a request waits before it repeats a Want that

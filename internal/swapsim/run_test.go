@@ -2,6 +2,7 @@ package swapsim
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	notifier "github.com/bitswapsync/notifier"
+	"github.com/bitswapsync/notifier/internal/faultbs"
 )
 
 // smallConfig is a load that runs in well under a second, even with -race.
@@ -103,6 +105,7 @@ func TestRun_DetectsInjectedFaults(t *testing.T) {
 		{"no-cancel", MissingCancel, 0},
 		{"store-everything", Unsolicited, 0},
 		{"leftover-interest", IndexNotEmpty, 0},
+		{"ignore-failed-checks", ImplError, 0.2},
 	} {
 		t.Run(tc.fault+"/"+tc.want.key(), func(t *testing.T) {
 			cfg := smallConfig("notifier")
@@ -190,7 +193,11 @@ func (s *faultySession) Want(ctx context.Context, keys []cid.Cid) error {
 		s.f.cancel(s.last) // CANCELs for wants the session still has
 	}
 	s.last = keys
-	return s.Session.Want(ctx, keys)
+	err := s.Session.Want(ctx, keys)
+	if s.f.fault == "ignore-failed-checks" && errors.Is(err, faultbs.ErrInjected) {
+		return nil // a failed check taken for a miss, as legacy does
+	}
+	return err
 }
 
 func (s *faultySession) Incoming() <-chan notifier.ResponseMessage { return s.out }

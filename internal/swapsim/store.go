@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 
 	"github.com/ipfs/boxo/blockstore"
 	blocks "github.com/ipfs/go-block-format"
@@ -59,9 +60,11 @@ func (r recordingStore) PutMany(ctx context.Context, blks []blocks.Block) error 
 
 func (r recordingStore) Get(ctx context.Context, k cid.Cid) (blocks.Block, error) {
 	b, err := r.Blockstore.Get(ctx, k)
-	if err != nil && !isNotFound(err) {
+	failed := err != nil && !isNotFound(err)
+	if failed {
 		r.chk.misread(k)
 	}
+	noteCheck(ctx, k, failed)
 	return b, err
 }
 
@@ -70,7 +73,42 @@ func (r recordingStore) Has(ctx context.Context, k cid.Cid) (bool, error) {
 	if err != nil {
 		r.chk.misread(k)
 	}
+	noteCheck(ctx, k, err != nil)
 	return ok, err
+}
+
+// wantCheck is what the blockstore calls made with one Want's context found:
+// for each key, whether the last Get or Has of it failed. The driver gives
+// each Want its own context (withWantCheck), so these are the Want's own
+// checks, whatever other operations read meanwhile.
+type wantCheck struct {
+	mu     sync.Mutex       // guards failed
+	failed map[cid.Cid]bool // k's last check by the Want failed
+}
+
+type wantCheckKey struct{}
+
+// withWantCheck returns a context for one Want, which records the Want's
+// blockstore checks in the returned wantCheck.
+func withWantCheck(ctx context.Context) (context.Context, *wantCheck) {
+	c := &wantCheck{failed: make(map[cid.Cid]bool)}
+	return context.WithValue(ctx, wantCheckKey{}, c), c
+}
+
+// noteCheck records a check of k in the wantCheck of ctx, if it has one.
+func noteCheck(ctx context.Context, k cid.Cid, failed bool) {
+	if c, ok := ctx.Value(wantCheckKey{}).(*wantCheck); ok {
+		c.mu.Lock()
+		c.failed[k] = failed
+		c.mu.Unlock()
+	}
+}
+
+// lastFailed reports whether the Want's last check of k failed.
+func (c *wantCheck) lastFailed(k cid.Cid) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.failed[k]
 }
 
 func isNotFound(err error) bool {
