@@ -23,7 +23,7 @@ const (
 	UnexpectedKey                   // a message named a key the request never asked for
 	NotStored                       // a request got a block the blockstore did not hold yet
 	Unsolicited                     // a remote block was stored while nobody wanted it
-	StaleCancel                     // a CANCEL went out while a want sent before it was surely live
+	StaleCancel                     // a CANCEL went out while a want sent before it was surely live, or after a Want found the block
 	ExtraCancel                     // a CANCEL that no ended want accounts for
 	MissingCancel                   // a want sent on the wire ended, with its key's last, without a CANCEL
 	IndexNotEmpty                   // wants left in the index once every session was closed
@@ -52,6 +52,7 @@ func (v Violation) String() string { return violationNames[v] }
 //	PUB-START  before Publish of K's block  PUB-END              after it returns
 //	STORE      inside PutMany               CANCEL               inside the cancel function
 //	DELIVERED  when the session reads K's block
+//	FOUND      after SUB-RETURN, if the Want returned K's block itself (a Fetch hit)
 //
 // A want is "possibly live" from SUB-START until its end is certain and every
 // publish and Subscribe of K that could still report that end has returned:
@@ -71,6 +72,16 @@ func (v Violation) String() string { return violationNames[v] }
 //   - StaleCancel: a CANCEL(K) while a want of K is surely live. Such a want
 //     began before the CANCEL and nothing could have ended it, so the CANCEL
 //     overtook it; a peer that honours it drops a want the session still has.
+//     Also a CANCEL(K) after a Want that returned K's block from the
+//     blockstore (FOUND, after SUB-RETURN: a Fetch hit, which the Impl
+//     reports through the Want's context). That Want took effect with K
+//     stored, when no want of K was left: the Publish that stored K ended
+//     every want of K at once, and a Subscribe since finds K stored (the
+//     simulator never deletes a block, nor stores one behind the client's
+//     back). So each CANCEL(K) was due from an operation before the Want,
+//     and G5 has it return before the Want does. (A Fetch hit that skips its
+//     second read of K's version returns while the Publish whose block it
+//     found has yet to end a want of K and report it.)
 //   - ExtraCancel: a CANCEL(K) when every possibly-live want of K is
 //     "consumed". A CANCEL consumes the wants whose Subscribe returned before
 //     it: they began before it, so they belong to the epoch it closes or an
@@ -124,6 +135,7 @@ type keyState struct {
 	puts     int32  // PutManys of K's block in progress
 	stored   bool   // a PutMany of K's block has returned nil
 	misread  uint32 // Gets and Hases of K that failed
+	found    bool   // a Want returned K's block from the blockstore (FOUND): no CANCEL(K) may follow
 	local    bool   // a local add of K has begun
 	firstPub int64  // when K's block was first handed to the client (sim clock)
 }
@@ -350,6 +362,16 @@ func (c *checker) storeFailed(blks []blocks.Block) {
 	}
 }
 
+// found records FOUND: a Want that returned keys' blocks from the
+// blockstore has returned.
+func (c *checker) found(keys []cid.Cid) {
+	for _, k := range keys {
+		sh, ks := c.lock(k)
+		ks.found = true
+		sh.mu.Unlock()
+	}
+}
+
 // misread records that a Get or Has of k failed.
 func (c *checker) misread(k cid.Cid) {
 	sh, ks := c.lock(k)
@@ -395,6 +417,9 @@ func (c *checker) cancelKey(k cid.Cid, ks *keyState) {
 	}
 	if stale > 0 {
 		c.violate(StaleCancel, "%s: CANCEL while %d want(s) sent before it were live", k, stale)
+	}
+	if ks.found {
+		c.violate(StaleCancel, "%s: CANCEL after a Want that found its block in the blockstore returned", k)
 	}
 	if !accounted {
 		c.violate(ExtraCancel, "%s: CANCEL with no want left to account for it", k)

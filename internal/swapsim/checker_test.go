@@ -128,6 +128,41 @@ func TestChecker_SubscribeStraddlingACancel(t *testing.T) {
 	s.want(nil)
 }
 
+// A Fetch hit (FOUND) of a block that a Publish has written and not
+// committed: the Publish's CANCEL, for the want it has yet to end, comes
+// after a Want that took effect after it returned.
+func TestChecker_CancelAfterAFoundBlockIsStale(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	blks := []blocks.Block{s.blk}
+	s.c.pubStart(blks, false, 1)
+	s.c.storing(blks)
+	s.c.stored(blks)
+	s.subscribe(2) // found the block the Publish wrote
+	s.c.found(s.k)
+	s.c.cancel(s.k) // the Publish ends request 1's want
+	s.c.pubEnd(blks)
+	s.want(map[Violation]int64{StaleCancel: 1})
+}
+
+// The same Fetch hit after the Publish has reported the key: nothing is
+// wrong, and a Fetch hit that starts before the block is stored is no
+// different.
+func TestChecker_FoundAfterTheCancel(t *testing.T) {
+	s := newScript(t, true)
+	s.subscribe(1)
+	s.subStart(2)
+	s.publish(false, true)
+	s.subReturn(2)
+	s.c.found(s.k)
+	s.c.delivered(1, s.blk.Cid())
+	s.c.delivered(2, s.blk.Cid())
+	s.end(1)
+	s.end(2)
+	s.c.finish()
+	s.want(nil)
+}
+
 func TestChecker_StaleCancel(t *testing.T) {
 	s := newScript(t, true)
 	s.subscribe(1)

@@ -109,7 +109,9 @@
 //     that does not pass that context to its blockstore (legacy, which takes
 //     a failed check for a miss, as boxo does) escapes the check;
 //   - every want that ended with its key's last produced one CANCEL
-//     (MissingCancel, ExtraCancel), and no CANCEL overtook a later WANT
+//     (MissingCancel, ExtraCancel), and no CANCEL overtook a later WANT, nor
+//     came after a Want that returned the block from the blockstore (a Fetch
+//     hit, which took effect after every want of the key had ended)
 //     (StaleCancel): the cancel function the client gets is the checker's.
 //
 // checker.go defines these precisely, says why each is sound for a client

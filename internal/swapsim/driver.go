@@ -364,6 +364,7 @@ func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
 		return err
 	}
 	w.ignoredChecks(req, keys, checks)
+	w.s.chk.found(checks.foundKeys())
 	for j, i := range idx {
 		if sent[j] {
 			w.s.ctr.wants.Add(1)

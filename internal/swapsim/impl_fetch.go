@@ -132,6 +132,7 @@ func (s *fetchSession) fetch(ctx context.Context, k cid.Cid) error {
 		return fmt.Errorf("swapsim: Fetch of %s returned both a block and a request", k)
 	case blk != nil:
 		s.m.ctr.hits.Add(1)
+		noteFound(ctx, k)
 		s.box.put(notifier.ResponseMessage{Blocks: []blocks.Block{blk}})
 		return nil
 	case sub == nil:

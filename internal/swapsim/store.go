@@ -78,12 +78,15 @@ func (r recordingStore) Has(ctx context.Context, k cid.Cid) (bool, error) {
 }
 
 // wantCheck is what the blockstore calls made with one Want's context found:
-// for each key, whether the last Get or Has of it failed. The driver gives
-// each Want its own context (withWantCheck), so these are the Want's own
-// checks, whatever other operations read meanwhile.
+// for each key, whether the last Get or Has of it failed; and the keys whose
+// block the Want itself returned (a Fetch hit), as the Impl reports them
+// (noteFound). The driver gives each Want its own context (withWantCheck),
+// so these are the Want's own checks, whatever other operations read
+// meanwhile.
 type wantCheck struct {
-	mu     sync.Mutex       // guards failed
+	mu     sync.Mutex       // guards failed and found
 	failed map[cid.Cid]bool // k's last check by the Want failed
+	found  []cid.Cid
 }
 
 type wantCheckKey struct{}
@@ -102,6 +105,23 @@ func noteCheck(ctx context.Context, k cid.Cid, failed bool) {
 		c.failed[k] = failed
 		c.mu.Unlock()
 	}
+}
+
+// noteFound records, in the wantCheck of ctx if it has one, that the Want
+// returned k's block, found in the blockstore.
+func noteFound(ctx context.Context, k cid.Cid) {
+	if c, ok := ctx.Value(wantCheckKey{}).(*wantCheck); ok {
+		c.mu.Lock()
+		c.found = append(c.found, k)
+		c.mu.Unlock()
+	}
+}
+
+// foundKeys returns the keys of noteFound.
+func (c *wantCheck) foundKeys() []cid.Cid {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.found
 }
 
 // lastFailed reports whether the Want's last check of k failed.
