@@ -144,3 +144,14 @@ func TestRun_FaultsAreCounted(t *testing.T) {
 	require.Contains(t, errs.String(), "faults 0.1 (stall 20ms)")
 	require.NotContains(t, errs.String(), "blockstore error", "the notifier's log of injected errors is quiet")
 }
+
+// -impl notifier-fetch runs alone, and its table counts Fetch's outcomes.
+func TestRun_FetchCountsItsOutcomes(t *testing.T) {
+	var out, errs strings.Builder
+	code := run([]string{"-impl", "notifier-fetch", "-duration", "300ms", "-sessions", "8", "-progress", "0"}, &out, &errs)
+	require.Equal(t, 0, code, "stdout: %s\nstderr: %s", out.String(), errs.String())
+	require.Regexp(t, `^metric +notifier-fetch *\n`, out.String())
+	require.Regexp(t, `(?m)^fetch hits +[1-9]\d* *$`, out.String())
+	require.Regexp(t, `(?m)^fetch requests +[1-9]\d* *$`, out.String())
+	require.Regexp(t, `(?m)^VIOLATIONS +0 *$`, out.String())
+}
