@@ -37,6 +37,9 @@ func TestImpls(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, []string{name}, got)
 	}
+	for name := range factories {
+		require.Contains(t, implNames, name, "the error lists every implementation")
+	}
 	require.True(t, Fatal("notifier-fetch"))
 	require.False(t, Fatal("legacy"))
 	_, err = Impls("bitswap")
