@@ -75,8 +75,12 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 	c := mustSub(t, n, 3)
 	require.NoError(t, c.Subscribe(ctx, k[5])) // found in the store: handed to c alone
 	recv(t, c)
+	blk, req, err := n.Fetch(ctx, k[5], nil) // found, and wanted by nobody: returned, a delivery
+	require.NoError(t, err)
+	require.Nil(t, req)
+	require.Equal(t, b[5], blk)
 	a.Unsubscribe(k[1])
-	publishes, subscribes := 4, 3
+	publishes, subscribes := 4, 4 // Fetch counts as a Subscribe
 
 	// A subscription that never reads: past its buffer (1) and backlog (1)
 	// it is ended. When the drain goroutine takes the second message from the
@@ -107,7 +111,7 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 		exposition("gauge", promPrefix+"wanted_keys", "Distinct keys wanted by at least one subscription.", 1) +
 		exposition("gauge", promPrefix+"wants", "Wants: (subscription, key) pairs.", 1) +
 		exposition("counter", promPrefix+"blocks_stored_total", "Blocks stored in the blockstore by Publish.", 3) +
-		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription (those a slow consumer's end then drops included), and blocks that Fetch returned.", 4) +
+		exposition("counter", promPrefix+"blocks_delivered_total", "Blocks handed to subscriptions, once per subscription (those a slow consumer's end then drops included), and blocks that Fetch returned.", 5) +
 		exposition("counter", promPrefix+"blocks_unsolicited_total", "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them.", 1) +
 		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set.", 4) +
 		exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1) +
@@ -270,6 +274,39 @@ func (g *gateGauge) Add(v float64) {
 		<-*c
 	}
 	g.Gauge.Add(v)
+}
+
+// A refresh that finds another under way leaves its change to it, and the
+// holder starts over while the gauges are dirty, so that once the operations
+// stop the gauges equal Stats. Here a Subscribe's refresh is parked in the
+// middle of bringing the gauges to its snapshot; a Publish then ends a want,
+// and its refresh finds the gauges busy. (A holder that did not start over
+// left the gauges at its older snapshot until some later operation.)
+func TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp(t *testing.T) {
+	reg := promtest.Registry(t)
+	keys := &gateGauge{Gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: promPrefix + "wanted_keys", Help: "Distinct keys wanted by at least one subscription."}), entered: make(chan struct{}, 1)}
+	reg.MustRegister(keys)
+	n := New(nil, WithMetrics(kuboScope()))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	b := mkBlocks("gauges-busy", 2)
+	s1, s2 := mustSub(t, n, 1), mustSub(t, n, 2)
+	require.NoError(t, s1.Subscribe(ctx, b[0].Cid()))
+	gauges := func() Stats {
+		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
+		return Stats{g("subscriptions"), g("wanted_keys"), g("wants")}
+	}
+	require.Equal(t, Stats{2, 1, 1}, gauges())
+
+	gate := make(chan struct{})
+	keys.gate.Store(&gate)
+	subscribed := make(chan error, 1)
+	go func() { subscribed <- s2.Subscribe(ctx, b[1].Cid()) }()
+	<-keys.entered // its refresh holds the gauges, bringing them to Stats{2, 2, 2}
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:1]}))
+	require.Equal(t, Stats{2, 1, 1}, n.Stats(), "the Publish ended s1's want")
+	close(gate)
+	require.NoError(t, <-subscribed)
+	require.Equal(t, n.Stats(), gauges(), "the Subscribe's refresh took up the Publish's change")
 }
 
 // When Close returns, the gauges equal Stats, though an operation that is

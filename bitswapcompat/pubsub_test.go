@@ -352,6 +352,41 @@ func TestPubSub_ContextDoneClosesChannel(t *testing.T) {
 	})
 }
 
+// A call whose context ends while a Publish stores one of its keys is
+// closed only once it has left the Notifier, which waits for that store: a
+// reader who sees the channel closed finds nothing of the call left, as
+// Subscribe's doc says (boxo closes at once). Nothing reaches the channel
+// after the end, though the Publish then delivers to the call it planned
+// for.
+func TestPubSub_ContextEndClosesTheChannelOnceTheCallHasLeft(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		blks := newBlocks(t, 2)
+		st := &failOrStallPut{
+			faultyStore: &faultyStore{Blockstore: newStore()},
+			stall:       blks[1].Cid(),
+			entered:     make(chan struct{}),
+			release:     make(chan struct{}),
+		}
+		ps := NewPubSub(st)
+		defer ps.Shutdown()
+		ctx, cancel := context.WithCancel(t.Context())
+		ch := ps.Subscribe(ctx, cidsOf(blks...)...)
+		published := make(chan struct{})
+		go func() { defer close(published); ps.Publish(peerA, blks[1]) }() // wanted: its PutMany stalls
+		<-st.entered
+		cancel()
+		synctest.Wait() // the end is under way: it waits for the stalled store
+		_, closedEarly := drainNow(ch)
+		wants := NotifierOf(ps).Stats().Wants
+		close(st.release) // before any check can fail: nothing is left blocked in the bubble
+		<-published
+		synctest.Wait()
+		require.False(t, closedEarly, "the channel was closed while the call still had %d wants", wants)
+		requireReceived(t, ch, true)
+		requireIdle(t, ps, nil)
+	})
+}
+
 func TestPubSub_ContextAlreadyDone(t *testing.T) {
 	eachPubSub(t, nil, func(t *testing.T, ps *PubSub) {
 		ctx, cancel := context.WithCancel(t.Context())

@@ -105,6 +105,23 @@ func TestSIM_InterestedSessionsEachOnce(t *testing.T) {
 	})
 }
 
+// Each set that FilterSessionInterested returns is a new slice, as its doc
+// and boxo's say: a caller that appends to one set does not overwrite the
+// next, though all are read in one step into one array.
+func TestSIM_FilteredSetsAreApart(t *testing.T) {
+	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
+		k := cidsOf(newBlocks(t, 4)...)
+		sim.RecordSessionInterest(1, k[:3])
+		res := sim.FilterSessionInterested(1, k[:1], k[1:2], k[2:])
+		want := [][]cid.Cid{{k[0]}, {k[1]}, {k[2]}}
+		require.Equal(t, want, res)
+		for i := range res {
+			_ = append(res[i], k[3])
+		}
+		require.Equal(t, want, res, "after an append to each set")
+	})
+}
+
 func TestSIM_RemoveSessionReturnsKeysNobodyWants(t *testing.T) {
 	eachSIM(t, func(t *testing.T, sim *SessionInterestManager) {
 		k := cidsOf(newBlocks(t, 3)...)
