@@ -9,10 +9,14 @@ package main
 // makes them hang rather than fail gets a short timeout. old must occur
 // exactly once in file: when the code it names changes, the entry fails as
 // anchor-missing and must be rewritten, not dropped. Texts are Go source as
-// it stands, tabs included. Three tests were written for entries that no
-// test caught (TestSubscribeOne_WaitsForAPublishInItsPutMany,
+// it stands, tabs included. Where no test caught an entry, a test was
+// written for it (TestSubscribeOne_WaitsForAPublishInItsPutMany,
 // TestBadInput_NilBlockFirstIsRefused,
-// TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne); each names its entry.
+// TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne,
+// TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp,
+// TestPubSub_ContextEndClosesTheChannelOnceTheCallHasLeft,
+// TestSIM_FilteredSetsAreApart, and a Fetch in
+// TestMetrics_WorkloadAsPrometheusShowsIt).
 var table = []mutation{
 	// G1: no lost wakeup.
 	{
@@ -70,6 +74,14 @@ var table = []mutation{
 	o.handOut()`,
 		pkg: ".", run: `^TestHandOver_(WantsWaitsForTheMessageOfAnUncancelledKey|CancelWaitsForTheMessageOfAnUncancelledKey|SubscribeWantWaitsForItsFoundBlock|SubscribeWaitsForTheHaveOfAPublish)$`,
 		why: "an operation releases its shards but the cancel function's before it queues its messages: an operation or a read on one of its keys sees it done, or is ordered after it, and returns before a target's message is in its channel",
+	},
+
+	{
+		id: "g1-fetch-miss-drops-delivery", g: "G1", file: "fetch.go",
+		old: `		s = n.newRequest(deliveryFunc(newFunc)) // before relock: no allocation under the shard lock`,
+		new: `		s = n.newRequest(deliveryFunc(nil)) // before relock: no allocation under the shard lock`,
+		pkg: ".", run: `^TestFetch_MissReturnsARequestThatWantsTheKey$`,
+		why: "a Fetch that misses returns a request that wants the key but whose delivery function is not the caller's: the block, when it comes, reaches nobody",
 	},
 
 	// G2: at most once.
@@ -235,6 +247,14 @@ var table = []mutation{
 			Drain(q, f)`,
 		pkg: ".", run: `^TestResume_ChainGoesOnAfterAPanic$`,
 		why: "a cancel function that panics in one resumed slow-consumer end leaves the ends queued after it parked for ever",
+	},
+
+	{
+		id: "g5-fetch-hit-ignores-version", g: "G5", file: "fetch.go",
+		old: `		if n.shards[sh].idx.version(k) != ver {`,
+		new: `		if false {`,
+		pkg: ".", run: `^TestFetch_HitOfABlockAPublishHasNotCommitted$`,
+		why: "a Fetch whose Get found a block that a Publish stored and has not committed returns it before the cancel function reports the key that the Publish ends",
 	},
 
 	// G7: lifecycle.
@@ -452,7 +472,37 @@ var table = []mutation{
 		why: "a message that one subscription keeps keeps reachable the blocks that the same Publish handed to the others",
 	},
 
+	{
+		id: "g8-fetch-failed-check-keeps-request", g: "G8", file: "fetch.go",
+		old: `		s.Remove()
+		return nil, nil, err`,
+		new: `		return nil, nil, err`,
+		pkg: ".", run: `^TestFetch_ErrorsChangeNothing$`,
+		why: "a Fetch on the general path whose blockstore check fails returns an error but leaves the request it made in the Notifier",
+	},
+	{
+		id: "g8-fetch-panic-keeps-request", g: "G8", file: "fetch.go",
+		old: `		if !returned { // f panicked or exited the goroutine: nobody else can remove s`,
+		new: `		if !returned && false { // f panicked or exited the goroutine: nobody else can remove s`,
+		pkg: ".", run: `^TestFetch_PanickingDeliveryFunctionRemovesTheRequest$`,
+		why: "a Fetch whose delivery function panics leaves the request, which its caller never got, in the Notifier for ever",
+	},
+
 	// G9: bad input refused whole, changing nothing.
+	{
+		id: "g9-local-repeat-stored-twice", g: "G9", file: "publish.go",
+		old: `	return from == "" && !o.storing(k)`,
+		new: `	return from == ""`,
+		pkg: ".", run: `^TestPublish_RepeatedLocalBlockStoredOnce$`,
+		why: "a local block that nobody wants, repeated in one message, is passed to PutMany twice",
+	},
+	{
+		id: "g9-held-repeat-stored-twice", g: "G9", file: "publish.go",
+		old: `		return h.visit(o.id, kindBlock)`,
+		new: `		return true`,
+		pkg: ".", run: `^TestInterest_RemoteBlockWantedOnlyByInterestIsStored$`,
+		why: "a block that only interest subscriptions hold, repeated in one message, is passed to PutMany once per copy",
+	},
 	{
 		id: "g9-first-key-unchecked", g: "G9", file: "response.go",
 		old: `		if !k.Defined() {`,
@@ -506,6 +556,13 @@ var table = []mutation{
 	},
 
 	// G11: no blockstore call under a lock.
+	{
+		id: "g10-shardset-next-skips-rest-of-word", g: "G10", file: "internal/shardset/shardset.go",
+		old: `	if m := s[w] >> uint(i&63); m != 0 {`,
+		new: `	if m := s[w] >> uint(i&63); m != 0 && w == 0 {`,
+		pkg: "./internal/shardset", run: `.`,
+		why: "past the first 64 shards, iterating an operation's lock set yields only the lowest shard of each 64: the operation reads and writes the others' keys unlocked",
+	},
 	{
 		id: "g11-io-under-shard-locks", g: "G11", file: "shard.go",
 		old: `	n.reserve(o)
@@ -639,6 +696,119 @@ var table = []mutation{
 		why: "InterestedSessions answers nil where boxo's answers an empty slice",
 	},
 	{
+		id: "c-large-call-counts-duplicates", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `			if _, dup := c.left.set[k]; dup {
+				continue
+			}`,
+		new: `			if _, dup := c.left.set[k]; dup && false {
+				continue
+			}`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_CallsOfEverySize$`,
+		why: "a Subscribe of many keys with one named twice waits for that key twice: its channel is never closed",
+	},
+	{
+		id: "c-small-call-counts-duplicates", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		case slices.Contains(c.keys, k):
+			continue`,
+		new: `		case slices.Contains(c.keys, k) && false:
+			continue`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_DeliversEachKeyOnceThenCloses$`,
+		why: "a Subscribe of a few keys with one named twice waits for that key twice: its channel is never closed",
+	},
+	{
+		id: "c-context-not-watched", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if ctx.Done() == nil {
+		return
+	}
+	c.mu.Lock()
+	ended := c.ended`,
+		new: `	if ctx.Done() != nil || true {
+		return
+	}
+	c.mu.Lock()
+	ended := c.ended`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_ContextDoneClosesChannel$`,
+		why: "a call whose context ends stays open, and in the Notifier, until its blocks come or Shutdown",
+	},
+	{
+		id: "c-completed-call-keeps-request", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if c.ended {
+		c.mu.Unlock()
+		c.sub.Remove()
+		return false
+	}`,
+		new: `	if c.ended {
+		c.mu.Unlock()
+		return false
+	}`,
+		pkg: "./bitswapcompat", run: `^TestTrack_`,
+		why: "a call that its own Subscribe completed (the blocks were stored) leaves its request in the Notifier",
+	},
+	{
+		id: "c-fetch-hit-unwrapped", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		ch <- ps.wrapBlock(blk, "", start) // as deliver hands a block that Subscribe found`,
+		new: `		ch <- blk // as deliver hands a block that Subscribe found`,
+		pkg: "./bitswapcompat", run: `^TestFetch_StoredBlockIsWrapped$`,
+		why: "a one-key Subscribe of a stored block hands it over without the BlockWrapper that every other path applies",
+	},
+	{
+		id: "c-arrive-before-wrapper", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		wb := c.ps.wrapBlock(b, m.From, c.start)
+		c.arrive(k, bit)`,
+		new: `		c.arrive(k, bit)
+		wb := c.ps.wrapBlock(b, m.From, c.start)`,
+		pkg: "./bitswapcompat", run: `^TestPublish_PanickingWrapperDoesNotCompleteTheCall$`,
+		why: "a block whose wrapper panicked counts as arrived, so the delivery of the call's other keys closes the channel without it",
+	},
+	{
+		id: "c-end-closes-before-remove", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if stop != nil {
+		stop()
+	}
+	if c.sub != nil {
+		c.sub.Remove()
+	}
+}`,
+		new: `	if stop != nil {
+		stop()
+	}
+	close(c.ch)
+	c.ch = make(chan blocks.Block)
+	if c.sub != nil {
+		c.sub.Remove()
+	}
+}`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_ContextEndClosesTheChannelOnceTheCallHasLeft$`,
+		why: "a call ended early closes its channel before its request leaves the Notifier: a reader that sees the channel closed still finds the call's wants",
+	},
+	{
+		id: "c-interested-sessions-repeat", g: "C", file: "bitswapcompat/sim.go",
+		old: `	slices.Sort(ids)
+	return slices.Compact(ids)`,
+		new: `	slices.Sort(ids)
+	return ids`,
+		pkg: "./bitswapcompat", run: `^TestSIM_InterestedSessionsEachOnce$`,
+		why: "InterestedSessions names a session once per key it wants, where boxo's names it once: the fork counts it as several",
+	},
+	{
+		id: "c-filtered-sets-share-capacity", g: "C", file: "bitswapcompat/sim.go",
+		old: `			res[i] = wanted[from:next:next]`,
+		new: `			res[i] = wanted[from:next]`,
+		pkg: "./bitswapcompat", run: `^TestSIM_FilteredSetsAreApart$`,
+		why: "FilterSessionInterested returns sets that share one array: appending to one overwrites the next, where boxo's are apart",
+	},
+	{
+		id: "c-cancels-sent-twice", g: "C", file: "bitswapcompat/sim.go",
+		old: `	if sim.cancelsSent {
+		return nil
+	}`,
+		new: `	if sim.cancelsSent && false {
+		return nil
+	}`,
+		pkg: "./bitswapcompat", run: `^TestSIM_WithCancelFunc$|^TestNew_NotifierCancelFuncReportsEachKeyOnce$`,
+		why: "with a cancel function, RemoveSession and RemoveSessionWants return the keys it already got: the fork sends each CANCEL twice",
+	},
+	{
 		id: "c-empty-publish-skips-reap", g: "C", file: "bitswapcompat/publish.go",
 		old: `		ps.reap() // as every call does: a call that a native operation completed is removed
 		return`,
@@ -662,6 +832,20 @@ var table = []mutation{
 	defer ps.reap()`,
 		pkg: "./bitswapcompat", run: `^TestTrack_NativelyCompletedCallIsRemovedByAnyNextCall$`,
 		why: "a Subscribe without keys leaves the request of a call that a native operation completed in the Notifier",
+	},
+	{
+		id: "obs-gauge-refresh-once", g: "obs", file: "metrics.go",
+		old: `	for m.dirty.Load() && m.mu.TryLock() {`,
+		new: `	if m.dirty.Load() && m.mu.TryLock() {`,
+		pkg: ".", run: `^TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp$`,
+		why: "a gauge refresh that finds another refresh under way leaves its change for later, and after the last operation the gauges disagree with Stats",
+	},
+	{
+		id: "obs-fetch-hit-not-delivered", g: "obs", file: "fetch.go",
+		old: `		p.end(opSubscribe, 1, 1, 0) // observe.go hook`,
+		new: `		p.end(opSubscribe, 1, 0, 0) // observe.go hook`,
+		pkg: ".", run: `^TestMetrics_WorkloadAsPrometheusShowsIt$`,
+		why: "a block that Fetch returns is not counted as delivered, as the counter's help says it is",
 	},
 	{
 		id: "obs-general-subscribe-logs-wrapped-error", g: "obs", file: "subscription_want.go",
