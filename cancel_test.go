@@ -253,3 +253,22 @@ func TestHasCancelFunc(t *testing.T) {
 	require.True(t, with.HasCancelFunc())
 	require.NoError(t, with.Close())
 }
+
+// The cancel function owns the keys it gets (WithCancelFunc): a slice that it
+// keeps is never written again, though each operation reuses its scratch
+// space, where the keys were collected, for the next one.
+func TestCancel_FunctionOwnsTheKeysItGets(t *testing.T) {
+	var kept [][]cid.Cid // appended on the publishing goroutine, the test's
+	n := New(memStore(), WithCancelFunc(func(keys []cid.Cid) { kept = append(kept, keys) }))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	s := mustRequest(t, n, nil)
+	blks := mkBlocks("cancel-owns", 64)
+	for _, b := range blks {
+		require.NoError(t, s.Subscribe(ctx, b.Cid()))
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{b}}))
+	}
+	require.Len(t, kept, len(blks))
+	for i, keys := range kept {
+		require.Equal(t, []cid.Cid{blks[i].Cid()}, keys, "the keys of Publish %d, read after the others", i)
+	}
+}

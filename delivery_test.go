@@ -405,3 +405,41 @@ func requireOrderAfterRead(t *testing.T, s *Subscription, done bool, opKey, next
 	require.False(t, done, "s's wants showed the operation done while its message was not queued")
 	require.Equal(t, nextKey, first.Blocks[0].Cid(), "the operation had not taken effect for s when the next one was called: that one comes first")
 }
+
+// A message is its receiver's to keep and modify (ResponseMessage): an
+// append to one of its slices writes into no other subscription's message,
+// though the messages of one operation are cut from one array, with the
+// capacity of each capped. Two subscriptions get each message, one key in a
+// one-block Publish (one message per target, cut by buildOne) and three in a
+// Publish of blocks and HAVEs (carved per target); each appends to every
+// slice of its message as it gets it, and what every message held must be
+// intact once the Publish returns.
+func TestMessage_AppendWritesIntoNoOtherMessage(t *testing.T) {
+	blks := mkBlocks("msg-append", 4)
+	k := keysOf(blks)
+	for _, tc := range []struct {
+		name string
+		keys []cid.Cid
+		msg  ResponseMessage
+	}{
+		{"one block", k[:1], ResponseMessage{From: "p", Blocks: blks[:1]}},
+		{"blocks and haves", k[:3], ResponseMessage{From: "p", Blocks: blks[:2], Haves: k[2:3]}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n := New(nil)
+			t.Cleanup(func() { require.NoError(t, n.Close()) })
+			var got []ResponseMessage // as received, before the appends
+			scribble := func(m ResponseMessage) {
+				got = append(got, m)
+				_ = append(m.Blocks, blks[3])
+				_ = append(m.Haves, k[3])
+				_ = append(m.DontHaves, k[3])
+			}
+			for range 2 {
+				require.NoError(t, mustRequest(t, n, scribble).Subscribe(ctx, tc.keys...))
+			}
+			require.NoError(t, n.Publish(ctx, tc.msg))
+			require.Equal(t, []ResponseMessage{tc.msg, tc.msg}, got)
+		})
+	}
+}

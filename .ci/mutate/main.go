@@ -76,7 +76,7 @@ var repeat = 1
 // A mutation is one breaking change and the tests that must catch it.
 type mutation struct {
 	id   string // short, unique, names the mechanism broken
-	g    string // the guarantee it breaks: G1..G11 (SPEC.md) or C (bitswapcompat, MIGRATION.md)
+	g    string // what it breaks: G1..G11 (SPEC.md), C (bitswapcompat, MIGRATION.md), obs (the observers) or API (a promise of the docs)
 	file string // relative to the module root
 	old  string // must occur exactly once in file
 	new  string // what old becomes; the result must build

@@ -2,11 +2,13 @@ package main
 
 // table holds the mutations that .ci/mutants checks: at least one per
 // guarantee of SPEC.md (G1-G11), one per mechanism that keeps it, the
-// promises of the drop-in layer (C: bitswapcompat, MIGRATION.md) and of the
-// observers (obs: observe.go). Each is a subtle change that builds, not a
-// crash or a Publish that does nothing. run names the narrowest tests that
-// catch it, so that the whole table fits in CI's budget; a mutation that
-// makes them hang rather than fail gets a short timeout. old must occur
+// promises of the drop-in layer (C: bitswapcompat, MIGRATION.md), of the
+// observers (obs: observe.go, metrics.go) and of the API's docs that no
+// guarantee names (API: a message is its receiver's, ResponseMessage). Each
+// is a subtle change that builds, not a crash or a Publish that does
+// nothing. run names the narrowest tests that catch it, so that the whole
+// table fits in CI's budget; a mutation that makes them hang rather than
+// fail gets a short timeout. old must occur
 // exactly once in file: when the code it names changes, the entry fails as
 // anchor-missing and must be rewritten, not dropped. Texts are Go source as
 // it stands, tabs included. Where no test caught an entry, a test was
@@ -15,7 +17,8 @@ package main
 // TestRemove_AgainAfterItsIDIsReusedLeavesTheNewOne,
 // TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp,
 // TestPubSub_ContextEndClosesTheChannelOnceTheCallHasLeft,
-// TestSIM_FilteredSetsAreApart, and a Fetch in
+// TestSIM_FilteredSetsAreApart, TestCancel_FunctionOwnsTheKeysItGets,
+// TestMessage_AppendWritesIntoNoOtherMessage, and a Fetch in
 // TestMetrics_WorkloadAsPrometheusShowsIt).
 var table = []mutation{
 	// G1: no lost wakeup.
@@ -188,6 +191,14 @@ var table = []mutation{
 		new: `	_ = first`,
 		pkg: ".", run: `^TestReleaseAll_FinishingAPendingSlowEndReportsNothing$`,
 		why: "a ReleaseAll that finishes a slow-consumer end pending before it began returns the keys, which its doc says go only to the cancel function",
+	},
+
+	{
+		id: "g5-cancel-gets-the-ops-slice", g: "G5", file: "run.go",
+		old: `			n.cfg.cancel(append([]cid.Cid(nil), o.cancels...))`,
+		new: `			n.cfg.cancel([]cid.Cid(o.cancels))`,
+		pkg: ".", run: `^TestCancel_FunctionOwnsTheKeysItGets$`,
+		why: "the cancel function gets the pooled op's own slice: keys it keeps are overwritten by a later operation's",
 	},
 
 	// G6: publish order; a slow consumer is ended, never blocks a Publish.
@@ -486,6 +497,21 @@ var table = []mutation{
 		new: `		if !returned && false { // f panicked or exited the goroutine: nobody else can remove s`,
 		pkg: ".", run: `^TestFetch_PanickingDeliveryFunctionRemovesTheRequest$`,
 		why: "a Fetch whose delivery function panics leaves the request, which its caller never got, in the Notifier for ever",
+	},
+
+	{
+		id: "api-one-hit-message-uncapped", g: "API", file: "op.go",
+		old: `			t.nb, t.msg.Blocks = 1, blks[j:j+1:j+1]`,
+		new: `			t.nb, t.msg.Blocks = 1, blks[j:j+1]`,
+		pkg: ".", run: `^TestMessage_AppendWritesIntoNoOtherMessage$`,
+		why: "the messages of a one-block Publish share one array uncapped: a receiver that appends to its Blocks overwrites the next subscription's block",
+	},
+	{
+		id: "api-carved-message-uncapped", g: "API", file: "op.go",
+		old: `	return arena[:0:n], arena[n:]`,
+		new: `	return arena[:0], arena[n:]`,
+		pkg: ".", run: `^TestMessage_AppendWritesIntoNoOtherMessage$`,
+		why: "the messages of one operation are carved from one array uncapped: a receiver that appends to one overwrites another's keys",
 	},
 
 	// G9: bad input refused whole, changing nothing.
