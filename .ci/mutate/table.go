@@ -268,6 +268,22 @@ var table = []mutation{
 		why: "a Fetch whose Get found a block that a Publish stored and has not committed returns it before the cancel function reports the key that the Publish ends",
 	},
 
+	{
+		id: "g6-overflow-lost-to-an-earlier-end", g: "G6", file: "subscription.go",
+		old: `	if s.overflow {
+		// An operation overflowed s and will end it, but this close came
+		// first: messages were dropped for slowness all the same.
+		err = ErrSlowConsumer
+	}`,
+		new: `	if s.overflow && err != nil {
+		// An operation overflowed s and will end it, but this close came
+		// first: messages were dropped for slowness all the same.
+		err = ErrSlowConsumer
+	}`,
+		pkg: ".", run: `^TestSubscription_OverflowedThenEndedByAnotherCallIsASlowConsumer$`,
+		why: "a Remove that ends an overflowed subscription before the overflowing operation does leaves Err nil, though messages were dropped for slowness",
+	},
+
 	// G7: lifecycle.
 	{
 		id: "g7-close-not-once", g: "G7", file: "notifier.go",
@@ -344,6 +360,17 @@ var table = []mutation{
 		new: `	if s.closed.Load() { // before ctx`,
 		pkg: ".", run: `^TestSubscribe_AfterCloseBetweenOverflowAndEndSaysClosed$`,
 		why: "Subscribe after Close returns the subscription's own end (ErrSlowConsumer) instead of ErrClosed",
+	},
+
+	{
+		id: "g7-lazily-closed-request-err-nil", g: "G7", file: "subscription.go",
+		old: `	if s.err == nil && s.lazilyClosed() {
+		return ErrClosed
+	}
+	return s.err`,
+		new: `	return s.err`,
+		pkg: ".", run: `^TestRequest_ListedOnlyWhenCloseHasWorkForIt$`,
+		why: "a request that Close never listed (it wanted nothing yet) reports Err nil after Close, as if Removed",
 	},
 
 	// G8: no leak.
