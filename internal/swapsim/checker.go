@@ -81,7 +81,11 @@ func (v Violation) String() string { return violationNames[v] }
 //     back). So each CANCEL(K) was due from an operation before the Want,
 //     and G5 has it return before the Want does. (A Fetch hit that skips its
 //     second read of K's version returns while the Publish whose block it
-//     found has yet to end a want of K and report it.)
+//     found has yet to end a want of K and report it.) Not while a Subscribe
+//     of K is under way, though: the contract lets a client report a want
+//     that its own Subscribe's check satisfied ("need not be reported"), or
+//     that a failed check ended, and this library does neither, but the
+//     check is of G5, not of how wants are committed.
 //   - ExtraCancel: a CANCEL(K) when every possibly-live want of K is
 //     "consumed". A CANCEL consumes the wants whose Subscribe returned before
 //     it: they began before it, so they belong to the epoch it closes or an
@@ -418,7 +422,7 @@ func (c *checker) cancelKey(k cid.Cid, ks *keyState) {
 	if stale > 0 {
 		c.violate(StaleCancel, "%s: CANCEL while %d want(s) sent before it were live", k, stale)
 	}
-	if ks.found {
+	if ks.found && ks.ops == ks.pubs {
 		c.violate(StaleCancel, "%s: CANCEL after a Want that found its block in the blockstore returned", k)
 	}
 	if !accounted {

@@ -145,6 +145,23 @@ func TestChecker_CancelAfterAFoundBlockIsStale(t *testing.T) {
 	s.want(map[Violation]int64{StaleCancel: 1})
 }
 
+// A CANCEL after a Fetch hit while a Subscribe of the key is under way is
+// not put down to the hit: the contract lets a client report a want that
+// its own Subscribe's check satisfied, or that a failed check ended. Once
+// that Subscribe has returned, a CANCEL is stale again.
+func TestChecker_CancelDuringASubscribeAfterAFoundBlock(t *testing.T) {
+	s := newScript(t, true)
+	s.publish(true, false) // a local add: stored, nobody wanted it
+	s.subscribe(1)         // a Fetch hit
+	s.c.found(s.k)
+	s.subStart(2) // another session's Subscribe, which finds the block
+	s.c.cancel(s.k)
+	s.subReturn(2)
+	s.want(map[Violation]int64{})
+	s.c.cancel(s.k)
+	s.want(map[Violation]int64{StaleCancel: 1})
+}
+
 // The same Fetch hit after the Publish has reported the key: nothing is
 // wrong, and a Fetch hit that starts before the block is stored is no
 // different.

@@ -379,7 +379,11 @@ func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
 // returned nil failed: a failed check must fail the call (SPEC, Subscribe;
 // Fetch's doc), or the client waits for a block that its store may hold. A
 // client that takes a failed check for a miss, as legacy does, never passes
-// the Want's context to its blockstore, and escapes this check.
+// the Want's context to its blockstore, and escapes this check. It rests on
+// the driver's own rule that a session has at most one Want of a key at a
+// time: a Want of a key that its session already wants is a no-op (SPEC,
+// Subscribe), which may rightly return nil after its check failed, if a
+// concurrent Want recorded the key meanwhile.
 func (w *worker) ignoredChecks(req *request, keys []cid.Cid, checks *wantCheck) {
 	for _, k := range keys {
 		if checks.lastFailed(k) {
