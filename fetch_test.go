@@ -529,3 +529,48 @@ func TestFetch_StoredBlockAfterAFalseAlarmReachesTheRequest(t *testing.T) {
 	s.Remove()
 	require.Equal(t, Stats{}, n.Stats())
 }
+
+// stallCtx is a context whose first Err call closes entered and blocks until
+// release is closed: it holds an operation at its check of the context, after
+// its check of Close and before its first critical section.
+type stallCtx struct {
+	context.Context
+	once             sync.Once
+	entered, release chan struct{}
+}
+
+func (c *stallCtx) Err() error {
+	c.once.Do(func() { close(c.entered); <-c.release })
+	return c.Context.Err()
+}
+
+// G7: a Fetch that has passed its check of Close, but not reached its first
+// critical section, when Close runs is refused at that critical section
+// (peek): it returns ErrClosed and calls no blockstore method after Close has
+// returned (g7-peek-ignores-close: Close's barrier and its wait for the
+// operations in the blockstore cover only those that saw the Notifier open
+// under a shard lock, so one that counts itself in later is not waited for).
+func TestFetch_CheckOfCloseBeforePeekDoesNotLetItThrough(t *testing.T) {
+	cs := &countStore{Blockstore: memStore()}
+	n, cancels := newWithCancels(t, cs)
+	b := mkBlocks("fetch-late", 1)[0]
+	require.NoError(t, n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b}}))
+	sc := &stallCtx{Context: ctx, entered: make(chan struct{}), release: make(chan struct{})}
+	fetched := make(chan fetchResult, 1)
+	go func() {
+		blk, s, err := n.Fetch(sc, b.Cid(), nil)
+		fetched <- fetchResult{blk, s, err}
+	}()
+	done(t, sc.entered, "Fetch at its check of the context")
+	require.NoError(t, n.Close())
+	gets := cs.get.Load()
+	close(sc.release)
+	r := <-fetched
+	require.ErrorIs(t, r.err, ErrClosed)
+	require.Nil(t, r.blk)
+	require.Nil(t, r.s)
+	require.Equal(t, gets, cs.get.Load(), "a Get after Close had returned")
+	require.Empty(t, cancels.take())
+	requireIndexEmpty(t, n)
+	require.Empty(t, n.requests)
+}

@@ -202,6 +202,34 @@ func TestStaleKeys_MixedHitsCountOnlyEndedInterests(t *testing.T) {
 	require.Equal(t, Stats{Subscriptions: 1}, n.Stats())
 }
 
+// A Subscribe whose blockstore check finds only blocks that nobody else wants
+// (handed over without an entry in s's map) compacts the map, as every
+// Subscribe does, but a map of a live want and one stale entry is not all
+// stale: the live want stays in it, and Remove ends it and reports its key
+// (g8-compact-clears-one-live: a clear when all entries but one are stale
+// lost it, and the index kept it after Remove).
+func TestStaleKeys_OwnHitsNextToOneStaleEntryKeepTheLiveWant(t *testing.T) {
+	bs := blockstore.NewBlockstore(dssync.MutexWrap(ds.NewMapDatastore()))
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("own hits", 4)
+	live, gone := b[0].Cid(), b[1].Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, live, gone))
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[1:2]}))
+	require.Equal(t, b[1:2], recv(t, s).Blocks)
+	require.Equal(t, []cid.Cid{gone}, cancels.take())
+	l, ended, stale := countEntries(s)
+	require.Equal(t, [3]int{1, 1, 1}, [3]int{l, ended, stale}, "entries live, ended, and counted stale")
+
+	require.NoError(t, bs.PutMany(ctx, b[2:]))
+	require.NoError(t, s.Subscribe(ctx, keysOf(b[2:])...))
+	require.ElementsMatch(t, b[2:], recv(t, s).Blocks)
+	require.Equal(t, []cid.Cid{live}, s.AppendWanted(nil, keysOf(b)))
+	s.Remove()
+	require.Equal(t, []cid.Cid{live}, cancels.take())
+	require.Equal(t, Stats{}, n.Stats())
+}
+
 // Remove does not wait for the shards of keys whose blocks were delivered:
 // those wants are over.
 func TestRemove_IgnoresShardsOfDeliveredKeys(t *testing.T) {

@@ -573,6 +573,34 @@ func TestBadInput_NilBlockFirstIsRefused(t *testing.T) {
 	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
 }
 
+// G9: a message with an undefined CID is refused whole wherever it stands,
+// past the first entry of DontHaves included, and a block whose CID is
+// undefined too (g9-undefined-block-cid, g9-donthaves-checked-first-only:
+// TestBadInput_RefusedWhole puts an undefined key first in DontHaves and none
+// in a block): the error is ErrInvalidCid, the good keys of the message are
+// neither stored nor delivered, and no want changes.
+func TestBadInput_UndefinedCidAnywhereIsRefused(t *testing.T) {
+	bs := memStore()
+	n, cancels := newWithCancels(t, bs)
+	b := mkBlocks("undef-anywhere", 1)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, b[0].Cid()))
+	undef, err := blocks.NewBlockWithCid([]byte("no cid"), cid.Undef)
+	require.NoError(t, err)
+	for _, msg := range []ResponseMessage{
+		{Blocks: []blocks.Block{b[0], undef}},
+		{From: "p", DontHaves: []cid.Cid{b[0].Cid(), cid.Undef}},
+	} {
+		require.ErrorIs(t, n.Publish(ctx, msg), ErrInvalidCid)
+	}
+	none(t, s)
+	require.Empty(t, cancels.take())
+	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, n.Stats())
+	has, err := bs.Has(ctx, b[0].Cid())
+	require.NoError(t, err)
+	require.False(t, has, "a refused message stored a block")
+}
+
 // G7 and G9: Remove stays idempotent once its session ID is reused: a second
 // Remove of the old subscription leaves the new one registered, so the ID
 // is still refused to a third (g7-old-remove-unregisters-new: unregister

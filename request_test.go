@@ -99,7 +99,7 @@ func TestRequest_RemoveUnregisters(t *testing.T) {
 }
 
 // Close ends every request: Messages() closed, Err() ErrClosed, no count
-// left; NewRequest then returns ErrClosed.
+// left; NewRequest then returns ErrClosed, with a function or without.
 func TestRequest_EndedByClose(t *testing.T) {
 	cancels := &cancelLog{}
 	n := New(memStore(), WithCancelFunc(cancels.record))
@@ -119,6 +119,8 @@ func TestRequest_EndedByClose(t *testing.T) {
 	require.Equal(t, sorted(keysOf(b)...), cancels.take())
 	requireIndexEmpty(t, n)
 	_, err := n.NewRequest(nil)
+	require.ErrorIs(t, err, ErrClosed)
+	_, err = n.NewRequest(func(ResponseMessage) {}) // with a function too (g7-newrequest-func-after-close)
 	require.ErrorIs(t, err, ErrClosed)
 }
 

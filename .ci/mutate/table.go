@@ -18,8 +18,12 @@ package main
 // TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp,
 // TestPubSub_ContextEndClosesTheChannelOnceTheCallHasLeft,
 // TestSIM_FilteredSetsAreApart, TestCancel_FunctionOwnsTheKeysItGets,
-// TestMessage_AppendWritesIntoNoOtherMessage, and a Fetch in
-// TestMetrics_WorkloadAsPrometheusShowsIt).
+// TestMessage_AppendWritesIntoNoOtherMessage,
+// TestFetch_CheckOfCloseBeforePeekDoesNotLetItThrough,
+// TestStaleKeys_OwnHitsNextToOneStaleEntryKeepTheLiveWant,
+// TestBadInput_UndefinedCidAnywhereIsRefused, TestQueue_HoldsOnlyWhatIsQueued,
+// a Fetch in TestMetrics_WorkloadAsPrometheusShowsIt and a NewRequest in
+// TestRequest_EndedByClose).
 var table = []mutation{
 	// G1: no lost wakeup.
 	{
@@ -201,6 +205,15 @@ var table = []mutation{
 		why: "the cancel function gets the pooled op's own slice: keys it keeps are overwritten by a later operation's",
 	},
 
+	{
+		id: "g5-released-key-shard-released", g: "G5", file: "subscription_release.go",
+		old: `		o.cancels = append(o.cancels, k)
+		o.keep.Add(int(sh))`,
+		new: `		o.cancels = append(o.cancels, k)`,
+		pkg: ".", run: `^TestCancel_CalledWithReportedShardsHeld$`,
+		why: "an Unsubscribe or close releases the shard of a key whose last want it ended before the cancel function reports it",
+	},
+
 	// G6: publish order; a slow consumer is ended, never blocks a Publish.
 	{
 		id: "g6-send-past-backlog", g: "G6", file: "subscription.go",
@@ -373,6 +386,27 @@ var table = []mutation{
 		why: "a request that Close never listed (it wanted nothing yet) reports Err nil after Close, as if Removed",
 	},
 
+	{
+		id: "g7-peek-ignores-close", g: "G7", file: "shard_read.go",
+		old: `	if n.closed.Load() || !x.idx.alone(k) {`,
+		new: `	if !x.idx.alone(k) {`,
+		pkg: ".", run: `^TestFetch_CheckOfCloseBeforePeekDoesNotLetItThrough$`,
+		why: "a Fetch or one-key Subscribe that passed its first check of Close before Close began calls Get after Close has returned, and a hit returns its block instead of ErrClosed",
+	},
+	{
+		id: "g7-newrequest-func-after-close", g: "G7", file: "notifier.go",
+		old: `	if n.closed.Load() {
+		return nil, ErrClosed
+	}
+	if f == nil {`,
+		new: `	if n.closed.Load() && f == nil {
+		return nil, ErrClosed
+	}
+	if f == nil {`,
+		pkg: ".", run: `^TestRequest_EndedByClose$`,
+		why: "NewRequest with a delivery function succeeds after Close",
+	},
+
 	// G8: no leak.
 	{
 		id: "g8-release-keeps-stale-count", g: "G8", file: "subscription_release.go",
@@ -527,6 +561,13 @@ var table = []mutation{
 	},
 
 	{
+		id: "api-release-returns-the-ops-slice", g: "API", file: "op.go",
+		old: `	return slices.Clone(o.freed)`,
+		new: `	return o.freed`,
+		pkg: ".", run: `^TestRelease_NormalReturnsKeysNobodyWants$`,
+		why: "Release and ReleaseAll return the pooled op's own slice: keys the caller keeps are overwritten by a later operation's",
+	},
+	{
 		id: "api-one-hit-message-uncapped", g: "API", file: "op.go",
 		old: `			t.nb, t.msg.Blocks = 1, blks[j:j+1:j+1]`,
 		new: `			t.nb, t.msg.Blocks = 1, blks[j:j+1]`,
@@ -541,7 +582,29 @@ var table = []mutation{
 		why: "the messages of one operation are carved from one array uncapped: a receiver that appends to one overwrites another's keys",
 	},
 
+	{
+		id: "g8-compact-clears-one-live", g: "G8", file: "subscription_want.go",
+		old: `	case s.stale > 0 && s.stale == len(s.keys): // s wants nothing: clear, reading no entry`,
+		new: `	case s.stale > 0 && s.stale >= len(s.keys)-1: // s wants nothing: clear, reading no entry`,
+		pkg: ".", run: `^TestStaleKeys_OwnHitsNextToOneStaleEntryKeepTheLiveWant$`,
+		why: "a Subscribe that hands s only blocks nobody else wants clears a map of one live want and stale entries: Remove never ends that want nor reports its key",
+	},
+	{
+		id: "g8-backlog-compaction-keeps-copies", g: "G8", file: "internal/fifo/fifo.go",
+		old: `		clear(q.buf[n:])`,
+		new: `		_ = n`,
+		pkg: "./internal/fifo", run: `^TestQueue_HoldsOnlyWhatIsQueued$`,
+		why: "Push's compaction leaves copies of moved messages past the new length, reachable until overwritten",
+	},
+
 	// G9: bad input refused whole, changing nothing.
+	{
+		id: "g9-undefined-block-cid", g: "G9", file: "response.go",
+		old: `		if !b.Cid().Defined() {`,
+		new: `		if !b.Cid().Defined() && i < 0 {`,
+		pkg: ".", run: `^TestBadInput_UndefinedCidAnywhereIsRefused$`,
+		why: "a block whose CID is undefined is not refused with ErrInvalidCid",
+	},
 	{
 		id: "g9-local-repeat-stored-twice", g: "G9", file: "publish.go",
 		old: `	return from == "" && !o.storing(k)`,

@@ -121,3 +121,46 @@ func TestQueue_BehindKeepsNoBurstStorage(t *testing.T) {
 		t.Errorf("popped %d items of %d", want, next)
 	}
 }
+
+// TestQueue_HoldsOnlyWhatIsQueued: the queue's storage refers to no item that
+// has left it, neither in the slot Pop took it from nor in the slots Push's
+// compaction moved the queued items from (g8-backlog-pop-keeps-message,
+// g8-backlog-compaction-keeps-copies), so the GC can take a message as soon as the
+// subscription's goroutine has handed it on.
+func TestQueue_HoldsOnlyWhatIsQueued(t *testing.T) {
+	var q Queue[*int]
+	check := func(op string, v int) {
+		t.Helper()
+		for i, p := range q.buf[:cap(q.buf)] {
+			if p != nil && (i < q.head || i >= len(q.buf)) {
+				t.Fatalf("after %s %d: slot %d holds item %d, outside the queued slots [%d, %d)", op, v, i, *p, q.head, len(q.buf))
+			}
+		}
+	}
+	next, want := 0, 0
+	push := func() {
+		v := next
+		next++
+		q.Push(&v)
+		check("Push", v)
+	}
+	pop := func() {
+		p, ok := q.Pop()
+		if !ok || *p != want {
+			t.Fatalf("popped %v, %v; want %d", p, ok, want)
+		}
+		check("Pop", want)
+		want++
+	}
+	for round := range 64 { // pushes outrun pops: compactions at every size
+		for range 1 + round%5 {
+			push()
+		}
+		for range round % 4 {
+			pop()
+		}
+	}
+	for q.Len() > 0 {
+		pop()
+	}
+}
