@@ -206,21 +206,24 @@ func TestMetrics_GaugesOfNotifiersSharingAScopeAreSums(t *testing.T) {
 		require.NoError(t, err)
 		require.NoError(t, s.Subscribe(ctx, keysOf(blks[1:4])...))
 	}
-	gauges := func() Stats {
-		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
-		return Stats{Subscriptions: g("subscriptions"), Keys: g("wanted_keys"), Wants: g("wants")}
-	}
 	st1, st2 := n1.Stats(), n2.Stats()
 	require.Equal(t, Stats{Subscriptions: 1, Keys: 1, Wants: 1}, st1)
 	require.Equal(t, Stats{Subscriptions: 2, Keys: 3, Wants: 6}, st2)
-	require.Equal(t, Stats{Subscriptions: 3, Keys: 4, Wants: 7}, gauges(), "the gauges are not the sums of the two Notifiers' Stats")
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 4, Wants: 7}, gaugeStats(t, reg), "the gauges are not the sums of the two Notifiers' Stats")
 
 	require.NoError(t, n1.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[:1]})) // ends n1's one want
-	require.Equal(t, Stats{Subscriptions: 3, Keys: 3, Wants: 6}, gauges())
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 3, Wants: 6}, gaugeStats(t, reg))
 	require.NoError(t, n2.Close())
-	require.Equal(t, n1.Stats(), gauges(), "after one closed, the gauges are not the other's Stats")
+	require.Equal(t, n1.Stats(), gaugeStats(t, reg), "after one closed, the gauges are not the other's Stats")
 	require.NoError(t, n1.Close())
-	require.Equal(t, Stats{}, gauges())
+	require.Equal(t, Stats{}, gaugeStats(t, reg))
+}
+
+// gaugeStats returns the three gauges of reg as a Stats.
+func gaugeStats(t *testing.T, reg *prometheus.Registry) Stats {
+	t.Helper()
+	g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
+	return Stats{Subscriptions: g("subscriptions"), Keys: g("wanted_keys"), Wants: g("wants")}
 }
 
 // gaugeValue returns the value of the gauge name in reg.
@@ -291,11 +294,7 @@ func TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp(t *testing.T) {
 	b := mkBlocks("gauges-busy", 2)
 	s1, s2 := mustSub(t, n, 1), mustSub(t, n, 2)
 	require.NoError(t, s1.Subscribe(ctx, b[0].Cid()))
-	gauges := func() Stats {
-		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
-		return Stats{g("subscriptions"), g("wanted_keys"), g("wants")}
-	}
-	require.Equal(t, Stats{2, 1, 1}, gauges())
+	require.Equal(t, Stats{2, 1, 1}, gaugeStats(t, reg))
 
 	gate := make(chan struct{})
 	keys.gate.Store(&gate)
@@ -306,7 +305,7 @@ func TestMetrics_RefreshThatFindsAnotherUnderWayIsTakenUp(t *testing.T) {
 	require.Equal(t, Stats{2, 1, 1}, n.Stats(), "the Publish ended s1's want")
 	close(gate)
 	require.NoError(t, <-subscribed)
-	require.Equal(t, n.Stats(), gauges(), "the Subscribe's refresh took up the Publish's change")
+	require.Equal(t, n.Stats(), gaugeStats(t, reg), "the Subscribe's refresh took up the Publish's change")
 }
 
 // When Close returns, the gauges equal Stats, though an operation that is
@@ -323,11 +322,7 @@ func TestMetrics_GaugesAreFinalWhenCloseReturns(t *testing.T) {
 	b := mkBlocks("gauges-final", 1)[0]
 	s := mustSub(t, n, 1)
 	require.NoError(t, s.Subscribe(ctx, b.Cid()))
-	gauges := func() Stats {
-		g := func(name string) int { return int(gaugeValue(t, reg, promPrefix+name)) }
-		return Stats{g("subscriptions"), g("wanted_keys"), g("wants")}
-	}
-	require.Equal(t, Stats{1, 1, 1}, gauges())
+	require.Equal(t, Stats{1, 1, 1}, gaugeStats(t, reg))
 
 	gate := make(chan struct{})
 	keys.gate.Store(&gate)
@@ -342,14 +337,14 @@ func TestMetrics_GaugesAreFinalWhenCloseReturns(t *testing.T) {
 		select {
 		case err := <-closed: // returned without waiting for the refresh
 			require.NoError(t, err)
-			got = gauges()
+			got = gaugeStats(t, reg)
 		default:
 			if !parkedOnMutexIn("notifier.(*meters).settle") {
 				continue
 			}
 			close(gate) // Close waits for that refresh: let it go
 			require.NoError(t, <-closed)
-			got = gauges()
+			got = gaugeStats(t, reg)
 			gate = nil
 		}
 		break
@@ -360,5 +355,5 @@ func TestMetrics_GaugesAreFinalWhenCloseReturns(t *testing.T) {
 		close(gate)
 	}
 	require.NoError(t, <-published)
-	require.Equal(t, Stats{}, gauges())
+	require.Equal(t, Stats{}, gaugeStats(t, reg))
 }
