@@ -60,8 +60,8 @@ that was not cancelled must complete. The table counts the injected faults
 and the recovery.
 
 Exit status: 0 if the notifier, either way, kept every invariant (legacy's
-violations are reported, never fatal), 1 if it did not, 2 on a usage or setup error or if
-a file of -svg, -png or -json could not be written.
+violations are reported, never fatal), 1 if it did not, 2 on a usage or
+setup error or if a file of -svg, -png or -json could not be written.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys
