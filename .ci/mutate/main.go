@@ -1,7 +1,7 @@
 // Command mutate checks that the tests catch the mutations of table.go: for
-// each one it copies the checkout, applies the mutation, builds the test
-// binary of its package and runs the named tests, which must fail. Run it
-// through .ci/mutants, from anywhere:
+// each one it applies the mutation to a copy of its file, builds the test
+// binary of its package with that copy in place of the file, and runs the
+// named tests, which must fail. Run it through .ci/mutants, from anywhere:
 //
 //	bash .ci/mutants [-only ID [-run REGEXP]] [-j 2] [-timeout 90s] [-keep] [-baseline=false] [-repeat N]
 //
@@ -23,38 +23,45 @@
 //
 // It prints one line per mutation, in table order:
 //
-//	ID  GUARANTEE  OUTCOME  SECONDS  [the first test that failed]
+//	ID  GUARANTEE  OUTCOME  SECONDS  BUILD-SECONDS  [the first test that failed]
 //
 // where OUTCOME is caught (a test failed, the race detector reported, or
-// the binary hit its -test.timeout: a hang fails CI too), SURVIVED (every test passed), FLAKY (with
-// -repeat, caught in some runs only), anchor-missing (the old
-// text does not occur exactly once in the checkout), does-not-build (the
-// mutated package or its tests do not compile: an error of the table, not a
-// catch) or error (the tool itself failed). It exits 1 unless every
-// mutation was caught, and first checks that the unmutated copy passes the
-// very tests of the table, which exits 1 too if not: then the table, or the
-// checkout, is wrong, and no outcome would mean anything.
+// the binary hit its -test.timeout: a hang fails CI too), SURVIVED (every
+// test passed), FLAKY (with -repeat, caught in some runs only),
+// anchor-missing (the old text does not occur exactly once in the
+// checkout), does-not-build (the mutated package or its tests do not
+// compile: an error of the table, not a catch) or error (the tool itself
+// failed); BUILD-SECONDS is the part of SECONDS that the build took. It
+// exits 1 unless every mutation was caught, and first checks that the
+// unmutated tree passes the very tests of the table, which exits 1 too if
+// not: then the table, or the checkout, is wrong, and no outcome would mean
+// anything.
 //
-// The copy is of the working tree, .git left out, as .ci/boxofork.sh
-// snapshots it: an uncommitted test or table entry can be checked before it
-// is committed (in CI, a fresh clone, the two are the same), and no git is
-// needed. The unmutated run guards against a working tree that fails.
+// What is built is the working tree, as .ci/boxofork.sh snapshots it: an
+// uncommitted test or table entry can be checked before it is committed (in
+// CI, a fresh clone, the two are the same), and no git is needed. The
+// unmutated run guards against a working tree that fails.
 //
-// Each mutation gets its own copy, so no run can leak into another. The test
-// binary is built once with go test -race -c (the build check) and run in the
-// package's directory with the flags that go test -race -count=1 -run would
-// pass it: one link instead of two per mutation. At most -j mutations run at
-// a time: CI's machine has two cores, and the race detector is hungry.
+// Each mutation gets its own directory under the temporary one, which holds
+// the mutated file and its test binary, and nothing else: the binary is
+// built in the checkout with go build's -overlay, which reads the mutated
+// file in place of the original. So a run leaves the checkout as it was,
+// and the packages a mutation does not touch come from the build cache (a
+// copy of the whole tree, in a directory of its own, recompiled every one
+// of them: ~3 s more per mutation of the root package, more for the others).
+// The binary is built once with go test -race -c (the build check) and run
+// in the package's directory with the flags that go test -race -count=1 -run
+// would pass it: one link instead of two per mutation. At most -j mutations
+// run at a time: CI's machine has two cores, and the race detector is hungry.
 package main
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -66,8 +73,8 @@ import (
 )
 
 // stop is done once the run is interrupted: the go commands and test
-// binaries in progress are killed, the rest fail at once, and the copies
-// are removed on the way out.
+// binaries in progress are killed, the rest fail at once, and the mutated
+// files and binaries are removed on the way out.
 var stop, _ = signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 
 // repeat is how many times each mutated binary runs (-repeat).
@@ -94,7 +101,7 @@ func main() {
 	only := flag.String("only", "", "run only the mutation with this id")
 	jobs := flag.Int("j", 2, "mutations run at a time")
 	timeout := flag.Duration("timeout", 90*time.Second, "test binary's -test.timeout; hitting it counts as caught")
-	keep := flag.Bool("keep", false, "keep the copies (their paths are printed)")
+	keep := flag.Bool("keep", false, "keep the mutated files and test binaries (their directory is printed)")
 	base := flag.Bool("baseline", true, "check first that the unmutated copy passes (false: to try an entry quickly)")
 	runRE := flag.String("run", "", "with -only: try this -run regexp instead of the table's (to find the narrowest that catches)")
 	flag.IntVar(&repeat, "repeat", 1, "run each mutated binary this many times; every run must fail (to check that a catch is reliable)")
@@ -135,7 +142,7 @@ func run(only string, jobs int, timeout time.Duration, keep, base bool) error {
 		return err
 	}
 	if keep {
-		fmt.Println("copies in", tmp)
+		fmt.Println("mutated files and binaries in", tmp)
 	} else {
 		defer os.RemoveAll(tmp)
 	}
@@ -181,12 +188,12 @@ func selected(only string) ([]mutation, error) {
 	return out, nil
 }
 
-// baseline copies root to dir and runs every mutation's tests there,
-// unmutated; they must pass. The tests of one package run in one binary
+// baseline builds the test binaries of root's packages into dir and runs
+// every mutation's tests, unmutated; they must pass. The tests of one package run in one binary
 // run, their regexps joined, when none names a subtest ('/' splits -run
 // into levels, which an alternation would cut apart).
 func baseline(root, dir string, muts []mutation, timeout time.Duration) error {
-	if err := copyTree(root, dir); err != nil {
+	if err := os.Mkdir(dir, 0o700); err != nil {
 		return err
 	}
 	runs := map[string][]string{} // pkg -> -run values
@@ -198,7 +205,7 @@ func baseline(root, dir string, muts []mutation, timeout time.Duration) error {
 		runs[m.pkg] = append(runs[m.pkg], m.run)
 	}
 	for _, pkg := range pkgs {
-		bin, out, err := build(dir, pkg)
+		bin, out, err := build(root, dir, pkg, "")
 		if err != nil {
 			return fmt.Errorf("%s does not build:\n%s", pkg, out)
 		}
@@ -214,7 +221,7 @@ func baseline(root, dir string, muts []mutation, timeout time.Duration) error {
 			alone = append(alone, strings.Join(plain, "|"))
 		}
 		for _, r := range alone {
-			if out, err := test(dir, pkg, bin, r, timeout); err != nil {
+			if out, err := test(root, pkg, bin, r, timeout); err != nil {
 				return fmt.Errorf("%s -run %q fails: %v\n%s", pkg, r, err, tail(out, 40))
 			}
 		}
@@ -226,7 +233,8 @@ func baseline(root, dir string, muts []mutation, timeout time.Duration) error {
 type result struct {
 	outcome string
 	secs    float64
-	note    string // the failing test, or why it is not caught
+	build   float64 // of secs, how long the build took
+	note    string  // the failing test, or why it is not caught
 }
 
 // mutateAll runs muts, jobs at a time, prints a line for each in table
@@ -260,37 +268,56 @@ func mutateAll(root, tmp string, muts []mutation, jobs int, timeout time.Duratio
 		if !strings.HasPrefix(r.outcome, "caught") {
 			bad++
 		}
-		fmt.Printf("%-38s %-4s %-14s %4.0fs  %s\n", m.id, m.g, r.outcome, r.secs, r.note)
+		fmt.Printf("%-38s %-4s %-14s %4.0fs %4.0fs  %s\n", m.id, m.g, r.outcome, r.secs, r.build, r.note)
 	}
 	return bad
 }
 
-// mutate copies root to dir, applies m there and runs its tests.
+// mutate writes m's file, mutated, to dir and runs its tests on a test
+// binary built with it.
 func mutate(root, dir string, m mutation, timeout time.Duration) result {
-	src, err := os.ReadFile(filepath.Join(root, m.file))
+	file := filepath.Join(root, m.file)
+	src, err := os.ReadFile(file)
 	if err != nil {
 		return result{outcome: "error", note: err.Error()}
 	}
 	if c := bytes.Count(src, []byte(m.old)); c != 1 {
 		return result{outcome: "anchor-missing", note: fmt.Sprintf("old text occurs %d times in %s", c, m.file)}
 	}
-	if err := copyTree(root, dir); err != nil {
-		return result{outcome: "error", note: err.Error()}
-	}
 	if m.timeout > 0 {
 		timeout = m.timeout
 	}
-	mutated := bytes.Replace(src, []byte(m.old), []byte(m.new), 1)
-	if err := os.WriteFile(filepath.Join(dir, m.file), mutated, 0o644); err != nil {
+	mutated := filepath.Join(dir, filepath.Base(m.file))
+	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {file: mutated}})
+	if err == nil {
+		err = os.Mkdir(dir, 0o700)
+	}
+	if err == nil {
+		err = os.WriteFile(mutated, bytes.Replace(src, []byte(m.old), []byte(m.new), 1), 0o644)
+	}
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, "overlay.json"), overlay, 0o644)
+	}
+	if err != nil {
 		return result{outcome: "error", note: err.Error()}
 	}
-	bin, out, err := build(dir, m.pkg)
+	t := time.Now()
+	bin, out, err := build(root, dir, m.pkg, filepath.Join(dir, "overlay.json"))
 	if err != nil && stop.Err() == nil {
 		return result{outcome: "does-not-build", note: firstLine(out)}
 	}
+	build := time.Since(t).Seconds()
+	r := verdict(root, bin, m, timeout)
+	r.build = build
+	return r
+}
+
+// verdict runs m's tests on bin, its mutated test binary, -repeat times,
+// and says whether they caught m.
+func verdict(root, bin string, m mutation, timeout time.Duration) result {
 	caught, note := 0, ""
 	for range repeat {
-		out, err = test(dir, m.pkg, bin, m.run, timeout)
+		out, err := test(root, m.pkg, bin, m.run, timeout)
 		var exit *exec.ExitError
 		switch {
 		case stop.Err() != nil:
@@ -316,27 +343,32 @@ func mutate(root, dir string, m mutation, timeout time.Duration) result {
 	}
 }
 
-// build compiles pkg's test binary in dir with the race detector and
-// returns its path: the build check. (go vet would type-check the package
-// and its tests a second time, doubling the cost of a mutation for nothing
-// that a mutation of one expression can break.)
-func build(dir, pkg string) (bin string, out []byte, err error) {
+// build compiles the test binary of pkg, a package of the module at root,
+// into dir with the race detector, and returns its path: the build check.
+// A non-empty overlay is go build's -overlay file. (go vet would type-check
+// the package and its tests a second time, doubling the cost of a mutation
+// for nothing that a mutation of one expression can break.)
+func build(root, dir, pkg, overlay string) (bin string, out []byte, err error) {
 	bin = filepath.Join(dir, strings.NewReplacer("/", "_", ".", "_").Replace(pkg)+".test")
-	cmd := exec.CommandContext(stop, "go", "test", "-race", "-c", "-o", bin, pkg)
-	cmd.Dir = dir
+	args := []string{"test", "-race", "-c", "-o", bin}
+	if overlay != "" {
+		args = append(args, "-overlay", overlay)
+	}
+	cmd := exec.CommandContext(stop, "go", append(args, pkg)...)
+	cmd.Dir = root
 	out, err = cmd.CombinedOutput()
 	return bin, out, err
 }
 
 // test runs bin, pkg's test binary, as go test -race -count=1 -run r pkg
-// would, in pkg's directory under dir. A binary that outlives timeout by a
+// would, in pkg's directory under root. A binary that outlives timeout by a
 // minute (its own -test.timeout failed to end it) is killed.
-func test(dir, pkg, bin, r string, timeout time.Duration) ([]byte, error) {
+func test(root, pkg, bin, r string, timeout time.Duration) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(stop, timeout+time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, "-test.run", r, "-test.count=1",
 		"-test.timeout", timeout.String(), "-test.paniconexit0")
-	cmd.Dir = filepath.Join(dir, pkg)
+	cmd.Dir = filepath.Join(root, pkg)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	err := cmd.Run()
@@ -366,46 +398,4 @@ func firstLine(out []byte) string {
 func tail(out []byte, n int) string {
 	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
 	return strings.Join(lines[max(len(lines)-n, 0):], "\n")
-}
-
-// copyTree copies the files of the tree at src to dst, which must not
-// exist, leaving out .git.
-func copyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() && d.Name() == ".git" {
-			return filepath.SkipDir
-		}
-		to := filepath.Join(dst, rel)
-		info, err := d.Info()
-		switch {
-		case err != nil:
-			return err
-		case d.IsDir():
-			return os.Mkdir(to, info.Mode().Perm()|0o700)
-		case !info.Mode().IsRegular():
-			return nil // symlinks, sockets: nothing the tests need
-		}
-		return copyFile(p, to, info.Mode().Perm())
-	})
-}
-
-func copyFile(src, dst string, perm fs.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm|0o200)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
