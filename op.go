@@ -436,21 +436,7 @@ func (o *op) count() {
 // TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock). An operation costs
 // two allocations, or one and one per target that gets blocks.
 func (o *op) fill() {
-	var nb, nc, hitBlocks int
-	for i := range o.hits {
-		if o.hits[i].kind == kindBlock {
-			hitBlocks++
-		}
-	}
-	shared := true
-	for i := range o.targets {
-		t := &o.targets[i]
-		nb += t.nb
-		nc += t.nh + t.nd
-		if t.nb != 0 && t.nb != hitBlocks {
-			shared = false
-		}
-	}
+	nb, nc, shared := o.sizes()
 	var blks []blocks.Block
 	if shared {
 		blks = make([]blocks.Block, nb)
@@ -481,6 +467,29 @@ func (o *op) fill() {
 			}
 		}
 	}
+}
+
+// sizes returns what fill allocates: the blocks (nb) and the keys, HAVEs
+// and DONT_HAVEs (nc) of every target's message, and whether every target
+// that gets blocks gets every hit block, so that their messages can share
+// one array of blocks (shared).
+func (o *op) sizes() (nb, nc int, shared bool) {
+	hitBlocks := 0
+	for i := range o.hits {
+		if o.hits[i].kind == kindBlock {
+			hitBlocks++
+		}
+	}
+	shared = true
+	for i := range o.targets {
+		t := &o.targets[i]
+		nb += t.nb
+		nc += t.nh + t.nd
+		if t.nb != 0 && t.nb != hitBlocks {
+			shared = false
+		}
+	}
+	return nb, nc, shared
 }
 
 // carve returns an empty slice of capacity n at the front of arena, and the

@@ -96,39 +96,49 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			n.touchAll(o)
 			return nil
 		}
-		var nudge chan struct{}
-		if o.dormant() {
-			nudge = make(chan struct{})
-			o.nudge.Store(&nudge)
+		if err := n.sleep(ctx, o, busy, refuseClosed); err != nil {
+			return err
 		}
-		if o.scope == waitUnwanted {
-			if err := o.sub.addSleeper(o); err != nil {
-				o.nudge.Store(nil)
-				n.unmark(o)
-				n.unlock(o.locks)
-				return err
-			}
-		}
-		n.unlock(o.locks)
-		var err error
-		if o.whileWanted() {
-			n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
-		} else {
-			err = n.await(ctx, busy, nudge, refuseClosed)
-		}
-		if nudge != nil {
+	}
+}
+
+// sleep is lockFree's wait for busy, the channel of the operation that holds
+// o up. The caller holds o's shard locks and has marked o's keys; sleep
+// returns holding none. If the wait fails (ctx, Close, or a subscription
+// whose close began: addSleeper), it removes o's marks too.
+func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, refuseClosed bool) error {
+	var nudge chan struct{}
+	if o.dormant() {
+		nudge = make(chan struct{})
+		o.nudge.Store(&nudge)
+	}
+	if o.scope == waitUnwanted {
+		if err := o.sub.addSleeper(o); err != nil {
 			o.nudge.Store(nil)
-		}
-		if o.scope == waitUnwanted {
-			o.sub.dropSleeper(o)
-		}
-		if err != nil {
-			n.lock(o.locks)
 			n.unmark(o)
 			n.unlock(o.locks)
 			return err
 		}
 	}
+	n.unlock(o.locks)
+	var err error
+	if o.whileWanted() {
+		n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
+	} else {
+		err = n.await(ctx, busy, nudge, refuseClosed)
+	}
+	if nudge != nil {
+		o.nudge.Store(nil)
+	}
+	if o.scope == waitUnwanted {
+		o.sub.dropSleeper(o)
+	}
+	if err != nil {
+		n.lock(o.locks)
+		n.unmark(o)
+		n.unlock(o.locks)
+	}
+	return err
 }
 
 // await waits, holding no lock, until busy or nudge (if not nil; see
