@@ -985,4 +985,160 @@ var table = []mutation{
 		pkg: ".", run: `^TestLog_StoreTimeoutIsABlockstoreError$`,
 		why: "a store's own timeout is taken for a cancelled call: not logged nor counted as a blockstore error",
 	},
+	// Code that a test already caught but no entry named, found by a hunt
+	// for such code: the queries (Wants, AppendWanted, Interested,
+	// AppendInterested), Release of an interest subscription, Stats, the
+	// session IDs of the two kinds, DontHaves' validation, the backlog's
+	// pop, carryon.Each, bitswapcompat's pacing, and the wake-ups of G11's
+	// waits.
+	{
+		id: "api-interest-release-waits-for-ordinary", g: "API", file: "subscription_release.go",
+		old: `	if last || (kindLast && s.keeps) {`,
+		new: `	if last || (kindLast && s.keeps && last) {`,
+		pkg: ".", run: `^TestRelease_InterestReturnsKeysNoInterestHolds$`,
+		why: "an interest subscription's Release returns a key only once nobody wants it, not once no interest subscription does",
+	},
+	{
+		id: "api-appendwanted-reports-delivered", g: "API", file: "subscription_want.go",
+		old: `		if e := s.keys[k]; e != nil && !e.ended.Load() {`,
+		new: `		if e := s.keys[k]; e != nil {`,
+		pkg: ".", run: `^TestAppendWanted_AgreesWithWants$`,
+		why: "AppendWanted reports a key whose block was delivered (a stale entry) as still wanted",
+	},
+	{
+		id: "api-interested-counts-ordinary-wants", g: "API", file: "notifier.go",
+		old: `		n.read(k, func(idx *shardIndex) { held = idx.held[k] != nil })`,
+		new: `		n.read(k, func(idx *shardIndex) { held = idx.wanted(k) })`,
+		pkg: ".", run: `^TestInterestCancel_OnlyWhenLastWantOfAnyKindEnds$`,
+		why: "Interested reports a key that only an ordinary subscription wants",
+	},
+	{
+		id: "api-appendinterested-first-only", g: "API", file: "notifier.go",
+		old: `			for _, s := range e.subs {
+				ids = append(ids, s.id)`,
+		new: `			for _, s := range e.subs[:1] {
+				ids = append(ids, s.id)`,
+		pkg: ".", run: `^TestInterestQueries_Answers$`,
+		why: "AppendInterested returns only one of the interest subscriptions that hold a key",
+	},
+	{
+		id: "g8-stats-counts-lazily-closed", g: "G8", file: "notifier.go",
+		old: `			st.Subscriptions -= int(c / oneLoose) // closed lazily by Close (see enlist)`,
+		new: `			_ = 0 // closed lazily by Close (see enlist)`,
+		pkg: ".", run: `^TestClose_RefreshesTheSubscriptionsGauge$`,
+		why: "Stats after Close counts subscriptions that Close ended lazily as live",
+	},
+	{
+		id: "g9-donthaves-checked-first-only", g: "G9", file: "response.go",
+		old: `	return validateKeys("DontHaves", m.DontHaves)`,
+		new: `	return validateKeys("DontHaves", m.DontHaves[:min(len(m.DontHaves), 1)])`,
+		pkg: ".", run: `^TestBadInput_UndefinedCidAnywhereIsRefused$`,
+		why: "an undefined key past the first of DontHaves is not refused",
+	},
+	{
+		id: "api-donthaves-only-message-empty", g: "API", file: "response.go",
+		old: `	return len(m.Blocks) == 0 && len(m.Haves) == 0 && len(m.DontHaves) == 0`,
+		new: `	return len(m.Blocks) == 0 && len(m.Haves) == 0`,
+		pkg: ".", run: `^TestPublish_HavesDoNotEndTheWant$`,
+		why: "a message of DontHaves only is taken for empty and reaches nobody",
+	},
+	{
+		id: "g8-backlog-pop-keeps-message", g: "G8", file: "internal/fifo/fifo.go",
+		old: `	q.buf[q.head] = zero // let the GC take what the consumer no longer needs`,
+		new: `	_ = zero // let the GC take what the consumer no longer needs`,
+		pkg: "./internal/fifo", run: `^TestQueue_HoldsOnlyWhatIsQueued$`,
+		why: "a popped message stays reachable from the backlog's array until it is overwritten",
+	},
+	{
+		id: "g7-each-stops-at-a-panic", g: "G7", file: "internal/carryon/carryon.go",
+		old: `		if !finished {
+			Each(items, f, after)`,
+		new: `		if !finished && len(items) < 0 {
+			Each(items, f, after)`,
+		pkg: "./internal/carryon", run: `^TestEach_CarriesOnAfterPanics$`,
+		why: "Each stops at the first f that panics: the items after it and after are skipped",
+	},
+	{
+		id: "c-pace-window-not-moved", g: "C", file: "bitswapcompat/publish.go",
+		old: `		ps.handed.Store(int64(time.Since(ps.epoch)))
+		if p := ps.paced.Load(); p != nil && !isClosed(*p) {
+			return // the last pace goroutine has not run yet: a copy waits for it, then for the window from now
+		}`,
+		new: `		if p := ps.paced.Load(); p != nil && !isClosed(*p) {
+			return // the last pace goroutine has not run yet: a copy waits for it, then for the window from now
+		}
+		ps.handed.Store(int64(time.Since(ps.epoch)))`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_PublishOfACopyIsPaced$`,
+		why: "a Publish that hands a block while the last pace goroutine has not run does not move the window: a copy of its block sleeps too little",
+	},
+	{
+		id: "c-publish-after-shutdown-reports", g: "C", file: "bitswapcompat/publish.go",
+		old: `	if errors.Is(err, notifier.ErrClosed) {
+		return // shut down`,
+		new: `	if errors.Is(err, notifier.ErrClosed) && from == "" {
+		return // shut down`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_PublishAfterShutdownIsNotPaced$`,
+		why: "a peer's Publish after Shutdown goes to WithErrorFunc with ErrClosed and is paced, where it must do nothing",
+	},
+	{
+		id: "g8-keys-counted-per-kind", g: "G8", file: "interest_index.go",
+		old: `		if !x.wanted(k) {
+			x.keys.Add(1)
+		}`,
+		new: `		if x.lookupFor(k, s) == nil {
+			x.keys.Add(1)
+		}`,
+		pkg: ".", run: `^TestInterest_WantSurvivesDelivery$`,
+		why: "a key wanted by an interest subscription and an ordinary one counts twice in Stats.Keys",
+	},
+	{
+		id: "g11-release-wakes-no-close", g: "G11", file: "subscription_release.go",
+		old: `	x.wakeStaleMarks(k, s, o)`,
+		new: `	_ = x`,
+		pkg: ".", run: `^TestIO_CloseWakesWhenItsOwnWantEnds$`,
+		why: "an Unsubscribe or close that ends s's want of k leaves s's waiting close asleep behind another operation's stalled blockstore call on k",
+	},
+	{
+		id: "g11-want-begun-wakes-no-subscribe", g: "G11", file: "interest_index.go",
+		old: `	x.pairs.Add(1)
+	x.wakeSubscribes(k, s, by)`,
+		new: `	x.pairs.Add(1)`,
+		pkg: ".", run: `^TestIO_SubscribeWakesWhenItsWantBegins$`,
+		why: "a want that s begins leaves s's Subscribes that wait on that key asleep behind another operation's stalled blockstore call",
+	},
+	{
+		id: "api-wants-any-subscription", g: "API", file: "subscription_want.go",
+		old: `			in = s.inInterest(e, k)`,
+		new: `			in = len(e.subs) > 0`,
+		pkg: ".", run: `^TestInterestQueries_Answers$`,
+		why: "Wants reports true for a key that another subscription of s's kind wants",
+	},
+	{
+		id: "g9-duplicate-session-across-kinds", g: "G9", file: "notifier.go",
+		old: `	if _, dup := n.sessions[s.id]; dup {`,
+		new: `	if old, dup := n.sessions[s.id]; dup && old.keeps == s.keeps {`,
+		pkg: ".", run: `^TestInterest_SharesSessionIDs$`,
+		why: "an interest subscription may take the session ID of a live ordinary subscription, or the reverse",
+	},
+	{
+		id: "g5-one-key-hit-of-interest-unlocked", g: "G5", file: "shard_read.go",
+		old: `	return sh, x.idx.version(k), x.idx.held[k] != nil, true // alone: nobody in wants`,
+		new: `	return sh, x.idx.version(k), false, true // alone: nobody in wants`,
+		pkg: ".", run: `^TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose$`,
+		why: "a one-key Subscribe that finds a block an interest subscription wants commits under s.mu alone: it may return before the cancel function of that interest's close reports the key",
+	},
+	{
+		id: "api-release-reports-interest-held-key", g: "API", file: "subscription_release.go",
+		old: `	if last || (kindLast && s.keeps) {`,
+		new: `	if last || kindLast {`,
+		pkg: ".", run: `^TestRelease_NormalReturnsKeysNobodyWants$`,
+		why: "an ordinary subscription's Release returns a key that an interest subscription still wants, which the cancel function does not get",
+	},
+	{
+		id: "g8-removed-request-stays-listed", g: "G8", file: "subscription_end.go",
+		old: `	if !s.anon || s.listed {`,
+		new: `	if !s.anon {`,
+		pkg: ".", run: `^TestFetch_MissReturnsARequestThatWantsTheKey$`,
+		why: "a request that recorded a want stays in the registry after its Remove: Stats counts it, and Close ends it again",
+	},
 }
