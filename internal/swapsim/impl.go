@@ -53,6 +53,7 @@ var factories = map[string]Factory{
 	"notifier":       newNotifierImpl,
 	"notifier-fetch": newFetchImpl,
 	"legacy":         newLegacyImpl,
+	"compat":         newCompatImpl,
 }
 
 // notifierImpl is the Notifier, used as a fork would use it: one
@@ -113,9 +114,15 @@ func (m legacyImpl) Close() error    { m.c.Close(); return nil }
 // HAVEs and DONT_HAVEs on: it stands where boxo's sessionWantSender goroutine
 // consumes them.
 func (m legacyImpl) NewSession(id uint64) (Session, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+	return newLegacySession(m.c, id, context.Background()), nil
+}
+
+// newLegacySession starts session id of c, whose GetBlocks calls get a
+// context derived from parent.
+func newLegacySession(c *legacy.Client, id uint64, parent context.Context) *legacySession {
+	ctx, cancel := context.WithCancel(parent)
 	s := &legacySession{
-		ls:     m.c.NewSession(id),
+		ls:     c.NewSession(id),
 		ctx:    ctx,
 		cancel: cancel,
 		out:    make(chan notifier.ResponseMessage, legacy.DefaultBufferSize),
@@ -123,7 +130,7 @@ func (m legacyImpl) NewSession(id uint64) (Session, error) {
 	}
 	s.wg.Add(1)
 	go s.forwardUpdates()
-	return s, nil
+	return s
 }
 
 // legacySession merges what a legacy session yields into one channel.
