@@ -84,8 +84,8 @@ func (h hookedInterests) RecordSessionInterest(ses uint64, ks []cid.Cid) {
 // the session's interest. A block that reaches the call in between ends the
 // call's want, the key's last, with a CANCEL; the interest recorded after it
 // ends at Close with a second CANCEL, which cancels the WANT that the client
-// sent for the Want. In a run the checker counts that second CANCEL as an
-// ExtraCancel: it takes one Want for one want of the key.
+// sent for the Want. So the checker allows a Want of compat two CANCELs
+// (compatImpl.WantEpochs).
 func TestCompat_BlockBeforeTheSessionsInterestMakesTwoCancels(t *testing.T) {
 	ctx := t.Context()
 	blk := blocks.NewBlock([]byte("reaches the call before the session records its interest"))

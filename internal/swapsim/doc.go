@@ -33,8 +33,9 @@
 //     Notifier. One Want makes two wants of a key, the GetBlocks call's and
 //     then the session's interest; a block that reaches the call before the
 //     session records its interest ends the first with a CANCEL, and the
-//     interest, recorded after, ends with another at Close: the checker
-//     counts the second as an ExtraCancel (impl_compat.go).
+//     interest, recorded after, ends with another at Close. The checker
+//     allows a Want of compat two CANCELs (compatImpl.WantEpochs); boxo's
+//     own layers would send only the second.
 //
 // # The load
 //

@@ -32,6 +32,13 @@ type Impl interface {
 	Close() error
 }
 
+// wantEpochs is implemented by an Impl whose Want of a key may make several
+// wants of it, one after the other, each of which may end, and be reported
+// to the cancel function, on its own: WantEpochs says how many at most. The
+// checker then lets one Want account for that many CANCELs (checker,
+// ExtraCancel). An Impl without it makes one want of a key per Want.
+type wantEpochs interface{ WantEpochs() int }
+
 // Session is one session of an Impl; the driver calls it from one goroutine.
 type Session interface {
 	// Want requests keys. When it returns, the client sends WANTs for them.

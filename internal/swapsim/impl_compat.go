@@ -44,6 +44,15 @@ func newCompatImpl(bs notifier.Blockstore, cancel func([]cid.Cid)) Impl {
 	return compatImpl{legacyImpl: legacyImpl{c}, n: bitswapcompat.NotifierOf(ps)}
 }
 
+// WantEpochs is 2: a Want makes the GetBlocks call's want of each key, then
+// the session's interest in it (RecordSessionInterest), and a block that
+// reaches the call in between ends the first, the key's last, with a CANCEL
+// of its own; the interest ends with another (wantEpochs,
+// TestCompat_BlockBeforeTheSessionsInterestMakesTwoCancels). On the wire the
+// first CANCEL goes before the WANT it could cancel and does no harm; boxo's
+// own layers send only the second.
+func (compatImpl) WantEpochs() int { return 2 }
+
 // Interest is the shared Notifier's: the sessions' interests and the
 // GetBlocks calls still waiting are all there.
 func (m compatImpl) Interest() notifier.Stats { return m.n.Stats() }

@@ -67,16 +67,13 @@ func TestRun_NotifierOnFlatfs(t *testing.T) {
 }
 
 // Compat is legacy's client over bitswapcompat's layers: what legacy loses,
-// it must not. It keeps every invariant but one: a Want of compat makes two
-// wants of a key, and a block that comes between them makes two CANCELs
-// (TestCompat_BlockBeforeTheSessionsInterestMakesTwoCancels), the second of
-// which the checker counts as an ExtraCancel; a run of this length meets
-// that now and then.
+// it must not. A Want of compat makes two wants of a key, and a block that
+// comes between them makes two CANCELs
+// (TestCompat_BlockBeforeTheSessionsInterestMakesTwoCancels), which the
+// checker allows it (compatImpl.WantEpochs).
 func TestRun_CompatKeepsTheInvariants(t *testing.T) {
 	rep, err := Run(t.Context(), smallConfig("compat"))
 	require.NoError(t, err)
-	t.Logf("extra cancels: %d", rep.Violations[ExtraCancel])
-	rep.Violations[ExtraCancel] = 0
 	requireClean(t, rep)
 	require.Zero(t, rep.Stalled)
 	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled, "every request completed or was cancelled")
