@@ -51,7 +51,7 @@ func parse(args []string, stderr io.Writer) (options, error) {
 // bind defines the flags, which set o's fields.
 func bind(fs *flag.FlagSet, o *options) {
 	c := &o.cfg
-	fs.StringVar(&o.impl, "impl", "both", "implementation: notifier, notifier-fetch (one-key wants through Notifier.Fetch), legacy, or both (notifier and legacy side by side)")
+	fs.StringVar(&o.impl, "impl", "both", "implementation: notifier, notifier-fetch (one-key wants through Notifier.Fetch), legacy, compat (legacy's client over bitswapcompat's layers), or both (notifier and legacy side by side)")
 	fs.StringVar(&o.svg, "svg", "", "write a picture of the latency distribution and of blocks/s over time to this SVG file")
 	fs.StringVar(&o.png, "png", "", "the same picture as -svg, as a PNG file")
 	fs.StringVar(&o.json, "json", "", "write every figure of the table, the latency histogram and the blocks/s series to this JSON file")

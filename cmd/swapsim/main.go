@@ -1,6 +1,7 @@
 // Command swapsim simulates a bitswap client under load, with the notifier
 // (-impl notifier; -impl notifier-fetch sends one-key wants through
-// Notifier.Fetch) or with today's two-layer design (internal/legacy), checks
+// Notifier.Fetch), with today's two-layer design (internal/legacy), or with
+// that design's client over bitswapcompat's two layers (-impl compat), checks
 // the invariants of SPEC.md at the end, and prints what it measured.
 //
 // Sessions fetch DAGs of blocks from simulated peers that answer WANTs with
@@ -8,9 +9,9 @@
 // locally while they are being fetched, and some requests are cancelled
 // midway. See internal/swapsim for the load and the checks.
 //
-// Exit status: 0 if the notifier kept every invariant (violations of legacy
-// are reported, not fatal: they are why the notifier exists), 1 if the
-// notifier violated one, 2 if the run could not be set up.
+// Exit status: 0 if the notifier (or compat) kept every invariant
+// (violations of legacy are reported, not fatal: they are why the notifier
+// exists), 1 if it violated one, 2 if the run could not be set up.
 package main
 
 import (
@@ -45,12 +46,15 @@ With -impl both, the notifier runs first, then legacy, each for half of
 -impl notifier-fetch runs the notifier as a block service's GetBlock uses it
 too: each one-key want (a root, a node with one child) is a Notifier.Fetch,
 one request per call, whose delivery function queues what it gets for the
-session; the table then counts Fetch's hits and requests.
+session; the table then counts Fetch's hits and requests. -impl compat runs
+legacy's client, in boxo's call order, over bitswapcompat's PubSub and
+SessionInterestManager (one Notifier with the client's blockstore, which
+reports the CANCELs): the swap that MIGRATION.md describes, to its step 3.
 Requests in flight when the duration ends finish (or stall, after -stall)
 before the checks, so a run takes a little longer than -duration.
 
 -faults P makes a share P of the client's blockstore calls (Has, Get,
-PutMany), for either implementation, fail (writing nothing) or stall (take
+PutMany), for every implementation, fail (writing nothing) or stall (take
 -fault-stall longer), with even odds, drawn from -seed. The simulated peers
 recover as a real network does: a message whose blocks failed to store is
 sent again after a latency (a peer answering the repeated WANT; a local add
@@ -59,9 +63,11 @@ retried), and a request whose blockstore check failed repeats its Want after
 that was not cancelled must complete. The table counts the injected faults
 and the recovery.
 
-Exit status: 0 if the notifier, either way, kept every invariant (legacy's
-violations are reported, never fatal), 1 if it did not, 2 on a usage or
-setup error or if a file of -svg, -png or -json could not be written.
+Exit status: 0 if the notifier, either way, or compat kept every invariant
+(legacy's violations are reported, never fatal), 1 if it did not, 2 on a
+usage or setup error or if a file of -svg, -png or -json could not be
+written. Under -faults, compat meets errors that bitswapcompat's boxo-shaped
+methods cannot return, and its requests stall (internal/swapsim, "Faults").
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys

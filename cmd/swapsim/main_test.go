@@ -42,6 +42,8 @@ func TestStatus_OnlyTheNotifierFails(t *testing.T) {
 	require.Equal(t, 1, status([]swapsim.Report{bad}))
 	bad.Impl = "notifier-fetch"
 	require.Equal(t, 1, status([]swapsim.Report{bad}))
+	bad.Impl = "compat"
+	require.Equal(t, 1, status([]swapsim.Report{bad}))
 }
 
 func TestParse_StallFollowsTheStore(t *testing.T) {

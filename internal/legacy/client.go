@@ -9,6 +9,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // ErrClosed is returned by Session.GetBlocks once the session or its Client is
@@ -35,9 +36,32 @@ const sessionQueueSize = 128
 // WithBufferSize says otherwise; it matches boxo's session queue.
 const DefaultBufferSize = 128
 
+// Notifications is boxo's notifications.PubSub interface: PubSub has its
+// method set, and so has a replacement of it such as bitswapcompat.PubSub.
+type Notifications interface {
+	Publish(from peer.ID, blks ...blocks.Block)
+	Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block
+	Shutdown()
+}
+
+// SessionInterests is the method set of boxo's *SessionInterestManager, which
+// SessionInterestManager has (with Size besides), and so has a replacement
+// of it such as bitswapcompat.SessionInterestManager.
+type SessionInterests interface {
+	RecordSessionInterest(ses uint64, ks []cid.Cid)
+	RemoveSession(ses uint64) []cid.Cid
+	RemoveSessionWants(ses uint64, ks []cid.Cid) []cid.Cid
+	FilterSessionInterested(ses uint64, ksets ...[]cid.Cid) [][]cid.Cid
+	SplitWantedUnwanted(blks []blocks.Block) (wanted, unwanted []blocks.Block)
+	InterestedSessions(keySets ...[]cid.Cid) []uint64
+	FilterInterests(keySets ...[]cid.Cid) [][]cid.Cid
+}
+
 type config struct {
 	cancel  func(keys []cid.Cid)
 	bufSize int
+	notif   Notifications    // nil: NewPubSub
+	sim     SessionInterests // nil: NewSessionInterestManager
 }
 
 // An Option configures a Client; it is applied once, by NewClient.
@@ -65,13 +89,25 @@ func WithBufferSize(n int) Option {
 	return func(c *config) { c.bufSize = n }
 }
 
+// WithLayers makes the Client call notif and sim, in boxo's order, instead of
+// this package's PubSub and SessionInterestManager: a fork's replacements of
+// boxo's two layers then run under the same client. The Client owns them as
+// it owns its own: Close calls notif.Shutdown. They are called as this
+// package's are, RecordSessionInterest under a Session's mutex, so they must
+// not call back into the Client. A nil notif or sim keeps this package's for
+// that layer. InterestSize counts sim only if sim has a Size method of the
+// same signature as SessionInterestManager's.
+func WithLayers(notif Notifications, sim SessionInterests) Option {
+	return func(c *config) { c.notif, c.sim = notif, sim }
+}
+
 // Client ties a PubSub and a SessionInterestManager together in the order in
 // which boxo's bitswap client calls them. All methods are safe for concurrent
 // use.
 type Client struct {
 	bs      Blockstore // nil: notify only, nothing is stored or checked
-	notif   *PubSub
-	sim     *SessionInterestManager
+	notif   Notifications
+	sim     SessionInterests
 	cfg     config
 	closing chan struct{} // closed first thing in Close
 	once    sync.Once     // runs Close
@@ -83,16 +119,23 @@ type Client struct {
 
 // NewClient returns a Client over bs; a nil bs makes it notify-only: received
 // blocks are not stored and GetBlocks checks nothing. It starts the PubSub's
-// goroutine, which Close stops. It does not block.
+// goroutine, which Close stops, unless WithLayers gives another PubSub. It
+// does not block.
 func NewClient(bs Blockstore, opts ...Option) *Client {
 	cfg := config{bufSize: DefaultBufferSize}
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.notif == nil {
+		cfg.notif = NewPubSub()
+	}
+	if cfg.sim == nil {
+		cfg.sim = NewSessionInterestManager()
+	}
 	return &Client{
 		bs:       bs,
-		notif:    NewPubSub(),
-		sim:      NewSessionInterestManager(),
+		notif:    cfg.notif,
+		sim:      cfg.sim,
 		cfg:      cfg,
 		closing:  make(chan struct{}),
 		sessions: make(map[uint64]*Session),
@@ -140,7 +183,7 @@ func (c *Client) ReceiveMessage(ctx context.Context, from string, blks []blocks.
 	// A bitswap message hands out fresh slices of its HAVEs and DONT_HAVEs,
 	// which FilterInterests then overwrites; the copies reproduce that.
 	c.receiveFrom(from, keys, slices.Clone(haves), slices.Clone(dontHaves))
-	c.notif.Publish(kept...)
+	c.notif.Publish(peer.ID(from), kept...)
 	return nil
 }
 
@@ -190,9 +233,13 @@ func (c *Client) sendCancels(ks []cid.Cid) {
 
 // InterestSize returns the number of CIDs that some session wants and the
 // number of (session, CID) wants. It is safe for concurrent use; it takes the
-// interest map's read lock and visits every CID.
+// interest map's read lock and visits every CID. With a SessionInterests of
+// WithLayers that has no Size method it returns 0, 0: ask that layer's owner.
 func (c *Client) InterestSize() (keys, pairs int) {
-	return c.sim.Size()
+	if s, ok := c.sim.(interface{ Size() (int, int) }); ok {
+		return s.Size()
+	}
+	return 0, 0
 }
 
 // Close closes every session, as Session.Close does, then shuts the PubSub

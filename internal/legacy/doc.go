@@ -19,6 +19,10 @@
 //     (AsyncGetBlocks, handleIncoming), with the blockstore check done before
 //     subscribing as boxo's blockservice does.
 //
+// WithLayers puts other implementations of the two layers under the same
+// Client, such as bitswapcompat's replacements, which have boxo's method sets
+// too (Notifications, SessionInterests).
+//
 // The interest map and the pubsub are updated in separate steps, so the faults
 // that the notifier fixes are all here: a block stored between a request's
 // blockstore check and its Subscribe is never delivered to it (lost wakeup),

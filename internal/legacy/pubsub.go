@@ -7,6 +7,7 @@ import (
 	"github.com/cskr/pubsub"
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 )
 
 // pubsubCapacity is the capacity boxo gives pubsub.New. It only sizes channels
@@ -45,11 +46,12 @@ func (p *PubSub) isClosed() bool {
 	}
 }
 
-// Publish sends each block to the topic of its CID. It is safe for concurrent
-// use. It blocks until the pubsub goroutine has handed every block to the
+// Publish sends each block to the topic of its CID. from, the sender (the
+// zero ID for local blocks), is ignored: boxo's PubSub uses it only for block
+// tracing. It is safe for concurrent use. It blocks until the pubsub goroutine has handed every block to the
 // subscriptions of its topic, which never waits on a subscriber: each
 // subscription has room for one value per key. After Shutdown it does nothing.
-func (p *PubSub) Publish(blks ...blocks.Block) {
+func (p *PubSub) Publish(_ peer.ID, blks ...blocks.Block) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	if p.isClosed() {

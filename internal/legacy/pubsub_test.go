@@ -17,7 +17,7 @@ func TestPubSub_DeliversEachKeyOnceThenCloses(t *testing.T) {
 	b1, b2 := mkBlock("one"), mkBlock("two")
 
 	ch := ps.Subscribe(context.Background(), b1.Cid(), b2.Cid())
-	ps.Publish(b1, b1, b2)
+	ps.Publish("", b1, b1, b2)
 
 	got := drain(t, ch)
 	assert.Equal(t, []blocks.Block{b1, b2}, got)
@@ -29,9 +29,9 @@ func TestPubSub_BlockPublishedBeforeSubscribeIsLost(t *testing.T) {
 	defer ps.Shutdown()
 	b1, b2 := mkBlock("early"), mkBlock("late")
 
-	ps.Publish(b1)
+	ps.Publish("", b1)
 	ch := ps.Subscribe(context.Background(), b1.Cid(), b2.Cid())
-	ps.Publish(b2)
+	ps.Publish("", b2)
 
 	assert.Equal(t, b2, recv(t, ch))
 	assert.Empty(t, ch, "a block published before Subscribe must not arrive")
@@ -57,7 +57,7 @@ func TestPubSub_ShutdownClosesEverything(t *testing.T) {
 
 	ps.Shutdown()
 	ps.Shutdown()
-	ps.Publish(b)
+	ps.Publish("", b)
 
 	assert.Empty(t, drain(t, ch))
 	after := ps.Subscribe(context.Background(), b.Cid())

@@ -92,7 +92,10 @@ func (v Violation) String() string { return violationNames[v] }
 //     earlier one, and each epoch (a maximal stretch in which K is wanted) has
 //     at most one CANCEL. A want whose Subscribe has not returned may have
 //     begun and ended an epoch already: it accounts for one CANCEL ("used"),
-//     and is consumed once it returns.
+//     and is consumed once it returns. (An Impl whose Want of K makes
+//     several wants of K one after the other, as compat's does, says how
+//     many with wantEpochs: its Want accounts for that many CANCELs, and is
+//     consumed at its return only if it used them all.)
 //   - MissingCancel: when K has no possibly-live want left, it must have had a
 //     CANCEL since the last WANT awaiting one. Such a WANT was sent while its
 //     want was live (K was not stored, so nothing had delivered it), so its
@@ -109,6 +112,7 @@ func (v Violation) String() string { return violationNames[v] }
 // out. Those WANTs are exactly the ones not awaiting a CANCEL here.
 type checker struct {
 	syncEnds bool // Impl.SyncCancels: DELIVERED makes a want's end certain
+	epochs   int  // wantEpochs: the epochs of K that one Want of K may make, one after the other
 	seed     maphash.Seed
 	shards   [checkShards]checkShard
 
@@ -157,12 +161,12 @@ type want struct {
 	returned bool   // Subscribe returned
 	sure     bool   // surely live
 	consumed bool   // a CANCEL after SUB-RETURN accounts for its epoch
-	used     bool   // a CANCEL before SUB-RETURN was put down to its epoch (see cancelKey)
+	used     int    // CANCELs before SUB-RETURN put down to its epochs (see cancelKey)
 	over     bool   // its end is certain
 }
 
 func newChecker(syncEnds bool) *checker {
-	c := &checker{syncEnds: syncEnds, seed: maphash.MakeSeed()}
+	c := &checker{syncEnds: syncEnds, epochs: 1, seed: maphash.MakeSeed()}
 	for i := range c.shards {
 		c.shards[i].keys = make(map[cid.Cid]*keyState)
 	}
@@ -253,7 +257,7 @@ func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, sent []bool, ge
 				w.over = true
 			default:
 				w.returned = true
-				w.consumed = w.used // its epoch had its CANCEL already
+				w.consumed = w.used >= c.epochs // its epochs had their CANCELs already
 				if !w.sent && (!ks.storing() || ks.misread != w.misread) {
 					w.sent, sent[i] = true, true
 				}
@@ -403,13 +407,15 @@ func (c *checker) cancelKey(k cid.Cid, ks *keyState) {
 	}
 	if !accounted {
 		// Only a want whose Subscribe is still under way can account for it:
-		// one such want for each CANCEL, since a want has one epoch. Any of
-		// them will do: which want's epoch a CANCEL closes changes no count.
-		// (Taking every want under way as enough let any number of CANCELs
-		// through while a Subscribe of K ran: review.)
+		// one such want for each CANCEL, since a want has one epoch (or
+		// c.epochs: wantEpochs). Any of them will do: which want's epoch a
+		// CANCEL closes changes no count. (Taking every want under way as
+		// enough let any number of CANCELs through while a Subscribe of K
+		// ran: review.)
 		for i := range ks.wants {
-			if w := &ks.wants[i]; !w.returned && !w.used {
-				w.used, accounted = true, true
+			if w := &ks.wants[i]; !w.returned && w.used < c.epochs {
+				w.used++
+				accounted = true
 				break
 			}
 		}

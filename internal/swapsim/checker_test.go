@@ -226,6 +226,56 @@ func TestChecker_ExtraCancelDuringASubscribe(t *testing.T) {
 	s.want(map[Violation]int64{ExtraCancel: 1})
 }
 
+// A Want of an Impl that makes two wants of a key per Want (wantEpochs 2,
+// compat) accounts for two CANCELs: the first want's, ended inside the Want,
+// and the second's, inside it or after it; not for three, nor for two once
+// the Want has returned with no CANCEL inside it.
+func TestChecker_TwoEpochsPerWant(t *testing.T) {
+	twoEpochs := func() *script {
+		s := newScript(t, false)
+		s.c.epochs = 2
+		return s
+	}
+	s := twoEpochs()
+	s.subStart(1)
+	s.publish(false, true) // ends the GetBlocks call's want, with its CANCEL
+	s.subReturn(1)
+	s.c.delivered(1, s.blk.Cid())
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // the session's interest, ended at Close
+	s.c.endReturn(1, s.k)
+	s.c.finish()
+	s.want(nil)
+
+	s = twoEpochs()
+	s.subStart(1)
+	s.publish(false, true) // both wants begin and end inside the Want
+	s.c.cancel(s.k)
+	s.subReturn(1)
+	s.c.delivered(1, s.blk.Cid())
+	s.end(1)
+	s.c.finish()
+	s.want(nil)
+
+	s = twoEpochs()
+	s.subStart(1)
+	s.c.cancel(s.k)
+	s.c.cancel(s.k)
+	s.subReturn(1)
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // a third
+	s.c.endReturn(1, s.k)
+	s.want(map[Violation]int64{ExtraCancel: 1})
+
+	s = twoEpochs()
+	s.subscribe(1)
+	s.c.endStart(1, s.k)
+	s.c.cancel(s.k) // the two wants overlap once the Want has returned: one epoch
+	s.c.cancel(s.k)
+	s.c.endReturn(1, s.k)
+	s.want(map[Violation]int64{ExtraCancel: 1})
+}
+
 // Two Subscribes under way are two wants, each of which may have an epoch of
 // its own with its CANCEL.
 func TestChecker_TwoSubscribesUnderWayTwoCancels(t *testing.T) {

@@ -13,7 +13,7 @@ const maxPeers = 64
 // Config describes one run of one implementation. Start from DefaultConfig:
 // a zero field is taken at face value, not replaced by a default.
 type Config struct {
-	Impl     string        // "notifier", "notifier-fetch" or "legacy"
+	Impl     string        // "notifier", "notifier-fetch", "legacy" or "compat"
 	Duration time.Duration // load phase; requests in flight then finish or stall
 	Seed     uint64        // seeds every random choice of the load
 

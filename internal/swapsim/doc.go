@@ -1,11 +1,12 @@
 // Package swapsim simulates a bitswap client under load and checks, at the
-// end, the invariants of SPEC.md. It drives the notifier and today's two-layer
-// design (internal/legacy) through the same Impl interface, so that one
-// driver runs both. cmd/swapsim is its command line.
+// end, the invariants of SPEC.md. It drives the notifier, today's two-layer
+// design (internal/legacy) and bitswapcompat's replacement of those two layers
+// through the same Impl interface, so that one driver runs them all.
+// cmd/swapsim is its command line.
 //
 // # The implementations
 //
-// Config.Impl names one of three:
+// Config.Impl names one of four:
 //
 //   - "notifier": the Notifier as a fork's session uses it, one
 //     Subscription per session, its messages read from Messages().
@@ -23,6 +24,18 @@
 //     subscription; a request whose block has arrived is removed at the
 //     session's next call. The Report counts Fetch's hits and requests.
 //   - "legacy": today's two-layer client, driven in boxo's call order.
+//   - "compat": legacy's client, in the same call order, with bitswapcompat's
+//     PubSub and SessionInterestManager in place of legacy's reproductions
+//     of boxo's (legacy.WithLayers): the swap of MIGRATION.md, both layers
+//     on one Notifier that has the client's blockstore and reports CANCELs
+//     (its step 3). A session's Close also waits for its GetBlocks calls,
+//     which their context ends on goroutines of their own, to leave the
+//     Notifier. One Want makes two wants of a key, the GetBlocks call's and
+//     then the session's interest; a block that reaches the call before the
+//     session records its interest ends the first with a CANCEL, and the
+//     interest, recorded after, ends with another at Close. The checker
+//     allows a Want of compat two CANCELs (compatImpl.WantEpochs); boxo's
+//     own layers would send only the second.
 //
 // # The load
 //
@@ -81,6 +94,15 @@
 //     and asks the peers: a block that only a local add provides then never
 //     comes, and the request stalls. That is boxo's behaviour, not the
 //     simulator's, and legacy's violations are reported, never fatal.
+//   - Compat checks and stores as legacy does, and its Notifier checks and
+//     stores again, inside bitswapcompat's Subscribe and Publish, which
+//     cannot return an error: a failed check closes the GetBlocks call's
+//     channel at once, and a failed store ends the calls that wait for the
+//     message's blocks. The client, as boxo's getter does, then ends the
+//     session's wants of those keys (a CANCEL) while the request still
+//     waits, and the request stalls: its violations under faults are those
+//     of the boxo-shaped API, which reports such errors only to
+//     bitswapcompat.WithErrorFunc, and the driver has no way to retry.
 //
 // Every check below still holds for a client that keeps the contract; the
 // checker learns of failed PutManys, Gets and Hases from the store the

@@ -50,6 +50,9 @@ func newSim(cfg *Config, inner notifier.Blockstore, f Factory) *sim {
 	s.bs = recordingStore{Blockstore: s.fault, chk: s.chk}
 	s.impl = f(s.bs, s.chk.cancel)
 	s.chk.syncEnds = s.impl.SyncCancels()
+	if e, ok := s.impl.(wantEpochs); ok {
+		s.chk.epochs = e.WantEpochs()
+	}
 	s.net = newNetwork(s)
 	return s
 }

@@ -56,6 +56,24 @@ func TestRun_LegacyMeetsTheSameFaults(t *testing.T) {
 	t.Logf("legacy violations: %v %q", rep.Violations, rep.Examples)
 }
 
+// Compat meets the same faults. bitswapcompat's Subscribe and Publish cannot
+// return the errors of their own blockstore calls: a failed check or store
+// ends the GetBlocks calls it concerns, the client ends their wants, and the
+// requests stall (doc.go, "Faults"). The run must still end and account for
+// every request.
+func TestRun_CompatMeetsTheSameFaults(t *testing.T) {
+	cfg := faultConfig("compat")
+	cfg.Stall = 300 * time.Millisecond
+	rep, err := Run(t.Context(), cfg)
+	require.NoError(t, err)
+	requireFaultsMet(t, rep)
+	require.Positive(t, rep.Resent, "no message was sent again after a failed store")
+	require.Zero(t, rep.Retries)
+	require.Positive(t, rep.Completed)
+	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.Violations[ImplError])
+	t.Logf("compat violations: %v %q", rep.Violations, rep.Examples)
+}
+
 // Without its recovery the simulator loses requests, and the checks say so:
 // the recovery is what TestRun_FaultsNothingLost passes on, not luck. A run
 // lasts a fixed time, so on a loaded machine (the whole suite under -race) a

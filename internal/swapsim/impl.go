@@ -32,6 +32,13 @@ type Impl interface {
 	Close() error
 }
 
+// wantEpochs is implemented by an Impl whose Want of a key may make several
+// wants of it, one after the other, each of which may end, and be reported
+// to the cancel function, on its own: WantEpochs says how many at most. The
+// checker then lets one Want account for that many CANCELs (checker,
+// ExtraCancel). An Impl without it makes one want of a key per Want.
+type wantEpochs interface{ WantEpochs() int }
+
 // Session is one session of an Impl; the driver calls it from one goroutine.
 type Session interface {
 	// Want requests keys. When it returns, the client sends WANTs for them.
@@ -53,6 +60,7 @@ var factories = map[string]Factory{
 	"notifier":       newNotifierImpl,
 	"notifier-fetch": newFetchImpl,
 	"legacy":         newLegacyImpl,
+	"compat":         newCompatImpl,
 }
 
 // notifierImpl is the Notifier, used as a fork would use it: one
@@ -113,9 +121,15 @@ func (m legacyImpl) Close() error    { m.c.Close(); return nil }
 // HAVEs and DONT_HAVEs on: it stands where boxo's sessionWantSender goroutine
 // consumes them.
 func (m legacyImpl) NewSession(id uint64) (Session, error) {
-	ctx, cancel := context.WithCancel(context.Background())
+	return newLegacySession(m.c, id, context.Background()), nil
+}
+
+// newLegacySession starts session id of c, whose GetBlocks calls get a
+// context derived from parent.
+func newLegacySession(c *legacy.Client, id uint64, parent context.Context) *legacySession {
+	ctx, cancel := context.WithCancel(parent)
 	s := &legacySession{
-		ls:     m.c.NewSession(id),
+		ls:     c.NewSession(id),
 		ctx:    ctx,
 		cancel: cancel,
 		out:    make(chan notifier.ResponseMessage, legacy.DefaultBufferSize),
@@ -123,7 +137,7 @@ func (m legacyImpl) NewSession(id uint64) (Session, error) {
 	}
 	s.wg.Add(1)
 	go s.forwardUpdates()
-	return s, nil
+	return s
 }
 
 // legacySession merges what a legacy session yields into one channel.

@@ -32,7 +32,7 @@ func TestImpls(t *testing.T) {
 	got, err := Impls("both")
 	require.NoError(t, err)
 	require.Equal(t, []string{"notifier", "legacy"}, got, "both stays the notifier beside legacy")
-	for _, name := range []string{"notifier", "notifier-fetch", "legacy"} {
+	for _, name := range []string{"notifier", "notifier-fetch", "legacy", "compat"} {
 		got, err := Impls(name)
 		require.NoError(t, err)
 		require.Equal(t, []string{name}, got)
@@ -41,6 +41,7 @@ func TestImpls(t *testing.T) {
 		require.Contains(t, implNames, name, "the error lists every implementation")
 	}
 	require.True(t, Fatal("notifier-fetch"))
+	require.True(t, Fatal("compat"))
 	require.False(t, Fatal("legacy"))
 	_, err = Impls("bitswap")
 	require.Error(t, err)

@@ -77,7 +77,7 @@ func Run(ctx context.Context, cfg Config) (Report, error) {
 }
 
 // implNames lists the names of factories, for errors.
-const implNames = "notifier, notifier-fetch or legacy"
+const implNames = "notifier, notifier-fetch, legacy or compat"
 
 // Impls returns the implementations that an -impl value names: one of
 // factories, or "both", the notifier and legacy side by side.

@@ -66,6 +66,19 @@ func TestRun_NotifierOnFlatfs(t *testing.T) {
 	requireNoViolation(t, rep)
 }
 
+// Compat is legacy's client over bitswapcompat's layers: what legacy loses,
+// it must not. A Want of compat makes two wants of a key, and a block that
+// comes between them makes two CANCELs
+// (TestCompat_BlockBeforeTheSessionsInterestMakesTwoCancels), which the
+// checker allows it (compatImpl.WantEpochs).
+func TestRun_CompatKeepsTheInvariants(t *testing.T) {
+	rep, err := Run(t.Context(), smallConfig("compat"))
+	require.NoError(t, err)
+	requireClean(t, rep)
+	require.Zero(t, rep.Stalled)
+	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled, "every request completed or was cancelled")
+}
+
 // Legacy may violate invariants (that is its point); the run must still end
 // and account for every request.
 func TestRun_Legacy(t *testing.T) {
