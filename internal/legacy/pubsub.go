@@ -48,9 +48,10 @@ func (p *PubSub) isClosed() bool {
 
 // Publish sends each block to the topic of its CID. from, the sender (the
 // zero ID for local blocks), is ignored: boxo's PubSub uses it only for block
-// tracing. It is safe for concurrent use. It blocks until the pubsub goroutine has handed every block to the
-// subscriptions of its topic, which never waits on a subscriber: each
-// subscription has room for one value per key. After Shutdown it does nothing.
+// tracing. It is safe for concurrent use. It blocks until the pubsub
+// goroutine has handed every block to the subscriptions of its topic, which
+// never waits on a subscriber: each subscription has room for one value per
+// key. After Shutdown it does nothing.
 func (p *PubSub) Publish(_ peer.ID, blks ...blocks.Block) {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
