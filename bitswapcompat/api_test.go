@@ -1,36 +1,24 @@
 package bitswapcompat
 
 import (
-	"context"
 	"os/exec"
 	"reflect"
 	"slices"
 	"strings"
 	"testing"
 
-	blocks "github.com/ipfs/go-block-format"
-	cid "github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/legacy"
 )
 
-// pubSubAPI is what boxo's bitswap client calls on its notifications.PubSub.
-type pubSubAPI interface {
-	Publish(from peer.ID, blks ...blocks.Block)
-	Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block
-	Shutdown()
-}
-
-// sessionInterestAPI is what it calls on its *SessionInterestManager.
-type sessionInterestAPI interface {
-	RecordSessionInterest(ses uint64, ks []cid.Cid)
-	RemoveSession(ses uint64) []cid.Cid
-	RemoveSessionWants(ses uint64, ks []cid.Cid) []cid.Cid
-	FilterSessionInterested(ses uint64, ksets ...[]cid.Cid) [][]cid.Cid
-	SplitWantedUnwanted(blks []blocks.Block) (wanted, unwanted []blocks.Block)
-	InterestedSessions(keySets ...[]cid.Cid) []uint64
-	FilterInterests(keySets ...[]cid.Cid) [][]cid.Cid
-}
+// pubSubAPI is what boxo's bitswap client calls on its notifications.PubSub,
+// and sessionInterestAPI what it calls on its *SessionInterestManager: the
+// method sets that internal/legacy's client calls too.
+type (
+	pubSubAPI          = legacy.Notifications
+	sessionInterestAPI = legacy.SessionInterests
+)
 
 var (
 	_ pubSubAPI          = (*PubSub)(nil)
