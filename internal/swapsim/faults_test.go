@@ -38,40 +38,29 @@ func TestRun_FaultsNothingLost(t *testing.T) {
 	require.Positive(t, rep.Retries, "no Want was retried after a failed blockstore check")
 }
 
-// Legacy meets the same faults. It takes a failed blockstore check for a
-// miss, as boxo's blockservice does, so it never retries a Want; a block that
-// only a local add provides is then asked of peers that do not have it, and
-// the request stalls (doc.go, "Faults"). The run must still end and account
-// for every request.
-func TestRun_LegacyMeetsTheSameFaults(t *testing.T) {
-	cfg := faultConfig("legacy")
-	cfg.Stall = 300 * time.Millisecond
-	rep, err := Run(t.Context(), cfg)
-	require.NoError(t, err)
-	requireFaultsMet(t, rep)
-	require.Positive(t, rep.Resent, "no message was sent again after a failed store")
-	require.Zero(t, rep.Retries)
-	require.Positive(t, rep.Completed)
-	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.Violations[ImplError])
-	t.Logf("legacy violations: %v %q", rep.Violations, rep.Examples)
-}
-
-// Compat meets the same faults. bitswapcompat's Subscribe and Publish cannot
-// return the errors of their own blockstore calls: a failed check or store
-// ends the GetBlocks calls it concerns, the client ends their wants, and the
-// requests stall (doc.go, "Faults"). The run must still end and account for
-// every request.
-func TestRun_CompatMeetsTheSameFaults(t *testing.T) {
-	cfg := faultConfig("compat")
-	cfg.Stall = 300 * time.Millisecond
-	rep, err := Run(t.Context(), cfg)
-	require.NoError(t, err)
-	requireFaultsMet(t, rep)
-	require.Positive(t, rep.Resent, "no message was sent again after a failed store")
-	require.Zero(t, rep.Retries)
-	require.Positive(t, rep.Completed)
-	require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.Violations[ImplError])
-	t.Logf("compat violations: %v %q", rep.Violations, rep.Examples)
+// Legacy and compat meet the same faults, and never retry a Want. Legacy
+// takes a failed blockstore check for a miss, as boxo's blockservice does; a
+// block that only a local add provides is then asked of peers that do not
+// have it, and the request stalls. bitswapcompat's Subscribe and Publish
+// cannot return the errors of their own blockstore calls: a failed check or
+// store ends the GetBlocks calls it concerns, the client ends their wants,
+// and the requests stall (doc.go, "Faults"). Each run must still end and
+// account for every request.
+func TestRun_LegacyAndCompatMeetTheSameFaults(t *testing.T) {
+	for _, impl := range []string{"legacy", "compat"} {
+		t.Run(impl, func(t *testing.T) {
+			cfg := faultConfig(impl)
+			cfg.Stall = 300 * time.Millisecond
+			rep, err := Run(t.Context(), cfg)
+			require.NoError(t, err)
+			requireFaultsMet(t, rep)
+			require.Positive(t, rep.Resent, "no message was sent again after a failed store")
+			require.Zero(t, rep.Retries)
+			require.Positive(t, rep.Completed)
+			require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.Violations[ImplError])
+			t.Logf("%s violations: %v %q", impl, rep.Violations, rep.Examples)
+		})
+	}
 }
 
 // Without its recovery the simulator loses requests, and the checks say so:
