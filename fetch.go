@@ -31,7 +31,9 @@ import (
 // call (a channel to send into, say) make it only for a call that waits. On
 // an error (ErrInvalidCid, ErrClosed, a failed blockstore check, ctx) nothing
 // is created or changed, though newFunc may have been called: when k is not
-// alone, the request is made before the check and removed again. Fetch is safe for concurrent use and blocks as
+// alone, the request is made before the check and removed again. With
+// WithFailedCheckAsMiss a failed check is a miss instead: Fetch returns the
+// request, and the error goes to that option's function. Fetch is safe for concurrent use and blocks as
 // Subscribe does.
 //
 // When no subscription but interest subscriptions wants k and no operation
@@ -69,6 +71,9 @@ func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(Res
 	if n.bs != nil {
 		blk, made, err, handled := n.fetchOne(ctx, k, newFunc, &p)
 		if handled {
+			if err == nil {
+				n.passTaken(&p, made)
+			}
 			return blk, made, err
 		}
 		s = made // a request made for a miss whose commit found k's version moved
@@ -78,11 +83,14 @@ func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(Res
 	}
 	returned := false
 	defer func() {
-		if !returned { // f panicked or exited the goroutine: nobody else can remove s
+		if !returned { // f, or the function of WithFailedCheckAsMiss, panicked or exited the goroutine: nobody else can remove s
 			s.Remove()
 		}
 	}()
-	err := s.subscribeAll(ctx, []cid.Cid{k}, p)
+	err := s.subscribeAll(ctx, []cid.Cid{k}, &p)
+	if err == nil {
+		n.passTaken(&p, nil) // a panic: the deferred Remove
+	}
 	returned = true
 	if err != nil {
 		s.Remove()

@@ -101,7 +101,7 @@ func newMeters(ctx context.Context) *meters {
 		unsolicited: counter(mUnsolicited, "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them."),
 		cancels:     counter(mCancels, "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set."),
 		slow:        counter(mSlow, "Subscriptions ended as slow consumers (past WithMaxPending)."),
-		bsErrors:    counter(mBSErrors, "Blockstore errors returned by Publish (PutMany) and Subscribe (Get)."),
+		bsErrors:    counter(mBSErrors, "Blockstore errors of Publish (PutMany) and Subscribe (Get), returned or taken for a miss (WithFailedCheckAsMiss)."),
 
 		publish:     hist(mPublish, "Time inside Publish, blockstore included, in seconds."),
 		publishBS:   hist(mPublishBS, "Time Publish spends in the blockstore's PutMany, in seconds."),

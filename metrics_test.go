@@ -115,7 +115,7 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 		exposition("counter", promPrefix+"blocks_unsolicited_total", "Blocks from remote peers refused (neither stored nor delivered): no subscription wanted them.", 1) +
 		exposition("counter", promPrefix+"cancels_total", "Keys whose last want ended (the keys for CANCELs), whether or not a cancel function is set.", 4) +
 		exposition("counter", promPrefix+"slow_consumers_total", "Subscriptions ended as slow consumers (past WithMaxPending).", 1) +
-		exposition("counter", promPrefix+"blockstore_errors_total", "Blockstore errors returned by Publish (PutMany) and Subscribe (Get).", 2)
+		exposition("counter", promPrefix+"blockstore_errors_total", "Blockstore errors of Publish (PutMany) and Subscribe (Get), returned or taken for a miss (WithFailedCheckAsMiss).", 2)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want),
 		promPrefix+"subscriptions", promPrefix+"wanted_keys", promPrefix+"wants",
 		promPrefix+"blocks_stored_total", promPrefix+"blocks_delivered_total", promPrefix+"blocks_unsolicited_total",

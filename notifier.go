@@ -59,6 +59,8 @@ type config struct {
 	bufSize    int
 	maxPending int
 	metrics    context.Context // scope of WithMetrics (metrics.go); nil: no metrics
+	checkMiss  bool            // WithFailedCheckAsMiss: a failed check of Subscribe or Fetch is a miss
+	checkErr   func(error)     // WithFailedCheckAsMiss's f, nil for none
 }
 
 // An Option configures a Notifier. Options given invalid values panic in New's
@@ -134,6 +136,32 @@ func WithMaxPending(n int) Option {
 		panic(fmt.Sprintf("notifier: WithMaxPending(%d): negative bound", n))
 	}
 	return func(c *config) { c.maxPending = n }
+}
+
+// WithFailedCheckAsMiss makes a failed blockstore check a miss: when a Get
+// of Subscribe or Fetch fails with an error of the store (not a missing
+// block, and not the call's own ctx ending), the call goes on as if the
+// block were not stored. It records the want of that key, returns no error,
+// and hands the first such error of the call, wrapped with its key, to f.
+// Without this option the call fails and ends the wants it added instead
+// (Subscription.Subscribe). This is what boxo's block service does with a
+// Get that fails in GetBlocks: it asks the network for the block, and the
+// next Publish of it delivers it. bitswapcompat builds its Notifier with it.
+//
+// f is called at most once per call, on the caller's goroutine, after the
+// call has taken effect and before it returns, holding no lock and no
+// reservation: it may call the Notifier. f may be nil. Either way the error
+// is also logged, counted in blockstore_errors_total (WithMetrics) and set
+// on the call's span, as every failed blockstore call is. If f panics, or
+// exits the goroutine, the wants stay recorded (a request that Fetch made
+// is removed: its caller never got it) and the panic goes on to the
+// caller.
+//
+// The tempting alternative, calling f where the Get failed, runs it while
+// the call holds the key reserved, so that f's own Subscribe or Publish of
+// that key waits for ever.
+func WithFailedCheckAsMiss(f func(error)) Option {
+	return func(c *config) { c.checkMiss, c.checkErr = true, f }
 }
 
 // Notifier is the shared index of wants and the delivery path of received

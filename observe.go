@@ -46,6 +46,11 @@ type probe struct {
 	unsolicited int           // remote blocks that collect refused
 	err         error         // the blockstore's error, unwrapped
 	ctxEnded    bool          // err is the operation's ctx ending, not a failure of the blockstore
+
+	// taken is not an observation: it is the failed check that the call took
+	// for a miss (WithFailedCheckAsMiss), wrapped, for passTaken. It rides
+	// with the probe because the probe goes down every path of the call.
+	taken error
 }
 
 // begin starts p for an operation of n under ctx. Without metrics, a

@@ -2,7 +2,6 @@ package notifier
 
 import (
 	"context"
-	"fmt"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -105,9 +104,10 @@ func (n *Notifier) peek(k cid.Cid) (sh int32, ver uint64, wanted, ok bool) {
 
 // getUnlocked is the Get of Subscription.subscribeOne and Notifier.Fetch,
 // holding no lock, between peek and relock; a block not found is (nil,
-// nil), and p times the call. It ends the count of the operation in the
-// blockstore that peek began, even if Get panics: else Close would wait for
-// ever.
+// nil), and so is a failure that the Notifier takes for a miss
+// (n.takesMiss; then p.taken holds it). p times the call. It ends the count
+// of the operation in the blockstore that peek began, even if Get panics:
+// else Close would wait for ever.
 func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid, p *probe) (blocks.Block, error) {
 	defer n.inflight.Done()
 	t := p.clock() // observe.go hook
@@ -116,6 +116,10 @@ func (n *Notifier) getUnlocked(ctx context.Context, k cid.Cid, p *probe) (blocks
 		blk, err = nil, nil
 	}
 	p.storeDone(ctx, t, 0, err) // observe.go hook
+	if n.takesMiss(ctx, err) {
+		p.taken = checkError(k, err)
+		return nil, nil
+	}
 	return blk, err
 }
 
@@ -129,13 +133,13 @@ func (n *Notifier) missed(s *Subscription, sh int32, k cid.Cid, ver uint64, getE
 		// Even a failed Get: a Subscribe of k by s meanwhile makes this
 		// one a no-op that consults nothing (found by the fuzzer). Its
 		// error is not the call's, so the observers must not report it.
-		p.err = nil
+		p.err, p.taken = nil, nil
 		return false, nil
 	}
 	if getErr != nil {
 		n.unlockShard(sh)
 		p.end(opSubscribe, 1, 0, 0) // observe.go hook
-		return true, fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, getErr)
+		return true, checkError(k, getErr)
 	}
 	err = s.commitWant(&n.shards[sh].idx, k)
 	n.unlockShard(sh)

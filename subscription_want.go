@@ -34,7 +34,10 @@ import (
 // does not want yet reserved, and the wants are recorded after it: so if the
 // blockstore fails, the call has added no want (and, those keys being
 // reserved, no other operation has satisfied one meanwhile), nothing
-// changes, and the error is returned wrapped. If a want of the subscription
+// changes, and the error is returned wrapped. With WithFailedCheckAsMiss,
+// a failure of the store (not the ending of ctx) is a miss instead: the key
+// is wanted as if no block were stored, the call returns nil, and the error
+// goes to that option's function. If a want of the subscription
 // among keys ends during the check, the call starts over, as old as it
 // was, or returns ctx's error if ctx is done. A call for
 // one key that nobody else wants reserves nothing: it commits only if no
@@ -80,12 +83,17 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 	}
 	var p probe
 	p.begin(n, ctx) // observe.go hook
+	handled, err := false, error(nil)
 	if len(keys) == 1 {
-		if handled, err := s.subscribeOne(ctx, keys[0], &p); handled {
-			return err
-		}
+		handled, err = s.subscribeOne(ctx, keys[0], &p)
 	}
-	return s.subscribeAll(ctx, keys, p)
+	if !handled {
+		err = s.subscribeAll(ctx, keys, &p)
+	}
+	if err == nil {
+		n.passTaken(&p, nil)
+	}
+	return err
 }
 
 // subscribeAll is Subscribe on the general path, with the keys reserved; p
@@ -96,10 +104,10 @@ func (s *Subscription) Subscribe(ctx context.Context, keys ...cid.Cid) error {
 // and it behind none of them. With a new id, the next attempt waited behind
 // a Publish that had started during the first one, for that Publish's wait
 // for a stalled PutMany (review, TestIO_SubscribeKeepsItsPlaceWhenItStartsOver).
-func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe) error {
+func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p *probe) error {
 	var id uint64
 	for {
-		again, err := s.subscribeOnce(ctx, keys, &p, &id)
+		again, err := s.subscribeOnce(ctx, keys, p, &id)
 		if !again {
 			return err
 		}
@@ -113,7 +121,8 @@ func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p probe
 // subscribeOnce is one attempt of subscribeAll. It reports again, with p
 // holding the attempt's probe, when the commit found a key the subscriber
 // wanted at the plan no longer wanted (errStartOver); then nothing changed.
-// id is the op id of the first attempt, 0 before it.
+// Otherwise p.taken is the attempt's. id is the op id of the first attempt,
+// 0 before it.
 func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe, id *uint64) (again bool, err error) {
 	n := s.n
 	o := n.getOp()
@@ -128,6 +137,7 @@ func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *pro
 		if again {
 			*p = o.probe
 		} else {
+			p.taken = o.probe.taken
 			o.probe.done(opSubscribe, o) // observe.go hook
 		}
 	}()
@@ -171,8 +181,13 @@ func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
 	k, err := o.sub.get(ctx, o)
 	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path
-	if err != nil {
-		return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+	o.probe.taken = nil               // an earlier attempt's, if this one starts over
+	switch {
+	case err == nil:
+	case n.takesMiss(ctx, err): // get went on past it
+		o.probe.taken = checkError(k, err)
+	default:
+		return checkError(k, err)
 	}
 	return nil
 }
@@ -423,20 +438,58 @@ func (s *Subscription) inInterest(e *interest, k cid.Cid) bool {
 }
 
 // get fills in the blocks of the candidates that the blockstore has. On a
-// failure it returns the key and the store's error, unwrapped.
+// failure it returns the key and the store's error, unwrapped; if the
+// Notifier takes that failure for a miss (takesMiss), it goes on with the
+// other candidates first, and returns the first such failure.
 func (s *Subscription) get(ctx context.Context, o *op) (cid.Cid, error) {
-	bs := s.n.bs
+	n := s.n
+	var failed cid.Cid
+	var failure error
 	for i := range o.hits {
 		h := &o.hits[i]
-		blk, err := bs.Get(ctx, h.key)
-		if err != nil && !isNotFound(err) {
-			return h.key, err
-		}
-		if err == nil {
+		blk, err := n.bs.Get(ctx, h.key)
+		switch {
+		case err == nil:
 			h.blk = blk
+		case isNotFound(err):
+		case !n.takesMiss(ctx, err):
+			return h.key, err
+		case failure == nil:
+			failed, failure = h.key, err
 		}
 	}
-	return cid.Undef, nil
+	return failed, failure
+}
+
+// takesMiss reports whether err, the failure of a Get of a call under ctx,
+// is to be taken for a miss (WithFailedCheckAsMiss). The call's own ctx
+// ending is never a miss: the call ends.
+func (n *Notifier) takesMiss(ctx context.Context, err error) bool {
+	return err != nil && n.cfg.checkMiss && !endedBy(ctx, err)
+}
+
+// checkError is the error of a failed Get of key k in a call's blockstore
+// check.
+func checkError(k cid.Cid, err error) error {
+	return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
+}
+
+// passTaken hands the failure that p took for a miss, if any, to the
+// function of WithFailedCheckAsMiss, once the call has taken effect. req,
+// if not nil, is the request that Fetch made and is about to return: a
+// panic of the function removes it, as nobody else could.
+func (n *Notifier) passTaken(p *probe, req *Subscription) {
+	if p.taken == nil || n.cfg.checkErr == nil {
+		return
+	}
+	passed := false
+	defer func() {
+		if !passed && req != nil {
+			req.Remove()
+		}
+	}()
+	n.cfg.checkErr(p.taken)
+	passed = true
 }
 
 func isNotFound(err error) bool {

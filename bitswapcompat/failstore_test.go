@@ -150,9 +150,10 @@ func (s *ctxStore) PutMany(ctx context.Context, blks []blocks.Block) error {
 
 // A store's own timeout is a failed store, though its error wraps
 // context.DeadlineExceeded as a cancelled call's does: while the call's ctx
-// is live, WithErrorFunc's function gets it, from Subscribe's check and from
-// Publish. Only a call whose own ctx ended is not reported. (A first version
-// told them apart by the error alone, and dropped every store timeout.)
+// is live, WithErrorFunc's function gets it, from Subscribe's check (a miss
+// then: the call waits) and from Publish. Only a call whose own ctx ended is
+// not reported, and it ends. (A first version told them apart by the error
+// alone, and dropped every store timeout.)
 func TestPubSub_StoreTimeoutIsReported(t *testing.T) {
 	timeout := fmt.Errorf("datastore: write: %w", context.DeadlineExceeded)
 	store := &ctxStore{faultyStore: memStore(), fail: func(context.Context) error { return nil }}
@@ -163,9 +164,14 @@ func TestPubSub_StoreTimeoutIsReported(t *testing.T) {
 	waiting := ps.Subscribe(t.Context(), blks[1].Cid())
 
 	store.fail = func(context.Context) error { return timeout }
-	requireReceived(t, ps.Subscribe(t.Context(), blks[0].Cid()), true)
+	missed := ps.Subscribe(t.Context(), blks[0].Cid())
+	requireReceived(t, missed, false)
 	require.Len(t, errs, 1, "Subscribe's check")
 	require.ErrorIs(t, errs[0], context.DeadlineExceeded)
+	store.fail = func(context.Context) error { return nil }
+	ps.Publish(peerA, blks[0])
+	requireReceived(t, missed, true, blks[0])
+	store.fail = func(context.Context) error { return timeout }
 	ps.Publish(peerA, blks[1])
 	require.Len(t, errs, 2, "Publish's store")
 	require.ErrorIs(t, errs[1], context.DeadlineExceeded)

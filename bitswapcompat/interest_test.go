@@ -175,12 +175,14 @@ func TestSIM_RecordDoesNotCheckBlockstore(t *testing.T) {
 	wanted, _ := sim.SplitWantedUnwanted(b)
 	require.Equal(t, b, wanted)
 
-	requireReceived(t, ps.Subscribe(t.Context(), k[0]), true)
+	failed := ps.Subscribe(t.Context(), k[0])
+	requireReceived(t, failed, false) // the failed check is a miss
 	require.Len(t, errs, 1, "PubSub.Subscribe looks in the blockstore")
 	require.ErrorIs(t, errs[0], errFault)
 	store.failGet.Store(false)
 	ch := ps.Subscribe(t.Context(), k...)
 	requireReceived(t, ch, false, b[0])
+	requireReceived(t, failed, true, b[0]) // found by the check of ch's Subscribe
 	ps.Publish(peerA, b[1])
 	requireReceived(t, ch, true, b[1])
 	require.ElementsMatch(t, k, sim.RemoveSession(1))

@@ -69,6 +69,11 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	if cfg.cancel != nil {
 		nopts = append(slices.Clip(nopts), notifier.WithCancelFunc(cfg.cancel))
 	}
+	if bs != nil {
+		// boxo's GetBlocks takes a failed Get for a miss and asks the
+		// network; so does Subscribe here (MIGRATION.md).
+		nopts = append(slices.Clip(nopts), notifier.WithFailedCheckAsMiss(cfg.onErr))
+	}
 	ps := &PubSub{
 		n:     notifier.New(bs, nopts...),
 		wrap:  cfg.wrap,
@@ -197,8 +202,9 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 // The subscription is live when Subscribe returns: every block of keys
 // published later reaches the channel, and so does a block that is already in
 // the blockstore (checked inside the subscription, so a block stored just
-// before the call is not missed). If that check fails, the channel is closed
-// at once and the error goes to WithErrorFunc. Subscribe is safe for
+// before the call is not missed). A check that fails is taken for a miss, as
+// boxo's block service takes it: the call waits for that block too, and the
+// error goes to WithErrorFunc. Subscribe is safe for
 // concurrent use; it blocks only for the blockstore and for operations on the
 // same keys. The PubSub closes the channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
