@@ -1141,4 +1141,50 @@ var table = []mutation{
 		pkg: ".", run: `^TestFetch_MissReturnsARequestThatWantsTheKey$`,
 		why: "a request that recorded a want stays in the registry after its Remove: Stats counts it, and Close ends it again",
 	},
+	// WithFailedCheckAsMiss (checkmiss_test.go) and bitswapcompat's use of it.
+	{
+		id: "api-checkmiss-one-key-fails", g: "API", file: "shard_read.go",
+		old: `	if n.takesMiss(ctx, err) {`,
+		new: `	if n.takesMiss(ctx, err) && p.taken != nil {`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_(SubscribeWantsTheKey|FetchReturnsTheRequest)$`,
+		why: "with WithFailedCheckAsMiss, a failed Get of a one-key Subscribe or of Fetch alone still fails the call",
+	},
+	{
+		id: "api-checkmiss-stops-at-the-failure", g: "API", file: "subscription_want.go",
+		old: `		case !n.takesMiss(ctx, err):`,
+		new: `		case true:`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_SubscribeWantsTheKey$`,
+		why: "a Subscribe that takes a failed Get for a miss checks none of the keys after it: a stored block among them is wanted instead of handed",
+	},
+	{
+		id: "api-checkmiss-ctx-end-taken", g: "API", file: "subscription_want.go",
+		old: `	return err != nil && n.cfg.checkMiss && !endedBy(ctx, err)`,
+		new: `	return err != nil && n.cfg.checkMiss`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_CtxEndIsNoMiss$`,
+		why: "a Get that the call's own ctx ended is taken for a miss: the cancelled call records a want and returns nil",
+	},
+	{
+		id: "api-checkmiss-func-under-reservation", g: "API", file: "subscription_want.go",
+		old: `			failed, failure = h.key, err`,
+		new: `			failed, failure = h.key, err
+			n.cfg.checkErr(checkError(h.key, err))`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_FuncHoldsNothing$`,
+		why: "the function of WithFailedCheckAsMiss runs where the Get failed, with the call's keys reserved: its own Subscribe of the key waits for ever",
+	},
+	{
+		id: "api-checkmiss-panicking-fetch-keeps-request", g: "API", file: "subscription_want.go",
+		old: `		if !passed && req != nil {`,
+		new: `		if !passed && req != nil && p.taken == nil {`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_PanickingFunc$`,
+		why: "a Fetch whose error function panics leaves the request it made, which its caller never got, in the Notifier",
+	},
+	{
+		id: "c-failed-check-ends-the-call", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if bs != nil {
+		// boxo's GetBlocks`,
+		new: `	if bs == nil {
+		// boxo's GetBlocks`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_BlockstoreErrors$`,
+		why: "a failed check in bitswapcompat's Subscribe closes the call's channel, where boxo's GetBlocks takes it for a miss",
+	},
 }

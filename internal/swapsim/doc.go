@@ -96,13 +96,14 @@
 //     simulator's, and legacy's violations are reported, never fatal.
 //   - Compat checks and stores as legacy does, and its Notifier checks and
 //     stores again, inside bitswapcompat's Subscribe and Publish, which
-//     cannot return an error: a failed check closes the GetBlocks call's
-//     channel at once, and a failed store ends the calls that wait for the
-//     message's blocks. The client, as boxo's getter does, then ends the
-//     session's wants of those keys (a CANCEL) while the request still
-//     waits, and the request stalls: its violations under faults are those
-//     of the boxo-shaped API, which reports such errors only to
-//     bitswapcompat.WithErrorFunc, and the driver has no way to retry.
+//     cannot return an error. A failed check is a miss there too
+//     (notifier.WithFailedCheckAsMiss), as in legacy. A failed store ends
+//     the calls that wait for the message's blocks: the client, as boxo's
+//     getter does, then ends the session's wants of those keys (a CANCEL)
+//     while the request still waits, and the request stalls. Its violations
+//     under faults are those of the boxo-shaped API, which reports such
+//     errors only to bitswapcompat.WithErrorFunc, and the driver has no way
+//     to retry.
 //
 // Every check below still holds for a client that keeps the contract; the
 // checker learns of failed PutManys, Gets and Hases from the store the
