@@ -78,24 +78,28 @@ func (n *Notifier) Fetch(ctx context.Context, k cid.Cid, newFunc func() func(Res
 		}
 		s = made // a request made for a miss whose commit found k's version moved
 	}
+	return n.fetchAll(ctx, k, s, newFunc, &p)
+}
+
+// fetchAll is Fetch on the general path, p carrying the time of fetchOne's
+// Get if it made one; s is the request that fetchOne made, or nil.
+func (n *Notifier) fetchAll(ctx context.Context, k cid.Cid, s *Subscription, newFunc func() func(ResponseMessage), p *probe) (blocks.Block, *Subscription, error) {
 	if s == nil {
 		s = n.newRequest(deliveryFunc(newFunc))
 	}
 	returned := false
 	defer func() {
-		if !returned { // f, or the function of WithFailedCheckAsMiss, panicked or exited the goroutine: nobody else can remove s
+		if !returned { // f panicked or exited the goroutine: nobody else can remove s
 			s.Remove()
 		}
 	}()
-	err := s.subscribeAll(ctx, []cid.Cid{k}, &p)
-	if err == nil {
-		n.passTaken(&p, nil) // a panic: the deferred Remove
-	}
+	err := s.subscribeAll(ctx, []cid.Cid{k}, p)
 	returned = true
 	if err != nil {
 		s.Remove()
 		return nil, nil, err
 	}
+	n.passTaken(p, s)
 	n.m.refresh(n) // observe.go hook
 	return nil, s, nil
 }

@@ -965,16 +965,12 @@ var table = []mutation{
 	},
 	{
 		id: "obs-general-subscribe-logs-wrapped-error", g: "obs", file: "subscription_want.go",
-		old: `	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path
-	if err != nil {
-		return fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
-	}
-	return nil`,
+		old: `	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path`,
 		new: `	if err != nil {
-		err = fmt.Errorf("notifier: subscribe: check blockstore for %s: %w", k, err)
-	}
-	o.probe.storeDone(ctx, t, 0, err)
-	return err`,
+		o.probe.storeDone(ctx, t, 0, checkError(k, err))
+	} else {
+		o.probe.storeDone(ctx, t, 0, err)
+	}`,
 		pkg: ".", run: `^TestLog_StoreTimeoutIsABlockstoreError$`,
 		why: "a Subscribe of several keys logs and traces the blockstore's error wrapped in its own message, unlike every other path",
 	},
@@ -1150,21 +1146,21 @@ var table = []mutation{
 		why: "with WithFailedCheckAsMiss, a failed Get of a one-key Subscribe or of Fetch alone still fails the call",
 	},
 	{
-		id: "api-checkmiss-stops-at-the-failure", g: "API", file: "subscription_want.go",
+		id: "api-checkmiss-stops-at-the-failure", g: "API", file: "check.go",
 		old: `		case !n.takesMiss(ctx, err):`,
 		new: `		case true:`,
 		pkg: ".", run: `^TestFailedCheckAsMiss_SubscribeWantsTheKey$`,
 		why: "a Subscribe that takes a failed Get for a miss checks none of the keys after it: a stored block among them is wanted instead of handed",
 	},
 	{
-		id: "api-checkmiss-ctx-end-taken", g: "API", file: "subscription_want.go",
+		id: "api-checkmiss-ctx-end-taken", g: "API", file: "check.go",
 		old: `	return err != nil && n.cfg.checkMiss && !endedBy(ctx, err)`,
 		new: `	return err != nil && n.cfg.checkMiss`,
 		pkg: ".", run: `^TestFailedCheckAsMiss_CtxEndIsNoMiss$`,
 		why: "a Get that the call's own ctx ended is taken for a miss: the cancelled call records a want and returns nil",
 	},
 	{
-		id: "api-checkmiss-func-under-reservation", g: "API", file: "subscription_want.go",
+		id: "api-checkmiss-func-under-reservation", g: "API", file: "check.go",
 		old: `			failed, failure = h.key, err`,
 		new: `			failed, failure = h.key, err
 			n.cfg.checkErr(checkError(h.key, err))`,
@@ -1172,7 +1168,7 @@ var table = []mutation{
 		why: "the function of WithFailedCheckAsMiss runs where the Get failed, with the call's keys reserved: its own Subscribe of the key waits for ever",
 	},
 	{
-		id: "api-checkmiss-panicking-fetch-keeps-request", g: "API", file: "subscription_want.go",
+		id: "api-checkmiss-panicking-fetch-keeps-request", g: "API", file: "check.go",
 		old: `		if !passed && req != nil {`,
 		new: `		if !passed && req != nil && p.taken == nil {`,
 		pkg: ".", run: `^TestFailedCheckAsMiss_PanickingFunc$`,
