@@ -47,13 +47,11 @@ func (n *Notifier) passTaken(p *probe, req *Subscription) {
 }
 
 // get fills in the blocks of the candidates that the blockstore has. On a
-// failure it returns the key and the store's error, unwrapped; if the
-// Notifier takes that failure for a miss (takesMiss), it goes on with the
-// other candidates first, and returns the first such failure.
+// failure it returns the key and the store's error, unwrapped. A failure
+// that the Notifier takes for a miss (takesMiss) does not stop it: the first
+// one goes to o.probe.taken, wrapped.
 func (s *Subscription) get(ctx context.Context, o *op) (cid.Cid, error) {
 	n := s.n
-	var failed cid.Cid
-	var failure error
 	for i := range o.hits {
 		h := &o.hits[i]
 		blk, err := n.bs.Get(ctx, h.key)
@@ -63,11 +61,11 @@ func (s *Subscription) get(ctx context.Context, o *op) (cid.Cid, error) {
 		case isNotFound(err):
 		case !n.takesMiss(ctx, err):
 			return h.key, err
-		case failure == nil:
-			failed, failure = h.key, err
+		case o.probe.taken == nil:
+			o.probe.taken = checkError(h.key, err)
 		}
 	}
-	return failed, failure
+	return cid.Undef, nil
 }
 
 func isNotFound(err error) bool {

@@ -3,6 +3,7 @@ package notifier
 import (
 	"context"
 	"errors"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
 
@@ -270,4 +272,128 @@ func TestFailedCheckAsMiss_CountedInMetrics(t *testing.T) {
 	require.Len(t, e.errs.take(), 2)
 	want := exposition("counter", promPrefix+"blockstore_errors_total", "Blockstore errors of Publish (PutMany) and Subscribe (Get), returned or taken for a miss (WithFailedCheckAsMiss).", 2)
 	require.NoError(t, testutil.GatherAndCompare(reg, strings.NewReader(want), promPrefix+"blockstore_errors_total"))
+}
+
+// counterValue is the value of the counter name in reg, 0 if absent.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	require.NoError(t, err)
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			var v float64
+			for _, m := range mf.GetMetric() {
+				v += m.GetCounter().GetValue()
+			}
+			return v
+		}
+	}
+	return 0
+}
+
+// failBOnce makes the first Get of kB fail and, during it, ends s's want of
+// kA, which the Subscribe of kA and kB that made the Get did not reserve:
+// that Subscribe's commit then starts over.
+func failBOnce(hs *hookStore, s *Subscription, kA, kB cid.Cid) {
+	var once sync.Once
+	hs.onGet = func(c cid.Cid) error {
+		var err error
+		if c == kB {
+			once.Do(func() {
+				s.Unsubscribe(kA)
+				err = errFlaky
+			})
+		}
+		return err
+	}
+}
+
+// A failure taken for a miss by an attempt that then starts over is not the
+// call's: the next attempt makes the Get again, and only its outcome is
+// reported. Here it misses cleanly, so the function hears nothing and the
+// metrics count nothing, as for a one-key Subscribe whose Get is superseded
+// (missed). Found by review: the first attempt's error was counted and
+// logged.
+func TestFailedCheckAsMiss_StartOverForgetsTheFailure(t *testing.T) {
+	reg := promtest.Registry(t)
+	hs := &hookStore{Blockstore: memStore()}
+	errs := &errLog{}
+	n, _ := newWithCancels(t, hs, WithFailedCheckAsMiss(errs.record), WithMetrics(kuboScope()))
+	k := keysOf(mkBlocks("check-miss-start-over", 2))
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k[0]))
+	failBOnce(hs, s, k[0], k[1])
+	require.NoError(t, s.Subscribe(ctx, k...))
+	require.True(t, s.Wants(k[0]) && s.Wants(k[1]))
+	require.Empty(t, errs.take(), "the last attempt's check succeeded")
+	require.Zero(t, counterValue(t, reg, promPrefix+"blockstore_errors_total"), "the superseded failure counted")
+}
+
+// hookCtx is a context whose Err runs between, once, when subscribeAll
+// calls it: it does so right after an attempt that started over, holding
+// nothing of the call. (It reads the caller's name: there is no other way
+// into that gap from outside.)
+type hookCtx struct {
+	context.Context
+	once    sync.Once
+	between func()
+}
+
+func (c *hookCtx) Err() error {
+	if pc, _, _, ok := runtime.Caller(1); ok {
+		if fn := runtime.FuncForPC(pc); fn != nil && strings.HasSuffix(fn.Name(), ".(*Subscription).subscribeAll") {
+			c.once.Do(c.between)
+		}
+	}
+	return c.Context.Err()
+}
+
+// The same start-over, but between the attempts another Subscribe of s
+// records both keys: the second attempt finds nothing to do and checks
+// nothing. The first attempt's failure must not reach the function. Found
+// by review: it did.
+func TestFailedCheckAsMiss_StartOverIntoNothingPassesNoFailure(t *testing.T) {
+	hs := &hookStore{Blockstore: memStore()}
+	errs := &errLog{}
+	n, _ := newWithCancels(t, hs, WithFailedCheckAsMiss(errs.record))
+	k := keysOf(mkBlocks("check-miss-start-over-nothing", 2))
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k[0]))
+	failBOnce(hs, s, k[0], k[1])
+	var between error
+	hc := &hookCtx{Context: ctx, between: func() {
+		hs.onGet = nil
+		between = s.Subscribe(ctx, k...)
+	}}
+	require.NoError(t, s.Subscribe(hc, k...))
+	require.NoError(t, between)
+	ran := true
+	hc.once.Do(func() { ran = false })
+	require.True(t, ran, "the call did not start over: the case was not reached")
+	require.True(t, s.Wants(k[0]) && s.Wants(k[1]))
+	require.Empty(t, errs.take(), "f got the first attempt's failure")
+}
+
+// A Get of the same call that its ctx ends after a failure taken for a miss
+// fails the call; the store's failure is still logged and counted. Found by
+// review: the ctx's error replaced it in the probe, which reports no ended
+// ctx.
+func TestFailedCheckAsMiss_LaterCtxEndKeepsTheFailureCounted(t *testing.T) {
+	reg := promtest.Registry(t)
+	hs := &hookStore{Blockstore: memStore()}
+	errs := &errLog{}
+	n, _ := newWithCancels(t, hs, WithFailedCheckAsMiss(errs.record), WithMetrics(kuboScope()))
+	k := keysOf(mkBlocks("check-miss-ctx-later", 2))
+	cctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	hs.onGet = func(c cid.Cid) error {
+		if c == k[0] {
+			return errFlaky
+		}
+		cancel()
+		return cctx.Err()
+	}
+	require.ErrorIs(t, mustSub(t, n, 1).Subscribe(cctx, k...), context.Canceled)
+	require.Empty(t, errs.take(), "the call failed")
+	require.Equal(t, 1.0, counterValue(t, reg, promPrefix+"blockstore_errors_total"))
 }

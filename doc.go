@@ -6,7 +6,8 @@
 // separate session-interest map, and updates them in separate steps: a block
 // that arrives between a request's blockstore check and its subscription is
 // never delivered, and a CANCEL can overtake a newer WANT. Here Subscribe
-// records the want and checks the blockstore in one atomic step, Publish
+// records the want and checks the blockstore in one atomic step (a check
+// that fails fails the call, or, with WithFailedCheckAsMiss, is a miss), Publish
 // stores and delivers in one, and the keys that nobody wants any more are
 // reported inside the operation that ended their last want, under the locks
 // of those keys.

@@ -33,7 +33,8 @@ import (
 // is created or changed, though newFunc may have been called: when k is not
 // alone, the request is made before the check and removed again. With
 // WithFailedCheckAsMiss a failed check is a miss instead: Fetch returns the
-// request, and the error goes to that option's function. Fetch is safe for concurrent use and blocks as
+// request, which then waits for a block published after, and the error goes
+// to that option's function. Fetch is safe for concurrent use and blocks as
 // Subscribe does.
 //
 // When no subscription but interest subscriptions wants k and no operation

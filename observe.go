@@ -53,6 +53,10 @@ type probe struct {
 	taken error
 }
 
+// forgetFailure forgets the blockstore's failure of a Get that the call
+// makes again, or finds it need not make: it was not the call's.
+func (p *probe) forgetFailure() { p.err, p.ctxEnded, p.taken = nil, false, nil }
+
 // begin starts p for an operation of n under ctx. Without metrics, a
 // recording span or debug logging, this is all that the operation pays.
 func (p *probe) begin(n *Notifier, ctx context.Context) {

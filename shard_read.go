@@ -132,8 +132,9 @@ func (n *Notifier) missed(s *Subscription, sh int32, k cid.Cid, ver uint64, getE
 	if !n.relock(sh, k, ver) {
 		// Even a failed Get: a Subscribe of k by s meanwhile makes this
 		// one a no-op that consults nothing (found by the fuzzer). Its
-		// error is not the call's, so the observers must not report it.
-		p.err, p.taken = nil, nil
+		// error is not the call's, so the observers must not report it,
+		// nor the function of WithFailedCheckAsMiss hear of it.
+		p.forgetFailure()
 		return false, nil
 	}
 	if getErr != nil {

@@ -23,6 +23,8 @@ import (
 // it, as if it had been published locally. Once Subscribe has returned nil,
 // the block of each key reaches the subscription unless it stops wanting the
 // key first: a block stored before (with a blockstore) or published after.
+// (With WithFailedCheckAsMiss, a key whose Get failed is the exception: it
+// waits for a block published after, as a key not stored does.)
 // A notify-only Notifier (New(nil)) stores nothing and checks nothing, so
 // a block published just before Subscribe took effect does not reach it.
 //
@@ -119,8 +121,8 @@ func (s *Subscription) subscribeAll(ctx context.Context, keys []cid.Cid, p *prob
 // subscribeOnce is one attempt of subscribeAll. It reports again, with p
 // holding the attempt's probe, when the commit found a key the subscriber
 // wanted at the plan no longer wanted (errStartOver); then nothing changed.
-// Otherwise p.taken is the attempt's. id is the op id of the first attempt,
-// 0 before it.
+// Otherwise p.taken is the attempt's (WithFailedCheckAsMiss). id is the op
+// id of the first attempt, 0 before it.
 func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *probe, id *uint64) (again bool, err error) {
 	n := s.n
 	o := n.getOp()
@@ -131,6 +133,10 @@ func (s *Subscription) subscribeOnce(ctx context.Context, keys []cid.Cid, p *pro
 		o.id = *id
 	}
 	o.probe = *p // with the time of subscribeOne's Get, or of an earlier attempt's, if it started over
+	// A failure that an earlier attempt took for a miss is not this one's:
+	// its Get is to be made again, or not at all if the keys are wanted by
+	// now (review). So, as for a fallback (missed), nobody hears of it.
+	o.probe.forgetFailure()
 	defer func() {
 		if again {
 			*p = o.probe
@@ -178,13 +184,12 @@ var errStartOver = errors.New("notifier: subscribe: start over")
 func checkBlockstore(ctx context.Context, n *Notifier, o *op) error {
 	t := o.probe.clock() // observe.go hook
 	k, err := o.sub.get(ctx, o)
-	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path
-	o.probe.taken = nil               // an earlier attempt's, if this one starts over
-	switch {
-	case err == nil:
-	case n.takesMiss(ctx, err): // get went on past it
-		o.probe.taken = checkError(k, err)
-	default:
+	failure := err
+	if o.probe.taken != nil { // the store's failure, even if ctx ended a later Get (review)
+		failure = errors.Unwrap(o.probe.taken)
+	}
+	o.probe.storeDone(ctx, t, 0, failure) // observe.go hook: the store's own error, as on every path
+	if err != nil {
 		return checkError(k, err)
 	}
 	return nil

@@ -70,7 +70,9 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 // WithErrorFunc sends f the errors that the boxo-shaped methods cannot return:
 // a failed blockstore check in Subscribe (taken for a miss: the call waits for
 // the block, as boxo's GetBlocks asks the network for a block whose Get
-// failed), a failed PutMany in Publish (nothing is delivered, and the calls waiting for
+// failed; with a blockstore the PubSub builds its Notifier with
+// notifier.WithFailedCheckAsMiss(f), which replaces one passed in
+// WithNotifierOptions), a failed PutMany in Publish (nothing is delivered, and the calls waiting for
 // the message's blocks end), and, for the
 // SessionInterestManager that NewWithOptions builds with the PubSub,
 // an undefined key in RecordSessionInterest (the other keys are recorded).

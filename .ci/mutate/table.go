@@ -965,11 +965,11 @@ var table = []mutation{
 	},
 	{
 		id: "obs-general-subscribe-logs-wrapped-error", g: "obs", file: "subscription_want.go",
-		old: `	o.probe.storeDone(ctx, t, 0, err) // observe.go hook: the store's own error, as on every path`,
-		new: `	if err != nil {
-		o.probe.storeDone(ctx, t, 0, checkError(k, err))
+		old: `	o.probe.storeDone(ctx, t, 0, failure) // observe.go hook: the store's own error, as on every path`,
+		new: `	if failure != nil {
+		o.probe.storeDone(ctx, t, 0, checkError(k, failure))
 	} else {
-		o.probe.storeDone(ctx, t, 0, err)
+		o.probe.storeDone(ctx, t, 0, failure)
 	}`,
 		pkg: ".", run: `^TestLog_StoreTimeoutIsABlockstoreError$`,
 		why: "a Subscribe of several keys logs and traces the blockstore's error wrapped in its own message, unlike every other path",
@@ -1161,9 +1161,9 @@ var table = []mutation{
 	},
 	{
 		id: "api-checkmiss-func-under-reservation", g: "API", file: "check.go",
-		old: `			failed, failure = h.key, err`,
-		new: `			failed, failure = h.key, err
-			n.cfg.checkErr(checkError(h.key, err))`,
+		old: `			o.probe.taken = checkError(h.key, err)`,
+		new: `			o.probe.taken = checkError(h.key, err)
+			n.cfg.checkErr(o.probe.taken)`,
 		pkg: ".", run: `^TestFailedCheckAsMiss_FuncHoldsNothing$`,
 		why: "the function of WithFailedCheckAsMiss runs where the Get failed, with the call's keys reserved: its own Subscribe of the key waits for ever",
 	},
@@ -1182,5 +1182,20 @@ var table = []mutation{
 		// boxo's GetBlocks`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_BlockstoreErrors$`,
 		why: "a failed check in bitswapcompat's Subscribe closes the call's channel, where boxo's GetBlocks takes it for a miss",
+	},
+	{
+		id: "api-checkmiss-start-over-keeps-failure", g: "API", file: "subscription_want.go",
+		old: `	o.probe.forgetFailure()
+`,
+		new: ``,
+		pkg: ".", run: `^TestFailedCheckAsMiss_StartOver`,
+		why: "a failure that an attempt took for a miss before it started over reaches the error function and the metrics, though the call's last attempt made the Get again or needed none",
+	},
+	{
+		id: "obs-checkmiss-failure-hidden-by-ctx", g: "obs", file: "subscription_want.go",
+		old: `	if o.probe.taken != nil { // the store's failure`,
+		new: `	if o.probe.taken != nil && err == nil { // the store's failure`,
+		pkg: ".", run: `^TestFailedCheckAsMiss_LaterCtxEndKeepsTheFailureCounted$`,
+		why: "a failure taken for a miss goes unlogged and uncounted when the call's ctx ends a later Get of the call",
 	},
 }

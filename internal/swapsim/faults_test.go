@@ -41,11 +41,11 @@ func TestRun_FaultsNothingLost(t *testing.T) {
 // Legacy and compat meet the same faults, and never retry a Want. Legacy
 // takes a failed blockstore check for a miss, as boxo's blockservice does; a
 // block that only a local add provides is then asked of peers that do not
-// have it, and the request stalls. bitswapcompat's Subscribe and Publish
-// cannot return the errors of their own blockstore calls: a failed check or
-// store ends the GetBlocks calls it concerns, the client ends their wants,
-// and the requests stall (doc.go, "Faults"). Each run must still end and
-// account for every request.
+// have it, and the request stalls. bitswapcompat's Subscribe takes a failed
+// check for a miss too (notifier.WithFailedCheckAsMiss); its Publish cannot
+// return the error of its own store: a failed store ends the GetBlocks calls
+// it concerns, the client ends their wants, and the requests stall (doc.go,
+// "Faults"). Each run must still end and account for every request.
 func TestRun_LegacyAndCompatMeetTheSameFaults(t *testing.T) {
 	for _, impl := range []string{"legacy", "compat"} {
 		t.Run(impl, func(t *testing.T) {
