@@ -1170,7 +1170,7 @@ var table = []mutation{
 	{
 		id: "api-checkmiss-panicking-fetch-keeps-request", g: "API", file: "check.go",
 		old: `		if !passed && req != nil {`,
-		new: `		if !passed && req != nil && p.taken == nil {`,
+		new: `		if !passed && req != nil && err == nil {`,
 		pkg: ".", run: `^TestFailedCheckAsMiss_PanickingFunc$`,
 		why: "a Fetch whose error function panics leaves the request it made, which its caller never got, in the Notifier",
 	},
