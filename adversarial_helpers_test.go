@@ -33,6 +33,8 @@ type faultEnv struct {
 	fbs     *faultbs.Store
 	inner   blockstore.Blockstore // what fbs wraps
 	cancels *recordedCancels
+
+	missOnFailedCheck bool // n has WithFailedCheckAsMiss
 }
 
 func newFaultEnv(t *testing.T, opts ...notifier.Option) *faultEnv {
