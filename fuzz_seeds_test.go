@@ -18,7 +18,8 @@ var updateSeeds = flag.Bool("update-seeds", false, "rewrite testdata/fuzz/FuzzNo
 // that encodeFuzzSeed turns into FuzzNotifierModel's input format. The first
 // line configures the Notifier; each further line is one operation. "req" is
 // NewRequest; "fetch [cancelled] <key>" is Fetch, and its request, if it
-// makes one, becomes the next subscription.
+// makes one, becomes the next subscription. A config line ending in "miss"
+// builds the Notifier WithFailedCheckAsMiss.
 var fuzzSeeds = map[string]string{
 	"local-add-then-subscribe-hit": `config bs shards=64 buf=32 max=0
 		new 1 func
@@ -771,6 +772,84 @@ var fuzzSeeds = map[string]string{
 		sub 0 k1 k2
 		remove 0
 		release 1 pass`,
+	// WithFailedCheckAsMiss: the stalled first Get of a Subscribe fails,
+	// so k1 is a miss; the Gets after it pass, k2 is found and delivered, k3
+	// is a miss. A cancelled Get is no miss: the call fails. A Fetch whose Get
+	// fails (torn, then with Get failing, though k2 is stored) returns its
+	// request, wanting the key. The next Publish delivers all of them.
+	"miss-stall-first-get-fails-others-found": `config stall shards=2 buf=32 max=0 miss
+		new 1 func
+		put k2
+		arm
+		sub 0 k1 k2 k3
+		release 0 fail
+		arm
+		sub 0 k4
+		release 0 cancel
+		arm
+		fetch k5
+		release 0 torn
+		getfail
+		fetch k2
+		sub 0 k2 k6
+		getfail
+		pub peerA blocks=k1,k2,k3
+		pub peerB blocks=k5,k6`,
+	// WithFailedCheckAsMiss: a Subscribe of k1, wanted already, and k2
+	// parks in its Get of k2; a Publish of k1 ends the want of k1, so the
+	// Subscribe, its Get released to fail and taken for a miss, starts over
+	// at its commit, and its second attempt finds k1 stored and k2 missing,
+	// with no failure to report.
+	"miss-stall-subscribe-starts-over-after-a-taken-failure": `config stall shards=1 buf=32 max=0 miss
+		new 1 func
+		sub 0 k1
+		arm
+		sub 0 k1 k2
+		pub peerA blocks=k1
+		release 0 fail`,
+	// WithFailedCheckAsMiss: a Subscribe of k3 parks on the path without
+	// reservations; another subscription's Subscribe of k3 moves its version,
+	// so the first, its Get released to fail and taken for a miss, takes the
+	// general path and checks again: that Get passes, and no failure is
+	// reported. The same with a Fetch; and with a Subscribe of k5 whose own
+	// subscription subscribes k5 meanwhile: on the general path it is a
+	// no-op that checks nothing, and has no failure to report either.
+	"miss-stall-onekey-failed-get-starts-over": `config stall shards=1 buf=32 max=0 miss
+		new 1 func
+		new 2 func
+		arm
+		sub 0 k3
+		sub 1 k3
+		release 0 fail
+		arm
+		fetch k4
+		sub 1 k4
+		release 0 fail
+		arm
+		sub 0 k5
+		sub 0 k5
+		release 0 fail`,
+}
+
+// missSeeds are the scenarios of fuzzSeeds with failed Gets that the seed
+// corpus holds once more built WithFailedCheckAsMiss, as "miss-<name>".
+var missSeeds = []string{
+	"get-fails-rolls-back",
+	"fetch-hit-miss-fail",
+	"fetch-general-path",
+	"stall-get-publish-waits",
+	"stall-get-store-changes-meanwhile",
+	"stall-remove-during-subscribe",
+	"stall-two-released-out-of-order",
+	"stall-fetch-fast-path",
+	"stall-fetch-general-path",
+}
+
+func init() {
+	for _, name := range missSeeds {
+		config, ops, _ := strings.Cut(fuzzSeeds[name], "\n")
+		fuzzSeeds["miss-"+name] = config + " miss\n" + ops
+	}
 }
 
 // encodeFuzzSeed turns a scenario of fuzzSeeds into fuzz input; see
@@ -793,8 +872,9 @@ func encodeFuzzSeed(src string) ([]byte, error) {
 }
 
 func encodeFuzzConfig(f []string) ([]byte, error) {
-	if len(f) != 5 || f[0] != "config" {
-		return nil, fmt.Errorf("want config bs|nobs|stall shards= buf= max=, got %q", f)
+	miss := len(f) == 6 && f[5] == "miss"
+	if len(f) != 5 && !miss || f[0] != "config" {
+		return nil, fmt.Errorf("want config bs|nobs|stall shards= buf= max= [miss], got %q", f)
 	}
 	var c0, c1 byte
 	switch f[1] {
@@ -820,6 +900,13 @@ func encodeFuzzConfig(f []string) ([]byte, error) {
 			return nil, fmt.Errorf("bad %s in %q", c.name, f)
 		}
 		*c.into |= byte(j) << c.shift
+	}
+	if miss { // bit 7 is also bit 4 of the shard choice, taken mod 3
+		v := byte(16)
+		for v%3 != c0>>3 {
+			v++
+		}
+		c0 = c0&7 | v<<3
 	}
 	return []byte{c0, c1}, nil
 }

@@ -29,7 +29,9 @@ import (
 // and against the sequential model in model_test.go, and after every step
 // compares the errors, the messages each subscription received, the keys
 // reported to the cancel function, what Fetch returned and how often it
-// called its newFunc, Stats, Err and the blockstore contents.
+// called its newFunc, Stats, Err and the blockstore contents. Some inputs
+// build the Notifier WithFailedCheckAsMiss: then a failed Get is a miss, and
+// the test also compares the errors handed to the option's function.
 //
 // Each run happens in a synctest bubble so that the goroutines that drain
 // channel backlogs settle after every step: that makes what sits in each
@@ -94,8 +96,11 @@ type fuzzHarness struct {
 	// mark (fuzzOp.marks says which it has); a later operation on
 	// one of them waits behind it (Notifier.mark).
 	waiterKeys []int
-	mu         sync.Mutex // guards cancels and fuzzSub.got: the callbacks run on the operations' goroutines
+	mu         sync.Mutex // guards cancels, taken and fuzzSub.got: the callbacks run on the operations' goroutines
 	cancels    []int      // keys the cancel function received during the current step
+	// taken: the key named by each error handed to the function of
+	// WithFailedCheckAsMiss during the current step (onTaken).
+	taken []int
 }
 
 // fuzzSub is the real side of one model subscription.
@@ -126,16 +131,21 @@ func newFuzzHarness(t *testing.T, d *fuzzDecoder) *fuzzHarness {
 	c0, c1 := d.byte(), d.byte()
 	withBS := c0&7 != 7
 	stalls := withBS && c0&4 != 0
+	checkMiss := c0&0x80 != 0
 	shards := []int{1, 2, 64}[int(c0>>3)%3]
 	buf := []int{0, 1, 2, 32}[c1&3]
 	maxPending := []int{0, 1, 2}[int(c1>>2)%3]
 	h := &fuzzHarness{t: t, m: newModel(withBS, buf, maxPending), stalls: stalls}
 	h.m.held = h.waiterHolds
+	h.m.checkMiss = checkMiss
 	opts := []notifier.Option{
 		notifier.WithShards(shards),
 		notifier.WithBufferSize(buf),
 		notifier.WithMaxPending(maxPending),
 		notifier.WithCancelFunc(h.onCancel),
+	}
+	if checkMiss {
+		opts = append(opts, notifier.WithFailedCheckAsMiss(h.onTaken))
 	}
 	if !withBS {
 		h.n = notifier.New(nil, opts...)
@@ -145,7 +155,7 @@ func newFuzzHarness(t *testing.T, d *fuzzDecoder) *fuzzHarness {
 		h.n = notifier.New(&gateStore{next: h.fbs}, opts...)
 	}
 	t.Cleanup(h.unstick)
-	h.logf("New(bs=%v, stalls=%v, shards=%d, buf=%d, maxPending=%d)", withBS, stalls, shards, buf, maxPending)
+	h.logf("New(bs=%v, stalls=%v, shards=%d, buf=%d, maxPending=%d, failedCheckAsMiss=%v)", withBS, stalls, shards, buf, maxPending, checkMiss)
 	return h
 }
 
@@ -156,6 +166,42 @@ func (h *fuzzHarness) onCancel(keys []cid.Cid) {
 		h.cancels = append(h.cancels, fuzzKeyIndex(k))
 		keys[i] = cid.Undef // the slice is the callee's: scribbling must harm nobody
 	}
+}
+
+// onTaken is the function of WithFailedCheckAsMiss: it records the key
+// that err names, checking that err wraps the fault that the test injected
+// (faultbs.ErrInjected, which the stalled calls' failures wrap too). It
+// runs holding no lock of the Notifier, so it may call it: Wanted takes the
+// key's shard lock, and would deadlock were that held. Outside stall mode
+// the call runs alone, and has taken effect: the key is wanted.
+func (h *fuzzHarness) onTaken(err error) {
+	k := undefKey
+	for i, b := range fuzzBlocks {
+		if strings.Contains(err.Error(), b.Cid().String()) {
+			k = i
+		}
+	}
+	switch {
+	case !errors.Is(err, faultbs.ErrInjected):
+		h.t.Errorf("WithFailedCheckAsMiss's function got %v, which does not wrap %v", err, faultbs.ErrInjected)
+	case k == undefKey:
+		h.t.Errorf("WithFailedCheckAsMiss's function got %v, which names no key", err)
+	case !h.n.Wanted(fuzzBlocks[k].Cid()) && !h.stalls:
+		h.t.Errorf("WithFailedCheckAsMiss's function got %v before its call took effect: k%d is not wanted", err, k)
+	}
+	h.mu.Lock()
+	h.taken = append(h.taken, k)
+	h.mu.Unlock()
+}
+
+// takenAgrees reports whether the errors handed to WithFailedCheckAsMiss's
+// function in the current step so far are those that m says, by the keys
+// they name.
+func (h *fuzzHarness) takenAgrees(m *model) bool {
+	h.mu.Lock()
+	got := slices.Sorted(slices.Values(h.taken))
+	h.mu.Unlock()
+	return slices.Equal(got, slices.Sorted(slices.Values(m.taken)))
 }
 
 // onMessage records a message taken by a func subscription. It checks store
@@ -297,12 +343,12 @@ func (h *fuzzHarness) compare() {
 	synctest.Wait()
 	h.syncSubs()
 	h.mu.Lock()
-	cancels := h.cancels
+	cancels, taken := h.cancels, h.taken
 	got := make([][]fzMsg, len(h.subs))
 	for i, fs := range h.subs {
 		got[i], fs.got = fs.got, nil
 	}
-	h.cancels = nil
+	h.cancels, h.taken = nil, nil
 	h.mu.Unlock()
 	slices.Sort(cancels)
 	slices.Sort(h.m.cancels)
@@ -310,6 +356,15 @@ func (h *fuzzHarness) compare() {
 		h.failf("cancel function got %v, model says %v", cancels, h.m.cancels)
 	}
 	h.m.cancels = nil
+	if len(taken) > 0 {
+		h.logf("WithFailedCheckAsMiss's function got errors naming %s", keyNames(taken))
+	}
+	slices.Sort(taken)
+	slices.Sort(h.m.taken)
+	if !slices.Equal(taken, h.m.taken) {
+		h.failf("WithFailedCheckAsMiss's function got errors naming %v, model says %v", keyNames(taken), keyNames(h.m.taken))
+	}
+	h.m.taken = nil
 	if h.newFuncs != h.m.newFuncs {
 		h.failf("Fetch called newFunc %d times, model says %d", h.newFuncs, h.m.newFuncs)
 	}
@@ -386,7 +441,8 @@ func keyNames(keys []int) string {
 
 // fuzzDecoder reads operations from fuzz input. The format, byte by byte:
 //
-//	config: c0 (bits 0-2: 7 = notify only; bits 3-7 mod 3: shards 1, 2, 64),
+//	config: c0 (bits 0-2: 7 = notify only; bits 3-7 mod 3: shards 1, 2, 64;
+//	            bit 7 also: set = WithFailedCheckAsMiss),
 //	        c1 (bits 0-1: buffer 0, 1, 2, 32; bits 2-7 mod 3: max pending 0, 1, 2)
 //	then operations, each an opcode byte mod 16 and its arguments:
 //	  0-1   NewSubscription  b: bits 0-1 session ID, bit 2 set = channel, clear = func;

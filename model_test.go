@@ -76,10 +76,19 @@ type model struct {
 	live       map[uint64]*mSub
 	getFail    bool
 	putFail    bool
-	cancels    []int   // keys reported to the cancel function during the current step
-	newFuncs   int     // calls of Fetch's newFunc during the current step
-	slowEnds   [][]int // keys wanted by each subscription pushed past WithMaxPending, when it was
-	tight      bool    // accept as if no drain goroutine had taken a message yet (see accept)
+	// checkMiss: WithFailedCheckAsMiss. A Get of Subscribe or Fetch that
+	// fails, but not with the call's context, is a miss; each call that
+	// returns nil having taken such a failure hands it to the option's
+	// function once.
+	checkMiss bool
+	cancels   []int // keys reported to the cancel function during the current step
+	// taken: the key named by each error handed to WithFailedCheckAsMiss's
+	// function during the current step, one per call: the key of the
+	// call's first failed Get.
+	taken    []int
+	newFuncs int     // calls of Fetch's newFunc during the current step
+	slowEnds [][]int // keys wanted by each subscription pushed past WithMaxPending, when it was
+	tight    bool    // accept as if no drain goroutine had taken a message yet (see accept)
 	// busy: the keys that the fuzz test's parked calls reserve as the
 	// operation being committed ends a slow consumer (the driver sets it);
 	// the end of one that wants such a key is left pending (deliver).
@@ -116,6 +125,37 @@ func (m *model) getErr(o ioOutcome) error {
 	return nil
 }
 
+// takesMiss reports whether err, the error of a Get (getErr), is taken for
+// a miss: with WithFailedCheckAsMiss, a failure of the store, not the
+// call's own context ending.
+func (m *model) takesMiss(err error) bool {
+	return m.checkMiss && err != nil && err != context.Canceled
+}
+
+// checkKeys is the blockstore check of a Subscribe of added, the keys its
+// subscription does not want yet, one Get each in their order, the first
+// ending as o (the call that the fuzz test may stall is the first) and the
+// others as the store says now. It returns the error that fails the call,
+// or, the failures taken for misses (takesMiss), the keys whose Get failed,
+// in order. Without WithFailedCheckAsMiss that is getErr(o) of the first
+// key, or nil: all fail or none.
+func (m *model) checkKeys(added []int, o ioOutcome) (failed []int, err error) {
+	for j, k := range added {
+		oj := ioPass
+		if j == 0 {
+			oj = o
+		}
+		switch err := m.getErr(oj); {
+		case err == nil:
+		case !m.takesMiss(err):
+			return nil, err
+		default:
+			failed = append(failed, k)
+		}
+	}
+	return failed, nil
+}
+
 // putErr is the error of a PutMany that ends as o, and whether it wrote.
 func (m *model) putErr(o ioOutcome) (err error, wrote bool) {
 	switch {
@@ -146,6 +186,7 @@ func (m *model) clone() *model {
 		}
 	}
 	c.cancels = slices.Clone(m.cancels)
+	c.taken = slices.Clone(m.taken)
 	c.busy = slices.Clone(m.busy)
 	c.slowEnds = nil
 	return &c
@@ -220,6 +261,8 @@ func (m *model) addRequest(fs *fuzzSub) *mSub {
 // waited for it) and took the path without reservations: a found block is
 // returned and nothing is made (newFunc is not called), a failed Get
 // changes nothing, and a miss makes a request (calls newFunc) that wants k.
+// With WithFailedCheckAsMiss a failed Get is a miss, whose error goes to the
+// option's function (taken).
 // Fetch leaves that path for the general one whenever k's version moves
 // between its peek and its commit, which every want of k added meanwhile
 // does: so a k wanted now means the general path too.
@@ -231,14 +274,18 @@ func (m *model) addRequest(fs *fuzzSub) *mSub {
 // Fetch returns the request, which then wants nothing.
 func (m *model) fetchCommit(k int, o ioOutcome, fast bool, fs *fuzzSub) error {
 	if m.bs && fast && !m.wanted(k) {
-		if err := m.getErr(o); err != nil {
+		err := m.getErr(o)
+		switch {
+		case err != nil && !m.takesMiss(err):
 			return err
-		}
-		if m.stored[k] {
+		case err == nil && m.stored[k]:
 			return nil // the block is returned
 		}
 		m.newFuncs++
 		m.addRequest(fs).wants[k] = true
+		if err != nil {
+			m.taken = append(m.taken, k)
+		}
 		return nil
 	}
 	m.newFuncs++
@@ -305,13 +352,15 @@ func (m *model) subscribeCommit(s *mSub, keys []int, o ioOutcome, afterStall boo
 		return s.endedErr()
 	}
 	added := s.added(keys)
+	var failed []int // taken for misses (WithFailedCheckAsMiss)
 	if m.bs && len(added) > 0 {
-		if err := m.getErr(o); err != nil {
+		var err error
+		if failed, err = m.checkKeys(added, o); err != nil {
 			return err // all or nothing: no want added
 		}
 	}
 	if s.ended {
-		return s.endedErr()
+		return s.endedErr() // the failures taken for misses go nowhere
 	}
 	// A want that this call both creates and satisfies had no WANT sent for
 	// it: its end is reported only if someone else wanted the key before.
@@ -325,14 +374,17 @@ func (m *model) subscribeCommit(s *mSub, keys []int, o ioOutcome, afterStall boo
 	}
 	var hits []int
 	for _, k := range added {
-		if m.stored[k] {
+		if m.stored[k] && !slices.Contains(failed, k) {
 			hits = append(hits, k)
 		}
 	}
 	overflowed := s.overflowed
 	m.deliver("", hits, nil, nil, func(k int) bool { return before[k] })
 	if s.overflowed && !overflowed { // its own blockstore hits overflowed it, ended or pending
-		return notifier.ErrSlowConsumer
+		return notifier.ErrSlowConsumer // the failures taken for misses go nowhere
+	}
+	if len(failed) > 0 {
+		m.taken = append(m.taken, failed[0]) // the first, once the call has taken effect
 	}
 	return nil
 }
@@ -449,7 +501,7 @@ func distinct(keys []int) []int {
 // describe is the model state for failure messages.
 func (m *model) describe() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "closed=%v getFail=%v putFail=%v stored=", m.closed, m.getFail, m.putFail)
+	fmt.Fprintf(&b, "closed=%v getFail=%v putFail=%v checkMiss=%v stored=", m.closed, m.getFail, m.putFail, m.checkMiss)
 	for k, ok := range m.stored {
 		if ok {
 			fmt.Fprintf(&b, "k%d ", k)

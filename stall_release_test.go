@@ -176,7 +176,9 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
 	h.m.busy = reservedKeys(rest)
 	pend := h.pendingSubs()
-	if o == ioPass && op.startsOver != nil && op.startsOver(h.m) {
+	// A released Subscribe gets to its commit, and may start over, unless
+	// its Get fails (and is not taken for a miss) or its context ends.
+	if (o == ioPass || h.m.checkMiss && o != ioCancel) && op.startsOver != nil && op.startsOver(h.m) {
 		// The closes parked on its first attempt go on before the second
 		// (review: one ended the last want of a key that the second
 		// attempt wanted again, and the model, committing the Subscribe
@@ -245,8 +247,12 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	case err := <-op.done:
 		op.done <- err
 		// Both endings may have the same error (Fetch: a block returned
-		// or a request made): then what else it returned decides.
-		if sameErr(err, altWant) && (!sameErr(err, op.want) || op.agrees != nil && !op.agrees(h.m) && op.agrees(alt)) {
+		// or a request made; with WithFailedCheckAsMiss, a failed Get
+		// taken for a miss or a second Get that passed): then what else
+		// it returned, and what WithFailedCheckAsMiss's function got,
+		// decide.
+		agrees := func(m *model) bool { return (op.agrees == nil || op.agrees(m)) && h.takenAgrees(m) }
+		if sameErr(err, altWant) && (!sameErr(err, op.want) || !agrees(h.m) && agrees(alt)) {
 			h.logf("%s: its key was touched meanwhile, so it started over and checked again", op.desc)
 			h.m, op.want = alt, altWant
 		}
