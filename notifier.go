@@ -148,9 +148,11 @@ func WithMaxPending(n int) Option {
 // Get that fails in GetBlocks: it asks the network for the block, and the
 // next Publish of it delivers it. bitswapcompat builds its Notifier with it.
 //
-// f is called at most once per call, on the caller's goroutine, after the
-// call has taken effect and before it returns, holding no lock and no
-// reservation: it may call the Notifier. f may be nil. Either way the error
+// f is called at most once per call, and only for a call that returns nil
+// (not for one that fails for another reason, such as ErrSlowConsumer or
+// ctx, whose failed Get is then only logged), on the caller's goroutine,
+// after the call has taken effect and before it returns, holding no lock
+// and no reservation: it may call the Notifier. f may be nil. Either way the error
 // is also logged, counted in blockstore_errors_total (WithMetrics) and set
 // on the call's span, as every failed blockstore call is. If f panics, or
 // exits the goroutine, the wants stay recorded (a request that Fetch made
