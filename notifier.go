@@ -152,12 +152,12 @@ func WithMaxPending(n int) Option {
 // (not for one that fails for another reason, such as ErrSlowConsumer or
 // ctx, whose failed Get is then only logged), on the caller's goroutine,
 // after the call has taken effect and before it returns, holding no lock
-// and no reservation: it may call the Notifier. f may be nil. Either way the error
-// is also logged, counted in blockstore_errors_total (WithMetrics) and set
-// on the call's span, as every failed blockstore call is. If f panics, or
-// exits the goroutine, the wants stay recorded (a request that Fetch made
-// is removed: its caller never got it) and the panic goes on to the
-// caller.
+// and no reservation: it may call the Notifier. f may be nil. Either way
+// the error is also logged, counted in blockstore_errors_total
+// (WithMetrics) and set on the call's span, as every failed blockstore call
+// is. If f panics, or exits the goroutine, the wants stay recorded (a
+// request that Fetch made is removed: its caller never got it) and the
+// panic goes on to the caller.
 //
 // The tempting alternative, calling f where the Get failed, runs it while
 // the call holds the key reserved, so that f's own Subscribe or Publish of
