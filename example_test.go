@@ -262,3 +262,44 @@ func ExampleNotifier_Fetch() {
 	// want
 	// stats: {0 0 0}
 }
+
+// flakyStore is a blockstore whose Gets fail while down is set, as a disk
+// that times out now and then.
+type flakyStore struct {
+	blockstore.Blockstore
+	down bool
+}
+
+func (s *flakyStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if s.down {
+		return nil, errors.New("disk timeout")
+	}
+	return s.Blockstore.Get(ctx, c)
+}
+
+// A client that asks the network when its blockstore check fails, as boxo's
+// block service does: the failed check is a miss, the want stays, and the
+// block that a peer sends is delivered.
+func ExampleWithFailedCheckAsMiss() {
+	ctx := context.Background()
+	bs := &flakyStore{Blockstore: blockstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore()))}
+	blk := blocks.NewBlock([]byte("block"))
+	n := notifier.New(bs, notifier.WithFailedCheckAsMiss(func(err error) {
+		fmt.Println("check failed:", errors.Unwrap(err))
+	}))
+	defer n.Close() //nolint:errcheck // Close never fails; an example keeps to the point
+
+	ses, _ := n.NewSubscription(1)
+	bs.down = true
+	err := ses.Subscribe(ctx, blk.Cid())
+	fmt.Println("subscribe:", err, "wanted:", ses.Wants(blk.Cid()))
+	bs.down = false // the client sends its WANT; a peer answers
+
+	_ = n.Publish(ctx, notifier.ResponseMessage{From: "peerA", Blocks: []blocks.Block{blk}})
+	m := <-ses.Messages()
+	fmt.Println("got", string(m.Blocks[0].RawData()), "from", m.From)
+	// Output:
+	// check failed: disk timeout
+	// subscribe: <nil> wanted: true
+	// got block from peerA
+}
