@@ -126,11 +126,13 @@
 //     is closed; and no goroutine is left once the client is closed;
 //   - no Want returned nil though its own last blockstore check of a key
 //     failed (ImplError): a failed check must fail the call (SPEC, Subscribe;
-//     Fetch's doc), else a block the store holds may be waited for in vain.
-//     The driver gives each Want a context of its own, and the blockstore
-//     the client gets records which of the Want's checks failed; a client
-//     that does not pass that context to its blockstore (legacy, which takes
-//     a failed check for a miss, as boxo does) escapes the check;
+//     Fetch's doc; the notifier Impls do not set
+//     notifier.WithFailedCheckAsMiss), else a block the store holds may be
+//     waited for in vain. The driver gives each Want a context of its own,
+//     and the blockstore the client gets records which of the Want's checks
+//     failed; a client that does not pass that context to its blockstore
+//     (legacy and compat, which take a failed check for a miss, as boxo
+//     does) escapes the check;
 //   - every want that ended with its key's last produced one CANCEL
 //     (MissingCancel, ExtraCancel), and no CANCEL overtook a later WANT, nor
 //     came after a Want that returned the block from the blockstore (a Fetch
