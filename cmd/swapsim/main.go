@@ -66,8 +66,13 @@ and the recovery.
 Exit status: 0 if the notifier, either way, or compat kept every invariant
 (legacy's violations are reported, never fatal), 1 if it did not, 2 on a
 usage or setup error or if a file of -svg, -png or -json could not be
-written. Under -faults, compat meets errors that bitswapcompat's boxo-shaped
-methods cannot return, and its requests stall (internal/swapsim, "Faults").
+written. Under -faults, compat meets a failed store, which bitswapcompat's
+boxo-shaped Publish cannot return: it ends the calls that wait for the
+message's blocks, and their requests fail, counted cut short, as boxo's block
+service fails such a GetBlocks. A block that only a local add provides, whose
+checks by the client and by the Notifier both failed, is asked of peers that
+do not have it, and its request stalls, as with legacy (internal/swapsim,
+"Faults"): a run of compat under -faults may exit 1 for that alone.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys

@@ -96,3 +96,52 @@ func TestClient_WithLayersNilKeepsTheReproductions(t *testing.T) {
 	require.NoError(t, err)
 	requireInterest(t, c, 1, 1)
 }
+
+// shortPubSub is a PubSub whose Subscribe returns a channel that the test
+// closes early, as bitswapcompat's does for a call whose store failed.
+type shortPubSub struct {
+	*PubSub
+	ch chan blocks.Block
+}
+
+func (p *shortPubSub) Subscribe(context.Context, ...cid.Cid) <-chan blocks.Block { return p.ch }
+
+// A GetBlocks call whose PubSub channel closes early with keys missing
+// calls the function of WithCutShortFunc with those keys, before the
+// session ends their wants (the CANCEL); one that its ctx ends does not.
+func TestSession_CutShortCallReportsItsMissingKeysBeforeTheCancel(t *testing.T) {
+	defer goleak.VerifyNone(t)
+	for _, cut := range []bool{true, false} {
+		ps := &shortPubSub{PubSub: NewPubSub(), ch: make(chan blocks.Block)}
+		cancels := newCancelLog()
+		c := NewClient(nil, WithLayers(ps, nil), cancels.option())
+		s := c.NewSession(1)
+		var wg sync.WaitGroup
+		drainUpdates(s, &wg)
+		a, b := mkBlock("a"), mkBlock("b")
+		reported := make(chan []cid.Cid, 1)
+		cancelsBefore := -1 // CANCELs sent when the function ran
+		ctx, cancel := context.WithCancel(context.Background())
+		out, err := s.GetBlocks(WithCutShortFunc(ctx, func(keys []cid.Cid) {
+			cancelsBefore = len(cancels.ch)
+			reported <- keys
+		}), a.Cid(), b.Cid())
+		require.NoError(t, err)
+		if cut {
+			close(ps.ch)
+		} else {
+			cancel()
+		}
+		assert.Empty(t, drain(t, out))
+		assert.ElementsMatch(t, []cid.Cid{a.Cid(), b.Cid()}, recv(t, cancels.ch), "the session's CANCEL")
+		if cut {
+			assert.ElementsMatch(t, []cid.Cid{a.Cid(), b.Cid()}, recv(t, reported))
+			assert.Zero(t, cancelsBefore, "the CANCEL came before the report")
+		} else {
+			assert.Empty(t, reported, "a call that its ctx ended is not cut short")
+		}
+		cancel()
+		c.Close()
+		wg.Wait()
+	}
+}

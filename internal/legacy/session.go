@@ -191,7 +191,11 @@ func (s *Session) handleIncoming(ctx context.Context, keys []cid.Cid, in <-chan 
 	}
 	defer func() {
 		close(out)
-		s.enqueue(op{kind: opCancel, keys: remaining.Keys()})
+		left := remaining.Keys()
+		if len(left) > 0 && ctx.Err() == nil && s.ctx.Err() == nil {
+			cutShort(ctx, left)
+		}
+		s.enqueue(op{kind: opCancel, keys: left})
 	}()
 	for {
 		select {
@@ -212,6 +216,28 @@ func (s *Session) handleIncoming(ctx context.Context, keys []cid.Cid, in <-chan 
 		case <-s.ctx.Done():
 			return
 		}
+	}
+}
+
+// cutShortKey is the context key of WithCutShortFunc's function.
+type cutShortKey struct{}
+
+// WithCutShortFunc returns a context for GetBlocks whose call calls f with
+// the keys it still waited for if the PubSub closes its channel early (not
+// ctx, not the session's Close): bitswapcompat ends the calls that wait for
+// the blocks of a message whose store failed. f runs on the call's
+// goroutine, after the call's channel is closed and before the session ends
+// the wants of those keys (boxo's getter sends their CANCELs next): an
+// instrument for a caller that must know which comes first. It must not
+// block.
+func WithCutShortFunc(ctx context.Context, f func(keys []cid.Cid)) context.Context {
+	return context.WithValue(ctx, cutShortKey{}, f)
+}
+
+// cutShort calls the function of WithCutShortFunc in ctx, if any.
+func cutShort(ctx context.Context, keys []cid.Cid) {
+	if f, ok := ctx.Value(cutShortKey{}).(func([]cid.Cid)); ok {
+		f(keys)
 	}
 }
 

@@ -98,12 +98,16 @@
 //     stores again, inside bitswapcompat's Subscribe and Publish, which
 //     cannot return an error. A failed check is a miss there too
 //     (notifier.WithFailedCheckAsMiss), as in legacy. A failed store ends
-//     the calls that wait for the message's blocks: the client, as boxo's
-//     getter does, then ends the session's wants of those keys (a CANCEL)
-//     while the request still waits, and the request stalls. Its violations
-//     under faults are those of the boxo-shaped API, which reports such
-//     errors only to bitswapcompat.WithErrorFunc, and the driver has no way
-//     to retry.
+//     the calls that wait for the message's blocks: their channels close
+//     with keys missing, and the client, as boxo's getter does, then ends
+//     the session's wants of those keys (a CANCEL). The request fails, as a
+//     GetBlocks of boxo's block service whose PutMany fails ends short and
+//     its caller gets an error: the driver counts it cut short
+//     (Report.CutShort), not stalled, and no violation. The client tells
+//     the driver (legacy.WithCutShortFunc) before its CANCELs, so the
+//     checker sees the request's wants of those keys end first. What is
+//     left under faults is legacy's stall, rarer: a block that only a local
+//     add provides, when both the client's check and the Notifier's fail.
 //
 // Every check below still holds for a client that keeps the contract; the
 // checker learns of failed PutManys, Gets and Hases from the store the

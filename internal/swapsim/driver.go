@@ -36,6 +36,7 @@ type sim struct {
 // counters are the run's tallies, updated atomically.
 type counters struct {
 	requests, completed, cancelled, stalled atomic.Int64
+	cutShort                                atomic.Int64 // requests failed: a GetBlocks channel closed early
 	blocks, haves, dontHaves                atomic.Int64 // read by sessions
 	messages                                atomic.Int64 // handed to the client
 	wants, dropped, localAdds, junk         atomic.Int64
@@ -165,6 +166,10 @@ type request struct {
 	viaClose  bool
 	ended     bool // cancelled, stalled or failed: no more wants
 	cancelled bool
+	// cut is where the client reports a GetBlocks call that its PubSub
+	// ended early (see cutShort); shortened is set once await has read it.
+	cut       chan struct{}
+	shortened bool
 }
 
 func (w *worker) newRequest(d *dag) *request {
@@ -173,6 +178,7 @@ func (w *worker) newRequest(d *dag) *request {
 		dag:   d,
 		state: make([]uint8, len(d.nodes)),
 		subAt: make([]int64, len(d.nodes)),
+		cut:   make(chan struct{}, 1),
 	}
 	if len(d.nodes) > 1 && w.rng.Float64() < w.s.cfg.Cancel {
 		r.cancelAt = 1 + w.rng.IntN(len(d.nodes)-1)
@@ -215,7 +221,7 @@ func (w *worker) fetch() {
 	}
 	w.close(sess, req)
 	w.s.reg.release(d, req.received == len(d.nodes))
-	if !req.cancelled && req.received < len(d.nodes) {
+	if !req.cancelled && !req.shortened && req.received < len(d.nodes) {
 		w.s.chk.violate(Incomplete, "request %d: %d of %d blocks, not cancelled", req.id, req.received, len(d.nodes))
 	}
 }
@@ -239,6 +245,9 @@ func (w *worker) await(sess Session, req *request) {
 			if req.cancelDue() {
 				w.cancel(sess, req)
 			}
+		case <-req.cut:
+			req.ended, req.shortened = true, true
+			w.s.ctr.cutShort.Add(1)
 		case <-w.stall.C:
 			w.stalled(req)
 		}
@@ -361,6 +370,7 @@ func (w *worker) subscribe(sess Session, req *request, idx []int32) error {
 	sent, gens := make([]bool, len(keys)), make([]uint32, len(keys))
 	w.s.chk.subStart(req.id, keys, sent)
 	ctx, checks := withWantCheck(w.s.bg)
+	ctx = withCutShort(ctx, func(keys []cid.Cid) { w.cutShort(req, keys) })
 	err := sess.Want(ctx, keys)
 	w.s.chk.subReturn(req.id, keys, err == nil, sent, gens)
 	if err != nil {
@@ -443,6 +453,24 @@ func (w *worker) cancel(sess Session, req *request) {
 	sess.Cancel(keys)
 	if w.s.impl.SyncCancels() {
 		w.s.chk.endReturn(req.id, keys)
+	}
+}
+
+// cutShort is told, on the client's goroutine, that the GetBlocks call of a
+// Want of req ended with keys still missing, its channel closed by the
+// PubSub, not by the request's context nor the session's Close: compat's
+// PubSub ends the calls that wait for the blocks of a message whose store
+// failed, and so fails the request, as boxo's block service fails a
+// GetBlocks whose PutMany fails. The client's CANCELs of keys come after
+// this, so the checker first learns that req's wants of them end (a CANCEL
+// of a key whose want was cut short is no stale cancel). The request then
+// fails: its caller gets an error, and the driver counts it apart from the
+// requests that stalled, as a caller of boxo's block service sees it.
+func (w *worker) cutShort(req *request, keys []cid.Cid) {
+	w.s.chk.endStart(req.id, keys)
+	select {
+	case req.cut <- struct{}{}:
+	default: // reported already
 	}
 }
 

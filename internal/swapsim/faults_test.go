@@ -44,7 +44,8 @@ func TestRun_FaultsNothingLost(t *testing.T) {
 // have it, and the request stalls. bitswapcompat's Subscribe takes a failed
 // check for a miss too (notifier.WithFailedCheckAsMiss); its Publish cannot
 // return the error of its own store: a failed store ends the GetBlocks calls
-// it concerns, the client ends their wants, and the requests stall (doc.go,
+// it concerns, and their requests fail (cut short, as a GetBlocks of boxo's
+// block service whose PutMany fails), with no stale CANCEL (doc.go,
 // "Faults"). Each run must still end and account for every request.
 func TestRun_LegacyAndCompatMeetTheSameFaults(t *testing.T) {
 	for _, impl := range []string{"legacy", "compat"} {
@@ -57,8 +58,14 @@ func TestRun_LegacyAndCompatMeetTheSameFaults(t *testing.T) {
 			require.Positive(t, rep.Resent, "no message was sent again after a failed store")
 			require.Zero(t, rep.Retries)
 			require.Positive(t, rep.Completed)
-			require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.Violations[ImplError])
-			t.Logf("%s violations: %v %q", impl, rep.Violations, rep.Examples)
+			require.Equal(t, rep.Requests, rep.Completed+rep.Cancelled+rep.Stalled+rep.CutShort+rep.Violations[ImplError])
+			if impl == "compat" {
+				require.Positive(t, rep.CutShort, "no failed store cut a call short")
+				require.Zero(t, rep.Violations[StaleCancel], "a call that the PubSub cut short ended its wants before the client's CANCELs")
+			} else {
+				require.Zero(t, rep.CutShort, "legacy's PubSub never closes a call's channel early")
+			}
+			t.Logf("%s: %d cut short, violations: %v %q", impl, rep.CutShort, rep.Violations, rep.Examples)
 		})
 	}
 }

@@ -152,8 +152,12 @@ type legacySession struct {
 
 // Want calls GetBlocks and starts a goroutine that forwards its channel, as
 // boxo's blockservice does for each GetBlocks.
-func (s *legacySession) Want(_ context.Context, keys []cid.Cid) error {
-	ch, err := s.ls.GetBlocks(s.ctx, keys...)
+func (s *legacySession) Want(ctx context.Context, keys []cid.Cid) error {
+	callCtx := s.ctx
+	if f := cutShortFunc(ctx); f != nil {
+		callCtx = legacy.WithCutShortFunc(callCtx, f)
+	}
+	ch, err := s.ls.GetBlocks(callCtx, keys...)
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,8 @@ const JSONSchema = "swapsim/v1"
 // metrics holds the table's rows, in its order; a key's suffix is its unit
 // (_s seconds, _per_s per second of the load phase, _bytes; none: a count):
 // load_s, elapsed_s (with the drain), requests_completed,
-// requests_cancelled, requests_stalled, blocks_per_s, messages_per_s,
+// requests_cancelled, requests_stalled, requests_cut_short (Report.CutShort),
+// blocks_per_s, messages_per_s,
 // haves_dont_haves_per_s, latency_p50_s, latency_p99_s, latency_max_s,
 // store_calls (the client's blockstore calls), faults_failed and
 // faults_stalled (those Config.Faults failed or stalled), wants_retried (after

@@ -93,6 +93,7 @@ func metricsOf(r *Report) map[string]float64 {
 		"requests_completed":     float64(r.Completed),
 		"requests_cancelled":     float64(r.Cancelled),
 		"requests_stalled":       float64(r.Stalled),
+		"requests_cut_short":     float64(r.CutShort),
 		"blocks_per_s":           r.BlockRate,
 		"messages_per_s":         r.MessageRate,
 		"haves_dont_haves_per_s": r.InfoRate,

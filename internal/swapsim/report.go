@@ -75,6 +75,7 @@ var rows = []row{
 	{"requests completed", "requests_completed", "", unitCount, integer(func(r *Report) int64 { return r.Completed })},
 	{"requests cancelled", "requests_cancelled", "", unitCount, integer(func(r *Report) int64 { return r.Cancelled })},
 	{"requests stalled", "requests_stalled", "", unitCount, integer(func(r *Report) int64 { return r.Stalled })},
+	{"requests cut short", "requests_cut_short", "", unitCount, integer(func(r *Report) int64 { return r.CutShort })},
 	{"blocks/s", "blocks_per_s", "higher", unitRate, func(r *Report) float64 { return r.BlockRate }},
 	{"messages/s", "messages_per_s", "higher", unitRate, func(r *Report) float64 { return r.MessageRate }},
 	{"HAVE+DONT_HAVE/s", "haves_dont_haves_per_s", "higher", unitRate, func(r *Report) float64 { return r.InfoRate }},

@@ -21,9 +21,13 @@ type Report struct {
 	BlockRate, MessageRate, InfoRate float64
 
 	Requests, Completed, Cancelled, Stalled int64
-	Blocks, Haves, DontHaves                int64 // read by the sessions
-	Messages                                int64 // handed to the client, local adds included
-	Wants, Dropped, LocalAdds, Unsolicited  int64 // WANTs sent; answers dropped after a CANCEL
+	// CutShort counts the requests that failed because their client's
+	// PubSub ended a GetBlocks call early (compat, after a failed store:
+	// worker.cutShort). Their callers get an error; they are no violation.
+	CutShort                               int64
+	Blocks, Haves, DontHaves               int64 // read by the sessions
+	Messages                               int64 // handed to the client, local adds included
+	Wants, Dropped, LocalAdds, Unsolicited int64 // WANTs sent; answers dropped after a CANCEL
 
 	// Faults injected into the client's blockstore calls (Config.Faults), and
 	// the recovery from them: Wants retried after a failed blockstore check,
@@ -195,7 +199,7 @@ func (s *sim) report(elapsed time.Duration, mon *monitor) Report {
 	rep := Report{
 		Impl: s.cfg.Impl, Store: s.cfg.Store, Elapsed: elapsed,
 		Requests: c.requests.Load(), Completed: c.completed.Load(),
-		Cancelled: c.cancelled.Load(), Stalled: c.stalled.Load(),
+		Cancelled: c.cancelled.Load(), Stalled: c.stalled.Load(), CutShort: c.cutShort.Load(),
 		Blocks: c.blocks.Load(), Haves: c.haves.Load(), DontHaves: c.dontHaves.Load(),
 		Messages: c.messages.Load(), Wants: c.wants.Load(), Dropped: c.dropped.Load(),
 		LocalAdds: c.localAdds.Load(), Unsolicited: c.junk.Load(),

@@ -93,6 +93,23 @@ type wantCheckKey struct{}
 
 // withWantCheck returns a context for one Want, which records the Want's
 // blockstore checks in the returned wantCheck.
+// cutShortKey is the context key of a Want's cut-short function (see
+// worker.cutShort).
+type cutShortKey struct{}
+
+// withCutShort returns ctx with f, which an Impl whose client can end a
+// Want's call early (legacy's GetBlocks over compat's PubSub) calls with the
+// keys still missing.
+func withCutShort(ctx context.Context, f func(keys []cid.Cid)) context.Context {
+	return context.WithValue(ctx, cutShortKey{}, f)
+}
+
+// cutShortFunc returns the function of withCutShort in ctx, or nil.
+func cutShortFunc(ctx context.Context) func(keys []cid.Cid) {
+	f, _ := ctx.Value(cutShortKey{}).(func([]cid.Cid))
+	return f
+}
+
 func withWantCheck(ctx context.Context) (context.Context, *wantCheck) {
 	c := &wantCheck{failed: make(map[cid.Cid]bool)}
 	return context.WithValue(ctx, wantCheckKey{}, c), c
