@@ -48,7 +48,7 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 		ps.reap() // as every call does: a call that a native operation completed is removed
 		return
 	}
-	listed := ps.tracked.Load()
+	listed := ps.begun.Load()
 	err := ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks})
 	if errors.Is(err, notifier.ErrClosed) {
 		return // shut down: nothing was handed, and nothing is left to pace for

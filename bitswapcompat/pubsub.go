@@ -39,9 +39,13 @@ type PubSub struct {
 	wrap  BlockWrapper
 	onErr func(error)
 
-	nfinish  atomic.Int64  // the length of finished, so that reap takes no lock when there is nothing to do
-	tracked  atomic.Uint64 // calls that track has listed so far; written under mu (call.seq), read by failWaiting's callers without it
-	shutdown sync.Once
+	nfinish atomic.Int64  // the length of finished, so that reap takes no lock when there is nothing to do
+	begun   atomic.Uint64 // calls whose Subscribe has begun so far (call.seq), read by failWaiting's callers
+	// unsettled counts the calls whose Subscribe has begun and not yet
+	// settled (tracked, or ended before track): while it is not 0, a failed
+	// store is logged in failures for track to find.
+	unsettled atomic.Int64
+	shutdown  sync.Once
 
 	// Pacing of Publish (see pace): woke is set by a delivery that sent a
 	// block; paced is closed by the goroutine that the Publish which found
@@ -62,7 +66,28 @@ type PubSub struct {
 	ended     sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished  *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed    bool
+	// failures are the failed stores that calls whose Subscribe was under
+	// way may have missed (see failWaiting); cleared once no call is
+	// unsettled.
+	failures []failure
 }
+
+// failure is a failed store of keys, by a Publish that began when listed
+// calls had begun their Subscribe.
+type failure struct {
+	keys   []cid.Cid
+	listed uint64
+}
+
+// begin gives c its place among the calls whose Subscribe began (c.seq),
+// before c's Subscribe of the Notifier; settle must follow, once.
+func (ps *PubSub) begin(c *call) {
+	ps.unsettled.Add(1)
+	c.seq = ps.begun.Add(1)
+}
+
+// settle ends the Subscribe of a call that begin counted.
+func (ps *PubSub) settle() { ps.unsettled.Add(-1) }
 
 func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	nopts := cfg.nopts
@@ -105,7 +130,7 @@ type call struct {
 	stop        func() bool // stops the context.AfterFunc that ends the call
 
 	next *call  // the next call in PubSub.finished; guarded by PubSub.mu
-	seq  uint64 // its place among the calls track listed (PubSub.tracked); guarded by PubSub.mu
+	seq  uint64 // its place among the calls whose Subscribe began (PubSub.begun); set by begin before c is shared
 }
 
 // pendingScan is the largest call whose keys pending scans rather than
@@ -226,9 +251,11 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	}
 	c := &call{ps: ps, ch: ch, start: start, subscribing: true}
 	c.distinct(keys)
+	ps.begin(c)
 	returned := false
 	defer func() {
 		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
+			ps.settle()
 			c.end()
 			if c.sub != nil {
 				c.sub.Remove() // end does not if a delivery ended c first
@@ -264,9 +291,13 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 	blk, sub, err := ps.n.Fetch(ctx, k, func() func(notifier.ResponseMessage) {
 		c = &call{ps: ps, ch: ch, start: start, subscribing: true}
 		c.distinct([]cid.Cid{k})
+		ps.begin(c)
 		return c.deliver
 	})
 	if err == nil && sub == nil {
+		if c != nil {
+			ps.settle()
+		}
 		ch <- ps.wrapBlock(blk, "", start) // as deliver hands a block that Subscribe found
 		ps.woke.Store(true)
 		close(ch)
@@ -285,6 +316,7 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 // made, err being the error of making it or of its Subscribe.
 func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks.Block {
 	if err != nil {
+		ps.settle()
 		// Deferred: the error function, which runs first, may panic, and
 		// c's request would then stay in the Notifier until Shutdown.
 		defer c.end()
@@ -317,22 +349,48 @@ func (ps *PubSub) track(c *call) bool {
 	c.subscribing = false
 	if c.ended {
 		c.mu.Unlock()
+		ps.settle()
 		c.sub.Remove()
 		return false
 	}
 	ps.mu.Lock() // c.mu, then ps.mu, as in deliver
 	closed := ps.closed
+	missed := false
 	if !closed {
 		ps.calls[c] = struct{}{}
 		ps.callsPeak.Grew(len(ps.calls))
-		c.seq = ps.tracked.Add(1)
+		missed = c.missedFailure()
+	}
+	if ps.unsettled.Add(-1) == 0 {
+		ps.failures = nil
 	}
 	ps.mu.Unlock()
 	c.mu.Unlock()
-	if closed {
+	if closed || missed {
+		// A store that failed while c's Subscribe was under way, by a
+		// Publish that began after it, is one that c's subscription may
+		// have been waiting for: c ends as failWaiting ends the calls it
+		// finds (failWaiting).
 		c.end()
 	}
-	return !closed
+	return !closed && !missed
+}
+
+// missedFailure reports whether a failed store logged in ps.failures, by a
+// Publish that began after c's Subscribe began, was of a key c awaits. The
+// caller holds c.mu and ps.mu.
+func (c *call) missedFailure() bool {
+	for _, f := range c.ps.failures {
+		if c.seq > f.listed {
+			continue
+		}
+		for _, k := range f.keys {
+			if _, ok := c.awaited(k); ok {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // watch arranges for c to end when ctx is done. With a context of the
@@ -548,6 +606,15 @@ func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 		if c.seq <= listed {
 			calls = append(calls, c)
 		}
+	}
+	if ps.unsettled.Load() > 0 {
+		// A call whose Subscribe began before the Publish and is still under
+		// way is not in calls yet: track finds the failure here.
+		f := failure{keys: make([]cid.Cid, len(blks)), listed: listed}
+		for i, b := range blks {
+			f.keys[i] = b.Cid()
+		}
+		ps.failures = append(ps.failures, f)
 	}
 	ps.mu.Unlock()
 	var ending []*call

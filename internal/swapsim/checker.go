@@ -163,6 +163,7 @@ type want struct {
 	consumed bool   // a CANCEL after SUB-RETURN accounts for its epoch
 	used     int    // CANCELs before SUB-RETURN put down to its epochs (see cancelKey)
 	over     bool   // its end is certain
+	ending   bool   // END-START came: the request is ending it (before SUB-RETURN, a cut-short call)
 }
 
 func newChecker(syncEnds bool) *checker {
@@ -258,6 +259,13 @@ func (c *checker) subReturn(req uint64, keys []cid.Cid, ok bool, sent []bool, ge
 			default:
 				w.returned = true
 				w.consumed = w.used >= c.epochs // its epochs had their CANCELs already
+				if w.ending {
+					// The request began to end this want (a call cut short
+					// before its Want returned): it sends no WANT, and the
+					// CANCELs of its end may already have gone out.
+					w.sent, sent[i] = false, false
+					break
+				}
 				if !w.sent && (!ks.storing() || ks.misread != w.misread) {
 					w.sent, sent[i] = true, true
 				}
@@ -279,6 +287,7 @@ func (c *checker) endStart(req uint64, keys []cid.Cid) {
 		sh, ks := c.lock(k)
 		if w := ks.find(req); w != nil {
 			w.sure = false
+			w.ending = true
 		}
 		sh.mu.Unlock()
 	}
