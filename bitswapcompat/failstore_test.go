@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -339,4 +340,33 @@ func TestShutdown_WaitsForAFailedStoresEndBehindAStalledStore(t *testing.T) {
 		require.Empty(t, got)
 		requireIdle(t, ps, nil)
 	})
+}
+
+// A call whose Subscribe began before a Publish whose store fails, but that
+// is listed (track) only after that Publish has ended the calls waiting for
+// its blocks, ends too: the Publish would have handed it the block, and in
+// boxo's call order no peer sends it again. Found by the simulator (compat
+// under -faults): the call was spared, as listed after the Publish began,
+// and its request waited for ever; with the block added locally only, so
+// would a real one.
+func TestPubSub_FailedStoreEndsACallListedAfterIt(t *testing.T) {
+	for _, n := range []int{1, 2} { // Fetch's path, and Subscribe's
+		t.Run(fmt.Sprint(n, " keys"), func(t *testing.T) {
+			store := memStore()
+			ps := NewPubSub(store)
+			defer ps.Shutdown()
+			blks := newBlocks(t, n)
+			var once sync.Once
+			ps.tracking = func() { // the call's subscription is live, not listed yet
+				once.Do(func() {
+					store.failPut.Store(true)
+					ps.Publish(peerA, blks[0])
+					store.failPut.Store(false)
+				})
+			}
+			ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+			requireEnded(t, ch)
+			requireIdle(t, ps, nil)
+		})
+	}
 }

@@ -56,6 +56,9 @@ type PubSub struct {
 	handed atomic.Int64
 	epoch  time.Time
 	pacer  func() // tests only: run by pace's goroutine before it closes paced
+	// tracking, tests only, runs at the start of track: between a call's
+	// Subscribe of the Notifier and its listing.
+	tracking func()
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
@@ -288,12 +291,19 @@ func oneKey(keys []cid.Cid) (k cid.Cid, ok bool) {
 // and its request are made, holding no lock, and wait as any other.
 func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, start time.Time) <-chan blocks.Block {
 	var c *call
+	returned := false
+	defer func() {
+		if !returned && c != nil { // a delivery function (the BlockWrapper) panicked: nothing will track c
+			ps.settle()
+		}
+	}()
 	blk, sub, err := ps.n.Fetch(ctx, k, func() func(notifier.ResponseMessage) {
 		c = &call{ps: ps, ch: ch, start: start, subscribing: true}
 		c.distinct([]cid.Cid{k})
 		ps.begin(c)
 		return c.deliver
 	})
+	returned = true
 	if err == nil && sub == nil {
 		if c != nil {
 			ps.settle()
@@ -345,6 +355,9 @@ func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks
 // completed. Listing c before its Subscribe and letting Shutdown end it there
 // is what this replaces: three PubSub.mu sections and a map entry per call.
 func (ps *PubSub) track(c *call) bool {
+	if h := ps.tracking; h != nil {
+		h()
+	}
 	c.mu.Lock()
 	c.subscribing = false
 	if c.ended {
@@ -578,14 +591,23 @@ func (ps *PubSub) reap() {
 // call would wait until its ctx ended. With boxo's own PubSub the block
 // reaches the call and the block service's Put then fails, returning the
 // error at once; a closed channel is an error at once too (boxo's getter:
-// "promise channel was closed"). Only the calls listed before the Publish
-// began (listed: PubSub.tracked then) are looked at: a call that its
-// Subscribe had not listed yet waits as any other, and so does one made
-// after the failure, whose session would ask for the block again (found by
-// review, with TestPubSub_FailedStoreSparesACallMadeAfterIt). A call listed
-// before, whose Subscribe has not returned yet (it is arming its ctx's
-// watch), is ended like the others. Found by review, with
-// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks.
+// "promise channel was closed"). Only the calls whose Subscribe began
+// before the Publish did (listed: PubSub.begun then) are ended: one made
+// after the failure waits as any other, as its session would ask for the
+// block again (found by review, with
+// TestPubSub_FailedStoreSparesACallMadeAfterIt). A call listed before,
+// whose Subscribe has not returned yet (it is arming its ctx's watch), is
+// ended like the others (found by review, with
+// TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks). A call that began
+// before but is not listed yet (its Subscribe is under way) finds the
+// failure in ps.failures when track lists it, and ends there. (The first
+// version looked only at the calls listed before the Publish began: a call
+// whose subscription the Publish would have served, listed after, was
+// spared and waited for ever. Found by the simulator under faults, with
+// TestPubSub_FailedStoreEndsACallListedAfterIt.) One window is left: a call
+// that begins after the Publish's snapshot but whose subscription is live
+// before the Publish plans its deliveries is spared too; only the Notifier
+// knows which subscriptions a failed Publish would have served.
 //
 // Each call is marked ended here (beginEnd), and the rest of its end, the
 // removal from the Notifier and the close of its channel, runs on a

@@ -1198,4 +1198,18 @@ var table = []mutation{
 		pkg: ".", run: `^TestFailedCheckAsMiss_LaterCtxEndKeepsTheFailureCounted$`,
 		why: "a failure taken for a miss goes unlogged and uncounted when the call's ctx ends a later Get of the call",
 	},
+	{
+		id: "c-failed-store-spares-a-call-listed-after", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		missed = c.missedFailure()`,
+		new: `		missed = c.missedFailure() && c.seq == 0`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsACallListedAfterIt$`,
+		why: "a call whose Subscribe began before a Publish whose store failed, listed after that Publish ended the waiting calls, is spared and waits for a block that no peer sends again",
+	},
+	{
+		id: "c-failed-store-not-logged-for-unlisted-calls", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `	if ps.unsettled.Load() > 0 {`,
+		new: `	if ps.unsettled.Load() < 0 {`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsACallListedAfterIt$`,
+		why: "a failed store is not logged for the calls whose Subscribe is under way, which then never learn of it",
+	},
 }

@@ -69,8 +69,11 @@ usage or setup error or if a file of -svg, -png or -json could not be
 written. Under -faults, compat meets a failed store, which bitswapcompat's
 boxo-shaped Publish cannot return: it ends the calls that wait for the
 message's blocks, and their requests fail, counted cut short, as boxo's block
-service fails such a GetBlocks. A rare request still stalls (internal/swapsim,
-"Faults"), and a run of compat under -faults may exit 1 for that.
+service fails such a GetBlocks. A block that only a local add provides, whose
+checks by the client and by the Notifier both failed, is asked of peers that
+do not have it, and its request stalls, as with legacy but rarer
+(internal/swapsim, "Faults"): a run of compat under -faults may exit 1 for
+that.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys

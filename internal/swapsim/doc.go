@@ -106,8 +106,11 @@
 //     (Report.CutShort), not stalled, and no violation. The client tells
 //     the driver (legacy.WithCutShortFunc) before its CANCELs, so the
 //     checker sees the request's wants of those keys end first. What is
-//     left under faults is a rare stall (0-2 requests in a run of 2 s at
-//     -faults 0.1; legacy: 34-42), also without local adds.
+//     left under faults is legacy's stall, rarer (0-1 request in a run of
+//     2 s at -faults 0.1; legacy: 34-42): a block that only a local add
+//     provides, when the client's check and the Notifier's both failed, is
+//     asked of peers that do not have it. Without such blocks
+//     (-local-only 0) no run of 28 stalled.
 //
 // Every check below still holds for a client that keeps the contract; the
 // checker learns of failed PutManys, Gets and Hases from the store the
