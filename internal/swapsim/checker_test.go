@@ -425,3 +425,21 @@ func TestChecker_RetriedSubscribe(t *testing.T) {
 	s.c.cancel(s.k) // overtakes the retried want, which is live
 	s.want(map[Violation]int64{StaleCancel: 1})
 }
+
+// A want whose request began to end it (a GetBlocks call cut short) before
+// its Want returned: its CANCEL may come before SUB-RETURN, and SUB-RETURN
+// then sends no WANT and leaves it not surely live. Found with the fix of a
+// failed store that spared a call listed after it: calls then often end
+// inside their own Want, and SUB-RETURN sent a WANT after the CANCEL.
+func TestChecker_WantCutShortBeforeItReturns(t *testing.T) {
+	s := newScript(t, false)
+	require.True(t, s.subStart(1), "a WANT is due at SUB-START")
+	s.c.endStart(1, s.k) // the call is cut short
+	s.c.cancel(s.k)      // the client's CANCEL, before the Want returns
+	sent := []bool{true}
+	s.c.subReturn(1, s.k, true, sent, []uint32{0})
+	require.False(t, sent[0], "a WANT sent for a want that its request ended")
+	s.c.cancel(s.k) // any later CANCEL would be extra, not stale
+	s.c.endReturn(1, s.k)
+	s.want(map[Violation]int64{ExtraCancel: 1})
+}
