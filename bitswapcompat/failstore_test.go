@@ -370,3 +370,40 @@ func TestPubSub_FailedStoreEndsACallListedAfterIt(t *testing.T) {
 		})
 	}
 }
+
+// The log of failed stores that calls still subscribing may have missed
+// holds each key once, however often its store fails, and is dropped once
+// no Subscribe is under way. Found by review: a list of every failure, which
+// only the last call's track emptied, grew under overlapping calls.
+func TestPubSub_FailureLogIsBounded(t *testing.T) {
+	store := memStore()
+	ps := NewPubSub(store)
+	defer ps.Shutdown()
+	blks := newBlocks(t, 2)
+	store.failPut.Store(true)
+	logged := -1
+	var once sync.Once
+	ps.tracking = func() { // the call is still subscribing
+		once.Do(func() {
+			for range 100 {
+				ps.Publish(peerA, blks[0])
+			}
+			ps.mu.Lock()
+			logged = len(ps.failures)
+			ps.mu.Unlock()
+		})
+	}
+	requireEnded(t, ps.Subscribe(t.Context(), cidsOf(blks...)...))
+	require.Equal(t, 1, logged, "entries for 100 failed stores of one key")
+	ps.mu.Lock()
+	require.Empty(t, ps.failures, "the log outlived the calls it was for (track)")
+	// A call that settles without being listed (completed, or failed, in
+	// its Subscribe) leaves the log as it was: the next failed store with
+	// no Subscribe under way drops it.
+	ps.failures = map[cid.Cid]uint64{blks[0].Cid(): 1}
+	ps.mu.Unlock()
+	ps.Publish("", blks[1]) // a local block, stored though nobody wants it: the store fails, with no Subscribe under way
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Empty(t, ps.failures, "the log outlived the calls it was for (failWaiting)")
+}

@@ -69,17 +69,15 @@ type PubSub struct {
 	ended     sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished  *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed    bool
-	// failures are the failed stores that calls whose Subscribe was under
-	// way may have missed (see failWaiting); cleared once no call is
-	// unsettled.
-	failures []failure
-}
-
-// failure is a failed store of keys, by a Publish that began when listed
-// calls had begun their Subscribe.
-type failure struct {
-	keys   []cid.Cid
-	listed uint64
+	// failures are the keys of failed stores that calls whose Subscribe was
+	// under way may have missed (see failWaiting), each with the largest
+	// snapshot (PubSub.begun) of the Publishes that failed to store it: a
+	// call that began at or before it and awaits the key missed a failure.
+	// One entry per key, emptied whenever a track or a failWaiting finds no
+	// Subscribe under way (a review found a list that only track emptied,
+	// and only when its own call was the last: it grew under overlapping
+	// calls and outlived them).
+	failures map[cid.Cid]uint64
 }
 
 // begin gives c its place among the calls whose Subscribe began (c.seq),
@@ -393,14 +391,13 @@ func (ps *PubSub) track(c *call) bool {
 // Publish that began after c's Subscribe began, was of a key c awaits. The
 // caller holds c.mu and ps.mu.
 func (c *call) missedFailure() bool {
-	for _, f := range c.ps.failures {
-		if c.seq > f.listed {
-			continue
-		}
-		for _, k := range f.keys {
-			if _, ok := c.awaited(k); ok {
-				return true
-			}
+	if len(c.ps.failures) == 0 {
+		return false
+	}
+	for _, k := range c.keys {
+		listed, failed := c.ps.failures[k]
+		if _, waits := c.awaited(k); failed && waits && c.seq <= listed {
+			return true
 		}
 	}
 	return false
@@ -632,11 +629,14 @@ func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 	if ps.unsettled.Load() > 0 {
 		// A call whose Subscribe began before the Publish and is still under
 		// way is not in calls yet: track finds the failure here.
-		f := failure{keys: make([]cid.Cid, len(blks)), listed: listed}
-		for i, b := range blks {
-			f.keys[i] = b.Cid()
+		if ps.failures == nil {
+			ps.failures = make(map[cid.Cid]uint64)
 		}
-		ps.failures = append(ps.failures, f)
+		for _, b := range blks {
+			ps.failures[b.Cid()] = max(ps.failures[b.Cid()], listed)
+		}
+	} else {
+		ps.failures = nil // no call that began before can miss them any more
 	}
 	ps.mu.Unlock()
 	var ending []*call
