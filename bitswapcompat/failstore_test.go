@@ -365,7 +365,7 @@ func TestPubSub_FailedStoreEndsACallListedAfterIt(t *testing.T) {
 				})
 			}
 			ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
-			requireEnded(t, ch)
+			requireReceived(t, ch, true) // track ended the call before Subscribe returned
 			requireIdle(t, ps, nil)
 		})
 	}
@@ -393,7 +393,7 @@ func TestPubSub_FailureLogIsBounded(t *testing.T) {
 			ps.mu.Unlock()
 		})
 	}
-	requireEnded(t, ps.Subscribe(t.Context(), cidsOf(blks...)...))
+	requireReceived(t, ps.Subscribe(t.Context(), cidsOf(blks...)...), true) // ended by track
 	require.Equal(t, 1, logged, "entries for 100 failed stores of one key")
 	ps.mu.Lock()
 	require.Empty(t, ps.failures, "the log outlived the calls it was for (track)")
