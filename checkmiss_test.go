@@ -25,25 +25,7 @@ import (
 var errFlaky = errors.New("store failed")
 
 // errLog records what the function of WithFailedCheckAsMiss receives.
-type errLog struct {
-	mu   sync.Mutex
-	errs []error
-}
-
-func (l *errLog) record(err error) {
-	l.mu.Lock()
-	l.errs = append(l.errs, err)
-	l.mu.Unlock()
-}
-
-// take returns the errors recorded so far and forgets them.
-func (l *errLog) take() []error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	out := l.errs
-	l.errs = nil
-	return out
-}
+type errLog = logOf[error]
 
 // checkMissEnv is a Notifier over a store whose Gets of the keys in failing
 // fail with errFlaky; b[0] is stored, b[1] and b[2] are not.

@@ -74,26 +74,30 @@ func (c *countStore) calls() (has, get, putMany int64) {
 	return c.has.Load(), c.get.Load(), c.putMany.Load()
 }
 
-// msgLog records the messages handed to a subscription that takes them
-// through a function.
-type msgLog struct {
+// logOf records values handed to a function from any goroutine.
+type logOf[T any] struct {
 	mu   sync.Mutex
-	msgs []ResponseMessage
+	vals []T
 }
 
-func (l *msgLog) record(m ResponseMessage) {
+func (l *logOf[T]) record(v T) {
 	l.mu.Lock()
-	l.msgs = append(l.msgs, m)
+	l.vals = append(l.vals, v)
 	l.mu.Unlock()
 }
 
-func (l *msgLog) take() []ResponseMessage {
+// take returns the values recorded so far and forgets them.
+func (l *logOf[T]) take() []T {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	out := l.msgs
-	l.msgs = nil
+	out := l.vals
+	l.vals = nil
 	return out
 }
+
+// msgLog records the messages handed to a subscription that takes them
+// through a function.
+type msgLog = logOf[ResponseMessage]
 
 // spyMessages replaces the function through which s takes its messages (s being of
 // NewSubscriptionFunc, NewInterest or NewRequest) with one that records
