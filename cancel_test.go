@@ -12,6 +12,8 @@ import (
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // G5: every way a want ends reports the key exactly once, when it was the
@@ -216,7 +218,7 @@ func TestCancel_OfPublishDoesNotHoldUpItsSubscriptions(t *testing.T) {
 		select {
 		case <-ops:
 		default:
-			if parkedOnMutexIn("lockTargets") {
+			if waitmu.Waiting(&s.mu) > 0 { // lockTargets
 				stuck = true
 				break
 			}

@@ -65,7 +65,7 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 		kept := <-held
 		require.GreaterOrEqual(t, kept, 1, "the buffer's message is kept")
 		hook.Store(nil)
-		waitBlockedOnMutex(t, "notifier.(*Notifier).attemptClose") // resumed by A's Publish in putOp
+		waitWaiters(t, &slow.mu, 1) // the end, resumed by A's Publish in putOp, in lockAllOrPark
 		for stacks.Parked([]string{"notifier.(*Subscription).drain"}, nil) {
 			runtime.Gosched() // slow's drain goroutine, which closed Messages(), is on its way out
 		}

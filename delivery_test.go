@@ -252,7 +252,7 @@ func TestLockTargets_FallsBackToLockOrder(t *testing.T) {
 		defer close(published)
 		assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}}))
 	}()
-	waitBlockedOnMutex(t, "lockTargets")
+	waitWaiters(t, &b.mu, 1) // lockTargets
 	require.True(t, c.mu.TryLock(), "lockTargets waits for b holding c's lock, out of lock order")
 	c.mu.Unlock()
 	unlockB()
@@ -301,7 +301,7 @@ func TestRoute_WantEndsOnlyWithItsMessage(t *testing.T) {
 			go func() {
 				published <- n.Publish(ctx, ResponseMessage{From: "p1", Blocks: []blocks.Block{j}})
 			}()
-			waitBlockedOnMutex(t, "lockTargets")
+			waitWaiters(t, &u.mu, 1)                                  // lockTargets
 			done := len(s.AppendWanted(nil, []cid.Cid{j.Cid()})) == 0 // P has taken effect for s
 			tc.next(t, n, s, k)
 			unlockU()
@@ -344,7 +344,7 @@ func TestSubscribe_FoundSharedBlockIsQueuedWithTheWants(t *testing.T) {
 			unlockU := holdForAMoment(t, u)
 			subscribed := make(chan error, 1)
 			go func() { subscribed <- s.Subscribe(ctx, keys...) }()
-			waitBlockedOnMutex(t, "subscribeAll")
+			waitWaiters(t, &u.mu, 1)                                  // subscribeAll
 			done := len(s.AppendWanted(nil, []cid.Cid{observed})) > 0 // the Subscribe has taken effect for s
 			require.NoError(t, s.Subscribe(ctx, k2.Cid()))            // a hit, committed under s.mu alone
 			unlockU()

@@ -20,7 +20,7 @@ import (
 	ipfsbs "github.com/ipfs/go-ipfs-blockstore"
 	"github.com/stretchr/testify/require"
 
-	"github.com/bitswapsync/notifier/internal/stacks"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // hang is how long a test waits for something that must happen before it
@@ -245,17 +245,20 @@ func keysInOtherShards(n *Notifier, k cid.Cid, prefix string, count int) []block
 	return out
 }
 
-// waitBlockedOnMutex waits until a goroutine whose stack includes fn is parked
-// acquiring a sync.Mutex.
-func waitBlockedOnMutex(t *testing.T, fn string) {
+// waitWaiters waits until want goroutines wait for mu (waitmu.Waiting): the
+// operation that the test started, while it holds mu, has done everything it
+// does before it locks mu.
+func waitWaiters(t *testing.T, mu *waitmu.Mutex, want int) {
 	t.Helper()
-	for deadline := time.Now().Add(hang); time.Now().Before(deadline); runtime.Gosched() {
-		if parkedOnMutexIn(fn) {
-			return
+	for deadline := time.Now().Add(hang); waitmu.Waiting(mu) < want; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines wait for the lock, want %d", waitmu.Waiting(mu), want)
 		}
 	}
-	t.Fatalf("no goroutine in %s blocked on a mutex", fn)
 }
+
+// shardLock is the lock of k's shard.
+func shardLock(n *Notifier, k cid.Cid) *waitmu.Mutex { return &n.shards[n.shardOf(k)].mu }
 
 // blockShard holds the lock of shard sh until the returned func is called.
 // (The blockstore runs outside the shard locks, so a stalled Get no longer
@@ -278,10 +281,6 @@ func blockInShard(n *Notifier, prefix string, sh int32, in bool) blocks.Block {
 		}
 	}
 }
-
-// parkedOnMutexIn reports whether a goroutine whose stack includes fn is
-// parked acquiring a sync.Mutex.
-func parkedOnMutexIn(fn string) bool { return stacks.Parked([]string{fn, stacks.Mutex}, nil) }
 
 // sameBucket returns a block, other than k's, whose key has k's version
 // bucket (bucketOf), its contents starting with prefix.

@@ -41,10 +41,10 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				older := make(chan error, 1)
 				if how == "delivered" {
 					go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
-					waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+					waitWaiters(t, &n.shards[0].mu, 1)
 				} else {
 					go func() { s2.Unsubscribe(kA, bX.Cid()); older <- nil }()
-					waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+					waitWaiters(t, &n.shards[0].mu, 1)
 				}
 				haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
 				removed := make(chan struct{})
@@ -128,7 +128,7 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		unblock0 := blockShard(t, n, nil, 0)
 		older := make(chan struct{})
 		go func() { defer close(older); s2.Unsubscribe(kA, bX.Cid()) }()
-		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		waitWaiters(t, &n.shards[0].mu, 1)
 		removed := make(chan struct{})
 		go func() { defer close(removed); s2.Remove() }()
 		spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
@@ -214,10 +214,10 @@ func newRemoveBehindStall(t *testing.T, prefix, how string) *removeBehindStall {
 	switch how {
 	case "delivered":
 		go func() { sc.older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bA, sc.bX}}) }()
-		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		waitWaiters(t, &n.shards[0].mu, 1)
 	case "unsubscribed":
 		go func() { s.Unsubscribe(kA, sc.bX.Cid()); sc.older <- nil }()
-		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		waitWaiters(t, &n.shards[0].mu, 1)
 	default:
 		t.Fatalf("removeBehindStall: unknown older operation %q", how)
 	}
@@ -272,7 +272,7 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		unblock0 := blockShard(t, n, nil, 0)
 		older := make(chan error, 1)
 		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
-		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		waitWaiters(t, &n.shards[0].mu, 1)
 
 		// The waiter waits for kJ, marking kA and kJ.
 		waiter := make(chan error, 1)
@@ -343,10 +343,10 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		unblock0, unblock1 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 1)
 		oldest := make(chan error, 1)
 		go func() { oldest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
-		waitBlockedOnMutex(t, "notifier.(*Notifier).Publish")
+		waitWaiters(t, &n.shards[0].mu, 1) // the oldest, a Publish
 		middle := make(chan struct{})
 		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
-		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		waitWaiters(t, &n.shards[1].mu, 1) // the middle, an Unsubscribe
 
 		// The youngest marks kA first (it waits for kA and kJ), the oldest
 		// second (it waits for kA and kM).

@@ -11,6 +11,8 @@ import (
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
+
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // The Subscribe of one key that nobody wants calls Get holding no lock and
@@ -169,7 +171,7 @@ func TestSubscribeOne_HitCommitsWithoutTheShardLock(t *testing.T) {
 		select {
 		case err = <-done:
 		default:
-			if waited = parkedOnMutexIn("subscribeOne"); !waited {
+			if waited = waitmu.Waiting(&n.shards[0].mu) > 0; !waited {
 				continue
 			}
 			unlock()
@@ -285,7 +287,7 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 		case err = <-sub:
 			returned = true
 		default:
-			if !parkedOnMutexIn("subscribeOne") {
+			if waitmu.Waiting(shardLock(n, k)) == 0 { // the Remove holds it in its cancel function
 				continue
 			}
 		}

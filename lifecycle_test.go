@@ -289,7 +289,7 @@ func TestRemove_AtomicWithItsWants(t *testing.T) {
 
 	removed := make(chan struct{})
 	go func() { defer close(removed); s.Remove() }()
-	waitBlockedOnMutex(t, "(*Subscription).Remove")
+	waitWaiters(t, &n.shards[0].mu, 1)
 	select {
 	case _, open := <-s.Messages():
 		require.True(t, open, "Messages() closed while the wants are still in the index")
@@ -328,7 +328,7 @@ func TestSlowConsumerEnd_AtomicWithItsWants(t *testing.T) {
 		require.NoError(t, n.Publish(ctx, have)) // queued: the bound
 		published := make(chan struct{})
 		go func() { defer close(published); assert.NoError(t, n.Publish(ctx, have)) }()
-		waitBlockedOnMutex(t, "(*Notifier).Publish")
+		waitWaiters(t, &n.shards[0].mu, 1)
 		require.NoError(t, s.Err(), "ended while its wants are still in the index")
 		require.Equal(t, wants, n.Stats().Wants, "its wants left the index")
 
@@ -454,7 +454,7 @@ func TestRemove_RacingSubscribeUnlocksOnlyWhatItLocked(t *testing.T) {
 	unblock := blockShard(t, n, hs, 1)
 	removed := make(chan struct{})
 	go func() { defer close(removed); s.Remove() }()
-	waitBlockedOnMutex(t, "lockAll") // first pass: waiting for shard 1, s.mu released
+	waitWaiters(t, &n.shards[1].mu, 1) // lockAll's first pass, s.mu released
 
 	require.NoError(t, s.Subscribe(ctx, kB)) // shard 2 is free
 	unblock()

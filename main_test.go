@@ -9,6 +9,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/bitswapsync/notifier/internal/shrink"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // leakOpts ignores the one goroutine a dependency starts on its own: the log
@@ -25,11 +26,13 @@ var smallThresholds = flag.Bool("small-thresholds", false, "run with the index's
 var testLogLevel = flag.String("log-level", "fatal", "the level of the library's log in tests; "+
 	"the tests that read the log set their own (observe_test.go)")
 
-// TestMain fails the run if any test leaves a goroutine behind. It keeps the
+// TestMain fails the run if any test leaves a goroutine behind. It counts the
+// waiters of the library's locks, which tests read (waitWaiters). It keeps the
 // library's log quiet, so that the errors the fault tests provoke by the
 // thousand do not bury a failing test's report in CI's output.
 func TestMain(m *testing.M) {
 	flag.Parse()
+	waitmu.Count()
 	if *smallThresholds {
 		shrink.Floor, bigSubs = 0, 2
 	}

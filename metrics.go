@@ -2,10 +2,11 @@ package notifier
 
 import (
 	"context"
-	"sync"
 	"sync/atomic"
 
 	metrics "github.com/ipfs/go-metrics-interface"
+
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // This file holds the Notifier's metrics. The hooks that feed them, and the
@@ -70,7 +71,7 @@ type meters struct {
 	// mu is held while the gauges are set from Stats; TryLock takes it, but
 	// for Close's settle, which waits for it (Lock).
 	// A leaf: it is taken holding no other lock.
-	mu sync.Mutex
+	mu waitmu.Mutex
 	// added is what this Notifier has added to the gauges so far (under mu):
 	// its last Stats. The gauges are shared with every other Notifier given
 	// the same scope (two clients of one process), so each adds the change

@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bitswapsync/notifier/internal/promtest"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // kuboScope is the scope that kubo's bitswap client hands its parts: kubo's
@@ -339,7 +340,7 @@ func TestMetrics_GaugesAreFinalWhenCloseReturns(t *testing.T) {
 			require.NoError(t, err)
 			got = gaugeStats(t, reg)
 		default:
-			if !parkedOnMutexIn("notifier.(*meters).settle") {
+			if waitmu.Waiting(&n.m.mu) == 0 { // settle's
 				continue
 			}
 			close(gate) // Close waits for that refresh: let it go

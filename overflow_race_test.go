@@ -42,7 +42,7 @@ func TestSubscription_OverflowedThenEndedByAnotherCallIsASlowConsumer(t *testing
 					// Close ends every subscription, then waits for the
 					// operations in flight (barrier): for the Publish.
 					go func() { closed <- n.Close() }()
-					waitBlockedOnMutex(t, "notifier.(*Notifier).barrier")
+					waitWaiters(t, shardLock(n, h.other.Cid()), 1) // held by the Publish in its cancel function
 				}
 				require.ErrorIs(t, slow.Err(), ErrSlowConsumer, "Err after the %s, the overflowing Publish still in its cancel function", end)
 				h.release()
@@ -265,7 +265,7 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 		unblock0 := blockShard(t, n, nil, 0)
 		older := make(chan struct{})
 		go func() { defer close(older); s2.Unsubscribe(kA, kX) }()
-		waitBlockedOnMutex(t, "notifier.(*Subscription).Unsubscribe")
+		waitWaiters(t, &n.shards[0].mu, 1)
 		haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
 
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "3", Haves: []cid.Cid{kC}}), "overflows s2")

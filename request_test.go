@@ -384,9 +384,9 @@ func TestRequest_MessagesRacingRemoveListsNothing(t *testing.T) {
 	r.mu.Lock()
 	removed, signal := make(chan struct{}), make(chan (<-chan ResponseMessage), 1)
 	go func() { r.Remove(); close(removed) }()
-	waitBlockedOnMutex(t, "closeIdle")
+	waitWaiters(t, &r.mu, 1) // the Remove's closeIdle
 	go func() { signal <- r.Messages() }()
-	waitBlockedOnMutex(t, "doneSignal")
+	waitWaiters(t, &r.mu, 2) // and doneSignal, behind it
 	r.mu.Unlock()
 	<-removed
 	_, open := <-<-signal

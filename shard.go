@@ -4,11 +4,11 @@ import (
 	"context"
 	"fmt"
 	"hash/maphash"
-	"sync"
 
 	cid "github.com/ipfs/go-cid"
 
 	"github.com/bitswapsync/notifier/internal/shardset"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // This file owns the shard locks and the reservations: every Lock and Unlock
@@ -19,7 +19,7 @@ type shard struct {
 	// mu guards idx. Lock order: shards in ascending index, then
 	// Subscription.mu of one subscription, or of several in ascending seq,
 	// then Notifier.mu.
-	mu  sync.Mutex
+	mu  waitmu.Mutex
 	idx shardIndex // its 256 bytes of versions keep neighbouring shards' locks off one cache line
 }
 

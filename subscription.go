@@ -2,13 +2,13 @@ package notifier
 
 import (
 	"fmt"
-	"sync"
 	"sync/atomic"
 
 	cid "github.com/ipfs/go-cid"
 
 	"github.com/bitswapsync/notifier/internal/fifo"
 	"github.com/bitswapsync/notifier/internal/shrink"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // This file holds the Subscription type and its delivery end: the channel or
@@ -53,7 +53,7 @@ type Subscription struct {
 	signal atomic.Value
 
 	// mu guards the fields below. It is taken after shard locks (see shard.mu).
-	mu       sync.Mutex
+	mu       waitmu.Mutex
 	backlog  fifo.Queue[ResponseMessage] // messages out could not take yet
 	draining bool                        // a drain goroutine is running and is out's only sender
 	exited   chan struct{}               // closed when the latest drain goroutine returns

@@ -14,6 +14,7 @@ import (
 	notifier "github.com/bitswapsync/notifier"
 	"github.com/bitswapsync/notifier/internal/carryon"
 	"github.com/bitswapsync/notifier/internal/shrink"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // PubSub hands received blocks to the requests that wait for them, with the
@@ -62,7 +63,7 @@ type PubSub struct {
 
 	// mu guards the fields below. Delivery functions take it (after call.mu),
 	// so it is never held while calling the Notifier.
-	mu        sync.Mutex
+	mu        waitmu.Mutex
 	calls     map[*call]struct{} // live calls, whose channels Shutdown closes
 	callsPeak shrink.Peak        // of calls, which gives back the storage of a burst of calls (shrink.Fit)
 	ending    int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet
@@ -124,7 +125,7 @@ type call struct {
 
 	// mu guards the fields below. The call's delivery function holds it while
 	// it runs, under the Notifier's locks.
-	mu          sync.Mutex
+	mu          waitmu.Mutex
 	ended       bool        // the call has ended: ch is closed or being closed
 	subscribing bool        // its Subscribe has not returned: a delivery that completes c leaves the rest to it (see track)
 	left        pending     // keys whose block has not arrived

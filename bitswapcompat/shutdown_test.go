@@ -2,20 +2,22 @@ package bitswapcompat
 
 import (
 	"context"
-	"fmt"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/bitswapsync/notifier/internal/stacks"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
-// waitParked waits until a goroutine's stack contains every string of with
-// and none of without (stacks.Parked).
-func waitParked(with, without []string) {
-	for !stacks.Parked(with, without) {
-		runtime.Gosched()
+// waitWaiters waits until want goroutines wait for mu (waitmu.Waiting).
+func waitWaiters(t *testing.T, mu *waitmu.Mutex, want int) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); waitmu.Waiting(mu) < want; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines wait for the lock, want %d", waitmu.Waiting(mu), want)
+		}
 	}
 }
 
@@ -25,7 +27,7 @@ func waitParked(with, without []string) {
 // closed the channel yet. S must wait for G. Found by review: S returned
 // with the channel open.
 //
-// The test holds the call's lock while G, then S, park on it (a
+// The test holds the call's lock while G, then S, wait for it (a
 // sync.Mutex hands itself to its waiters in order, so G gets it first), and
 // holds ps.mu while it releases the call's lock: G then parks on ps.mu, with
 // the call marked ended. Once S returns, or parks in turn, the test lets G go
@@ -42,23 +44,21 @@ func TestShutdown_WaitsForACallEndedByItsContext(t *testing.T) {
 	for c = range ps.calls {
 	}
 	ps.mu.Unlock()
-	onCall := fmt.Sprintf("lockSlow(%p)", &c.mu)
-	onPubSub := fmt.Sprintf("lockSlow(%p)", &ps.mu)
-
 	c.mu.Lock()
-	cancel() // G: the AfterFunc goroutine, which runs c.end
-	waitParked([]string{stacks.Mutex, onCall, "(*call).end"}, []string{"Shutdown"})
+	cancel()                 // G: the AfterFunc goroutine, which runs c.end
+	waitWaiters(t, &c.mu, 1) // G, in c.end
 	shutdown := make(chan struct{})
 	go func() {
 		defer close(shutdown)
 		ps.Shutdown()
 	}()
-	waitParked([]string{stacks.Mutex, onCall, "(*call).end", "(*PubSub).Shutdown"}, nil)
+	waitWaiters(t, &c.mu, 2) // S, behind G: a sync.Mutex wakes its waiters in the order they came
 
 	ps.mu.Lock()
 	c.mu.Unlock()
-	waitParked([]string{stacks.Mutex, onPubSub, "(*call).end"}, []string{"Shutdown"}) // G has marked c ended
-	for {
+	waitWaiters(t, &ps.mu, 1) // G has c.mu and has marked c ended; S waits for c.mu
+	for deadline := time.Now().Add(10 * time.Second); ; runtime.Gosched() {
+		require.True(t, time.Now().Before(deadline), "Shutdown neither returned nor waited for G")
 		select {
 		case <-shutdown:
 			_, closed := drainNow(ch)
@@ -67,13 +67,9 @@ func TestShutdown_WaitsForACallEndedByItsContext(t *testing.T) {
 			return
 		default:
 		}
-		// S waits for G: on the call's lock, which G holds, or for the
-		// ends in progress.
-		if stacks.Parked([]string{stacks.Mutex, onCall, "(*PubSub).Shutdown"}, nil) ||
-			stacks.Parked([]string{"[sync.Cond.Wait", "(*PubSub).Shutdown"}, nil) {
+		if waitmu.Waiting(&c.mu) == 1 { // S waits for G, on the call's lock, which G holds
 			break
 		}
-		runtime.Gosched()
 	}
 	ps.mu.Unlock()
 	<-shutdown

@@ -1,6 +1,10 @@
 // Package stacks finds goroutines by their stacks. Tests use it to order
 // goroutines by what they are parked on, never by time: a test waits until
-// the goroutine it started is parked where it must be, then acts.
+// the goroutine it started is parked where it must be, then acts. It is for
+// waits that nothing of ours counts: a sync.WaitGroup's Wait, a goroutine on
+// its way out. A wait for a lock of the library is read from the lock itself
+// (internal/waitmu), which names the lock, not a function that may be
+// renamed or inlined.
 package stacks
 
 import (
@@ -42,7 +46,3 @@ func matches(g string, with, without []string) bool {
 	}
 	return true
 }
-
-// Mutex is what the header of a goroutine parked acquiring a sync.Mutex
-// contains.
-const Mutex = "[sync.Mutex.Lock"

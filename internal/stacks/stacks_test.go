@@ -6,26 +6,25 @@ import (
 	"testing"
 )
 
-func parkOnMutex(mu *sync.Mutex, done chan struct{}) {
+func parkOnWaitGroup(wg *sync.WaitGroup, done chan struct{}) {
 	defer close(done)
-	mu.Lock()
-	mu.Unlock() //nolint:staticcheck // an empty critical section: the goroutine only waits
+	wg.Wait()
 }
 
 func TestParked(t *testing.T) {
-	var mu sync.Mutex
-	mu.Lock()
+	var wg sync.WaitGroup
+	wg.Add(1)
 	done := make(chan struct{})
-	go parkOnMutex(&mu, done)
-	for !Parked([]string{Mutex, "stacks.parkOnMutex"}, nil) {
+	go parkOnWaitGroup(&wg, done)
+	for !Parked([]string{"sync.(*WaitGroup).Wait", "stacks.parkOnWaitGroup"}, nil) {
 		runtime.Gosched()
 	}
-	if Parked([]string{Mutex, "stacks.parkOnMutex"}, []string{"stacks.parkOnMutex"}) {
+	if Parked([]string{"sync.(*WaitGroup).Wait", "stacks.parkOnWaitGroup"}, []string{"stacks.parkOnWaitGroup"}) {
 		t.Fatal("Parked matched a stack that contains a string of without")
 	}
 	if Parked([]string{"stacks.noSuchFunction"}, nil) {
 		t.Fatal("Parked matched a function that no goroutine runs")
 	}
-	mu.Unlock()
+	wg.Done()
 	<-done
 }
