@@ -3,6 +3,7 @@ package waitmu
 import (
 	"runtime"
 	"testing"
+	"time"
 )
 
 func TestWaiting_CountsTheGoroutinesParkedInLock(t *testing.T) {
@@ -23,8 +24,10 @@ func TestWaiting_CountsTheGoroutinesParkedInLock(t *testing.T) {
 			done <- struct{}{}
 		}()
 	}
-	for Waiting(&m) < 2 {
-		runtime.Gosched()
+	for deadline := time.Now().Add(10 * time.Second); Waiting(&m) < 2; runtime.Gosched() {
+		if time.Now().After(deadline) {
+			t.Fatalf("Waiting = %d with two goroutines parked in Lock, want 2", Waiting(&m))
+		}
 	}
 	if got := Waiting(&other); got != 0 {
 		t.Fatalf("Waiting(other) = %d, want 0: the waiters wait for m", got)
