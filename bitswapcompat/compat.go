@@ -143,7 +143,7 @@ func NotifierOf(ps *PubSub) *notifier.Notifier { return ps.n }
 // store while ctx is live; a message refused because ctx ended ends nothing,
 // as the caller may publish it again.
 func PublishMessage(ctx context.Context, ps *PubSub, msg notifier.ResponseMessage) error {
-	listed := ps.begun.Load()
+	listed := ps.log.begun.Load()
 	err := ps.publish(ctx, msg)
 	if err != nil && !refused(ctx, err) {
 		ps.failWaiting(msg.Blocks, listed) // the store failed: its blocks will not come

@@ -388,22 +388,102 @@ func TestPubSub_FailureLogIsBounded(t *testing.T) {
 			for range 100 {
 				ps.Publish(peerA, blks[0])
 			}
-			ps.mu.Lock()
-			logged = len(ps.failures)
-			ps.mu.Unlock()
+			logged = logLen(ps)
 		})
 	}
 	requireReceived(t, ps.Subscribe(t.Context(), cidsOf(blks...)...), true) // ended by track
 	require.Equal(t, 1, logged, "entries for 100 failed stores of one key")
-	ps.mu.Lock()
-	require.Empty(t, ps.failures, "the log outlived the calls it was for (track)")
+	require.Zero(t, logLen(ps), "the log outlived the calls it was for (track)")
 	// A call that settles without being listed (completed, or failed, in
 	// its Subscribe) leaves the log as it was: the next failed store with
 	// no Subscribe under way drops it.
-	ps.failures = map[cid.Cid]uint64{blks[0].Cid(): 1}
+	ps.mu.Lock()
+	ps.log.add(blks[0].Cid(), 1)
 	ps.mu.Unlock()
 	ps.Publish("", blks[1]) // a local block, stored though nobody wants it: the store fails, with no Subscribe under way
+	require.Zero(t, logLen(ps), "the log outlived the calls it was for (failWaiting)")
+}
+
+// logLen is the number of entries in ps's log of failed stores; it takes
+// ps.mu, which a failing require must not hold (Shutdown needs it).
+func logLen(ps *PubSub) int {
 	ps.mu.Lock()
 	defer ps.mu.Unlock()
-	require.Empty(t, ps.failures, "the log outlived the calls it was for (failWaiting)")
+	return ps.log.len()
+}
+
+// The log stays bounded while Subscribes keep overlapping, so that some
+// Subscribe is under way at every failed store and at every track: call i+1
+// begins before call i settles, and a store of a new key fails between.
+// Only the failures of the last two epochs are kept (failLog), and none of
+// them can end a call that began after it. Found by review: the log was
+// emptied only when no Subscribe was under way, and grew by every key.
+func TestPubSub_FailureLogIsBoundedUnderOverlappingSubscribes(t *testing.T) {
+	store := memStore()
+	ps := NewPubSub(store)
+	defer ps.Shutdown()
+	waits := newBlocks(t, 2) // never published
+	held := make(chan chan struct{})
+	ps.tracking = func() { r := make(chan struct{}); held <- r; <-r }
+	done := make(chan (<-chan blocks.Block), 1)
+	subscribe := func() { go func() { done <- ps.Subscribe(t.Context(), cidsOf(waits...)...) }() }
+	store.failPut.Store(true)
+	subscribe()
+	cur := <-held
+	for i := range 50 {
+		ps.Publish("", blocks.NewBlock(fmt.Appendf(nil, "%s/failed/%d", t.Name(), i))) // local: stored, and fails, with call i under way
+		subscribe()
+		next := <-held // call i+1 under way
+		close(cur)     // call i settles
+		requireReceived(t, <-done, false)
+		require.LessOrEqual(t, logLen(ps), 2, "entries after %d failed stores of new keys, one Subscribe under way", i+1)
+		cur = next
+	}
+	close(cur)
+	requireReceived(t, <-done, false)
+}
+
+// gateStore holds the first Get of key until release is closed, having
+// closed entered.
+type gateStore struct {
+	*faultyStore
+	key     cid.Cid
+	once    sync.Once
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *gateStore) Get(ctx context.Context, c cid.Cid) (blocks.Block, error) {
+	if c == s.key {
+		s.once.Do(func() {
+			close(s.entered)
+			<-s.release
+		})
+	}
+	return s.faultyStore.Get(ctx, c)
+}
+
+// A Subscribe of one key (Fetch's path) whose Get began before a Publish of
+// that key whose store failed is ended, as a call of several keys is
+// (TestPubSub_FailedStoreEndsACallListedAfterIt): the
+// Publish finds it under way and logs the failure, and track finds it there.
+// Found by review: counted under way only once Fetch made its request, after
+// the Get, the call was spared and waited until its ctx ended.
+func TestPubSub_FailedStoreEndsAOneKeyCallWhoseCheckBeganBefore(t *testing.T) {
+	store := &gateStore{faultyStore: memStore(), entered: make(chan struct{}), release: make(chan struct{})}
+	var failed atomic.Int32
+	ps, sim := NewWithOptions(store, WithErrorFunc(func(error) { failed.Add(1) }))
+	defer ps.Shutdown()
+	b := newBlocks(t, 1)[0]
+	store.key = b.Cid()
+	sim.RecordSessionInterest(1, []cid.Cid{b.Cid()}) // a session wants it: the remote block is stored
+	got := make(chan (<-chan blocks.Block), 1)
+	go func() { got <- ps.Subscribe(t.Context(), b.Cid()) }()
+	<-store.entered // the Subscribe's check is under way
+	store.failPut.Store(true)
+	ps.Publish(peerA, b) // returns: Fetch's Get of a key alone holds no reservation
+	store.failPut.Store(false)
+	require.Equal(t, int32(1), failed.Load(), "the store failed")
+	close(store.release)
+	requireEnded(t, <-got)
 }

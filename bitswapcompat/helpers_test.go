@@ -132,7 +132,7 @@ func requireIdle(t testing.TB, ps *PubSub, sim *SessionInterestManager) {
 	defer ps.mu.Unlock()
 	require.Empty(t, ps.calls, "live calls")
 	require.Nil(t, ps.finished, "finished calls not reaped")
-	require.Zero(t, ps.unsettled.Load(), "calls whose Subscribe began and never settled")
+	require.False(t, ps.log.underWay(), "calls whose Subscribe began and never settled")
 }
 
 // cancelLog records what a WithCancelFunc function receives.

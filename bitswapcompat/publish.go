@@ -23,9 +23,11 @@ import (
 // concurrent use and never waits for a subscriber; it blocks only for the
 // blockstore, for operations on the same keys and for its pacing (below). A
 // failed store delivers nothing, goes to WithErrorFunc, and ends the calls
-// that wait for any of blks: they are ended before Publish returns, and
-// their channels close without it once each call has left the Notifier, on
-// a goroutine of its own, so perhaps after Publish returns (see failWaiting).
+// that wait for any of blks: those listed are ended before Publish returns,
+// and one whose Subscribe is still under way as that Subscribe lists it,
+// before it returns the channel; their channels close without it once each
+// call has left the Notifier, on a goroutine of its own, so perhaps after
+// Publish returns (see failWaiting).
 // A panic of the cancel function there ends the program (see
 // WithCancelFunc). After Shutdown it does nothing and returns at once, but
 // for the check of blks below.
@@ -48,7 +50,7 @@ func (ps *PubSub) Publish(from peer.ID, blks ...blocks.Block) {
 		ps.reap() // as every call does: a call that a native operation completed is removed
 		return
 	}
-	listed := ps.begun.Load()
+	listed := ps.log.begun.Load()
 	err := ps.publish(context.Background(), notifier.ResponseMessage{From: string(from), Blocks: blks})
 	if errors.Is(err, notifier.ErrClosed) {
 		return // shut down: nothing was handed, and nothing is left to pace for

@@ -40,13 +40,9 @@ type PubSub struct {
 	wrap  BlockWrapper
 	onErr func(error)
 
-	nfinish atomic.Int64  // the length of finished, so that reap takes no lock when there is nothing to do
-	begun   atomic.Uint64 // calls whose Subscribe has begun so far (call.seq), read by failWaiting's callers
-	// unsettled counts the calls whose Subscribe has begun and not yet
-	// settled (tracked, or ended before track): while it is not 0, a failed
-	// store is logged in failures for track to find.
-	unsettled atomic.Int64
-	shutdown  sync.Once
+	nfinish  atomic.Int64 // the length of finished, so that reap takes no lock when there is nothing to do
+	log      failLog      // the calls whose Subscribe has begun, and the failed stores they may have missed; its keys under mu
+	shutdown sync.Once
 
 	// Pacing of Publish (see pace): woke is set by a delivery that sent a
 	// block; paced is closed by the goroutine that the Publish which found
@@ -70,26 +66,7 @@ type PubSub struct {
 	ended     sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished  *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed    bool
-	// failures are the keys of failed stores that calls whose Subscribe was
-	// under way may have missed (see failWaiting), each with the largest
-	// snapshot (PubSub.begun) of the Publishes that failed to store it: a
-	// call that began at or before it and awaits the key missed a failure.
-	// One entry per key, emptied whenever a track or a failWaiting finds no
-	// Subscribe under way (a review found a list that only track emptied,
-	// and only when its own call was the last: it grew under overlapping
-	// calls and outlived them).
-	failures map[cid.Cid]uint64
 }
-
-// begin gives c its place among the calls whose Subscribe began (c.seq),
-// before c's Subscribe of the Notifier; settle must follow, once.
-func (ps *PubSub) begin(c *call) {
-	ps.unsettled.Add(1)
-	c.seq = ps.begun.Add(1)
-}
-
-// settle ends the Subscribe of a call that begin counted.
-func (ps *PubSub) settle() { ps.unsettled.Add(-1) }
 
 func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	nopts := cfg.nopts
@@ -131,8 +108,9 @@ type call struct {
 	left        pending     // keys whose block has not arrived
 	stop        func() bool // stops the context.AfterFunc that ends the call
 
-	next *call  // the next call in PubSub.finished; guarded by PubSub.mu
-	seq  uint64 // its place among the calls whose Subscribe began (PubSub.begun); set by begin before c is shared
+	next  *call  // the next call in PubSub.finished; guarded by PubSub.mu
+	seq   uint64 // its place among the calls whose Subscribe began (failLog.begun); set before c is shared
+	epoch uint64 // the epoch in which its Subscribe began (failLog.begin)
 }
 
 // pendingScan is the largest call whose keys pending scans rather than
@@ -253,11 +231,11 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	}
 	c := &call{ps: ps, ch: ch, start: start, subscribing: true}
 	c.distinct(keys)
-	ps.begin(c)
+	c.seq, c.epoch = ps.log.begin()
 	returned := false
 	defer func() {
 		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
-			ps.settle()
+			ps.log.settle(c.epoch)
 			c.end()
 			if c.sub != nil {
 				c.sub.Remove() // end does not if a delivery ended c first
@@ -288,31 +266,37 @@ func oneKey(keys []cid.Cid) (k cid.Cid, ok bool) {
 // (Notifier.Fetch): a block in the blockstore is sent into ch, which is then
 // closed, and nothing else is made, not even the call; otherwise the call
 // and its request are made, holding no lock, and wait as any other.
+//
+// The call is counted under way (failLog.begin) before the Fetch, as
+// Subscribe counts its calls before their check: a Publish that fails to
+// store k while Fetch's Get of k misses must find the call under way. (It
+// was counted when Fetch made the request, after the Get: such a call was
+// spared and waited until its ctx ended. Found by review, with
+// TestPubSub_FailedStoreEndsAOneKeyCallWhoseCheckBeganBefore.)
 func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, start time.Time) <-chan blocks.Block {
 	var c *call
+	seq, epoch := ps.log.begin()
 	returned := false
 	defer func() {
-		if !returned && c != nil { // a delivery function (the BlockWrapper) panicked: nothing will track c
-			ps.settle()
+		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
+			ps.log.settle(epoch)
 		}
 	}()
 	blk, sub, err := ps.n.Fetch(ctx, k, func() func(notifier.ResponseMessage) {
-		c = &call{ps: ps, ch: ch, start: start, subscribing: true}
+		c = &call{ps: ps, ch: ch, start: start, subscribing: true, seq: seq, epoch: epoch}
 		c.distinct([]cid.Cid{k})
-		ps.begin(c)
 		return c.deliver
 	})
 	returned = true
-	if err == nil && sub == nil {
-		if c != nil {
-			ps.settle()
-		}
+	if err == nil && sub == nil { // found in the blockstore: Fetch made nothing
+		ps.log.settle(epoch)
 		ch <- ps.wrapBlock(blk, "", start) // as deliver hands a block that Subscribe found
 		ps.woke.Store(true)
 		close(ch)
 		return ch
 	}
 	if c == nil { // an error before any request was made
+		ps.log.settle(epoch)
 		report(ctx, ps.onErr, err)
 		close(ch)
 		return ch
@@ -325,7 +309,7 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 // made, err being the error of making it or of its Subscribe.
 func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks.Block {
 	if err != nil {
-		ps.settle()
+		ps.log.settle(c.epoch)
 		// Deferred: the error function, which runs first, may panic, and
 		// c's request would then stay in the Notifier until Shutdown.
 		defer c.end()
@@ -361,7 +345,7 @@ func (ps *PubSub) track(c *call) bool {
 	c.subscribing = false
 	if c.ended {
 		c.mu.Unlock()
-		ps.settle()
+		ps.log.settle(c.epoch)
 		c.sub.Remove()
 		return false
 	}
@@ -373,8 +357,9 @@ func (ps *PubSub) track(c *call) bool {
 		ps.callsPeak.Grew(len(ps.calls))
 		missed = c.missedFailure()
 	}
-	if ps.unsettled.Add(-1) == 0 {
-		ps.failures = nil
+	ps.log.settle(c.epoch)
+	if !ps.log.empty() {
+		ps.log.prune()
 	}
 	ps.mu.Unlock()
 	c.mu.Unlock()
@@ -388,16 +373,15 @@ func (ps *PubSub) track(c *call) bool {
 	return !closed && !missed
 }
 
-// missedFailure reports whether a failed store logged in ps.failures, by a
+// missedFailure reports whether a failed store logged in ps.log, by a
 // Publish that began after c's Subscribe began, was of a key c awaits. The
 // caller holds c.mu and ps.mu.
 func (c *call) missedFailure() bool {
-	if len(c.ps.failures) == 0 {
+	if c.ps.log.empty() {
 		return false
 	}
 	for _, k := range c.keys {
-		listed, failed := c.ps.failures[k]
-		if _, waits := c.awaited(k); failed && waits && c.seq <= listed {
+		if _, waits := c.awaited(k); waits && c.seq <= c.ps.log.failed(k) {
 			return true
 		}
 	}
@@ -627,17 +611,13 @@ func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 			calls = append(calls, c)
 		}
 	}
-	if ps.unsettled.Load() > 0 {
+	ps.log.prune()
+	if ps.log.underWay() {
 		// A call whose Subscribe began before the Publish and is still under
 		// way is not in calls yet: track finds the failure here.
-		if ps.failures == nil {
-			ps.failures = make(map[cid.Cid]uint64)
-		}
 		for _, b := range blks {
-			ps.failures[b.Cid()] = max(ps.failures[b.Cid()], listed)
+			ps.log.add(b.Cid(), listed)
 		}
-	} else {
-		ps.failures = nil // no call that began before can miss them any more
 	}
 	ps.mu.Unlock()
 	var ending []*call

@@ -850,13 +850,13 @@ var table = []mutation{
 		id: "c-completed-call-keeps-request", g: "C", file: "bitswapcompat/pubsub.go",
 		old: `	if c.ended {
 		c.mu.Unlock()
-		ps.settle()
+		ps.log.settle(c.epoch)
 		c.sub.Remove()
 		return false
 	}`,
 		new: `	if c.ended {
 		c.mu.Unlock()
-		ps.settle()
+		ps.log.settle(c.epoch)
 		return false
 	}`,
 		pkg: "./bitswapcompat", run: `^TestTrack_`,
@@ -1209,16 +1209,31 @@ var table = []mutation{
 	},
 	{
 		id: "c-failed-store-not-logged-for-unlisted-calls", g: "C", file: "bitswapcompat/pubsub.go",
-		old: `	if ps.unsettled.Load() > 0 {`,
-		new: `	if ps.unsettled.Load() < 0 {`,
+		old: `	if ps.log.underWay() {`,
+		new: `	if !ps.log.underWay() {`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsACallListedAfterIt$`,
 		why: "a failed store is not logged for the calls whose Subscribe is under way, which then never learn of it",
 	},
 	{
-		id: "c-failure-log-outlives-its-calls", g: "C", file: "bitswapcompat/pubsub.go",
-		old: `		ps.failures = nil // no call that began before can miss them any more`,
-		new: `		_ = ps.failures`,
+		id: "c-failure-log-outlives-its-calls", g: "C", file: "bitswapcompat/faillog.go",
+		old: `		l.keys = [2]map[cid.Cid]uint64{}`,
+		new: `		_ = l.keys`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailureLogIsBounded$`,
-		why: "the log of failed stores for calls still subscribing outlives them: under calls that keep overlapping it is never emptied",
+		why: "the log of failed stores for calls still subscribing outlives them once no Subscribe is under way",
+	},
+	{
+		id: "c-failure-log-never-moves-on", g: "C", file: "bitswapcompat/faillog.go",
+		old: `		l.keys[(e+1)&1] = nil
+		l.epoch.Store(e + 1)`,
+		new: `		_ = e`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailureLogIsBoundedUnderOverlappingSubscribes$`,
+		why: "the log of failed stores keeps every epoch's entries: under Subscribes that keep overlapping it grows by every key whose store fails",
+	},
+	{
+		id: "c-one-key-call-placed-after-its-check", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `seq: seq, epoch: epoch}`,
+		new: `seq: max(seq, ps.log.begun.Add(1)), epoch: epoch}`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsAOneKeyCallWhoseCheckBeganBefore$`,
+		why: "a one-key call takes its place among the calls after Fetch's check: a Publish that failed to store its key during that check spares it, and it waits until its ctx ends",
 	},
 }
