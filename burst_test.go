@@ -36,19 +36,24 @@ var burstBlocks = sync.OnceValue(func() []blocks.Block { return mkBlocks("burst"
 func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 	blks := burstBlocks()
 	keys := keysOf(blks)
-	deliver := func(t *testing.T, n *Notifier, s *Subscription) { // all but the first 10 keys, in one message
-		if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
-			t.Fatal(err)
-		}
-		if m := recv(t, s); len(m.Blocks) != len(blks)-10 {
-			t.Fatalf("%d blocks delivered, want %d", len(m.Blocks), len(blks)-10)
-		}
+	for _, c := range burstEnds(blks, keys) {
+		t.Run(c.name, func(t *testing.T) { checkBurstEnd(t, c, keys) })
 	}
-	cases := []struct {
-		name  string
-		make  func(n *Notifier) (*Subscription, error)
-		burst func(t *testing.T, n *Notifier, s *Subscription)
-	}{
+}
+
+// burstEnd is one way a burst's wants end: make makes the subscription, and
+// burst ends its wants of all but the first 10 keys (of all, for Remove).
+type burstEnd struct {
+	name  string
+	make  func(n *Notifier) (*Subscription, error)
+	burst func(t *testing.T, n *Notifier, s *Subscription)
+}
+
+// burstEnds are the ways of TestBurst_WantsGiveBackTheirStorage, over the
+// burst's blocks blks and their keys.
+func burstEnds(blks []blocks.Block, keys []cid.Cid) []burstEnd {
+	deliver := func(t *testing.T, n *Notifier, s *Subscription) { deliverAllButTen(t, n, s, blks) }
+	return []burstEnd{
 		{
 			name:  "Unsubscribe",
 			make:  func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
@@ -65,16 +70,9 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 			burst: func(t *testing.T, _ *Notifier, s *Subscription) { s.Remove() },
 		},
 		{
-			name: "delivery",
-			make: func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
-			burst: func(t *testing.T, n *Notifier, s *Subscription) {
-				deliver(t, n, s)
-				// The delivered keys' entries in s's keys map are stale; the
-				// next want compacts the map.
-				if err := s.Subscribe(ctx, mkBlocks("burst after", 1)[0].Cid()); err != nil {
-					t.Fatal(err)
-				}
-			},
+			name:  "delivery",
+			make:  func(n *Notifier) (*Subscription, error) { return n.NewSubscription(1) },
+			burst: func(t *testing.T, n *Notifier, s *Subscription) { deliverThenWantAnother(t, n, s, blks) },
 		},
 		{
 			// No want follows: the delivery itself compacts the map, which
@@ -91,46 +89,78 @@ func TestBurst_WantsGiveBackTheirStorage(t *testing.T) {
 			make: func(n *Notifier) (*Subscription, error) {
 				return n.NewSubscriptionFunc(1, func(ResponseMessage) {})
 			},
-			burst: func(t *testing.T, n *Notifier, s *Subscription) {
-				for i := 10; i < len(blks); i += 100 {
-					if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[i:min(i+100, len(blks))]}); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if st := n.Stats(); st.Wants != 10 {
-					t.Fatalf("%d wants left after the deliveries, want 10", st.Wants)
-				}
-			},
+			burst: func(t *testing.T, n *Notifier, s *Subscription) { deliverInSmallMessages(t, n, blks) },
 		},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			n := newClosedAtEnd(t, nil, WithShards(1))
-			s, err := c.make(n)
-			if err != nil {
-				t.Fatal(err)
-			}
-			base := heaptest.Live()
-			if err := s.Subscribe(ctx, keys...); err != nil {
-				t.Fatal(err)
-			}
-			if st := n.Stats(); st.Keys != burstKeys {
-				t.Fatalf("the burst wants %d keys, want %d", st.Keys, burstKeys)
-			}
-			c.burst(t, n, s)
-			heaptest.RequireBackTo(t, base, burstSlack)
-			// What gave the storage back kept the wants that are left: the
-			// first 10 keys, but after Remove.
-			want := keys[:10]
-			if c.name == "Remove" {
-				want = nil
-			}
-			if got := s.AppendWanted(nil, keys); !slices.Equal(got, want) {
-				t.Fatalf("the subscription wants %d of the burst's keys after it, want %d", len(got), len(want))
-			}
-			runtime.KeepAlive(s)
-		})
+}
+
+// deliverAllButTen publishes all but the first 10 of blks in one message,
+// which s, wanting them all, must receive whole.
+func deliverAllButTen(t *testing.T, n *Notifier, s *Subscription, blks []blocks.Block) {
+	t.Helper()
+	if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[10:]}); err != nil {
+		t.Fatal(err)
 	}
+	if m := recv(t, s); len(m.Blocks) != len(blks)-10 {
+		t.Fatalf("%d blocks delivered, want %d", len(m.Blocks), len(blks)-10)
+	}
+}
+
+// deliverThenWantAnother delivers as deliverAllButTen does, and then s
+// wants a key outside the burst.
+func deliverThenWantAnother(t *testing.T, n *Notifier, s *Subscription, blks []blocks.Block) {
+	t.Helper()
+	deliverAllButTen(t, n, s, blks)
+	// The delivered keys' entries in s's keys map are stale; the
+	// next want compacts the map.
+	if err := s.Subscribe(ctx, mkBlocks("burst after", 1)[0].Cid()); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// deliverInSmallMessages publishes all but the first 10 of blks in messages
+// of 100 blocks, after which only the wants of those 10 are left.
+func deliverInSmallMessages(t *testing.T, n *Notifier, blks []blocks.Block) {
+	t.Helper()
+	for i := 10; i < len(blks); i += 100 {
+		if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: blks[i:min(i+100, len(blks))]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := n.Stats(); st.Wants != 10 {
+		t.Fatalf("%d wants left after the deliveries, want 10", st.Wants)
+	}
+}
+
+// checkBurstEnd makes c's subscription want every key of the burst, ends
+// the wants c's way, and checks that the heap is back to what it was
+// before the burst and that the wants left are still there.
+func checkBurstEnd(t *testing.T, c burstEnd, keys []cid.Cid) {
+	t.Helper()
+	n := newClosedAtEnd(t, nil, WithShards(1))
+	s, err := c.make(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := heaptest.Live()
+	if err := s.Subscribe(ctx, keys...); err != nil {
+		t.Fatal(err)
+	}
+	if st := n.Stats(); st.Keys != burstKeys {
+		t.Fatalf("the burst wants %d keys, want %d", st.Keys, burstKeys)
+	}
+	c.burst(t, n, s)
+	heaptest.RequireBackTo(t, base, burstSlack)
+	// What gave the storage back kept the wants that are left: the
+	// first 10 keys, but after Remove.
+	want := keys[:10]
+	if c.name == "Remove" {
+		want = nil
+	}
+	if got := s.AppendWanted(nil, keys); !slices.Equal(got, want) {
+		t.Fatalf("the subscription wants %d of the burst's keys after it, want %d", len(got), len(want))
+	}
+	runtime.KeepAlive(s)
 }
 
 // A subscription that got every block it wanted and then went idle gives

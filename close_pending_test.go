@@ -31,14 +31,7 @@ import (
 func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
-		cancels := &cancelLog{}
-		var hook atomic.Pointer[func([]cid.Cid)]
-		n := New(st, WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
-			cancels.record(keys)
-			if f := hook.Load(); f != nil {
-				(*f)(keys)
-			}
-		}))
+		n, cancels, hook := newWithCancelHook(st)
 		b := mkBlocks("close-pending-resumed", 2)
 		kA, kB := b[0].Cid(), b[1].Cid()
 		slow, release, published := atBoundBehindA(t, n, st, b)
@@ -49,17 +42,8 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 
 		closed := make(chan error, 1)
 		var errAtClose error
-		held := make(chan int, 1)   // the messages slow kept
-		f := func(keys []cid.Cid) { // A's Publish, under A's shard lock
-			go func() { closed <- n.Close() }()
-			kept := 0
-			for range slow.Messages() { // until Close has ended slow (closeIdle)
-				kept++
-			}
-			errAtClose = slow.Err() // Close has ended slow
-			slow.mu.Lock()          // the resumed end waits for it in lockAllOrPark
-			held <- kept
-		}
+		held := make(chan int, 1) // the messages slow kept
+		f := closeFromCancel(n, slow, closed, held, &errAtClose)
 		hook.Store(&f)
 		release()
 		kept := <-held
@@ -72,24 +56,9 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 
 		// Close either returns or waits in closeAll (n.pending.Wait); nothing
 		// else can hold it up: the Publish holds no lock and no reservation.
-		returned := false
-		for !returned && !stacks.Parked([]string{"sync.(*WaitGroup).Wait", "notifier.(*Notifier).closeAll"}, nil) {
-			select {
-			case err := <-closed:
-				require.NoError(t, err)
-				returned = true
-			default:
-				runtime.Gosched()
-			}
-		}
+		returned := closeReturnsOrWaits(t, closed)
 		t.Logf("Close returned before the pending end ran: %v", returned)
-		marks := 0
-		for i := range n.shards {
-			n.shards[i].mu.Lock()
-			marks += len(n.shards[i].idx.marks)
-			n.shards[i].mu.Unlock()
-		}
-		require.Equal(t, 1, marks, "setup: the pending end has not run; its mark on A, dormant, is left")
+		require.Equal(t, 1, markCount(n), "setup: the pending end has not run; its mark on A, dormant, is left")
 		before := n.Stats()
 
 		slow.mu.Unlock()
@@ -98,16 +67,87 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 			require.NoError(t, <-closed)
 		}
 		synctest.Wait()
-		require.Equal(t, Stats{}, before)
-		require.ErrorIs(t, errAtClose, ErrSlowConsumer)
-		require.Equal(t, []cid.Cid{kA}, cancels.take(), "A's Publish reports A; the resumed end, nothing")
-		require.Equal(t, Stats{}, n.Stats())
-		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
-		_, open := <-slow.Messages()
-		require.False(t, open)
-		requireIndexEmpty(t, n)
-		require.Zero(t, n.waiting.Load())
-		require.NoError(t, n.Close())
-		require.Empty(t, cancels.take())
+		requireResumedEndChangedNothing(t, n, slow, cancels, kA, before, errAtClose)
 	})
+}
+
+// newWithCancelHook returns a Notifier over st, WithBufferSize(1) and
+// WithMaxPending(1), whose cancel function records its keys in the
+// returned log and then calls the function the returned hook holds, if any.
+func newWithCancelHook(st *stallStore) (*Notifier, *cancelLog, *atomic.Pointer[func([]cid.Cid)]) {
+	cancels := &cancelLog{}
+	var hook atomic.Pointer[func([]cid.Cid)]
+	n := New(st, WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
+		cancels.record(keys)
+		if f := hook.Load(); f != nil {
+			(*f)(keys)
+		}
+	}))
+	return n, cancels, &hook
+}
+
+// closeFromCancel returns the hook that A's Publish runs in its cancel
+// function, under A's shard lock: it starts Close (which sends its error on
+// closed), reads slow's messages until Close has ended slow, stores slow's
+// Err in errAtClose, takes slow.mu, so that the end the Publish resumes
+// waits for the test, and sends on held how many messages slow kept.
+func closeFromCancel(n *Notifier, slow *Subscription, closed chan<- error, held chan<- int, errAtClose *error) func([]cid.Cid) {
+	return func(keys []cid.Cid) { // A's Publish, under A's shard lock
+		go func() { closed <- n.Close() }()
+		kept := 0
+		for range slow.Messages() { // until Close has ended slow (closeIdle)
+			kept++
+		}
+		*errAtClose = slow.Err() // Close has ended slow
+		slow.mu.Lock()           // the resumed end waits for it in lockAllOrPark
+		held <- kept
+	}
+}
+
+// closeReturnsOrWaits yields until the Close that sends on closed has
+// returned (true) or waits in closeAll, in n.pending.Wait (false).
+func closeReturnsOrWaits(t *testing.T, closed <-chan error) (returned bool) {
+	t.Helper()
+	for !returned && !stacks.Parked([]string{"sync.(*WaitGroup).Wait", "notifier.(*Notifier).closeAll"}, nil) {
+		select {
+		case err := <-closed:
+			require.NoError(t, err)
+			returned = true
+		default:
+			runtime.Gosched()
+		}
+	}
+	return returned
+}
+
+// markCount returns how many keys are marked in n's shards, each read
+// under its shard's lock.
+func markCount(n *Notifier) int {
+	marks := 0
+	for i := range n.shards {
+		n.shards[i].mu.Lock()
+		marks += len(n.shards[i].idx.marks)
+		n.shards[i].mu.Unlock()
+	}
+	return marks
+}
+
+// requireResumedEndChangedNothing checks, once everything has run, that
+// Close's promises held from when it returned: Stats were empty then
+// (before) and are, slow had ended as a slow consumer and is, its
+// Messages() is closed, the cancel function got only A's Publish's report
+// of kA, and nothing is left in the index or waiting.
+func requireResumedEndChangedNothing(t *testing.T, n *Notifier, slow *Subscription, cancels *cancelLog, kA cid.Cid, before Stats, errAtClose error) {
+	t.Helper()
+	require.Equal(t, Stats{}, before)
+	require.ErrorIs(t, errAtClose, ErrSlowConsumer)
+	require.Equal(t, []cid.Cid{kA}, cancels.take(), "A's Publish reports A; the resumed end, nothing")
+	require.Equal(t, Stats{}, n.Stats())
+	require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+	_, open := <-slow.Messages()
+	require.False(t, open)
+	requireIndexEmpty(t, n)
+	require.Zero(t, n.waiting.Load())
+	require.NoError(t, n.Close())
+	require.Empty(t, cancels.take())
 }

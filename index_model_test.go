@@ -29,75 +29,9 @@ func TestIndex_ConcurrentEndsReportOnce(t *testing.T) {
 			k := b.Cid()
 			rng := rand.New(rand.NewPCG(uint64(shards), 3))
 			for round := range 300 {
-				const m = 9
-				type member struct {
-					s    *Subscription
-					kind int
-					end  int
-				}
-				var ms []member
-				for i := range m {
-					kind := i % 3
-					var s *Subscription
-					var err error
-					switch kind {
-					case 0:
-						s, err = n.NewSubscription(uint64(i + 1))
-					case 1:
-						s, err = n.NewSubscriptionFunc(uint64(i+1), nil)
-					case 2:
-						s, err = n.NewInterest(uint64(i + 1))
-					}
-					require.NoError(t, err)
-					require.NoError(t, s.Subscribe(ctx, k, own[i].Cid()))
-					ms = append(ms, member{s: s, kind: kind, end: rng.IntN(4)})
-				}
-				var mu sync.Mutex
-				normalReports, interestReports := 0, 0
-				start := make(chan struct{})
-				var wg sync.WaitGroup
-				wg.Go(func() {
-					<-start
-					assertNoErr(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}))
-				})
-				for i, mb := range ms {
-					wg.Go(func() {
-						<-start
-						var got []cid.Cid
-						switch mb.end {
-						case 0:
-							mb.s.Unsubscribe(k)
-						case 1:
-							got = mb.s.Release(k, own[i].Cid())
-						case 2:
-							mb.s.Remove()
-						case 3:
-							got = mb.s.ReleaseAll()
-						}
-						c := 0
-						for _, g := range got {
-							if g == k {
-								c++
-							}
-						}
-						mu.Lock()
-						if mb.kind == 2 {
-							interestReports += c
-						} else {
-							normalReports += c
-						}
-						mu.Unlock()
-					})
-				}
-				close(start)
-				wg.Wait()
-				got := cancels.take()
-				nk := 0
-				for _, c := range got {
-					if c == k {
-						nk++
-					}
-				}
+				ms := phasedMembers(t, n, k, own, rng)
+				normalReports, interestReports := endPhasedAtOnce(t, n, b, own, ms)
+				nk := countOf(cancels.take(), k)
 				require.Equal(t, 1, nk, "round %d: cancels of k", round)
 				require.LessOrEqual(t, normalReports, 1, "round %d", round)
 				for _, mb := range ms {
@@ -109,6 +43,94 @@ func TestIndex_ConcurrentEndsReportOnce(t *testing.T) {
 			}
 		})
 	}
+}
+
+// phasedMember is a subscription of a phased round: its kind (0 channel,
+// 1 delivery function, 2 interest) and how its want of k ends (0
+// Unsubscribe, 1 Release, 2 Remove, 3 ReleaseAll).
+type phasedMember struct {
+	s    *Subscription
+	kind int
+	end  int
+}
+
+// phasedMembers makes the 9 subscriptions of a round, of the three kinds in
+// turn, each wanting k and its own key, with an end drawn from rng.
+func phasedMembers(t *testing.T, n *Notifier, k cid.Cid, own []blocks.Block, rng *rand.Rand) []phasedMember {
+	t.Helper()
+	const m = 9
+	var ms []phasedMember
+	for i := range m {
+		kind := i % 3
+		var s *Subscription
+		var err error
+		switch kind {
+		case 0:
+			s, err = n.NewSubscription(uint64(i + 1))
+		case 1:
+			s, err = n.NewSubscriptionFunc(uint64(i+1), nil)
+		case 2:
+			s, err = n.NewInterest(uint64(i + 1))
+		}
+		require.NoError(t, err)
+		require.NoError(t, s.Subscribe(ctx, k, own[i].Cid()))
+		ms = append(ms, phasedMember{s: s, kind: kind, end: rng.IntN(4)})
+	}
+	return ms
+}
+
+// endPhasedAtOnce starts, all at once, a remote Publish of b and each
+// member's end, waits for them, and returns how many times the Releases
+// reported b's key: of the channel and function subscriptions, and of the
+// interests.
+func endPhasedAtOnce(t *testing.T, n *Notifier, b blocks.Block, own []blocks.Block, ms []phasedMember) (normalReports, interestReports int) {
+	t.Helper()
+	k := b.Cid()
+	var mu sync.Mutex
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		<-start
+		assertNoErr(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}))
+	})
+	for i, mb := range ms {
+		wg.Go(func() {
+			<-start
+			var got []cid.Cid
+			switch mb.end {
+			case 0:
+				mb.s.Unsubscribe(k)
+			case 1:
+				got = mb.s.Release(k, own[i].Cid())
+			case 2:
+				mb.s.Remove()
+			case 3:
+				got = mb.s.ReleaseAll()
+			}
+			c := countOf(got, k)
+			mu.Lock()
+			if mb.kind == 2 {
+				interestReports += c
+			} else {
+				normalReports += c
+			}
+			mu.Unlock()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return normalReports, interestReports
+}
+
+// countOf returns how many times k occurs in keys.
+func countOf(keys []cid.Cid, k cid.Cid) int {
+	c := 0
+	for _, g := range keys {
+		if g == k {
+			c++
+		}
+	}
+	return c
 }
 
 // Under concurrency, with every kind of subscription and every way a want
@@ -124,20 +146,8 @@ func TestIndex_CancelOnlyForUnwantedKeys(t *testing.T) {
 		onPutMany:  func([]blocks.Block) error { runtime.Gosched(); return nil },
 	}
 	var n *Notifier
-	var bad []string
-	var badMu sync.Mutex
-	reported := 0
-	n = New(bs, WithShards(2), WithBufferSize(1<<12), WithCancelFunc(func(keys []cid.Cid) {
-		for _, k := range keys {
-			x := &n.shards[n.shardOf(k)].idx // its shard lock is held by the caller
-			badMu.Lock()
-			reported++
-			if x.wanted(k) {
-				bad = append(bad, fmt.Sprintf("%s reported while wanted", k))
-			}
-			badMu.Unlock()
-		}
-	}))
+	var u unwantedCancels
+	n = New(bs, WithShards(2), WithBufferSize(1<<12), WithCancelFunc(func(keys []cid.Cid) { u.check(n, keys) }))
 	t.Cleanup(func() { require.NoError(t, n.Close()) })
 	blks := mkBlocks("cancel-unwanted", 8)
 	keys := keysOf(blks)
@@ -146,61 +156,103 @@ func TestIndex_CancelOnlyForUnwantedKeys(t *testing.T) {
 		wg.Go(func() {
 			rng := rand.New(rand.NewPCG(uint64(g), 99))
 			for i := 0; i < 400; i++ {
-				var s *Subscription
-				var err error
-				switch rng.IntN(4) {
-				case 0:
-					s, err = n.NewSubscription(uint64(g*1000 + i))
-				case 1:
-					s, err = n.NewSubscriptionFunc(uint64(g*1000+i), nil)
-				case 2:
-					s, err = n.NewInterest(uint64(g*1000 + i))
-				case 3:
-					s, err = n.NewRequest(nil)
-				}
-				if !assertNoErr(t, err) {
+				if !walkOneSubscription(t, n, mem, rng, blks, keys, uint64(g*1000+i)) {
 					return
-				}
-				for range 1 + rng.IntN(4) {
-					lo := rng.IntN(len(keys) - 2)
-					switch rng.IntN(6) {
-					case 0, 1:
-						_ = s.Subscribe(ctx, keys[lo:lo+1+rng.IntN(2)]...)
-					case 2:
-						from := ""
-						if rng.IntN(2) == 0 {
-							from = "peer"
-						}
-						_ = n.Publish(ctx, ResponseMessage{From: from, Blocks: blks[lo : lo+2], Haves: keys[lo+1 : lo+3]})
-					case 3:
-						s.Unsubscribe(keys[lo : lo+2]...)
-					case 4:
-						s.Release(keys[lo])
-					case 5:
-						_ = mem.(interface {
-							DeleteBlock(context.Context, cid.Cid) error
-						}).DeleteBlock(ctx, keys[lo])
-					}
-					if s.fn == nil {
-						for len(s.Messages()) > 0 {
-							<-s.Messages()
-						}
-					}
-				}
-				if rng.IntN(2) == 0 {
-					s.Remove()
-				} else {
-					s.ReleaseAll()
 				}
 			}
 		})
 	}
 	wg.Wait()
-	badMu.Lock()
-	require.Empty(t, bad)
-	require.Positive(t, reported)
-	badMu.Unlock()
+	u.mu.Lock()
+	require.Empty(t, u.bad)
+	require.Positive(t, u.reported)
+	u.mu.Unlock()
 	requireIndexEmpty(t, n)
+}
+
+// unwantedCancels checks, from inside the cancel function, that no key it
+// reports is wanted, and counts the keys it reports.
+type unwantedCancels struct {
+	mu       sync.Mutex // guards bad and reported
+	bad      []string
+	reported int
+}
+
+// check is the cancel function of n: keys' shard locks are held by its
+// caller.
+func (u *unwantedCancels) check(n *Notifier, keys []cid.Cid) {
+	for _, k := range keys {
+		x := &n.shards[n.shardOf(k)].idx // its shard lock is held by the caller
+		u.mu.Lock()
+		u.reported++
+		if x.wanted(k) {
+			u.bad = append(u.bad, fmt.Sprintf("%s reported while wanted", k))
+		}
+		u.mu.Unlock()
+	}
+}
+
+// walkOneSubscription makes a subscription of a kind drawn from rng, with
+// id for those that take one, walks it through 1 to 4 random operations
+// (randomIndexOp), and ends it by Remove or ReleaseAll. It returns false,
+// having reported the error, if the subscription could not be made.
+func walkOneSubscription(t *testing.T, n *Notifier, mem Blockstore, rng *rand.Rand, blks []blocks.Block, keys []cid.Cid, id uint64) bool {
+	t.Helper()
+	var s *Subscription
+	var err error
+	switch rng.IntN(4) {
+	case 0:
+		s, err = n.NewSubscription(id)
+	case 1:
+		s, err = n.NewSubscriptionFunc(id, nil)
+	case 2:
+		s, err = n.NewInterest(id)
+	case 3:
+		s, err = n.NewRequest(nil)
+	}
+	if !assertNoErr(t, err) {
+		return false
+	}
+	for range 1 + rng.IntN(4) {
+		randomIndexOp(n, mem, s, rng, blks, keys)
+	}
+	if rng.IntN(2) == 0 {
+		s.Remove()
+	} else {
+		s.ReleaseAll()
+	}
+	return true
+}
+
+// randomIndexOp does one operation drawn from rng on neighbouring keys: s
+// wants, unwants or releases some, n publishes blocks and HAVEs (remote or
+// local), or the store loses a block; then a channel subscription's
+// messages are read.
+func randomIndexOp(n *Notifier, mem Blockstore, s *Subscription, rng *rand.Rand, blks []blocks.Block, keys []cid.Cid) {
+	lo := rng.IntN(len(keys) - 2)
+	switch rng.IntN(6) {
+	case 0, 1:
+		_ = s.Subscribe(ctx, keys[lo:lo+1+rng.IntN(2)]...)
+	case 2:
+		from := ""
+		if rng.IntN(2) == 0 {
+			from = "peer"
+		}
+		_ = n.Publish(ctx, ResponseMessage{From: from, Blocks: blks[lo : lo+2], Haves: keys[lo+1 : lo+3]})
+	case 3:
+		s.Unsubscribe(keys[lo : lo+2]...)
+	case 4:
+		s.Release(keys[lo])
+	case 5:
+		_ = mem.(interface {
+			DeleteBlock(context.Context, cid.Cid) error
+		}).DeleteBlock(ctx, keys[lo])
+	}
+	if s.fn == nil {
+		for len(s.Messages()) > 0 {
+			<-s.Messages()
+		}
+	}
 }
 
 func assertNoErr(t *testing.T, err error) bool {
@@ -222,26 +274,51 @@ func TestIndex_PositionsStayExactUnderConcurrentEnds(t *testing.T) {
 	n, cancels := newWithCancels(t, nil, WithShards(1))
 	k := mkBlocks("positions", 1)[0].Cid()
 	subs := 2*bigSubs + 100
-	mk := func(base uint64, interest bool) []*Subscription {
-		out := make([]*Subscription, subs)
-		for i := range out {
-			var err error
-			if interest {
-				out[i], err = n.NewInterest(base + uint64(i))
-			} else {
-				out[i], err = n.NewSubscriptionFunc(base+uint64(i), nil)
-			}
-			require.NoError(t, err)
-			require.NoError(t, out[i].Subscribe(ctx, k))
-		}
-		return out
-	}
-	normal, interests := mk(1, false), mk(100000, true)
+	normal, interests := subscribersOf(t, n, k, 1, false, subs), subscribersOf(t, n, k, 100000, true, subs)
 	// bigSubs+1 ends one by one, from the front, so that each scan is long.
 	for i := 0; i <= bigSubs; i++ {
 		require.Empty(t, normal[i].Release(k))
 		require.Empty(t, interests[i].Release(k))
 	}
+	requireExactPositions(t, n, k)
+	// Some join again, then all the rest end at once.
+	for i := 0; i < 10; i++ {
+		require.NoError(t, normal[i].Subscribe(ctx, k))
+		require.NoError(t, interests[i].Subscribe(ctx, k))
+	}
+	live := append(append(append(normal[:10:10], interests[:10]...), normal[bigSubs+1:]...), interests[bigSubs+1:]...)
+	normalReports, interestReports := releaseAtOnce(live, k)
+	require.Equal(t, 1, interestReports, "the last interest reports k")
+	require.LessOrEqual(t, normalReports, 1)
+	require.Equal(t, []cid.Cid{k}, cancels.take())
+	for _, s := range append(normal, interests...) {
+		s.Remove()
+	}
+	requireIndexEmpty(t, n)
+}
+
+// subscribersOf returns subs new subscriptions of n, with ids from base,
+// interests or with a delivery function, each wanting k.
+func subscribersOf(t *testing.T, n *Notifier, k cid.Cid, base uint64, interest bool, subs int) []*Subscription {
+	t.Helper()
+	out := make([]*Subscription, subs)
+	for i := range out {
+		var err error
+		if interest {
+			out[i], err = n.NewInterest(base + uint64(i))
+		} else {
+			out[i], err = n.NewSubscriptionFunc(base+uint64(i), nil)
+		}
+		require.NoError(t, err)
+		require.NoError(t, out[i].Subscribe(ctx, k))
+	}
+	return out
+}
+
+// requireExactPositions checks, under the lock of n's one shard, that
+// positions are kept for both interests of k and that each is exact.
+func requireExactPositions(t *testing.T, n *Notifier, k cid.Cid) {
+	t.Helper()
 	x := &n.shards[0].idx
 	n.shards[0].mu.Lock()
 	kept := len(x.big)
@@ -255,14 +332,14 @@ func TestIndex_PositionsStayExactUnderConcurrentEnds(t *testing.T) {
 	}
 	n.shards[0].mu.Unlock()
 	require.Equal(t, 2, kept, "positions kept for both kinds")
-	// Some join again, then all the rest end at once.
-	for i := 0; i < 10; i++ {
-		require.NoError(t, normal[i].Subscribe(ctx, k))
-		require.NoError(t, interests[i].Subscribe(ctx, k))
-	}
-	live := append(append(append(normal[:10:10], interests[:10]...), normal[bigSubs+1:]...), interests[bigSubs+1:]...)
+}
+
+// releaseAtOnce ends every want of k of live at once (interests by Release,
+// the others by Release or ReleaseAll by the parity of their id), waits for
+// them, and returns how many times k was reported to the others and to the
+// interests.
+func releaseAtOnce(live []*Subscription, k cid.Cid) (normalReports, interestReports int) {
 	var mu sync.Mutex
-	normalReports, interestReports := 0, 0
 	start := make(chan struct{})
 	var wg sync.WaitGroup
 	for _, s := range live {
@@ -287,13 +364,7 @@ func TestIndex_PositionsStayExactUnderConcurrentEnds(t *testing.T) {
 	}
 	close(start)
 	wg.Wait()
-	require.Equal(t, 1, interestReports, "the last interest reports k")
-	require.LessOrEqual(t, normalReports, 1)
-	require.Equal(t, []cid.Cid{k}, cancels.take())
-	for _, s := range append(normal, interests...) {
-		s.Remove()
-	}
-	requireIndexEmpty(t, n)
+	return normalReports, interestReports
 }
 
 // An Unsubscribe of a key whose block was delivered deletes the stale entry

@@ -142,23 +142,7 @@ func TestStaleKeys_LastDeliveryEmptiesTheMap(t *testing.T) {
 				for _, s := range subs {
 					require.NoError(t, s.Subscribe(ctx, keys...))
 				}
-				wants := slices.Clone(keys)
-				for i := 0; i < size; i += per {
-					if i > 0 && i/per == (size/per)/2 { // halfway: the first keys again
-						for _, s := range subs {
-							require.NoError(t, s.Subscribe(ctx, keys[:again]...))
-						}
-						wants = append(keys[:again:again], wants...)
-					}
-					if i%(16*per) == 0 || i+per >= size { // every 16th message, and the last
-						for _, s := range subs {
-							require.ElementsMatch(t, wants, s.AppendWanted(nil, keys), "size %d, per %d, round %d: the wants left before block %d", size, per, round, i)
-						}
-					}
-					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[i:min(i+per, size)]}))
-					recv(t, subs[0])
-					wants = slices.DeleteFunc(wants, func(k cid.Cid) bool { return slices.Contains(keys[i:min(i+per, size)], k) })
-				}
+				wants := deliverWantingFirstAgain(t, n, blks, keys, subs, per, again, round)
 				for _, s := range subs {
 					require.ElementsMatch(t, wants, s.AppendWanted(nil, keys), "size %d, per %d, round %d: the wants left after the blocks", size, per, round)
 				}
@@ -175,6 +159,33 @@ func TestStaleKeys_LastDeliveryEmptiesTheMap(t *testing.T) {
 			}
 		}
 	}
+}
+
+// deliverWantingFirstAgain publishes blks, whose keys subs all want, in messages
+// of per blocks; halfway, subs want the first again keys again. It checks
+// the wants left before every 16th message and the last, and returns the
+// wants left after the last.
+func deliverWantingFirstAgain(t *testing.T, n *Notifier, blks []blocks.Block, keys []cid.Cid, subs []*Subscription, per, again, round int) []cid.Cid {
+	t.Helper()
+	size := len(blks)
+	wants := slices.Clone(keys)
+	for i := 0; i < size; i += per {
+		if i > 0 && i/per == (size/per)/2 { // halfway: the first keys again
+			for _, s := range subs {
+				require.NoError(t, s.Subscribe(ctx, keys[:again]...))
+			}
+			wants = append(keys[:again:again], wants...)
+		}
+		if i%(16*per) == 0 || i+per >= size { // every 16th message, and the last
+			for _, s := range subs {
+				require.ElementsMatch(t, wants, s.AppendWanted(nil, keys), "size %d, per %d, round %d: the wants left before block %d", size, per, round, i)
+			}
+		}
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[i:min(i+per, size)]}))
+		recv(t, subs[0])
+		wants = slices.DeleteFunc(wants, func(k cid.Cid) bool { return slices.Contains(keys[i:min(i+per, size)], k) })
+	}
+	return wants
 }
 
 // A Subscribe whose blockstore check finds a block another subscription
@@ -352,7 +363,6 @@ func TestSubscribe_AfterRemoveTouchesNothing(t *testing.T) {
 func TestStaleKeys_DeliveryCompactionKeepsWants(t *testing.T) {
 	const universe, steps = 4096, 500
 	blks, keys, n, subs := largeSubscriptions(t, "delivery compaction", universe)
-	ch, fn := subs[0], subs[1]
 	models := []map[int]bool{{}, {}}
 	rng := rand.New(rand.NewPCG(36, 1))
 	pick := func(most int) []int {
@@ -367,65 +377,92 @@ func TestStaleKeys_DeliveryCompactionKeepsWants(t *testing.T) {
 		i := rng.IntN(len(subs))
 		switch op := rng.IntN(10); {
 		case op < 4: // Subscribe, mostly of many keys
-			ix := pick(1200)
-			ks := make([]cid.Cid, len(ix))
-			for j, x := range ix {
-				ks[j] = keys[x]
-				models[i][x] = true
-			}
-			require.NoError(t, subs[i].Subscribe(ctx, ks...))
+			subscribeModeled(t, subs[i], keys, models[i], pick(1200))
 		case op < 5:
-			ix := pick(300)
-			ks := make([]cid.Cid, len(ix))
-			for j, x := range ix {
-				ks[j] = keys[x]
-				delete(models[i], x)
-			}
-			subs[i].Unsubscribe(ks...)
+			unsubscribeModeled(subs[i], keys, models[i], pick(300))
 		default: // Publish a batch; the channel subscription reads what it gets
-			ix := pick(800)
-			msg := ResponseMessage{From: "p"}
-			for _, x := range ix {
-				msg.Blocks = append(msg.Blocks, blks[x])
-			}
-			before := []int{ch.stale, fn.stale} // read without s.mu: nothing runs beside this goroutine
-			chWanted := false
-			for _, x := range ix {
-				chWanted = chWanted || models[0][x]
-			}
-			require.NoError(t, n.Publish(ctx, msg))
-			if chWanted {
-				recv(t, ch)
-			}
-			for _, m := range models {
-				for _, x := range ix {
-					delete(m, x)
-				}
-			}
-			for j, s := range subs {
-				if s.stale < before[j] {
-					compactions++
-				}
-			}
+			compactions += publishModeled(t, n, blks, subs, models, pick(800))
 		}
-		wants := 0
-		for j, s := range subs {
-			var want []cid.Cid
-			for x, k := range keys {
-				if models[j][x] {
-					want = append(want, k)
-				}
-			}
-			wants += len(want)
-			require.Equal(t, want, s.AppendWanted(nil, keys), "step %d: subscription %d", step, j)
-			live, ended, stale := countEntries(s)
-			require.Equal(t, len(want), live, "step %d: subscription %d: live entries", step, j)
-			require.Equal(t, ended, stale, "step %d: subscription %d: stale entries", step, j)
-		}
-		require.Equal(t, wants, n.Stats().Wants, "step %d", step)
+		requireWantsAsModeled(t, n, keys, subs, models, step)
 	}
 	t.Logf("%d deliveries compacted a map", compactions)
 	require.Greater(t, compactions, 20, "deliveries that compacted a map")
+}
+
+// subscribeModeled makes s want the keys at ix, and its model too.
+func subscribeModeled(t *testing.T, s *Subscription, keys []cid.Cid, model map[int]bool, ix []int) {
+	t.Helper()
+	ks := make([]cid.Cid, len(ix))
+	for j, x := range ix {
+		ks[j] = keys[x]
+		model[x] = true
+	}
+	require.NoError(t, s.Subscribe(ctx, ks...))
+}
+
+// unsubscribeModeled ends s's wants of the keys at ix, and its model's.
+func unsubscribeModeled(s *Subscription, keys []cid.Cid, model map[int]bool, ix []int) {
+	ks := make([]cid.Cid, len(ix))
+	for j, x := range ix {
+		ks[j] = keys[x]
+		delete(model, x)
+	}
+	s.Unsubscribe(ks...)
+}
+
+// publishModeled publishes the blocks at ix in one message, which ends
+// every model's wants of them; subs[0], the channel subscription, reads it
+// if it wanted one. It returns how many of subs' maps the delivery
+// compacted (their stale count went down).
+func publishModeled(t *testing.T, n *Notifier, blks []blocks.Block, subs []*Subscription, models []map[int]bool, ix []int) (compactions int) {
+	t.Helper()
+	ch, fn := subs[0], subs[1]
+	msg := ResponseMessage{From: "p"}
+	for _, x := range ix {
+		msg.Blocks = append(msg.Blocks, blks[x])
+	}
+	before := []int{ch.stale, fn.stale} // read without s.mu: nothing runs beside this goroutine
+	chWanted := false
+	for _, x := range ix {
+		chWanted = chWanted || models[0][x]
+	}
+	require.NoError(t, n.Publish(ctx, msg))
+	if chWanted {
+		recv(t, ch)
+	}
+	for _, m := range models {
+		for _, x := range ix {
+			delete(m, x)
+		}
+	}
+	for j, s := range subs {
+		if s.stale < before[j] {
+			compactions++
+		}
+	}
+	return compactions
+}
+
+// requireWantsAsModeled checks, after step, that each of subs wants what
+// its model says, with a live entry for each of those keys and stale
+// counting its other entries, and that the index counts those wants.
+func requireWantsAsModeled(t *testing.T, n *Notifier, keys []cid.Cid, subs []*Subscription, models []map[int]bool, step int) {
+	t.Helper()
+	wants := 0
+	for j, s := range subs {
+		var want []cid.Cid
+		for x, k := range keys {
+			if models[j][x] {
+				want = append(want, k)
+			}
+		}
+		wants += len(want)
+		require.Equal(t, want, s.AppendWanted(nil, keys), "step %d: subscription %d", step, j)
+		live, ended, stale := countEntries(s)
+		require.Equal(t, len(want), live, "step %d: subscription %d: live entries", step, j)
+		require.Equal(t, ended, stale, "step %d: subscription %d: stale entries", step, j)
+	}
+	require.Equal(t, wants, n.Stats().Wants, "step %d", step)
 }
 
 // TestStaleKeys_DeliveryCompactionUnderStress: the same maps, compacted by
@@ -446,40 +483,69 @@ func TestStaleKeys_DeliveryCompactionUnderStress(t *testing.T) {
 	}()
 	var wg sync.WaitGroup
 	for w, s := range subs { // a wanter per subscription
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(uint64(w), 36))
-			for range rounds {
-				lo := rng.IntN(universe)
-				ks := keys[lo:min(lo+1+rng.IntN(1500), universe)]
-				if rng.IntN(4) == 0 {
-					s.Unsubscribe(ks[:len(ks)/4]...)
-				} else if err := s.Subscribe(ctx, ks...); err != nil {
-					t.Errorf("subscription %d: %v", w, err)
-					return
-				}
-			}
-		})
+		wg.Go(func() { wantAtRandom(t, s, keys, w, rounds) })
 	}
-	wg.Go(func() { // a publisher
-		rng := rand.New(rand.NewPCG(2, 36))
-		for range 2 * rounds {
-			lo := rng.IntN(universe)
-			if err := n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[lo:min(lo+1+rng.IntN(800), universe)]}); err != nil {
-				t.Errorf("publish: %v", err)
-				return
-			}
-		}
-	})
-	wg.Go(func() { // a reader
-		rng := rand.New(rand.NewPCG(3, 36))
-		for range rounds {
-			s := subs[rng.IntN(len(subs))]
-			lo := rng.IntN(universe)
-			_ = s.AppendWanted(nil, keys[lo:min(lo+500, universe)])
-			_ = s.Wants(keys[rng.IntN(universe)])
-		}
-	})
+	wg.Go(func() { publishAtRandom(t, n, blks, 2*rounds) }) // a publisher
+	wg.Go(func() { readAtRandom(subs, keys, rounds) })      // a reader
 	wg.Wait()
+	requireMapsAgree(t, n, keys, subs)
+	for _, s := range subs {
+		s.Remove()
+	}
+	<-drained
+	requireIndexEmpty(t, n)
+}
+
+// wantAtRandom is the wanter w of s: rounds times, it wants a run of keys
+// or, one time in four, unwants the first quarter of the run.
+func wantAtRandom(t *testing.T, s *Subscription, keys []cid.Cid, w, rounds int) {
+	t.Helper()
+	universe := len(keys)
+	rng := rand.New(rand.NewPCG(uint64(w), 36))
+	for range rounds {
+		lo := rng.IntN(universe)
+		ks := keys[lo:min(lo+1+rng.IntN(1500), universe)]
+		if rng.IntN(4) == 0 {
+			s.Unsubscribe(ks[:len(ks)/4]...)
+		} else if err := s.Subscribe(ctx, ks...); err != nil {
+			t.Errorf("subscription %d: %v", w, err)
+			return
+		}
+	}
+}
+
+// publishAtRandom publishes runs of blks, remote, count times.
+func publishAtRandom(t *testing.T, n *Notifier, blks []blocks.Block, count int) {
+	t.Helper()
+	universe := len(blks)
+	rng := rand.New(rand.NewPCG(2, 36))
+	for range count {
+		lo := rng.IntN(universe)
+		if err := n.Publish(ctx, ResponseMessage{From: "p", Blocks: blks[lo:min(lo+1+rng.IntN(800), universe)]}); err != nil {
+			t.Errorf("publish: %v", err)
+			return
+		}
+	}
+}
+
+// readAtRandom reads subs' wants of runs of keys, and of single keys,
+// count times.
+func readAtRandom(subs []*Subscription, keys []cid.Cid, count int) {
+	universe := len(keys)
+	rng := rand.New(rand.NewPCG(3, 36))
+	for range count {
+		s := subs[rng.IntN(len(subs))]
+		lo := rng.IntN(universe)
+		_ = s.AppendWanted(nil, keys[lo:min(lo+500, universe)])
+		_ = s.Wants(keys[rng.IntN(universe)])
+	}
+}
+
+// requireMapsAgree checks that each of subs' AppendWanted agrees with its
+// Wants, and its map with it and with its stale count, and that the index
+// counts those wants.
+func requireMapsAgree(t *testing.T, n *Notifier, keys []cid.Cid, subs []*Subscription) {
+	t.Helper()
 	wants := 0
 	for j, s := range subs {
 		got := s.AppendWanted(nil, keys)
@@ -492,11 +558,6 @@ func TestStaleKeys_DeliveryCompactionUnderStress(t *testing.T) {
 		require.Equal(t, ended, stale, "subscription %d: stale entries", j)
 	}
 	require.Equal(t, wants, n.Stats().Wants)
-	for _, s := range subs {
-		s.Remove()
-	}
-	<-drained
-	requireIndexEmpty(t, n)
 }
 
 // countEntries reads, under s.mu, how many entries of s's map of keys are

@@ -62,6 +62,28 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 	b := mkBlocks("metrics", 8)
 	k := keysOf(b)
 
+	sb := deliveriesOfTheWorkload(t, ctx, n, b)
+	ops := workloadOps{publishes: 4, subscribes: 4} // Fetch counts as a Subscribe
+	slowConsumerOfTheWorkload(t, ctx, n, k, &ops)
+	blockstoreErrorsOfTheWorkload(t, ctx, n, bs, sb, b, &ops)
+
+	require.ElementsMatch(t, []cid.Cid{k[0], k[2], k[1], k[6]}, cancels.take())
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 1, Wants: 1}, n.Stats()) // sb wants k[3]
+	requireWorkloadCountersAndGauges(t, reg)
+	requireWorkloadHistograms(t, reg, ops)
+}
+
+// workloadOps counts the Publishes and Subscribes of the workload, which
+// the histograms must have timed.
+type workloadOps struct{ publishes, subscribes int }
+
+// deliveriesOfTheWorkload makes subscriptions A (1), B (2) and C (3), and
+// delivers to them remote and local blocks, stored ones and HAVEs; Fetch
+// returns a stored block. It returns B, which still wants k[3]: 4
+// Publishes, 4 Subscribes (the Fetch counted).
+func deliveriesOfTheWorkload(t *testing.T, ctx context.Context, n *Notifier, b []blocks.Block) *Subscription {
+	t.Helper()
+	k := keysOf(b)
 	a, sb := mustSub(t, n, 1), mustSub(t, n, 2)
 	require.NoError(t, a.Subscribe(ctx, k[0], k[1], k[2]))
 	require.NoError(t, sb.Subscribe(ctx, k[2], k[3]))
@@ -81,33 +103,46 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 	require.Nil(t, req)
 	require.Equal(t, b[5], blk)
 	a.Unsubscribe(k[1])
-	publishes, subscribes := 4, 4 // Fetch counts as a Subscribe
+	return sb
+}
 
+// slowConsumerOfTheWorkload ends a subscription that never reads as a slow
+// consumer, counting its Subscribe and the Publishes it took in ops.
+func slowConsumerOfTheWorkload(t *testing.T, ctx context.Context, n *Notifier, k []cid.Cid, ops *workloadOps) {
+	t.Helper()
 	// A subscription that never reads: past its buffer (1) and backlog (1)
 	// it is ended. When the drain goroutine takes the second message from the
 	// backlog varies, so publish until it is ended.
 	d := mustSub(t, n, 4)
 	require.NoError(t, d.Subscribe(ctx, k[6]))
-	subscribes++
+	ops.subscribes++
 	for i := 0; d.Err() == nil; i++ {
 		require.Less(t, i, 10, "not ended as a slow consumer")
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: k[6:7]}))
-		publishes++
+		ops.publishes++
 	}
 	require.ErrorIs(t, d.Err(), ErrSlowConsumer)
+}
 
+// blockstoreErrorsOfTheWorkload makes bs fail a Publish's PutMany and then
+// sb's Subscribe's Get, counting both in ops.
+func blockstoreErrorsOfTheWorkload(t *testing.T, ctx context.Context, n *Notifier, bs *hookStore, sb *Subscription, b []blocks.Block, ops *workloadOps) {
+	t.Helper()
+	k := keysOf(b)
 	bs.onPutMany = func([]blocks.Block) error { return errBoom }
 	require.ErrorIs(t, n.Publish(ctx, ResponseMessage{Blocks: b[4:5]}), errBoom)
-	publishes++
+	ops.publishes++
 	bs.onPutMany = nil
 	bs.onGet = func(cid.Cid) error { return errBoom }
 	require.ErrorIs(t, sb.Subscribe(ctx, k[4]), errBoom)
-	subscribes++
+	ops.subscribes++
 	bs.onGet = nil
+}
 
-	require.ElementsMatch(t, []cid.Cid{k[0], k[2], k[1], k[6]}, cancels.take())
-	require.Equal(t, Stats{Subscriptions: 3, Keys: 1, Wants: 1}, n.Stats()) // sb wants k[3]
-
+// requireWorkloadCountersAndGauges checks reg's Prometheus text of the
+// counters and gauges after the workload.
+func requireWorkloadCountersAndGauges(t *testing.T, reg *prometheus.Registry) {
+	t.Helper()
 	want := exposition("gauge", promPrefix+"subscriptions", "Live subscriptions of the notifier.", 3) +
 		exposition("gauge", promPrefix+"wanted_keys", "Distinct keys wanted by at least one subscription.", 1) +
 		exposition("gauge", promPrefix+"wants", "Wants: (subscription, key) pairs.", 1) +
@@ -121,15 +156,20 @@ func TestMetrics_WorkloadAsPrometheusShowsIt(t *testing.T) {
 		promPrefix+"subscriptions", promPrefix+"wanted_keys", promPrefix+"wants",
 		promPrefix+"blocks_stored_total", promPrefix+"blocks_delivered_total", promPrefix+"blocks_unsolicited_total",
 		promPrefix+"cancels_total", promPrefix+"slow_consumers_total", promPrefix+"blockstore_errors_total"))
+}
 
+// requireWorkloadHistograms checks reg's four histograms of durations: as
+// many samples as ops counted, a positive sum, and durationBuckets.
+func requireWorkloadHistograms(t *testing.T, reg *prometheus.Registry, ops workloadOps) {
+	t.Helper()
 	for _, h := range []struct {
 		name, help string
 		count      int
 	}{
-		{"publish_seconds", "Time inside Publish, blockstore included, in seconds.", publishes},
+		{"publish_seconds", "Time inside Publish, blockstore included, in seconds.", ops.publishes},
 		{"publish_blockstore_seconds", "Time Publish spends in the blockstore's PutMany, in seconds.", 4}, // b0, b5, b2, the failed b4
-		{"subscribe_seconds", "Time inside Subscribe, blockstore included, in seconds.", subscribes},
-		{"subscribe_blockstore_seconds", "Time Subscribe spends checking the blockstore (Get), in seconds.", subscribes},
+		{"subscribe_seconds", "Time inside Subscribe, blockstore included, in seconds.", ops.subscribes},
+		{"subscribe_blockstore_seconds", "Time Subscribe spends checking the blockstore (Get), in seconds.", ops.subscribes},
 	} {
 		got := histogram(t, reg, promPrefix+h.name, h.help)
 		require.EqualValues(t, h.count, got.GetSampleCount(), h.name)
