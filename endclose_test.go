@@ -227,65 +227,17 @@ func TestEnd_StressEndsAgainstRestartingDrains(t *testing.T) {
 	const rounds = 150
 	for r := range rounds {
 		rng := rand.New(rand.NewPCG(uint64(r), 7))
-		opts := []Option{WithBufferSize(rng.IntN(3))}
-		if rng.IntN(2) == 0 {
-			opts = append(opts, WithMaxPending(1+rng.IntN(4)))
-		}
-		n := New(nil, opts...)
-		k := mkBlocks("end-stress", 1)[0].Cid()
-		x := mustSub(t, n, 1)
-		require.NoError(t, x.Subscribe(ctx, k))
+		n, x, k := stressSub(t, rng)
 
 		burst := 1 + rng.IntN(3)
 		closeSecond := rng.IntN(2) == 0
 		var wg sync.WaitGroup
 		stop := make(chan struct{})
-		wg.Add(2)
-		go func() { // publisher
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				_ = n.Publish(context.Background(), ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
-			}
-		}()
-		go func() { // reader in bursts
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case _, ok := <-x.Messages():
-					if !ok {
-						return
-					}
-				}
-				for range burst {
-					select {
-					case <-x.Messages():
-					default:
-					}
-				}
-			}
-		}()
+		startPublisherAndBurstReader(t, &wg, stop, n, x, k, burst)
 		closedSeen := make(chan bool, 1)
 		go func() { closedSeen <- closedOnceSeen(x, k) }()
 
-		var ends sync.WaitGroup
-		ends.Add(2)
-		go func() { defer ends.Done(); x.Remove() }()
-		go func() {
-			defer ends.Done()
-			if closeSecond {
-				_ = n.Close()
-			} else {
-				x.Remove()
-			}
-		}()
-		ends.Wait()
+		endTwiceAtOnce(t, n, x, closeSecond)
 		x.mu.Lock()
 		draining := x.draining
 		x.mu.Unlock()
@@ -297,4 +249,77 @@ func TestEnd_StressEndsAgainstRestartingDrains(t *testing.T) {
 		require.True(t, <-closedSeen, "round %d: the wants are gone, but Messages() is open and empty", r)
 		require.NoError(t, n.Close())
 	}
+}
+
+// stressSub makes a round's Notifier, with a buffer of 0 to 2 and, in half
+// the rounds, a WithMaxPending of 1 to 4 (drawn from rng), and a
+// subscription x of it that wants k.
+func stressSub(t *testing.T, rng *rand.Rand) (n *Notifier, x *Subscription, k cid.Cid) {
+	t.Helper()
+	opts := []Option{WithBufferSize(rng.IntN(3))}
+	if rng.IntN(2) == 0 {
+		opts = append(opts, WithMaxPending(1+rng.IntN(4)))
+	}
+	n = New(nil, opts...)
+	k = mkBlocks("end-stress", 1)[0].Cid()
+	x = mustSub(t, n, 1)
+	require.NoError(t, x.Subscribe(ctx, k))
+	return n, x, k
+}
+
+// startPublisherAndBurstReader starts, on wg, a publisher of HAVEs of k and
+// a reader of x that reads burst more messages after each one it waits for,
+// so that x's drain goroutine empties the backlog, exits and starts again;
+// both run until stop is closed (the reader also until Messages() closes).
+func startPublisherAndBurstReader(t *testing.T, wg *sync.WaitGroup, stop chan struct{}, n *Notifier, x *Subscription, k cid.Cid, burst int) {
+	t.Helper()
+	wg.Add(2)
+	go func() { // publisher
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = n.Publish(context.Background(), ResponseMessage{From: "peer", Haves: []cid.Cid{k}})
+		}
+	}()
+	go func() { // reader in bursts
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case _, ok := <-x.Messages():
+				if !ok {
+					return
+				}
+			}
+			for range burst {
+				select {
+				case <-x.Messages():
+				default:
+				}
+			}
+		}
+	}()
+}
+
+// endTwiceAtOnce ends x from two goroutines at once, a Remove and either a
+// second Remove or n.Close (closeSecond), and returns once both have returned.
+func endTwiceAtOnce(t *testing.T, n *Notifier, x *Subscription, closeSecond bool) {
+	t.Helper()
+	var ends sync.WaitGroup
+	ends.Add(2)
+	go func() { defer ends.Done(); x.Remove() }()
+	go func() {
+		defer ends.Done()
+		if closeSecond {
+			_ = n.Close()
+		} else {
+			x.Remove()
+		}
+	}()
+	ends.Wait()
 }

@@ -249,44 +249,7 @@ func TestFetch_ConcurrentWithClose(t *testing.T) {
 		var bad atomic.Value
 		reqs := make([][]*Subscription, 4)
 		for g := range reqs {
-			wg.Go(func() {
-				signal := sync.OnceFunc(func() { started <- struct{}{} })
-				defer signal()
-				for i := 0; ; i++ {
-					k := b[(g+i)%len(b)]
-					var removed atomic.Bool
-					blk, s, err := n.Fetch(ctx, k.Cid(), func() func(ResponseMessage) {
-						return func(m ResponseMessage) {
-							if removed.Load() {
-								bad.Store("a delivery after Remove returned")
-							}
-						}
-					})
-					switch {
-					case errors.Is(err, ErrClosed):
-						return
-					case err != nil:
-						bad.Store(err.Error())
-						return
-					case blk != nil && blk.Cid() != k.Cid():
-						bad.Store("the wrong block")
-					case s != nil:
-						reqs[g] = append(reqs[g], s)
-					}
-					signal()
-					switch i % 4 {
-					case 0:
-						_ = n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}})
-					case 1:
-						_ = bs.DeleteBlock(ctx, k.Cid()) // garbage collection
-					case 2:
-						if s != nil {
-							s.Remove()
-							removed.Store(true)
-						}
-					}
-				}
-			})
+			wg.Go(func() { fetchUntilClosed(t, n, bs, b, g, &reqs[g], started, &bad) })
 		}
 		for range reqs {
 			done(t, started, "goroutine started")
@@ -303,6 +266,60 @@ func TestFetch_ConcurrentWithClose(t *testing.T) {
 		}
 		requireIndexEmpty(t, n)
 		require.Empty(t, n.requests)
+	}
+}
+
+// fetchUntilClosed is the g-th goroutine of TestFetch_ConcurrentWithClose:
+// it fetches the keys of b in turn, from the g-th on, until Fetch says
+// ErrClosed, keeps the requests it gets in reqs and stores in bad what must
+// not happen; between Fetches it stirs (stirAfterFetch). It signals started
+// after its first Fetch, or as it returns.
+func fetchUntilClosed(t *testing.T, n *Notifier, bs blockstore.Blockstore, b []blocks.Block, g int, reqs *[]*Subscription, started chan<- struct{}, bad *atomic.Value) {
+	t.Helper()
+	signal := sync.OnceFunc(func() { started <- struct{}{} })
+	defer signal()
+	for i := 0; ; i++ {
+		k := b[(g+i)%len(b)]
+		var removed atomic.Bool
+		blk, s, err := n.Fetch(ctx, k.Cid(), func() func(ResponseMessage) {
+			return func(m ResponseMessage) {
+				if removed.Load() {
+					bad.Store("a delivery after Remove returned")
+				}
+			}
+		})
+		switch {
+		case errors.Is(err, ErrClosed):
+			return
+		case err != nil:
+			bad.Store(err.Error())
+			return
+		case blk != nil && blk.Cid() != k.Cid():
+			bad.Store("the wrong block")
+		case s != nil:
+			*reqs = append(*reqs, s)
+		}
+		signal()
+		stirAfterFetch(t, i, n, bs, k, s, &removed)
+	}
+}
+
+// stirAfterFetch does what the i-th Fetch of k is followed by, in turn: a
+// Publish of k, its garbage collection behind the Notifier's back, the
+// Remove of the request s the Fetch returned (if any; removed is set once
+// Remove has returned), or nothing.
+func stirAfterFetch(t *testing.T, i int, n *Notifier, bs blockstore.Blockstore, k blocks.Block, s *Subscription, removed *atomic.Bool) {
+	t.Helper()
+	switch i % 4 {
+	case 0:
+		_ = n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}})
+	case 1:
+		_ = bs.DeleteBlock(ctx, k.Cid()) // garbage collection
+	case 2:
+		if s != nil {
+			s.Remove()
+			removed.Store(true)
+		}
 	}
 }
 

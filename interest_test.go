@@ -239,36 +239,14 @@ func TestInterestCancel_OnlyWhenLastWantOfAnyKindEnds(t *testing.T) {
 				for iName, endInterest := range interestEnds {
 					name := fmt.Sprintf("interestFirst=%v/normalLetsGoFirst=%v/normal%s/interest%s", interestFirst, normalLetsGoFirst, nName, iName)
 					t.Run(name, func(t *testing.T) {
-						n, cancels := newWithCancels(t, memStore())
-						b := mkBlocks("interplay", 1)[0]
+						n, cancels, b, in, s := bothKindsWantOneKey(t, interestFirst)
 						k := b.Cid()
-						in, s := mustInterest(t, n, 1), mustSub(t, n, 2)
-						first, second := in, s
-						if !interestFirst {
-							first, second = s, in
-						}
-						require.NoError(t, first.Subscribe(ctx, k))
-						require.NoError(t, second.Subscribe(ctx, k))
-						require.Equal(t, 1, n.Stats().Keys, "one key, two wants")
-						require.Equal(t, 2, n.Stats().Wants)
-
 						endFirst, endSecond := func() { endNormal(t, n, s, b) }, func() { endInterest(in, k) }
 						if !normalLetsGoFirst {
 							endFirst, endSecond = endSecond, endFirst
 						}
-						endFirst()
-						require.Empty(t, cancels.take(), "the other kind still wants the key")
-						require.True(t, n.Wanted(k))
-						require.Equal(t, normalLetsGoFirst, n.Interested(k))
-						require.Equal(t, 1, n.Stats().Keys)
-						require.Equal(t, 1, n.Stats().Wants)
-
-						endSecond()
-						require.Equal(t, []cid.Cid{k}, cancels.take())
-						require.False(t, n.Wanted(k))
-						require.False(t, n.Interested(k))
-						require.Zero(t, n.Stats().Keys)
-						require.Zero(t, n.Stats().Wants)
+						firstLetsGoUnreported(t, n, cancels, k, endFirst, normalLetsGoFirst)
+						secondLetsGoReported(t, n, cancels, k, endSecond)
 
 						in.Remove()
 						s.Remove()
@@ -279,6 +257,51 @@ func TestInterestCancel_OnlyWhenLastWantOfAnyKindEnds(t *testing.T) {
 			}
 		}
 	}
+}
+
+// bothKindsWantOneKey returns a Notifier whose cancels are recorded, and in
+// it an interest subscription in and a normal one s that both want b's key,
+// the interest first if interestFirst.
+func bothKindsWantOneKey(t *testing.T, interestFirst bool) (n *Notifier, cancels *cancelLog, b blocks.Block, in, s *Subscription) {
+	t.Helper()
+	n, cancels = newWithCancels(t, memStore())
+	b = mkBlocks("interplay", 1)[0]
+	k := b.Cid()
+	in, s = mustInterest(t, n, 1), mustSub(t, n, 2)
+	first, second := in, s
+	if !interestFirst {
+		first, second = s, in
+	}
+	require.NoError(t, first.Subscribe(ctx, k))
+	require.NoError(t, second.Subscribe(ctx, k))
+	require.Equal(t, 1, n.Stats().Keys, "one key, two wants")
+	require.Equal(t, 2, n.Stats().Wants)
+	return n, cancels, b, in, s
+}
+
+// firstLetsGoUnreported ends the first of k's two wants (endFirst; the
+// normal one if normalFirst) and checks that the cancel function hears
+// nothing of k, which the other kind still wants.
+func firstLetsGoUnreported(t *testing.T, n *Notifier, cancels *cancelLog, k cid.Cid, endFirst func(), normalFirst bool) {
+	t.Helper()
+	endFirst()
+	require.Empty(t, cancels.take(), "the other kind still wants the key")
+	require.True(t, n.Wanted(k))
+	require.Equal(t, normalFirst, n.Interested(k))
+	require.Equal(t, 1, n.Stats().Keys)
+	require.Equal(t, 1, n.Stats().Wants)
+}
+
+// secondLetsGoReported ends k's last want (endSecond) and checks that the
+// cancel function hears of k, once, and that nothing wants it.
+func secondLetsGoReported(t *testing.T, n *Notifier, cancels *cancelLog, k cid.Cid, endSecond func()) {
+	t.Helper()
+	endSecond()
+	require.Equal(t, []cid.Cid{k}, cancels.take())
+	require.False(t, n.Wanted(k))
+	require.False(t, n.Interested(k))
+	require.Zero(t, n.Stats().Keys)
+	require.Zero(t, n.Stats().Wants)
 }
 
 // publishFromPeer publishes b as received from a peer.
@@ -334,54 +357,70 @@ func TestInterestQueries_Answers(t *testing.T) {
 	require.NoError(t, in2.Subscribe(ctx, k[1]))
 	require.NoError(t, s.Subscribe(ctx, k[1], k[2]))
 
-	wants := func(sub *Subscription, want ...bool) {
-		t.Helper()
-		for i, w := range want {
-			assert.Equal(t, w, sub.Wants(k[i]), "subscription %d, key %d", sub.ID(), i)
-		}
-	}
-	wants(in1, true, true, false, false)
-	wants(in2, false, true, false, false)
-	wants(s, false, true, true, false)
-	wants(other, false, false, false, false)
+	assertWants(t, k, in1, true, true, false, false)
+	assertWants(t, k, in2, false, true, false, false)
+	assertWants(t, k, s, false, true, true, false)
+	assertWants(t, k, other, false, false, false, false)
 	for i, w := range []bool{true, true, true, false} {
 		assert.Equal(t, w, n.Wanted(k[i]), "Wanted key %d", i)
 	}
 	for i, w := range []bool{true, true, false, false} {
 		assert.Equal(t, w, n.Interested(k[i]), "Interested key %d", i)
 	}
-	require.Equal(t, []uint64{11}, n.AppendInterested(nil, k[0]))
-	require.ElementsMatch(t, []uint64{11, 12}, n.AppendInterested(nil, k[1]))
-	require.Empty(t, n.AppendInterested(nil, k[2]), "a normal want is no interest")
-	require.Empty(t, n.AppendInterested(nil, k[3]))
 	prefix := []uint64{99, 98}
-	got := n.AppendInterested(prefix[:2:2], k[0])
-	require.Equal(t, []uint64{99, 98, 11}, got, "appends, keeps what was there")
+	checkAppendInterested(t, n, k, prefix)
 
 	// Delivery ends s's wants, not the interests'.
 	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: b[:3]}))
 	recv(t, s)
-	wants(in1, true, true, false, false)
-	wants(in2, false, true, false, false)
-	wants(s, false, false, false, false)
+	assertWants(t, k, in1, true, true, false, false)
+	assertWants(t, k, in2, false, true, false, false)
+	assertWants(t, k, s, false, false, false, false)
 	for i, w := range []bool{true, true, false, false} {
 		assert.Equal(t, w, n.Wanted(k[i]), "Wanted key %d after delivery", i)
 		assert.Equal(t, w, n.Interested(k[i]), "Interested key %d after delivery", i)
 	}
 	require.ElementsMatch(t, []uint64{11, 12}, n.AppendInterested(nil, k[1]))
 
-	// Undefined keys: nobody wants them.
+	checkUndefWantedByNobody(t, n, in1, s, prefix)
+
+	in1.Remove()
+	require.False(t, in1.Wants(k[0]), "an ended subscription wants nothing")
+	require.False(t, n.Interested(k[0]))
+	require.Equal(t, []uint64{12}, n.AppendInterested(nil, k[1]))
+}
+
+// assertWants checks sub.Wants(k[i]) against want[i] for each i.
+func assertWants(t *testing.T, k []cid.Cid, sub *Subscription, want ...bool) {
+	t.Helper()
+	for i, w := range want {
+		assert.Equal(t, w, sub.Wants(k[i]), "subscription %d, key %d", sub.ID(), i)
+	}
+}
+
+// checkAppendInterested checks, before delivery, that AppendInterested
+// lists the interests in each of k (ids 11 and 12) and no normal want, and
+// appends to what its dst, prefix, holds.
+func checkAppendInterested(t *testing.T, n *Notifier, k []cid.Cid, prefix []uint64) {
+	t.Helper()
+	require.Equal(t, []uint64{11}, n.AppendInterested(nil, k[0]))
+	require.ElementsMatch(t, []uint64{11, 12}, n.AppendInterested(nil, k[1]))
+	require.Empty(t, n.AppendInterested(nil, k[2]), "a normal want is no interest")
+	require.Empty(t, n.AppendInterested(nil, k[3]))
+	got := n.AppendInterested(prefix[:2:2], k[0])
+	require.Equal(t, []uint64{99, 98, 11}, got, "appends, keeps what was there")
+}
+
+// checkUndefWantedByNobody checks that nobody wants an undefined key: not
+// the interest in1, not s, not n; AppendInterested adds nothing to prefix.
+func checkUndefWantedByNobody(t *testing.T, n *Notifier, in1, s *Subscription, prefix []uint64) {
+	t.Helper()
 	require.False(t, in1.Wants(cid.Undef))
 	require.False(t, s.Wants(cid.Undef))
 	require.False(t, n.Wanted(cid.Undef))
 	require.False(t, n.Interested(cid.Undef))
 	require.Nil(t, n.AppendInterested(nil, cid.Undef))
 	require.Equal(t, prefix, n.AppendInterested(prefix, cid.Undef))
-
-	in1.Remove()
-	require.False(t, in1.Wants(k[0]), "an ended subscription wants nothing")
-	require.False(t, n.Interested(k[0]))
-	require.Equal(t, []uint64{12}, n.AppendInterested(nil, k[1]))
 }
 
 // Wants answers for each of many subscriptions of one key (the long lists

@@ -37,15 +37,7 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				// kA busy too, so that the Publish below marks it (Notifier.markBusy).
 				u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "own-want-Y", 1, true).Cid())
 
-				unblock0 := blockShard(t, n, nil, 0)
-				older := make(chan error, 1)
-				if how == "delivered" {
-					go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bX}}) }()
-					waitWaiters(t, &n.shards[0].mu, 1)
-				} else {
-					go func() { s2.Unsubscribe(kA, bX.Cid()); older <- nil }()
-					waitWaiters(t, &n.shards[0].mu, 1)
-				}
+				unblock0, older := startOlderEndOfWant(t, n, s2, how, bA, bX)
 				haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
 				removed := make(chan struct{})
 				go func() { defer close(removed); s2.Remove() }()
@@ -55,13 +47,8 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				require.NoError(t, <-older)
 				require.False(t, s2.Wants(kA), "s2 wants nothing now")
 				synctest.Wait()
-				select {
-				case <-removed:
-				default:
-					releaseB()
-					<-removed
-					t.Fatal("Remove(s2), whose subscription wants nothing now, sleeps until the stalled PutMany of kB returns (G11)")
-				}
+				requireEndedBeforeRelease(t, removed, releaseB,
+					"Remove(s2), whose subscription wants nothing now, sleeps until the stalled PutMany of kB returns (G11)")
 				releaseB()
 				require.NoError(t, <-pubB)
 				require.NoError(t, <-haves)
@@ -70,6 +57,54 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 				require.NoError(t, n.Close())
 			})
 		})
+	}
+}
+
+// startOlderEndOfWant holds shard 0 and starts an operation that will end
+// s's want of bA's key and takes its id first (how: "delivered", a Publish
+// of bA and bX, or "unsubscribed", an Unsubscribe of their keys); it returns
+// once that operation waits for shard 0: unblock0 lets it go on, and older
+// gets its result.
+func startOlderEndOfWant(t *testing.T, n *Notifier, s *Subscription, how string, bA, bX blocks.Block) (unblock0 func(), older chan error) {
+	t.Helper()
+	switch how {
+	case "delivered":
+		return publishHeldAtShard0(t, n, bA, bX)
+	case "unsubscribed":
+		unblock0 = blockShard(t, n, nil, 0)
+		older = make(chan error, 1)
+		go func() { s.Unsubscribe(bA.Cid(), bX.Cid()); older <- nil }()
+		waitWaiters(t, &n.shards[0].mu, 1)
+		return unblock0, older
+	default:
+		t.Fatalf("startOlderEndOfWant: unknown older operation %q", how)
+		return nil, nil
+	}
+}
+
+// publishHeldAtShard0 holds shard 0 and starts a Publish of blks, which takes
+// its id and then waits for shard 0: unblock0 lets it go on, and published
+// gets its result.
+func publishHeldAtShard0(t *testing.T, n *Notifier, blks ...blocks.Block) (unblock0 func(), published chan error) {
+	t.Helper()
+	unblock0 = blockShard(t, n, nil, 0)
+	published = make(chan error, 1)
+	go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: blks}) }()
+	waitWaiters(t, &n.shards[0].mu, 1)
+	return unblock0, published
+}
+
+// requireEndedBeforeRelease checks that the call that closes ended has
+// returned already, before the stalled blockstore call that release lets go:
+// else it releases that call, waits for the end and fails with why.
+func requireEndedBeforeRelease(t *testing.T, ended chan struct{}, release func(), why string) {
+	t.Helper()
+	select {
+	case <-ended:
+	default:
+		release()
+		<-ended
+		t.Fatal(why)
 	}
 }
 
@@ -105,9 +140,7 @@ func havesMarkingKA(t *testing.T, n *Notifier, kA, kB cid.Cid, releaseY func(), 
 func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
-		del := st.Blockstore.(interface {
-			DeleteBlock(context.Context, cid.Cid) error
-		})
+		del := st.Blockstore.(blockDeleter)
 		n := New(st, WithShards(2))
 		bA := blockInShard(n, "dormant-A", 1, true)
 		bB := blockInShard(n, "dormant-B", 1, true)
@@ -116,32 +149,8 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
-		// kA and kC busy, so that Remove marks them (Subscription.markIfBusy):
-		// reserved by a Subscribe of u whose Get of kY stalls.
-		u := mustSub(t, n, 4)
-		kY := blockInShard(n, "dormant-Y", 1, true).Cid()
-		releaseY := st.stall(t, kY)
-		subU := make(chan error, 1)
-		go func() { subU <- u.Subscribe(ctx, kA, kC, kY) }()
-		require.Equal(t, kY, <-st.entered)
-
-		unblock0 := blockShard(t, n, nil, 0)
-		older := make(chan struct{})
-		go func() { defer close(older); s2.Unsubscribe(kA, bX.Cid()) }()
-		waitWaiters(t, &n.shards[0].mu, 1)
-		removed := make(chan struct{})
-		go func() { defer close(removed); s2.Remove() }()
-		spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
-		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
-		slept := n.waits.Load()
-		releaseY()
-		require.NoError(t, <-subU)
-		for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
-			runtime.Gosched()
-		} // asleep on kB's reservation, kA, kB and kC marked
-		unblock0()
-		<-older // Remove's mark on kA is dormant
-		synctest.Wait()
+		u, releaseY, subU := reserveKAAndKC(t, st, n, kA, kC)
+		removed, releaseB, pubB := removeWithDormantMarkOnKA(t, st, n, s2, kA, bB, bX, releaseY, subU)
 		haves := make(chan error, 1)
 		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
 		spinWaiting(t, n, 2) // asleep on Remove's mark on kC
@@ -149,15 +158,7 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 
 		s3 := mustSub(t, n, 3)
 		const deliveries = 20
-		before := n.waits.Load()
-		for range deliveries {
-			require.NoError(t, s3.Subscribe(ctx, kA))
-			require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}))
-			require.Equal(t, []blocks.Block{bA}, recv(t, s3).Blocks)
-			require.NoError(t, del.DeleteBlock(ctx, kA))
-			synctest.Wait()
-		}
-		woke := n.waits.Load() - before
+		woke := wakesOfDeliveries(t, n, del, s3, bA, deliveries)
 		releaseB()
 		require.NoError(t, <-pubB)
 		<-removed
@@ -168,6 +169,81 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		require.NoError(t, n.Close())
 		require.Zero(t, woke, "the sleepers woke %d times for %d deliveries of kA to s3, which changed nothing for them", woke, deliveries)
 	})
+}
+
+// reserveKAAndKC makes kA and kC busy, so that Remove marks them
+// (Subscription.markIfBusy): reserved by a Subscribe of a new subscription
+// u whose Get of kY stalls. It returns once that Get has begun: releaseY
+// lets it go on, and subU gets the Subscribe's result.
+func reserveKAAndKC(t *testing.T, st *stallStore, n *Notifier, kA, kC cid.Cid) (u *Subscription, releaseY func(), subU chan error) {
+	t.Helper()
+	u = mustSub(t, n, 4)
+	kY := blockInShard(n, "dormant-Y", 1, true).Cid()
+	releaseY = st.stall(t, kY)
+	subU = make(chan error, 1)
+	go func() { subU <- u.Subscribe(ctx, kA, kC, kY) }()
+	require.Equal(t, kY, <-st.entered)
+	return u, releaseY, subU
+}
+
+// removeWithDormantMarkOnKA has s2.Remove() sleep on kB's stalled PutMany
+// with kA, kB and kC marked, while an Unsubscribe of kA (and bX's key),
+// older than the Remove, ends s2's want of kA: the one wake-up due, after
+// which Remove's mark on kA is dormant. u's Subscribe (releaseY, subU) holds
+// kA and kC at first. removed is closed once Remove returns; releaseB lets
+// the PutMany of kB go on and pubB gets that Publish's result.
+func removeWithDormantMarkOnKA(t *testing.T, st *stallStore, n *Notifier, s2 *Subscription, kA cid.Cid, bB, bX blocks.Block, releaseY func(), subU chan error) (removed chan struct{}, releaseB func(), pubB chan error) {
+	t.Helper()
+	unblock0 := blockShard(t, n, nil, 0)
+	older := make(chan struct{})
+	go func() { defer close(older); s2.Unsubscribe(kA, bX.Cid()) }()
+	waitWaiters(t, &n.shards[0].mu, 1)
+	removed = make(chan struct{})
+	go func() { defer close(removed); s2.Remove() }()
+	spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
+	releaseB, pubB = st.publishStalled(t, n, bB)  // kB reserved, its PutMany stalled
+	wakeAndSleepAgain(t, n, releaseY, subU, 1, 1) // asleep on kB's reservation, kA, kB and kC marked
+	unblock0()
+	<-older // Remove's mark on kA is dormant
+	synctest.Wait()
+	return removed, releaseB, pubB
+}
+
+// wakeAndSleepAgain lets the stalled Get that release holds go on, checks
+// that the Subscribe stalled in it returns nil on sub, and returns once the
+// operations that slept on its reservations have begun woken more waits
+// (they woke and sleep again) and waiting operations wait.
+func wakeAndSleepAgain(t *testing.T, n *Notifier, release func(), sub chan error, woken uint64, waiting int64) {
+	t.Helper()
+	slept := n.waits.Load()
+	release()
+	require.NoError(t, <-sub)
+	for n.waits.Load() < slept+woken || n.waiting.Load() != waiting {
+		runtime.Gosched()
+	}
+}
+
+// blockDeleter is a blockstore's garbage collection of one block.
+type blockDeleter interface {
+	DeleteBlock(context.Context, cid.Cid) error
+}
+
+// wakesOfDeliveries has bA delivered to s3 deliveries times (s3 subscribes
+// to it, bA is published, s3 gets it, bA is deleted from the store so that
+// the next Publish is a delivery again, the bubble settles) and returns how
+// many waits the sleepers began meanwhile.
+func wakesOfDeliveries(t *testing.T, n *Notifier, del blockDeleter, s3 *Subscription, bA blocks.Block, deliveries int) uint64 {
+	t.Helper()
+	kA := bA.Cid()
+	before := n.waits.Load()
+	for range deliveries {
+		require.NoError(t, s3.Subscribe(ctx, kA))
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}))
+		require.Equal(t, []blocks.Block{bA}, recv(t, s3).Blocks)
+		require.NoError(t, del.DeleteBlock(ctx, kA))
+		synctest.Wait()
+	}
+	return n.waits.Load() - before
 }
 
 // removeBehindStall is the scene of the stale-mark tests, inside a synctest
@@ -257,22 +333,13 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		bJ := blockInShard(n, "older-mark-J", 1, true)
 		bM := blockInShard(n, "older-mark-M", 1, true)
 		bX := blockInShard(n, "older-mark-X", 0, true)
-		kJ, kM := bJ.Cid(), bM.Cid()
 
-		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
-		pubJ, pubM := make(chan error, 1), make(chan error, 1)
-		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
-		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
-		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
-		require.Equal(t, kM, <-st.entered) // kM likewise
+		releaseJ, pubJ, releaseM, pubM := publishTwoStalled(t, st, n, bJ, bM)
 		// kA busy too, so that both mark it (Notifier.markBusy).
 		u, releaseY, subY := st.reserveByGet(t, n, 1, bA.Cid(), blockInShard(n, "older-mark-Y", 1, true).Cid())
 
 		// The older operation takes its id, then waits for shard 0.
-		unblock0 := blockShard(t, n, nil, 0)
-		older := make(chan error, 1)
-		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
-		waitWaiters(t, &n.shards[0].mu, 1)
+		unblock0, older := publishHeldAtShard0(t, n, bX, bA, bM)
 
 		// The waiter waits for kJ, marking kA and kJ.
 		waiter := make(chan error, 1)
@@ -292,16 +359,7 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		synctest.Wait()
 		require.EqualValues(t, 1, n.waiting.Load(), "the waiter still waits for kJ")
 
-		later := make(chan error, 1)
-		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
-		synctest.Wait()
-		select {
-		case err := <-later:
-			t.Errorf("a Publish of kA that started after the waiter overtook it (returned %v)", err)
-			later <- err
-		default:
-			require.EqualValues(t, 2, n.waiting.Load(), "the later Publish waits behind the waiter")
-		}
+		later := publishBehindTheWaiter(t, n, bA)
 		releaseJ()
 		require.NoError(t, <-pubJ)
 		require.NoError(t, <-waiter)
@@ -309,6 +367,40 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		u.Remove()
 		require.NoError(t, n.Close())
 	})
+}
+
+// publishTwoStalled publishes bJ and then bM, each with its PutMany stalled,
+// and returns once both PutManys have begun, kJ and kM reserved: releaseJ
+// and releaseM let them go on, pubJ and pubM get the Publishes' results.
+func publishTwoStalled(t *testing.T, st *stallStore, n *Notifier, bJ, bM blocks.Block) (releaseJ func(), pubJ chan error, releaseM func(), pubM chan error) {
+	t.Helper()
+	kJ, kM := bJ.Cid(), bM.Cid()
+	releaseJ, releaseM = st.stall(t, kJ), st.stall(t, kM)
+	pubJ, pubM = make(chan error, 1), make(chan error, 1)
+	go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
+	require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
+	go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
+	require.Equal(t, kM, <-st.entered) // kM likewise
+	return releaseJ, pubJ, releaseM, pubM
+}
+
+// publishBehindTheWaiter starts a Publish of bA after the waiter of
+// TestIO_OlderMarkKeepsAYoungerWaitersMark and checks, once the bubble has
+// settled, that it waits behind the waiter instead of overtaking it; the
+// channel returned gets its result.
+func publishBehindTheWaiter(t *testing.T, n *Notifier, bA blocks.Block) (later chan error) {
+	t.Helper()
+	later = make(chan error, 1)
+	go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+	synctest.Wait()
+	select {
+	case err := <-later:
+		t.Errorf("a Publish of kA that started after the waiter overtook it (returned %v)", err)
+		later <- err
+	default:
+		require.EqualValues(t, 2, n.waiting.Load(), "the later Publish waits behind the waiter")
+	}
+	return later
 }
 
 // A key marked by two waiters holds up an operation that started between
@@ -323,17 +415,12 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		bJ := blockInShard(n, "oldest-mark-J", 2, true)
 		bM := blockInShard(n, "oldest-mark-M", 2, true)
 		bX := blockInShard(n, "oldest-mark-X", 0, true)
-		kA, kJ, kM := bA.Cid(), bJ.Cid(), bM.Cid()
+		kA := bA.Cid()
 		kY := blockInShard(n, "oldest-mark-Y", 1, true).Cid()
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kY, kA)) // the Unsubscribe below needs keys s wants
 
-		releaseJ, releaseM := st.stall(t, kJ), st.stall(t, kM)
-		pubJ, pubM := make(chan error, 1), make(chan error, 1)
-		go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
-		require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
-		go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
-		require.Equal(t, kM, <-st.entered) // kM likewise
+		releaseJ, pubJ, releaseM, pubM := publishTwoStalled(t, st, n, bJ, bM)
 		// kA busy too, so that the oldest and the youngest mark it
 		// (Notifier.markBusy).
 		_, releaseZ, subZ := st.reserveByGet(t, n, 2, kA, blockInShard(n, "oldest-mark-Z", 2, true).Cid())
@@ -348,28 +435,8 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
 		waitWaiters(t, &n.shards[1].mu, 1) // the middle, an Unsubscribe
 
-		// The youngest marks kA first (it waits for kA and kJ), the oldest
-		// second (it waits for kA and kM).
-		youngest := make(chan error, 1)
-		go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
-		spinWaiting(t, n, 1)
-		unblock0()
-		spinWaiting(t, n, 2)
-		slept := n.waits.Load()
-		releaseZ() // kA free, marked by both, which sleep again
-		require.NoError(t, <-subZ)
-		for n.waits.Load() < slept+2 || n.waiting.Load() != 2 {
-			runtime.Gosched()
-		}
-
-		unblock1()
-		synctest.Wait()
-		select {
-		case <-middle:
-			t.Error("an Unsubscribe of kA went ahead of a waiting operation on kA that started before it")
-		default:
-			require.EqualValues(t, 3, n.waiting.Load(), "the Unsubscribe waits for the oldest")
-		}
+		youngest := youngestThenOldestMarkKA(t, n, bA, bJ, unblock0, releaseZ, subZ)
+		middleWaitsForTheOldest(t, n, unblock1, middle)
 		releaseM()
 		releaseJ()
 		require.NoError(t, <-pubM)
@@ -379,6 +446,39 @@ func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 		<-middle
 		require.NoError(t, n.Close())
 	})
+}
+
+// middleWaitsForTheOldest lets the middle operation, held at shard 1 until
+// unblock1, go on, and checks, once the bubble has settled, that it waits
+// for the oldest instead of going ahead of it (middle is closed once it
+// returns).
+func middleWaitsForTheOldest(t *testing.T, n *Notifier, unblock1 func(), middle chan struct{}) {
+	t.Helper()
+	unblock1()
+	synctest.Wait()
+	select {
+	case <-middle:
+		t.Error("an Unsubscribe of kA went ahead of a waiting operation on kA that started before it")
+	default:
+		require.EqualValues(t, 3, n.waiting.Load(), "the Unsubscribe waits for the oldest")
+	}
+}
+
+// youngestThenOldestMarkKA has the youngest, a Publish of bA and bJ, mark kA
+// first (it waits for kA and kJ), and the oldest, held at shard 0 until
+// unblock0, second (it waits for kA and kM); then frees kA, reserved by the
+// Subscribe whose Get releaseZ lets go on (subZ gets its result): both wake
+// and sleep again, marking kA. The channel returned gets the youngest's
+// result.
+func youngestThenOldestMarkKA(t *testing.T, n *Notifier, bA, bJ blocks.Block, unblock0, releaseZ func(), subZ chan error) (youngest chan error) {
+	t.Helper()
+	youngest = make(chan error, 1)
+	go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+	spinWaiting(t, n, 1)
+	unblock0()
+	spinWaiting(t, n, 2)
+	wakeAndSleepAgain(t, n, releaseZ, subZ, 2, 2) // kA free, marked by both, which sleep again
+	return youngest
 }
 
 // A close's mark that stopped holding when its subscription's want ended

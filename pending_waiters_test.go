@@ -34,67 +34,128 @@ const raceRounds = 25
 func TestIO_WaitersWokenByOneReleaseAllGoOn(t *testing.T) {
 	for range raceRounds {
 		synctest.Test(t, func(t *testing.T) {
-			st := newStallStore()
-			n, cancels := newWithCancels(t, st, WithShards(4))
-			b := mkBlocks("one-release", 5)
-			k := keysOf(mkBlocks("one-release-extra", 4)) // X, Y, Z, W
-			kA, kB, kC, kD := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
-			kX, kY, kZ, kW := k[0], k[1], k[2], k[3]
-			s1 := mustSub(t, n, 1)
-			s2 := mustSub(t, n, 2)
-			require.NoError(t, s2.Subscribe(ctx, kB, kY))
-			s3 := mustSub(t, n, 3)
-			require.NoError(t, s3.Subscribe(ctx, kC, kZ))
-			s4 := mustSub(t, n, 4)
-			require.NoError(t, s4.Subscribe(ctx, kW))
-
+			r := newOneRelease(t)
+			n, st, b, kA := r.n, r.st, r.b, r.kA
 			release := st.stall(t, kA)
 			published := make(chan error, 1)
 			go func() { published <- n.Publish(ctx, ResponseMessage{Blocks: b}) }()
 			require.Equal(t, kA, <-st.entered) // A, B, C, D reserved
 
-			w1 := goAsleep(t, "Subscribe(A, X)", func() error { return s1.Subscribe(ctx, kA, kX) })
-			w2 := goAsleep(t, "Unsubscribe(B, Y)", func() error { s2.Unsubscribe(kB, kY); return nil })
-			w3 := goAsleep(t, "Remove", func() error { s3.Remove(); return nil })
-			w4 := goAsleep(t, "Publish of HAVEs of D and W", func() error {
-				return n.Publish(ctx, ResponseMessage{From: "w4", Haves: []cid.Cid{kD, kW}})
-			})
-			w5 := goAsleep(t, "Subscribe(E)", func() error { return s2.Subscribe(ctx, b[4].Cid()) })
+			sleepers := r.goAsleepOnTheRelease(t)
 			spinWaiting(t, n, 5)
 
 			release()
-			for _, w := range []chan error{published, w1, w2, w3, w4, w5} {
+			for _, w := range append([]chan error{published}, sleepers...) {
 				require.NoError(t, <-w)
 			}
 			synctest.Wait()
-			require.Equal(t, []blocks.Block{b[0]}, recv(t, s1).Blocks, "s1 finds A in the store")
-			require.Equal(t, []blocks.Block{b[1]}, recv(t, s2).Blocks)
-			require.Equal(t, []blocks.Block{b[4]}, recv(t, s2).Blocks, "s2 finds E in the store")
-			require.Equal(t, []blocks.Block{b[2]}, recv(t, s3).Blocks, "the Publish goes first")
-			_, open := <-s3.Messages()
-			require.False(t, open)
-			require.NoError(t, s3.Err())
-			require.Equal(t, []cid.Cid{kW}, recv(t, s4).Haves)
-			none(t, s1)
-			none(t, s2)
-			none(t, s4)
-			require.True(t, s1.Wants(kX))
-			require.False(t, s1.Wants(kA))
-			for _, k := range []cid.Cid{kA, kB, kC, kD, b[4].Cid(), kY, kZ} {
-				require.False(t, n.Wanted(k))
-			}
-			require.Equal(t, Stats{Subscriptions: 3, Keys: 2, Wants: 2}, n.Stats())
-			require.Equal(t, sorted(kB, kC, kY, kZ), cancels.take())
-
-			s1.Remove()
-			s2.Remove()
-			s4.Remove()
-			require.Equal(t, sorted(kX, kW), cancels.take())
-			requireIndexEmpty(t, n)
-			require.NoError(t, n.Close())
-			require.Equal(t, Stats{}, n.Stats())
+			r.checkMessages(t)
+			r.checkWantsAndCancels(t)
+			r.removeTheRest(t)
 		})
 	}
+}
+
+// oneRelease is the scene of TestIO_WaitersWokenByOneReleaseAllGoOn, in a
+// synctest bubble: on four shards, the blocks A to E (b), none stored, and
+// the keys X, Y, Z and W of no block; s2 wants B and Y, s3 C and Z, s4 W,
+// and s1 nothing yet.
+type oneRelease struct {
+	st                             *stallStore
+	n                              *Notifier
+	cancels                        *cancelLog
+	b                              []blocks.Block
+	kA, kB, kC, kD, kX, kY, kZ, kW cid.Cid
+	s1, s2, s3, s4                 *Subscription
+}
+
+// newOneRelease sets up the subscriptions of the scene.
+func newOneRelease(t *testing.T) *oneRelease {
+	t.Helper()
+	st := newStallStore()
+	n, cancels := newWithCancels(t, st, WithShards(4))
+	b := mkBlocks("one-release", 5)
+	k := keysOf(mkBlocks("one-release-extra", 4)) // X, Y, Z, W
+	kA, kB, kC, kD := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
+	kX, kY, kZ, kW := k[0], k[1], k[2], k[3]
+	s1 := mustSub(t, n, 1)
+	s2 := mustSub(t, n, 2)
+	require.NoError(t, s2.Subscribe(ctx, kB, kY))
+	s3 := mustSub(t, n, 3)
+	require.NoError(t, s3.Subscribe(ctx, kC, kZ))
+	s4 := mustSub(t, n, 4)
+	require.NoError(t, s4.Subscribe(ctx, kW))
+	return &oneRelease{
+		st: st, n: n, cancels: cancels, b: b,
+		kA: kA, kB: kB, kC: kC, kD: kD, kX: kX, kY: kY, kZ: kZ, kW: kW,
+		s1: s1, s2: s2, s3: s3, s4: s4,
+	}
+}
+
+// goAsleepOnTheRelease starts the five operations that the stalled PutMany
+// holds up, each asleep on one of its keys: a Subscribe of A (and X), an
+// Unsubscribe of B (and Y), a Remove of s3 (which wants C), a Publish of
+// HAVEs of D and W, and a Subscribe of E. The channels get their results,
+// in that order.
+func (r *oneRelease) goAsleepOnTheRelease(t *testing.T) []chan error {
+	t.Helper()
+	n, b, s1, s2, s3 := r.n, r.b, r.s1, r.s2, r.s3
+	kA, kB, kD, kX, kY, kW := r.kA, r.kB, r.kD, r.kX, r.kY, r.kW
+	w1 := goAsleep(t, "Subscribe(A, X)", func() error { return s1.Subscribe(ctx, kA, kX) })
+	w2 := goAsleep(t, "Unsubscribe(B, Y)", func() error { s2.Unsubscribe(kB, kY); return nil })
+	w3 := goAsleep(t, "Remove", func() error { s3.Remove(); return nil })
+	w4 := goAsleep(t, "Publish of HAVEs of D and W", func() error {
+		return n.Publish(ctx, ResponseMessage{From: "w4", Haves: []cid.Cid{kD, kW}})
+	})
+	w5 := goAsleep(t, "Subscribe(E)", func() error { return s2.Subscribe(ctx, b[4].Cid()) })
+	return []chan error{w1, w2, w3, w4, w5}
+}
+
+// checkMessages checks, once all have returned, what each subscription got:
+// the same whichever woken operation ran first.
+func (r *oneRelease) checkMessages(t *testing.T) {
+	t.Helper()
+	b, s1, s2, s3, s4, kW := r.b, r.s1, r.s2, r.s3, r.s4, r.kW
+	require.Equal(t, []blocks.Block{b[0]}, recv(t, s1).Blocks, "s1 finds A in the store")
+	require.Equal(t, []blocks.Block{b[1]}, recv(t, s2).Blocks)
+	require.Equal(t, []blocks.Block{b[4]}, recv(t, s2).Blocks, "s2 finds E in the store")
+	require.Equal(t, []blocks.Block{b[2]}, recv(t, s3).Blocks, "the Publish goes first")
+	_, open := <-s3.Messages()
+	require.False(t, open)
+	require.NoError(t, s3.Err())
+	require.Equal(t, []cid.Cid{kW}, recv(t, s4).Haves)
+	none(t, s1)
+	none(t, s2)
+	none(t, s4)
+}
+
+// checkWantsAndCancels checks, once all have returned, the wants left, the
+// Stats and the keys reported to the cancel function.
+func (r *oneRelease) checkWantsAndCancels(t *testing.T) {
+	t.Helper()
+	n, cancels, b, s1 := r.n, r.cancels, r.b, r.s1
+	kA, kB, kC, kD, kX, kY, kZ := r.kA, r.kB, r.kC, r.kD, r.kX, r.kY, r.kZ
+	require.True(t, s1.Wants(kX))
+	require.False(t, s1.Wants(kA))
+	for _, k := range []cid.Cid{kA, kB, kC, kD, b[4].Cid(), kY, kZ} {
+		require.False(t, n.Wanted(k))
+	}
+	require.Equal(t, Stats{Subscriptions: 3, Keys: 2, Wants: 2}, n.Stats())
+	require.Equal(t, sorted(kB, kC, kY, kZ), cancels.take())
+}
+
+// removeTheRest removes the subscriptions left and checks that their wants,
+// X and W, reach the cancel function and that nothing is left.
+func (r *oneRelease) removeTheRest(t *testing.T) {
+	t.Helper()
+	n, cancels := r.n, r.cancels
+	r.s1.Remove()
+	r.s2.Remove()
+	r.s4.Remove()
+	require.Equal(t, sorted(r.kX, r.kW), cancels.take())
+	requireIndexEmpty(t, n)
+	require.NoError(t, n.Close())
+	require.Equal(t, Stats{}, n.Stats())
 }
 
 // pendingRig is a subscription slow that wants A and C, filled to its bound

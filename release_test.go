@@ -254,18 +254,7 @@ func TestRelease_ReportDecidedUnderShardLocks(t *testing.T) {
 	for name, end := range ends {
 		t.Run(name, func(t *testing.T) {
 			k2 := mkBlocks("decided-slow", 1)[0].Cid()
-			entered, proceed := make(chan struct{}), make(chan struct{})
-			letGo := sync.OnceFunc(func() { close(proceed) })
-			cancels := &cancelLog{}
-			n := New(nil, WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
-				cancels.record(keys)
-				if slices.Contains(keys, k2) {
-					close(entered)
-					<-proceed
-				}
-			}))
-			t.Cleanup(func() { require.NoError(t, n.Close()) })
-			t.Cleanup(letGo) // before Close, which waits for A's cancel function
+			n, cancels, entered, letGo := newHeldInCancelOf(t, k2)
 			k := keysInOtherShards(n, k2, "decided", 1)[0].Cid()
 			a, b := mustInterest(t, n, 1), mustInterest(t, n, 2)
 			require.NoError(t, a.Subscribe(ctx, k, k2))
@@ -295,6 +284,27 @@ func TestRelease_ReportDecidedUnderShardLocks(t *testing.T) {
 			require.Zero(t, n.Stats().Wants)
 		})
 	}
+}
+
+// newHeldInCancelOf returns a Notifier on eight shards whose cancel
+// function records the keys it gets in cancels and, in a call with k2,
+// closes entered and waits until letGo is called: at the latest as the test
+// ends, before the Notifier is closed (Close waits for that call).
+func newHeldInCancelOf(t *testing.T, k2 cid.Cid) (n *Notifier, cancels *cancelLog, entered chan struct{}, letGo func()) {
+	t.Helper()
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	letGo = sync.OnceFunc(func() { close(proceed) })
+	cancels = &cancelLog{}
+	n = New(nil, WithShards(8), WithCancelFunc(func(keys []cid.Cid) {
+		cancels.record(keys)
+		if slices.Contains(keys, k2) {
+			close(entered)
+			<-proceed
+		}
+	}))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	t.Cleanup(letGo) // before Close, which waits for A's cancel function
+	return n, cancels, entered, letGo
 }
 
 // ReleaseAll and Remove race, both behind a stalled Publish of one of s's
@@ -419,36 +429,13 @@ func TestReleaseAll_AloneBehindAStallReportsItsKeys(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				synctest.Test(t, func(t *testing.T) {
 					st := newStallStore()
-					var n *Notifier
-					var cancels *cancelLog
-					opts := []Option{WithBufferSize(16), WithMaxPending(4)}
-					if withCancel {
-						n, cancels = newWithCancels(t, st, opts...)
-					} else {
-						n = New(st, opts...)
-						t.Cleanup(func() { require.NoError(t, n.Close()) })
-					}
+					n, cancels := newWithCancelsIf(t, withCancel, st, WithBufferSize(16), WithMaxPending(4))
 					b := mkBlocks("releaseall-lone-"+name, 3)
 					k := keysOf(b)
-					var s *Subscription
-					var err error
-					switch kind {
-					case "channel":
-						s, err = n.NewSubscription(1)
-					case "interest":
-						s, err = n.NewInterest(1)
-					case "request":
-						s, err = n.NewRequest(nil)
-					case "func":
-						s, err = n.NewSubscriptionFunc(1, func(ResponseMessage) {})
-					}
-					require.NoError(t, err)
+					s := newOfKind(t, n, kind)
 					require.NoError(t, s.Subscribe(ctx, k...))
 					release, published := st.publishStalled(t, n, b[0])
-					rel := make(chan []cid.Cid, 1)
-					go func() { rel <- s.ReleaseAll() }()
-					synctest.Wait()
-					require.False(t, returned(rel), "ReleaseAll waits behind the stalled Publish")
+					rel := releaseAllAsleep(t, s)
 					release()
 					require.NoError(t, <-published)
 					got := <-rel
@@ -472,6 +459,51 @@ func TestReleaseAll_AloneBehindAStallReportsItsKeys(t *testing.T) {
 	}
 }
 
+// newWithCancelsIf returns a Notifier on bs with opts, closed when the test
+// ends, whose cancels are recorded if withCancel (cancels is nil if not).
+func newWithCancelsIf(t *testing.T, withCancel bool, bs Blockstore, opts ...Option) (n *Notifier, cancels *cancelLog) {
+	t.Helper()
+	if withCancel {
+		n, cancels = newWithCancels(t, bs, opts...)
+	} else {
+		n = New(bs, opts...)
+		t.Cleanup(func() { require.NoError(t, n.Close()) })
+	}
+	return n, cancels
+}
+
+// newOfKind returns a new subscription of n of the kind named: "channel",
+// "interest", "request" or "func".
+func newOfKind(t *testing.T, n *Notifier, kind string) *Subscription {
+	t.Helper()
+	var s *Subscription
+	var err error
+	switch kind {
+	case "channel":
+		s, err = n.NewSubscription(1)
+	case "interest":
+		s, err = n.NewInterest(1)
+	case "request":
+		s, err = n.NewRequest(nil)
+	case "func":
+		s, err = n.NewSubscriptionFunc(1, func(ResponseMessage) {})
+	}
+	require.NoError(t, err)
+	return s
+}
+
+// releaseAllAsleep starts s.ReleaseAll() and checks, once the bubble has
+// settled, that it waits behind the stalled Publish; the channel returned
+// gets what it returns.
+func releaseAllAsleep(t *testing.T, s *Subscription) chan []cid.Cid {
+	t.Helper()
+	rel := make(chan []cid.Cid, 1)
+	go func() { rel <- s.ReleaseAll() }()
+	synctest.Wait()
+	require.False(t, returned(rel), "ReleaseAll waits behind the stalled Publish")
+	return rel
+}
+
 // ReleaseAll begins first; an overflow (a slow-consumer end) begins only
 // while it waits; the Publish that holds the key up is gated before putOp,
 // so ReleaseAll, woken by the delivery, ends s. It was the first end to
@@ -482,15 +514,7 @@ func TestReleaseAll_FirstThenAnOverflowReportsItsKeys(t *testing.T) {
 		t.Run(map[bool]string{false: "nocancel", true: "cancel"}[withCancel], func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				st := newStallStore()
-				var n *Notifier
-				var cancels *cancelLog
-				opts := []Option{WithBufferSize(0), WithMaxPending(1)}
-				if withCancel {
-					n, cancels = newWithCancels(t, st, opts...)
-				} else {
-					n = New(st, opts...)
-					t.Cleanup(func() { require.NoError(t, n.Close()) })
-				}
+				n, cancels := newWithCancelsIf(t, withCancel, st, WithBufferSize(0), WithMaxPending(1))
 				b := mkBlocks("releaseall-first-then-overflow", 3)
 				k := keysOf(b)
 				s := mustSub(t, n, 1)
@@ -498,10 +522,7 @@ func TestReleaseAll_FirstThenAnOverflowReportsItsKeys(t *testing.T) {
 
 				release, span, published := publishGated(t, n, st, b[0])
 
-				rel := make(chan []cid.Cid, 1)
-				go func() { rel <- s.ReleaseAll() }()
-				synctest.Wait()
-				require.False(t, returned(rel), "ReleaseAll waits behind the stalled Publish")
+				rel := releaseAllAsleep(t, s)
 
 				for range 3 { // the third overflows s: a slow end begins after ReleaseAll
 					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: k[1:2]}))
