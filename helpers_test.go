@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -245,26 +244,11 @@ func keysInOtherShards(n *Notifier, k cid.Cid, prefix string, count int) []block
 	return out
 }
 
-// waitWaiters waits until want goroutines wait for mu (waitmu.Waiting): the
-// operation that the test started, while it holds mu, has done everything it
-// does before it locks mu. It fails the test after hang, or after spinLimit
-// rounds: in a synctest bubble the clock stands still while this goroutine
-// runs, so only the count ends the wait there.
+// waitWaiters waits until want goroutines wait for mu (waitmu.Await).
 func waitWaiters(t *testing.T, mu *waitmu.Mutex, want int) {
 	t.Helper()
-	deadline := time.Now().Add(hang)
-	for i := 0; waitmu.Waiting(mu) < want; i++ {
-		if i == spinLimit || time.Now().After(deadline) {
-			t.Fatalf("%d goroutines wait for the lock, want %d", waitmu.Waiting(mu), want)
-		}
-		runtime.Gosched()
-	}
+	waitmu.Await(t, mu, want)
 }
-
-// spinLimit bounds a wait that yields (runtime.Gosched) in a loop: 2^25
-// rounds take 5-25 s on CI's machine, with or without the race detector,
-// when nothing else is runnable.
-const spinLimit = 1 << 25
 
 // shardLock is the lock of k's shard.
 func shardLock(n *Notifier, k cid.Cid) *waitmu.Mutex { return &n.shards[n.shardOf(k)].mu }

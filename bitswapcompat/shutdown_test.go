@@ -11,14 +11,10 @@ import (
 	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
-// waitWaiters waits until want goroutines wait for mu (waitmu.Waiting).
+// waitWaiters waits until want goroutines wait for mu (waitmu.Await).
 func waitWaiters(t *testing.T, mu *waitmu.Mutex, want int) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); waitmu.Waiting(mu) < want; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines wait for the lock, want %d", waitmu.Waiting(mu), want)
-		}
-	}
+	waitmu.Await(t, mu, want)
 }
 
 // Shutdown closes the channel of every call before it returns, also of a

@@ -1,7 +1,7 @@
 // Package waitmu is a sync.Mutex whose waiters a test can see. Tests order
 // goroutines by what they wait for, never by time: a test holds a lock, starts
 // the operation that must wait for it, waits until that operation is a waiter
-// of the lock (Waiting), then acts. Before this package they learnt it by
+// of the lock (Waiting, Await), then acts. Before this package they learnt it by
 // parsing runtime.Stack for a function name, which broke whenever a function
 // was renamed or inlined and could not tell one lock from another.
 //
@@ -13,8 +13,10 @@
 package waitmu
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Mutex is a sync.Mutex. The zero value is an unlocked mutex. A Mutex must not
@@ -82,5 +84,28 @@ func (c *waits) add(m *Mutex, d int) {
 	defer c.mu.Unlock()
 	if c.n[m] += d; c.n[m] == 0 {
 		delete(c.n, m)
+	}
+}
+
+// TB is the part of testing.TB that Await uses.
+type TB interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
+// Await waits until want goroutines wait for m (Waiting): the operation that
+// a test started, while it holds m, has done everything it does before it
+// locks m. It fails the test after 10 s, or after 2^25 rounds of
+// runtime.Gosched (5-25 s on CI's machine when nothing else is runnable): in
+// a synctest bubble the clock stands still while the caller runs, so only
+// the count ends the wait there. Count must have been called.
+func Await(t TB, m *Mutex, want int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for i := 0; Waiting(m) < want; i++ {
+		if i == 1<<25 || time.Now().After(deadline) {
+			t.Fatalf("%d goroutines wait for the lock, want %d", Waiting(m), want)
+		}
+		runtime.Gosched()
 	}
 }

@@ -1,10 +1,6 @@
 package waitmu
 
-import (
-	"runtime"
-	"testing"
-	"time"
-)
+import "testing"
 
 func TestWaiting_CountsTheGoroutinesParkedInLock(t *testing.T) {
 	var m, other Mutex
@@ -24,11 +20,7 @@ func TestWaiting_CountsTheGoroutinesParkedInLock(t *testing.T) {
 			done <- struct{}{}
 		}()
 	}
-	for deadline := time.Now().Add(10 * time.Second); Waiting(&m) < 2; runtime.Gosched() {
-		if time.Now().After(deadline) {
-			t.Fatalf("Waiting = %d with two goroutines parked in Lock, want 2", Waiting(&m))
-		}
-	}
+	Await(t, &m, 2)
 	if got := Waiting(&other); got != 0 {
 		t.Fatalf("Waiting(other) = %d, want 0: the waiters wait for m", got)
 	}
