@@ -41,62 +41,95 @@ func checkPositions(t *testing.T, x *shardIndex, e *interest) {
 func TestIndex_PositionsOfManySubscribers(t *testing.T) {
 	for _, keeps := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keeps=%v", keeps), func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(1, 2))
-			x := newShardIndex()
-			k := mkBlocks("fan-in", 1)[0].Cid()
-			pool := make([]*Subscription, 4*bigSubs)
-			for i := range pool {
-				pool[i] = &Subscription{id: uint64(i), keeps: keeps}
-			}
-			var in []*Subscription    // the model: who wants k
-			kept, dropped := false, 0 // whether positions are kept; times they were dropped
+			w := newPositionsWalk(keeps)
 			for step := range 10_000 {
 				// Drift up for a while, then down, so that the count
 				// crosses both thresholds again and again (by about 400
 				// each way).
 				up := (step/1000)%2 == 0
-				add := len(in) == 0 || (len(in) < len(pool) && rng.IntN(10) < map[bool]int{true: 7, false: 3}[up])
-				if add {
-					var s *Subscription
-					for s == nil || slices.Contains(in, s) {
-						s = pool[rng.IntN(len(pool))]
-					}
-					x.add(k, x.lookupFor(k, s), s, nil)
-					in = append(in, s)
-				} else {
-					i := rng.IntN(len(in))
-					s := in[i]
-					found, _, last := x.endWant(k, s)
-					if !found || last != (len(in) == 1) {
-						t.Fatalf("step %d: endWant = found %v, last %v with %d wanting", step, found, last, len(in))
-					}
-					in = slices.Delete(in, i, i+1)
-				}
-				e := x.lookupFor(k, pool[0])
-				if len(in) == 0 {
-					if e != nil || len(x.big) != 0 {
-						t.Fatalf("step %d: nobody wants k, and the index holds %v and %d positions", step, e, len(x.big))
+				w.move(t, step, up)
+				e := w.x.lookupFor(w.k, w.pool[0])
+				if len(w.in) == 0 {
+					if e != nil || len(w.x.big) != 0 {
+						t.Fatalf("step %d: nobody wants k, and the index holds %v and %d positions", step, e, len(w.x.big))
 					}
 					continue
 				}
-				checkPositions(t, &x, e)
-				if now := x.big[e] != nil; now != kept {
-					kept = now
-					if !now {
-						dropped++
-					}
-				}
-				for range 16 {
-					s := pool[rng.IntN(len(pool))]
-					if got, want := wants(&x, k, s), slices.Contains(in, s); got != want {
-						t.Fatalf("step %d: wants(%d) = %v, want %v", step, s.id, got, want)
-					}
-				}
+				w.check(t, step, e)
 			}
-			if dropped < 4 {
-				t.Fatalf("the positions were dropped %d times, want the walk to cross the thresholds at least 4 times", dropped)
+			if w.dropped < 4 {
+				t.Fatalf("the positions were dropped %d times, want the walk to cross the thresholds at least 4 times", w.dropped)
 			}
 		})
+	}
+}
+
+// positionsWalk is the random walk of TestIndex_PositionsOfManySubscribers:
+// an index x, the wants of one key k by subscriptions of pool, and the
+// model of who wants k.
+type positionsWalk struct {
+	rng     *rand.Rand
+	x       shardIndex
+	k       cid.Cid
+	pool    []*Subscription
+	in      []*Subscription // the model: who wants k
+	kept    bool            // whether positions are kept
+	dropped int             // times they were dropped
+}
+
+// newPositionsWalk returns a walk, not begun, on a pool of 4*bigSubs
+// subscriptions, which keep their storage if keeps.
+func newPositionsWalk(keeps bool) *positionsWalk {
+	w := &positionsWalk{rng: rand.New(rand.NewPCG(1, 2)), x: newShardIndex(), k: mkBlocks("fan-in", 1)[0].Cid()}
+	w.pool = make([]*Subscription, 4*bigSubs)
+	for i := range w.pool {
+		w.pool[i] = &Subscription{id: uint64(i), keeps: keeps}
+	}
+	return w
+}
+
+// move begins the want of k of a random subscription of the pool that does
+// not want it, more often if up, or ends that of a random one that does;
+// endWant must find the want, and say whether it was the last.
+func (w *positionsWalk) move(t *testing.T, step int, up bool) {
+	t.Helper()
+	rng, k := w.rng, w.k
+	add := len(w.in) == 0 || (len(w.in) < len(w.pool) && rng.IntN(10) < map[bool]int{true: 7, false: 3}[up])
+	if add {
+		var s *Subscription
+		for s == nil || slices.Contains(w.in, s) {
+			s = w.pool[rng.IntN(len(w.pool))]
+		}
+		w.x.add(k, w.x.lookupFor(k, s), s, nil)
+		w.in = append(w.in, s)
+	} else {
+		i := rng.IntN(len(w.in))
+		s := w.in[i]
+		found, _, last := w.x.endWant(k, s)
+		if !found || last != (len(w.in) == 1) {
+			t.Fatalf("step %d: endWant = found %v, last %v with %d wanting", step, found, last, len(w.in))
+		}
+		w.in = slices.Delete(w.in, i, i+1)
+	}
+}
+
+// check checks, after a step, that the positions kept of e (k's interest)
+// are exact, counts their drops, and looks 16 random subscriptions up in
+// the index: each wants k exactly if the model says so.
+func (w *positionsWalk) check(t *testing.T, step int, e *interest) {
+	t.Helper()
+	checkPositions(t, &w.x, e)
+	if now := w.x.big[e] != nil; now != w.kept {
+		w.kept = now
+		if !now {
+			w.dropped++
+		}
+	}
+	for range 16 {
+		s := w.pool[w.rng.IntN(len(w.pool))]
+		if got, want := wants(&w.x, w.k, s), slices.Contains(w.in, s); got != want {
+			t.Fatalf("step %d: wants(%d) = %v, want %v", step, s.id, got, want)
+		}
 	}
 }
 

@@ -215,18 +215,14 @@ func TestFaults_CloseWithStalledOperation(t *testing.T) {
 	}
 }
 
+// closeWithStalled is TestFaults_CloseWithStalledOperation with stalled
+// ("Subscribe" or "Publish") parked in the blockstore as Close begins.
 func closeWithStalled(t *testing.T, stalled string) {
 	ctx := context.Background()
-	var closed atomic.Bool
-	var late atomic.Int32
-	lateCall := func() {
-		if closed.Load() {
-			late.Add(1)
-		}
-	}
-	e := newFaultEnv(t, notifier.WithCancelFunc(func([]cid.Cid) { lateCall() }))
+	late := &lateCalls{}
+	e := newFaultEnv(t, notifier.WithCancelFunc(func([]cid.Cid) { late.call() }))
 	bs := testBlocks("stalled at close", 2)
-	s, _ := e.n.NewSubscriptionFunc(1, func(notifier.ResponseMessage) { lateCall() })
+	s, _ := e.n.NewSubscriptionFunc(1, func(notifier.ResponseMessage) { late.call() })
 	if err := s.Subscribe(ctx, bs[0].Cid()); err != nil {
 		t.Fatal(err)
 	}
@@ -248,24 +244,51 @@ func closeWithStalled(t *testing.T, stalled string) {
 	closeDone := make(chan struct{})
 	go func() {
 		closeOrFail(t, e.n)
-		closed.Store(true)
+		late.closed.Store(true)
 		close(closeDone)
 	}()
 	// Release the blockstore only once Close has begun (NewSubscription then
 	// fails), so that Close has to wait for the stalled operation.
+	waitCloseBegun(e.n)
+	e.fbs.Release(method)
+	wait(t, closeDone, "Close")
+	wait(t, opDone, stalled)
+	requireClosedQuiet(t, e.n, s, late)
+}
+
+// lateCalls counts the callbacks (cancel function, delivery) made once
+// closed is set, as Close returns.
+type lateCalls struct {
+	closed atomic.Bool
+	late   atomic.Int32
+}
+
+// call is a callback: it counts itself if Close has returned.
+func (l *lateCalls) call() {
+	if l.closed.Load() {
+		l.late.Add(1)
+	}
+}
+
+// waitCloseBegun returns once Close of n has begun: NewSubscription then
+// fails with ErrClosed.
+func waitCloseBegun(n *notifier.Notifier) {
 	for id := uint64(100); ; id++ {
-		if _, err := e.n.NewSubscription(id); errors.Is(err, notifier.ErrClosed) {
+		if _, err := n.NewSubscription(id); errors.Is(err, notifier.ErrClosed) {
 			break
 		}
 		runtime.Gosched()
 	}
-	e.fbs.Release(method)
-	wait(t, closeDone, "Close")
-	wait(t, opDone, stalled)
-	if st := e.n.Stats(); st != (notifier.Stats{}) {
+}
+
+// requireClosedQuiet checks n once Close has returned: nothing left in its
+// Stats, no callback made after Close returned, and s ended by the Close.
+func requireClosedQuiet(t *testing.T, n *notifier.Notifier, s *notifier.Subscription, late *lateCalls) {
+	t.Helper()
+	if st := n.Stats(); st != (notifier.Stats{}) {
 		t.Fatalf("Stats %+v after Close", st)
 	}
-	if n := late.Load(); n != 0 {
+	if n := late.late.Load(); n != 0 {
 		t.Fatalf("%d callbacks after Close returned", n)
 	}
 	if !errors.Is(s.Err(), notifier.ErrClosed) {
@@ -296,14 +319,47 @@ func TestFaults_Stress(t *testing.T) { runFaultStress(t, false) }
 // then reach exactly the sessions that want it, as any other.
 func TestFaults_StressTakingFailedChecksForMisses(t *testing.T) { runFaultStress(t, true) }
 
+// runFaultStress is TestFaults_Stress, with WithFailedCheckAsMiss if
+// missOnFailedCheck: workers run stressStep on eight func sessions and two
+// unread channel subscriptions, then the blockstore is healed and the
+// invariants checked.
 func runFaultStress(t *testing.T, missOnFailedCheck bool) {
 	const sessions, keys, workers = 8, 24, 4
 	iterations := 20000
 	if testing.Short() || raceDetector {
 		iterations = 2500
 	}
+	e, taken := newFaultStressEnv(t, missOnFailedCheck)
+	bs := testBlocks("stress", keys)
+	inbox := &sessionInbox{got: make([][]notifier.ResponseMessage, sessions)}
+	subs := newStressSessions(t, e, inbox, sessions)
+	var wg sync.WaitGroup
+	for w := range workers {
+		rng := rand.New(rand.NewPCG(uint64(w), 42))
+		wg.Go(func() {
+			for range iterations {
+				stressStep(t, e, rng, subs, bs)
+			}
+		})
+	}
+	wg.Wait()
+	for m := faultbs.Has; m <= faultbs.PutMany; m++ {
+		e.fbs.Release(m)
+		e.fbs.FailKeys(m)
+	}
+	t.Logf("%d operations failed, %d Gets, %d PutManys, %d keys cancelled",
+		stressFailures.Swap(0), e.fbs.Calls(faultbs.Get), e.fbs.Calls(faultbs.PutMany), len(e.cancels.keys()))
+	checkUnreadSessions(t, e, subs, sessions, taken)
+	checkQuiescent(t, e, inbox, bs)
+}
+
+// newFaultStressEnv returns the fault environment of runFaultStress, whose
+// Notifier ends slow consumers past two pending messages and, if
+// missOnFailedCheck, takes failed checks for misses, counting them in taken
+// and checking each is the injected fault.
+func newFaultStressEnv(t *testing.T, missOnFailedCheck bool) (e *faultEnv, taken *atomic.Int64) {
 	opts := []notifier.Option{notifier.WithBufferSize(1), notifier.WithMaxPending(2)}
-	var taken atomic.Int64
+	taken = &atomic.Int64{}
 	if missOnFailedCheck {
 		opts = append(opts, notifier.WithFailedCheckAsMiss(func(err error) {
 			if !errors.Is(err, faultbs.ErrInjected) {
@@ -312,10 +368,15 @@ func runFaultStress(t *testing.T, missOnFailedCheck bool) {
 			taken.Add(1)
 		}))
 	}
-	e := newFaultEnv(t, opts...)
+	e = newFaultEnv(t, opts...)
 	e.missOnFailedCheck = missOnFailedCheck
-	bs := testBlocks("stress", keys)
-	inbox := &sessionInbox{got: make([][]notifier.ResponseMessage, sessions)}
+	return e, taken
+}
+
+// newStressSessions returns the subscriptions of runFaultStress: sessions
+// func subscriptions, which put what they get in inbox after checking each
+// block was stored first (G3), then two channel subscriptions nobody reads.
+func newStressSessions(t *testing.T, e *faultEnv, inbox *sessionInbox, sessions int) []*notifier.Subscription {
 	subs := make([]*notifier.Subscription, sessions, sessions+2)
 	for i := range subs {
 		subs[i], _ = e.n.NewSubscriptionFunc(uint64(i), func(m notifier.ResponseMessage) {
@@ -333,22 +394,14 @@ func runFaultStress(t *testing.T, missOnFailedCheck bool) {
 		s, _ := e.n.NewSubscription(100 + id)
 		subs = append(subs, s)
 	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		rng := rand.New(rand.NewPCG(uint64(w), 42))
-		wg.Go(func() {
-			for range iterations {
-				stressStep(t, e, rng, subs, bs)
-			}
-		})
-	}
-	wg.Wait()
-	for m := faultbs.Has; m <= faultbs.PutMany; m++ {
-		e.fbs.Release(m)
-		e.fbs.FailKeys(m)
-	}
-	t.Logf("%d operations failed, %d Gets, %d PutManys, %d keys cancelled",
-		stressFailures.Swap(0), e.fbs.Calls(faultbs.Get), e.fbs.Calls(faultbs.PutMany), len(e.cancels.keys()))
+	return subs
+}
+
+// checkUnreadSessions checks the unread subscriptions of runFaultStress
+// (subs past sessions): each is live, or ended as a slow consumer with its
+// channel closed; and the Notifier counts the live ones.
+func checkUnreadSessions(t *testing.T, e *faultEnv, subs []*notifier.Subscription, sessions int, taken *atomic.Int64) {
+	t.Helper()
 	live := sessions
 	for _, s := range subs[sessions:] {
 		switch err := s.Err(); {
@@ -364,7 +417,6 @@ func runFaultStress(t *testing.T, missOnFailedCheck bool) {
 	if st := e.n.Stats(); st.Subscriptions != live {
 		t.Errorf("Stats %+v, want %d live subscriptions", st, live)
 	}
-	checkQuiescent(t, e, inbox, bs)
 }
 
 var (
@@ -399,17 +451,15 @@ func (in *sessionInbox) take() (sessions []int, msgs [][]notifier.ResponseMessag
 	return sessions, msgs
 }
 
+// stressStep is one random operation of a worker of runFaultStress, drawn
+// by rng, with a ctx that may end: a switch of faults, a Subscribe, an
+// Unsubscribe, the deletion of a block by garbage collection, or a Publish.
+// Any error it returns must be a fault, a cancellation or a slow consumer's
+// end, wrapped by the notifier.
 func stressStep(t *testing.T, e *faultEnv, rng *rand.Rand, subs []*notifier.Subscription, bs []blocks.Block) {
 	ctx := context.Background()
 	if rng.IntN(8) == 0 {
 		ctx = fuzzCtx(true)
-	}
-	pick := func() []blocks.Block {
-		r := make([]blocks.Block, 1+rng.IntN(3))
-		for i := range r {
-			r[i] = bs[rng.IntN(len(bs))]
-		}
-		return r
 	}
 	var err error
 	op := rng.IntN(10)
@@ -419,36 +469,20 @@ func stressStep(t *testing.T, e *faultEnv, rng *rand.Rand, subs []*notifier.Subs
 	}
 	switch {
 	case op == 0:
-		m := faultbs.Method(rng.IntN(3))
-		switch p := rng.IntN(20); {
-		case p < 3:
-			e.fbs.Set(m, faultbs.Fail)
-		case p < 8:
-			e.fbs.FailKeys(m, cidsOf(pick()...)...)
-		default:
-			e.fbs.Set(m, faultbs.Pass)
-			e.fbs.FailKeys(m)
-		}
+		stressSwitchFaults(e, rng, bs)
 	case op <= 3:
-		err = subs[rng.IntN(len(subs))].Subscribe(ctx, cidsOf(pick()...)...)
+		err = subs[rng.IntN(len(subs))].Subscribe(ctx, cidsOf(stressPick(rng, bs)...)...)
 		if e.missOnFailedCheck && errors.Is(err, faultbs.ErrInjected) {
 			t.Errorf("Subscribe: %v, with WithFailedCheckAsMiss", err)
 		}
 	case op == 4:
-		subs[rng.IntN(len(subs))].Unsubscribe(cidsOf(pick()...)...)
+		subs[rng.IntN(len(subs))].Unsubscribe(cidsOf(stressPick(rng, bs)...)...)
 	case op == 5:
-		// Garbage collection keeps keys leaving the blockstore, so that wants
-		// live long enough to meet the faults. Like the GC lock of an IPFS
-		// node, it excludes operations in flight: G3 is checked inside them.
-		stressGC.Lock()
-		if err := e.inner.DeleteBlock(ctx, bs[rng.IntN(len(bs))].Cid()); err != nil {
-			t.Error(err)
-		}
-		stressGC.Unlock()
+		stressCollectGarbage(t, ctx, e, rng, bs)
 	default:
-		msg := notifier.ResponseMessage{From: []string{"", "peerA", "peerB"}[rng.IntN(3)], Blocks: pick()}
+		msg := notifier.ResponseMessage{From: []string{"", "peerA", "peerB"}[rng.IntN(3)], Blocks: stressPick(rng, bs)}
 		if rng.IntN(2) == 0 {
-			msg.Haves = cidsOf(pick()...)
+			msg.Haves = cidsOf(stressPick(rng, bs)...)
 		}
 		err = e.n.Publish(ctx, msg)
 	}
@@ -460,6 +494,44 @@ func stressStep(t *testing.T, e *faultEnv, rng *rand.Rand, subs []*notifier.Subs
 	if !expected || !strings.HasPrefix(err.Error(), "notifier: ") {
 		t.Errorf("error %q: want a fault, a cancellation or a slow consumer's end, wrapped by the notifier", err)
 	}
+}
+
+// stressPick returns one to three of bs, drawn by rng, repeats allowed.
+func stressPick(rng *rand.Rand, bs []blocks.Block) []blocks.Block {
+	r := make([]blocks.Block, 1+rng.IntN(3))
+	for i := range r {
+		r[i] = bs[rng.IntN(len(bs))]
+	}
+	return r
+}
+
+// stressSwitchFaults switches the faults of one blockstore method, drawn by
+// rng: all its calls fail, or those of some of bs, or none.
+func stressSwitchFaults(e *faultEnv, rng *rand.Rand, bs []blocks.Block) {
+	m := faultbs.Method(rng.IntN(3))
+	switch p := rng.IntN(20); {
+	case p < 3:
+		e.fbs.Set(m, faultbs.Fail)
+	case p < 8:
+		e.fbs.FailKeys(m, cidsOf(stressPick(rng, bs)...)...)
+	default:
+		e.fbs.Set(m, faultbs.Pass)
+		e.fbs.FailKeys(m)
+	}
+}
+
+// stressCollectGarbage deletes one of bs, drawn by rng, from the blockstore
+// behind the Notifier's back. Garbage collection keeps keys leaving the
+// blockstore, so that wants live long enough to meet the faults. Like the GC
+// lock of an IPFS node, it excludes operations in flight: G3 is checked
+// inside them.
+func stressCollectGarbage(t *testing.T, ctx context.Context, e *faultEnv, rng *rand.Rand, bs []blocks.Block) {
+	t.Helper()
+	stressGC.Lock()
+	if err := e.inner.DeleteBlock(ctx, bs[rng.IntN(len(bs))].Cid()); err != nil {
+		t.Error(err)
+	}
+	stressGC.Unlock()
 }
 
 // checkQuiescent learns who wants each key by publishing a HAVE for it (a

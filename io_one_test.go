@@ -247,14 +247,7 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 	k := b.Cid()
 	hs := &hookStore{Blockstore: memStore()}
 	require.NoError(t, hs.Blockstore.PutMany(ctx, []blocks.Block{b}))
-	inCancel, releaseCancel := make(chan struct{}), make(chan struct{})
-	n := New(hs, WithCancelFunc(func(keys []cid.Cid) {
-		if slices.Contains(keys, k) {
-			close(inCancel)
-			<-releaseCancel
-		}
-	}))
-	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	n, inCancel, releaseCancel := newCancelHeldOn(t, hs, k)
 	in, err := n.NewInterest(10)
 	require.NoError(t, err)
 	require.NoError(t, in.Subscribe(ctx, k))
@@ -262,14 +255,7 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 	k2 := keysInOtherShards(n, k, "one-hit-g5-other", 1)[0].Cid()
 	require.NoError(t, s.Subscribe(ctx, k2)) // a miss: s wants k2
 
-	inGet, releaseGet := make(chan struct{}), make(chan struct{})
-	hs.onGet = func(c cid.Cid) error {
-		if c == k {
-			close(inGet)
-			<-releaseGet
-		}
-		return nil
-	}
+	inGet, releaseGet := holdGetOf(hs, k)
 	sub := make(chan error, 1)
 	go func() { sub <- s.Subscribe(ctx, k) }()
 	<-inGet
@@ -281,7 +267,49 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 	require.False(t, open, "the Remove has taken effect")
 	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Haves: []cid.Cid{k2}}))
 	close(releaseGet)
-	returned := false
+	returned, err := returnedOrLockWaited(n, k, sub)
+	close(releaseCancel)
+	require.False(t, returned, "the Subscribe of k returned (err %v) while the cancel function reporting k ran", err)
+	require.NoError(t, <-sub)
+	<-removed
+	require.Equal(t, []cid.Cid{k2}, recv(t, s).Haves)
+	require.Equal(t, []blocks.Block{b}, recv(t, s).Blocks, "the Subscribe comes after the HAVE")
+}
+
+// newCancelHeldOn returns a Notifier on bs, closed when the test ends, whose
+// cancel function, in a call with k, closes inCancel and waits until
+// releaseCancel is closed.
+func newCancelHeldOn(t *testing.T, bs Blockstore, k cid.Cid) (n *Notifier, inCancel, releaseCancel chan struct{}) {
+	t.Helper()
+	inCancel, releaseCancel = make(chan struct{}), make(chan struct{})
+	n = New(bs, WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, k) {
+			close(inCancel)
+			<-releaseCancel
+		}
+	}))
+	t.Cleanup(func() { require.NoError(t, n.Close()) })
+	return n, inCancel, releaseCancel
+}
+
+// holdGetOf makes a Get of k from hs close inGet and wait until releaseGet
+// is closed.
+func holdGetOf(hs *hookStore, k cid.Cid) (inGet, releaseGet chan struct{}) {
+	inGet, releaseGet = make(chan struct{}), make(chan struct{})
+	hs.onGet = func(c cid.Cid) error {
+		if c == k {
+			close(inGet)
+			<-releaseGet
+		}
+		return nil
+	}
+	return inGet, releaseGet
+}
+
+// returnedOrLockWaited spins until the Subscribe whose result sub gets has
+// returned (returned, with its error err), or some call waits for k's
+// shard lock, which a Remove holds in its cancel function.
+func returnedOrLockWaited(n *Notifier, k cid.Cid, sub chan error) (returned bool, err error) {
 	for ; ; runtime.Gosched() {
 		select {
 		case err = <-sub:
@@ -293,12 +321,7 @@ func TestSubscribeOne_HitWaitsForTheCancelOfAnInterestsClose(t *testing.T) {
 		}
 		break
 	}
-	close(releaseCancel)
-	require.False(t, returned, "the Subscribe of k returned (err %v) while the cancel function reporting k ran", err)
-	require.NoError(t, <-sub)
-	<-removed
-	require.Equal(t, []cid.Cid{k2}, recv(t, s).Haves)
-	require.Equal(t, []blocks.Block{b}, recv(t, s).Blocks, "the Subscribe comes after the HAVE")
+	return returned, err
 }
 
 // NewSubscriptionFunc: a delivery function runs under the shard locks of its

@@ -64,36 +64,9 @@ func TestWakeOnRelease_RacesWakeWaiters(t *testing.T) {
 	done := make(chan struct{})
 	panics := make(chan any, waiters)
 	for range waiters {
-		wg.Go(func() {
-			defer func() {
-				if r := recover(); r != nil {
-					panics <- r
-				}
-			}()
-			for {
-				select {
-				case <-done:
-					return
-				default:
-				}
-				for range 1024 {
-					if o.wakeOnRelease() == nil {
-						panic("wakeOnRelease returned a nil channel")
-					}
-				}
-			}
-		})
+		wg.Go(func() { callWakeOnRelease(o, done, panics) })
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-done:
-				return
-			default:
-				o.wakeWaiters()
-			}
-		}
-	})
+	wg.Go(func() { swapWakeChannel(o, done) })
 	select {
 	case r := <-panics:
 		t.Errorf("wakeOnRelease racing wakeWaiters: %v", r)
@@ -101,6 +74,42 @@ func TestWakeOnRelease_RacesWakeWaiters(t *testing.T) {
 	}
 	close(done)
 	wg.Wait()
+}
+
+// callWakeOnRelease is a waiter of TestWakeOnRelease_RacesWakeWaiters: it
+// calls o.wakeOnRelease, 1024 times between looks at done, until done is
+// closed, and panics if it returns nil; the panic is sent on panics.
+func callWakeOnRelease(o *op, done chan struct{}, panics chan any) {
+	defer func() {
+		if r := recover(); r != nil {
+			panics <- r
+		}
+	}()
+	for {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		for range 1024 {
+			if o.wakeOnRelease() == nil {
+				panic("wakeOnRelease returned a nil channel")
+			}
+		}
+	}
+}
+
+// swapWakeChannel is the swapper of TestWakeOnRelease_RacesWakeWaiters: it
+// calls o.wakeWaiters, swapping the channel out, until done is closed.
+func swapWakeChannel(o *op, done chan struct{}) {
+	for {
+		select {
+		case <-done:
+			return
+		default:
+			o.wakeWaiters()
+		}
+	}
 }
 
 // spinWaiting is waitWaiting inside a synctest bubble, whose clock stands
@@ -148,6 +157,8 @@ func TestIO_StressWaitersAndMarks(t *testing.T) {
 	t.Run("slow", func(t *testing.T) { stressWaitersAndMarks(t, true) })
 }
 
+// stressWaitersAndMarks is TestIO_StressWaitersAndMarks with slow consumers
+// or without: six workers, each with its own random source, on eight blocks.
 func stressWaitersAndMarks(t *testing.T, slow bool) {
 	opts := []Option{WithShards(2)}
 	if slow {
@@ -156,60 +167,14 @@ func stressWaitersAndMarks(t *testing.T, slow bool) {
 	n, _ := newWithCancels(t, yieldStore{memStore()}, opts...)
 	ended := func(err error) bool { return slow && errors.Is(err, ErrSlowConsumer) } // past WithMaxPending
 	b := mkBlocks("marks", 8)
-	keys := keysOf(b)
+	run := &marksRun{n: n, b: b, keys: keysOf(b), ended: ended}
 	var wg sync.WaitGroup
 	finished := make(chan struct{})
 	for w := range 6 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			r := rand.New(rand.NewPCG(uint64(w), 7))
-			for i := range 300 {
-				s, err := n.NewSubscription(uint64(w*1000 + i))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				pick := func() []cid.Cid {
-					ks := make([]cid.Cid, 1+r.IntN(4))
-					for j := range ks {
-						ks[j] = keys[r.IntN(len(keys))]
-					}
-					return ks
-				}
-				for range 4 {
-					switch r.IntN(4) {
-					case 0:
-						c, cancel := context.WithCancel(ctx)
-						if r.IntN(3) == 0 {
-							cancel() // may end a wait, or refuse the call at once
-						}
-						if err := s.Subscribe(c, pick()...); err != nil && !errors.Is(err, context.Canceled) && !ended(err) {
-							t.Error(err)
-						}
-						cancel()
-					case 1:
-						s.Unsubscribe(pick()...)
-					case 2:
-						blk := b[r.IntN(len(b))]
-						from := "peer"
-						if r.IntN(4) == 0 {
-							from = ""
-						}
-						if err := n.Publish(ctx, ResponseMessage{From: from, Blocks: []blocks.Block{blk}, Haves: pick()}); err != nil {
-							t.Error(err)
-						}
-					default:
-						if err := s.Subscribe(ctx, pick()...); err != nil && !ended(err) {
-							t.Error(err)
-						}
-					}
-				}
-				s.Remove()
-				if err := s.Err(); err != nil && !ended(err) {
-					t.Error(err)
-				}
-			}
+			run.worker(t, w)
 		}()
 	}
 	go func() { wg.Wait(); close(finished) }()
@@ -217,6 +182,81 @@ func stressWaitersAndMarks(t *testing.T, slow bool) {
 	requireIndexEmpty(t, n)
 	if slow {
 		t.Logf("slow-consumer ends left pending: %d", n.parkSeq.Load())
+	}
+}
+
+// marksRun is what the workers of one stressWaitersAndMarks share: the
+// Notifier, its blocks b and their keys, and ended, which reports whether an
+// error is the end of a slow consumer, allowed in the run with them.
+type marksRun struct {
+	n     *Notifier
+	b     []blocks.Block
+	keys  []cid.Cid
+	ended func(error) bool
+}
+
+// worker is worker w of a run: 300 subscriptions, one after another, each
+// with four random operations drawn from w's own source, then removed, having
+// failed only as a slow consumer, if at all.
+func (run *marksRun) worker(t *testing.T, w int) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(uint64(w), 7))
+	for i := range 300 {
+		s, err := run.n.NewSubscription(uint64(w*1000 + i))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		for range 4 {
+			run.op(t, s, r)
+		}
+		s.Remove()
+		if err := s.Err(); err != nil && !run.ended(err) {
+			t.Error(err)
+		}
+	}
+}
+
+// pick returns one to four of the run's keys, drawn by r, repeats allowed.
+func (run *marksRun) pick(r *rand.Rand) []cid.Cid {
+	ks := make([]cid.Cid, 1+r.IntN(4))
+	for j := range ks {
+		ks[j] = run.keys[r.IntN(len(run.keys))]
+	}
+	return ks
+}
+
+// op runs one random operation, drawn by r, on s: a Subscribe whose ctx may
+// be cancelled before it is called, an Unsubscribe, a Publish of one block
+// from a peer or local, or a Subscribe with a ctx that never ends.
+func (run *marksRun) op(t *testing.T, s *Subscription, r *rand.Rand) {
+	t.Helper()
+	n, b := run.n, run.b
+	switch r.IntN(4) {
+	case 0:
+		c, cancel := context.WithCancel(ctx)
+		if r.IntN(3) == 0 {
+			cancel() // may end a wait, or refuse the call at once
+		}
+		if err := s.Subscribe(c, run.pick(r)...); err != nil && !errors.Is(err, context.Canceled) && !run.ended(err) {
+			t.Error(err)
+		}
+		cancel()
+	case 1:
+		s.Unsubscribe(run.pick(r)...)
+	case 2:
+		blk := b[r.IntN(len(b))]
+		from := "peer"
+		if r.IntN(4) == 0 {
+			from = ""
+		}
+		if err := n.Publish(ctx, ResponseMessage{From: from, Blocks: []blocks.Block{blk}, Haves: run.pick(r)}); err != nil {
+			t.Error(err)
+		}
+	default:
+		if err := s.Subscribe(ctx, run.pick(r)...); err != nil && !run.ended(err) {
+			t.Error(err)
+		}
 	}
 }
 

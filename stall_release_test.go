@@ -142,29 +142,7 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 		return
 	}
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
-	try := func(c *model) bool {
-		c.busy = reservedKeys(rest)
-		_ = op.commit(c, o, true)
-		if w == nil {
-			return false // an end left pending is modelled (model.deliver)
-		}
-		if waiterWaits(w, c, rest) {
-			return h.overflowsHeld(c, rest, true)
-		}
-		if len(c.slowEnds) > 0 { // op's end of them would race w
-			return true
-		}
-		if w.point != nil && w.io(c) {
-			return overflowsReserved(c, append(rest, w))
-		}
-		tight := c.clone()
-		tight.tight = true
-		_ = w.commit(c, ioPass, false)
-		_ = w.commit(tight, ioPass, false)
-		// Unless they agree, whether w pushes a subscription past
-		// WithMaxPending depends on the drain goroutine that op started.
-		return overflowsReserved(c, rest) || len(c.slowEnds) != len(tight.slowEnds)
-	}
+	try := func(c *model) bool { return h.releaseOverflows(c, op, w, rest, o) }
 	if !h.avoidOverflow(try) {
 		h.cancelWaiter("its delivery would race a drain goroutine that the release starts")
 		w = nil
@@ -176,18 +154,7 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	h.logf("release stalled[%d] %s: %v", i, op.desc, o)
 	h.m.busy = reservedKeys(rest)
 	pend := h.pendingSubs()
-	// A released Subscribe gets to its commit, and may start over, unless
-	// its Get fails (and is not taken for a miss) or its context ends.
-	if (o == ioPass || h.m.checkMiss && o != ioCancel) && op.startsOver != nil && op.startsOver(h.m) {
-		// The closes parked on its first attempt go on before the second
-		// (review: one ended the last want of a key that the second
-		// attempt wanted again, and the model, committing the Subscribe
-		// whole, said the want never ended).
-		h.logf("%s starts over, a key it held no longer wanted", op.desc)
-		h.m.settlePending()
-	}
-	op.want = op.commit(h.m, o, true)
-	h.m.settlePending() // op resumes the closes parked on it as it ends (putOp)
+	h.commitReleased(op, o)
 	h.logPending(pend)
 	wState := opWaits
 	if w != nil {
@@ -201,6 +168,51 @@ func (h *fuzzHarness) release(i int, o ioOutcome) {
 	if w != nil {
 		h.verify(w, wState)
 	}
+}
+
+// releaseOverflows is release's test, for avoidOverflow, of whether the
+// release of op (ending as o, rest staying parked), applied to c, would let
+// a slow consumer end race a reservation or a drain goroutine that op
+// starts: as the waiter w (nil if none) waits on, or goes on.
+func (h *fuzzHarness) releaseOverflows(c *model, op, w *fuzzOp, rest []*fuzzOp, o ioOutcome) bool {
+	c.busy = reservedKeys(rest)
+	_ = op.commit(c, o, true)
+	if w == nil {
+		return false // an end left pending is modelled (model.deliver)
+	}
+	if waiterWaits(w, c, rest) {
+		return h.overflowsHeld(c, rest, true)
+	}
+	if len(c.slowEnds) > 0 { // op's end of them would race w
+		return true
+	}
+	if w.point != nil && w.io(c) {
+		return overflowsReserved(c, append(rest, w))
+	}
+	tight := c.clone()
+	tight.tight = true
+	_ = w.commit(c, ioPass, false)
+	_ = w.commit(tight, ioPass, false)
+	// Unless they agree, whether w pushes a subscription past
+	// WithMaxPending depends on the drain goroutine that op started.
+	return overflowsReserved(c, rest) || len(c.slowEnds) != len(tight.slowEnds)
+}
+
+// commitReleased commits op, released to end as o, to the model, with the
+// closes parked on it.
+func (h *fuzzHarness) commitReleased(op *fuzzOp, o ioOutcome) {
+	// A released Subscribe gets to its commit, and may start over, unless
+	// its Get fails (and is not taken for a miss) or its context ends.
+	if (o == ioPass || h.m.checkMiss && o != ioCancel) && op.startsOver != nil && op.startsOver(h.m) {
+		// The closes parked on its first attempt go on before the second
+		// (review: one ended the last want of a key that the second
+		// attempt wanted again, and the model, committing the Subscribe
+		// whole, said the want never ended).
+		h.logf("%s starts over, a key it held no longer wanted", op.desc)
+		h.m.settlePending()
+	}
+	op.want = op.commit(h.m, o, true)
+	h.m.settlePending() // op resumes the closes parked on it as it ends (putOp)
 }
 
 // releaseUnreserved1 releases stalled[i], a call that reserves nothing
@@ -217,18 +229,7 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	h.t.Helper()
 	op := h.stalled[i]
 	rest := slices.Delete(slices.Clone(h.stalled), i, i+1)
-	try := func(c *model) bool {
-		if h.waiter == nil {
-			return false // an end left pending is modelled (model.deliver)
-		}
-		c.busy = reservedKeys(rest)
-		alt := c.clone()
-		_ = op.commit(c, o, true)
-		_ = op.commit(alt, ioPass, false)
-		// It wakes no waiter (it reserves nothing), so the waiter's marks
-		// still hold up a slow consumer end.
-		return h.overflowsHeld(c, rest, true) || h.overflowsHeld(alt, rest, true)
-	}
+	try := func(c *model) bool { return h.unreservedOverflows(c, op, rest, o) }
 	if !h.avoidOverflow(try) {
 		h.failf("harness: a slow consumer end would still race a reservation")
 	}
@@ -243,6 +244,34 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 	h.m.settlePending()
 	op.point.free(o)
 	synctest.Wait()
+	h.takeStartOver(op, alt, altWant)
+	h.logPending(pend)
+	h.verify(op, opReturns)
+	h.wakeEnded()
+}
+
+// unreservedOverflows is releaseUnreserved1's test, for avoidOverflow, of
+// whether the release of op (ending as o, or started over and passing;
+// rest staying parked), applied to c, would let a slow consumer end race a
+// reservation of the waiter.
+func (h *fuzzHarness) unreservedOverflows(c *model, op *fuzzOp, rest []*fuzzOp, o ioOutcome) bool {
+	if h.waiter == nil {
+		return false // an end left pending is modelled (model.deliver)
+	}
+	c.busy = reservedKeys(rest)
+	alt := c.clone()
+	_ = op.commit(c, o, true)
+	_ = op.commit(alt, ioPass, false)
+	// It wakes no waiter (it reserves nothing), so the waiter's marks
+	// still hold up a slow consumer end.
+	return h.overflowsHeld(c, rest, true) || h.overflowsHeld(alt, rest, true)
+}
+
+// takeStartOver, once op (released, reserving nothing) has returned, takes
+// the model alt, in which op started over from the top, and its ending
+// altWant, if what op returned says so. If op has not returned, it does
+// nothing.
+func (h *fuzzHarness) takeStartOver(op *fuzzOp, alt *model, altWant error) {
 	select {
 	case err := <-op.done:
 		op.done <- err
@@ -258,7 +287,4 @@ func (h *fuzzHarness) releaseUnreserved1(i int, o ioOutcome) {
 		}
 	default:
 	}
-	h.logPending(pend)
-	h.verify(op, opReturns)
-	h.wakeEnded()
 }
