@@ -186,6 +186,54 @@ func (s *stallStore) wait(k cid.Cid) {
 // Publish (storing and delivering), Unsubscribe and Remove of other keys
 // complete. Once released, the stalled operations deliver what G1-G3 say.
 func TestIO_StalledStoreDelaysOnlyItsKeys(t *testing.T) {
+	sc := stallPutAndGet(t)
+	n, b, cancels := sc.n, sc.b, sc.cancels
+	kPut := b[0].Cid()
+
+	// Both stalled; every operation on other keys goes through.
+	other := sc.requireOtherKeysGoThrough(t)
+	select {
+	case err := <-sc.published:
+		t.Fatalf("the stalled Publish returned %v", err)
+	case err := <-sc.subscribed:
+		t.Fatalf("the stalled Subscribe returned %v", err)
+	default:
+	}
+	none(t, sc.waiter)
+
+	sc.releasePut()
+	require.NoError(t, <-sc.published)
+	require.Equal(t, ResponseMessage{From: "peer", Blocks: b[:1]}, recv(t, sc.waiter), "G1: delivered once stored")
+	sc.releaseGet()
+	require.NoError(t, <-sc.subscribed)
+	require.Equal(t, ResponseMessage{Blocks: b[1:2]}, recv(t, sc.getter), "G1: a stored block found by the check")
+	require.Equal(t, sorted(kPut), cancels.take())
+	other.Remove()
+	require.Equal(t, sorted(b[4].Cid()), cancels.take())
+	sc.waiter.Remove()
+	sc.getter.Remove()
+	require.Equal(t, Stats{}, n.Stats(), "G8")
+}
+
+// putAndGetStalled is the scene of TestIO_StalledStoreDelaysOnlyItsKeys, on
+// one shard: waiter wants kPut (b[0]), whose Publish is stalled in its
+// PutMany, and getter's Subscribe of kGet (b[1], stored) is stalled in its
+// Get. releasePut and releaseGet let them go on; published and subscribed
+// get their results.
+type putAndGetStalled struct {
+	st                     *stallStore
+	n                      *Notifier
+	cancels                *cancelLog
+	b                      []blocks.Block
+	waiter, getter         *Subscription
+	releasePut, releaseGet func()
+	published, subscribed  chan error
+}
+
+// stallPutAndGet sets the scene up and returns once both blockstore calls
+// have begun.
+func stallPutAndGet(t *testing.T) *putAndGetStalled {
+	t.Helper()
 	st := newStallStore()
 	n, cancels := newWithCancels(t, st, WithShards(1))
 	b := mkBlocks("stall", 6)
@@ -203,9 +251,20 @@ func TestIO_StalledStoreDelaysOnlyItsKeys(t *testing.T) {
 	subscribed := make(chan error, 1)
 	go func() { subscribed <- getter.Subscribe(ctx, kGet) }()
 	require.Equal(t, kGet, <-st.entered)
+	return &putAndGetStalled{
+		st: st, n: n, cancels: cancels, b: b, waiter: waiter, getter: getter,
+		releasePut: releasePut, releaseGet: releaseGet, published: published, subscribed: subscribed,
+	}
+}
 
-	// Both stalled; every operation on other keys goes through.
-	other := mustSub(t, n, 3)
+// requireOtherKeysGoThrough checks, while both calls are stalled, that a
+// Subscribe, a Publish (storing and delivering, G3), an Unsubscribe and a
+// Remove of other keys complete, with their CANCELs. It returns other,
+// which still wants b[2] and b[4].
+func (sc *putAndGetStalled) requireOtherKeysGoThrough(t *testing.T) (other *Subscription) {
+	t.Helper()
+	n, st, b, cancels := sc.n, sc.st, sc.b, sc.cancels
+	other = mustSub(t, n, 3)
 	require.NoError(t, other.Subscribe(ctx, b[2].Cid(), b[3].Cid(), b[4].Cid()))
 	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[2:3], Haves: []cid.Cid{b[3].Cid()}}))
 	require.Equal(t, ResponseMessage{From: "peer", Blocks: b[2:3], Haves: []cid.Cid{b[3].Cid()}}, recv(t, other))
@@ -218,27 +277,7 @@ func TestIO_StalledStoreDelaysOnlyItsKeys(t *testing.T) {
 	gone.Remove()
 	require.Empty(t, waitClosed(t, gone))
 	require.Equal(t, sorted(b[2].Cid(), b[3].Cid(), b[5].Cid()), cancels.take())
-	select {
-	case err := <-published:
-		t.Fatalf("the stalled Publish returned %v", err)
-	case err := <-subscribed:
-		t.Fatalf("the stalled Subscribe returned %v", err)
-	default:
-	}
-	none(t, waiter)
-
-	releasePut()
-	require.NoError(t, <-published)
-	require.Equal(t, ResponseMessage{From: "peer", Blocks: b[:1]}, recv(t, waiter), "G1: delivered once stored")
-	releaseGet()
-	require.NoError(t, <-subscribed)
-	require.Equal(t, ResponseMessage{Blocks: b[1:2]}, recv(t, getter), "G1: a stored block found by the check")
-	require.Equal(t, sorted(kPut), cancels.take())
-	other.Remove()
-	require.Equal(t, sorted(b[4].Cid()), cancels.take())
-	waiter.Remove()
-	getter.Remove()
-	require.Equal(t, Stats{}, n.Stats(), "G8")
+	return other
 }
 
 // G1/G2 with I/O outside the locks: operations on a key whose blockstore call
@@ -260,6 +299,31 @@ func TestIO_OperationsOnAStalledKeyWait(t *testing.T) {
 	require.Equal(t, k, <-st.entered)
 
 	late := mustSub(t, n, 2)
+	results := startOpsOnStalledKey(t, n, b, early, late, leaver)
+	waitWaiting(t, n, 4)
+	require.Empty(t, results, "operations on the stalled key must wait")
+	// The read calls do not wait: they answer from the wants as they were
+	// before the stalled Publish (doc.go).
+	require.True(t, n.Wanted(k))
+	require.True(t, early.Wants(k))
+	require.False(t, n.Interested(k))
+
+	release()
+	require.NoError(t, <-published)
+	for range 4 {
+		<-results
+	}
+	requireStalledKeyOpsSawItDone(t, b, early, late, leaver)
+	require.Equal(t, sorted(k), cancels.take(), "one CANCEL, for the delivery to early and leaver")
+	require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
+}
+
+// startOpsOnStalledKey starts, each on its own goroutine, the four
+// operations on b's stalled key: late's Subscribe, a second Publish,
+// early's Unsubscribe and leaver's Remove. Each sends its name on the
+// channel returned once it has returned.
+func startOpsOnStalledKey(t *testing.T, n *Notifier, b blocks.Block, early, late, leaver *Subscription) chan string {
+	k := b.Cid()
 	results := make(chan string, 4)
 	go func() {
 		require.NoError(t, late.Subscribe(ctx, k))
@@ -277,19 +341,15 @@ func TestIO_OperationsOnAStalledKeyWait(t *testing.T) {
 		leaver.Remove()
 		results <- "remove"
 	}()
-	waitWaiting(t, n, 4)
-	require.Empty(t, results, "operations on the stalled key must wait")
-	// The read calls do not wait: they answer from the wants as they were
-	// before the stalled Publish (doc.go).
-	require.True(t, n.Wanted(k))
-	require.True(t, early.Wants(k))
-	require.False(t, n.Interested(k))
+	return results
+}
 
-	release()
-	require.NoError(t, <-published)
-	for range 4 {
-		<-results
-	}
+// requireStalledKeyOpsSawItDone checks, once all have returned, that each
+// operation saw the stalled Publish done: leaver's Remove after the
+// delivery, early's block delivered once despite the second Publish, and
+// late's Subscribe finding the stored block.
+func requireStalledKeyOpsSawItDone(t *testing.T, b blocks.Block, early, late, leaver *Subscription) {
+	t.Helper()
 	require.Equal(t, []ResponseMessage{{From: "peer", Blocks: []blocks.Block{b}}}, waitClosed(t, leaver),
 		"Remove waited for the Publish, which found leaver wanting the block")
 	require.Equal(t, ResponseMessage{From: "peer", Blocks: []blocks.Block{b}}, recv(t, early))
@@ -297,8 +357,6 @@ func TestIO_OperationsOnAStalledKeyWait(t *testing.T) {
 	// late subscribed after the Publish took effect: the check found the block.
 	require.Equal(t, []blocks.Block{b}, recv(t, late).Blocks)
 	none(t, late)
-	require.Equal(t, sorted(k), cancels.take(), "one CANCEL, for the delivery to early and leaver")
-	require.Equal(t, Stats{Subscriptions: 2}, n.Stats())
 }
 
 // waitWaiting waits until want operations of n wait for a reservation.

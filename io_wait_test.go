@@ -23,59 +23,103 @@ import (
 // taking kA first, it would deliver kA to s, whose Unsubscribe began before
 // it.
 func TestIO_WaiterIsNotOvertaken(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		wait func(s *Subscription, keys ...cid.Cid)
-	}{
-		{"Remove", func(s *Subscription, _ ...cid.Cid) { s.Remove() }},
-		{"Unsubscribe", func(s *Subscription, keys ...cid.Cid) { s.Unsubscribe(keys...) }},
-	} {
+	for _, tc := range markingWaits() {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				st := newStallStore()
-				n, _ := newWithCancels(t, st, WithShards(1))
-				b := mkBlocks("not-overtaken", 4)
-				kA, kB, kX, kY := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
-				s, u, v := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
-				require.NoError(t, s.Subscribe(ctx, kA, kB))
-				releaseX, releaseY := st.stall(t, kX), st.stall(t, kY)
-				subU, subV := make(chan error, 1), make(chan error, 1)
-				go func() { subU <- u.Subscribe(ctx, kA, kX) }()
-				require.Equal(t, kX, <-st.entered) // kA and kX reserved
-				go func() { subV <- v.Subscribe(ctx, kB, kY) }()
-				require.Equal(t, kY, <-st.entered) // kB and kY reserved
-
+				o := newOvertakeScene(t)
+				kA, kB := o.b[0].Cid(), o.b[1].Cid()
 				waited := make(chan struct{})
-				go func() { defer close(waited); tc.wait(s, kA, kB) }()
+				go func() { defer close(waited); tc.wait(o.s, kA, kB) }()
 				synctest.Wait() // asleep on u's reservation of kA, kA and kB marked
 				later := make(chan error, 1)
-				go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+				go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
 				synctest.Wait()
 
-				releaseX()
-				require.NoError(t, <-subU)
-				synctest.Wait()
-				select {
-				case err := <-later:
-					t.Errorf("a later Publish of kA overtook the waiting %s (returned %v)", tc.name, err)
-					later <- err
-				default:
-					require.EqualValues(t, 2, n.waiting.Load(), "the %s waits for kB, the Publish behind it", tc.name)
-				}
-				releaseY()
-				require.NoError(t, <-subV)
+				o.requireLaterWaitsOnceUReturns(t, tc.name, later)
+				o.releaseY()
+				require.NoError(t, <-o.subV)
 				done(t, waited, tc.name)
 				require.NoError(t, <-later)
 				synctest.Wait()
-				if tc.name == "Unsubscribe" {
-					require.Empty(t, s.Messages(), "s unsubscribed kA before the Publish")
-				} else if m, ok := <-s.Messages(); ok {
-					t.Errorf("s, removed before the Publish, got %v", m)
-				}
-				require.Equal(t, []blocks.Block{b[0]}, recv(t, u).Blocks)
+				o.requireOnlyUGotKA(t, tc.name)
 			})
 		})
 	}
+}
+
+// markingWait is an operation of s that waits for busy keys, marking them.
+type markingWait struct {
+	name string
+	wait func(s *Subscription, keys ...cid.Cid)
+}
+
+// markingWaits are the waiters of TestIO_WaiterIsNotOvertaken: s.Remove and
+// s.Unsubscribe of the keys.
+func markingWaits() []markingWait {
+	return []markingWait{
+		{"Remove", func(s *Subscription, _ ...cid.Cid) { s.Remove() }},
+		{"Unsubscribe", func(s *Subscription, keys ...cid.Cid) { s.Unsubscribe(keys...) }},
+	}
+}
+
+// overtakeScene is the scene of TestIO_WaiterIsNotOvertaken: s wants kA and
+// kB (b[0], b[1]); u's Subscribe of kA and kX reserves kA for its Get,
+// stalled on kX, and v's of kB and kY reserves kB likewise. releaseX and
+// releaseY let the Gets go on; subU and subV get the Subscribes' results.
+type overtakeScene struct {
+	n                  *Notifier
+	b                  []blocks.Block
+	s, u, v            *Subscription
+	releaseX, releaseY func()
+	subU, subV         chan error
+}
+
+// newOvertakeScene sets the scene up and returns once kA, kB, kX and kY
+// are reserved.
+func newOvertakeScene(t *testing.T) *overtakeScene {
+	t.Helper()
+	st := newStallStore()
+	n, _ := newWithCancels(t, st, WithShards(1))
+	b := mkBlocks("not-overtaken", 4)
+	kA, kB, kX, kY := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
+	s, u, v := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
+	require.NoError(t, s.Subscribe(ctx, kA, kB))
+	releaseX, releaseY := st.stall(t, kX), st.stall(t, kY)
+	subU, subV := make(chan error, 1), make(chan error, 1)
+	go func() { subU <- u.Subscribe(ctx, kA, kX) }()
+	require.Equal(t, kX, <-st.entered) // kA and kX reserved
+	go func() { subV <- v.Subscribe(ctx, kB, kY) }()
+	require.Equal(t, kY, <-st.entered) // kB and kY reserved
+	return &overtakeScene{n: n, b: b, s: s, u: u, v: v, releaseX: releaseX, releaseY: releaseY, subU: subU, subV: subV}
+}
+
+// requireLaterWaitsOnceUReturns lets u's Get return, freeing kA, and checks
+// that the later Publish of kA still waits, behind the waiter's mark on kA,
+// while the waiter waits for kB: two waiting.
+func (o *overtakeScene) requireLaterWaitsOnceUReturns(t *testing.T, name string, later chan error) {
+	t.Helper()
+	o.releaseX()
+	require.NoError(t, <-o.subU)
+	synctest.Wait()
+	select {
+	case err := <-later:
+		t.Errorf("a later Publish of kA overtook the waiting %s (returned %v)", name, err)
+		later <- err
+	default:
+		require.EqualValues(t, 2, o.n.waiting.Load(), "the %s waits for kB, the Publish behind it", name)
+	}
+}
+
+// requireOnlyUGotKA checks, once everything has returned, that the Publish
+// of kA reached u but not s, whose Unsubscribe or Remove began before it.
+func (o *overtakeScene) requireOnlyUGotKA(t *testing.T, name string) {
+	t.Helper()
+	if name == "Unsubscribe" {
+		require.Empty(t, o.s.Messages(), "s unsubscribed kA before the Publish")
+	} else if m, ok := <-o.s.Messages(); ok {
+		t.Errorf("s, removed before the Publish, got %v", m)
+	}
+	require.Equal(t, []blocks.Block{o.b[0]}, recv(t, o.u).Blocks)
 }
 
 // A waiter does not hold up the operations on a key it has not found busy
@@ -204,27 +248,8 @@ func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 // op.holds).
 func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		n := New(st, WithShards(1))
-		b := mkBlocks("take-over", 3)
-		kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
-		s := mustSub(t, n, 1)
-		require.NoError(t, s.Subscribe(ctx, kA, kB))
-		releaseA, releaseB, releaseC := st.stall(t, kA), st.stall(t, kB), st.stall(t, kC)
-		pubA, pubB, pubC := make(chan error, 1), make(chan error, 1), make(chan error, 1)
-		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
-		go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:2]}) }()
-		go func() { pubC <- n.Publish(ctx, ResponseMessage{Blocks: b[2:]}) }()
-		synctest.Wait() // kA, kB and kC reserved
-		removed := make(chan struct{})
-		go func() { defer close(removed); s.Remove() }()
-		synctest.Wait() // Remove marks kA and kB
-		releaseA()
-		synctest.Wait()
-		require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
-		for len(st.entered) > 0 {
-			<-st.entered
-		}
+		sm := newStaleMarkScene(t)
+		st, n, b := sm.st, sm.n, sm.b
 		releaseA2, pubA2 := st.publishStalled(t, n, b[0])
 
 		older, later := make(chan error, 1), make(chan error, 1)
@@ -241,15 +266,58 @@ func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
 		default:
 			require.EqualValues(t, 3, n.waiting.Load(), "Remove, the older Publish and the later one wait")
 		}
-		releaseB()
-		releaseC()
+		sm.releaseB()
+		sm.releaseC()
 		synctest.Wait()
-		<-removed
-		for _, c := range []chan error{pubB, pubC, older} {
+		<-sm.removed
+		for _, c := range []chan error{sm.pubB, sm.pubC, older} {
 			require.NoError(t, <-c)
 		}
 		require.NoError(t, n.Close())
 	})
+}
+
+// staleMarkScene is the scene of TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes:
+// s, wanting kA and kB (b[0], b[1]), is being removed, waiting for the
+// stalled Publishes of kB and kC (pubB, pubC, let go by releaseB and
+// releaseC), with a stale mark on kA, whose Publish has returned; removed
+// is closed when s.Remove returns.
+type staleMarkScene struct {
+	st                 *stallStore
+	n                  *Notifier
+	b                  []blocks.Block
+	releaseB, releaseC func()
+	pubB, pubC         chan error
+	removed            chan struct{}
+}
+
+// newStaleMarkScene sets the scene up: Remove marks kA and kB, both
+// reserved by stalled Publishes, and the Publish of kA then returns, which
+// leaves Remove's mark on kA stale.
+func newStaleMarkScene(t *testing.T) *staleMarkScene {
+	t.Helper()
+	st := newStallStore()
+	n := New(st, WithShards(1))
+	b := mkBlocks("take-over", 3)
+	kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, kA, kB))
+	releaseA, releaseB, releaseC := st.stall(t, kA), st.stall(t, kB), st.stall(t, kC)
+	pubA, pubB, pubC := make(chan error, 1), make(chan error, 1), make(chan error, 1)
+	go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
+	go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:2]}) }()
+	go func() { pubC <- n.Publish(ctx, ResponseMessage{Blocks: b[2:]}) }()
+	synctest.Wait() // kA, kB and kC reserved
+	removed := make(chan struct{})
+	go func() { defer close(removed); s.Remove() }()
+	synctest.Wait() // Remove marks kA and kB
+	releaseA()
+	synctest.Wait()
+	require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
+	for len(st.entered) > 0 {
+		<-st.entered
+	}
+	return &staleMarkScene{st: st, n: n, b: b, releaseB: releaseB, releaseC: releaseC, pubB: pubB, pubC: pubC, removed: removed}
 }
 
 // An operation already asleep on a waiting close's mark when the close's

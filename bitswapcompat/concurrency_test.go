@@ -6,6 +6,7 @@ import (
 	"sync"
 	"testing"
 
+	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
 	"github.com/stretchr/testify/require"
 )
@@ -31,31 +32,7 @@ func TestSIM_ConcurrentRemovalsReportEachKeyOnce(t *testing.T) {
 		m := newInterestModel(keys)
 		returned := make([]int, len(keys))
 		for r := range 30 {
-			for _, c := range recordPhase(w, keys, r) {
-				m.record(c.ses, c.idx)
-			}
-			before := m.clone()
-			counts := w.cancelCounts(keys)
-			got := make([]int, len(keys))
-			for _, c := range removalPhase(w, keys, r) {
-				requireWellFormed(t, w, c, keys, before.sessionKeys(c.ses))
-				for _, k := range c.got {
-					got[slices.Index(keys, k)]++
-				}
-				m.apply(c)
-			}
-			if w.log != nil {
-				got = w.cancelDeltas(keys, counts)
-			}
-			want := make([]int, len(keys))
-			for i := range keys {
-				if len(before.holders[i]) > 0 && len(m.holders[i]) == 0 {
-					want[i] = 1
-				}
-				returned[i] += got[i]
-			}
-			require.Equal(t, want, got, "round %d: per key, how many removals returned it", r)
-			m.requireMatches(t, w, sessionIDs, pool)
+			removalRound(t, w, m, pool, keys, r, returned)
 		}
 		for _, ses := range sessionIDs {
 			for _, k := range w.removeSession(t, ses) {
@@ -67,6 +44,42 @@ func TestSIM_ConcurrentRemovalsReportEachKeyOnce(t *testing.T) {
 		stop()
 		w.requireIdle(t)
 	})
+}
+
+// removalRound runs round r of TestSIM_ConcurrentRemovalsReportEachKeyOnce:
+// a phase of concurrent records, then one of concurrent removals, each
+// well formed, both applied to the model m. Per key, a removal must have
+// returned it (or, with WithCancelFunc, the cancel function got it) exactly
+// once if it went from interested to not in the phase, and never
+// otherwise; then every query matches m. It adds to returned, per key, the
+// times the round returned it.
+func removalRound(t *testing.T, w *wiring, m *interestModel, pool []blocks.Block, keys []cid.Cid, r int, returned []int) {
+	t.Helper()
+	for _, c := range recordPhase(w, keys, r) {
+		m.record(c.ses, c.idx)
+	}
+	before := m.clone()
+	counts := w.cancelCounts(keys)
+	got := make([]int, len(keys))
+	for _, c := range removalPhase(w, keys, r) {
+		requireWellFormed(t, w, c, keys, before.sessionKeys(c.ses))
+		for _, k := range c.got {
+			got[slices.Index(keys, k)]++
+		}
+		m.apply(c)
+	}
+	if w.log != nil {
+		got = w.cancelDeltas(keys, counts)
+	}
+	want := make([]int, len(keys))
+	for i := range keys {
+		if len(before.holders[i]) > 0 && len(m.holders[i]) == 0 {
+			want[i] = 1
+		}
+		returned[i] += got[i]
+	}
+	require.Equal(t, want, got, "round %d: per key, how many removals returned it", r)
+	m.requireMatches(t, w, sessionIDs, pool)
 }
 
 const phaseWorkers, phaseOps = 8, 6

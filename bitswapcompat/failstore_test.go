@@ -216,27 +216,12 @@ func (s *failOrStallPut) PutMany(ctx context.Context, blks []blocks.Block) error
 // end ran on the Publish's goroutine, which waited for the stalled store.
 // Once that store returns, the call's channel is closed.
 func TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey(t *testing.T) {
-	for _, tc := range []struct {
-		name    string
-		publish func(ps *PubSub, b blocks.Block)
-	}{
-		{"Publish/remote", func(ps *PubSub, b blocks.Block) { ps.Publish(peerA, b) }},
-		{"Publish/local", func(ps *PubSub, b blocks.Block) { ps.Publish(peer.ID(""), b) }},
-		{"PublishMessage", func(ps *PubSub, b blocks.Block) {
-			_ = PublishMessage(context.Background(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: []blocks.Block{b}})
-		}},
-	} {
+	for _, tc := range failingPublishes() {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				bs := newBlocks(t, 2)
 				b1, b2 := bs[0], bs[1]
-				st := &failOrStallPut{
-					faultyStore: &faultyStore{Blockstore: newStore()},
-					fail:        b1.Cid(),
-					stall:       b2.Cid(),
-					entered:     make(chan struct{}),
-					release:     make(chan struct{}),
-				}
+				st := newFailOrStallPut(b1.Cid(), b2.Cid())
 				ps := NewPubSub(st)
 				defer ps.Shutdown()
 				ch := ps.Subscribe(context.Background(), b1.Cid(), b2.Cid())
@@ -261,6 +246,36 @@ func TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey(t *testing.T)
 				require.True(t, closed, "the call waiting for b1 is ended once the stalled store returns")
 			})
 		})
+	}
+}
+
+// failingPublish is a way of handing the PubSub a block whose store fails.
+type failingPublish struct {
+	name    string
+	publish func(ps *PubSub, b blocks.Block)
+}
+
+// failingPublishes are the ways a block reaches a PubSub: a Publish from a
+// peer or local, and a PublishMessage.
+func failingPublishes() []failingPublish {
+	return []failingPublish{
+		{"Publish/remote", func(ps *PubSub, b blocks.Block) { ps.Publish(peerA, b) }},
+		{"Publish/local", func(ps *PubSub, b blocks.Block) { ps.Publish(peer.ID(""), b) }},
+		{"PublishMessage", func(ps *PubSub, b blocks.Block) {
+			_ = PublishMessage(context.Background(), ps, notifier.ResponseMessage{From: string(peerA), Blocks: []blocks.Block{b}})
+		}},
+	}
+}
+
+// newFailOrStallPut returns a blockstore whose PutMany of fail fails and
+// whose PutMany of stall stalls, closing entered, until release is closed.
+func newFailOrStallPut(fail, stall cid.Cid) *failOrStallPut {
+	return &failOrStallPut{
+		faultyStore: &faultyStore{Blockstore: newStore()},
+		fail:        fail,
+		stall:       stall,
+		entered:     make(chan struct{}),
+		release:     make(chan struct{}),
 	}
 }
 

@@ -40,98 +40,143 @@ func TestStress_FetchLargePattern(t *testing.T) {
 	}
 }
 
+// The shape of one round: requests of the session at once, the keys each
+// wants, and the peers that answer every want.
+const fetchRequests, fetchKeysPer, fetchPeers = 5, 10, 3
+
+// fetchSession is the session all requests of a round belong to.
+const fetchSession = 7
+
 func fetchLargeRound(t *testing.T, withStore bool, rng *rand.Rand) {
-	const requests, keysPer, peers = 5, 10, 3
-	var ps *PubSub
-	var sim *SessionInterestManager
-	if withStore {
-		ps, sim = New(newStore())
-	} else {
-		ps, sim = New(nil)
-	}
+	ps, sim := newFetchLargePubSub(withStore)
 	defer ps.Shutdown()
-	const ses = 7
-	pool := newBlocks(t, requests*keysPer)
-	for i := range pool { // distinct blocks in every round
+	pool := distinctBlocks(t, rng, fetchRequests*fetchKeysPer)
+	f := &fetchLarge{ps: ps, sim: sim, ops: make(chan fetchOp, 64)}
+	sessDone := make(chan struct{})
+	go f.runSession(sessDone)
+
+	toSend := make(chan []blocks.Block, fetchRequests)
+	var pubs sync.WaitGroup
+	for p := range fetchPeers {
+		prng := rand.New(rand.NewPCG(rng.Uint64(), uint64(p)))
+		pubs.Go(func() { f.answerWants(peer.ID([]byte{byte('a' + p)}), prng, toSend) })
+	}
+
+	chans := f.startRequests(pool, toSend)
+	close(toSend)
+	pubs.Wait()
+	close(f.ops)
+	<-sessDone
+
+	requireRequestsComplete(t, chans)
+}
+
+// newFetchLargePubSub wires a round, with a blockstore or notify-only.
+func newFetchLargePubSub(withStore bool) (*PubSub, *SessionInterestManager) {
+	if withStore {
+		return New(newStore())
+	}
+	return New(nil)
+}
+
+// distinctBlocks returns n blocks whose data are new in every round, so
+// that no round finds the blocks of an earlier one.
+func distinctBlocks(t *testing.T, rng *rand.Rand, n int) []blocks.Block {
+	pool := newBlocks(t, n)
+	for i := range pool {
 		pool[i] = blocks.NewBlock(append(pool[i].RawData(), byte(rng.Uint32()), byte(rng.Uint32()), byte(rng.Uint32())))
 	}
+	return pool
+}
 
-	// The session's goroutine: wants and receipts, in the order they come,
-	// as the session's run loop takes them.
-	type op struct {
-		want bool
-		keys []cid.Cid
-	}
-	ops := make(chan op, 64)
-	sessDone := make(chan struct{})
-	go func() {
-		defer close(sessDone)
-		for o := range ops {
-			if o.want {
-				sim.RecordSessionInterest(ses, o.keys)
-			} else {
-				sim.RemoveSessionWants(ses, o.keys)
-			}
+// fetchOp is a want (want) or a receipt (!want) of keys, queued for the
+// session's goroutine.
+type fetchOp struct {
+	want bool
+	keys []cid.Cid
+}
+
+// fetchLarge is one round's wiring: the PubSub and SIM under test and the
+// queue of the session's run loop.
+type fetchLarge struct {
+	ps  *PubSub
+	sim *SessionInterestManager
+	ops chan fetchOp
+}
+
+// runSession is the session's goroutine: wants and receipts, in the order
+// they come, as the session's run loop takes them. It closes done when ops
+// is closed and drained.
+func (f *fetchLarge) runSession(done chan<- struct{}) {
+	defer close(done)
+	for o := range f.ops {
+		if o.want {
+			f.sim.RecordSessionInterest(fetchSession, o.keys)
+		} else {
+			f.sim.RemoveSessionWants(fetchSession, o.keys)
 		}
-	}()
+	}
+}
 
-	// receive is the client's receive path for one message from a peer.
-	receive := func(from peer.ID, blks []blocks.Block) {
-		wanted, _ := sim.SplitWantedUnwanted(blks)
-		ks := cidsOf(blks...)
-		if len(sim.InterestedSessions(ks)) > 0 {
-			if in := sim.FilterSessionInterested(ses, ks)[0]; len(in) > 0 {
-				ops <- op{keys: in}
-			}
+// receive is the client's receive path for one message from a peer.
+func (f *fetchLarge) receive(from peer.ID, blks []blocks.Block) {
+	wanted, _ := f.sim.SplitWantedUnwanted(blks)
+	ks := cidsOf(blks...)
+	if len(f.sim.InterestedSessions(ks)) > 0 {
+		if in := f.sim.FilterSessionInterested(fetchSession, ks)[0]; len(in) > 0 {
+			f.ops <- fetchOp{keys: in}
 		}
-		ps.Publish(from, wanted...)
 	}
+	f.ps.Publish(from, wanted...)
+}
 
-	toSend := make(chan []blocks.Block, requests)
-	var pubs sync.WaitGroup
-	for p := range peers {
-		prng := rand.New(rand.NewPCG(rng.Uint64(), uint64(p)))
-		pubs.Go(func() {
-			for blks := range toSend {
-				// Each peer sends each block of the request, in its own
-				// order, one or two blocks a message.
-				order := prng.Perm(len(blks))
-				for i := 0; i < len(order); {
-					n := min(1+prng.IntN(2), len(order)-i)
-					msg := make([]blocks.Block, 0, n)
-					for _, j := range order[i : i+n] {
-						msg = append(msg, blks[j])
-					}
-					receive(peer.ID([]byte{byte('a' + p)}), msg)
-					i += n
-				}
+// answerWants is one peer's goroutine: for each request's blocks it gets,
+// it sends each block, in its own order, one or two blocks a message.
+func (f *fetchLarge) answerWants(from peer.ID, prng *rand.Rand, toSend <-chan []blocks.Block) {
+	for blks := range toSend {
+		order := prng.Perm(len(blks))
+		for i := 0; i < len(order); {
+			n := min(1+prng.IntN(2), len(order)-i)
+			msg := make([]blocks.Block, 0, n)
+			for _, j := range order[i : i+n] {
+				msg = append(msg, blks[j])
 			}
-		})
+			f.receive(from, msg)
+			i += n
+		}
 	}
+}
 
-	chans := make([]<-chan blocks.Block, requests)
+// startRequests makes the requests of the session at once, each
+// subscribing to its keys of pool, handing them to the session and sending
+// the want to every peer; it returns their channels once all have started.
+func (f *fetchLarge) startRequests(pool []blocks.Block, toSend chan<- []blocks.Block) []<-chan blocks.Block {
+	chans := make([]<-chan blocks.Block, fetchRequests)
 	var subs sync.WaitGroup
-	for i := range requests {
-		blks := pool[i*keysPer : (i+1)*keysPer]
+	for i := range fetchRequests {
+		blks := pool[i*fetchKeysPer : (i+1)*fetchKeysPer]
 		subs.Go(func() {
 			keys := cidsOf(blks...)
-			chans[i] = ps.Subscribe(context.Background(), keys...)
-			ops <- op{want: true, keys: keys}
+			chans[i] = f.ps.Subscribe(context.Background(), keys...)
+			f.ops <- fetchOp{want: true, keys: keys}
 			// Every peer gets the want and answers with the blocks.
-			for range peers {
+			for range fetchPeers {
 				toSend <- blks
 			}
 		})
 	}
 	subs.Wait()
-	close(toSend)
-	pubs.Wait()
-	close(ops)
-	<-sessDone
+	return chans
+}
 
+// requireRequestsComplete checks, once every block has been published, that
+// every request has all its blocks and is closed: one still waiting would
+// be a lost wakeup.
+func requireRequestsComplete(t *testing.T, chans []<-chan blocks.Block) {
+	t.Helper()
 	for i, ch := range chans {
 		got, closed := drainNow(ch)
-		require.Len(t, got, keysPer, "request %d: blocks delivered", i)
+		require.Len(t, got, fetchKeysPer, "request %d: blocks delivered", i)
 		require.True(t, closed, "request %d still open with all its blocks published", i)
 	}
 }

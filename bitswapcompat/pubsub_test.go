@@ -284,55 +284,93 @@ func TestPubSub_WrapperSeesSenderAndDelay(t *testing.T) {
 // shows in the fake time that it takes.
 func TestPubSub_PublishOfACopyIsPaced(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		ps := NewPubSub(nil)
-		defer ps.Shutdown()
-		hold := make(chan struct{})
-		var paces atomic.Int32
-		ps.pacer = func() { paces.Add(1); <-hold }
-		blks := newBlocks(t, 3)
-		ch := ps.Subscribe(t.Context(), blks[0].Cid())
-		ch2 := ps.Subscribe(t.Context(), blks[2].Cid())
-		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) })) // wanted by no call, nothing handed yet: returns
-		synctest.Wait()
-		require.Zero(t, paces.Load())
-		require.Zero(t, took(func() { ps.Publish(peerA, blks[0]) }), "a Publish that hands a block must not wait")
-		synctest.Wait()
-		require.EqualValues(t, 1, paces.Load())
-		requireReceived(t, ch, true, blks[0])
-
-		time.Sleep(paceWindow / 5)
-		returned := make(chan time.Duration, 1)
-		go func() { returned <- took(func() { ps.Publish(peerB, blks[0]) }) }() // a copy: hands nothing, waits
-		synctest.Wait()
-		select {
-		case <-returned:
-			t.Fatal("the Publish of a copy returned before the pace goroutine ran")
-		default:
-		}
-		// Hands a new block: does not wait, and starts no second pace while
-		// the first has not run, but moves the window.
-		require.Zero(t, took(func() { ps.Publish(peerB, blks[2]) }), "a Publish that hands a block must not wait")
-		// A message without blocks, which boxo's client would not publish, does not wait.
-		require.Zero(t, took(func() {
-			require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Haves: cidsOf(blks[1])}))
-		}))
-		requireReceived(t, ch2, true, blks[2])
-		close(hold)
-		require.Equal(t, paceWindow, <-returned, "the copy must sleep out the window of the last Publish that handed a block")
-		synctest.Wait()
-		require.EqualValues(t, 1, paces.Load(), "a Publish that handed a block while the pace goroutine had not run started another")
-
-		// A copy later in the window sleeps only what is left of it; after
-		// the window it returns at once.
-		ch3 := ps.Subscribe(t.Context(), blks[1].Cid())
-		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }))
-		requireReceived(t, ch3, true, blks[1])
-		synctest.Wait() // the second pace goroutine has run
-		time.Sleep(paceWindow * 2 / 5)
-		require.Equal(t, paceWindow*3/5, took(func() { ps.Publish(peerB, blks[1]) }), "a copy must sleep what is left of the window, no more")
-		require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }), "a copy after the window must not sleep")
-		require.EqualValues(t, 2, paces.Load())
+		p := newPacedCopy()
+		defer p.ps.Shutdown()
+		p.blks = newBlocks(t, 3)
+		ch := p.ps.Subscribe(t.Context(), p.blks[0].Cid())
+		ch2 := p.ps.Subscribe(t.Context(), p.blks[2].Cid())
+		p.firstHandStartsThePace(t, ch)
+		p.copyWaitsForThePaceAndTheWindow(t, ch2)
+		p.copyLaterInTheWindowSleepsTheRest(t)
 	})
+}
+
+// pacedCopy is the scene of TestPubSub_PublishOfACopyIsPaced: a PubSub
+// without a blockstore whose pace goroutine counts its runs in paces and
+// then blocks until hold is closed, and the blocks the calls want.
+type pacedCopy struct {
+	ps    *PubSub
+	hold  chan struct{}
+	paces atomic.Int32
+	blks  []blocks.Block
+}
+
+// newPacedCopy makes the PubSub, its pace goroutine held.
+func newPacedCopy() *pacedCopy {
+	p := &pacedCopy{ps: NewPubSub(nil), hold: make(chan struct{})}
+	p.ps.pacer = func() { p.paces.Add(1); <-p.hold }
+	return p
+}
+
+// firstHandStartsThePace: a Publish of a block no call wants, before any
+// block was handed, returns at once and starts no pace; the first Publish
+// that hands a block (blks[0], to ch) does not wait and starts one.
+func (p *pacedCopy) firstHandStartsThePace(t *testing.T, ch <-chan blocks.Block) {
+	t.Helper()
+	ps, blks := p.ps, p.blks
+	require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) })) // wanted by no call, nothing handed yet: returns
+	synctest.Wait()
+	require.Zero(t, p.paces.Load())
+	require.Zero(t, took(func() { ps.Publish(peerA, blks[0]) }), "a Publish that hands a block must not wait")
+	synctest.Wait()
+	require.EqualValues(t, 1, p.paces.Load())
+	requireReceived(t, ch, true, blks[0])
+}
+
+// copyWaitsForThePaceAndTheWindow: a copy published a fifth into the window
+// waits while the first pace goroutine is held; meanwhile a Publish that
+// hands blks[2] (to ch2) and one without blocks do not wait, and the former
+// moves the window without starting a second pace. Once the pace goroutine
+// has run, the copy sleeps out the whole moved window.
+func (p *pacedCopy) copyWaitsForThePaceAndTheWindow(t *testing.T, ch2 <-chan blocks.Block) {
+	t.Helper()
+	ps, blks := p.ps, p.blks
+	time.Sleep(paceWindow / 5)
+	returned := make(chan time.Duration, 1)
+	go func() { returned <- took(func() { ps.Publish(peerB, blks[0]) }) }() // a copy: hands nothing, waits
+	synctest.Wait()
+	select {
+	case <-returned:
+		t.Fatal("the Publish of a copy returned before the pace goroutine ran")
+	default:
+	}
+	// Hands a new block: does not wait, and starts no second pace while
+	// the first has not run, but moves the window.
+	require.Zero(t, took(func() { ps.Publish(peerB, blks[2]) }), "a Publish that hands a block must not wait")
+	// A message without blocks, which boxo's client would not publish, does not wait.
+	require.Zero(t, took(func() {
+		require.NoError(t, PublishMessage(t.Context(), ps, notifier.ResponseMessage{From: string(peerA), Haves: cidsOf(blks[1])}))
+	}))
+	requireReceived(t, ch2, true, blks[2])
+	close(p.hold)
+	require.Equal(t, paceWindow, <-returned, "the copy must sleep out the window of the last Publish that handed a block")
+	synctest.Wait()
+	require.EqualValues(t, 1, p.paces.Load(), "a Publish that handed a block while the pace goroutine had not run started another")
+}
+
+// copyLaterInTheWindowSleepsTheRest: a copy later in the window sleeps only
+// what is left of it; after the window it returns at once.
+func (p *pacedCopy) copyLaterInTheWindowSleepsTheRest(t *testing.T) {
+	t.Helper()
+	ps, blks := p.ps, p.blks
+	ch3 := ps.Subscribe(t.Context(), blks[1].Cid())
+	require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }))
+	requireReceived(t, ch3, true, blks[1])
+	synctest.Wait() // the second pace goroutine has run
+	time.Sleep(paceWindow * 2 / 5)
+	require.Equal(t, paceWindow*3/5, took(func() { ps.Publish(peerB, blks[1]) }), "a copy must sleep what is left of the window, no more")
+	require.Zero(t, took(func() { ps.Publish(peerA, blks[1]) }), "a copy after the window must not sleep")
+	require.EqualValues(t, 2, p.paces.Load())
 }
 
 func TestPubSub_ContextDoneClosesChannel(t *testing.T) {

@@ -62,7 +62,32 @@ func twoRequestsOneCancelled(ps *bitswapcompat.PubSub, sim *bitswapcompat.Sessio
 	r2 := ps.Subscribe(context.Background(), k...)
 	sim.RecordSessionInterest(regressionSession, k)
 
-	var cancels []string // who returned k for a CANCEL
+	cancels := raceCancelAndArrival(ps, sim, b, cancel1, cancelFirst)
+
+	if got, err := readAll(r2); err != nil || len(got) != 1 || got[0].Cid() != b.Cid() {
+		return fmt.Errorf("the request that was not cancelled got %d blocks (%v), want the block", len(got), err)
+	}
+	if _, err := readAll(r1); err != nil {
+		return fmt.Errorf("the cancelled request: %w", err)
+	}
+	// Session.handleReceive: the session got its block.
+	if slices.Contains(sim.RemoveSessionWants(regressionSession, k), b.Cid()) {
+		cancels = append(cancels, "the session's handleReceive")
+	}
+	// The session's interest is one, however many of its requests want k:
+	// the first RemoveSessionWants ends it.
+	if len(cancels) != 1 || cancels[0] != "the cancelled request" {
+		return fmt.Errorf("CANCELs of k returned by %q, want by the cancelled request alone", cancels)
+	}
+	return nil
+}
+
+// raceCancelAndArrival races the cancellation of the first request (cancel1,
+// then the session's CancelSessionWants) against b's arrival from a peer,
+// the goroutine of the one named by cancelFirst started first. It returns
+// who, so far, returned b's key for a CANCEL.
+func raceCancelAndArrival(ps *bitswapcompat.PubSub, sim *bitswapcompat.SessionInterestManager, b blocks.Block, cancel1 context.CancelFunc, cancelFirst bool) (cancels []string) {
+	k := []cid.Cid{b.Cid()}
 	start := make(chan struct{})
 	cancelRequest := func() {
 		<-start
@@ -89,23 +114,7 @@ func twoRequestsOneCancelled(ps *bitswapcompat.PubSub, sim *bitswapcompat.Sessio
 	}
 	close(start)
 	wg.Wait()
-
-	if got, err := readAll(r2); err != nil || len(got) != 1 || got[0].Cid() != b.Cid() {
-		return fmt.Errorf("the request that was not cancelled got %d blocks (%v), want the block", len(got), err)
-	}
-	if _, err := readAll(r1); err != nil {
-		return fmt.Errorf("the cancelled request: %w", err)
-	}
-	// Session.handleReceive: the session got its block.
-	if slices.Contains(sim.RemoveSessionWants(regressionSession, k), b.Cid()) {
-		cancels = append(cancels, "the session's handleReceive")
-	}
-	// The session's interest is one, however many of its requests want k:
-	// the first RemoveSessionWants ends it.
-	if len(cancels) != 1 || cancels[0] != "the cancelled request" {
-		return fmt.Errorf("CANCELs of k returned by %q, want by the cancelled request alone", cancels)
-	}
-	return nil
+	return cancels
 }
 
 // readAll reads ch until it is closed, failing if that takes too long.

@@ -223,30 +223,13 @@ func TestSIM_RecordAndRemoveWantsWaitForAStoreOfTheirKey(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				b := newBlocks(t, 1)[0]
 				k := b.Cid()
-				st := &stallPut{
-					Blockstore: bstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore())),
-					key:        k, entered: make(chan struct{}), release: make(chan struct{}),
-				}
+				st := newStallPut(k)
 				ps, sim := New(st)
 				defer ps.Shutdown()
-				from := peer.ID("") // a local block: always stored
-				if name == "RemoveSessionWants" {
-					sim.RecordSessionInterest(1, []cid.Cid{k})
-					from = peerA // wanted by session 1: stored
-				}
-				published := make(chan struct{})
-				go func() { defer close(published); ps.Publish(from, b) }()
-				<-st.entered
+				published := startStalledStore(name, ps, sim, st, b)
 				var freed []cid.Cid
 				done := make(chan struct{})
-				go func() {
-					defer close(done)
-					if name == "RemoveSessionWants" {
-						freed = sim.RemoveSessionWants(1, []cid.Cid{k})
-					} else {
-						sim.RecordSessionInterest(1, []cid.Cid{k})
-					}
-				}()
+				go func() { defer close(done); freed = callOnStalledKey(name, sim, k) }()
 				synctest.Wait()
 				select {
 				case <-done:
@@ -256,13 +239,57 @@ func TestSIM_RecordAndRemoveWantsWaitForAStoreOfTheirKey(t *testing.T) {
 				close(st.release)
 				<-published
 				<-done
-				if name == "RemoveSessionWants" {
-					require.Equal(t, []cid.Cid{k}, freed)
-					require.Nil(t, sim.RemoveSession(1))
-				} else {
-					require.Equal(t, []cid.Cid{k}, sim.RemoveSession(1))
-				}
+				requireStalledKeyCallDone(t, name, sim, k, freed)
 			})
 		})
+	}
+}
+
+// newStallPut returns a blockstore whose PutMany of key stalls until
+// release is closed, entered closed once it has begun.
+func newStallPut(key cid.Cid) *stallPut {
+	return &stallPut{
+		Blockstore: bstore.NewBlockstore(dssync.MutexWrap(datastore.NewMapDatastore())),
+		key:        key, entered: make(chan struct{}), release: make(chan struct{}),
+	}
+}
+
+// startStalledStore starts a Publish of b that stores it (b is local, or,
+// before RemoveSessionWants, wanted by session 1) and returns once its
+// PutMany has stalled; the channel it returns is closed when the Publish
+// has returned.
+func startStalledStore(name string, ps *PubSub, sim *SessionInterestManager, st *stallPut, b blocks.Block) <-chan struct{} {
+	from := peer.ID("") // a local block: always stored
+	if name == "RemoveSessionWants" {
+		sim.RecordSessionInterest(1, []cid.Cid{b.Cid()})
+		from = peerA // wanted by session 1: stored
+	}
+	published := make(chan struct{})
+	go func() { defer close(published); ps.Publish(from, b) }()
+	<-st.entered
+	return published
+}
+
+// callOnStalledKey is the call under test, the one name says, on k for
+// session 1; it returns the keys RemoveSessionWants freed.
+func callOnStalledKey(name string, sim *SessionInterestManager, k cid.Cid) (freed []cid.Cid) {
+	if name == "RemoveSessionWants" {
+		freed = sim.RemoveSessionWants(1, []cid.Cid{k})
+	} else {
+		sim.RecordSessionInterest(1, []cid.Cid{k})
+	}
+	return freed
+}
+
+// requireStalledKeyCallDone checks, once the store has returned, that the
+// call did its work: RemoveSessionWants freed k, leaving session 1 nothing;
+// RecordSessionInterest recorded k, which RemoveSession then frees.
+func requireStalledKeyCallDone(t *testing.T, name string, sim *SessionInterestManager, k cid.Cid, freed []cid.Cid) {
+	t.Helper()
+	if name == "RemoveSessionWants" {
+		require.Equal(t, []cid.Cid{k}, freed)
+		require.Nil(t, sim.RemoveSession(1))
+	} else {
+		require.Equal(t, []cid.Cid{k}, sim.RemoveSession(1))
 	}
 }

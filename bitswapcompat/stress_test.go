@@ -146,55 +146,95 @@ func TestStress_ShutdownAmidFailingStores(t *testing.T) {
 
 func stressShutdownAmidFailingStores(t *testing.T, seed uint64) {
 	store := memStore()
-	ps := NewPubSub(store, WithErrorFunc(func(error) {})) // the failures are the point
-	pool := newBlocks(t, 6)
-	var mu sync.Mutex // guards chans and later
-	var chans []<-chan blocks.Block
-	var later []context.CancelFunc
-	defer func() {
-		for _, cancel := range later {
-			cancel()
-		}
-	}()
+	s := &shutdownStress{store: store}
+	s.ps = NewPubSub(store, WithErrorFunc(func(error) {})) // the failures are the point
+	s.pool = newBlocks(t, 6)
+	defer s.cancelLater()
 	var wg sync.WaitGroup
 	for w := range 4 {
-		wg.Go(func() {
-			rng := rand.New(rand.NewPCG(seed, uint64(w)))
-			for range 12 {
-				switch rng.IntN(6) {
-				case 0, 1, 2:
-					keys := make([]cid.Cid, 1+rng.IntN(3))
-					for i := range keys {
-						keys[i] = pool[rng.IntN(len(pool))].Cid()
-					}
-					ctx, cancel := context.WithCancel(context.Background())
-					ch := ps.Subscribe(ctx, keys...)
-					mu.Lock()
-					chans = append(chans, ch)
-					if rng.IntN(2) == 0 {
-						go cancel() // racing what follows
-					} else {
-						later = append(later, cancel) // live until Shutdown ends it
-					}
-					mu.Unlock()
-				case 3, 4:
-					from := peer.ID("")
-					if rng.IntN(2) == 0 {
-						from = peerA
-					}
-					ps.Publish(from, pool[rng.IntN(len(pool))])
-				default:
-					store.failPut.Store(rng.IntN(2) == 0)
-					store.failGet.Store(rng.IntN(3) == 0)
-				}
-			}
-		})
+		wg.Go(func() { s.work(seed, w) })
 	}
 	if rand.New(rand.NewPCG(seed, 99)).IntN(2) == 0 {
-		ps.Shutdown() // while the workers run
+		s.ps.Shutdown() // while the workers run
 	}
 	wg.Wait()
-	ps.Shutdown()
+	s.ps.Shutdown()
+	requireShutdownLeftNothing(t, seed, s.ps, s.chans)
+}
+
+// shutdownStress is one run of TestStress_ShutdownAmidFailingStores: the
+// PubSub, its failing store, the blocks the workers choose from, and what
+// the workers' calls leave for the checks and the cleanup.
+type shutdownStress struct {
+	ps    *PubSub
+	store *faultyStore
+	pool  []blocks.Block
+
+	mu    sync.Mutex // guards chans and later
+	chans []<-chan blocks.Block
+	later []context.CancelFunc
+}
+
+// cancelLater ends, once the checks are done, the calls that kept their
+// ctx.
+func (s *shutdownStress) cancelLater() {
+	for _, cancel := range s.later {
+		cancel()
+	}
+}
+
+// work is worker w's goroutine: twelve steps drawn from its own seeded
+// generator, half of them calls, a third Publishes, the rest a change of
+// the store's failures.
+func (s *shutdownStress) work(seed uint64, w int) {
+	rng := rand.New(rand.NewPCG(seed, uint64(w)))
+	for range 12 {
+		switch rng.IntN(6) {
+		case 0, 1, 2:
+			s.subscribe(rng)
+		case 3, 4:
+			s.publish(rng)
+		default:
+			s.store.failPut.Store(rng.IntN(2) == 0)
+			s.store.failGet.Store(rng.IntN(3) == 0)
+		}
+	}
+}
+
+// subscribe makes a call for one to three keys of the pool, whose ctx is
+// either cancelled at once, racing what follows, or kept until Shutdown
+// has ended the call.
+func (s *shutdownStress) subscribe(rng *rand.Rand) {
+	keys := make([]cid.Cid, 1+rng.IntN(3))
+	for i := range keys {
+		keys[i] = s.pool[rng.IntN(len(s.pool))].Cid()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ch := s.ps.Subscribe(ctx, keys...)
+	s.mu.Lock()
+	s.chans = append(s.chans, ch)
+	if rng.IntN(2) == 0 {
+		go cancel() // racing what follows
+	} else {
+		s.later = append(s.later, cancel) // live until Shutdown ends it
+	}
+	s.mu.Unlock()
+}
+
+// publish publishes one block of the pool, locally or from a peer.
+func (s *shutdownStress) publish(rng *rand.Rand) {
+	from := peer.ID("")
+	if rng.IntN(2) == 0 {
+		from = peerA
+	}
+	s.ps.Publish(from, s.pool[rng.IntN(len(s.pool))])
+}
+
+// requireShutdownLeftNothing checks that, once Shutdown has returned, every
+// channel is closed without waiting for anything and nothing is left: no
+// subscription, no call, no call being ended.
+func requireShutdownLeftNothing(t *testing.T, seed uint64, ps *PubSub, chans []<-chan blocks.Block) {
+	t.Helper()
 	for i, ch := range chans {
 		_, closed := drainNow(ch)
 		require.True(t, closed, "seed %d: channel %d of %d open after Shutdown", seed, i, len(chans))
