@@ -114,29 +114,8 @@ func serialisedWorker(t *testing.T, n *Notifier, m *interestModel, cancels *canc
 		return
 	}
 	held := map[cid.Cid]bool{}
-	pick := func() []cid.Cid {
-		out := make([]cid.Cid, 1+rng.IntN(2))
-		for i := range out {
-			out[i] = keys[rng.IntN(len(keys))] // repeats are fine
-		}
-		return out
-	}
-	// release lets go of ks (all if nil) and checks the report against the
-	// model. The caller holds m.mu.
-	release := func(ks []cid.Cid) bool {
-		want := m.expectRelease(held, ks)
-		var got []cid.Cid
-		if ks == nil {
-			got = in.ReleaseAll()
-		} else {
-			got = in.Release(ks...)
-		}
-		for _, k := range got {
-			m.reports[k]++
-		}
-		return assert.Equal(t, want, sortedOrNil(got), "session %d released %v", id, ks) &&
-			assert.Equal(t, sorted(want...), cancels.take(), "session %d: cancels", id)
-	}
+	pick := func() []cid.Cid { return pickKeys(rng, keys) }
+	release := func(ks []cid.Cid) bool { return releaseMatchesModel(t, m, cancels, in, held, id, ks) }
 	m.mu.Lock()
 	ok := assert.NoError(t, m.subscribe(in, held, keys)) // every key rises at least once
 	m.mu.Unlock()
@@ -159,6 +138,35 @@ func serialisedWorker(t *testing.T, n *Notifier, m *interestModel, cancels *canc
 	if in != nil {
 		release(nil)
 	}
+}
+
+// pickKeys draws one or two of keys, repeats allowed: first the count, then
+// each key, in that order.
+func pickKeys(rng *rand.Rand, keys []cid.Cid) []cid.Cid {
+	out := make([]cid.Cid, 1+rng.IntN(2))
+	for i := range out {
+		out[i] = keys[rng.IntN(len(keys))] // repeats are fine
+	}
+	return out
+}
+
+// releaseMatchesModel lets go of ks (all if nil) by in, session id, whose
+// held keys are held, and checks the report and the cancel function's calls
+// against the model. The caller holds m.mu.
+func releaseMatchesModel(t *testing.T, m *interestModel, cancels *cancelLog, in *Subscription, held map[cid.Cid]bool, id uint64, ks []cid.Cid) bool {
+	t.Helper()
+	want := m.expectRelease(held, ks)
+	var got []cid.Cid
+	if ks == nil {
+		got = in.ReleaseAll()
+	} else {
+		got = in.Release(ks...)
+	}
+	for _, k := range got {
+		m.reports[k]++
+	}
+	return assert.Equal(t, want, sortedOrNil(got), "session %d released %v", id, ks) &&
+		assert.Equal(t, sorted(want...), cancels.take(), "session %d: cancels", id)
 }
 
 // Unserialised variant: interest subscriptions Subscribe and Release a small

@@ -26,14 +26,7 @@ func TestIO_UnsubscribeWaitsForNoKeyItDoesNotWant(t *testing.T) {
 		name  string
 		stall func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (release func(), done chan error)
 	}{
-		{"Get", func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (func(), chan error) {
-			release := st.stall(t, z.Cid())
-			other := mustSub(t, n, 2)
-			done := make(chan error, 1)
-			go func() { done <- other.Subscribe(ctx, z.Cid(), z.Cid()) }() // two keys: the general path, which reserves
-			require.Equal(t, z.Cid(), <-st.entered)
-			return release, done
-		}},
+		{"Get", stallGetOfZ},
 		{"PutMany", func(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (func(), chan error) {
 			return st.publishStalled(t, n, z)
 		}},
@@ -66,6 +59,19 @@ func TestIO_UnsubscribeWaitsForNoKeyItDoesNotWant(t *testing.T) {
 			})
 		})
 	}
+}
+
+// stallGetOfZ stalls a Subscribe of z by another subscription of n (2) in its
+// Get of z, with z reserved, and returns what lets the Get go on and the
+// channel the Subscribe's error goes to.
+func stallGetOfZ(t *testing.T, n *Notifier, st *stallStore, z blocks.Block) (release func(), done chan error) {
+	t.Helper()
+	release = st.stall(t, z.Cid())
+	other := mustSub(t, n, 2)
+	done = make(chan error, 1)
+	go func() { done <- other.Subscribe(ctx, z.Cid(), z.Cid()) }() // two keys: the general path, which reserves
+	require.Equal(t, z.Cid(), <-st.entered)
+	return release, done
 }
 
 // While an Unsubscribe waits for a key its subscription wants, it marks only
@@ -140,19 +146,27 @@ func TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck(t *testing.T) {
 				done := make(chan error, 1)
 				go func() { done <- tc.op(n, other, b[0]) }()
 				synctest.Wait()
-				select {
-				case err := <-done:
-					require.NoError(t, err)
-				default:
-					release()
-					require.NoError(t, <-done)
-					t.Fatalf("the %s of A waited for the stalled Get of B (G11)", tc.name)
-				}
+				requireNotHeldUpByB(t, tc.name, done, release)
 				release()
 				require.NoError(t, <-subscribed)
 				require.True(t, s.Wants(kB))
 			})
 		})
+	}
+}
+
+// requireNotHeldUpByB checks that the operation on A named what, whose error
+// goes to done, has returned nil with the Get of B still stalled; if not, it
+// lets the Get go on (release) and waits for the operation before failing.
+func requireNotHeldUpByB(t *testing.T, what string, done chan error, release func()) {
+	t.Helper()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	default:
+		release()
+		require.NoError(t, <-done)
+		t.Fatalf("the %s of A waited for the stalled Get of B (G11)", what)
 	}
 }
 

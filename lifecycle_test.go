@@ -390,31 +390,43 @@ func TestRemove_ConcurrentCallsAllReturnWithMessagesClosed(t *testing.T) {
 				require.NoError(t, s.Subscribe(ctx, k))
 				seqHave(t, n, k, 0) // drain holds it, blocked on out
 				seqHave(t, n, k, 1) // in the backlog
-				var wg sync.WaitGroup
-				start := make(chan struct{})
-				returned := func() {
-					s.mu.Lock()
-					if s.draining {
-						open.Add(1)
-					}
-					s.mu.Unlock()
-				}
-				wg.Add(2)
-				go func() { defer wg.Done(); <-start; s.Remove(); returned() }()
-				go func() {
-					defer wg.Done()
-					<-start
-					if tc.other(n, s, k) {
-						returned()
-					}
-				}()
-				close(start)
-				wg.Wait()
+				raceRemoveWith(n, s, k, tc.other, &open)
 				waitClosed(t, s)
 			}
 			require.Zero(t, open.Load(), "rounds of 400 in which Remove returned with Messages() still open")
 		})
 	}
+}
+
+// raceRemoveWith runs a Remove of s against other, started together, and
+// waits for both: each of them that removed s adds one to open if, once it
+// returned, s's drain goroutine still ran (see countIfStillDraining).
+func raceRemoveWith(n *Notifier, s *Subscription, k cid.Cid, other func(n *Notifier, s *Subscription, k cid.Cid) (removed bool), open *atomic.Int64) {
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	wg.Add(2)
+	go func() { defer wg.Done(); <-start; s.Remove(); countIfStillDraining(s, open) }()
+	go func() {
+		defer wg.Done()
+		<-start
+		if other(n, s, k) {
+			countIfStillDraining(s, open)
+		}
+	}()
+	close(start)
+	wg.Wait()
+}
+
+// countIfStillDraining adds one to open if s's drain goroutine has not
+// finished with s (s.draining, read under s.mu): called as a Remove returns,
+// it counts a return with Messages() possibly still open, without reading
+// from out, which would free drain and hide the race.
+func countIfStillDraining(s *Subscription, open *atomic.Int64) {
+	s.mu.Lock()
+	if s.draining {
+		open.Add(1)
+	}
+	s.mu.Unlock()
 }
 
 // lockAll (Remove, Close, slow-consumer end) must unlock only the shards it

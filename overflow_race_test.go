@@ -86,41 +86,64 @@ func TestSubscription_SubscribeBetweenOverflowAndEnd(t *testing.T) {
 				ctx := context.Background()
 				bs := memStore()
 				h := overflowAndHold(t, bs)
-				// Neither in k's shard nor in other's, which the Publish
-				// holds through its cancel function.
-				var keys []blocks.Block
-				for _, b := range keysInOtherShards(h.n, h.k, "between overflow and end: "+tc.name, 4*tc.keys) {
-					if len(keys) < tc.keys && h.n.shardOf(b.Cid()) != h.n.shardOf(h.other.Cid()) {
-						keys = append(keys, b)
-					}
-				}
-				require.Len(t, keys, tc.keys)
-				// Read what slow had queued before the overflow (its buffer,
-				// the message drain holds, the backlog): out has room, so a
-				// found block that were handed to slow would wait there.
-				for i := range 3 {
-					require.Equal(t, fmt.Sprint(i), recv(t, h.slow).From)
-					synctest.Wait() // drain has moved its next message to out, or ended
-				}
+				keys := keysAwayFromHeldShards(t, h, "between overflow and end: "+tc.name, tc.keys)
+				readQueuedBeforeOverflow(t, h.slow)
 				require.NoError(t, bs.PutMany(ctx, keys[:tc.stored]))
 				require.NoError(t, h.slow.Subscribe(ctx, keysOf(keys)...), "the subscription is live until the overflowing Publish ends it")
 				require.NoError(t, h.slow.Err())
 				for _, b := range keys[tc.stored:] {
 					require.True(t, h.slow.Wants(b.Cid()))
 				}
-				h.release()
-				require.NoError(t, <-h.published)
-				require.ErrorIs(t, h.slow.Err(), ErrSlowConsumer)
-				for m := range h.slow.Messages() {
-					t.Errorf("a message reached the subscription after it overflowed: %+v", m)
-				}
-				require.Equal(t, Stats{Subscriptions: 1}, h.n.Stats(), "the end left wants in the index") // last's
-				want := append([]cid.Cid{h.k}, keysOf(keys[tc.stored:])...)
-				require.Equal(t, sorted(want...), h.cancels.take(), "the end's cancels")
+				endHeldOverflow(t, h, keys[tc.stored:])
 				require.NoError(t, h.n.Close())
 			})
 		})
 	}
+}
+
+// keysAwayFromHeldShards returns count blocks named by tag whose keys are
+// neither in h.k's shard nor in h.other's, which the held Publish holds
+// through its cancel function, so that a Subscribe of them does not wait
+// for it.
+func keysAwayFromHeldShards(t *testing.T, h *heldOverflow, tag string, count int) []blocks.Block {
+	t.Helper()
+	var keys []blocks.Block
+	for _, b := range keysInOtherShards(h.n, h.k, tag, 4*count) {
+		if len(keys) < count && h.n.shardOf(b.Cid()) != h.n.shardOf(h.other.Cid()) {
+			keys = append(keys, b)
+		}
+	}
+	require.Len(t, keys, count)
+	return keys
+}
+
+// readQueuedBeforeOverflow reads what slow had queued before the overflow
+// (its buffer, the message drain holds, the backlog): out has room, so a
+// found block that were handed to slow would wait there.
+func readQueuedBeforeOverflow(t *testing.T, slow *Subscription) {
+	t.Helper()
+	for i := range 3 {
+		require.Equal(t, fmt.Sprint(i), recv(t, slow).From)
+		synctest.Wait() // drain has moved its next message to out, or ended
+	}
+}
+
+// endHeldOverflow lets h's Publish go on and checks the end it then makes of
+// slow: ErrSlowConsumer, no message after the overflow, no want left in the
+// index (last's subscription stays), and the cancel function told of k and
+// of missing, the keys slow came to want between the overflow and the end
+// (G5, G8).
+func endHeldOverflow(t *testing.T, h *heldOverflow, missing []blocks.Block) {
+	t.Helper()
+	h.release()
+	require.NoError(t, <-h.published)
+	require.ErrorIs(t, h.slow.Err(), ErrSlowConsumer)
+	for m := range h.slow.Messages() {
+		t.Errorf("a message reached the subscription after it overflowed: %+v", m)
+	}
+	require.Equal(t, Stats{Subscriptions: 1}, h.n.Stats(), "the end left wants in the index") // last's
+	want := append([]cid.Cid{h.k}, keysOf(missing)...)
+	require.Equal(t, sorted(want...), h.cancels.take(), "the end's cancels")
 }
 
 // heldOverflow is a Notifier with a subscription, slow, that a Publish has
@@ -199,18 +222,8 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 				returnsNow(t, overflow, release, "the Publish that overflowed s waited for the stalled PutMany of kA to end s")
 				require.NoError(t, s.Err(), "the end is pending: Err changes with Messages() and the wants")
 				require.True(t, s.Wants(kB), "the end is pending")
-				select {
-				case err := <-published:
-					t.Fatalf("setup: the stalled Publish of kA returned %v", err)
-				default:
-				}
-				var ended chan error
-				switch end {
-				case "Remove":
-					ended = goAsleep(t, "Remove", func() error { s.Remove(); return nil })
-				case "Close":
-					ended = goAsleep(t, "Close", n.Close)
-				}
+				requireStillStalled(t, published)
+				ended := endWhileEndPending(t, end, n, s)
 
 				release()
 				require.NoError(t, <-published)
@@ -218,15 +231,7 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 					require.NoError(t, <-ended)
 				}
 				synctest.Wait()
-				for i := range 3 { // what was queued before the overflow, then the close
-					m, ok := <-s.Messages()
-					if !ok {
-						break
-					}
-					require.Equal(t, fmt.Sprint(i), m.From)
-				}
-				_, ok := <-s.Messages()
-				require.False(t, ok, "Messages() is closed once the pending end ran")
+				requireQueuedThenClosed(t, s)
 				require.ErrorIs(t, s.Err(), ErrSlowConsumer)
 				require.False(t, s.Wants(kA))
 				require.False(t, s.Wants(kB))
@@ -236,6 +241,47 @@ func TestOverflow_PublishDoesNotWaitForAStalledPutManyToEndTheSlowConsumer(t *te
 			})
 		})
 	}
+}
+
+// requireStillStalled checks that the Publish whose PutMany stalls, which
+// sends its error to published, has not returned.
+func requireStillStalled(t *testing.T, published chan error) {
+	t.Helper()
+	select {
+	case err := <-published:
+		t.Fatalf("setup: the stalled Publish of kA returned %v", err)
+	default:
+	}
+}
+
+// endWhileEndPending starts the operation that the subtest end names to end
+// s while its slow-consumer end is pending, asleep in it: a Remove of s or a
+// Close of n, whose result it returns; for "pending end alone", it starts
+// nothing and returns nil.
+func endWhileEndPending(t *testing.T, end string, n *Notifier, s *Subscription) (ended chan error) {
+	t.Helper()
+	switch end {
+	case "Remove":
+		ended = goAsleep(t, "Remove", func() error { s.Remove(); return nil })
+	case "Close":
+		ended = goAsleep(t, "Close", n.Close)
+	}
+	return ended
+}
+
+// requireQueuedThenClosed reads from s what was queued before the overflow,
+// at most three messages in order, then checks that Messages() is closed.
+func requireQueuedThenClosed(t *testing.T, s *Subscription) {
+	t.Helper()
+	for i := range 3 { // what was queued before the overflow, then the close
+		m, ok := <-s.Messages()
+		if !ok {
+			break
+		}
+		require.Equal(t, fmt.Sprint(i), m.From)
+	}
+	_, ok := <-s.Messages()
+	require.False(t, ok, "Messages() is closed once the pending end ran")
 }
 
 // G11: a slow-consumer end left pending behind an older waiter's mark on kA
@@ -273,9 +319,7 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 		unblock0()
 		<-older
 		if s2.Err() == nil {
-			releaseB()
-			require.NoError(t, <-pubB)
-			require.NoError(t, <-haves)
+			finishStalledPublishes(t, releaseB, pubB, haves)
 			t.Fatal("s2's pending slow-consumer end waited for a stalled PutMany of kB, a key s2 never wanted, after s2's want of kA ended (G11)")
 		}
 		require.ErrorIs(t, s2.Err(), ErrSlowConsumer)
@@ -286,13 +330,21 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 			i++
 		}
 
-		releaseB()
-		require.NoError(t, <-pubB)
-		require.NoError(t, <-haves)
+		finishStalledPublishes(t, releaseB, pubB, haves)
 		u.Remove()
 		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
+}
+
+// finishStalledPublishes lets the stalled PutMany of kB go on (releaseB) and
+// checks that both Publishes waiting for it, pubB's and the Publish of
+// HAVEs, return nil.
+func finishStalledPublishes(t *testing.T, releaseB func(), pubB, haves chan error) {
+	t.Helper()
+	releaseB()
+	require.NoError(t, <-pubB)
+	require.NoError(t, <-haves)
 }
 
 // A cancel function that panics in a pending slow-consumer end panics in the

@@ -212,30 +212,21 @@ func requestsUntilClosed(n *Notifier, b []blocks.Block, g int, started chan<- st
 // is.
 func TestDoneSignal_MadeOnDemandClosedWithTheSubscription(t *testing.T) {
 	n, _ := newWithCancels(t, nil)
-	open := func(ch <-chan ResponseMessage) bool {
-		select {
-		case _, ok := <-ch:
-			require.False(t, ok, "a done signal yields no message")
-			return false
-		default:
-			return true
-		}
-	}
 	t.Run("asked before the close", func(t *testing.T) {
 		s, err := n.NewRequest(nil)
 		require.NoError(t, err)
 		ch := s.Messages()
-		require.True(t, open(ch))
+		require.True(t, doneSignalOpen(t, ch))
 		require.Equal(t, ch, s.Messages(), "the same channel every time")
 		s.Remove()
-		require.False(t, open(ch))
+		require.False(t, doneSignalOpen(t, ch))
 		require.Equal(t, ch, s.Messages())
 	})
 	t.Run("first asked after the close", func(t *testing.T) {
 		s, err := n.NewSubscriptionFunc(7, nil)
 		require.NoError(t, err)
 		s.Remove()
-		require.False(t, open(s.Messages()))
+		require.False(t, doneSignalOpen(t, s.Messages()))
 	})
 	t.Run("asked during the close", func(t *testing.T) {
 		for range 300 {
@@ -253,9 +244,22 @@ func TestDoneSignal_MadeOnDemandClosedWithTheSubscription(t *testing.T) {
 			close(start)
 			wg.Wait()
 			require.Equal(t, got[0], got[1], "every call returns the same channel")
-			require.False(t, open(got[0]), "closed once Remove has returned")
+			require.False(t, doneSignalOpen(t, got[0]), "closed once Remove has returned")
 		}
 	})
+}
+
+// doneSignalOpen reports whether the done signal ch is still open, checking
+// that a closed one yields no message.
+func doneSignalOpen(t *testing.T, ch <-chan ResponseMessage) bool {
+	t.Helper()
+	select {
+	case _, ok := <-ch:
+		require.False(t, ok, "a done signal yields no message")
+		return false
+	default:
+		return true
+	}
 }
 
 // A request enters the registry only when Close would have work for it: a
@@ -582,41 +586,58 @@ func TestStats_NeverRisesOnceCloseHasBegun(t *testing.T) {
 			rs[i] = mustRequest(t, n, nil)
 		}
 		start := make(chan struct{})
-		var wg sync.WaitGroup
-		for i, r := range rs {
-			wg.Go(func() {
-				<-start
-				_ = r.Subscribe(ctx, k) // lists r, or finds it closed
-			})
-			wg.Go(func() {
-				<-start
-				_, _ = n.NewSubscription(uint64(i + 1)) // registers, or ErrClosed
-			})
-		}
-		wg.Go(func() {
-			<-start
-			_ = n.Close()
-		})
+		wg := goRaceListingWithClose(n, rs, k, start)
 		close(start)
 		closed := make(chan struct{})
 		go func() { wg.Wait(); close(closed) }()
-		last := -1
-		for done := false; !done; {
-			select {
-			case <-closed:
-				done = true
-			default:
-			}
-			if !n.closed.Load() {
-				continue
-			}
-			st := n.Stats().Subscriptions
-			if last >= 0 {
-				require.LessOrEqual(t, st, last, "round %d: Stats.Subscriptions rose after Close began", round)
-			}
-			require.GreaterOrEqual(t, st, 0, "round %d", round)
-			last = st
-		}
+		requireSubscriptionsNeverRise(t, n, closed, round)
 		require.Equal(t, Stats{}, n.Stats())
+	}
+}
+
+// goRaceListingWithClose starts, all held until start is closed, a
+// Subscribe of k by each request of rs (which lists it, or finds it
+// closed), as many NewSubscription calls (each registers a session, or
+// meets ErrClosed), and one Close of n; the returned group waits for them.
+func goRaceListingWithClose(n *Notifier, rs []*Subscription, k cid.Cid, start chan struct{}) *sync.WaitGroup {
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Go(func() {
+			<-start
+			_ = r.Subscribe(ctx, k) // lists r, or finds it closed
+		})
+		wg.Go(func() {
+			<-start
+			_, _ = n.NewSubscription(uint64(i + 1)) // registers, or ErrClosed
+		})
+	}
+	wg.Go(func() {
+		<-start
+		_ = n.Close()
+	})
+	return &wg
+}
+
+// requireSubscriptionsNeverRise polls n's Stats until closed is closed and
+// checks that, from the moment Close has begun (n.closed set),
+// Stats.Subscriptions never rises and never goes below zero.
+func requireSubscriptionsNeverRise(t *testing.T, n *Notifier, closed chan struct{}, round int) {
+	t.Helper()
+	last := -1
+	for done := false; !done; {
+		select {
+		case <-closed:
+			done = true
+		default:
+		}
+		if !n.closed.Load() {
+			continue
+		}
+		st := n.Stats().Subscriptions
+		if last >= 0 {
+			require.LessOrEqual(t, st, last, "round %d: Stats.Subscriptions rose after Close began", round)
+		}
+		require.GreaterOrEqual(t, st, 0, "round %d", round)
+		last = st
 	}
 }

@@ -38,24 +38,12 @@ func TestEndWant_KeepsNoSubscriptionAlive(t *testing.T) {
 			t.Run(kd.name+"/"+e.name, func(t *testing.T) {
 				n := newClosedAtEnd(t, memStore(), WithShards(1))
 				k := mkBlocks("retain "+kd.name+e.name, 1)[0].Cid()
-				subscribe := func(id uint64) *Subscription {
-					s, err := kd.make(n, id)
-					if err != nil {
-						t.Fatal(err)
-					}
-					if err := s.Subscribe(ctx, k); err != nil {
-						t.Fatal(err)
-					}
-					return s
-				}
 				first := func() weak.Pointer[Subscription] {
-					return weak.Make(subscribe(1))
+					return weak.Make(subscribeAs(t, kd.make, n, 1, k))
 				}()
-				second := subscribe(2)
+				second := subscribeAs(t, kd.make, n, 2, k)
 				e.end(first.Value())
-				for range 3 {
-					runtime.GC()
-				}
+				collectGarbage()
 				if first.Value() != nil {
 					t.Errorf("the ended subscription is still reachable while another wants its key")
 				}
@@ -65,6 +53,28 @@ func TestEndWant_KeepsNoSubscriptionAlive(t *testing.T) {
 				runtime.KeepAlive(second)
 			})
 		}
+	}
+}
+
+// subscribeAs makes subscription id of n with newSub (a channel
+// subscription or an interest) and subscribes it to k.
+func subscribeAs(t *testing.T, newSub func(n *Notifier, id uint64) (*Subscription, error), n *Notifier, id uint64, k cid.Cid) *Subscription {
+	t.Helper()
+	s, err := newSub(n, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, k); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// collectGarbage runs enough collections that an object no longer
+// reachable has been freed and its weak pointers cleared.
+func collectGarbage() {
+	for range 3 {
+		runtime.GC()
 	}
 }
 
@@ -79,38 +89,10 @@ func TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 		t.Run(kind, func(t *testing.T) {
 			n := newClosedAtEnd(t, nil, WithShards(1)) // notify-only: no store keeps the blocks
 			var kept ResponseMessage
-			var keeper *Subscription
-			var err error
-			if kind == "channel" {
-				keeper, err = n.NewSubscription(1) // its message stays unread in the channel
-			} else {
-				keeper, err = n.NewSubscriptionFunc(1, func(m ResponseMessage) { kept = m })
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
+			keeper := newKeeper(t, n, kind, &kept)
 			x := mkBlocks("kept message "+kind, 1)[0]
-			other := func() weak.Pointer[blocks.BasicBlock] {
-				y := blocks.NewBlock([]byte("the other's block " + kind))
-				s := mustSub(t, n, 2)
-				if err := keeper.Subscribe(ctx, x.Cid()); err != nil {
-					t.Fatal(err)
-				}
-				if err := s.Subscribe(ctx, y.Cid()); err != nil {
-					t.Fatal(err)
-				}
-				if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{x, y}}); err != nil {
-					t.Fatal(err)
-				}
-				if m := recv(t, s); len(m.Blocks) != 1 || m.Blocks[0].Cid() != y.Cid() {
-					t.Fatalf("the other subscription got %v", m)
-				}
-				s.Remove()
-				return weak.Make(y)
-			}()
-			for range 3 {
-				runtime.GC()
-			}
+			other := publishToKeeperAndOther(t, n, keeper, x, kind)
+			collectGarbage()
 			if kind == "channel" && len(keeper.Messages()) != 1 {
 				t.Fatalf("the keeper's channel holds %d messages, want its one, unread", len(keeper.Messages()))
 			}
@@ -124,6 +106,48 @@ func TestPublish_KeptMessageKeepsNoOtherSubscriptionsBlock(t *testing.T) {
 			runtime.KeepAlive(kept)
 		})
 	}
+}
+
+// newKeeper makes subscription 1 of n, the one that keeps its message: for
+// kind "channel" a channel subscription, whose message stays unread in the
+// channel; for "func" one whose delivery function stores it in kept.
+func newKeeper(t *testing.T, n *Notifier, kind string, kept *ResponseMessage) *Subscription {
+	t.Helper()
+	var keeper *Subscription
+	var err error
+	if kind == "channel" {
+		keeper, err = n.NewSubscription(1) // its message stays unread in the channel
+	} else {
+		keeper, err = n.NewSubscriptionFunc(1, func(m ResponseMessage) { *kept = m })
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return keeper
+}
+
+// publishToKeeperAndOther subscribes keeper to x and a new subscription to
+// y, a block made here, publishes x and y in one message, checks that the
+// other subscription got y alone, removes it, and returns a weak pointer to
+// y: once this returns, only what the keeper kept could keep y reachable.
+func publishToKeeperAndOther(t *testing.T, n *Notifier, keeper *Subscription, x blocks.Block, kind string) weak.Pointer[blocks.BasicBlock] {
+	t.Helper()
+	y := blocks.NewBlock([]byte("the other's block " + kind))
+	s := mustSub(t, n, 2)
+	if err := keeper.Subscribe(ctx, x.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Subscribe(ctx, y.Cid()); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{x, y}}); err != nil {
+		t.Fatal(err)
+	}
+	if m := recv(t, s); len(m.Blocks) != 1 || m.Blocks[0].Cid() != y.Cid() {
+		t.Fatalf("the other subscription got %v", m)
+	}
+	s.Remove()
+	return weak.Make(y)
 }
 
 // TestPublish_KeptMessageKeepsNoBlockOfALargerOne: as above, where the

@@ -38,15 +38,8 @@ func TestStall_SubscribeReadsEachKeyAtItsOwnGet(t *testing.T) {
 		}
 		n := notifier.New(&gateStore{next: bs})
 		defer closeOrFail(t, n)
-		var mu sync.Mutex
-		var got []cid.Cid
-		s, err := n.NewSubscriptionFunc(1, func(m notifier.ResponseMessage) {
-			mu.Lock()
-			defer mu.Unlock()
-			for _, b := range m.Blocks {
-				got = append(got, b.Cid())
-			}
-		})
+		var got deliveredKeys
+		s, err := n.NewSubscriptionFunc(1, got.record)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -58,24 +51,47 @@ func TestStall_SubscribeReadsEachKeyAtItsOwnGet(t *testing.T) {
 		if !p.parked() {
 			t.Fatal("Subscribe did not reach its second Get")
 		}
-		for _, b := range blks {
-			if err := bs.DeleteBlock(ctx, b.Cid()); err != nil {
-				t.Fatal(err)
-			}
-		}
+		deleteBlocks(t, ctx, bs, blks) // a garbage collection, past the Notifier
 		p.free(ioPass)
 		if err := <-done; err != nil {
 			t.Fatal(err)
 		}
-		mu.Lock()
-		defer mu.Unlock()
-		if want := cidsOf(blks[0]); !slices.Equal(got, want) {
-			t.Errorf("Subscribe(k0, k1) delivered %v, want k0 alone (found at its Get, before the deletes)", names(blks, got))
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		if want := cidsOf(blks[0]); !slices.Equal(got.keys, want) {
+			t.Errorf("Subscribe(k0, k1) delivered %v, want k0 alone (found at its Get, before the deletes)", names(blks, got.keys))
 		}
 		if s.Wants(blks[0].Cid()) || !s.Wants(blks[1].Cid()) {
 			t.Errorf("after the call: wants k0 %v, k1 %v; want false, true", s.Wants(blks[0].Cid()), s.Wants(blks[1].Cid()))
 		}
 	})
+}
+
+// deliveredKeys records the keys of the blocks delivered to a subscription
+// function, in the order delivered.
+type deliveredKeys struct {
+	mu   sync.Mutex // guards keys
+	keys []cid.Cid
+}
+
+// record is a delivery function: it appends the keys of m's blocks.
+func (d *deliveredKeys) record(m notifier.ResponseMessage) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, b := range m.Blocks {
+		d.keys = append(d.keys, b.Cid())
+	}
+}
+
+// deleteBlocks deletes blks from bs directly, as a garbage collection does,
+// without the Notifier knowing.
+func deleteBlocks(t *testing.T, ctx context.Context, bs blockstore.Blockstore, blks []blocks.Block) {
+	t.Helper()
+	for _, b := range blks {
+		if err := bs.DeleteBlock(ctx, b.Cid()); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func names(blks []blocks.Block, keys []cid.Cid) []string {

@@ -122,28 +122,11 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 		require.NoError(t, <-subY)
 		synctest.Wait()
 		require.EqualValues(t, 1, n.waiting.Load())
-		const m = 5
-		res := make([]chan error, m)
-		want := make([]string, m)
-		for i := range res {
-			res[i], want[i] = make(chan error, 1), fmt.Sprint("w", i)
-			go func() { res[i] <- n.Publish(ctx, ResponseMessage{From: want[i], Haves: []cid.Cid{kA}}) }()
-			spinWaiting(t, n, int64(i+2))
-		}
+		res, want := queueChainBehindHead(t, n, kA, 5)
 		cancel()
 		require.ErrorIs(t, <-head, context.Canceled)
 		synctest.Wait()
-		var froms []string
-		for i := range res {
-			select {
-			case err := <-res[i]:
-				require.NoError(t, err)
-			default:
-				t.Fatalf("waiter %d of %d still sleeps after the head of the chain gave up", i, m)
-			}
-			froms = append(froms, recv(t, s).From)
-		}
-		require.Equal(t, want, froms, "the chain goes on in the order it started")
+		requireChainWentOnInOrder(t, s, res, want)
 		releaseJ()
 		require.NoError(t, <-pubJ)
 		s.Remove()
@@ -151,6 +134,41 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
+}
+
+// queueChainBehindHead starts m Publishes of a HAVE of kA, w0 to w(m-1),
+// each started once the one before it waits (with the head, m+1 waiters in
+// all), so that each sleeps on the one just ahead of it. It returns the
+// channels their errors go to and their From fields, in the order started.
+func queueChainBehindHead(t *testing.T, n *Notifier, kA cid.Cid, m int) (res []chan error, want []string) {
+	t.Helper()
+	res = make([]chan error, m)
+	want = make([]string, m)
+	for i := range res {
+		res[i], want[i] = make(chan error, 1), fmt.Sprint("w", i)
+		go func() { res[i] <- n.Publish(ctx, ResponseMessage{From: want[i], Haves: []cid.Cid{kA}}) }()
+		spinWaiting(t, n, int64(i+2))
+	}
+	return res, want
+}
+
+// requireChainWentOnInOrder checks that every waiter of the chain, whose
+// errors go to res, has returned nil by now, and that s got their messages
+// in the order they started (want).
+func requireChainWentOnInOrder(t *testing.T, s *Subscription, res []chan error, want []string) {
+	t.Helper()
+	m := len(res)
+	var froms []string
+	for i := range res {
+		select {
+		case err := <-res[i]:
+			require.NoError(t, err)
+		default:
+			t.Fatalf("waiter %d of %d still sleeps after the head of the chain gave up", i, m)
+		}
+		froms = append(froms, recv(t, s).From)
+	}
+	require.Equal(t, want, froms, "the chain goes on in the order it started")
 }
 
 // BenchmarkClosesBehindStall measures the cost of many closes that wait on
