@@ -145,28 +145,12 @@ func TestIO_SubscribeHoldsUpNoKeyItDoesNotCheck(t *testing.T) {
 
 				done := make(chan error, 1)
 				go func() { done <- tc.op(n, other, b[0]) }()
-				synctest.Wait()
-				requireNotHeldUpByB(t, tc.name, done, release)
+				returnsNow(t, done, release, "the "+tc.name+" of A waited for the stalled Get of B (G11)")
 				release()
 				require.NoError(t, <-subscribed)
 				require.True(t, s.Wants(kB))
 			})
 		})
-	}
-}
-
-// requireNotHeldUpByB checks that the operation on A named what, whose error
-// goes to done, has returned nil with the Get of B still stalled; if not, it
-// lets the Get go on (release) and waits for the operation before failing.
-func requireNotHeldUpByB(t *testing.T, what string, done chan error, release func()) {
-	t.Helper()
-	select {
-	case err := <-done:
-		require.NoError(t, err)
-	default:
-		release()
-		require.NoError(t, <-done)
-		t.Fatalf("the %s of A waited for the stalled Get of B (G11)", what)
 	}
 }
 
