@@ -288,12 +288,17 @@ func mutate(root, dir string, m mutation, timeout time.Duration) result {
 		timeout = m.timeout
 	}
 	mutated := filepath.Join(dir, filepath.Base(m.file))
-	overlay, err := json.Marshal(map[string]map[string]string{"Replace": {file: mutated}})
-	if err == nil {
-		err = os.Mkdir(dir, 0o700)
-	}
+	replace := map[string]string{file: mutated}
+	err = os.Mkdir(dir, 0o700)
 	if err == nil {
 		err = os.WriteFile(mutated, bytes.Replace(src, []byte(m.old), []byte(m.new), 1), 0o644)
+	}
+	if err == nil {
+		err = leaveOutXTests(root, dir, m, replace) // xtest.go
+	}
+	var overlay []byte
+	if err == nil {
+		overlay, err = json.Marshal(map[string]map[string]string{"Replace": replace})
 	}
 	if err == nil {
 		err = os.WriteFile(filepath.Join(dir, "overlay.json"), overlay, 0o644)
