@@ -13,8 +13,8 @@ import (
 
 // This file holds the PubSub's Publish and the pacing of Publishes that hand
 // no block (pace). It takes no lock: the end of the calls that a failed store
-// leaves waiting (failWaiting) is in pubsub.go, with the rest of the calls'
-// life and every lock of the PubSub and its calls.
+// leaves waiting (failWaiting) is in end.go, with the rest of the calls'
+// ends; pubsub.go and end.go take every lock of the PubSub and its calls.
 
 // Publish delivers blks, received from peer from (the zero ID for blocks
 // added locally), to every call waiting for them, and with a blockstore

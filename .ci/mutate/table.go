@@ -509,7 +509,7 @@ var table = []mutation{
 		why: "the registry keeps the storage of the most subscriptions that ever lived at once",
 	},
 	{
-		id: "g8-compat-calls-keep-burst", g: "G8", file: "bitswapcompat/pubsub.go",
+		id: "g8-compat-calls-keep-burst", g: "G8", file: "bitswapcompat/end.go",
 		old: "\tps.calls = shrink.Fit(ps.calls, &ps.callsPeak)\n\tps.ending++",
 		new: "\tps.ending++",
 		pkg: "./bitswapcompat", run: `^TestBurst_CallsGiveBackTheirStorage$/^ctx$`,
@@ -751,14 +751,14 @@ var table = []mutation{
 		why: "a failed store leaves the calls waiting for its blocks to wait until their ctx ends",
 	},
 	{
-		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-ends-on-publisher", g: "C", file: "bitswapcompat/end.go",
 		old: `			go c.finishEnd(stop)`,
 		new: `			c.finishEnd(stop)`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreDoesNotWaitForAStalledStoreOfAnotherKey$`,
 		why: "a Publish whose store failed ends the waiting calls itself, and waits for a stalled store of another of their keys (G11)",
 	},
 	{
-		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-ends-late", g: "C", file: "bitswapcompat/end.go",
 		old: `		if stop, ok := c.beginEnd(); ok {
 			go c.finishEnd(stop)
 		}`,
@@ -879,7 +879,7 @@ var table = []mutation{
 		why: "a block whose wrapper panicked counts as arrived, so the delivery of the call's other keys closes the channel without it",
 	},
 	{
-		id: "c-end-closes-before-remove", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-end-closes-before-remove", g: "C", file: "bitswapcompat/end.go",
 		old: `	if stop != nil {
 		stop()
 	}
@@ -1208,7 +1208,7 @@ var table = []mutation{
 		why: "a call whose Subscribe began before a Publish whose store failed, listed after that Publish ended the waiting calls, is spared and waits for a block that no peer sends again",
 	},
 	{
-		id: "c-failed-store-not-logged-for-unlisted-calls", g: "C", file: "bitswapcompat/pubsub.go",
+		id: "c-failed-store-not-logged-for-unlisted-calls", g: "C", file: "bitswapcompat/end.go",
 		old: `	if ps.log.underWay() {`,
 		new: `	if !ps.log.underWay() {`,
 		pkg: "./bitswapcompat", run: `^TestPubSub_FailedStoreEndsACallListedAfterIt$`,
