@@ -73,7 +73,7 @@ service fails such a GetBlocks. A block that only a local add provides, whose
 checks by the client and by the Notifier both failed, is asked of peers that
 do not have it, and its request stalls, as with legacy but rarer
 (internal/swapsim, "Faults"): a run of compat under -faults may exit 1 for
-that.
+that, one with -local-only 0 must not.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys
