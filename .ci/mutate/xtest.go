@@ -70,7 +70,8 @@ func xtestsOf(dir string) *xtests {
 
 // leaveOutXTests adds to replace, an overlay's Replace map, a stub for each
 // external test file of m's package, written to dir, when m's -run matches
-// none of their top-level names. Every top-level function counts, not only
+// none of their top-level names, and none of them is a TestMain, which sets
+// up every test of the binary. Every top-level function counts, not only
 // those that go test would run: leaving a file in costs only time.
 func leaveOutXTests(root, dir string, m mutation, replace map[string]string) error {
 	x := xtestsOf(filepath.Join(root, m.pkg))
@@ -82,7 +83,7 @@ func leaveOutXTests(root, dir string, m mutation, replace map[string]string) err
 		return nil
 	}
 	for _, n := range x.names {
-		if top.MatchString(n) {
+		if top.MatchString(n) || n == "TestMain" { // a TestMain there runs every test
 			return nil
 		}
 	}
