@@ -50,9 +50,6 @@ func TestClose_PendingEndResumedAfterCloseChangesNothing(t *testing.T) {
 		require.GreaterOrEqual(t, kept, 1, "the buffer's message is kept")
 		hook.Store(nil)
 		waitWaiters(t, &slow.mu, 1) // the end, resumed by A's Publish in putOp, in lockAllOrPark
-		for stacks.Parked([]string{"notifier.(*Subscription).drain"}, nil) {
-			runtime.Gosched() // slow's drain goroutine, which closed Messages(), is on its way out
-		}
 
 		// Close either returns or waits in closeAll (n.pending.Wait); nothing
 		// else can hold it up: the Publish holds no lock and no reservation.
@@ -89,8 +86,9 @@ func newWithCancelHook(st *stallStore) (*Notifier, *cancelLog, *atomic.Pointer[f
 // closeFromCancel returns the hook that A's Publish runs in its cancel
 // function, under A's shard lock: it starts Close (which sends its error on
 // closed), reads slow's messages until Close has ended slow, stores slow's
-// Err in errAtClose, takes slow.mu, so that the end the Publish resumes
-// waits for the test, and sends on held how many messages slow kept.
+// Err in errAtClose, waits for slow's drain goroutine to return, takes
+// slow.mu, so that the end the Publish resumes waits for the test, and sends
+// on held how many messages slow kept.
 func closeFromCancel(n *Notifier, slow *Subscription, closed chan<- error, held chan<- int, errAtClose *error) func([]cid.Cid) {
 	return func(keys []cid.Cid) { // A's Publish, under A's shard lock
 		go func() { closed <- n.Close() }()
@@ -99,8 +97,24 @@ func closeFromCancel(n *Notifier, slow *Subscription, closed chan<- error, held 
 			kept++
 		}
 		*errAtClose = slow.Err() // Close has ended slow
-		slow.mu.Lock()           // the resumed end waits for it in lockAllOrPark
+		waitDrainExit(slow)
+		slow.mu.Lock() // the resumed end waits for it in lockAllOrPark
 		held <- kept
+	}
+}
+
+// waitDrainExit returns once the drain goroutine of s, closed, has returned.
+// A drain that has just handed a message over takes s.mu to see s closed
+// (Subscription.drain): taking s.mu for good before it has, as the hook of
+// closeFromCancel does next, would leave it, and the Close that waits for
+// it in closeIdle, waiting for the test. Found by CI (-shuffle 1796660449004375982,
+// a ten-minute hang).
+func waitDrainExit(s *Subscription) {
+	s.mu.Lock()
+	exited := s.exited
+	s.mu.Unlock()
+	if exited != nil {
+		<-exited
 	}
 }
 
