@@ -177,7 +177,11 @@ func acquireAll(_ context.Context, _ *Notifier, o *op) error {
 // registry. The caller holds s.mu (lockAll), which commitClose releases. If
 // a drain goroutine still runs, o.exited is set to what close waits for
 // once it has released its locks: drain sees s closed (markClosed closed
-// out) and returns, and no close returns while a goroutine of s runs.
+// out) and returns, and no close returns while a goroutine of s can still
+// touch s. A drain that found the backlog empty has already let go of s
+// (draining false, under s.mu) and may still be running its deferred
+// signals when close returns: it sends nothing and holds nothing, and
+// Close waits for it (n.drainers). Found by review.
 func commitClose(n *Notifier, o *op) error {
 	s := o.sub
 	o.exited = s.shut(o.why, func(k cid.Cid) { s.endWant(o, k, n.shardOf(k)) })
