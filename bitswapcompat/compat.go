@@ -78,7 +78,9 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 // an undefined key in RecordSessionInterest (the other keys are recorded).
 // A call cut short by its own ctx is not reported; a store's own timeout,
 // whose error wraps context.DeadlineExceeded too, is, while ctx is live.
-// f runs on the caller's goroutine, outside every lock. Without it such
+// f runs on the caller's goroutine, outside every lock, but for a failed
+// re-check of a call's keys after a failed check (PubSub.Subscribe), which
+// runs on a timer's goroutine: a panic of f there ends the program. Without it such
 // errors are dropped, and so they are always for a manager built alone by
 // NewSessionInterestManager, which takes no options, as boxo's New.
 func WithErrorFunc(f func(error)) Option {

@@ -42,6 +42,7 @@ func (c *call) beginEnd() (stop func() bool, ok bool) {
 	// so that a Shutdown either ends c itself or waits for this end
 	// to close ch. c.mu, then ps.mu, as in deliver.
 	c.ended = true
+	c.stopRetry()
 	ps.mu.Lock()
 	delete(ps.calls, c)
 	ps.calls = shrink.Fit(ps.calls, &ps.callsPeak)
@@ -57,12 +58,7 @@ func (c *call) finishEnd(stop func() bool) {
 	ps := c.ps
 	defer func() { // deferred: also if the cancel function panics in Remove, which has finished then
 		close(c.ch)
-		ps.mu.Lock()
-		ps.ending--
-		if ps.ending == 0 && ps.closed {
-			ps.ended.Broadcast()
-		}
-		ps.mu.Unlock()
+		ps.endingDone()
 	}()
 	if stop != nil {
 		stop()
@@ -70,6 +66,17 @@ func (c *call) finishEnd(stop func() bool) {
 	if c.sub != nil {
 		c.sub.Remove()
 	}
+}
+
+// endingDone uncounts an end or a re-check that ps.ending counted, and
+// wakes a Shutdown that waits for the last one.
+func (ps *PubSub) endingDone() {
+	ps.mu.Lock()
+	ps.ending--
+	if ps.ending == 0 && ps.closed {
+		ps.ended.Broadcast()
+	}
+	ps.mu.Unlock()
 }
 
 // finish queues c, which a delivery has completed, for reap to remove its
@@ -123,7 +130,7 @@ func (ps *PubSub) reap() {
 // reaches the call and the block service's Put then fails, returning the
 // error at once; a closed channel is an error at once too (boxo's getter:
 // "promise channel was closed"). Only the calls whose Subscribe began
-// before the Publish did (listed: PubSub.begun then) are ended: one made
+// before the Publish did (listed: ps.log.begun then) are ended: one made
 // after the failure waits as any other, as its session would ask for the
 // block again (found by review, with
 // TestPubSub_FailedStoreSparesACallMadeAfterIt). A call listed before,
@@ -131,7 +138,7 @@ func (ps *PubSub) reap() {
 // ended like the others (found by review, with
 // TestPubSub_FailedStoreEndsTheCallsWaitingForItsBlocks). A call that began
 // before but is not listed yet (its Subscribe is under way) finds the
-// failure in ps.failures when track lists it, and ends there. (The first
+// failure in ps.log when track lists it, and ends there. (The first
 // version looked only at the calls listed before the Publish began: a call
 // whose subscription the Publish would have served, listed after, was
 // spared and waited for ever. Found by the simulator under faults, with
@@ -192,7 +199,8 @@ func (ps *PubSub) failWaiting(blks []blocks.Block, listed uint64) {
 // the two were built by New. Later Subscribe calls return a closed channel
 // and Publish does nothing. Shutdown is idempotent and safe for concurrent
 // use; every call returns once the PubSub is shut down. It blocks only for
-// operations in progress.
+// operations in progress, a re-check of a call's keys (Subscribe) included;
+// no re-check begins once Shutdown has.
 func (ps *PubSub) Shutdown() {
 	ps.shutdown.Do(func() {
 		ps.mu.Lock()
@@ -213,7 +221,8 @@ func (ps *PubSub) Shutdown() {
 func (ps *PubSub) endAll(calls []*call) {
 	carryon.Each(calls, (*call).end, func() {
 		// Calls that another end (a ctx's AfterFunc) had taken out of calls
-		// may not have closed their channels yet: wait for them.
+		// may not have closed their channels yet, and a re-check may be
+		// under way: wait for them.
 		ps.mu.Lock()
 		for ps.ending > 0 {
 			ps.ended.Wait()

@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync"
 	"testing"
+	"testing/synctest"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -153,40 +154,42 @@ func TestSIM_SplitIgnoresCallsWhenBuiltApart(t *testing.T) {
 // recorded even when the block is stored already, and a failing blockstore
 // makes no error. PubSub.Subscribe does look.
 func TestSIM_RecordDoesNotCheckBlockstore(t *testing.T) {
-	store := memStore()
-	var mu sync.Mutex
-	var errs []error
-	ps, sim := NewWithOptions(store, WithErrorFunc(func(err error) {
-		mu.Lock()
-		errs = append(errs, err)
-		mu.Unlock()
-	}))
-	defer ps.Shutdown()
-	b := newBlocks(t, 2)
-	k := cidsOf(b...)
-	ps.Publish("", b[0]) // stored: it is local
+	synctest.Test(t, func(t *testing.T) {
+		store := memStore()
+		var mu sync.Mutex
+		var errs []error
+		ps, sim := NewWithOptions(store, WithErrorFunc(func(err error) {
+			mu.Lock()
+			errs = append(errs, err)
+			mu.Unlock()
+		}))
+		defer ps.Shutdown()
+		b := newBlocks(t, 2)
+		k := cidsOf(b...)
+		ps.Publish("", b[0]) // stored: it is local
 
-	lookups := store.lookups.Load()
-	store.failGet.Store(true)
-	sim.RecordSessionInterest(1, k)
-	require.Equal(t, lookups, store.lookups.Load(), "blockstore lookups by RecordSessionInterest")
-	require.Empty(t, errs)
-	require.Equal(t, [][]cid.Cid{k}, sim.FilterSessionInterested(1, k), "interested, stored or not")
-	wanted, _ := sim.SplitWantedUnwanted(b)
-	require.Equal(t, b, wanted)
+		lookups := store.lookups.Load()
+		store.failGet.Store(true)
+		sim.RecordSessionInterest(1, k)
+		require.Equal(t, lookups, store.lookups.Load(), "blockstore lookups by RecordSessionInterest")
+		require.Empty(t, errs)
+		require.Equal(t, [][]cid.Cid{k}, sim.FilterSessionInterested(1, k), "interested, stored or not")
+		wanted, _ := sim.SplitWantedUnwanted(b)
+		require.Equal(t, b, wanted)
 
-	failed := ps.Subscribe(t.Context(), k[0])
-	requireReceived(t, failed, false) // the failed check is a miss
-	require.Len(t, errs, 1, "PubSub.Subscribe looks in the blockstore")
-	require.ErrorIs(t, errs[0], errFault)
-	store.failGet.Store(false)
-	ch := ps.Subscribe(t.Context(), k...)
-	requireReceived(t, ch, false, b[0])
-	requireReceived(t, failed, true, b[0]) // found by the check of ch's Subscribe
-	ps.Publish(peerA, b[1])
-	requireReceived(t, ch, true, b[1])
-	require.ElementsMatch(t, k, sim.RemoveSession(1))
-	requireIdle(t, ps, sim)
+		failed := ps.Subscribe(t.Context(), k[0])
+		requireReceived(t, failed, false) // the failed check is a miss
+		require.Len(t, errs, 1, "PubSub.Subscribe looks in the blockstore")
+		require.ErrorIs(t, errs[0], errFault)
+		store.failGet.Store(false)
+		ch := ps.Subscribe(t.Context(), k...)
+		requireReceived(t, ch, false, b[0])
+		requireReceived(t, failed, true, b[0]) // found by the check of ch's Subscribe
+		ps.Publish(peerA, b[1])
+		requireReceived(t, ch, true, b[1])
+		require.ElementsMatch(t, k, sim.RemoveSession(1))
+		requireIdle(t, ps, sim)
+	})
 }
 
 // With WithCancelFunc a key's CANCEL goes out when its last want of any kind

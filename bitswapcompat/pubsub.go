@@ -35,9 +35,15 @@ import (
 // way round, and Go 1.26's WaitGroup.Wait crashes outside a bubble on a
 // WaitGroup of the bubble whose count is zero. Found by review.
 type PubSub struct {
-	n     *notifier.Notifier // owned: Shutdown closes it
+	n     *notifier.Notifier  // owned: Shutdown closes it
+	bs    notifier.Blockstore // the Notifier's, read again by recheck; nil for none
 	wrap  BlockWrapper
 	onErr func(error)
+
+	// missed counts the blockstore checks that the Notifier took for a miss
+	// (checkFailed): a call during whose Subscribe it moved is checked
+	// again later (recheck).
+	missed atomic.Uint64
 
 	nfinish  atomic.Int64 // the length of finished, so that reap takes no lock when there is nothing to do
 	log      failLog      // the calls whose Subscribe has begun, and the failed stores they may have missed; its keys under mu
@@ -61,7 +67,7 @@ type PubSub struct {
 	mu        waitmu.Mutex
 	calls     map[*call]struct{} // live calls, whose channels Shutdown closes
 	callsPeak shrink.Peak        // of calls, which gives back the storage of a burst of calls (shrink.Fit)
-	ending    int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet
+	ending    int                // calls that beginEnd has taken out of calls and whose channels finishEnd has not closed yet, and re-checks under way (recheck)
 	ended     sync.Cond          // on mu: broadcast, once closed, when ending drops to 0
 	finished  *call              // calls completed inside a delivery, linked by call.next, for reap to remove
 	closed    bool
@@ -72,18 +78,20 @@ func newPubSub(bs notifier.Blockstore, cfg config) *PubSub {
 	if cfg.cancel != nil {
 		nopts = append(slices.Clip(nopts), notifier.WithCancelFunc(cfg.cancel))
 	}
-	if bs != nil {
-		// boxo's GetBlocks takes a failed Get for a miss and asks the
-		// network; so does Subscribe here (MIGRATION.md).
-		nopts = append(slices.Clip(nopts), notifier.WithFailedCheckAsMiss(cfg.onErr))
-	}
 	ps := &PubSub{
-		n:     notifier.New(bs, nopts...),
+		bs:    bs,
 		wrap:  cfg.wrap,
 		onErr: cfg.onErr,
 		calls: make(map[*call]struct{}),
 		epoch: time.Now(),
 	}
+	if bs != nil {
+		// boxo's GetBlocks takes a failed Get for a miss and asks the
+		// network; so does Subscribe here (MIGRATION.md), and it checks
+		// the call's keys again later (recheck).
+		nopts = append(slices.Clip(nopts), notifier.WithFailedCheckAsMiss(ps.checkFailed))
+	}
+	ps.n = notifier.New(bs, nopts...)
 	ps.ended.L = &ps.mu
 	return ps
 }
@@ -106,6 +114,7 @@ type call struct {
 	subscribing bool        // its Subscribe has not returned: a delivery that completes c leaves the rest to it (see track)
 	left        pending     // keys whose block has not arrived
 	stop        func() bool // stops the context.AfterFunc that ends the call
+	retry       *time.Timer // the next re-check of its keys (recheckLater), stopped when c ends
 
 	next  *call  // the next call in PubSub.finished; guarded by PubSub.mu
 	seq   uint64 // its place among the calls whose Subscribe began (failLog.begun); set before c is shared
@@ -208,9 +217,15 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 // the blockstore (checked inside the subscription, so a block stored just
 // before the call is not missed). A check that fails is taken for a miss, as
 // boxo's block service takes it: the call waits for that block too, and the
-// error goes to WithErrorFunc. Subscribe is safe for
-// concurrent use; it blocks only for the blockstore and for operations on the
-// same keys. The PubSub closes the channel; the caller must not.
+// error goes to WithErrorFunc. Unlike boxo, the call's keys are then checked
+// again, 100 ms later and then at doubling delays up to 10 s, on a goroutine
+// of the timer's, until a check of each key has found its block or found it
+// missing, or the call ends: a block found is published as a local add is
+// (Publish with the zero peer ID), and a failure again goes to
+// WithErrorFunc. So a block that was stored before the call, and that no
+// Publish will bring again, still comes (see recheck.go). Subscribe is safe
+// for concurrent use; it blocks only for the blockstore and for operations
+// on the same keys. The PubSub closes the channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
 	// A block found in the blockstore may complete other calls too. Deferred:
 	// also when a function of the user panics, as Publish reaps. Also without
@@ -231,6 +246,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 	c := &call{ps: ps, ch: ch, start: start, subscribing: true}
 	c.distinct(keys)
 	c.seq, c.epoch = ps.log.begin()
+	missed := ps.missed.Load()
 	returned := false
 	defer func() {
 		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
@@ -247,7 +263,7 @@ func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.
 		err = sub.Subscribe(ctx, c.keys...)
 	}
 	returned = true
-	return ps.started(ctx, c, err)
+	return ps.started(ctx, c, err, missed)
 }
 
 // oneKey reports whether keys name one defined key, k, however many times.
@@ -275,6 +291,7 @@ func oneKey(keys []cid.Cid) (k cid.Cid, ok bool) {
 func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, start time.Time) <-chan blocks.Block {
 	var c *call
 	seq, epoch := ps.log.begin()
+	missed := ps.missed.Load()
 	returned := false
 	defer func() {
 		if !returned { // a delivery function (the BlockWrapper) panicked: nothing will track c
@@ -301,12 +318,15 @@ func (ps *PubSub) fetch(ctx context.Context, ch chan blocks.Block, k cid.Cid, st
 		return ch
 	}
 	c.sub = sub
-	return ps.started(ctx, c, err)
+	return ps.started(ctx, c, err, missed)
 }
 
 // started ends the Subscribe of c, whose request subscription is c.sub, if
-// made, err being the error of making it or of its Subscribe.
-func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks.Block {
+// made, err being the error of making it or of its Subscribe. missed is
+// ps.missed before the Notifier's check: if it has moved, the check of c's
+// keys, or of another call's, failed meanwhile, and a c that still waits is
+// checked again later (recheckLater).
+func (ps *PubSub) started(ctx context.Context, c *call, err error, missed uint64) <-chan blocks.Block {
 	if err != nil {
 		ps.log.settle(c.epoch)
 		// Deferred: the error function, which runs first, may panic, and
@@ -317,6 +337,9 @@ func (ps *PubSub) started(ctx context.Context, c *call, err error) <-chan blocks
 	}
 	if ps.track(c) {
 		c.watch(ctx)
+		if ps.missed.Load() != missed {
+			c.recheckLater(ctx, recheckFirst)
+		}
 	}
 	return c.ch // Subscribe reaps
 }
@@ -449,6 +472,7 @@ func (c *call) deliver(m notifier.ResponseMessage) {
 	if c.stop != nil {
 		c.stop() // does not wait: it only unregisters from ctx
 	}
+	c.stopRetry()
 	if c.subscribing {
 		return // track removes c's subscription
 	}

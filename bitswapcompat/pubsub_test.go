@@ -499,43 +499,47 @@ func TestPubSub_ConcurrentShutdown(t *testing.T) {
 // A failed check is a miss, as boxo's block service takes a failed Get in
 // GetBlocks: the call waits, here even for a block that the store holds but
 // failed to read, and gets it from the next Publish, as boxo's gets it from
-// the network. The error goes to WithErrorFunc, once per call. A failed
-// store ends the calls waiting for the message's blocks.
+// the network (or from a re-check, recheckFirst later: recheck_test.go; the
+// bubble's clock does not move here, so none comes). The error goes to
+// WithErrorFunc, once per call. A failed store ends the calls waiting for
+// the message's blocks.
 func TestPubSub_BlockstoreErrors(t *testing.T) {
-	store := memStore()
-	var errs []error
-	ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
-	defer ps.Shutdown()
-	blks := newBlocks(t, 3)
-	ps.Publish("", blks[2]) // stored
+	synctest.Test(t, func(t *testing.T) {
+		store := memStore()
+		var errs []error
+		ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+		defer ps.Shutdown()
+		blks := newBlocks(t, 3)
+		ps.Publish("", blks[2]) // stored
 
-	store.failGet.Store(true)
-	one := ps.Subscribe(t.Context(), blks[0].Cid())
-	both := ps.Subscribe(t.Context(), blks[0].Cid(), blks[2].Cid())
-	requireReceived(t, one, false)
-	requireReceived(t, both, false)
-	require.Len(t, errs, 2, "one error per call")
-	require.ErrorIs(t, errs[0], errFault)
-	require.ErrorIs(t, errs[1], errFault)
-	store.failGet.Store(false)
-	ps.Publish(peerA, blks[0], blks[2])
-	requireReceived(t, one, true, blks[0])
-	requireReceived(t, both, true, blks[0], blks[2])
-	requireIdle(t, ps, nil)
-	errs = errs[:0]
+		store.failGet.Store(true)
+		one := ps.Subscribe(t.Context(), blks[0].Cid())
+		both := ps.Subscribe(t.Context(), blks[0].Cid(), blks[2].Cid())
+		requireReceived(t, one, false)
+		requireReceived(t, both, false)
+		require.Len(t, errs, 2, "one error per call")
+		require.ErrorIs(t, errs[0], errFault)
+		require.ErrorIs(t, errs[1], errFault)
+		store.failGet.Store(false)
+		ps.Publish(peerA, blks[0], blks[2])
+		requireReceived(t, one, true, blks[0])
+		requireReceived(t, both, true, blks[0], blks[2])
+		requireIdle(t, ps, nil)
+		errs = errs[:0]
 
-	ch := ps.Subscribe(t.Context(), blks[1].Cid())
-	store.failPut.Store(true)
-	ps.Publish(peerA, blks[1]) // not stored, so not delivered: the call ends without it (failWaiting)
-	require.Len(t, errs, 1)
-	require.ErrorIs(t, errs[0], errFault)
-	requireEnded(t, ch)
-	requireIdle(t, ps, nil)
-	store.failPut.Store(false)
-	ch = ps.Subscribe(t.Context(), blks[1].Cid()) // asked again, as boxo's caller would
-	ps.Publish(peerA, blks[1])
-	requireReceived(t, ch, true, blks[1])
-	requireIdle(t, ps, nil)
+		ch := ps.Subscribe(t.Context(), blks[1].Cid())
+		store.failPut.Store(true)
+		ps.Publish(peerA, blks[1]) // not stored, so not delivered: the call ends without it (failWaiting)
+		require.Len(t, errs, 1)
+		require.ErrorIs(t, errs[0], errFault)
+		requireEnded(t, ch)
+		requireIdle(t, ps, nil)
+		store.failPut.Store(false)
+		ch = ps.Subscribe(t.Context(), blks[1].Cid()) // asked again, as boxo's caller would
+		ps.Publish(peerA, blks[1])
+		requireReceived(t, ch, true, blks[1])
+		requireIdle(t, ps, nil)
+	})
 }
 
 // A failed store ends the calls that wait for a block of the message: in

@@ -767,6 +767,45 @@ var table = []mutation{
 		why: "the calls a failed store ends are still live when the Publish returns, so a later Publish of the same block reaches them",
 	},
 	{
+		id: "c-failed-check-not-rechecked", g: "C", file: "bitswapcompat/pubsub.go",
+		old: `		if ps.missed.Load() != missed {
+			c.recheckLater(ctx, recheckFirst)
+		}`,
+		new: ``,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedCheckOfAStoredBlockIsCheckedAgain$`,
+		why: "a call whose check of a stored block failed waits until its ctx ends: no Publish brings the block again",
+	},
+	{
+		id: "c-recheck-takes-missing-for-failed", g: "C", file: "bitswapcompat/recheck.go",
+		old: `		case !format.IsNotFound(err) && !errors.Is(err, datastore.ErrNotFound):`,
+		new: `		case err != nil || format.IsNotFound(err) || errors.Is(err, datastore.ErrNotFound):`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_FailedCheckOfAStoredBlockIsCheckedAgain$`,
+		why: "a key found missing is checked again and again, although the Publish that brings it delivers it",
+	},
+	{
+		id: "c-recheck-no-backoff", g: "C", file: "bitswapcompat/recheck.go",
+		old: `		c.recheckLater(ctx, min(2*d, recheckMax))`,
+		new: `		c.recheckLater(ctx, min(d, recheckMax))`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_RecheckBacksOff$`,
+		why: "a store that keeps failing is read every recheckFirst for as long as the call waits",
+	},
+	{
+		id: "c-recheck-no-cap", g: "C", file: "bitswapcompat/recheck.go",
+		old: `		c.recheckLater(ctx, min(2*d, recheckMax))`,
+		new: `		c.recheckLater(ctx, 2*d)`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_RecheckBacksOff$`,
+		why: "the delays grow without bound: a call of a store that recovers after a long outage waits for hours",
+	},
+	{
+		id: "c-recheck-not-counted", g: "C", file: "bitswapcompat/recheck.go",
+		old: `	if !closed {
+		ps.ending++
+	}`,
+		new: ``,
+		pkg: "./bitswapcompat", run: `^TestShutdown_WaitsForARecheckUnderWay$`,
+		why: "Shutdown returns, and closes the Notifier, while a re-check still reads the blockstore and may publish",
+	},
+	{
 		id: "c-refused-message-ends-calls", g: "C", file: "bitswapcompat/compat.go",
 		old: `	if err != nil && !refused(ctx, err) {`,
 		new: `	if err != nil {`,

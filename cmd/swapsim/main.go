@@ -71,9 +71,9 @@ boxo-shaped Publish cannot return: it ends the calls that wait for the
 message's blocks, and their requests fail, counted cut short, as boxo's block
 service fails such a GetBlocks. A block that only a local add provides, whose
 checks by the client and by the Notifier both failed, is asked of peers that
-do not have it, and its request stalls, as with legacy but rarer
-(internal/swapsim, "Faults"): a run of compat under -faults may exit 1 for
-that, one with -local-only 0 must not.
+do not have it: with legacy its request stalls, as in boxo; compat checks the
+call's keys again later and publishes the block it finds (internal/swapsim,
+"Faults"), so its requests must complete.
 
 -json writes a JSON object (schema "swapsim/v1", see internal/swapsim's
 WriteJSON) with the figures of the table, per implementation, under the keys
