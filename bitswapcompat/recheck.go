@@ -19,9 +19,11 @@ import (
 // waited until its ctx ended (the simulator's stalls under faults). So such
 // a call checks its keys again, later, until a check of each either finds
 // its block or finds it missing: a found block is published as a local add
-// is (Publish with the zero peer ID), which hands it to every call and
-// session waiting for it; a missing one is left to the Publish that will
-// bring it, as the call's want is recorded by then.
+// is (Publish with the zero peer ID), which hands it to every call waiting
+// for it in one step with their wants' end (the sessions' interests, which
+// the PubSub is not handed blocks for, stay as they are, as for a block that
+// a call's first check finds); a missing one is left to the Publish that
+// will bring it, as the call's want is recorded by then.
 //
 // The tempting alternatives fail:
 //   - checking again at once, in Subscribe: a failing disk fails the second
@@ -30,9 +32,10 @@ import (
 //   - checking only the key whose failure the Notifier reported
 //     (WithFailedCheckAsMiss reports the first failed key of a call): the
 //     call's other failed keys would still wait;
-//   - handing a found block to the call alone: the sessions and other calls
-//     waiting for it would not get it, and the Notifier's index would still
-//     hold the call's want after the block came.
+//   - handing a found block to the call alone: the other calls waiting for
+//     it would not get it, and the Notifier's index would still hold the
+//     call's want after the block came, so that a later Publish of it would
+//     hand it to the call a second time.
 
 // Delays of the re-checks: the first comes recheckFirst after the Subscribe,
 // and each later one after twice the delay before, up to recheckMax.
