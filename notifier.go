@@ -147,6 +147,10 @@ func WithMaxPending(n int) Option {
 // (Subscription.Subscribe). This is what boxo's block service does with a
 // Get that fails in GetBlocks: it asks the network for the block, and the
 // next Publish of it delivers it. bitswapcompat builds its Notifier with it.
+// A block that the store holds but failed to read, and that no Publish will
+// bring again (a local add that came before the call), is then waited for
+// in vain unless the caller checks again: bitswapcompat's PubSub checks the
+// call's keys again later and publishes what it finds (its recheck.go).
 //
 // f is called at most once per call, and only for a call that returns nil
 // (not for one that fails for another reason, such as ErrSlowConsumer or
