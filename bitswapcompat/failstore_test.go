@@ -154,35 +154,38 @@ func (s *ctxStore) PutMany(ctx context.Context, blks []blocks.Block) error {
 // is live, WithErrorFunc's function gets it, from Subscribe's check (a miss
 // then: the call waits) and from Publish. Only a call whose own ctx ended is
 // not reported, and it ends. (A first version told them apart by the error
-// alone, and dropped every store timeout.)
+// alone, and dropped every store timeout.) In a synctest bubble, so that no
+// re-check of the missed call (recheck.go) comes in its middle.
 func TestPubSub_StoreTimeoutIsReported(t *testing.T) {
-	timeout := fmt.Errorf("datastore: write: %w", context.DeadlineExceeded)
-	store := &ctxStore{faultyStore: memStore(), fail: func(context.Context) error { return nil }}
-	var errs []error
-	ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
-	defer ps.Shutdown()
-	blks := newBlocks(t, 3)
-	waiting := ps.Subscribe(t.Context(), blks[1].Cid())
+	synctest.Test(t, func(t *testing.T) {
+		timeout := fmt.Errorf("datastore: write: %w", context.DeadlineExceeded)
+		store := &ctxStore{faultyStore: memStore(), fail: func(context.Context) error { return nil }}
+		var errs []error
+		ps := NewPubSub(store, WithErrorFunc(func(err error) { errs = append(errs, err) }))
+		defer ps.Shutdown()
+		blks := newBlocks(t, 3)
+		waiting := ps.Subscribe(t.Context(), blks[1].Cid())
 
-	store.fail = func(context.Context) error { return timeout }
-	missed := ps.Subscribe(t.Context(), blks[0].Cid())
-	requireReceived(t, missed, false)
-	require.Len(t, errs, 1, "Subscribe's check")
-	require.ErrorIs(t, errs[0], context.DeadlineExceeded)
-	store.fail = func(context.Context) error { return nil }
-	ps.Publish(peerA, blks[0])
-	requireReceived(t, missed, true, blks[0])
-	store.fail = func(context.Context) error { return timeout }
-	ps.Publish(peerA, blks[1])
-	require.Len(t, errs, 2, "Publish's store")
-	require.ErrorIs(t, errs[1], context.DeadlineExceeded)
-	requireEnded(t, waiting) // ended by the failed store (failWaiting)
+		store.fail = func(context.Context) error { return timeout }
+		missed := ps.Subscribe(t.Context(), blks[0].Cid())
+		requireReceived(t, missed, false)
+		require.Len(t, errs, 1, "Subscribe's check")
+		require.ErrorIs(t, errs[0], context.DeadlineExceeded)
+		store.fail = func(context.Context) error { return nil }
+		ps.Publish(peerA, blks[0])
+		requireReceived(t, missed, true, blks[0])
+		store.fail = func(context.Context) error { return timeout }
+		ps.Publish(peerA, blks[1])
+		require.Len(t, errs, 2, "Publish's store")
+		require.ErrorIs(t, errs[1], context.DeadlineExceeded)
+		requireEnded(t, waiting) // ended by the failed store (failWaiting)
 
-	ctx, cancel := context.WithCancel(t.Context())
-	store.fail = func(context.Context) error { cancel(); return ctx.Err() }
-	requireReceived(t, ps.Subscribe(ctx, blks[2].Cid()), true)
-	require.Len(t, errs, 2, "a call cancelled by its caller is not a failed store")
-	requireIdle(t, ps, nil)
+		ctx, cancel := context.WithCancel(t.Context())
+		store.fail = func(context.Context) error { cancel(); return ctx.Err() }
+		requireReceived(t, ps.Subscribe(ctx, blks[2].Cid()), true)
+		require.Len(t, errs, 2, "a call cancelled by its caller is not a failed store")
+		requireIdle(t, ps, nil)
+	})
 }
 
 // failOrStallPut fails a PutMany that holds the block of fail at once, and

@@ -217,15 +217,17 @@ func (c *call) arrive(k cid.Cid, bit uint32) {
 // the blockstore (checked inside the subscription, so a block stored just
 // before the call is not missed). A check that fails is taken for a miss, as
 // boxo's block service takes it: the call waits for that block too, and the
-// error goes to WithErrorFunc. Unlike boxo, the call's keys are then checked
-// again, 100 ms later and then at doubling delays up to 10 s, on a goroutine
-// of the timer's, until a check of each key has found its block or found it
-// missing, or the call ends: a block found is published as a local add is
-// (Publish with the zero peer ID), and a failure again goes to
-// WithErrorFunc. So a block that was stored before the call, and that no
-// Publish will bring again, still comes (see recheck.go). Subscribe is safe
-// for concurrent use; it blocks only for the blockstore and for operations
-// on the same keys. The PubSub closes the channel; the caller must not.
+// error goes to WithErrorFunc. Unlike boxo, a call during whose Subscribe a
+// check failed (its own, or another call's at the same time) and that still
+// waits has its keys checked again, 100 ms later and then at doubling delays
+// up to 10 s, on a goroutine of the timer's, until a check of each key has
+// found its block or found it missing, or the call ends: a block found is
+// published as a local add is (the Notifier's Publish with the zero peer
+// ID), and a failure again goes to WithErrorFunc. So a block that was stored
+// before the call, and that no Publish will bring again, still comes (see
+// recheck.go). Subscribe is safe for concurrent use; it blocks only for the
+// blockstore and for operations on the same keys. The PubSub closes the
+// channel; the caller must not.
 func (ps *PubSub) Subscribe(ctx context.Context, keys ...cid.Cid) <-chan blocks.Block {
 	// A block found in the blockstore may complete other calls too. Deferred:
 	// also when a function of the user panics, as Publish reaps. Also without

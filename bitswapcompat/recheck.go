@@ -10,6 +10,8 @@ import (
 	cid "github.com/ipfs/go-cid"
 	datastore "github.com/ipfs/go-datastore"
 	format "github.com/ipfs/go-ipld-format"
+
+	notifier "github.com/bitswapsync/notifier"
 )
 
 // A call whose blockstore check failed waits for the block, as boxo's
@@ -19,7 +21,8 @@ import (
 // waited until its ctx ended (the simulator's stalls under faults). So such
 // a call checks its keys again, later, until a check of each either finds
 // its block or finds it missing: a found block is published as a local add
-// is (Publish with the zero peer ID), which hands it to every call waiting
+// is (the Notifier's Publish with the zero peer ID; see recheckKeys for why
+// not PubSub.Publish), which hands it to every call waiting
 // for it in one step with their wants' end (the sessions' interests, which
 // the PubSub is not handed blocks for, stay as they are, as for a block that
 // a call's first check finds); a missing one is left to the Publish that
@@ -65,7 +68,9 @@ func (c *call) recheckLater(ctx context.Context, d time.Duration) {
 }
 
 // stopRetry stops c's next re-check, if any. The caller holds c.mu and has
-// just marked c ended; a re-check already running finds it so.
+// just marked c ended; a re-check already running, or a timer that fires
+// anyway, finds it so (beginRecheck): stopping the timer lets go of c at
+// once rather than up to recheckMax later.
 func (c *call) stopRetry() {
 	if c.retry != nil {
 		c.retry.Stop()
@@ -75,39 +80,63 @@ func (c *call) stopRetry() {
 
 // recheck checks the keys that c still awaits, d after the check before,
 // publishes the blocks found, and checks again after twice d (at most
-// recheckMax) if a Get failed again, reporting that failure. It runs on the
-// timer's goroutine, so a panic of a function of the user (the error
-// function, or the cancel function or block wrapper in the Publish) ends the
-// program, as one in a call ended by its ctx does. Shutdown waits for a
-// re-check under way (ps.ending), and a re-check does nothing once c has
-// ended or Shutdown has begun.
+// recheckMax) if a Get, or the store of the Publish, failed, reporting the
+// failures. It runs on the timer's goroutine, so a panic of a function of
+// the user (the error function, or the cancel function or block wrapper in
+// the Publish) ends the program, as one in a call ended by its ctx does.
+// Shutdown waits for the part of a re-check that reads the blockstore and
+// publishes (recheckKeys), and a re-check does nothing once c has ended or
+// Shutdown has begun. The failures are reported after that part: an error
+// function that calls Shutdown would wait for it for ever (found by review,
+// with TestShutdown_FromTheErrorFuncOfARecheck); so one may
+// reach the error function just after a Shutdown has returned.
 func (c *call) recheck(ctx context.Context, d time.Duration) {
-	ps := c.ps
 	keys, ok := c.beginRecheck()
 	if !ok {
 		return
 	}
+	errs := c.recheckKeys(ctx, keys)
+	for _, err := range errs {
+		report(ctx, c.ps.onErr, err)
+	}
+	if len(errs) > 0 {
+		c.recheckLater(ctx, min(2*d, recheckMax))
+	}
+}
+
+// recheckKeys is the part of recheck that ps.ending counts: it reads keys
+// and publishes the blocks found, and returns the failures.
+//
+// The Publish is the Notifier's, not PubSub.Publish, which ends the calls
+// waiting for a block whose store fails (failWaiting). A local Publish
+// stores its blocks, so this one stores again blocks just read; when that
+// store fails, the calls waiting for them are not the ones failWaiting is
+// for (no session let go of their keys), and the failure only brings
+// another re-check (found by review, with
+// TestPubSub_RecheckWhoseStoreFailsKeepsTheCall).
+func (c *call) recheckKeys(ctx context.Context, keys []cid.Cid) (errs []error) {
+	ps := c.ps
 	defer ps.endingDone()
 	var found []blocks.Block
-	failed := false
 	for _, k := range keys {
 		b, err := ps.bs.Get(ctx, k)
 		switch {
 		case err == nil:
 			found = append(found, b)
 		case endedBy(ctx, err):
-			return // the call ends with its ctx
+			return nil // the call ends with its ctx
 		case !format.IsNotFound(err) && !errors.Is(err, datastore.ErrNotFound):
-			failed = true
-			report(ctx, ps.onErr, fmt.Errorf("bitswapcompat: check blockstore again for %s: %w", k, err))
+			errs = append(errs, fmt.Errorf("bitswapcompat: check blockstore again for %s: %w", k, err))
 		}
 	}
 	if len(found) > 0 {
-		ps.Publish("", found...)
+		err := ps.publish(context.Background(), notifier.ResponseMessage{Blocks: found})
+		if err != nil && !errors.Is(err, notifier.ErrClosed) {
+			errs = append(errs, err)
+		}
+		ps.pace(false)
 	}
-	if failed {
-		c.recheckLater(ctx, min(2*d, recheckMax))
-	}
+	return errs
 }
 
 // beginRecheck returns the keys that c still awaits, counting the re-check

@@ -3,6 +3,7 @@ package bitswapcompat
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -185,16 +186,56 @@ func TestPubSub_RecheckEndsWithTheCall(t *testing.T) {
 				time.Sleep(recheckFirst)
 				synctest.Wait()
 				require.Equal(t, 2, store.count(blk.Cid()), "the check and the first re-check")
+				c := onlyCall(t, ps)
 				end(ps, cancel, blk)
 				synctest.Wait()
 				_, closed := drainNow(ch)
 				require.True(t, closed, "the call's channel")
+				c.mu.Lock()
+				require.Nil(t, c.retry, "the next re-check's timer, once the call ended")
+				c.mu.Unlock()
 				time.Sleep(time.Hour)
 				synctest.Wait()
 				require.Equal(t, 2, store.count(blk.Cid()), "Gets after the call ended")
 			})
 		})
 	}
+}
+
+// onlyCall returns the one call that ps lists.
+func onlyCall(t *testing.T, ps *PubSub) *call {
+	t.Helper()
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	require.Len(t, ps.calls, 1)
+	for c := range ps.calls {
+		return c
+	}
+	return nil
+}
+
+// The block that a re-check finds reaches every call waiting for it, not
+// only the call re-checked: b waits for the key without a failed check (the
+// block was not stored then), the block is then written behind the PubSub's
+// back, and a's check of it fails.
+func TestPubSub_RecheckHandsTheBlockToEveryCallWaiting(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newFlakyGets()
+		ps := NewPubSub(store)
+		defer ps.Shutdown()
+		blk := newBlocks(t, 1)[0]
+		b := ps.Subscribe(t.Context(), blk.Cid())
+		require.NoError(t, store.Put(t.Context(), blk))
+		store.set(blk.Cid(), 1)
+		a := ps.Subscribe(t.Context(), blk.Cid())
+		requireReceived(t, a, false)
+		requireReceived(t, b, false)
+		time.Sleep(recheckFirst)
+		synctest.Wait()
+		requireReceived(t, a, true, blk)
+		requireReceived(t, b, true, blk)
+		requireIdle(t, ps, nil)
+	})
 }
 
 // Shutdown waits for a re-check under way, which holds up nothing else: a
@@ -231,5 +272,73 @@ func TestShutdown_WaitsForARecheckUnderWay(t *testing.T) {
 		<-done
 		requireReceived(t, ch, true)
 		require.Equal(t, 2, store.count(blks[0].Cid()))
+	})
+}
+
+// A re-check that finds a stored block publishes it, which stores it again
+// (a local Publish always stores). When that needless store fails, the call
+// stays: no session let go of its key, as failWaiting assumes of the calls
+// it ends, and the failure only brings another re-check. Through
+// PubSub.Publish, failWaiting ended the call without the block the re-check
+// had just found (found by review).
+func TestPubSub_RecheckWhoseStoreFailsKeepsTheCall(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newFlakyGets()
+		var errs errCount
+		ps := NewPubSub(store, WithErrorFunc(errs.add))
+		defer ps.Shutdown()
+		blks := newBlocks(t, 2)
+		require.NoError(t, store.Put(t.Context(), blks[0])) // stored before the call
+		store.set(blks[0].Cid(), 1)                         // the call's check fails
+
+		ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
+		requireReceived(t, ch, false)
+		store.failPut.Store(true) // a PutMany fails meanwhile (a store under faults)
+		time.Sleep(recheckFirst)
+		synctest.Wait() // the first re-check has run: its Get found blks[0]
+		got, closed := drainNow(ch)
+		require.False(t, closed, "the call ended, without the block the re-check found (got %d blocks)", len(got))
+
+		store.failPut.Store(false)
+		time.Sleep(time.Minute)
+		synctest.Wait()
+		got2, closed := drainNow(ch)
+		require.Equal(t, cidsOf(blks[0]), cidsOf(append(got, got2...)...), "the stored block reaches the call")
+		require.False(t, closed)
+	})
+}
+
+// WithErrorFunc's function runs outside every lock and may call the PubSub
+// back, Shutdown included. A re-check reported its failed Get while it was
+// counted in ps.ending, so a Shutdown called from that report waited for the
+// re-check that called it, for ever, and every later Shutdown with it
+// (found by review). The failures are now reported once the re-check is
+// uncounted.
+func TestShutdown_FromTheErrorFuncOfARecheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		store := newFlakyGets()
+		blk := newBlocks(t, 1)[0]
+		store.set(blk.Cid(), 2) // the check and the first re-check fail
+		var ps *PubSub
+		var n atomic.Int32
+		done := make(chan struct{})
+		ps = NewPubSub(store, WithErrorFunc(func(error) {
+			if n.Add(1) == 2 { // the re-check's failure
+				ps.Shutdown()
+				close(done)
+			}
+		}))
+		ch := ps.Subscribe(t.Context(), blk.Cid())
+		time.Sleep(recheckFirst)
+		synctest.Wait()
+		require.Equal(t, int32(2), n.Load(), "the check's failure and the re-check's")
+		select {
+		case <-done:
+		default:
+			t.Error("Shutdown, called by the error function of a re-check, hangs: it waits for that re-check (ps.ending)")
+			ps.endingDone() // let the test end: uncount the re-check, so that Shutdown returns
+			<-done
+		}
+		requireReceived(t, ch, true)
 	})
 }

@@ -806,6 +806,36 @@ var table = []mutation{
 		why: "Shutdown returns, and closes the Notifier, while a re-check still reads the blockstore and may publish",
 	},
 	{
+		id: "c-recheck-store-failure-ends-calls", g: "C", file: "bitswapcompat/recheck.go",
+		old: `		err := ps.publish(context.Background(), notifier.ResponseMessage{Blocks: found})`,
+		new: `		ps.Publish("", found...)
+		var err error`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_RecheckWhoseStoreFailsKeepsTheCall$`,
+		why: "a re-check whose needless store of a found block fails ends the calls waiting for it, without the block",
+	},
+	{
+		id: "c-recheck-reports-while-counted", g: "C", file: "bitswapcompat/recheck.go",
+		old: `	defer ps.endingDone()
+	var found []blocks.Block`,
+		new: `	defer func() {
+		for _, err := range errs {
+			report(ctx, ps.onErr, err)
+		}
+		ps.endingDone()
+	}()
+	var found []blocks.Block`,
+		pkg: "./bitswapcompat", run: `^TestShutdown_FromTheErrorFuncOfARecheck$`,
+		why: "an error function that calls Shutdown from a re-check's report waits for that re-check for ever",
+	},
+	{
+		id: "c-recheck-timer-kept", g: "C", file: "bitswapcompat/recheck.go",
+		old: `		c.retry.Stop()
+		c.retry = nil`,
+		new: ``,
+		pkg: "./bitswapcompat", run: `^TestPubSub_RecheckEndsWithTheCall$`,
+		why: "an ended call's timer stays armed, holding the call until it fires",
+	},
+	{
 		id: "c-refused-message-ends-calls", g: "C", file: "bitswapcompat/compat.go",
 		old: `	if err != nil && !refused(ctx, err) {`,
 		new: `	if err != nil {`,
