@@ -86,10 +86,11 @@ func (c *call) stopRetry() {
 // the Publish) ends the program, as one in a call ended by its ctx does.
 // Shutdown waits for the part of a re-check that reads the blockstore and
 // publishes (recheckKeys), and a re-check does nothing once c has ended or
-// Shutdown has begun. The failures are reported after that part: an error
-// function that calls Shutdown would wait for it for ever (found by review,
-// with TestShutdown_FromTheErrorFuncOfARecheck); so one may
-// reach the error function just after a Shutdown has returned.
+// Shutdown has begun. The failures are reported after that part, so that an
+// error function may call Shutdown, which would otherwise wait for the
+// re-check that calls it, for ever (found by review, with
+// TestShutdown_FromTheErrorFuncOfARecheck); so a failure may reach the
+// error function just after a Shutdown has returned.
 func (c *call) recheck(ctx context.Context, d time.Duration) {
 	keys, ok := c.beginRecheck()
 	if !ok {
