@@ -26,8 +26,13 @@ type flakyGets struct {
 }
 
 func newFlakyGets() *flakyGets {
-	return &flakyGets{faultyStore: memStore(), fails: map[cid.Cid]int{}, gets: map[cid.Cid]int{},
-		gated: map[cid.Cid]bool{}, gate: make(chan struct{})}
+	return &flakyGets{
+		faultyStore: memStore(),
+		fails:       map[cid.Cid]int{},
+		gets:        map[cid.Cid]int{},
+		gated:       map[cid.Cid]bool{},
+		gate:        make(chan struct{}),
+	}
 }
 
 func (s *flakyGets) Get(ctx context.Context, k cid.Cid) (blocks.Block, error) {
