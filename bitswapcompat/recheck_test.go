@@ -82,6 +82,20 @@ func (e *errCount) len() int {
 	return len(e.errs)
 }
 
+// storedButUnread returns a PubSub over a store that holds the first of n
+// new blocks, stored before any call, but fails the first fails Gets of it,
+// and what the PubSub's error function gets.
+func storedButUnread(t *testing.T, n, fails int) (*flakyGets, *errCount, *PubSub, []blocks.Block) {
+	t.Helper()
+	store := newFlakyGets()
+	errs := &errCount{}
+	ps := NewPubSub(store, WithErrorFunc(errs.add))
+	blks := newBlocks(t, n)
+	require.NoError(t, store.Put(t.Context(), blks[0]))
+	store.set(blks[0].Cid(), fails)
+	return store, errs, ps, blks
+}
+
 // A block stored before the call (a local add whose Publish nobody waited
 // for), whose Get fails in the call's check, is found by a check of the
 // call's keys recheckFirst later, and reaches the call. A key found missing
@@ -95,13 +109,8 @@ func TestPubSub_FailedCheckOfAStoredBlockIsCheckedAgain(t *testing.T) {
 	}{{"one key", 0}, {"three keys", 2}} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				store := newFlakyGets()
-				var errs errCount
-				ps := NewPubSub(store, WithErrorFunc(errs.add))
+				store, errs, ps, blks := storedButUnread(t, 1+tc.extra, 1)
 				defer ps.Shutdown()
-				blks := newBlocks(t, 1+tc.extra)
-				require.NoError(t, store.Put(t.Context(), blks[0]))
-				store.set(blks[0].Cid(), 1)
 
 				start := time.Now()
 				ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
@@ -132,13 +141,8 @@ func TestPubSub_FailedCheckOfAStoredBlockIsCheckedAgain(t *testing.T) {
 // to recheckMax, and reports each failure.
 func TestPubSub_RecheckBacksOff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := newFlakyGets()
-		var errs errCount
-		ps := NewPubSub(store, WithErrorFunc(errs.add))
+		store, errs, ps, blks := storedButUnread(t, 2, 3) // the check and two re-checks fail
 		defer ps.Shutdown()
-		blks := newBlocks(t, 2)
-		require.NoError(t, store.Put(t.Context(), blks[0]))
-		store.set(blks[0].Cid(), 3) // the check and two re-checks fail
 
 		start := time.Now()
 		ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
@@ -288,13 +292,8 @@ func TestShutdown_WaitsForARecheckUnderWay(t *testing.T) {
 // had just found (found by review).
 func TestPubSub_RecheckWhoseStoreFailsKeepsTheCall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		store := newFlakyGets()
-		var errs errCount
-		ps := NewPubSub(store, WithErrorFunc(errs.add))
+		store, _, ps, blks := storedButUnread(t, 2, 1)
 		defer ps.Shutdown()
-		blks := newBlocks(t, 2)
-		require.NoError(t, store.Put(t.Context(), blks[0])) // stored before the call
-		store.set(blks[0].Cid(), 1)                         // the call's check fails
 
 		ch := ps.Subscribe(t.Context(), cidsOf(blks...)...)
 		requireReceived(t, ch, false)
