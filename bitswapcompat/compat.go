@@ -80,9 +80,9 @@ func WithCancelFunc(f func(keys []cid.Cid)) Option {
 // whose error wraps context.DeadlineExceeded too, is, while ctx is live.
 // f runs on the caller's goroutine, outside every lock, but for a failed
 // re-check of a call's keys after a failed check (PubSub.Subscribe), which
-// runs on a timer's goroutine: a panic of f there ends the program. Without it such
-// errors are dropped, and so they are always for a manager built alone by
-// NewSessionInterestManager, which takes no options, as boxo's New.
+// runs on a timer's goroutine: a panic of f there ends the program. Without
+// it such errors are dropped, and so they are always for a manager built
+// alone by NewSessionInterestManager, which takes no options, as boxo's New.
 func WithErrorFunc(f func(error)) Option {
 	return func(c *config) { c.onErr = f }
 }
