@@ -203,6 +203,10 @@ func TestPubSub_RecheckEndsWithTheCall(t *testing.T) {
 				c.mu.Lock()
 				require.Nil(t, c.retry, "the next re-check's timer, once the call ended")
 				c.mu.Unlock()
+				// A timer that fired just before the end, too late for
+				// stopRetry, runs its re-check after it: it must find the
+				// call ended and read nothing.
+				c.recheck(ctx, recheckFirst)
 				time.Sleep(time.Hour)
 				synctest.Wait()
 				require.Equal(t, 2, store.count(blk.Cid()), "Gets after the call ended")

@@ -836,6 +836,16 @@ var table = []mutation{
 		why: "an ended call's timer stays armed, holding the call until it fires",
 	},
 	{
+		id: "c-recheck-ignores-ended", g: "C", file: "bitswapcompat/recheck.go",
+		old: `	c.retry = nil
+	if c.ended {
+		return nil, false
+	}`,
+		new: `	c.retry = nil`,
+		pkg: "./bitswapcompat", run: `^TestPubSub_RecheckEndsWithTheCall$`,
+		why: "a timer that fired just before its call ended re-checks the ended call's keys",
+	},
+	{
 		id: "c-refused-message-ends-calls", g: "C", file: "bitswapcompat/compat.go",
 		old: `	if err != nil && !refused(ctx, err) {`,
 		new: `	if err != nil {`,
