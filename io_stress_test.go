@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/bitswapsync/notifier/internal/stacks"
+	"github.com/bitswapsync/notifier/internal/waitmu"
 )
 
 // Stress tests of waiters and marks against a store that yields inside its
@@ -339,4 +340,48 @@ func TestClose_WaitsForAStalledPublishNobodyWaitsFor(t *testing.T) {
 	require.NoError(t, err)
 	require.True(t, has, "once Close has returned, the Publish in progress has taken effect")
 	require.NoError(t, <-published)
+}
+
+// Close waits for an operation that locked a shard before Close began, even
+// one that no subscription's close waits for: a Publish whose cancel
+// function still runs under k's shard, after it handed k to s, which wants
+// nothing more, so that ending s takes no shard lock. Only the barrier, which
+// takes every shard lock in turn, keeps Close from returning while the
+// Publish is still in progress. The test waits until Close waits for k's
+// shard, or has returned, which would be the bug.
+func TestClose_WaitsForACancelFunctionUnderWay(t *testing.T) {
+	n, k, entered, release := newWithSlowCancel(t)
+	s := mustSub(t, n, 1)
+	require.NoError(t, s.Subscribe(ctx, k.Cid()))
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		assert.NoError(t, n.Publish(ctx, ResponseMessage{From: "p", Blocks: []blocks.Block{k}}))
+	}()
+	done(t, entered, "cancel function called by the Publish of k")
+
+	closed := make(chan struct{})
+	go func() { defer close(closed); assert.NoError(t, n.Close()) }()
+	shard := &n.shards[n.shardOf(k.Cid())].mu
+	for deadline := time.Now().Add(hang); waitmu.Waiting(shard) == 0; runtime.Gosched() {
+		select {
+		case <-closed:
+			close(release)
+			t.Fatal("Close returned while the Publish of k was still in its cancel function")
+		default:
+		}
+		if time.Now().After(deadline) {
+			close(release)
+			t.Fatal("Close neither returned nor waited for k's shard")
+		}
+	}
+	select {
+	case <-closed:
+		t.Fatal("Close returned while waiting for k's shard")
+	default:
+	}
+	close(release)
+	done(t, published, "Publish of k")
+	done(t, closed, "Close")
+	require.Equal(t, ErrClosed, s.Err())
 }
