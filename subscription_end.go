@@ -248,16 +248,7 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		if first != nil {
 			n.mark(o, from)
 			if park {
-				// Once parked, o is first's to resume, which may happen as
-				// soon as the shard locks are released: o must be left as
-				// the next attempt expects it before parkOn, and not
-				// touched after it.
-				held := slices.Clone(o.locks) // o.more is not in it yet
-				o.locked = false
-				o.mergeMore()
-				n.parkOn(o, first) // under the shard locks, while first holds its key up
-				s.mu.Unlock()
-				n.unlock(held)
+				s.park(o, first)
 				return false
 			}
 			busy = first.wakeOnRelease()
@@ -277,6 +268,20 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		n.lock(o.locks)
 		o.locked = true
 	}
+}
+
+// park parks o, the attempt of a pending close that found first holding a
+// key of s up, on first, and releases s.mu and o's shard locks. Once parked,
+// o is first's to resume, which may happen as soon as the shard locks are
+// released: o must be left as the next attempt expects it before parkOn, and
+// not touched after it.
+func (s *Subscription) park(o, first *op) {
+	held := slices.Clone(o.locks) // o.more is not in it yet
+	o.locked = false
+	o.mergeMore()
+	s.n.parkOn(o, first) // under the shard locks, while first holds its key up
+	s.mu.Unlock()
+	s.n.unlock(held)
 }
 
 // scanWanted is one pass of lockAllOrPark over the keys s wants: it adds to

@@ -491,20 +491,25 @@ func (s *Subscription) wantLocked(o *op) error {
 	o.hits = o.hits[:found]
 	s.compact()
 	if found > 0 && shared == 0 {
-		// The common case, a request for stored blocks that nobody else
-		// waits for: hand them over under the s.mu already held.
-		blks := make([]blocks.Block, found)
-		for i := range o.hits {
-			blks[i] = o.hits[i].blk
-		}
-		clear(o.hits)
-		o.hits = o.hits[:0]
-		o.probe.handedOwn(found) // observe.go hook
-		if s.accept(&ResponseMessage{Blocks: blks}, 0) {
-			o.slow = append(o.slow, s)
-		}
+		s.handOwn(o)
 	}
 	return nil
+}
+
+// handOwn hands s the blocks of o.hits, which the check found and nobody
+// else waits for (the common case, a request for stored blocks), under the
+// s.mu that the caller holds, and empties o.hits.
+func (s *Subscription) handOwn(o *op) {
+	blks := make([]blocks.Block, len(o.hits))
+	for i := range o.hits {
+		blks[i] = o.hits[i].blk
+	}
+	clear(o.hits)
+	o.hits = o.hits[:0]
+	o.probe.handedOwn(len(blks)) // observe.go hook
+	if s.accept(&ResponseMessage{Blocks: blks}, 0) {
+		o.slow = append(o.slow, s)
+	}
 }
 
 // compact deletes the stale entries of s.keys once they outnumber the live

@@ -262,12 +262,17 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 	for _, ks := range ksets {
 		all = append(all, ks...)
 	}
-	// wanted is the subsequence of all, in order and with repeats, that the
-	// session wants; a key is wanted at every place or at none, so each key
-	// of the sets, in turn, is wanted exactly when it is the next of wanted,
-	// and the keys of each set are a run of wanted: its answer, capped so
-	// that appending to it cannot overwrite the next set's.
-	wanted := sub.AppendWanted(make([]cid.Cid, 0, total), all)
+	splitRuns(res, ksets, sub.AppendWanted(make([]cid.Cid, 0, total), all))
+	return res
+}
+
+// splitRuns sets res[i] to the keys of ksets[i] that are in wanted, the
+// subsequence of the sets' keys, one set after the other, in order and with
+// repeats, that a session wants. A key is wanted at every place or at none,
+// so each key of the sets, in turn, is wanted exactly when it is the next of
+// wanted, and the keys of each set are a run of wanted: its answer, capped
+// so that appending to it cannot overwrite the next set's.
+func splitRuns(res, ksets [][]cid.Cid, wanted []cid.Cid) {
 	next := 0
 	for i, ks := range ksets {
 		from := next
@@ -280,7 +285,6 @@ func (sim *SessionInterestManager) FilterSessionInterested(ses uint64, ksets ...
 			res[i] = wanted[from:next:next]
 		}
 	}
-	return res
 }
 
 // SplitWantedUnwanted splits blks, keeping their order, into the blocks that
