@@ -59,10 +59,10 @@
 //     too, so that it takes effect at one instant), releases the shard
 //     locks, calls the blockstore's PutMany holding no lock, and takes the
 //     shard locks again. Then it takes the locks of the subscriptions it
-//     delivers to (delivery functions run here), keeps only the shards of the
-//     keys whose last want it ended, hands the channel subscriptions their
-//     messages, releases the subscriptions, and runs the cancel function
-//     under those shards.
+//     delivers to (delivery functions run here), hands the channel
+//     subscriptions their messages, releases the subscriptions and every
+//     shard but those of the keys whose last want it ended, and runs the
+//     cancel function under those shards.
 //   - Subscribe: the shard locks of its keys at once. With a blockstore and
 //     keys it does not want yet (and unless it is an interest subscription),
 //     it reserves those keys and calls Get holding no lock, as Publish does
@@ -132,7 +132,13 @@
 // overtaken on a key once it has found it busy, each of its other keys can
 // make it wait once more at most, and it proceeds once the reservations it
 // found (and those of the finitely many operations older than it) are
-// released. It holds up nobody on the keys it has not found busy: marking
+// released. The price of that order: a key it found busy stays its own
+// until it goes on, also once that key is free again, so a later operation
+// on that key waits for whatever it still waits for, perhaps a stalled
+// blockstore call on a key the later one does not name. Letting the later
+// one go first instead would let a stream of them starve it
+// (TestIO_WaiterIsNotOvertaken pins the order). It holds up nobody on the
+// keys it has not found busy: marking
 // every key of a waiter made the operations on any of them wait for its
 // wait, perhaps a stalled PutMany of another key (G11), and queued waiters
 // behind waiters (Notifier.markBusy). A waiting close, too, marks only

@@ -19,10 +19,10 @@ import (
 //  4. commit, under the locks: record the decision in the index;
 //  5. hand over: route the wanted keys to the subscriptions that want them,
 //     lock the target subscriptions, end the wants that delivered blocks
-//     satisfy, and deliver to the delivery functions; release the shards
-//     that the cancel function does not need; deliver to the channels; call
-//     the cancel function under the kept shards; release them; end the
-//     subscriptions found past WithMaxPending.
+//     satisfy, and deliver to the delivery functions; deliver to the
+//     channels; release the subscriptions and the shards that the cancel
+//     function does not need; call the cancel function under the kept
+//     shards; release them; end the subscriptions found past WithMaxPending.
 //
 // An error in steps 2 to 4 releases the locks and returns with nothing
 // changed. Each operation supplies only its steps 1, 2, 3 and 4; the hand-over
@@ -81,14 +81,15 @@ const (
 	stepNone     step = iota // nothing to finish: not there yet, failed, or done
 	stepCommit               // in commit: Subscribe's may hand s its found blocks through s's function
 	stepFuncs                // handing over to delivery functions: op.next is the next entry of op.order
-	stepChannels             // releasing the shards but keep, and handing over to channels
+	stepChannels             // handing over to channels, then releasing the subscriptions and the shards but keep
 	stepCancel               // in the cancel function
 	stepSlow                 // closing the slow consumers: op.next is the next of op.slow
 )
 
 // finish is step 5, from where o.step says o got: route, hand over to the
-// delivery functions, release the shards but keep, hand over to the
-// channels, call the cancel function, release keep, end the slow consumers.
+// delivery functions, hand over to the channels, release the subscriptions
+// and the shards but keep, call the cancel function, release keep, end the
+// slow consumers.
 // o.step moves past each function of the user before it is called, so that
 // a call of finish after that function panicked carries on after it.
 func (n *Notifier) finish(o *op) {

@@ -104,8 +104,9 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 
 // sleep is lockFree's wait for busy, the channel of the operation that holds
 // o up. The caller holds o's shard locks and has marked o's keys; sleep
-// returns holding none. If the wait fails (ctx, Close, or a subscription
-// whose close began: addSleeper), it removes o's marks too.
+// returns holding none. If the wait fails (ctx, or a subscription whose
+// close began: addSleeper), it removes o's marks too; when Close begins it
+// returns nil, and lockFree's next pass removes them and returns ErrClosed.
 func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, refuseClosed bool) error {
 	var nudge chan struct{}
 	if o.dormant() {

@@ -24,9 +24,10 @@ import (
 // closed and the session ID may be reused. Remove is idempotent, safe for
 // concurrent use, and blocks only for other operations on the subscription's
 // shards, and for an operation whose blockstore call holds a reservation on
-// one of its keys, until that call returns, or for an older operation waiting
-// for such a call with one of its keys (waits are first come, first served:
-// see doc.go). It must not be called from the cancel function or a delivery
+// one of its keys, until that call returns, or for an older operation that
+// found one of its keys busy and still waits, perhaps for a call on a key it
+// does not name (waits are first come, first served: see doc.go). It must
+// not be called from the cancel function or a delivery
 // function (see WithCancelFunc and NewSubscriptionFunc).
 func (s *Subscription) Remove() { s.close(nil, false) }
 

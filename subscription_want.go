@@ -48,9 +48,10 @@ import (
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
 // holding the same shard locks or reservations on the keys it does not want
-// yet, or older ones waiting for such a reservation with one of those keys
-// (ctx ends that wait, and so does the end of the subscription): a key it
-// wants already holds it up for no blockstore call (G11).
+// yet, or older ones that found one of those keys busy and still wait,
+// perhaps for a blockstore call on a key it does not name (see doc.go; ctx
+// ends that wait, and so does the end of the subscription): a key it wants
+// already holds it up for no blockstore call (G11).
 // After Close it returns ErrClosed, however the subscription ended (G7),
 // and so after Remove; after a slow-consumer end, ErrSlowConsumer, as Err
 // does, whatever ctx's state (also after a Remove that came between an
