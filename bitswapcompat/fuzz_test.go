@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 	"testing/synctest"
+	"time"
 
 	blocks "github.com/ipfs/go-block-format"
 	cid "github.com/ipfs/go-cid"
@@ -12,18 +13,20 @@ import (
 )
 
 // FuzzCompatModel drives the store wiring (New on a blockstore whose PutMany
-// can be made to fail), or the shared one (New(nil): notify only, as the
-// first byte of the input says), as boxo's client drives it, one call at a time, and
-// checks every result against compatModel, boxo's semantics as MIGRATION.md
-// states them for this wiring: PubSub calls (Subscribe, their ctx, every
-// block once, the channel closed when all have come), Publish from a peer or
-// locally (stored first; a peer's block only if a call or a session wants
-// it; a failed store delivers nothing and ends the calls waiting for any
-// block of the message), the session manager's record, remove and split,
-// and a garbage collection of the blockstore. Each step runs in a synctest
-// bubble and is waited for (synctest.Wait), so a ctx's end and the pacing's
-// sleeps have taken effect before the check; Shutdown at the end must close
-// every channel and leave nothing behind.
+// or Get can be made to fail), or the shared one (New(nil): notify only, as
+// the first byte of the input says), as boxo's client drives it, one call at
+// a time, and checks every result against compatModel, boxo's semantics as
+// MIGRATION.md states them for this wiring: PubSub calls (Subscribe, their
+// ctx, every block once, the channel closed when all have come), Publish
+// from a peer or locally (stored first; a peer's block only if a call or a
+// session wants it; a failed store delivers nothing and ends the calls
+// waiting for any block of the message), a failed blockstore check (a miss:
+// the call waits, and its keys are checked again later, see recheck.go) and
+// the time that brings the re-checks, the session manager's record, remove
+// and split, and a garbage collection of the blockstore. Each step runs in a
+// synctest bubble and is waited for (synctest.Wait), so a ctx's end, the
+// pacing's sleeps and the re-checks due have taken effect before the check;
+// Shutdown at the end must close every channel and leave nothing behind.
 func FuzzCompatModel(f *testing.F) {
 	// The wiring (even: store, odd: shared), then steps, each a triple: the
 	// step (% 9, see runCompatModel), an argument, a mask of the blocks of
@@ -34,6 +37,12 @@ func FuzzCompatModel(f *testing.F) {
 	f.Add([]byte{0, 4, 0, 7, 4, 1, 12, 7, 0, 15, 6, 0, 0, 5, 1, 4, 2, 1, 15, 8, 0, 3, 7, 0, 15})      // sessions, split, removal, a peer's blocks, gc
 	f.Add([]byte{0, 0, 0, 2, 0, 1, 5, 3, 1, 0, 2, 0, 3, 3, 0, 0, 2, 1, 6, 6, 1, 0})                   // a failed local store ends the calls that wait for any of its blocks
 	f.Add([]byte{1, 0, 0, 3, 4, 0, 6, 7, 0, 15, 2, 1, 1, 2, 0, 2, 0, 0, 1, 6, 0, 0, 7, 0, 15})        // shared: nothing is stored
+	// Gets fail (step 3, a%4 == 2) and the clock moves on (a>>2, see advance).
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 18, 0, 3, 32, 0, 2, 1, 2})               // a stored block unread by the check; a failed re-check, then one 200 ms later delivers it
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 0, 0, 3, 2, 1, 1, 3, 240, 0, 2, 1, 2})      // a peer's Publish before the re-check: each call gets the block once
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 8, 0, 1, 3, 240, 0, 2, 1, 1})               // unread, then deleted: the re-check delivers nothing, the call waits for a Publish
+	f.Add([]byte{0, 2, 0, 1, 3, 3, 0, 0, 0, 1, 3, 7, 0, 0, 1, 1, 3, 13, 0, 3, 32, 0})      // two calls unread; a re-check whose store fails, then one that serves both
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 3, 214, 0, 3, 188, 0, 3, 188, 0, 3, 56, 0}) // Gets fail for a minute: the re-checks, 10 s apart by then, find the block at 62.7 s
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -53,6 +62,9 @@ type compatCall struct {
 	cancel context.CancelFunc
 	want   map[cid.Cid]bool // keys whose block has not come
 	closed bool
+	// The call's next re-check (zero: none), and the delay it came after.
+	recheckAt time.Time
+	recheckIn time.Duration
 }
 
 // compatModel is what the store wiring must show.
@@ -67,7 +79,8 @@ type compatModel struct {
 	stored    map[cid.Cid]bool
 	sessions  map[uint64]map[cid.Cid]bool
 	calls     []*compatCall
-	failing   bool
+	failPut   bool
+	failGet   bool
 }
 
 func (m *compatModel) pick(mask byte) (blks []blocks.Block, keys []cid.Cid) {
@@ -95,12 +108,12 @@ func (m *compatModel) wanted(k cid.Cid) bool {
 	return false
 }
 
-// deliver hands b to the calls waiting for it.
-func (m *compatModel) deliver(b blocks.Block, got map[*compatCall][]cid.Cid) {
+// deliver hands the block of k to the calls waiting for it.
+func (m *compatModel) deliver(k cid.Cid, got map[*compatCall][]cid.Cid) {
 	for _, c := range m.calls {
-		if !c.closed && c.want[b.Cid()] {
-			delete(c.want, b.Cid())
-			got[c] = append(got[c], b.Cid())
+		if !c.closed && c.want[k] {
+			delete(c.want, k)
+			got[c] = append(got[c], k)
 			if len(c.want) == 0 {
 				c.closed = true
 			}
@@ -125,6 +138,7 @@ func runCompatModel(t *testing.T, withStore bool, in []byte) {
 			continue
 		}
 		synctest.Wait()
+		m.recheckDue(got) // those that a Publish's pacing sleep let run
 		m.check(t, got, i/3)
 	}
 	m.ps.Shutdown()
@@ -152,12 +166,8 @@ func (m *compatModel) step(op, a byte, blks []blocks.Block, keys []cid.Cid, got 
 		c.closed = true
 	case 2:
 		return m.publish(a, blks, keys, got)
-	case 3: // the disk fails, or recovers
-		if !m.withStore {
-			return false
-		}
-		m.failing = a%2 == 1
-		m.store.failPut.Store(m.failing)
+	case 3:
+		return m.disk(a, got)
 	case 4:
 		return m.record(uint64(a%3), keys)
 	case 5:
@@ -186,13 +196,19 @@ func (m *compatModel) call(a byte, keys []cid.Cid, got map[*compatCall][]cid.Cid
 	cctx, cancel := context.WithCancel(m.ctx)
 	c := &compatCall{cancel: cancel, want: map[cid.Cid]bool{}}
 	for _, k := range keys {
-		if m.stored[k] {
+		if m.stored[k] && !m.failGet {
 			got[c] = append(got[c], k)
 		} else {
-			c.want[k] = true
+			c.want[k] = true // a failed Get is a miss: the call waits (see unread)
 		}
 	}
 	c.closed = len(c.want) == 0
+	if m.failGet {
+		// Every Get of the check fails, a stored key's or not: the call's
+		// keys are checked again recheckFirst later.
+		c.recheckIn = recheckFirst
+		c.recheckAt = time.Now().Add(recheckFirst)
+	}
 	if a%2 == 1 { // the same keys twice: each block once
 		keys = append(keys, keys...)
 	}
@@ -220,16 +236,116 @@ func (m *compatModel) publish(a byte, blks []blocks.Block, keys []cid.Cid, got m
 	if remote {
 		from = peerA
 	}
-	if len(toStore) > 0 && m.failing {
+	if len(toStore) > 0 && m.failPut {
 		m.failCalls(keys)
 	} else {
 		for _, b := range toStore {
 			m.stored[b.Cid()] = m.withStore
-			m.deliver(b, got)
+			m.deliver(b.Cid(), got)
 		}
 	}
 	m.ps.Publish(from, blks...)
 	return true
+}
+
+// disk: the disk fails, or recovers, as a%4 says (bit 0: PutMany fails, bit
+// 1: Get fails), and then the clock moves on by advance(a>>2). An argument
+// below 4, as in the seeds made before Gets could fail, moves it not.
+func (m *compatModel) disk(a byte, got map[*compatCall][]cid.Cid) bool {
+	if !m.withStore {
+		return false
+	}
+	m.failPut, m.failGet = a&1 != 0, a&2 != 0
+	m.store.failPut.Store(m.failPut)
+	m.store.failGet.Store(m.failGet)
+	d := advance(a >> 2)
+	if d == 0 {
+		return true
+	}
+	// A fake clock's sleep: the re-checks due meanwhile run at their times,
+	// and those due at its end run as it ends (the step's synctest.Wait
+	// waits for them).
+	time.Sleep(d)
+	m.recheckDue(got)
+	if d >= recheckMax && !m.failGet && !m.failPut {
+		m.requireNoneUnread()
+	}
+	return true
+}
+
+// advance is how far step 3 moves the clock for n (0-63): by quarters of
+// recheckFirst up to 47, fine enough to fall before, on and after each of a
+// call's first re-checks (100, 300, 700 ms... after it), and beyond by
+// whole recheckMax, to reach the re-checks' longest delay.
+func advance(n byte) time.Duration {
+	if n < 48 {
+		return time.Duration(n) * recheckFirst / 4
+	}
+	return time.Duration(n-47) * recheckMax
+}
+
+// recheckDue runs the re-checks due by now, in the order of their times.
+// Re-checks due at the same instant run at once, on the timers' goroutines;
+// one after the other gives the same result: each finds the same store and
+// the same faults, a found block reaches every call waiting for it, and
+// whether a call checks again depends only on its own keys and the faults.
+func (m *compatModel) recheckDue(got map[*compatCall][]cid.Cid) {
+	now := time.Now()
+	for {
+		var next *compatCall
+		for _, c := range m.calls {
+			due := !c.closed && !c.recheckAt.IsZero() && !c.recheckAt.After(now)
+			if due && (next == nil || c.recheckAt.Before(next.recheckAt)) {
+				next = c
+			}
+		}
+		if next == nil {
+			return
+		}
+		m.recheck(next, got)
+	}
+}
+
+// recheck is a re-check of c's keys (recheck.go): while Gets fail, or while
+// the store of the blocks it finds fails (its Publish stores them again), it
+// comes again after twice the delay, up to recheckMax. Otherwise the stored
+// blocks that c awaits reach every call waiting for them, and c is checked
+// no more: a key found missing waits for the Publish that brings it.
+func (m *compatModel) recheck(c *compatCall, got map[*compatCall][]cid.Cid) {
+	found := m.unread(c)
+	if m.failGet || (len(found) > 0 && m.failPut) {
+		c.recheckIn = min(2*c.recheckIn, recheckMax)
+		c.recheckAt = c.recheckAt.Add(c.recheckIn)
+		return
+	}
+	c.recheckAt = time.Time{}
+	for _, k := range found {
+		m.deliver(k, got)
+	}
+}
+
+// unread returns the keys that c awaits and that are stored. Only a failed
+// check leaves such keys: a stored block reaches the calls waiting for it as
+// it is stored, and a call whose check reads it gets it at once.
+func (m *compatModel) unread(c *compatCall) []cid.Cid {
+	var keys []cid.Cid
+	for _, b := range m.pool { // in the pool's order: the fuzzer's runs repeat
+		if c.want[b.Cid()] && m.stored[b.Cid()] {
+			keys = append(keys, b.Cid())
+		}
+	}
+	return keys
+}
+
+// requireNoneUnread checks what the re-checks are for, once a healthy disk
+// has given every call's next one (at most recheckMax away) its turn: no
+// call that is still waiting awaits a stored block.
+func (m *compatModel) requireNoneUnread() {
+	for i, c := range m.calls {
+		if !c.closed {
+			require.Empty(m.t, m.unread(c), "call %d: stored blocks it still awaits after the re-checks", i)
+		}
+	}
 }
 
 // failCalls ends the calls waiting for any of keys, whose store failed.
