@@ -43,6 +43,7 @@ func FuzzCompatModel(f *testing.F) {
 	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 8, 0, 1, 3, 240, 0, 2, 1, 1})               // unread, then deleted: the re-check delivers nothing, the call waits for a Publish
 	f.Add([]byte{0, 2, 0, 1, 3, 3, 0, 0, 0, 1, 3, 7, 0, 0, 1, 1, 3, 13, 0, 3, 32, 0})      // two calls unread; a re-check whose store fails, then one that serves both
 	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 3, 214, 0, 3, 188, 0, 3, 188, 0, 3, 56, 0}) // Gets fail for a minute: the re-checks, 10 s apart by then, find the block at 62.7 s
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 0, 0, 0, 0, 1})                          // a later call's check reads the block that a failed check left unread: both calls get it
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -197,6 +198,9 @@ func (m *compatModel) call(a byte, keys []cid.Cid, got map[*compatCall][]cid.Cid
 	c := &compatCall{cancel: cancel, want: map[cid.Cid]bool{}}
 	for _, k := range keys {
 		if m.stored[k] && !m.failGet {
+			// The block the check reads reaches the calls that a failed
+			// check left waiting for it too, as a Publish's would.
+			m.deliver(k, got)
 			got[c] = append(got[c], k)
 		} else {
 			c.want[k] = true // a failed Get is a miss: the call waits (see unread)
@@ -325,8 +329,8 @@ func (m *compatModel) recheck(c *compatCall, got map[*compatCall][]cid.Cid) {
 }
 
 // unread returns the keys that c awaits and that are stored. Only a failed
-// check leaves such keys: a stored block reaches the calls waiting for it as
-// it is stored, and a call whose check reads it gets it at once.
+// check leaves such keys: a block reaches the calls waiting for it when it
+// is stored, and when a check or a re-check reads it.
 func (m *compatModel) unread(c *compatCall) []cid.Cid {
 	var keys []cid.Cid
 	for _, b := range m.pool { // in the pool's order: the fuzzer's runs repeat
