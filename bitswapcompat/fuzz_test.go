@@ -38,12 +38,12 @@ func FuzzCompatModel(f *testing.F) {
 	f.Add([]byte{0, 0, 0, 2, 0, 1, 5, 3, 1, 0, 2, 0, 3, 3, 0, 0, 2, 1, 6, 6, 1, 0})                   // a failed local store ends the calls that wait for any of its blocks
 	f.Add([]byte{1, 0, 0, 3, 4, 0, 6, 7, 0, 15, 2, 1, 1, 2, 0, 2, 0, 0, 1, 6, 0, 0, 7, 0, 15})        // shared: nothing is stored
 	// Gets fail (step 3, a%4 == 2) and the clock moves on (a>>2, see advance).
-	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 14, 0, 3, 6, 0, 3, 28, 0, 3, 4, 0, 2, 1, 2})      // a stored block unread by the check; the re-check at 100 ms fails, the one at 300 ms delivers it
-	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 0, 0, 3, 2, 1, 1, 3, 240, 0, 2, 1, 2})               // a peer's Publish before the re-check: each call gets the block once
-	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 8, 0, 1, 3, 240, 0, 2, 1, 1})                        // unread, then deleted: the re-check delivers nothing, the call waits for a Publish
-	f.Add([]byte{0, 2, 0, 1, 3, 3, 0, 0, 0, 1, 3, 7, 0, 0, 1, 1, 3, 13, 0, 3, 32, 0})               // two calls unread; a re-check whose store fails, then one that serves both
-	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 3, 214, 0, 3, 188, 0, 3, 188, 0, 3, 48, 0, 3, 8, 0}) // Gets fail for a minute: the re-checks, 10 s apart by then, find the block at 62.7 s, not before
-	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 0, 0, 0, 0, 1})                                   // a later call's check reads the block that a failed check left unread: both calls get it
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 14, 0, 3, 6, 0, 3, 28, 0, 3, 4, 0, 2, 1, 2})                            // a stored block unread by the check; the re-check at 100 ms fails, the one at 300 ms delivers it
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 0, 0, 3, 2, 1, 1, 3, 240, 0, 2, 1, 2})                                     // a peer's Publish before the re-check: each call gets the block once
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 8, 0, 1, 3, 240, 0, 2, 1, 1})                                              // unread, then deleted: the re-check delivers nothing, the call waits for a Publish
+	f.Add([]byte{0, 2, 0, 1, 3, 3, 0, 0, 0, 1, 3, 7, 0, 0, 1, 1, 3, 13, 0, 3, 32, 0})                                     // two calls unread; a re-check whose store fails, then one that serves both
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 1, 3, 242, 0, 3, 242, 0, 3, 194, 0, 3, 188, 0, 3, 188, 0, 3, 48, 0, 3, 8, 0}) // Gets fail for a minute: the re-checks, 10 s apart by then, find the block at 62.7 s, not before
+	f.Add([]byte{0, 2, 0, 1, 3, 2, 0, 0, 0, 3, 3, 0, 0, 0, 0, 1})                                                         // a later call's check reads the block that a failed check left unread: both calls get it
 	f.Fuzz(func(t *testing.T, in []byte) {
 		if len(in) == 0 {
 			return
@@ -288,13 +288,15 @@ func (m *compatModel) disk(a byte, got map[*compatCall][]cid.Cid) bool {
 
 // advance is how far step 3 moves the clock for n (0-63): by quarters of
 // recheckFirst up to 47, fine enough to fall before, on and after each of a
-// call's first re-checks (100, 300, 700 ms... after it), and beyond by
-// whole recheckMax, to reach the re-checks' longest delay.
+// call's first re-checks (100, 300, 700 ms... after it), and beyond from
+// recheckMax by eighths of it, to reach the re-checks' longest delay. Not
+// further: each call whose Gets fail is checked again every recheckMax, and
+// steps of up to 16 recheckMax made inputs of many calls 10 times slower.
 func advance(n byte) time.Duration {
 	if n < 48 {
 		return time.Duration(n) * recheckFirst / 4
 	}
-	return time.Duration(n-47) * recheckMax
+	return recheckMax + time.Duration(n-48)*recheckMax/8
 }
 
 // recheckDue runs the re-checks due by now, in the order of their times.
