@@ -291,7 +291,7 @@ func (m *compatModel) disk(a byte, got map[*compatCall][]cid.Cid) bool {
 // call's first re-checks (100, 300, 700 ms... after it), and beyond from
 // recheckMax by eighths of it, to reach the re-checks' longest delay. Not
 // further: each call whose Gets fail is checked again every recheckMax, and
-// steps of up to 16 recheckMax made inputs of many calls 10 times slower.
+// steps of up to 16 recheckMax made inputs of many calls 12 times slower.
 func advance(n byte) time.Duration {
 	if n < 48 {
 		return time.Duration(n) * recheckFirst / 4
@@ -344,7 +344,7 @@ func (m *compatModel) recheck(c *compatCall, got map[*compatCall][]cid.Cid) {
 // is stored, and when a check or a re-check reads it.
 func (m *compatModel) unread(c *compatCall) []cid.Cid {
 	var keys []cid.Cid
-	for _, b := range m.pool { // in the pool's order: the fuzzer's runs repeat
+	for _, b := range m.pool { // not c.want's order, which varies: a run of an input repeats
 		if c.want[b.Cid()] && m.stored[b.Cid()] {
 			keys = append(keys, b.Cid())
 		}
