@@ -70,7 +70,8 @@
 //     the wants; if a key it wanted already, which it did not reserve, is no
 //     longer wanted, it starts over instead, with nothing changed. A found block is delivered as in Publish; if others waited for
 //     it, its key goes to the cancel function as in Publish. A Subscribe of
-//     one key that nobody of its kind wants or reserves (a GetBlock) reserves
+//     one key that nobody of its kind wants or reserves (a GetBlock; a
+//     waiter's mark does not count) reserves
 //     nothing: it notes the key's version under the shard lock, calls Get
 //     holding no lock, and commits only if no operation has touched the key
 //     meanwhile: a found block under its own lock alone (unless an interest
@@ -135,8 +136,10 @@
 // released. The price of that order: a key it found busy stays its own
 // until it goes on, also once that key is free again, so a later operation
 // on that key waits for whatever it still waits for, perhaps a stalled
-// blockstore call on a key the later one does not name. Letting the later
-// one go first instead would let a stream of them starve it
+// blockstore call on a key the later one does not name; but not a
+// GetBlock (a Subscribe of one key that nobody of its kind wants, or a
+// Fetch), which reserves nothing and so passes the marks (shardIndex.alone).
+// Letting the later one go first instead would let a stream of them starve it
 // (TestIO_WaiterIsNotOvertaken pins the order). It holds up nobody on the
 // keys it has not found busy: marking
 // every key of a waiter made the operations on any of them wait for its

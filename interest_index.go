@@ -207,18 +207,23 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 
 // alone reports whether a Subscribe of k by a subscription whose wants end at
 // delivery (not an interest subscription) may skip the reservations: no
-// operation holds or waits for k (res, and marks that still hold: see
-// op.holds), and no subscription of that kind, the subscriber included,
-// wants it, so that a block found for k is for the subscriber alone.
+// operation holds k (res), and no subscription of that kind, the subscriber
+// included, wants it, so that a block found for k is for the subscriber
+// alone.
 //
-// A mark that no longer holds is the mark of a waiting close whose
-// subscription's want of k has since ended by delivery: it holds up no
-// operation on k (Notifier.claimant ignores it), and so it must not send a
-// Subscribe or a Fetch of k down the general path either. Found by the
-// fuzzer: a Fetch of a stored key, behind such a mark, made a request and
-// handed it the block instead of returning the block.
+// A waiter's mark on k does not count. It keeps k for the waiter against the
+// operations that would reserve k, so that they do not overtake it; this one
+// reserves nothing, and the waiter, once it goes on, bumps k's version
+// (touchAll), which sends a Subscribe whose Get is under way to the general
+// path. Sent there by any mark, as it was, a GetBlock of k waited for the
+// waiter and so for whatever that waits for, perhaps a stalled PutMany of a
+// key it does not name (G11; found by review, with
+// TestIO_GetBlockPassesTheMarksOfAWaiter). Before that, a mark that no
+// longer held did so too (found by the fuzzer: a Fetch of a stored key,
+// behind such a mark, made a request and handed it the block instead of
+// returning the block).
 func (x *shardIndex) alone(k cid.Cid) bool {
-	if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {
+	if x.res.get(k) != nil {
 		return false
 	}
 	return x.wants[k] == nil

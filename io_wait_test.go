@@ -406,3 +406,74 @@ func TestIO_ReadOfAKeyOfManySubscribersLeavesNoLockHeld(t *testing.T) {
 	release()
 	require.NoError(t, <-published)
 }
+
+// A GetBlock passes a waiter's marks: a Subscribe of one key that nobody
+// else wants, or a Fetch of it, reserves nothing (Notifier.peek), so it does
+// not wait behind an older waiter that found its key busy, and so for a
+// stalled blockstore call on a key it does not name (G11). Publish P of kA
+// and kB (or a Subscribe of both) finds kA reserved by a stalled PutMany
+// (X) and kB by another (Y), marks both and sleeps on X; Y returns, and kB
+// is free. The GetBlock of kB returns at once, the block if it is stored; a
+// Publish of kB, which would reserve it, still waits behind P (the
+// first-come order of TestIO_WaiterIsNotOvertaken). Found by review: every
+// later operation on kB waited for X.
+func TestIO_GetBlockPassesTheMarksOfAWaiter(t *testing.T) {
+	for _, waiter := range []string{"Publish", "Subscribe"} {
+		for _, getBlock := range []string{"Subscribe", "Fetch"} {
+			t.Run("waiter="+waiter+"/getBlock="+getBlock, func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					st := newStallStore()
+					n, cancels := newWithCancels(t, st, WithShards(1))
+					b := mkBlocks("pass-marks", 2)
+					kB := b[1].Cid()
+					releaseX, pubX := st.publishStalled(t, n, b[0])
+					releaseY, pubY := st.publishStalled(t, n, b[1])
+					var waited chan error
+					if waiter == "Publish" {
+						waited = goAsleep(t, "Publish of kA and kB", func() error {
+							return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b})
+						})
+					} else {
+						s := mustSub(t, n, 1)
+						waited = goAsleep(t, "Subscribe of kA and kB", func() error { return s.Subscribe(ctx, b[0].Cid(), kB) })
+					}
+					releaseY()
+					require.NoError(t, <-pubY) // kB stored, and free
+					synctest.Wait()
+
+					w := mustSub(t, n, 9)
+					got := make(chan error, 1)
+					var blk blocks.Block
+					if getBlock == "Subscribe" {
+						go func() { got <- w.Subscribe(ctx, kB) }()
+					} else {
+						go func() {
+							var err error
+							blk, _, err = n.Fetch(ctx, kB, func() func(ResponseMessage) { return nil })
+							got <- err
+						}()
+					}
+					returnsNow(t, got, releaseX, "a GetBlock of kB waited behind a waiter's mark, for a stalled PutMany of kA (G11)")
+					if getBlock == "Subscribe" {
+						require.Equal(t, []blocks.Block{b[1]}, recv(t, w).Blocks)
+					} else {
+						require.Equal(t, b[1], blk)
+					}
+					pub := make(chan error, 1)
+					go func() { pub <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }()
+					synctest.Wait()
+					select {
+					case err := <-pub:
+						t.Fatalf("a Publish of kB overtook the waiter that found kB busy (returned %v)", err)
+					default:
+					}
+					releaseX()
+					require.NoError(t, <-pubX)
+					require.NoError(t, <-waited)
+					require.NoError(t, <-pub)
+					require.Empty(t, cancels.take(), "no want was reported")
+				})
+			})
+		}
+	}
+}

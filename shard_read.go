@@ -25,8 +25,9 @@ import (
 // Subscribe's kind at peek, nor can it gain one unbumped; ending a want of
 // the other kind changes nothing the Subscribe decides (it reports the key
 // to the cancel function under the shard lock, before relock can take it).
-// A key reserved or marked at peek sends the Subscribe to the general path
-// at once; one marked later is bumped when its waiter proceeds. So an
+// A key reserved at peek sends the Subscribe to the general path at once; a
+// waiter's mark does not (see shardIndex.alone), as its waiter bumps the key
+// when it proceeds. So an
 // unchanged version means that no operation of the Notifier has touched the
 // key in a way that matters between the two critical sections: to them the
 // Subscribe is one critical section, at relock, with the blockstore as its

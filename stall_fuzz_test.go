@@ -240,7 +240,20 @@ func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return reservedBy(stalled, keys) || h.marked(op, keys) || m.pendingMarked(keys)
+	if reservedBy(stalled, keys) {
+		return true
+	}
+	return !passesMarks(op, m) && (h.marked(op, keys) || m.pendingMarked(keys))
+}
+
+// passesMarks reports whether op, started on m, takes the path that
+// reserves nothing (a Subscribe of one key or a Fetch: Notifier.peek): its
+// key is reserved by no operation (the caller has checked that) and wanted
+// by no subscription of its kind. Then it waits for no mark: a waiter's
+// mark keeps the key for the waiter against operations that reserve it,
+// and this one reserves nothing (shardIndex.alone).
+func passesMarks(op *fuzzOp, m *model) bool {
+	return op.unreserved != nil && op.unreserved(m)
 }
 
 // parksOnPendingWant reports whether op, launched now, would park in the
@@ -302,7 +315,13 @@ func (h *fuzzHarness) returns(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 		return false
 	}
 	keys := op.waitFor(m)
-	return !reservedBy(stalled, keys) && !h.marked(op, keys) && !m.pendingMarked(keys) && (op.point == nil || !op.io(m))
+	if reservedBy(stalled, keys) {
+		return false
+	}
+	if !passesMarks(op, m) && (h.marked(op, keys) || m.pendingMarked(keys)) {
+		return false
+	}
+	return op.point == nil || !op.io(m)
 }
 
 // reservedKeys returns the keys that stalled reserve (model.busy).

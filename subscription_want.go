@@ -50,8 +50,10 @@ import (
 // holding the same shard locks or reservations on the keys it does not want
 // yet, or older ones that found one of those keys busy and still wait,
 // perhaps for a blockstore call on a key it does not name (see doc.go; ctx
-// ends that wait, and so does the end of the subscription): a key it wants
-// already holds it up for no blockstore call (G11).
+// ends that wait, and so does the end of the subscription). A call for one
+// key that nobody else wants, which reserves nothing, does not wait for
+// those older ones; and a key the subscription wants already holds the call
+// up for no blockstore call (G11).
 // After Close it returns ErrClosed, however the subscription ended (G7),
 // and so after Remove; after a slow-consumer end, ErrSlowConsumer, as Err
 // does, whatever ctx's state (also after a Remove that came between an
@@ -231,7 +233,8 @@ func commitSubscribe(n *Notifier, o *op) error {
 }
 
 // subscribeOne is Subscribe of the one key k, when nobody of s's kind wants
-// k and no operation reserves or waits for it: then a found block is for s
+// k and no operation reserves it (a waiter's mark does not count; see
+// shardIndex.alone): then a found block is for s
 // alone and a missing one adds one want, and the call can skip the op, the
 // reservation and the hand-over. It checks the blockstore holding no lock
 // and commits only if no operation has touched k meanwhile (see peek, in

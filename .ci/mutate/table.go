@@ -28,8 +28,11 @@ var table = []mutation{
 	// G1: no lost wakeup.
 	{
 		id: "g1-peek-ignores-reservation", g: "G1", file: "interest_index.go",
-		old: `if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {`,
-		new: `if x.markAhead(k, ^uint64(0)) != nil {`,
+		old: `	if x.res.get(k) != nil {
+		return false
+	}
+	return x.wants[k] == nil`,
+		new: `	return x.wants[k] == nil`,
 		pkg: ".", run: `^TestSubscribeOne_WaitsForAPublishInItsPutMany$`,
 		why: "a one-key Subscribe skips the reservations of a Publish in its PutMany, records its want after that Publish planned, and never gets the block",
 	},
@@ -713,6 +716,17 @@ var table = []mutation{
 	returned = true`,
 		pkg: ".", run: `^(TestPublish_StoresUnlockedWithKeysReserved|TestSubscribe_ChecksStoreUnlockedWithKeysReserved)$`,
 		why: "PutMany and the Gets of a Subscribe run holding the shard locks of their keys",
+	},
+	{
+		id: "g11-getblock-waits-behind-marks", g: "G11", file: "interest_index.go",
+		old: `	if x.res.get(k) != nil {
+		return false
+	}`,
+		new: `	if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {
+		return false
+	}`,
+		pkg: ".", run: `^TestIO_GetBlockPassesTheMarksOfAWaiter$`,
+		why: "a GetBlock of a key that an older waiter found busy waits for that waiter, and so for a stalled blockstore call on a key it does not name",
 	},
 	{
 		id: "g11-subscribe-reserves-wanted-keys", g: "G11", file: "subscription_want.go",
