@@ -87,7 +87,7 @@ func (h *fuzzHarness) fetch(k int, cancelled bool) {
 		waitFor: func(*model) []int { return []int{k} },
 		io:      func(m *model) bool { return m.bs },
 		unreserved: func(m *model) bool {
-			return !m.wanted(k)
+			return m.bs && !m.wanted(k) // shardIndex.alone; peek needs a blockstore
 		},
 	}
 	op.run = func(ctx context.Context) error {
@@ -174,7 +174,7 @@ func (h *fuzzHarness) subscribe(i int, keys []int, cancelled bool) {
 		io:      func(m *model) bool { return m.subscribeIO(m.subs[i], keys) },
 		resv:    keys,
 		unreserved: func(m *model) bool {
-			return len(keys) == 1 && !m.wanted(keys[0])
+			return m.bs && len(keys) == 1 && !m.wanted(keys[0]) // subscribeOne; the harness makes no interest subscription
 		},
 		parkResv: func(m *model) (resv, held []int) {
 			return m.subs[i].added(keys), m.subs[i].filter(keys)

@@ -477,3 +477,79 @@ func TestIO_GetBlockPassesTheMarksOfAWaiter(t *testing.T) {
 		}
 	}
 }
+
+// The waiter and the GetBlock are Subscribes of one subscription S: W =
+// S.Subscribe(kA, kB) waits for kA with kB marked; S.Subscribe(kB) then
+// passes W's mark. On a miss S wants kB, which makes W's mark on kB stop
+// holding (wakeSubscribes): W goes on once kA is free, adding nothing for
+// kB, and a Publish of kB reaches S once (G1, G2). On a hit S gets kB, and
+// W, which then finds kB unwanted and stored, hands it over again, as a
+// later Subscribe of a stored key does. (Review of the change that lets a
+// GetBlock pass the marks.)
+func TestIO_GetBlockPassesTheMarkOfItsOwnSubscription(t *testing.T) {
+	for _, hit := range []bool{true, false} {
+		t.Run(map[bool]string{true: "hit", false: "miss"}[hit], func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st := newStallStore()
+				n, _ := newWithCancels(t, st, WithShards(1))
+				b := mkBlocks("pass-own-mark", 3)
+				bA, bB, bZ := b[0], b[1], b[2]
+				kA, kB := bA.Cid(), bB.Cid()
+				releaseX, pubX := st.publishStalled(t, n, bA)
+				releaseY := st.stall(t, bZ.Cid())
+				if hit {
+					releaseY = st.stall(t, kB)
+				}
+				pubY := make(chan error, 1)
+				go func() {
+					if hit {
+						pubY <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}})
+					} else {
+						pubY <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bZ}, Haves: []cid.Cid{kB}})
+					}
+				}()
+				<-st.entered
+				S := mustSub(t, n, 1)
+				waited := goAsleep(t, "S.Subscribe(kA, kB)", func() error { return S.Subscribe(ctx, kA, kB) })
+				releaseY()
+				require.NoError(t, <-pubY)
+				synctest.Wait()
+				got := make(chan error, 1)
+				go func() { got <- S.Subscribe(ctx, kB) }()
+				returnsNow(t, got, releaseX, "S.Subscribe(kB) waited behind its own subscription's waiter")
+				if hit {
+					require.Equal(t, []blocks.Block{bB}, recv(t, S).Blocks)
+				}
+				synctest.Wait()
+				select {
+				case err := <-waited:
+					t.Fatalf("W returned (%v) before kA was free", err)
+				default:
+				}
+				releaseX()
+				require.NoError(t, <-pubX)
+				require.NoError(t, <-waited)
+				synctest.Wait()
+				var gotBlocks []blocks.Block
+				for range 2 {
+					select {
+					case m := <-S.Messages():
+						gotBlocks = append(gotBlocks, m.Blocks...)
+					default:
+					}
+				}
+				if hit {
+					require.ElementsMatch(t, []blocks.Block{bA, bB}, gotBlocks)
+				} else {
+					require.Equal(t, []blocks.Block{bA}, gotBlocks)
+					require.True(t, n.Wanted(kB))
+					require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bB}}))
+					synctest.Wait()
+					require.Equal(t, []blocks.Block{bB}, recv(t, S).Blocks)
+				}
+				none(t, S)
+				require.False(t, n.Wanted(kB))
+			})
+		})
+	}
+}
