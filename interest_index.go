@@ -232,8 +232,9 @@ func (x *shardIndex) alone(k cid.Cid) bool {
 // markAhead returns the youngest operation that started before id (a
 // smaller id) and whose mark on k still holds (op.holds), or nil if there is
 // none: the one that an operation with that id waits for on k
-// (Notifier.claimant). Every reader of the marks that decides who waits goes through it, so that
-// a mark that no longer holds is ignored alike everywhere.
+// (Notifier.claimant). Every reader of the marks that decides who waits
+// goes through it, so that a mark that no longer holds is ignored alike
+// everywhere.
 //
 // The youngest, not the oldest: any older mark that holds makes the caller
 // wait, and it wakes as that one lets go, to look again; each waiter waits
