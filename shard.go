@@ -269,15 +269,32 @@ func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
 	return idx.markAhead(k, o.id)
 }
 
-// mark marks o.resKeys[from:] as waited for by o; the caller holds their
-// shard locks. Every operation marks only the keys it finds busy
-// (markBusy; a close, Subscription.markIfBusy). A key keeps the marks of all its waiters, and an operation
-// that needs it waits while the mark of one that started before it holds,
-// sleeping on the youngest of those (markAhead, claimant). So the keys of a
-// waiting operation cannot
-// be reserved again and again by later ones while it waits: once the
-// reservations it found are released, it proceeds, unless operations older
-// than it, of which there are finitely many, take its keys first.
+// markBusy finds the keys of o.resKeys that o must wait for now (claimed
+// and needed) and, if there is one, marks the least of them (busyKey), o's
+// only mark, and returns the wake-up channel of its claimant, which o sleeps
+// on; else it returns nil and marks nothing. The caller holds their shard
+// locks. A close does the same (Subscription.markIfBusy, markOne).
+//
+// A mark keeps the key for o against the operations that start after it: an
+// operation that needs the key waits while the mark of one that started
+// before it holds, sleeping on the youngest of those (markAhead, claimant).
+// So o is not overtaken on the key it waits for: once that key's claimant
+// lets go, o goes on before any later operation on the key, or, if it finds
+// another of its keys busy then, moves its mark there (markOnly), waking the
+// operations that slept behind it.
+//
+// One mark, not one per busy key (G11). A waiter that kept a mark on every
+// key it had found busy, until it went on, kept them while it slept on one:
+// once another of those keys was free again, every later operation on it
+// waited behind the waiter, and so for the blockstore call that the waiter
+// waited for, perhaps a stalled PutMany of a key that operation does not
+// name (review; TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor). The price: while
+// o waits for one key, later operations may take its others, and o may find
+// one of them busy when it wakes, and wait again. Each such wait is for an
+// operation on a key o needs, which G11 allows; a stream of such operations
+// can keep o waiting, as it can keep any of them waiting for the store.
+// Marking all of o's keys, as lockFree first did, held up the operations on
+// keys o never found busy in the same way (TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy).
 //
 // One mark per key, kept by the oldest waiter, is the tempting
 // simplification, and it loses marks: an older operation that marks a key
@@ -292,46 +309,54 @@ func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
 //
 // The tempting alternative, reserving the keys that are free while waiting
 // for the others, deadlocks: two waiters can each hold a key the other waits
-// for.
-func (n *Notifier) mark(o *op, from int) {
-	for i := from; i < len(o.resKeys); i++ {
-		k := o.resKeys[i]
-		if !n.needs(o, k, o.keyShards[i]) {
-			continue
-		}
-		idx := &n.shards[o.keyShards[i]].idx
-		idx.addMark(k, o)
-	}
-	o.marked = true
-}
-
-// markBusy marks, as mark does, the keys of o.resKeys that o must wait for
-// now (claimed and needed), and returns the wake-up channel of the operation
-// it must wait for on the first of them, or nil if there is none (then it
-// marks nothing). The caller holds their shard locks. The marks of
-// its earlier rounds stay until o goes on (unmark), so a key that has made o
-// wait is o's, before any later operation's, from then on, and each round
-// that o waits again marks a key more: o is overtaken at most once on each
-// of its keys, and proceeds.
-//
-// Marking every key, mark(o, 0), as lockFree and closes first did, held up the operations on o's other keys for o's whole wait, a stalled
-// blockstore call on a key they do not name (G11;
-// TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy), and lined waiters up behind
-// waiters: in the simulator on flatfs, where about half of the waits were
-// behind another waiter's marks, marking only the busy keys brought the p99
-// latency to 0.70x (BENCHMARKS.md, seventeenth series).
+// for; and it would hold those keys for the other's wait, against G11.
 func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
+	var b busyKey
 	for i, k := range o.resKeys {
 		sh := o.keyShards[i]
+		if !b.less(k) {
+			continue
+		}
 		if c := n.claimant(o, k, sh); c != nil && n.needs(o, k, sh) {
-			if busy == nil { // a wake-up channel of the first only: o sleeps on it alone
-				busy = c.wakeOnRelease()
-			}
-			n.shards[sh].idx.addMark(k, o)
-			o.marked = true
+			b = busyKey{c, k, sh}
 		}
 	}
-	return busy
+	if b.claimant == nil {
+		return nil
+	}
+	n.markOnly(o, b.key, b.shard)
+	return b.claimant.wakeOnRelease()
+}
+
+// busyKey is the key that a waiting operation marks and sleeps for, with
+// its shard and its claimant: of the keys it must wait for, the least by
+// its bytes. Any one would do for the waits; the least makes the choice
+// the same whatever order the keys are visited in (a close visits its
+// subscription's map), so that a model of the waits can tell which key
+// holds others up.
+type busyKey struct {
+	claimant *op
+	key      cid.Cid
+	shard    int32
+}
+
+// less reports whether k, if busy, should replace b's key: b has none yet,
+// or k is less.
+func (b *busyKey) less(k cid.Cid) bool {
+	return b.claimant == nil || k.KeyString() < b.key.KeyString()
+}
+
+// markOnly moves o's one mark to k, in shard sh: it drops o's mark on any
+// other key, waking the operations asleep on it, and marks k. The caller
+// holds the shard locks of o.resKeys and k.
+func (n *Notifier) markOnly(o *op, k cid.Cid, sh int32) {
+	idx := &n.shards[sh].idx
+	if o.marked && idx.marked(k, o) {
+		return
+	}
+	n.unmark(o)
+	idx.addMark(k, o)
+	o.marked = true
 }
 
 // holds reports whether o's mark on k, in k's shard index x, still holds up

@@ -239,15 +239,15 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 	n := s.n
 	for {
 		s.mu.Lock()
-		from := len(o.resKeys)
-		covered, first := s.scanWanted(o)
+		covered, b := s.scanWanted(o)
+		first := b.claimant
 		if covered && o.locked && first == nil {
 			n.unmark(o)
 			return true
 		}
 		var busy, nudge chan struct{}
 		if first != nil {
-			n.mark(o, from)
+			s.markOne(o, b)
 			if park {
 				s.park(o, first)
 				return false
@@ -289,7 +289,7 @@ func (s *Subscription) park(o, first *op) {
 // o.more the shards of those that o.locks lacks (covered is false then) and,
 // if o holds its shard locks, marks the busy ones (markIfBusy), first being
 // the claimant of the first. The caller holds s.mu.
-func (s *Subscription) scanWanted(o *op) (covered bool, first *op) {
+func (s *Subscription) scanWanted(o *op) (covered bool, b busyKey) {
 	covered = true
 	for k, e := range s.keys {
 		if e.ended.Load() {
@@ -300,10 +300,23 @@ func (s *Subscription) scanWanted(o *op) (covered bool, first *op) {
 			o.more.Add(int(sh))
 			covered = false
 		} else if o.locked {
-			first = s.markIfBusy(o, k, sh, first)
+			s.markIfBusy(o, k, sh, &b)
 		}
 	}
-	return covered, first
+	return covered, b
+}
+
+// markOne moves the one mark of o, a close, to b's key, as
+// Notifier.markOnly does for the other operations. A close's o.resKeys
+// holds the key it marks, and no other. The caller holds the shard locks of
+// o.resKeys and of b's key.
+func (s *Subscription) markOne(o *op, b busyKey) {
+	if !o.marked || !s.n.shards[b.shard].idx.marked(b.key, o) {
+		s.n.unmark(o)
+		o.resKeys = append(o.resKeys[:0], b.key)
+		o.keyShards = append(o.keyShards[:0], b.shard)
+	}
+	s.n.markOnly(o, b.key, b.shard)
 }
 
 // mergeMore adds to o.locks the shards that lockAllOrPark found it lacks.
@@ -362,18 +375,11 @@ func (n *Notifier) resume(parked []parkEntry) {
 // Publish of a block that s wants, a Subscribe of one, by any subscription)
 // for the close's whole wait, perhaps a stalled blockstore call on another
 // key (G11; TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy).
-func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, first *op) *op {
-	n := s.n
-	c := n.claimant(o, k, sh)
-	if c == nil {
-		return first
+func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, b *busyKey) {
+	if !b.less(k) {
+		return
 	}
-	if first == nil {
-		first = c
+	if c := s.n.claimant(o, k, sh); c != nil {
+		*b = busyKey{c, k, sh}
 	}
-	if !n.shards[sh].idx.marked(k, o) {
-		o.resKeys = append(o.resKeys, k)
-		o.keyShards = append(o.keyShards, sh)
-	}
-	return first
 }
