@@ -93,7 +93,7 @@
 //     ends it this way once it has released its own locks, but does not
 //     wait: if another operation holds up one of the subscription's keys
 //     (reserves it, or waits with it marked, being older), the end marks the
-//     keys it found busy and is left pending with that operation, which
+//     least key it found busy and is left pending with that operation, which
 //     completes it when it is done (Subscription.closeSlow), or with the
 //     operation that ends the subscription's want of such a key, or that
 //     makes the mark of the waiter it is left with stop holding. Err,
@@ -124,35 +124,28 @@
 // another operation holds it, that one does it for both (metrics.go). Log lines and
 // span events are written holding no lock.
 //
-// An operation that finds one of its keys reserved by another, or marked by
-// an older waiter, marks the keys it found so, releases its locks, waits for
-// that operation to finish, and starts again, keeping its marks until it
-// goes on; the waits of Publish and Subscribe end early with their ctx,
-// which removes the marks. An operation that starts later and needs a marked
-// key waits for the marking one, so the wait is fair: a waiter is not
-// overtaken on a key once it has found it busy, each of its other keys can
-// make it wait once more at most, and it proceeds once the reservations it
-// found (and those of the finitely many operations older than it) are
-// released. The price of that order: a key it found busy stays its own
-// until it goes on, also once that key is free again, so a later operation
-// on that key waits for whatever it still waits for, perhaps a stalled
-// blockstore call on a key the later one does not name; but not a
-// GetBlock (a Subscribe of one key that nobody of its kind wants, or a
-// Fetch), which reserves nothing and so passes the marks (shardIndex.alone).
-// Letting the later one go first instead would let a stream of them starve it
-// (TestIO_WaiterIsNotOvertaken pins the order). It holds up nobody on the
-// keys it has not found busy: marking
-// every key of a waiter made the operations on any of them wait for its
-// wait, perhaps a stalled PutMany of another key (G11), and queued waiters
-// behind waiters (Notifier.markBusy). A waiting close, too, marks only
-// the keys it found busy (Subscription.markIfBusy); once the want of a key it marked
-// ends while it waits (its block delivered, or the key
-// unsubscribed), its mark on that key holds nobody up (op.holds), since the
-// close no longer needs the key, and the operations asleep on it wake. So
-// for a waiting Unsubscribe or Release; and, the other way round, for a
-// waiting Subscribe, which marks only the keys its subscription does not
-// want: its mark on a key holds nobody up once its subscription starts
-// wanting that key (by an older Subscribe). The read calls do not wait: they
+// An operation that finds keys it needs reserved by another, or marked by
+// an older waiter, marks one of them, the least (Notifier.markBusy),
+// releases its locks, waits for that key's holder to finish, and starts
+// again; the waits of Publish and Subscribe end early with their ctx, which
+// removes the mark. An operation that starts later and needs the marked key
+// waits for the marking one, so a waiter is not overtaken on the key it
+// waits for (TestIO_WaiterIsNotOvertaken). It holds up nobody on its other
+// keys: if it finds another of them busy once it wakes, it moves its one
+// mark there. So a later operation waits behind a waiter only for a key
+// that the waiter itself waits for, and so for blockstore calls on that
+// key alone (G11; TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor). The price:
+// while a waiter waits for one key, later operations may take its others,
+// and it may find one of them busy when it wakes and wait again; every
+// such wait is for an operation on a key it names. A waiting close marks
+// one key the same way (Subscription.markIfBusy); once the want of the key
+// it marked ends while it waits (its block delivered, or the key
+// unsubscribed), its mark holds nobody up (op.holds), since the close no
+// longer needs the key, and the close and the operations asleep on it wake.
+// So for a waiting Unsubscribe or Release; and, the other way round, for a
+// waiting Subscribe, which marks only a key its subscription does not
+// want: its mark holds nobody up once its subscription starts wanting that
+// key (by an older Subscribe). The read calls do not wait: they
 // see the wants as they were before the reserving operation, so they are linearizable with
 // the Notifier's operations but not with a blockstore changed by others
 // (a garbage collection) during that operation's call. Reservations keep out

@@ -1,6 +1,7 @@
 package notifier
 
 import (
+	"errors"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -15,33 +16,76 @@ import (
 // is not overtaken, and holds up only the keys it found busy, through marks
 // that stop holding when they go stale. stallStore is in io_test.go.
 
-// A waiter is not overtaken on a key it found busy (Notifier.markBusy). u's
-// Subscribe of kA and kX reserves kA for its Get, stalled on kX; v's of kB
-// and kY reserves kB likewise. s.Unsubscribe(kA, kB) (or Remove) waits,
-// marking both; a later Publish of kA waits too. Once u's Get returns, the
-// waiter still waits for kB, and the Publish waits behind its mark on kA:
-// taking kA first, it would deliver kA to s, whose Unsubscribe began before
-// it.
+// A waiter is not overtaken on the key it waits for (Notifier.markBusy).
+// u's Subscribe of kA and kX reserves kA for its Get, stalled on kX.
+// s.Unsubscribe(kA, kB) (or Remove) waits, marking kA; a later Publish of kA
+// waits too. Once u's Get returns, the waiter goes on first, and the
+// Publish after it: taking kA first, the Publish would deliver kA to s,
+// whose Unsubscribe began before it.
 func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 	for _, tc := range markingWaits() {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				o := newOvertakeScene(t)
+				o := newOvertakeScene(t, false)
 				kA, kB := o.b[0].Cid(), o.b[1].Cid()
 				waited := make(chan struct{})
 				go func() { defer close(waited); tc.wait(o.s, kA, kB) }()
-				synctest.Wait() // asleep on u's reservation of kA, kA and kB marked
+				synctest.Wait() // asleep on u's reservation of kA, kA marked
+				later := make(chan error, 1)
+				go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
+				synctest.Wait()
+				require.EqualValues(t, 2, o.n.waiting.Load(), "the %s and the Publish wait for u", tc.name)
+
+				o.releaseX()
+				require.NoError(t, <-o.subU)
+				done(t, waited, tc.name)
+				require.NoError(t, <-later)
+				synctest.Wait()
+				if tc.name == "Unsubscribe" {
+					require.Empty(t, o.s.Messages(), "s unsubscribed kA before the Publish")
+				} else if m, ok := <-o.s.Messages(); ok {
+					t.Errorf("s, removed before the Publish, got %v", m)
+				}
+				require.Equal(t, []blocks.Block{o.b[0]}, recv(t, o.u).Blocks)
+			})
+		})
+	}
+}
+
+// A waiter holds up only the key it waits for, not a key it found busy
+// before and that is free again (Notifier.markBusy: one mark). The scene of
+// TestIO_WaiterIsNotOvertaken, with kB reserved too, by v's Subscribe of kB
+// and kY, stalled on kY, and kA less than kB: the waiter marks kA and
+// sleeps on u. A later Publish of kA waits for u. Once u's Get returns, the
+// waiter waits for kB, moving its mark there, and the Publish of kA goes
+// on at once, delivering kA to s too, whose Unsubscribe (or Remove) has not
+// taken effect. When the waiter kept its mark on kA, the Publish waited
+// for v's stalled Get of kY, a key it does not name (G11; review).
+func TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor(t *testing.T) {
+	for _, tc := range markingWaits() {
+		t.Run(tc.name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				o := newOvertakeScene(t, true)
+				kA, kB := o.b[0].Cid(), o.b[1].Cid()
+				waited := make(chan struct{})
+				go func() { defer close(waited); tc.wait(o.s, kA, kB) }()
+				synctest.Wait() // asleep on u's reservation of kA, kA marked
 				later := make(chan error, 1)
 				go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
 				synctest.Wait()
 
-				o.requireLaterWaitsOnceUReturns(t, tc.name, later)
+				o.releaseX()
+				require.NoError(t, <-o.subU)
+				returnsNow(t, later, o.releaseY, "a Publish of kA waited behind the "+tc.name+
+					" of kA and kB, which waits for v's stalled Get of kY (G11)")
+				require.EqualValues(t, 1, o.n.waiting.Load(), "the %s waits for kB", tc.name)
+				require.Equal(t, []blocks.Block{o.b[0]}, recv(t, o.s).Blocks, "s wanted kA: the %s had not ended it yet", tc.name)
+				require.Equal(t, []blocks.Block{o.b[0]}, recv(t, o.u).Blocks)
+
 				o.releaseY()
 				require.NoError(t, <-o.subV)
 				done(t, waited, tc.name)
-				require.NoError(t, <-later)
-				synctest.Wait()
-				o.requireOnlyUGotKA(t, tc.name)
+				require.False(t, o.s.Wants(kB))
 			})
 		})
 	}
@@ -63,9 +107,10 @@ func markingWaits() []markingWait {
 }
 
 // overtakeScene is the scene of TestIO_WaiterIsNotOvertaken: s wants kA and
-// kB (b[0], b[1]); u's Subscribe of kA and kX reserves kA for its Get,
-// stalled on kX, and v's of kB and kY reserves kB likewise. releaseX and
-// releaseY let the Gets go on; subU and subV get the Subscribes' results.
+// kB (b[0], b[1], kA the less); u's Subscribe of kA and kX reserves kA for
+// its Get, stalled on kX, and, if asked, v's of kB and kY reserves kB
+// likewise. releaseX and releaseY let the Gets go on; subU and subV get the
+// Subscribes' results.
 type overtakeScene struct {
 	n                  *Notifier
 	b                  []blocks.Block
@@ -74,13 +119,16 @@ type overtakeScene struct {
 	subU, subV         chan error
 }
 
-// newOvertakeScene sets the scene up and returns once kA, kB, kX and kY
-// are reserved.
-func newOvertakeScene(t *testing.T) *overtakeScene {
+// newOvertakeScene sets the scene up and returns once kA and kX, and, with
+// withV, kB and kY, are reserved.
+func newOvertakeScene(t *testing.T, withV bool) *overtakeScene {
 	t.Helper()
 	st := newStallStore()
 	n, _ := newWithCancels(t, st, WithShards(1))
 	b := mkBlocks("not-overtaken", 4)
+	if b[1].Cid().KeyString() < b[0].Cid().KeyString() {
+		b[0], b[1] = b[1], b[0]
+	}
 	kA, kB, kX, kY := b[0].Cid(), b[1].Cid(), b[2].Cid(), b[3].Cid()
 	s, u, v := mustSub(t, n, 1), mustSub(t, n, 2), mustSub(t, n, 3)
 	require.NoError(t, s.Subscribe(ctx, kA, kB))
@@ -88,38 +136,11 @@ func newOvertakeScene(t *testing.T) *overtakeScene {
 	subU, subV := make(chan error, 1), make(chan error, 1)
 	go func() { subU <- u.Subscribe(ctx, kA, kX) }()
 	require.Equal(t, kX, <-st.entered) // kA and kX reserved
-	go func() { subV <- v.Subscribe(ctx, kB, kY) }()
-	require.Equal(t, kY, <-st.entered) // kB and kY reserved
+	if withV {
+		go func() { subV <- v.Subscribe(ctx, kB, kY) }()
+		require.Equal(t, kY, <-st.entered) // kB and kY reserved
+	}
 	return &overtakeScene{n: n, b: b, s: s, u: u, v: v, releaseX: releaseX, releaseY: releaseY, subU: subU, subV: subV}
-}
-
-// requireLaterWaitsOnceUReturns lets u's Get return, freeing kA, and checks
-// that the later Publish of kA still waits, behind the waiter's mark on kA,
-// while the waiter waits for kB: two waiting.
-func (o *overtakeScene) requireLaterWaitsOnceUReturns(t *testing.T, name string, later chan error) {
-	t.Helper()
-	o.releaseX()
-	require.NoError(t, <-o.subU)
-	synctest.Wait()
-	select {
-	case err := <-later:
-		t.Errorf("a later Publish of kA overtook the waiting %s (returned %v)", name, err)
-		later <- err
-	default:
-		require.EqualValues(t, 2, o.n.waiting.Load(), "the %s waits for kB, the Publish behind it", name)
-	}
-}
-
-// requireOnlyUGotKA checks, once everything has returned, that the Publish
-// of kA reached u but not s, whose Unsubscribe or Remove began before it.
-func (o *overtakeScene) requireOnlyUGotKA(t *testing.T, name string) {
-	t.Helper()
-	if name == "Unsubscribe" {
-		require.Empty(t, o.s.Messages(), "s unsubscribed kA before the Publish")
-	} else if m, ok := <-o.s.Messages(); ok {
-		t.Errorf("s, removed before the Publish, got %v", m)
-	}
-	require.Equal(t, []blocks.Block{o.b[0]}, recv(t, o.u).Blocks)
 }
 
 // A waiter does not hold up the operations on a key it has not found busy
@@ -241,85 +262,6 @@ func TestIO_WaitingCloseDropsTheMarkOfAnEndedWant(t *testing.T) {
 	})
 }
 
-// The stale mark of TestIO_WaitingCloseDropsTheMarkOfAnEndedWant does not
-// shield a later waiter either: an operation that waits for that key (here
-// reserved again by a second Publish) marks it too, so a still later one on
-// the key waits behind it instead of overtaking it (Notifier.markBusy,
-// op.holds).
-func TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		sm := newStaleMarkScene(t)
-		st, n, b := sm.st, sm.n, sm.b
-		releaseA2, pubA2 := st.publishStalled(t, n, b[0])
-
-		older, later := make(chan error, 1), make(chan error, 1)
-		go func() { older <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{b[0], b[2]}}) }()
-		synctest.Wait() // waits for kA and kC, marking both (markBusy)
-		releaseA2()
-		require.NoError(t, <-pubA2)
-		synctest.Wait() // still waits for kC
-		go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
-		synctest.Wait()
-		select {
-		case err := <-later:
-			t.Errorf("a later Publish of kA overtook the waiting Publish of kA and kC (returned %v)", err)
-		default:
-			require.EqualValues(t, 3, n.waiting.Load(), "Remove, the older Publish and the later one wait")
-		}
-		sm.releaseB()
-		sm.releaseC()
-		synctest.Wait()
-		<-sm.removed
-		for _, c := range []chan error{sm.pubB, sm.pubC, older} {
-			require.NoError(t, <-c)
-		}
-		require.NoError(t, n.Close())
-	})
-}
-
-// staleMarkScene is the scene of TestIO_WaiterBehindAStaleMarkHoldsUpLaterOnes:
-// s, wanting kA and kB (b[0], b[1]), is being removed, waiting for the
-// stalled Publishes of kB and kC (pubB, pubC, let go by releaseB and
-// releaseC), with a stale mark on kA, whose Publish has returned; removed
-// is closed when s.Remove returns.
-type staleMarkScene struct {
-	st                 *stallStore
-	n                  *Notifier
-	b                  []blocks.Block
-	releaseB, releaseC func()
-	pubB, pubC         chan error
-	removed            chan struct{}
-}
-
-// newStaleMarkScene sets the scene up: Remove marks kA and kB, both
-// reserved by stalled Publishes, and the Publish of kA then returns, which
-// leaves Remove's mark on kA stale.
-func newStaleMarkScene(t *testing.T) *staleMarkScene {
-	t.Helper()
-	st := newStallStore()
-	n := New(st, WithShards(1))
-	b := mkBlocks("take-over", 3)
-	kA, kB, kC := b[0].Cid(), b[1].Cid(), b[2].Cid()
-	s := mustSub(t, n, 1)
-	require.NoError(t, s.Subscribe(ctx, kA, kB))
-	releaseA, releaseB, releaseC := st.stall(t, kA), st.stall(t, kB), st.stall(t, kC)
-	pubA, pubB, pubC := make(chan error, 1), make(chan error, 1), make(chan error, 1)
-	go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: b[:1]}) }()
-	go func() { pubB <- n.Publish(ctx, ResponseMessage{Blocks: b[1:2]}) }()
-	go func() { pubC <- n.Publish(ctx, ResponseMessage{Blocks: b[2:]}) }()
-	synctest.Wait() // kA, kB and kC reserved
-	removed := make(chan struct{})
-	go func() { defer close(removed); s.Remove() }()
-	synctest.Wait() // Remove marks kA and kB
-	releaseA()
-	synctest.Wait()
-	require.NoError(t, <-pubA) // s wants only kB: Remove's mark on kA is stale
-	for len(st.entered) > 0 {
-		<-st.entered
-	}
-	return &staleMarkScene{st: st, n: n, b: b, releaseB: releaseB, releaseC: releaseC, pubB: pubB, pubC: pubC, removed: removed}
-}
-
 // An operation already asleep on a waiting close's mark when the close's
 // want of that key ends wakes then: the mark holds nobody up any more
 // (op.holds), so it must not sleep until the close's own wait, here for a
@@ -407,17 +349,17 @@ func TestIO_ReadOfAKeyOfManySubscribersLeavesNoLockHeld(t *testing.T) {
 	require.NoError(t, <-published)
 }
 
-// A GetBlock passes a waiter's marks: a Subscribe of one key that nobody
-// else wants, or a Fetch of it, reserves nothing (Notifier.peek), so it does
-// not wait behind an older waiter that found its key busy, and so for a
-// stalled blockstore call on a key it does not name (G11). Publish P of kA
-// and kB (or a Subscribe of both) finds kA reserved by a stalled PutMany
-// (X) and kB by another (Y), marks both and sleeps on X; Y returns, and kB
-// is free. The GetBlock of kB returns at once, the block if it is stored; a
-// Publish of kB, which would reserve it, still waits behind P (the
-// first-come order of TestIO_WaiterIsNotOvertaken). Found by review: every
-// later operation on kB waited for X.
-func TestIO_GetBlockPassesTheMarksOfAWaiter(t *testing.T) {
+// A key freed while a waiter waits for another is not held up (G11), for a
+// GetBlock nor for an operation that reserves it. Publish P of kA and kB
+// (or a Subscribe of both) finds kA reserved by a stalled PutMany (X) and
+// kB by another (Y), and sleeps on one of them with that key marked; Y
+// returns, and kB is free, P waiting for kA with its one mark there
+// (Notifier.markBusy). A GetBlock of kB (a Subscribe of one key that
+// nobody else wants, or a Fetch) returns at once with the stored block, and
+// so does a Publish of kB. Found by review: when a waiter kept a mark on
+// every key it had found busy, both waited for X; letting a GetBlock pass
+// the marks (shardIndex.alone) fixed it for the GetBlock only.
+func TestIO_KeyFreedWhileAWaiterWaitsIsNotHeldUp(t *testing.T) {
 	for _, waiter := range []string{"Publish", "Subscribe"} {
 		for _, getBlock := range []string{"Subscribe", "Fetch"} {
 			t.Run("waiter="+waiter+"/getBlock="+getBlock, func(t *testing.T) {
@@ -461,16 +403,10 @@ func TestIO_GetBlockPassesTheMarksOfAWaiter(t *testing.T) {
 					}
 					pub := make(chan error, 1)
 					go func() { pub <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[1:]}) }()
-					synctest.Wait()
-					select {
-					case err := <-pub:
-						t.Fatalf("a Publish of kB overtook the waiter that found kB busy (returned %v)", err)
-					default:
-					}
+					returnsNow(t, pub, releaseX, "a Publish of kB waited behind a waiter, for a stalled PutMany of kA (G11)")
 					releaseX()
 					require.NoError(t, <-pubX)
 					require.NoError(t, <-waited)
-					require.NoError(t, <-pub)
 					require.Empty(t, cancels.take(), "no want was reported")
 				})
 			})
@@ -552,4 +488,60 @@ func TestIO_GetBlockPassesTheMarkOfItsOwnSubscription(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A pending slow-consumer end parked on a waiter's mark goes on once the
+// waiter moves that mark to another key (Notifier.markOnly hands the closes
+// parked on the waiter back, and the waiter resumes them once it has let
+// its locks go): it must not wait for the waiter to go on, and so for what
+// the waiter waits for now (G11). W, a Publish of kA, kB and kZ (kZ in
+// shard 0, the others in shard 1, kA the less), waits for u's Subscribe of
+// kA and kX, whose Get of kX stalls, marking kA; kB is reserved by a stalled
+// PutMany. The test holds shard 0; u's Get returns, and W, woken, waits for
+// shard 0, still marking kA. A HAVE of kC overflows slow, which wants kA:
+// its end finds kA marked by W, which is older, and parks on W. Once shard 0
+// is free, W finds kB busy and moves its mark there: the end completes then,
+// while the PutMany of kB still stalls.
+func TestOverflow_PendingEndParkedOnAMovedMarkGoesOn(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, cancels := newWithCancels(t, st, WithShards(2), WithBufferSize(1), WithMaxPending(1))
+		bA := blockInShard(n, "moved-A", 1, true)
+		bB := blockInShard(n, "moved-B", 1, true)
+		if bB.Cid().KeyString() < bA.Cid().KeyString() {
+			bA, bB = bB, bA
+		}
+		bC := blockInShard(n, "moved-C", 1, true)
+		bX := blockInShard(n, "moved-X", 1, true)
+		bZ := blockInShard(n, "moved-Z", 0, true)
+		kA, kC := bA.Cid(), bC.Cid()
+		slow := mustSub(t, n, 10)
+		require.NoError(t, slow.Subscribe(ctx, kA, kC))
+		fillBacklog(t, n, kC)
+		cancels.take()
+
+		_, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
+		releaseB, pubB := st.publishStalled(t, n, bB)               // kB reserved
+		w := goAsleep(t, "W, a Publish of kA, kB and kZ", func() error {
+			return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA, bB, bZ}})
+		})
+		unblock0 := blockShard(t, n, nil, 0)
+		releaseX()
+		require.NoError(t, <-subU)
+		waitWaiters(t, &n.shards[0].mu, 1) // W, woken, kA still marked
+
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
+		require.NoError(t, slow.Err(), "setup: the end is pending, parked on W")
+
+		unblock0()
+		synctest.Wait() // W waits for kB now
+		ended, endCancels := slow.Err(), cancels.take()
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-w)
+		if !errors.Is(ended, ErrSlowConsumer) {
+			t.Fatalf("the pending end of slow waited for W to go on, and so for a stalled PutMany of kB, a key slow never wanted (Err before the release: %v) (G11)", ended)
+		}
+		require.Equal(t, []cid.Cid{kC}, endCancels, "the end reports kC, which slow alone wanted, and not kA, which u wants")
+	})
 }

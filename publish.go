@@ -29,9 +29,8 @@ import (
 // operations that would change the wants of those keys wait for it, and
 // operations on other keys, in any shard, do not. It blocks only for the
 // blockstore, for operations holding the same shard locks or reservations on
-// its keys, or older ones that found one of its keys busy and still wait,
-// perhaps for a blockstore call on a key it does not name (waits are first
-// come, first served: see doc.go; ctx ends that wait). A
+// its keys, or older ones that wait for one of its keys, until the blockstore
+// call they wait for, on that key, returns (see doc.go; ctx ends that wait). A
 // subscription it overflows past WithMaxPending it ends without waiting: if
 // another operation holds up one of that subscription's keys, the end is
 // left to that operation (Subscription.closeSlow). It may also end, before it

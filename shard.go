@@ -90,24 +90,26 @@ func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error
 			n.unlock(o.locks)
 			return ErrClosed
 		}
-		busy := n.markBusy(o)
+		busy, freed := n.markBusy(o)
 		if busy == nil {
 			n.unmark(o)
 			n.touchAll(o)
 			return nil
 		}
-		if err := n.sleep(ctx, o, busy, refuseClosed); err != nil {
+		if err := n.sleep(ctx, o, busy, freed, refuseClosed); err != nil {
 			return err
 		}
 	}
 }
 
 // sleep is lockFree's wait for busy, the channel of the operation that holds
-// o up. The caller holds o's shard locks and has marked o's keys; sleep
-// returns holding none. If the wait fails (ctx, or a subscription whose
+// o up. The caller holds o's shard locks and has marked the key o waits for;
+// sleep returns holding none. Once it has let the locks go, it resumes
+// freed, the pending closes that were parked on o's mark on another key
+// (markBusy). If the wait fails (ctx, or a subscription whose
 // close began: addSleeper), it removes o's marks too; when Close begins it
 // returns nil, and lockFree's next pass removes them and returns ErrClosed.
-func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, refuseClosed bool) error {
+func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, freed []parkEntry, refuseClosed bool) error {
 	var nudge chan struct{}
 	if o.dormant() {
 		nudge = make(chan struct{})
@@ -118,10 +120,12 @@ func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, refuseC
 			o.nudge.Store(nil)
 			n.unmark(o)
 			n.unlock(o.locks)
+			n.resume(freed)
 			return err
 		}
 	}
 	n.unlock(o.locks)
+	n.resume(freed)
 	var err error
 	if o.whileWanted() {
 		n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
@@ -310,7 +314,7 @@ func (n *Notifier) claimant(o *op, k cid.Cid, sh int32) *op {
 // The tempting alternative, reserving the keys that are free while waiting
 // for the others, deadlocks: two waiters can each hold a key the other waits
 // for; and it would hold those keys for the other's wait, against G11.
-func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
+func (n *Notifier) markBusy(o *op) (busy chan struct{}, freed []parkEntry) {
 	var b busyKey
 	for i, k := range o.resKeys {
 		sh := o.keyShards[i]
@@ -322,10 +326,9 @@ func (n *Notifier) markBusy(o *op) (busy chan struct{}) {
 		}
 	}
 	if b.claimant == nil {
-		return nil
+		return nil, nil
 	}
-	n.markOnly(o, b.key, b.shard)
-	return b.claimant.wakeOnRelease()
+	return b.claimant.wakeOnRelease(), n.markOnly(o, b.key, b.shard)
 }
 
 // busyKey is the key that a waiting operation marks and sleeps for, with
@@ -347,16 +350,24 @@ func (b *busyKey) less(k cid.Cid) bool {
 }
 
 // markOnly moves o's one mark to k, in shard sh: it drops o's mark on any
-// other key, waking the operations asleep on it, and marks k. The caller
-// holds the shard locks of o.resKeys and k.
-func (n *Notifier) markOnly(o *op, k cid.Cid, sh int32) {
+// other key, waking the operations asleep on it, and marks k. If it dropped
+// one, it returns the pending closes parked on o, for the caller to resume
+// once it has let its locks go (Notifier.resume): such a close has no
+// goroutine to wake, and, parked on o for the key o no longer marks, would
+// otherwise wait until o went on, for whatever o now waits for (G11). The
+// caller holds the shard locks of o.resKeys and k.
+func (n *Notifier) markOnly(o *op, k cid.Cid, sh int32) (freed []parkEntry) {
 	idx := &n.shards[sh].idx
 	if o.marked && idx.marked(k, o) {
-		return
+		return nil
 	}
-	n.unmark(o)
+	if o.marked {
+		n.unmark(o)
+		freed = o.takeParked()
+	}
 	idx.addMark(k, o)
 	o.marked = true
+	return freed
 }
 
 // holds reports whether o's mark on k, in k's shard index x, still holds up

@@ -24,9 +24,9 @@ import (
 // closed and the session ID may be reused. Remove is idempotent, safe for
 // concurrent use, and blocks only for other operations on the subscription's
 // shards, and for an operation whose blockstore call holds a reservation on
-// one of its keys, until that call returns, or for an older operation that
-// found one of its keys busy and still waits, perhaps for a call on a key it
-// does not name (waits are first come, first served: see doc.go). It must
+// one of its keys, until that call returns, and for an older operation that
+// waits for one of its keys, until the call it waits for, on that key,
+// returns (see doc.go). It must
 // not be called from the cancel function or a delivery
 // function (see WithCancelFunc and NewSubscriptionFunc).
 func (s *Subscription) Remove() { s.close(nil, false) }
@@ -74,7 +74,7 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // (finish, endOne), which has released its own locks. It does not wait: if
 // another operation holds up a key that s wants (a reservation for a
 // blockstore call, or an older waiter's mark), the close is left pending,
-// marking the keys it found busy as a waiting close does, and the
+// marking the least key it found busy as a waiting close does, and the
 // operation that holds it up finishes it when done (putOp), or the one that
 // ends s's want of such a key, or that makes the holder's mark stop
 // holding (op.letGo). So a Publish that overflows s returns at once, even if
@@ -82,7 +82,7 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // is live but drops its messages; Err, Messages() and the wants change
 // together, at the end (markClosed), so Err is nil while it is pending
 // (TestSlowConsumerEnd_AtomicWithItsWants). A Remove or Close of s in
-// between waits behind the pending close's marks, or completes the end
+// between waits behind the pending close's mark, or completes the end
 // itself, as it would behind a waiting close; either way Err then reports
 // ErrSlowConsumer (markClosed).
 func (s *Subscription) closeSlow() {
@@ -102,7 +102,12 @@ func (s *Subscription) closeSlow() {
 // resumed then (putOp), or, with queue set, appended to it for the caller,
 // Notifier.resume, to resume.
 func (n *Notifier) attemptClose(o *op, queue *[]parkEntry) {
-	if !o.sub.lockAllOrPark(o, true) {
+	if ok, freed := o.sub.lockAllOrPark(o, true); !ok {
+		if queue == nil {
+			n.resume(freed)
+		} else {
+			*queue = append(*queue, freed...)
+		}
 		return
 	}
 	counted := o.pending
@@ -220,22 +225,26 @@ func (s *Subscription) shut(err error, end func(k cid.Cid)) (exited chan struct{
 // locking it; then it starts over with the larger set. That converges: keys
 // are added only under their shard's lock, which lockAll holds once the set
 // covers them. A busy key (reserved, or marked by an older waiter) makes it
-// mark the busy keys it holds (markIfBusy), release everything, wait for
-// the first one's holder, and start over, keeping its marks until it goes
-// on (see Notifier.lockFree and Notifier.mark). Stale entries need no lock: an ended
+// mark the least busy key (markIfBusy, markOne), release everything, wait
+// for that key's holder, and start over, keeping its one mark, or moving it
+// to another busy key, until it goes on (see Notifier.lockFree and
+// Notifier.markBusy). Stale entries need no lock: an ended
 // interest never comes back. Asleep, it also wakes when a want of s ends
 // (op.letGo): the key it slept for may
 // be one that s no longer wants.
 func (s *Subscription) lockAll(o *op) { s.lockAllOrPark(o, false) }
 
 // lockAllOrPark is lockAll, or, with park, the attempt of a pending close
-// (closeSlow), which never sleeps: where lockAll would sleep, it marks the
-// busy keys as lockAll does, parks o on the claimant of the first one
+// (closeSlow), which never sleeps: where lockAll would sleep, it marks a
+// busy key as lockAll does, parks o on that key's claimant
 // (Notifier.parkOn), releases every lock and reports false. That claimant,
 // the operation that ends a want of s whose key o marked, or the one that
 // makes a mark of that claimant stop holding (op.letGo), calls it again when
-// done. It reports true holding what lockAll returns holding.
-func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
+// done. It reports true holding what lockAll returns holding. If o's mark
+// moved, it also returns freed, the pending closes parked on o, which the
+// caller resumes holding no lock (see Notifier.markOnly); lockAll resumes
+// them itself.
+func (s *Subscription) lockAllOrPark(o *op, park bool) (ok bool, freed []parkEntry) {
 	n := s.n
 	for {
 		s.mu.Lock()
@@ -243,14 +252,15 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 		first := b.claimant
 		if covered && o.locked && first == nil {
 			n.unmark(o)
-			return true
+			return true, nil
 		}
 		var busy, nudge chan struct{}
+		freed = nil
 		if first != nil {
-			s.markOne(o, b)
+			freed = s.markOne(o, b)
 			if park {
 				s.park(o, first)
-				return false
+				return false, freed
 			}
 			busy = first.wakeOnRelease()
 			nudge = make(chan struct{})
@@ -262,6 +272,7 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) bool {
 			o.locked = false
 		}
 		o.mergeMore()
+		n.resume(freed)
 		if busy != nil {
 			n.awaitClose(busy, nudge)
 			o.nudge.Store(nil)
@@ -287,8 +298,8 @@ func (s *Subscription) park(o, first *op) {
 
 // scanWanted is one pass of lockAllOrPark over the keys s wants: it adds to
 // o.more the shards of those that o.locks lacks (covered is false then) and,
-// if o holds its shard locks, marks the busy ones (markIfBusy), first being
-// the claimant of the first. The caller holds s.mu.
+// if o holds its shard locks, finds the least busy key (markIfBusy), which
+// b returns with its claimant. The caller holds s.mu.
 func (s *Subscription) scanWanted(o *op) (covered bool, b busyKey) {
 	covered = true
 	for k, e := range s.keys {
@@ -310,13 +321,19 @@ func (s *Subscription) scanWanted(o *op) (covered bool, b busyKey) {
 // Notifier.markOnly does for the other operations. A close's o.resKeys
 // holds the key it marks, and no other. The caller holds the shard locks of
 // o.resKeys and of b's key.
-func (s *Subscription) markOne(o *op, b busyKey) {
-	if !o.marked || !s.n.shards[b.shard].idx.marked(b.key, o) {
-		s.n.unmark(o)
-		o.resKeys = append(o.resKeys[:0], b.key)
-		o.keyShards = append(o.keyShards[:0], b.shard)
+func (s *Subscription) markOne(o *op, b busyKey) (freed []parkEntry) {
+	if o.marked && s.n.shards[b.shard].idx.marked(b.key, o) {
+		return nil
 	}
-	s.n.markOnly(o, b.key, b.shard)
+	if o.marked {
+		s.n.unmark(o)
+		freed = o.takeParked()
+	}
+	o.resKeys = append(o.resKeys[:0], b.key)
+	o.keyShards = append(o.keyShards[:0], b.shard)
+	s.n.shards[b.shard].idx.addMark(b.key, o)
+	o.marked = true
+	return freed
 }
 
 // mergeMore adds to o.locks the shards that lockAllOrPark found it lacks.
@@ -363,18 +380,18 @@ func (n *Notifier) resume(parked []parkEntry) {
 	})
 }
 
-// markIfBusy notes k, in shard sh, for lockAll's close o to mark if another
-// operation holds it (claimant): one that reserved it, or an older waiter
-// whose mark holds. It returns first, or, if first is nil and k is held,
-// k's claimant, which o will sleep on or park on. The caller holds
-// sh's lock and s.mu.
+// markIfBusy makes k, in shard sh, b's key, for lockAll's close o to mark
+// (markOne), if another operation holds it (claimant: one that reserved it,
+// or an older waiter whose mark holds) and it is less than b's key
+// (busyKey). The caller holds sh's lock and s.mu.
 //
-// A close marks only the keys it finds busy, as markBusy does for the other
-// operations, and keeps them until it goes on. Marking every key that s
-// wants, as a close first did, held up every operation on any of them (a
-// Publish of a block that s wants, a Subscribe of one, by any subscription)
-// for the close's whole wait, perhaps a stalled blockstore call on another
-// key (G11; TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy).
+// A close marks one key it finds busy, as markBusy does for the other
+// operations. Marking every key that s wants, as a close first did, held up
+// every operation on any of them (a Publish of a block that s wants, a
+// Subscribe of one, by any subscription) for the close's whole wait,
+// perhaps a stalled blockstore call on another key (G11;
+// TestIO_WaitingCloseHoldsUpOnlyTheKeysItFoundBusy); so did keeping a mark
+// on each key it had found busy once that key was free again.
 func (s *Subscription) markIfBusy(o *op, k cid.Cid, sh int32, b *busyKey) {
 	if !b.less(k) {
 		return

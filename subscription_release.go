@@ -16,10 +16,9 @@ import (
 // Unsubscribe returns. It is safe for concurrent use and blocks only for
 // other operations on the same shards, and for an operation whose blockstore
 // call holds a reservation on one of keys that the subscription wants, until
-// that call returns, or for an older operation that found one of those keys
-// busy and still waits, perhaps for a call on a key it does not name (waits
-// are first come, first served: see doc.go). A key it does not want holds it
-// up for no blockstore call (G11).
+// that call returns, and for an older operation that waits for one of those
+// keys, until the call it waits for, on that key, returns (see doc.go). A
+// key it does not want holds it up for no blockstore call (G11).
 func (s *Subscription) Unsubscribe(keys ...cid.Cid) { s.release(keys, false) }
 
 // Release is Unsubscribe that also returns the keys whose last want it ended,

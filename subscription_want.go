@@ -48,12 +48,10 @@ import (
 // garbage collection) change during the call, each key is seen as it was at
 // its own Get. Subscribe blocks only for the blockstore and for operations
 // holding the same shard locks or reservations on the keys it does not want
-// yet, or older ones that found one of those keys busy and still wait,
-// perhaps for a blockstore call on a key it does not name (see doc.go; ctx
-// ends that wait, and so does the end of the subscription). A call for one
-// key that nobody else wants, which reserves nothing, does not wait for
-// those older ones; and a key the subscription wants already holds the call
-// up for no blockstore call (G11).
+// yet, or older ones that wait for one of those keys, until the blockstore
+// call they wait for, on that key, returns (see doc.go; ctx ends that wait,
+// and so does the end of the subscription). A key the subscription wants
+// already holds the call up for no blockstore call (G11).
 // After Close it returns ErrClosed, however the subscription ended (G7),
 // and so after Remove; after a slow-consumer end, ErrSlowConsumer, as Err
 // does, whatever ctx's state (also after a Remove that came between an

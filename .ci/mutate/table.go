@@ -718,17 +718,6 @@ var table = []mutation{
 		why: "PutMany and the Gets of a Subscribe run holding the shard locks of their keys",
 	},
 	{
-		id: "g11-getblock-waits-behind-marks", g: "G11", file: "interest_index.go",
-		old: `	if x.res.get(k) != nil {
-		return false
-	}`,
-		new: `	if x.res.get(k) != nil || x.markAhead(k, ^uint64(0)) != nil {
-		return false
-	}`,
-		pkg: ".", run: `^TestIO_GetBlockPassesTheMarksOfAWaiter$`,
-		why: "a GetBlock of a key that an older waiter found busy waits for that waiter, and so for a stalled blockstore call on a key it does not name",
-	},
-	{
 		id: "g11-subscribe-reserves-wanted-keys", g: "G11", file: "subscription_want.go",
 		old: `	o.onlyHits = o.io`,
 		new: `	o.onlyHits = false`,
@@ -744,21 +733,48 @@ var table = []mutation{
 	},
 	{
 		id: "g11-waiter-marks-every-key", g: "G11", file: "shard.go",
-		old: `			n.shards[sh].idx.addMark(k, o)
-			o.marked = true
+		old: `	return b.claimant.wakeOnRelease(), n.markOnly(o, b.key, b.shard)`,
+		new: `	freed := n.markOnly(o, b.key, b.shard)
+	for i, k := range o.resKeys {
+		if n.needs(o, k, o.keyShards[i]) {
+			n.shards[o.keyShards[i]].idx.addMark(k, o)
 		}
 	}
-	return busy`,
-		new: `			n.shards[sh].idx.addMark(k, o)
-			o.marked = true
-		}
-	}
-	if busy != nil {
-		n.mark(o, 0)
-	}
-	return busy`,
+	return b.claimant.wakeOnRelease(), freed`,
 		pkg: ".", run: `^TestIO_WaiterHoldsUpOnlyTheKeysItFoundBusy$`,
 		why: "a waiting operation marks all its keys, holding up operations on keys it did not find busy for another key's stalled store",
+	},
+	{
+		id: "g11-waiter-keeps-its-old-mark", g: "G11", file: "shard.go",
+		old: `	if o.marked {
+		n.unmark(o)
+		freed = o.takeParked()
+	}
+	idx.addMark(k, o)`,
+		new: `	idx.addMark(k, o)`,
+		pkg: ".", run: `^TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor$`,
+		why: "a waiter keeps its mark on a key it found busy once that key is free again, holding later operations on it up for the stalled store call on another key that it now waits for",
+	},
+	{
+		id: "g11-close-keeps-its-old-mark", g: "G11", file: "subscription_end.go",
+		old: `	if o.marked {
+		s.n.unmark(o)
+		freed = o.takeParked()
+	}
+	o.resKeys = append(o.resKeys[:0], b.key)
+	o.keyShards = append(o.keyShards[:0], b.shard)`,
+		new: `	o.resKeys = append(o.resKeys, b.key)
+	o.keyShards = append(o.keyShards, b.shard)`,
+		pkg: ".", run: `^TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor$`,
+		why: "a waiting close keeps its mark on a key it found busy once that key is free again, holding later operations on it up for the stalled store call on another key that it now waits for",
+	},
+	{
+		id: "g11-waiter-unmarks-without-waking", g: "G11", file: "shard.go",
+		old: `	o.marked = false
+	o.wakeWaiters()`,
+		new: `	o.marked = false`,
+		pkg: ".", run: `^TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor$`,
+		why: "a waiter that moves its mark off a key leaves the operations asleep behind that mark asleep, waiting for the stalled store call it now waits for",
 	},
 
 	// C: bitswapcompat, the drop-in layer (MIGRATION.md).
