@@ -296,12 +296,21 @@ func TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted(t *testing.T) {
 	})
 }
 
-// An Unsubscribe(A) asleep behind an older waiter's mark on A (W, itself
-// waiting for a stalled PutMany of C) wakes when its subscription's want of
-// A ends meanwhile (delivered by O, older than W): it no longer needs A, and
-// must not sleep on until the stalled PutMany of C returns (G11). It has a
-// nudge, as a close has (TestIO_CloseWakesWhenItsOwnWantEnds); it once had
-// none (review).
+// An Unsubscribe(A) goes on at once while older operations that need A wait
+// for other keys: O = Publish(X, A), for a stalled PutMany of X, and W =
+// Publish(C, A), younger, for a stalled PutMany of C. Both found A busy too
+// (reserved by Y's Get), but each marks only the key it sleeps for, the least
+// of those it must wait for (Notifier.markBusy): once Y lets go of A, O's
+// mark moves to X and W's to C, and nothing holds A up (G11). Then O and W
+// go on and deliver nothing to s, whose want of A has ended.
+//
+// This test once pinned the nudge of an Unsubscribe(A) asleep behind W's
+// mark on A, kept while W slept on C, when its want of A ended (review).
+// With one mark per waiter, on the key it sleeps for, that scene no longer
+// arises: an operation finds a waiter's mark on a key only while the key's
+// reservation holds the waiter up, and it then sleeps on the reserver
+// itself (Notifier.claimant), whose release, the only way the want of a
+// reserved key can end, wakes it.
 func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
@@ -315,39 +324,47 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
 		_, releaseY, subY := st.reserveByGet(t, n, 2, kA, mkBlocks("review4-unsub-y", 1)[0].Cid())
 
-		pubO := make(chan error, 1) // O: waits for X, A marked
+		pubO := make(chan error, 1) // O: waits for X and A
 		go func() { pubO <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA}}) }()
 		synctest.Wait()
-		pubW := make(chan error, 1) // W: younger than O, waits (for C, in the end), A marked
+		pubW := make(chan error, 1) // W: younger than O, waits for C and A
 		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
 		synctest.Wait()
-		releaseY() // A free, marked by O and W
+		releaseY() // A free: O waits for X alone, W for C alone
 		require.NoError(t, <-subY)
 		synctest.Wait()
-		unsubscribed := goAsleep(t, "Unsubscribe(A)", func() error { s.Unsubscribe(kA); return nil }) // on W's mark on A
+		require.EqualValues(t, 2, n.waiting.Load(), "O and W wait")
 
-		releaseX() // P_X, then O go on: O delivers A to s, whose want of A ends
+		unsubscribed := make(chan error, 1)
+		go func() { s.Unsubscribe(kA); unsubscribed <- nil }()
+		returnsNow(t, unsubscribed, func() { releaseX(); releaseC() },
+			"Unsubscribe(A) waited for a stalled PutMany of X or C, behind the mark on A of a waiter that no longer waits for A (G11)")
+		require.False(t, s.Wants(kA))
+		require.EqualValues(t, 2, n.waiting.Load(), "O and W still wait")
+
+		releaseX()
 		require.NoError(t, <-pubX)
 		require.NoError(t, <-pubO)
-		synctest.Wait()
-		require.False(t, s.Wants(kA))
-		m := recv(t, s)
-		require.Len(t, m.Blocks, 1)
-		require.Equal(t, kA, m.Blocks[0].Cid())
-		returnsNow(t, unsubscribed, releaseC, "Unsubscribe(A) by a subscription that no longer wants A slept on until a stalled PutMany of C returned (G11)")
 		releaseC()
 		require.NoError(t, <-pubC)
 		require.NoError(t, <-pubW)
+		synctest.Wait()
+		none(t, s) // the Unsubscribe took effect before O's delivery of A
 	})
 }
 
-// A Subscribe(A) asleep behind an older waiter's mark on A (W, itself
-// waiting for a stalled PutMany of C) wakes and returns when its
-// subscription starts wanting A meanwhile (by O, a Subscribe of A older than
-// W): it has nothing left to do for A, and must not sleep on until the
-// stalled PutMany of C returns (G11). Its wait ends as an Unsubscribe's does
-// when its want ends (TestIO_UnsubscribeWakesWhenItsWantEnds); it once had
-// no nudge (review).
+// A Subscribe(A) goes on at once while older operations that need A wait
+// for other keys: O = s.Subscribe(A, Z), for a stalled PutMany of Z, and W
+// = Publish(C, A), younger, for a stalled PutMany of C. Both found A busy
+// too (reserved by Y's Get), but each marks only the key it sleeps for
+// (Notifier.markBusy): once Y lets go of A, nothing holds A up (G11), and
+// the Subscribe records s's want of A before O does. Then O finds Z, and W
+// delivers A to s, once (G2).
+//
+// This test once pinned the nudge of a Subscribe(A) asleep behind W's mark
+// on A, kept while W slept on C, when its subscription started wanting A
+// (by O; review). With one mark per waiter, on the key it sleeps for, that
+// scene no longer arises (TestIO_UnsubscribeWakesWhenItsWantEnds).
 func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
@@ -360,26 +377,31 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 		releaseC, pubC := st.publishStalled(t, n, bC) // C reserved, stalled
 		_, releaseY, subY := st.reserveByGet(t, n, 2, kA, mkBlocks("subscribe-wakes-y", 1)[0].Cid())
 
-		older := make(chan error, 1) // O: waits for Z, A marked
+		older := make(chan error, 1) // O: waits for Z and A
 		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
 		synctest.Wait()
-		pubW := make(chan error, 1) // W: younger than O, waits for C, A marked
+		pubW := make(chan error, 1) // W: younger than O, waits for C and A
 		go func() { pubW <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bC, bA}}) }()
 		synctest.Wait()
-		releaseY() // A free, marked by O and W
+		releaseY() // A free: O waits for Z alone, W for C alone
 		require.NoError(t, <-subY)
 		synctest.Wait()
-		younger := goAsleep(t, "Subscribe(A)", func() error { return s.Subscribe(ctx, kA) }) // on W's mark on A
+		require.EqualValues(t, 2, n.waiting.Load(), "O and W wait")
 
-		releaseZ() // P_Z, then O go on: O records s's want of A
+		younger := make(chan error, 1)
+		go func() { younger <- s.Subscribe(ctx, kA) }()
+		returnsNow(t, younger, func() { releaseZ(); releaseC() },
+			"Subscribe(A) waited for a stalled PutMany of Z or C, behind the mark on A of a waiter that no longer waits for A (G11)")
+		require.True(t, s.Wants(kA))
+		require.EqualValues(t, 2, n.waiting.Load(), "O and W still wait")
+
+		releaseZ() // P_Z, then O go on: O finds Z
 		require.NoError(t, <-pubZ)
 		require.NoError(t, <-older)
-		synctest.Wait()
-		require.True(t, s.Wants(kA))
-		returnsNow(t, younger, releaseC, "Subscribe(A) by a subscription that wants A already slept on until a stalled PutMany of C returned (G11)")
 		releaseC() // W delivers A to s
 		require.NoError(t, <-pubC)
 		require.NoError(t, <-pubW)
+		synctest.Wait()
 		require.False(t, s.Wants(kA))
 		var got []cid.Cid
 		for len(got) < 2 && len(s.Messages()) > 0 {
@@ -388,37 +410,68 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 			}
 		}
 		require.ElementsMatch(t, []cid.Cid{kZ, kA}, got, "O finds Z, W delivers A")
+		none(t, s)
 	})
 }
 
-// A Subscribe(B, A) waiting for a stalled PutMany of B lets go of A once its
-// subscription starts wanting A (by O, an older Subscribe of A): it has
-// nothing left to do for A, so its mark on A must no longer hold up other
-// operations on A, which would wait for B's PutMany (G11). The operations
-// asleep on that mark wake as the want begins; the mark stays, dormant,
-// holding again should the want end while the Subscribe still waits.
+// A Subscribe(A) by another subscription goes on at once while two
+// Subscribes of s that need A wait for other keys: O = s.Subscribe(A, Z),
+// for a stalled PutMany of Z, and X = s.Subscribe(B, A), younger, for a
+// stalled PutMany of B. Both found A busy too (reserved by Y's Get), but
+// each marks only the key it sleeps for (Notifier.markBusy): once Y lets go
+// of A, nothing holds A up (G11). Then O records s's want of A, and X, once
+// B's PutMany returns, goes on.
+//
+// This test once pinned that X's mark on A, kept while X slept on B, went
+// dormant as s started wanting A (by O), waking the Subscribe of another
+// subscription asleep behind it (review). With one mark per waiter, on the
+// key it sleeps for, that scene no longer arises
+// (TestIO_UnsubscribeWakesWhenItsWantEnds).
 func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n, _ := newWithCancels(t, st)
 		b := mkBlocks("subscribe-lets-go-want-begins", 3)
 		bA, bZ, bB := b[0], b[1], b[2]
-		kA := bA.Cid()
+		kA, kZ, kB := bA.Cid(), bZ.Cid(), bB.Cid()
 		s := mustSub(t, n, 1)
-		w := st.waitMarking(t, n, s, kA, bZ, bB, "subscribe-lets-go")
-		other := mustSub(t, n, 2)
-		done := goAsleep(t, "other.Subscribe(A)", func() error { return other.Subscribe(ctx, kA) }) // on X's mark on A
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // Z reserved, stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // B reserved, stalled
+		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("subscribe-lets-go-y", 1)[0].Cid())
+		older := make(chan error, 1) // O: waits for Z and A
+		go func() { older <- s.Subscribe(ctx, kA, kZ) }()
+		synctest.Wait()
+		waiting := make(chan error, 1) // X: younger than O, waits for B and A
+		go func() { waiting <- s.Subscribe(ctx, kB, kA) }()
+		synctest.Wait()
+		releaseY() // A free: O waits for Z alone, X for B alone
+		require.NoError(t, <-subY)
+		synctest.Wait()
+		require.EqualValues(t, 2, n.waiting.Load(), "O and X wait")
 
-		w.releaseOlder() // P_Z, then O go on: O records s's want of A
-		returnsNow(t, done, w.releaseB, "Subscribe(A) by another subscription waited for a stalled PutMany of B, behind the mark on A of a Subscribe whose subscription wants A already (G11)")
+		other := mustSub(t, n, 2)
+		done := make(chan error, 1)
+		go func() { done <- other.Subscribe(ctx, kA) }()
+		returnsNow(t, done, func() { releaseZ(); releaseB() },
+			"Subscribe(A) by another subscription waited for a stalled PutMany of Z or B, behind the mark on A of a waiter that no longer waits for A (G11)")
 		require.True(t, other.Wants(kA))
+		require.EqualValues(t, 2, n.waiting.Load(), "O and X still wait")
+
+		releaseZ() // P_Z, then O go on: O records s's want of A
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		synctest.Wait()
+		require.True(t, s.Wants(kA))
 		select {
-		case err := <-w.waiting:
+		case err := <-waiting:
 			t.Fatalf("X returned %v while B's PutMany, which it waits for, is stalled", err)
 		default:
 		}
-		w.releaseYounger()
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-waiting)
 		require.True(t, s.Wants(kA))
+		require.True(t, other.Wants(kA))
 	})
 }
 
