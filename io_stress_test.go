@@ -262,48 +262,55 @@ func (run *marksRun) op(t *testing.T, s *Subscription, r *rand.Rand) {
 }
 
 // A waiter whose ctx ends while it waits returns its ctx's error and leaves
-// no mark behind: an operation that started after it, which waited for it,
-// proceeds as soon as the reservation they both waited for is released.
+// no mark behind: an operation that started after it, and waits for the same
+// reservation, proceeds as soon as that reservation is released. The waiter
+// marks kA, the key it waits for (Notifier.markBusy); the later Subscribe
+// finds kA reserved and sleeps on the reserver (Notifier.claimant); a mark
+// left on kA by the waiter, which started before it, would hold it for good
+// once it wakes.
+//
+// The later Subscribe once waited for the waiter's mark on kB, kept while
+// the waiter slept on kA, and went on as the waiter gave up. A waiter now
+// marks only the key it sleeps for, so that scene no longer arises.
 func TestIO_CancelledWaiterLeavesNoMark(t *testing.T) {
 	st := newStallStore()
 	n, _ := newWithCancels(t, st, WithShards(1))
-	b := mkBlocks("cancelled-waiter", 2)
-	kA, kB := b[0].Cid(), b[1].Cid()
+	b := mkBlocks("cancelled-waiter", 1)
+	kA := b[0].Cid()
 	holder := mustSub(t, n, 1)
 	require.NoError(t, holder.Subscribe(ctx, kA))
 	releaseA := st.stall(t, kA)
 	published := make(chan error, 1)
-	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b[:1]}) }()
+	go func() { published <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: b}) }()
 	require.Equal(t, kA, <-st.entered)
-	u, releaseY, subscribedY := st.reserveByGet(t, n, 4, kB, mkBlocks("cancelled-waiter-y", 1)[0].Cid())
 
 	waiter := mustSub(t, n, 2)
 	wctx, cancel := context.WithCancel(ctx)
 	gaveUp := make(chan error, 1)
-	go func() { gaveUp <- waiter.Subscribe(wctx, kA, kB) }() // waits for kA, marks kA and kB
+	go func() { gaveUp <- waiter.Subscribe(wctx, kA) }() // waits for kA, marks it
 	waitWaiting(t, n, 1)
-	releaseY() // kB free, and marked; the waiter still waits for kA
-	require.NoError(t, <-subscribedY)
 	later := mustSub(t, n, 3)
 	subscribed := make(chan error, 1)
-	go func() { subscribed <- later.Subscribe(ctx, kB) }() // waits for the waiter's mark on kB
+	go func() { subscribed <- later.Subscribe(ctx, kA) }() // waits for kA's reservation
 	waitWaiting(t, n, 2)
 
 	cancel()
 	require.ErrorIs(t, <-gaveUp, context.Canceled)
+	waitWaiting(t, n, 1) // the later Subscribe still waits, for kA's reservation
+	releaseA()
+	require.NoError(t, <-published)
 	select {
 	case err := <-subscribed:
 		require.NoError(t, err)
 	case <-time.After(hang):
-		t.Fatal("the later Subscribe still waits: the cancelled waiter left its mark on kB")
+		t.Fatal("the later Subscribe still waits: the cancelled waiter left its mark on kA")
 	}
-	require.False(t, waiter.Wants(kA) || waiter.Wants(kB), "the cancelled Subscribe added no want")
-	releaseA()
-	require.NoError(t, <-published)
+	require.False(t, waiter.Wants(kA), "the cancelled Subscribe added no want")
+	require.Equal(t, b, recv(t, later).Blocks, "the later Subscribe finds kA, stored by the Publish")
+	require.False(t, later.Wants(kA))
 	waiter.Remove()
 	later.Remove()
 	holder.Remove()
-	u.Remove()
 	requireIndexEmpty(t, n)
 }
 

@@ -97,38 +97,43 @@ func TestIO_WaitersBehindOneKeyWakeOnce(t *testing.T) {
 	})
 }
 
-// A chain of waiters on one key, each asleep on the one just ahead of it,
-// goes on when its head gives up (its ctx ends) while the reservation the
-// head waited for is still held: the second wakes as the head unmarks, has
-// nobody ahead any more, and goes on, and so on down the chain, in the
-// order they started. Found sound by review, kept as the test of the chain.
+// A chain of waiters on one key goes on, in the order they started, once
+// the reservation they wait for is released, though their head gave up (its
+// ctx ended) while that reservation was still held: the head leaves no mark
+// on the key, which would hold the chain, now behind nobody, for good. The
+// head marks kA, the only key it waits for (Notifier.markBusy); the others
+// find kA reserved and sleep on its reserver, not on the head
+// (Notifier.claimant), and still wait once the head has given up, as they
+// need kA.
+//
+// The chain once slept on the head itself, which waited for another key, kJ,
+// with a mark on kA, and went on as the head gave up (review). A waiter now
+// marks only the key it sleeps for, so that scene no longer arises: the
+// others find that key reserved, and sleep on its reserver.
 func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n := New(st, WithShards(1))
-		bA, bJ := blocks.NewBlock([]byte("chain-head/A")), blocks.NewBlock([]byte("chain-head/J"))
-		kA, kJ := bA.Cid(), bJ.Cid()
+		bA := blocks.NewBlock([]byte("chain-head/A"))
+		kA := bA.Cid()
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kA))
-		releaseJ, pubJ := st.publishStalled(t, n, bJ) // kJ reserved, its PutMany stalled
-		// kA busy too, so that the head marks it (Notifier.markBusy).
 		u, releaseY, subY := st.reserveByGet(t, n, 2, kA, blocks.NewBlock([]byte("chain-head/Y")).Cid())
 
 		hctx, cancel := context.WithCancel(ctx)
 		head := make(chan error, 1)
-		go func() { head <- n.Publish(hctx, ResponseMessage{From: "head", Haves: []cid.Cid{kA, kJ}}) }()
-		synctest.Wait()
-		releaseY() // kA free, marked by the head, which waits for kJ
-		require.NoError(t, <-subY)
+		go func() { head <- n.Publish(hctx, ResponseMessage{From: "head", Haves: []cid.Cid{kA}}) }()
 		synctest.Wait()
 		require.EqualValues(t, 1, n.waiting.Load())
 		res, want := queueChainBehindHead(t, n, kA, 5)
 		cancel()
 		require.ErrorIs(t, <-head, context.Canceled)
 		synctest.Wait()
+		require.EqualValues(t, len(res), n.waiting.Load(), "the chain waits for kA's reservation")
+		releaseY()
+		require.NoError(t, <-subY)
+		synctest.Wait()
 		requireChainWentOnInOrder(t, s, res, want)
-		releaseJ()
-		require.NoError(t, <-pubJ)
 		s.Remove()
 		u.Remove()
 		requireIndexEmpty(t, n)
@@ -138,8 +143,8 @@ func TestIO_ChainGoesOnWhenItsHeadGivesUp(t *testing.T) {
 
 // queueChainBehindHead starts m Publishes of a HAVE of kA, w0 to w(m-1),
 // each started once the one before it waits (with the head, m+1 waiters in
-// all), so that each sleeps on the one just ahead of it. It returns the
-// channels their errors go to and their From fields, in the order started.
+// all), so that they started in that order. It returns the channels their
+// errors go to and their From fields, in the order started.
 func queueChainBehindHead(t *testing.T, n *Notifier, kA cid.Cid, m int) (res []chan error, want []string) {
 	t.Helper()
 	res = make([]chan error, m)
@@ -164,7 +169,7 @@ func requireChainWentOnInOrder(t *testing.T, s *Subscription, res []chan error, 
 		case err := <-res[i]:
 			require.NoError(t, err)
 		default:
-			t.Fatalf("waiter %d of %d still sleeps after the head of the chain gave up", i, m)
+			t.Fatalf("waiter %d of %d still sleeps after the head of the chain gave up and the reservation it waited for was released", i, m)
 		}
 		froms = append(froms, recv(t, s).From)
 	}
