@@ -286,41 +286,51 @@ func requireQueuedThenClosed(t *testing.T, s *Subscription) {
 
 // G11: a slow-consumer end left pending behind an older waiter's mark on kA
 // completes as soon as its subscription's want of kA ends, by the operation
-// that ends it (op.letGo), not when that waiter goes on, here after a
+// that ends it (op.letGo), not when that waiter goes on, here to wait for a
 // stalled PutMany of kB, a key the subscription never wanted. s2 wants kA
-// and kC; a Publish of HAVEs of kA and kB waits for kB's stalled PutMany
-// with kA marked (kA was busy when it looked, reserved by a Subscribe of u
-// whose Get stalled); a HAVE of kC overflows s2, whose end finds kA busy and
+// and kC; a Publish of HAVEs of kA, kB and a key in shard 0 marks kA, the
+// least of its busy keys (kA reserved by a Subscribe of u whose Get
+// stalled, kB by a stalled PutMany), and is held, woken, with that mark
+// (freezeMarkOnA); a HAVE of kC overflows s2, whose end finds kA marked and
 // is left pending with that Publish. An Unsubscribe of kA by s2, older than
-// both, then ends the want: the end goes on before the Unsubscribe returns.
+// both and held until then at shard 1, then ends the want: the end goes on
+// before the Unsubscribe returns. A waiter marks only the key it sleeps for
+// (Notifier.markBusy), so the Publish's mark on kA, with kA reserved by
+// nobody, lasts only while it takes its locks again; the test stretches
+// that moment, where the scene first had it wait for kB with kA marked.
 func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
-		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1))
-		bA := blockInShard(n, "pending-want-A", 1, true)
-		bB := blockInShard(n, "pending-want-B", 1, true)
-		kX := blockInShard(n, "pending-want-X", 0, true).Cid()
-		kC := blockInShard(n, "pending-want-C", 1, true).Cid()
-		kA, kB := bA.Cid(), bB.Cid()
+		n := New(st, WithShards(4), WithBufferSize(1), WithMaxPending(1))
+		b := sortedInShard(n, "pending-want", 2, 4)
+		bA, bB, bY, bC := b[0], b[1], b[2], b[3] // kA is the least
+		kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
+		kX0 := blockInShard(n, "pending-want-X0", 0, true).Cid()
+		kX1 := blockInShard(n, "pending-want-X1", 1, true).Cid()
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kC))
 		fillBacklog(t, n, kC)
 		releaseB, pubB := st.publishStalled(t, n, bB)
-		u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "pending-want-Y", 1, true).Cid())
 
-		unblock0 := blockShard(t, n, nil, 0)
+		unblock1 := blockShard(t, n, nil, 1)
 		older := make(chan struct{})
-		go func() { defer close(older); s2.Unsubscribe(kA, kX) }()
-		waitWaiters(t, &n.shards[0].mu, 1)
-		haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
+		go func() { defer close(older); s2.Unsubscribe(kA, kX1) }()
+		waitWaiters(t, &n.shards[1].mu, 1)
+		u, haves, unblock0 := st.freezeMarkOnA(t, n, kA, bY.Cid(), "Publish of HAVEs of kA, kB, kX0", func() error {
+			return n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB, kX0}})
+		})
 
+		// No synctest.Wait while the Publish of HAVEs waits for shard 0: a
+		// goroutine blocked on a mutex is not durably blocked, and the
+		// bubble never settles.
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "3", Haves: []cid.Cid{kC}}), "overflows s2")
 		require.NoError(t, s2.Err(), "setup: s2's end is pending behind the Publish of HAVEs")
-		unblock0()
+		unblock1()
 		<-older
 		if s2.Err() == nil {
+			unblock0()
 			finishStalledPublishes(t, releaseB, pubB, haves)
-			t.Fatal("s2's pending slow-consumer end waited for a stalled PutMany of kB, a key s2 never wanted, after s2's want of kA ended (G11)")
+			t.Fatal("s2's pending slow-consumer end waited for the Publish of HAVEs, which goes on to wait for a stalled PutMany of kB, a key s2 never wanted, after s2's want of kA ended (G11)")
 		}
 		require.ErrorIs(t, s2.Err(), ErrSlowConsumer)
 		require.False(t, s2.Wants(kC))
@@ -330,6 +340,7 @@ func TestOverflow_PendingEndGoesOnWhenItsWantOfTheBusyKeyEnds(t *testing.T) {
 			i++
 		}
 
+		unblock0()
 		finishStalledPublishes(t, releaseB, pubB, haves)
 		u.Remove()
 		requireIndexEmpty(t, n)
@@ -416,39 +427,56 @@ func TestOverflow_SubscribeThatOverflowsItsSubscriptionSaysSoWhileTheEndIsPendin
 	})
 }
 
-// G11: a slow-consumer end left pending with (parked on) an older waiter X,
-// the claimant of kA by its mark, goes on once X's mark stops holding, not
-// when X goes on, here after a stalled PutMany of kB, a key the slow
-// subscription never wanted. A Subscribe O of kA and kZ by s3 waits for a
-// stalled PutMany of kZ, and a younger one, X, of kB and kA for one of kB,
-// both with kA marked. A HAVE of kC overflows slow, whose end finds kA
-// marked by X and parks on it. Z's release lets O record s3's want of kA,
-// so X's mark on kA no longer holds (shardIndex.wakeSubscribes): O, which
-// made it so, resumes the end (op.letGo hands X's parked closes to it).
-// Found by review: X.letGo woke only X's sleepers, and a parked close is
-// none, so the end, and a Publish of kA behind its mark, waited for kB.
+// G11: a slow-consumer end left pending with (parked on) a waiter X, the
+// claimant of kA by its mark, goes on once X's mark stops holding, not when
+// X goes on, which here would then wait for a stalled PutMany of kB, a key
+// the slow subscription never wanted. A Subscribe O of kA and kZ by s3
+// waits for a stalled PutMany of kZ, with kZ marked; a younger one, X, of
+// kB, kA and a key in shard 0, marks kA, the least of its busy keys, and is
+// held, woken, with that mark (freezeMarkOnA). A HAVE of kC overflows slow,
+// whose end finds kA marked by X and parks on X. Z's release lets O record
+// s3's want of kA, so X's mark on kA no longer holds
+// (shardIndex.wakeSubscribes): O, which made it so, resumes the end
+// (op.letGo hands X's parked closes to it), and a Publish of kA then goes
+// through. Found by review: X.letGo woke only X's sleepers, and a parked
+// close is none, so the end, and a Publish of kA behind its mark, waited
+// for X. A waiter marks only the key it sleeps for (Notifier.markBusy), so
+// X's mark on kA, with kA reserved by nobody, lasts only while X takes its
+// locks again; the test stretches that moment, where the scene first had X
+// wait for kB with kA marked.
 func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, n, slow, b := slowAtBound(t, "pending-dormant-claimant")
-		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
-		kA, kC := bA.Cid(), bC.Cid()
-
+		st, n, slow, b := slowInShard1(t, "pending-dormant-claimant", 5)
+		bA, bZ, bB, bY, bC := b[0], b[1], b[2], b[3], b[4] // kA is the least
+		kA, kZ, kB, kC := bA.Cid(), bZ.Cid(), bB.Cid(), bC.Cid()
+		kX0 := blockInShard(n, "pending-dormant-x", 0, true).Cid()
 		s3 := mustSub(t, n, 1)
-		w := st.waitMarking(t, n, s3, kA, bZ, bB, "pending-dormant")
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // kZ reserved, stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
+		older := goAsleep(t, "Subscribe O of kA and kZ", func() error { return s3.Subscribe(ctx, kA, kZ) })
+		u, waiting, unblock0 := st.freezeMarkOnA(t, n, kA, bY.Cid(), "Subscribe X of kB, kA, kX0", func() error {
+			return s3.Subscribe(ctx, kB, kA, kX0)
+		})
 
 		// Overflow slow: its end finds kA held by X's mark and parks on X.
-		overflow := make(chan error, 1) // returns at once: the end is left pending
-		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
-		synctest.Wait()
+		// No synctest.Wait while X waits for shard 0: a goroutine blocked on
+		// a mutex is not durably blocked, and the bubble never settles.
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}), "overflows slow; returns at once: the end is left pending")
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on X")
 
-		w.releaseOlder() // P_Z, then O go on: O records s3's want of A, X's mark on A goes dormant
+		releaseZ() // P_Z, then O go on: O records s3's want of A, X's mark on A goes dormant
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		require.True(t, s3.Wants(kA))
+		endedEarly := slow.Err() != nil
+		unblock0() // X goes on: kA is s3's now, and X waits for kB's PutMany
+		synctest.Wait()
 
-		// Nothing holds up kA now but the pending end's own mark.
+		// Nothing holds up kA now: X's mark is dormant, and the end's is gone
+		// with the end, or, if it is still pending, holds up the Publish.
 		pubA := make(chan error, 1)
 		go func() { pubA <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
 		synctest.Wait()
-		endedEarly := slow.Err() != nil
 		var pubAEarly bool
 		select {
 		case err := <-pubA:
@@ -456,93 +484,120 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding(t *testing.T)
 			pubAEarly = true
 		default:
 		}
-		w.releaseYounger()
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-waiting)
 		if !pubAEarly {
 			require.NoError(t, <-pubA)
 		}
-		require.NoError(t, <-overflow)
 		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
 		if !endedEarly || !pubAEarly {
-			t.Fatalf("pending slow-consumer end completed only after a stalled PutMany of kB, a key its subscription never wanted (ended before release: %v; Publish of kA returned before release: %v) (G11)", endedEarly, pubAEarly)
+			t.Fatalf("pending slow-consumer end completed only after its claimant X went on, here to wait for a stalled PutMany of kB, a key its subscription never wanted (ended before release: %v; Publish of kA returned before release: %v) (G11)", endedEarly, pubAEarly)
 		}
+		s3.Remove()
+		u.Remove()
+		requireIndexEmpty(t, n)
 	})
 }
 
 // G11, the same through wakeStaleMarks: the claimant X of kA, on which a
-// pending slow-consumer end parks, is a waiting Unsubscribe of s2 (B, A), and
-// its mark on kA stops holding when an older Unsubscribe O of s2 (A, Z), let
-// go by Z's release, ends s2's want of kA. O must resume the end (op.letGo
-// hands X's parked closes to it), not leave it to X, which waits for a
-// stalled PutMany of kB. Found by review of the hand-over, which the test
-// above reaches only through wakeSubscribes.
+// pending slow-consumer end parks, is a waiting Unsubscribe of s2 (kB, kA
+// and a key in shard 0), held, woken, with its mark on kA (freezeMarkOnA),
+// and its mark on kA stops holding when an older Unsubscribe O of s2 (kA,
+// kZ), let go by Z's release, ends s2's want of kA. O must resume the end
+// (op.letGo hands X's parked closes to it), not leave it to X, which would
+// then wait for a stalled PutMany of kB. Found by review of the hand-over,
+// which the test above reaches only through wakeSubscribes. A waiter marks
+// only the key it sleeps for (Notifier.markBusy), so X's mark on kA, with
+// kA reserved by nobody, lasts only while X takes its locks again; the test
+// stretches that moment, where the scene first had X wait for kB with kA
+// marked.
 func TestOverflow_PendingEndGoesOnWhenItsClaimantsWantEnds(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, n, slow, b := slowAtBound(t, "pending-unsubscribe-claimant")
-		bA, bZ, bB, bC := b[0], b[1], b[2], b[3]
-		kA, kC := bA.Cid(), bC.Cid()
+		st, n, slow, b := slowInShard1(t, "pending-unsubscribe-claimant", 5)
+		bA, bZ, bB, bY, bC := b[0], b[1], b[2], b[3], b[4] // kA is the least
+		kA, kZ, kB, kC := bA.Cid(), bZ.Cid(), bB.Cid(), bC.Cid()
+		kX0 := blockInShard(n, "pending-unsubscribe-x", 0, true).Cid()
 		s2 := mustSub(t, n, 2)
-		require.NoError(t, s2.Subscribe(ctx, kA, bB.Cid(), bZ.Cid()))
+		require.NoError(t, s2.Subscribe(ctx, kA, kB, kZ))
 		go func() { // s2 takes the blocks of Z and B
 			for range s2.Messages() {
 			}
 		}()
-		w := st.waitMarkingUnsubscribes(t, n, s2, kA, bZ, bB, "pending-unsubscribe")
+		releaseZ, pubZ := st.publishStalled(t, n, bZ) // kZ reserved, stalled
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
+		older := goAsleep(t, "Unsubscribe O of kA and kZ", func() error { s2.Unsubscribe(kA, kZ); return nil })
+		u, waiting, unblock0 := st.freezeMarkOnA(t, n, kA, bY.Cid(), "Unsubscribe X of kB, kA, kX0", func() error {
+			s2.Unsubscribe(kB, kA, kX0)
+			return nil
+		})
 
-		overflow := make(chan error, 1) // returns at once: the end is left pending
-		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
-		synctest.Wait()
+		// No synctest.Wait while X waits for shard 0: a goroutine blocked on
+		// a mutex is not durably blocked, and the bubble never settles.
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}), "overflows slow; returns at once: the end is left pending")
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on X")
 
-		w.releaseOlder() // P_Z, then O go on: s2's want of A ends, X's mark on A stops holding
+		releaseZ() // P_Z, then O go on: s2's want of A ends, X's mark on A stops holding
+		require.NoError(t, <-pubZ)
+		require.NoError(t, <-older)
+		require.False(t, s2.Wants(kA))
 		endedEarly := slow.Err() != nil
-		w.releaseYounger()
-		require.NoError(t, <-overflow)
+		unblock0()
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.NoError(t, <-waiting)
 		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
-		require.True(t, endedEarly, "pending slow-consumer end completed only after a stalled PutMany of kB, a key its subscription never wanted (G11)")
+		require.True(t, endedEarly, "pending slow-consumer end completed only after its claimant X went on, here to wait for a stalled PutMany of kB, a key its subscription never wanted (G11)")
+		s2.Remove()
+		u.Remove()
+		requireIndexEmpty(t, n)
 	})
 }
 
 // G11, the same through wakeDelivered, for the pending close itself: slow's
-// end parks on Q, the youngest older waiter that marks kA, a Publish of kA
-// and kD that waits for a stalled PutMany of kD. An older Publish P of kA
-// and kB, which Q waits behind on kA, goes on once kB is released and
+// end parks on Q, the claimant of kA by its mark, a Publish of kA, kD and a
+// key in shard 0 that marks kA, the least of its busy keys, and is held,
+// woken, with that mark (freezeMarkOnA); let go, it would wait for a
+// stalled PutMany of kD. An older Publish P of kA and kB, which waits for a
+// stalled PutMany of kB with kB marked, goes on once kB is released and
 // delivers kA to slow: the end no longer needs kA, and P must resume it
 // (op.letGo, by the delivering operation), not leave it parked on Q until
-// kD's PutMany returns.
+// Q goes on. A waiter marks only the key it sleeps for (Notifier.markBusy),
+// so Q's mark on kA, with kA reserved by nobody, lasts only while Q takes
+// its locks again; the test stretches that moment, where the scene first
+// had Q wait for kD with kA marked.
 func TestOverflow_PendingEndGoesOnWhenTheBlockItWaitsForIsDelivered(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st, n, slow, b := slowAtBound(t, "pending-delivered-claimant")
-		bA, bB, bD, bC := b[0], b[1], b[2], b[3] // slowAtBound: slow wants b[0] and b[3]
+		st, n, slow, b := slowInShard1(t, "pending-delivered-claimant", 5)
+		bA, bB, bD, bY, bC := b[0], b[1], b[2], b[3], b[4] // slow wants b[0] and b[4]; kA is the least
 		kA, kC := bA.Cid(), bC.Cid()
+		kX0 := blockInShard(n, "pending-delivered-x", 0, true).Cid()
 		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
 		releaseD, pubD := st.publishStalled(t, n, bD) // kD reserved, stalled
-		_, releaseY, subY := st.reserveByGet(t, n, 3, kA, mkBlocks("pending-delivered-y", 1)[0].Cid())
 		pubP := goAsleep(t, "Publish P of kA and kB", func() error {
 			return n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bB}})
+		}) // kA free: P marks kB only
+		u, pubQ, unblock0 := st.freezeMarkOnA(t, n, kA, bY.Cid(), "Publish Q of kA, kD, kX0", func() error {
+			return n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bD}, Haves: []cid.Cid{kX0}})
 		})
-		pubQ := goAsleep(t, "Publish Q of kA and kD", func() error {
-			return n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bD}})
-		})
-		releaseY() // kA free, marked by P and Q
-		require.NoError(t, <-subY)
-		synctest.Wait()
 
-		overflow := make(chan error, 1) // returns at once: the end is left pending
-		go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
-		synctest.Wait()
+		// No synctest.Wait while Q waits for shard 0: a goroutine blocked
+		// on a mutex is not durably blocked, and the bubble never settles.
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}), "overflows slow; returns at once: the end is left pending")
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on Q")
 
-		releaseB() // R_B, then P go on: P delivers kA to slow
+		releaseB() // R_B, then P go on: P delivers kA to slow, and resumes the end before it returns (putOp)
 		require.NoError(t, <-pubB)
 		require.NoError(t, <-pubP)
-		synctest.Wait()
 		endedEarly := slow.Err() != nil
+		unblock0()
 		releaseD()
 		require.NoError(t, <-pubD)
 		require.NoError(t, <-pubQ)
-		require.NoError(t, <-overflow)
 		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
-		require.True(t, endedEarly, "pending slow-consumer end completed only after a stalled PutMany of kD, a key its subscription never wanted (G11)")
+		require.True(t, endedEarly, "pending slow-consumer end completed only after its claimant Q went on, here to wait for a stalled PutMany of kD, a key its subscription never wanted (G11)")
+		u.Remove()
+		requireIndexEmpty(t, n)
 	})
 }
 
@@ -572,18 +627,69 @@ func fillBacklog(t *testing.T, n *Notifier, k cid.Cid) {
 	}
 }
 
-// slowAtBound returns a Notifier with WithBufferSize(1) and WithMaxPending(1)
-// over a stallStore, four blocks A, Z, B, C named by tag, and slow, a
-// subscription of A and C filled to its bound by HAVEs of C (fillBacklog):
-// the next message for it pushes it past WithMaxPending. The setup of the
-// tests of a pending end and the operation it waits for.
-func slowAtBound(t *testing.T, tag string) (st *stallStore, n *Notifier, slow *Subscription, b []blocks.Block) {
+// sortedInShard returns count blocks named by tag whose keys are in shard sh
+// of n, sorted by KeyString: the least first, the order in which a waiter
+// chooses the one key it marks (Notifier.markBusy, busyKey).
+func sortedInShard(n *Notifier, tag string, sh int32, count int) []blocks.Block {
+	out := make([]blocks.Block, count)
+	for i := range out {
+		out[i] = blockInShard(n, fmt.Sprintf("%s-%d", tag, i), sh, true)
+	}
+	slices.SortFunc(out, func(a, b blocks.Block) int { return cmpKey(a.Cid(), b.Cid()) })
+	return out
+}
+
+// marksOn returns how many operations mark k, read under k's shard lock.
+func marksOn(n *Notifier, k cid.Cid) int {
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return len(sh.idx.marks[k])
+}
+
+// freezeMarkOnA makes run, a waiter X whose keys include kA, another key
+// that a stalled call reserves, greater than kA, and one in shard 0, the
+// lowest of its shards, mark kA while a pending end finds it: X finds kA
+// reserved by a Subscribe of kA and y by u (id 3) whose Get of y stalls
+// (reserveByGet), and the other key reserved, marks kA, the least, and
+// sleeps for it; then the test holds shard 0 and lets that Get go on. X,
+// woken, waits for shard 0 with its mark on kA still there; nothing else
+// marks kA. A waiter marks only the key it sleeps for, so a mark on a key
+// that nobody reserves, the scene of a pending end parked on a waiter,
+// lasts only while the waiter, woken, takes its locks again: holding shard
+// 0 stretches that moment. unblock0 lets X go on, to find its other key
+// busy and wait for it. done gets run's result. The caller must have let
+// the bubble settle, but for goroutines that wait for a shard lock other
+// than 0's.
+func (st *stallStore) freezeMarkOnA(t *testing.T, n *Notifier, kA, y cid.Cid, what string, run func() error) (u *Subscription, done chan error, unblock0 func()) {
+	t.Helper()
+	u, releaseY, subY := st.reserveByGet(t, n, 3, kA, y)
+	asleep := n.waiting.Load()
+	done = make(chan error, 1)
+	go func() { done <- run() }()
+	spinWaiting(t, n, asleep+1) // not synctest.Wait: the caller may hold a shard lock that another waits for
+	require.Equal(t, 1, marksOn(n, kA), "setup: %s marks kA", what)
+	unblock0 = blockShard(t, n, nil, 0)
+	releaseY()
+	require.NoError(t, <-subY)
+	waitWaiters(t, &n.shards[0].mu, 1)
+	require.Equal(t, 1, marksOn(n, kA), "setup: %s, woken, still marks kA", what)
+	return u, done, unblock0
+}
+
+// slowInShard1 returns a Notifier of two shards with WithBufferSize(1) and
+// WithMaxPending(1) over a stallStore, count blocks named by tag in shard 1
+// sorted by KeyString (sortedInShard), and slow, a subscription of b[0],
+// the least, and b[count-1], filled to its bound by HAVEs of b[count-1]
+// (fillBacklog): the next message for it pushes it past WithMaxPending.
+// Shard 0 is left for the key by which freezeMarkOnA holds a waiter.
+func slowInShard1(t *testing.T, tag string, count int) (st *stallStore, n *Notifier, slow *Subscription, b []blocks.Block) {
 	t.Helper()
 	st = newStallStore()
-	n, _ = newWithCancels(t, st, WithBufferSize(1), WithMaxPending(1))
-	b = mkBlocks(tag, 4)
+	n, _ = newWithCancels(t, st, WithShards(2), WithBufferSize(1), WithMaxPending(1))
+	b = sortedInShard(n, tag, 1, count)
 	slow = mustSub(t, n, 10)
-	require.NoError(t, slow.Subscribe(ctx, b[0].Cid(), b[3].Cid()))
-	fillBacklog(t, n, b[3].Cid())
+	require.NoError(t, slow.Subscribe(ctx, b[0].Cid(), b[count-1].Cid()))
+	fillBacklog(t, n, b[count-1].Cid())
 	return st, n, slow, b
 }
