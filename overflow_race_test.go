@@ -693,3 +693,64 @@ func slowInShard1(t *testing.T, tag string, count int) (st *stallStore, n *Notif
 	fillBacklog(t, n, b[count-1].Cid())
 	return st, n, slow, b
 }
+
+// G11: a pending slow-consumer end parked on a waiter X, the claimant of kA
+// by its mark, goes on once X moves its one mark away from kA, not when X
+// goes on, here after a stalled PutMany of kB, a key the slow subscription
+// never wanted. X, a Publish of HAVEs of kA, kB and a key in shard 0, or an
+// Unsubscribe of those keys by s4, which wants them, or a Remove of s4,
+// marks kA, the least of its busy keys, and sleeps for kA's reservation;
+// that is released while X waits for shard 0 (freezeMarkOnA), and a HAVE of
+// kC then overflows slow, whose end finds kA marked by X and parks on X. X,
+// let go, finds kA free and kB reserved by a stalled PutMany, and moves its
+// mark to kB (Notifier.markOnly; Subscription.markOne for the Remove).
+// Nothing holds kA up any more; the end must go on then, by X (as op.letGo
+// hands X's parked closes over when X's mark stops holding), not wait for X
+// to go on after kB's PutMany.
+//
+// Fails at e48fcf2, all three: markOnly drops X's mark on kA (unmark) and
+// wakes X's sleepers, but a parked close is none, and nothing takes X's
+// parked list: the end waits for X's putOp. Without the held shard 0 the
+// same happens whenever the end, resumed by kA's reserver, locks kA's
+// shard before X, woken by the same release, does.
+func TestOverflow_PendingEndGoesOnWhenItsClaimantMovesItsMark(t *testing.T) {
+	for _, kind := range []string{"Publish of HAVEs", "Unsubscribe", "Remove"} {
+		t.Run(kind, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				st, n, slow, b := slowInShard1(t, "pending-moved-mark", 4)
+				bA, bB, bY, bC := b[0], b[1], b[2], b[3]
+				kA, kB, kC := bA.Cid(), bB.Cid(), bC.Cid()
+				kX0 := blockInShard(n, "pending-moved-mark-x", 0, true).Cid()
+				s4 := mustSub(t, n, 4) // X's, for an Unsubscribe or a Remove
+				require.NoError(t, s4.Subscribe(ctx, kA, kB, kX0))
+				releaseB, pubB := st.publishStalled(t, n, bB)
+				u, waiting, unblock0 := st.freezeMarkOnA(t, n, kA, bY.Cid(), kind+" X of kA, kB, kX0", func() error {
+					switch kind {
+					case "Unsubscribe":
+						s4.Unsubscribe(kA, kB, kX0)
+					case "Remove":
+						s4.Remove()
+					default:
+						return n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB, kX0}})
+					}
+					return nil
+				})
+
+				require.NoError(t, n.Publish(ctx, ResponseMessage{From: "3", Haves: []cid.Cid{kC}}), "overflows slow")
+				require.NoError(t, slow.Err(), "setup: slow's end is pending, parked on X")
+				unblock0() // X moves its mark to kB, and waits for kB's PutMany
+				spinWaiting(t, n, 1)
+				synctest.Wait()
+				require.Equal(t, 1, marksOn(n, kB), "setup: X has moved its mark to kB")
+				endedEarly := slow.Err() != nil
+				finishStalledPublishes(t, releaseB, pubB, waiting)
+				synctest.Wait()
+				require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+				require.True(t, endedEarly, "the pending slow-consumer end, parked on X, waited for a stalled PutMany of kB, a key its subscription never wanted, after X had moved its mark off kA (G11)")
+				s4.Remove()
+				u.Remove()
+				requireIndexEmpty(t, n)
+			})
+		})
+	}
+}
