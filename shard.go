@@ -125,25 +125,51 @@ func (n *Notifier) sleep(ctx context.Context, o *op, busy chan struct{}, freed [
 		}
 	}
 	n.unlock(o.locks)
-	n.resume(freed)
+	n.resumeWaiting(o, freed)
 	var err error
 	if o.whileWanted() {
 		n.awaitClose(busy, nudge) // an Unsubscribe or Release: no deadline
 	} else {
 		err = n.await(ctx, busy, nudge, refuseClosed)
 	}
-	if nudge != nil {
-		o.nudge.Store(nil)
-	}
+	n.wakeUp(o, err != nil)
+	return err
+}
+
+// wakeUp undoes what o set up to sleep (sleep, Subscription.lockAll): its
+// nudge and its place among its subscription's sleepers; with failed, its
+// wait having failed, also its mark. The caller holds no lock.
+func (n *Notifier) wakeUp(o *op, failed bool) {
+	o.nudge.Store(nil)
 	if o.scope == waitUnwanted {
 		o.sub.dropSleeper(o)
 	}
-	if err != nil {
+	if failed {
 		n.lock(o.locks)
 		n.unmark(o)
 		n.unlock(o.locks)
 	}
-	return err
+}
+
+// resumeWaiting resumes freed, the pending closes that were parked on o's
+// mark on a key it no longer marks (markOnly), as o goes to sleep, holding
+// no lock. So f of WithCancelFunc may run for them on o's goroutine before
+// o takes effect. If it panics (or exits the goroutine), the other closes are
+// resumed (Notifier.resume) and o gives up its wait as a failed one does
+// (wakeUp) before the panic goes on to o's caller: else o's mark would hold
+// up the operations on its key for good.
+func (n *Notifier) resumeWaiting(o *op, freed []parkEntry) {
+	if len(freed) == 0 {
+		return
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			n.wakeUp(o, true)
+		}
+	}()
+	n.resume(freed)
+	resumed = true
 }
 
 // await waits, holding no lock, until busy or nudge (if not nil; see

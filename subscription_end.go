@@ -272,7 +272,7 @@ func (s *Subscription) lockAllOrPark(o *op, park bool) (ok bool, freed []parkEnt
 			o.locked = false
 		}
 		o.mergeMore()
-		n.resume(freed)
+		n.resumeWaiting(o, freed)
 		if busy != nil {
 			n.awaitClose(busy, nudge)
 			o.nudge.Store(nil)

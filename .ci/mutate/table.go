@@ -734,7 +734,7 @@ var table = []mutation{
 	{
 		id: "g11-waiter-marks-every-key", g: "G11", file: "shard.go",
 		old: `	return b.claimant.wakeOnRelease(), n.markOnly(o, b.key, b.shard)`,
-		new: `	freed := n.markOnly(o, b.key, b.shard)
+		new: `	freed = n.markOnly(o, b.key, b.shard)
 	for i, k := range o.resKeys {
 		if n.needs(o, k, o.keyShards[i]) {
 			n.shards[o.keyShards[i]].idx.addMark(k, o)
