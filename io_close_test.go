@@ -322,163 +322,195 @@ func (sc *removeBehindStall) finish(t *testing.T) {
 // An operation that started before a waiter, but marks a key they share
 // after the waiter did, leaves the waiter's mark in place when it goes on:
 // a Publish that starts after the waiter still waits behind it (fairness,
-// Notifier.mark). Found by review: a key kept one mark, which the older
+// Notifier.markBusy). Found by review: a key kept one mark, which the older
 // operation replaced and its unmark then deleted, so the later Publish took
 // the key while the waiter still waited.
+//
+// A waiter marks only the key it waits for, and only while that key is
+// busy for it (markBusy), so the scene is the moment the waiter's mark is
+// for: kA's reservation is released and the waiter, woken, has not looked
+// again yet. The waiter, a Publish of bJ and bA, marks kA, reserved by a
+// Subscribe whose Get of kY stalls; the older operation, a Publish of bX
+// and bA held at shard 0 until then, marks it second. kA's release wakes
+// both; the waiter waits for the lock of kJ's shard, which the test holds,
+// while the older one goes on, unmarking kA, and returns. A Publish of bA
+// that starts then must wait behind the waiter's mark.
 func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
-		n := New(st, WithShards(2))
-		bA := blockInShard(n, "older-mark-A", 1, true)
+		n := New(st, WithShards(4))
+		bA := blockInShard(n, "older-mark-A", 2, true)
 		bJ := blockInShard(n, "older-mark-J", 1, true)
-		bM := blockInShard(n, "older-mark-M", 1, true)
 		bX := blockInShard(n, "older-mark-X", 0, true)
-
-		releaseJ, pubJ, releaseM, pubM := publishTwoStalled(t, st, n, bJ, bM)
-		// kA busy too, so that both mark it (Notifier.markBusy).
-		u, releaseY, subY := st.reserveByGet(t, n, 1, bA.Cid(), blockInShard(n, "older-mark-Y", 1, true).Cid())
+		kA := bA.Cid()
+		// kA busy, so that both mark it (Notifier.markBusy).
+		u, releaseY, subY := st.reserveByGet(t, n, 1, kA, blockInShard(n, "older-mark-Y", 2, true).Cid())
 
 		// The older operation takes its id, then waits for shard 0.
-		unblock0, older := publishHeldAtShard0(t, n, bX, bA, bM)
+		unblock0, older := publishHeldAtShard0(t, n, bX, bA)
 
-		// The waiter waits for kJ, marking kA and kJ.
+		// The waiter waits for kA, marking it.
 		waiter := make(chan error, 1)
-		go func() { waiter <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+		go func() { waiter <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ, bA}}) }()
 		spinWaiting(t, n, 1)
 
-		// The older operation waits for kA and kM, marking both; once they
-		// are released it goes on, unmarks kA and returns.
+		// The older operation waits for kA too, marking it.
 		unblock0()
 		spinWaiting(t, n, 2)
+		requireMarks(t, n, kA, 2)
+
+		// kA is released: the waiter wakes to wait for shard 1, the older
+		// operation goes on, unmarks kA and returns.
+		unblock1 := blockShard(t, n, nil, 1)
 		releaseY()
 		require.NoError(t, <-subY)
-		synctest.Wait()
-		releaseM()
-		require.NoError(t, <-pubM)
 		require.NoError(t, <-older)
-		synctest.Wait()
-		require.EqualValues(t, 1, n.waiting.Load(), "the waiter still waits for kJ")
+		waitWaiters(t, &n.shards[1].mu, 1)
+		require.Zero(t, n.waiting.Load(), "the waiter waits for shard 1, having not looked at kA again")
 
-		later := publishBehindTheWaiter(t, n, bA)
-		releaseJ()
-		require.NoError(t, <-pubJ)
+		later := publishBehindTheWaiter(t, n, bA, 1)
+		unblock1()
 		require.NoError(t, <-waiter)
 		require.NoError(t, <-later)
 		u.Remove()
+		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
 }
 
-// publishTwoStalled publishes bJ and then bM, each with its PutMany stalled,
-// and returns once both PutManys have begun, kJ and kM reserved: releaseJ
-// and releaseM let them go on, pubJ and pubM get the Publishes' results.
-func publishTwoStalled(t *testing.T, st *stallStore, n *Notifier, bJ, bM blocks.Block) (releaseJ func(), pubJ chan error, releaseM func(), pubM chan error) {
+// requireMarks checks that k, in its shard, carries want marks.
+func requireMarks(t *testing.T, n *Notifier, k cid.Cid, want int) {
 	t.Helper()
-	kJ, kM := bJ.Cid(), bM.Cid()
-	releaseJ, releaseM = st.stall(t, kJ), st.stall(t, kM)
-	pubJ, pubM = make(chan error, 1), make(chan error, 1)
-	go func() { pubJ <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ}}) }()
-	require.Equal(t, kJ, <-st.entered) // kJ reserved, its PutMany stalled
-	go func() { pubM <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bM}}) }()
-	require.Equal(t, kM, <-st.entered) // kM likewise
-	return releaseJ, pubJ, releaseM, pubM
+	sh := &n.shards[n.shardOf(k)]
+	sh.mu.Lock()
+	got := len(sh.idx.marks[k])
+	sh.mu.Unlock()
+	require.Equal(t, want, got, "setup: marks on the key")
 }
 
 // publishBehindTheWaiter starts a Publish of bA after the waiter of
-// TestIO_OlderMarkKeepsAYoungerWaitersMark and checks, once the bubble has
-// settled, that it waits behind the waiter instead of overtaking it; the
-// channel returned gets its result.
-func publishBehindTheWaiter(t *testing.T, n *Notifier, bA blocks.Block) (later chan error) {
+// TestIO_OlderMarkKeepsAYoungerWaitersMark and checks that it goes to sleep
+// behind the waiter, waiting operations asleep then, instead of overtaking
+// it; the channel returned gets its result. The waiter waits for a shard
+// lock, on which synctest.Wait would wait for ever: it spins instead.
+func publishBehindTheWaiter(t *testing.T, n *Notifier, bA blocks.Block, waiting int64) (later chan error) {
 	t.Helper()
 	later = make(chan error, 1)
-	go func() { later <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
-	synctest.Wait()
-	select {
-	case err := <-later:
+	returned := make(chan struct{})
+	var err error
+	go func() { defer close(returned); err = n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA}}) }()
+	if !sleepsOrReturns(n, waiting, returned) {
 		t.Errorf("a Publish of kA that started after the waiter overtook it (returned %v)", err)
-		later <- err
-	default:
-		require.EqualValues(t, 2, n.waiting.Load(), "the later Publish waits behind the waiter")
 	}
+	go func() { <-returned; later <- err }()
 	return later
+}
+
+// sleepsOrReturns spins until waiting operations are asleep (n.waiting),
+// reporting true, or until returned is closed, reporting false: whether an
+// operation just started goes to sleep, where synctest.Wait cannot tell, as
+// some goroutine waits for a shard lock (a sync.Mutex does not block
+// durably).
+func sleepsOrReturns(n *Notifier, waiting int64, returned chan struct{}) bool {
+	for {
+		select {
+		case <-returned:
+			return false
+		default:
+		}
+		if n.waiting.Load() == waiting {
+			return true
+		}
+		runtime.Gosched()
+	}
 }
 
 // A key marked by two waiters holds up an operation that started between
 // them: it waits for the older one, whichever marked the key first
 // (shardIndex.markAhead looks only at the marks of operations that started
 // before the caller).
+//
+// A waiter marks only the key it waits for, and only while that key is
+// busy for it (markBusy), so the scene is the moment the marks are for: the
+// key's reservation is released and the two waiters, woken, have not looked
+// again yet. kA is reserved by a Subscribe whose Get of kZ stalls; the
+// youngest, a Publish of bJ and bA, marks it first, the oldest, a Publish of
+// bX and bA held at shard 0 until then, second. kA's release wakes both, to
+// wait for the locks of shards 0 and 2, which the test holds. The middle, an
+// Unsubscribe of kY and kA held at shard 1 until then, must then sleep
+// behind the oldest's mark.
 func TestIO_WaiterWaitsForTheOldestMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n := New(st, WithShards(4))
-		bA := blockInShard(n, "oldest-mark-A", 2, true)
+		bA := blockInShard(n, "oldest-mark-A", 3, true)
 		bJ := blockInShard(n, "oldest-mark-J", 2, true)
-		bM := blockInShard(n, "oldest-mark-M", 2, true)
 		bX := blockInShard(n, "oldest-mark-X", 0, true)
 		kA := bA.Cid()
 		kY := blockInShard(n, "oldest-mark-Y", 1, true).Cid()
 		s := mustSub(t, n, 1)
 		require.NoError(t, s.Subscribe(ctx, kY, kA)) // the Unsubscribe below needs keys s wants
 
-		releaseJ, pubJ, releaseM, pubM := publishTwoStalled(t, st, n, bJ, bM)
-		// kA busy too, so that the oldest and the youngest mark it
+		// kA busy, so that the oldest and the youngest mark it
 		// (Notifier.markBusy).
-		_, releaseZ, subZ := st.reserveByGet(t, n, 2, kA, blockInShard(n, "oldest-mark-Z", 2, true).Cid())
+		u, releaseZ, subZ := st.reserveByGet(t, n, 2, kA, blockInShard(n, "oldest-mark-Z", 3, true).Cid())
 
 		// Ids in this order: oldest, middle, youngest. The first two wait
 		// for shards 0 and 1, holding no lock.
 		unblock0, unblock1 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 1)
 		oldest := make(chan error, 1)
-		go func() { oldest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA, bM}}) }()
+		go func() { oldest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bX, bA}}) }()
 		waitWaiters(t, &n.shards[0].mu, 1) // the oldest, a Publish
 		middle := make(chan struct{})
 		go func() { defer close(middle); s.Unsubscribe(kY, kA) }()
 		waitWaiters(t, &n.shards[1].mu, 1) // the middle, an Unsubscribe
 
-		youngest := youngestThenOldestMarkKA(t, n, bA, bJ, unblock0, releaseZ, subZ)
+		youngest, unblockBoth := youngestThenOldestMarkKA(t, n, bJ, bA, unblock0, releaseZ, subZ)
 		middleWaitsForTheOldest(t, n, unblock1, middle)
-		releaseM()
-		releaseJ()
-		require.NoError(t, <-pubM)
-		require.NoError(t, <-pubJ)
+		unblockBoth()
 		require.NoError(t, <-oldest)
 		require.NoError(t, <-youngest)
 		<-middle
+		u.Remove()
+		s.Remove()
+		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
 }
 
 // middleWaitsForTheOldest lets the middle operation, held at shard 1 until
-// unblock1, go on, and checks, once the bubble has settled, that it waits
-// for the oldest instead of going ahead of it (middle is closed once it
-// returns).
+// unblock1, go on, and checks that it goes to sleep behind the oldest
+// instead of going ahead of it (middle is closed once it returns).
 func middleWaitsForTheOldest(t *testing.T, n *Notifier, unblock1 func(), middle chan struct{}) {
 	t.Helper()
 	unblock1()
-	synctest.Wait()
-	select {
-	case <-middle:
+	if !sleepsOrReturns(n, 1, middle) {
 		t.Error("an Unsubscribe of kA went ahead of a waiting operation on kA that started before it")
-	default:
-		require.EqualValues(t, 3, n.waiting.Load(), "the Unsubscribe waits for the oldest")
 	}
 }
 
-// youngestThenOldestMarkKA has the youngest, a Publish of bA and bJ, mark kA
-// first (it waits for kA and kJ), and the oldest, held at shard 0 until
-// unblock0, second (it waits for kA and kM); then frees kA, reserved by the
-// Subscribe whose Get releaseZ lets go on (subZ gets its result): both wake
-// and sleep again, marking kA. The channel returned gets the youngest's
-// result.
-func youngestThenOldestMarkKA(t *testing.T, n *Notifier, bA, bJ blocks.Block, unblock0, releaseZ func(), subZ chan error) (youngest chan error) {
+// youngestThenOldestMarkKA has the youngest, a Publish of bJ and bA, mark kA
+// first, and the oldest, held at shard 0 until unblock0, second, both asleep
+// on the Subscribe that reserves kA; then holds shards 0 and 2 and frees kA,
+// letting that Subscribe's Get (releaseZ) go on (subZ gets its result): both
+// wake, and wait for those shards' locks with kA marked. unblockBoth lets
+// them go on; youngest gets the youngest's result.
+func youngestThenOldestMarkKA(t *testing.T, n *Notifier, bJ, bA blocks.Block, unblock0, releaseZ func(), subZ chan error) (youngest chan error, unblockBoth func()) {
 	t.Helper()
 	youngest = make(chan error, 1)
-	go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bA, bJ}}) }()
+	go func() { youngest <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bJ, bA}}) }()
 	spinWaiting(t, n, 1)
 	unblock0()
 	spinWaiting(t, n, 2)
-	wakeAndSleepAgain(t, n, releaseZ, subZ, 2, 2) // kA free, marked by both, which sleep again
-	return youngest
+	requireMarks(t, n, bA.Cid(), 2)
+	hold0, hold2 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 2)
+	releaseZ()
+	require.NoError(t, <-subZ)
+	waitWaiters(t, &n.shards[0].mu, 1)
+	waitWaiters(t, &n.shards[2].mu, 1)
+	require.Zero(t, n.waiting.Load(), "both wait for a shard lock, having not looked at kA again")
+	requireMarks(t, n, bA.Cid(), 2)
+	return youngest, func() { hold0(); hold2() }
 }
 
 // A close's mark that stopped holding when its subscription's want ended
