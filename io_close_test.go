@@ -16,41 +16,49 @@ import (
 
 // A close asleep behind another operation's mark on a key wakes and goes on
 // when its own subscription's want of that key ends while it sleeps: it has
-// nothing left to wait for. s2 wants kA alone; a Publish of HAVEs of kA and
-// kB waits for kB's stalled PutMany with both marked, and Remove(s2) sleeps
-// on its mark on kA. An operation older than both ends s2's want of kA (a
-// delivery, or an Unsubscribe). Remove(s2) slept on until the PutMany of kB,
-// a key s2 never wanted, returned (G11). Found by review.
+// nothing left to wait for. Found by review: s2 wants kA alone; Remove(s2)
+// slept behind a Publish of HAVEs of kA and kB, marking kA while it waited
+// for kB's stalled PutMany, and an operation older than both ended s2's
+// want of kA (a delivery, or an Unsubscribe); Remove(s2) slept on until the
+// PutMany of kB, a key s2 never wanted, returned (G11).
+//
+// A waiter now marks only the key it waits for, and only while that key is
+// busy for it (Notifier.markBusy): that Publish no longer marks kA while it
+// waits for kB, and Remove(s2) goes on at once. The wake-up still matters in
+// the moment a mark is for: the Publish, of HAVEs of kJ and kA, marks kA,
+// reserved by a Subscribe whose Get of kY stalls, and kA's release wakes it
+// to wait for the lock of kJ's shard, which the test holds, with kA marked.
+// Remove(s2) sleeps behind that mark; then the older operation ends s2's
+// want of kA, and Remove(s2) must return before the Publish goes on.
 func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 	for _, how := range []string{"delivered", "unsubscribed"} {
 		t.Run(how, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				st := newStallStore()
-				n := New(st, WithShards(2))
-				bA := blockInShard(n, "own-want-A", 1, true)
-				bB := blockInShard(n, "own-want-B", 1, true)
+				n := New(st, WithShards(4))
+				bA := blockInShard(n, "own-want-A", 2, true)
 				bX := blockInShard(n, "own-want-X", 0, true)
-				kA, kB := bA.Cid(), bB.Cid()
+				kA, kJ := bA.Cid(), blockInShard(n, "own-want-J", 1, true).Cid()
 				s2 := mustSub(t, n, 2)
 				require.NoError(t, s2.Subscribe(ctx, kA))
-				releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, its PutMany stalled
-				// kA busy too, so that the Publish below marks it (Notifier.markBusy).
-				u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "own-want-Y", 1, true).Cid())
+				// kA busy, so that the Publish below marks it (Notifier.markBusy).
+				u, releaseY, subY := st.reserveByGet(t, n, 3, kA, blockInShard(n, "own-want-Y", 2, true).Cid())
 
 				unblock0, older := startOlderEndOfWant(t, n, s2, how, bA, bX)
-				haves := havesMarkingKA(t, n, kA, kB, releaseY, subY)
+				haves, unblock1 := havesHeldWithKAMarked(t, n, kJ, kA, releaseY, subY)
 				removed := make(chan struct{})
 				go func() { defer close(removed); s2.Remove() }()
-				spinWaiting(t, n, 2) // asleep on the Publish's mark on kA
+				spinWaiting(t, n, 1) // asleep on the Publish's mark on kA
 
 				unblock0()
 				require.NoError(t, <-older)
 				require.False(t, s2.Wants(kA), "s2 wants nothing now")
-				synctest.Wait()
-				requireEndedBeforeRelease(t, removed, releaseB,
-					"Remove(s2), whose subscription wants nothing now, sleeps until the stalled PutMany of kB returns (G11)")
-				releaseB()
-				require.NoError(t, <-pubB)
+				if !returnsWhileHeld(removed) {
+					unblock1()
+					<-removed
+					t.Fatal("Remove(s2), whose subscription wants nothing now, sleeps until the Publish it slept behind goes on")
+				}
+				unblock1()
 				require.NoError(t, <-haves)
 				u.Remove()
 				requireIndexEmpty(t, n)
@@ -58,6 +66,43 @@ func TestIO_CloseWakesWhenItsOwnWantEnds(t *testing.T) {
 			})
 		})
 	}
+}
+
+// havesHeldWithKAMarked starts a Publish of HAVEs of kJ and kA, in a
+// synctest bubble, and returns once that Publish, woken, waits for the lock
+// of kJ's shard, which it holds until unblock, with kA marked: kA must be
+// reserved by the Subscribe that reserveByGet started, whose Get releaseY
+// lets go on (subY gets its result), and kJ be in a shard below kA's. The
+// Publish's result goes to haves.
+func havesHeldWithKAMarked(t *testing.T, n *Notifier, kJ, kA cid.Cid, releaseY func(), subY chan error) (haves chan error, unblock func()) {
+	t.Helper()
+	require.Less(t, n.shardOf(kJ), n.shardOf(kA), "setup: kJ's shard is locked first")
+	haves = make(chan error, 1)
+	go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kJ, kA}}) }()
+	spinWaiting(t, n, 1) // asleep on the Subscribe's reservation of kA, kA marked
+	sh := n.shardOf(kJ)
+	unblock = blockShard(t, n, nil, sh)
+	releaseY()
+	require.NoError(t, <-subY)
+	waitWaiters(t, &n.shards[sh].mu, 1)
+	require.Zero(t, n.waiting.Load(), "setup: the Publish, woken, waits for a shard lock")
+	requireMarks(t, n, kA, 1, "setup: marks on kA")
+	return haves, unblock
+}
+
+// returnsWhileHeld reports whether returned is closed within a bound of
+// yields, with some goroutine waiting for a shard lock, on which
+// synctest.Wait would wait for ever.
+func returnsWhileHeld(returned chan struct{}) bool {
+	for range 1_000_000 {
+		select {
+		case <-returned:
+			return true
+		default:
+			runtime.Gosched()
+		}
+	}
+	return false
 }
 
 // startOlderEndOfWant holds shard 0 and starts an operation that will end
@@ -94,20 +139,6 @@ func publishHeldAtShard0(t *testing.T, n *Notifier, blks ...blocks.Block) (unblo
 	return unblock0, published
 }
 
-// requireEndedBeforeRelease checks that the call that closes ended has
-// returned already, before the stalled blockstore call that release lets go:
-// else it releases that call, waits for the end and fails with why.
-func requireEndedBeforeRelease(t *testing.T, ended chan struct{}, release func(), why string) {
-	t.Helper()
-	select {
-	case <-ended:
-	default:
-		release()
-		<-ended
-		t.Fatal(why)
-	}
-}
-
 // havesMarkingKA starts a Publish of HAVEs of kA and kB, in a synctest
 // bubble, and returns once that Publish waits for kB's reservation with kA
 // marked; its result goes to the channel returned. kB must be reserved by a
@@ -129,14 +160,20 @@ func havesMarkingKA(t *testing.T, n *Notifier, kA, kB cid.Cid, releaseY func(), 
 	return haves
 }
 
-// Deliveries of a key to other subscriptions wake neither a close whose mark
-// on the key went dormant earlier nor what sleeps behind that close. s2
-// wants kA, kB and kC; Remove(s2) sleeps on kB's stalled PutMany; an older
-// Unsubscribe ends s2's want of kA (the one wake-up due); a Publish of HAVEs
-// of kC sleeps on Remove's mark on kC. Then kA is delivered 20 times to s3:
-// nothing changes for the sleepers. Each delivery woke both, to sleep
-// again: the close because its dormant mark on kA did not hold, and the
-// Publish with it. Found by review.
+// Deliveries of a key to other subscriptions wake neither a close whose
+// want of the key ended while it waited nor what it holds up. Found by
+// review: s2 wanted kA, kB and kC; Remove(s2) slept on kB's stalled PutMany
+// with all three marked; an older Unsubscribe ended s2's want of kA, the
+// one wake-up due, and left Remove's mark on kA dormant; a Publish of HAVEs
+// of kC slept on Remove's mark on kC. Each of 20 deliveries of kA to s3 woke
+// both, to sleep again: the close because its dormant mark on kA did not
+// hold, and the Publish with it.
+//
+// A close now marks only the key it waits for, and only while that key is
+// busy for it (Subscription.markIfBusy, markOne): Remove(s2), asleep on kB,
+// marks kB alone, so neither that dormant mark nor that sleeper can arise in
+// this scene, and the test pins what happens instead: the Publish of HAVEs
+// of kC goes ahead at once (G11), and the deliveries of kA wake nobody.
 func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
@@ -150,11 +187,13 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		s2 := mustSub(t, n, 2)
 		require.NoError(t, s2.Subscribe(ctx, kA, kB, kC))
 		u, releaseY, subU := reserveKAAndKC(t, st, n, kA, kC)
-		removed, releaseB, pubB := removeWithDormantMarkOnKA(t, st, n, s2, kA, bB, bX, releaseY, subU)
+		removed, releaseB, pubB := removeAsleepOnKB(t, st, n, s2, kA, bB, bX, releaseY, subU)
+		requireMarks(t, n, kA, 0, "Remove(s2), asleep on kB, marks kA")
+		requireMarks(t, n, kC, 0, "Remove(s2), asleep on kB, marks kC")
+		requireMarks(t, n, kB, 1, "Remove(s2), asleep on kB, does not mark it")
 		haves := make(chan error, 1)
 		go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}) }()
-		spinWaiting(t, n, 2) // asleep on Remove's mark on kC
-		synctest.Wait()
+		returnsNow(t, haves, releaseB, "a Publish of HAVEs of kC waited for the stalled PutMany of kB, which Remove(s2) waits for (G11)")
 
 		s3 := mustSub(t, n, 3)
 		const deliveries = 20
@@ -162,7 +201,6 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 		releaseB()
 		require.NoError(t, <-pubB)
 		<-removed
-		require.NoError(t, <-haves)
 		s3.Remove()
 		u.Remove()
 		requireIndexEmpty(t, n)
@@ -171,10 +209,10 @@ func TestIO_DeliveryToOthersWakesNoDormantClose(t *testing.T) {
 	})
 }
 
-// reserveKAAndKC makes kA and kC busy, so that Remove marks them
-// (Subscription.markIfBusy): reserved by a Subscribe of a new subscription
-// u whose Get of kY stalls. It returns once that Get has begun: releaseY
-// lets it go on, and subU gets the Subscribe's result.
+// reserveKAAndKC makes kA and kC busy, so that Remove finds them busy at
+// first (Subscription.markIfBusy): reserved by a Subscribe of a new
+// subscription u whose Get of kY stalls. It returns once that Get has
+// begun: releaseY lets it go on, and subU gets the Subscribe's result.
 func reserveKAAndKC(t *testing.T, st *stallStore, n *Notifier, kA, kC cid.Cid) (u *Subscription, releaseY func(), subU chan error) {
 	t.Helper()
 	u = mustSub(t, n, 4)
@@ -186,13 +224,13 @@ func reserveKAAndKC(t *testing.T, st *stallStore, n *Notifier, kA, kC cid.Cid) (
 	return u, releaseY, subU
 }
 
-// removeWithDormantMarkOnKA has s2.Remove() sleep on kB's stalled PutMany
-// with kA, kB and kC marked, while an Unsubscribe of kA (and bX's key),
-// older than the Remove, ends s2's want of kA: the one wake-up due, after
-// which Remove's mark on kA is dormant. u's Subscribe (releaseY, subU) holds
-// kA and kC at first. removed is closed once Remove returns; releaseB lets
-// the PutMany of kB go on and pubB gets that Publish's result.
-func removeWithDormantMarkOnKA(t *testing.T, st *stallStore, n *Notifier, s2 *Subscription, kA cid.Cid, bB, bX blocks.Block, releaseY func(), subU chan error) (removed chan struct{}, releaseB func(), pubB chan error) {
+// removeAsleepOnKB has s2.Remove() sleep on kB's stalled PutMany, while an
+// Unsubscribe of kA (and bX's key), older than the Remove, ends s2's want of
+// kA. u's Subscribe (releaseY, subU) holds kA and kC at first: Remove sleeps
+// on it, marking one of them, then, once it goes on, on kB, marking kB
+// instead. removed is closed once Remove returns; releaseB lets the PutMany
+// of kB go on and pubB gets that Publish's result.
+func removeAsleepOnKB(t *testing.T, st *stallStore, n *Notifier, s2 *Subscription, kA cid.Cid, bB, bX blocks.Block, releaseY func(), subU chan error) (removed chan struct{}, releaseB func(), pubB chan error) {
 	t.Helper()
 	unblock0 := blockShard(t, n, nil, 0)
 	older := make(chan struct{})
@@ -200,11 +238,11 @@ func removeWithDormantMarkOnKA(t *testing.T, st *stallStore, n *Notifier, s2 *Su
 	waitWaiters(t, &n.shards[0].mu, 1)
 	removed = make(chan struct{})
 	go func() { defer close(removed); s2.Remove() }()
-	spinWaiting(t, n, 1)                          // asleep on u's reservations, kA and kC marked
+	spinWaiting(t, n, 1)                          // asleep on u's reservations
 	releaseB, pubB = st.publishStalled(t, n, bB)  // kB reserved, its PutMany stalled
-	wakeAndSleepAgain(t, n, releaseY, subU, 1, 1) // asleep on kB's reservation, kA, kB and kC marked
+	wakeAndSleepAgain(t, n, releaseY, subU, 1, 1) // asleep on kB's reservation, kB marked
 	unblock0()
-	<-older // Remove's mark on kA is dormant
+	<-older // s2 no longer wants kA
 	synctest.Wait()
 	return removed, releaseB, pubB
 }
@@ -357,7 +395,7 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 		// The older operation waits for kA too, marking it.
 		unblock0()
 		spinWaiting(t, n, 2)
-		requireMarks(t, n, kA, 2)
+		requireMarks(t, n, kA, 2, "setup: marks on kA")
 
 		// kA is released: the waiter wakes to wait for shard 1, the older
 		// operation goes on, unmarks kA and returns.
@@ -378,14 +416,15 @@ func TestIO_OlderMarkKeepsAYoungerWaitersMark(t *testing.T) {
 	})
 }
 
-// requireMarks checks that k, in its shard, carries want marks.
-func requireMarks(t *testing.T, n *Notifier, k cid.Cid, want int) {
+// requireMarks checks that k, in its shard, carries want marks; why says
+// what the check is for.
+func requireMarks(t *testing.T, n *Notifier, k cid.Cid, want int, why string) {
 	t.Helper()
 	sh := &n.shards[n.shardOf(k)]
 	sh.mu.Lock()
 	got := len(sh.idx.marks[k])
 	sh.mu.Unlock()
-	require.Equal(t, want, got, "setup: marks on the key")
+	require.Equal(t, want, got, why)
 }
 
 // publishBehindTheWaiter starts a Publish of bA after the waiter of
@@ -502,45 +541,74 @@ func youngestThenOldestMarkKA(t *testing.T, n *Notifier, bJ, bA blocks.Block, un
 	spinWaiting(t, n, 1)
 	unblock0()
 	spinWaiting(t, n, 2)
-	requireMarks(t, n, bA.Cid(), 2)
+	requireMarks(t, n, bA.Cid(), 2, "setup: marks on kA")
 	hold0, hold2 := blockShard(t, n, nil, 0), blockShard(t, n, nil, 2)
 	releaseZ()
 	require.NoError(t, <-subZ)
 	waitWaiters(t, &n.shards[0].mu, 1)
 	waitWaiters(t, &n.shards[2].mu, 1)
 	require.Zero(t, n.waiting.Load(), "both wait for a shard lock, having not looked at kA again")
-	requireMarks(t, n, bA.Cid(), 2)
+	requireMarks(t, n, bA.Cid(), 2, "setup: marks on kA")
 	return youngest, func() { hold0(); hold2() }
 }
 
 // A close's mark that stopped holding when its subscription's want ended
 // holds again when the subscription wants the key again while the close
 // still waits: a Publish of the key that starts after the close waits behind
-// it, instead of taking the key and making the close, once woken, sleep
-// behind that Publish's stalled PutMany. Found by review: the first version
-// of wakeStaleMarks deleted the mark.
+// it, instead of taking the key and making the close, once it looks again,
+// wait behind that Publish's PutMany. Found by review: the first version of
+// wakeStaleMarks deleted the mark.
+//
+// A close now marks only the key it waits for, and only while that key is
+// busy for it (Subscription.markIfBusy, markOne), and a close whose want of
+// its marked key ends is woken to look again (op.letGo); so the scene is the
+// moment the mark is for: s wants kA and kB, Remove(s) marks kA, reserved by
+// a Subscribe whose Get of kY stalls, and kA's release wakes it to wait for
+// the lock of kB's shard, which the test holds. An Unsubscribe of kA older
+// than the Remove then ends s's want, and s subscribes to kA again.
 func TestIO_StaleMarkHoldsAgainWhenTheWantReturns(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		sc := newRemoveBehindStall(t, "mark-returns", "unsubscribed")
-		n, s, bA := sc.n, sc.s, sc.bA
-		kA := bA.Cid()
-		sc.unblock0()
-		require.NoError(t, <-sc.older)           // the want of kA ended: Remove's mark on it is dormant
+		st := newStallStore()
+		n := New(st, WithShards(4))
+		bA := blockInShard(n, "mark-returns-A", 2, true)
+		bX := blockInShard(n, "mark-returns-X", 0, true)
+		kA, kB := bA.Cid(), blockInShard(n, "mark-returns-B", 1, true).Cid()
+		s := mustSub(t, n, 1)
+		require.NoError(t, s.Subscribe(ctx, kA, kB))
+		// kA busy, so that Remove marks it (Subscription.markIfBusy).
+		u, releaseY, subY := st.reserveByGet(t, n, 2, kA, blockInShard(n, "mark-returns-Y", 2, true).Cid())
+		unblock0, older := startOlderEndOfWant(t, n, s, "unsubscribed", bA, bX)
+
+		removed := make(chan struct{})
+		go func() { defer close(removed); s.Remove() }()
+		spinWaiting(t, n, 1) // asleep on the Subscribe's reservation of kA, kA marked
+		unblock1 := blockShard(t, n, nil, 1)
+		releaseY()
+		require.NoError(t, <-subY)
+		waitWaiters(t, &n.shards[1].mu, 1)
+		require.Zero(t, n.waiting.Load(), "setup: Remove, woken, waits for a shard lock")
+		requireMarks(t, n, kA, 1, "setup: marks on kA")
+
+		unblock0()
+		require.NoError(t, <-older)              // the want of kA ended: Remove's mark on it is dormant
 		require.NoError(t, s.Subscribe(ctx, kA)) // and holds again
 		require.True(t, n.Wanted(kA))
 
-		later := make(chan error, 1)
-		go func() { later <- n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}}) }()
-		synctest.Wait()
-		select {
-		case err := <-later:
+		returned := make(chan struct{})
+		var err error
+		go func() {
+			defer close(returned)
+			err = n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA}})
+		}()
+		if !sleepsOrReturns(n, 1, returned) {
 			t.Errorf("a Publish of kA that started after the waiting Remove went ahead of it (returned %v)", err)
-			later <- err
-		default:
-			require.EqualValues(t, 2, n.waiting.Load(), "the Publish waits behind the Remove")
 		}
-		sc.finish(t)
-		require.NoError(t, <-later)
+		unblock1()
+		<-removed
+		<-returned
+		require.NoError(t, err)
+		u.Remove()
+		requireIndexEmpty(t, n)
 		require.NoError(t, n.Close())
 	})
 }
