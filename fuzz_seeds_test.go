@@ -587,13 +587,14 @@ var fuzzSeeds = map[string]string{
 		release 0 fail
 		read 0
 		read 0`,
-	// A pending end held up by a waiter's mark alone: a Publish of k1 and
-	// k2 waits for the parked Publish of k2 with k1 marked too (k1 was
-	// reserved by sub1's parked Subscribe when it looked). Once that
-	// Subscribe is released, k1 is free but still marked; sub0, which
-	// wants k1, is pushed past WithMaxPending, and its end is left pending
-	// with the waiter, which resumes it as it ends, after the release of
-	// k2's Publish (model.held).
+	// Built for an end left pending with a waiter whose mark on a free key
+	// held it up, when a waiter marked every key it found busy, which no
+	// longer arises: a Publish of k1 and k2 waits for the parked Publish of
+	// k2 and sub1's parked Subscribe of k1, and marks k2 alone, the lesser
+	// by the CID's bytes (stall-waiter-moves-its-mark). Once the Subscribe
+	// is released, k1 is free and unmarked; sub0, which wants k1 and no
+	// busy key, is pushed past WithMaxPending and ends at once (G11), no
+	// end pending.
 	"stall-pending-end-on-a-waiter": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
@@ -611,9 +612,8 @@ var fuzzSeeds = map[string]string{
 		read 0
 		read 1
 		read 1`,
-	// The same, but the waiter was armed: once k2's Publish is released, it
-	// parks in its own PutMany, reserving k1, so the end stays pending until
-	// that PutMany is released in turn.
+	// The same, but the waiter was armed: sub0's end completes at once, and
+	// once k2's Publish is released, the waiter parks in its own PutMany.
 	"stall-pending-end-on-a-waiter-that-parks": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
@@ -633,13 +633,13 @@ var fuzzSeeds = map[string]string{
 		read 1
 		release 0 pass
 		read 0`,
-	// The end of sub0 is left pending on a Subscribe of sub2 that waits for
-	// k2 with k1 marked; the release of a parked one-key Subscribe of sub2,
+	// A Subscribe of sub2 waits for k2 (marking k2 alone; built for an end
+	// of sub0 left pending on its mark on k1, which no longer arises: sub0
+	// ends at once); the release of a parked one-key Subscribe of sub2,
 	// which reserves nothing, finds k5 stored and pushes sub2 past
 	// WithMaxPending, ending it: the waiter returns as its subscription
-	// ends, and resumes sub0's end, which completes. Found by review: the
-	// driver did not see that such a release can end the waiter
-	// (releaseUnreserved1 now calls wakeEnded).
+	// ends. Found by review: the driver did not see that such a release
+	// can end the waiter (releaseUnreserved1 now calls wakeEnded).
 	"stall-pending-end-on-a-waiter-whose-subscription-ends": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
@@ -664,10 +664,13 @@ var fuzzSeeds = map[string]string{
 		read 0
 		release 0 pass`,
 	// Found by review, three scenarios the driver once got wrong. First, the
-	// waiter goes on at k2's release, delivering to sub2, and whether that
-	// pushes sub2 past WithMaxPending depends on the drain goroutine: the
-	// driver took the waiter for waiting on, behind the younger end pending
-	// on its own mark, and skipped that check (waiterWaits).
+	// waiter would go on at k2's release, delivering to sub2, and whether
+	// that pushes sub2 past WithMaxPending depends on the drain goroutine:
+	// the driver took the waiter for waiting on, behind the younger end
+	// pending on its own mark, and skipped that check (waiterWaits). Now
+	// that the waiter marks k2 alone, sub0's end completes at once, and no
+	// end is pending; the driver, finding the release racy, cancels the
+	// waiter.
 	"stall-pending-end-on-a-waiter-that-goes-on": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
@@ -690,18 +693,16 @@ var fuzzSeeds = map[string]string{
 	// Second, a Subscribe of sub1 parks on k0 after the release of sub0's
 	// parked Subscribe of k0 gave sub0, whose end is pending, a want of k0:
 	// the driver's second look missed it (parksOnPendingWant checked the
-	// arming that launch had used up).
+	// arming that launch had used up). (sub0's end was pending on a
+	// waiter's mark on a free key, which no longer arises; it is now
+	// pending on the parked Publish of k1.)
 	"stall-pending-end-wants-what-a-later-subscribe-parks-on": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
 		new 3 chan
 		sub 0 k1 k3
 		arm
-		pub local blocks=k2
-		arm
-		sub 1 k1 k4
-		sub 2 k1 k2
-		release 1 pass
+		pub local blocks=k1
 		pub peerA haves=k3
 		pub peerA haves=k3
 		pub peerA haves=k3
@@ -727,11 +728,12 @@ var fuzzSeeds = map[string]string{
 		pub peerA haves=k6
 		pub local blocks=k1
 		release 0 pass`,
-	// The same with a waiting Remove of sub1, whose mark on k1 holds while
-	// sub1 wants k1, and a waiter that is cancelled instead: sub0's end,
-	// left pending on the Remove, completes as the Remove returns; a
-	// second end, of sub3, left pending on a Publish that waits, completes
-	// as that Publish is cancelled.
+	// Built for ends left pending with a waiter's mark on a free key, which
+	// no longer arises. A waiting Remove of sub1, whose mark holds while
+	// sub1 wants the key, marks k2 alone, not k1 (k2 is the lesser by the
+	// CID's bytes): sub0, which wants k1, ends at once. A Publish of k5 and
+	// k7 waits marking k5, then, k5's reservation released, k7: sub3, which
+	// wants k5, ends at once too; the Publish is cancelled.
 	"stall-pending-end-on-a-waiting-remove": `config stall shards=1 buf=0 max=1
 		new 1 chan
 		new 2 chan
@@ -762,6 +764,38 @@ var fuzzSeeds = map[string]string{
 		pub peerA haves=k6
 		release 1 pass
 		read 3
+		release 0 pass`,
+	// A waiter keeps one mark, on the least (by the CID's bytes) of the keys
+	// it must wait for, and moves it (Notifier.markBusy; the keys in that
+	// order: k2 k5 k4 k0 k6 k1 k3 k7). A Publish of k1 and k2 waits for the
+	// parked Subscribe of k2 and Publish of k1, marking k2; once the
+	// Subscribe is released it marks k1, and a Subscribe of k2 goes ahead
+	// (G11; when a waiter kept a mark on every key it had found busy, it
+	// waited). A Publish of k5, k3 and k4 waits marking k5; a Publish of k4,
+	// a key it needs and has not marked, goes ahead and parks; the release
+	// of k5 moves the waiter's mark to k4, the least of k4 and k3, and a
+	// Subscribe of k5 goes ahead; the release of k4 moves it to k3.
+	"stall-waiter-moves-its-mark": `config stall shards=1 buf=32 max=0
+		new 1 func
+		new 2 func
+		arm
+		sub 0 k2 k7
+		arm
+		pub local blocks=k1
+		pub peerB blocks=k1,k2
+		release 0 pass
+		sub 1 k2
+		release 0 pass
+		arm
+		pub local blocks=k5
+		arm
+		pub local blocks=k3
+		pub peerA blocks=k5,k3,k4
+		arm
+		pub local blocks=k4
+		release 0 pass
+		sub 0 k5
+		release 1 pass
 		release 0 pass`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
@@ -1048,17 +1082,21 @@ func indexOf(values []string, v string) int {
 // TestFuzzSeedCorpus_PendingEnds checks that the seeds of pending
 // slow-consumer ends leave ends pending, and complete them, as they say:
 // the path the stall driver once avoided (stall_fuzz_test.go).
+// The seeds that want none were built for an end left pending with a
+// waiter's mark on a key no longer reserved, which arose when a waiter
+// marked every key it found busy; with one mark, on the key it waits for,
+// the end completes at once (G11), and they check that.
 func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 	for name, pending := range map[string]uint64{
 		"stall-pending-slow-consumer-end":                         1,
 		"stall-pending-ends-behind-each-other":                    2,
 		"stall-pending-end-drops-messages":                        1,
 		"stall-pending-end-after-failed-put":                      1,
-		"stall-pending-end-on-a-waiter":                           1,
-		"stall-pending-end-on-a-waiting-remove":                   2,
-		"stall-pending-end-on-a-waiter-that-parks":                1,
-		"stall-pending-end-on-a-waiter-whose-subscription-ends":   1,
-		"stall-pending-end-on-a-waiter-that-goes-on":              1,
+		"stall-pending-end-on-a-waiter":                           0,
+		"stall-pending-end-on-a-waiting-remove":                   0,
+		"stall-pending-end-on-a-waiter-that-parks":                0,
+		"stall-pending-end-on-a-waiter-whose-subscription-ends":   0,
+		"stall-pending-end-on-a-waiter-that-goes-on":              0,
 		"stall-pending-end-wants-what-a-later-subscribe-parks-on": 1,
 		"stall-pending-end-behind-a-subscribe-that-starts-over":   1,
 	} {

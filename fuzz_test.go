@@ -64,6 +64,32 @@ var fuzzBlocks = func() (bs [fuzzKeys]blocks.Block) {
 	return bs
 }()
 
+// fuzzKeyRank is the order of the keys by the bytes of their CIDs
+// (KeyString), in which a waiter chooses the key it marks: the least of
+// those it must wait for (busyKey). It is not the order of the key indices.
+var fuzzKeyRank = func() (rank [fuzzKeys]int) {
+	for i := range rank {
+		for j := range rank {
+			if fuzzBlocks[j].Cid().KeyString() < fuzzBlocks[i].Cid().KeyString() {
+				rank[i]++
+			}
+		}
+	}
+	return rank
+}()
+
+// leastKey returns the least of keys by fuzzKeyRank, the one that a waiter
+// that must wait for all of them marks, or -1 if there is none.
+func leastKey(keys []int) int {
+	least := -1
+	for _, k := range keys {
+		if k >= 0 && (least < 0 || fuzzKeyRank[k] < fuzzKeyRank[least]) {
+			least = k
+		}
+	}
+	return least
+}
+
 func fuzzKeyIndex(c cid.Cid) int {
 	for i, b := range fuzzBlocks {
 		if b.Cid() == c {
@@ -92,9 +118,10 @@ type fuzzHarness struct {
 	armed   bool      // the next Subscribe, Fetch or Publish gets a stall point
 	stalled []*fuzzOp // parked in the blockstore, holding reservations, oldest first
 	waiter  *fuzzOp   // waiting for a reservation of a stalled one; at most one
-	// waiterKeys: the keys waiter needs (waitFor) as it waits, which it may
-	// mark (fuzzOp.marks says which it has); a later operation on
-	// one of them waits behind it (Notifier.mark).
+	// waiterKeys: the keys waiter needs (waitFor) as it waits; it marks one
+	// of them (fuzzOp.mark), and a later operation on that one waits behind
+	// it (Notifier.markBusy). Any of them may be the one it marks after a
+	// release, so the driver's rules for determinism count them all.
 	waiterKeys []int
 	mu         sync.Mutex // guards cancels, taken and fuzzSub.got: the callbacks run on the operations' goroutines
 	cancels    []int      // keys the cancel function received during the current step

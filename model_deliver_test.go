@@ -15,8 +15,8 @@ import (
 // it wants, all of which some subscription wants, ends the wants that blks
 // satisfy, reports the keys for which report is true, and then ends the
 // subscriptions that overflowed: at once, or, if one wants a key that is
-// busy (pendingMarks), it leaves the end pending, as Subscription.closeSlow
-// does, for settlePending.
+// busy (pendingBusy), it leaves the end pending, as Subscription.closeSlow
+// does, its close marking the least of those keys, for settlePending.
 func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k int) bool) {
 	var slow []*mSub
 	for _, s := range m.subs {
@@ -38,41 +38,45 @@ func (m *model) deliver(from string, blks, haves, donthaves []int, report func(k
 	}
 	for _, s := range slow {
 		m.slowEnds = append(m.slowEnds, s.filter(allKeys()))
-		if marks := m.pendingMarks(s); len(marks) > 0 {
+		if busy := m.pendingBusy(s); len(busy) > 0 {
 			m.pendSeq++
-			s.pending, s.marks, s.pendSeq = true, marks, m.pendSeq
+			s.pending, s.mark, s.pendSeq = true, leastKey(busy), m.pendSeq
 			continue
 		}
 		m.end(s, notifier.ErrSlowConsumer)
 	}
 }
 
-// pendingMarks returns the keys that s wants and that the close ending s
+// pendingBusy returns the keys that s wants and that the close ending s
 // finds busy (Subscription.markIfBusy): reserved by a parked call (busy),
 // marked by the waiting operation with a mark that holds (held), or marked
 // by an older pending close whose mark holds, as its subscription still
-// wants the key. Those the close marks, and it goes on only once none is
-// busy. (The fuzz driver lets no later operation wait for a key, nor
-// reserve one that a pending end's subscription wants, so a close finds no
-// key busy that it did not find at first: its marks are those of its first
-// attempt.)
-func (m *model) pendingMarks(s *mSub) []int {
-	var marks []int
+// wants the key. The close marks the least of them (leastKey; busyKey,
+// Subscription.markOne), parks on that key's claimant, and goes on only once
+// none is busy. (The fuzz driver lets no later operation wait for a key,
+// nor reserve one that a pending end's subscription wants, so a close finds
+// no key busy that it did not find at first: its mark only moves, to the
+// least key still busy, as the one it marks is let go.)
+func (m *model) pendingBusy(s *mSub) []int {
+	var busy []int
 	for _, k := range s.filter(allKeys()) {
-		busy := slices.Contains(m.busy, k) || m.held != nil && m.held(m, k) || slices.ContainsFunc(m.subs, func(p *mSub) bool {
-			return p != s && p.pending && (!s.pending || p.pendSeq < s.pendSeq) && p.wants[k] && slices.Contains(p.marks, k)
+		held := slices.Contains(m.busy, k) || m.held != nil && m.held(m, k) || slices.ContainsFunc(m.subs, func(p *mSub) bool {
+			return p != s && p.pending && (!s.pending || p.pendSeq < s.pendSeq) && p.wants[k] && p.mark == k
 		})
-		if busy {
-			marks = append(marks, k)
+		if held {
+			busy = append(busy, k)
 		}
 	}
-	return marks
+	return busy
 }
 
 // settlePending ends, oldest first, the pending ends that find no key busy
 // any more: a parked call that held one up has been released (putOp
-// resumes the close), or an older pending end that did has ended. The fuzz
-// driver calls it after each release, with busy the keys still reserved.
+// resumes the close), or an older pending end that did has ended or moved
+// its mark. One that still finds a key busy keeps its mark if its key is
+// still busy (its claimant has not let go, and the close was not resumed),
+// else moves it to the least key busy now. The fuzz driver calls it after
+// each release, with busy the keys still reserved.
 func (m *model) settlePending() {
 	var pend []*mSub
 	for _, s := range m.subs {
@@ -82,8 +86,11 @@ func (m *model) settlePending() {
 	}
 	slices.SortFunc(pend, func(a, b *mSub) int { return cmp.Compare(a.pendSeq, b.pendSeq) })
 	for _, s := range pend {
-		if len(m.pendingMarks(s)) == 0 {
+		switch busy := m.pendingBusy(s); {
+		case len(busy) == 0:
 			m.end(s, notifier.ErrSlowConsumer)
+		case !slices.Contains(busy, s.mark):
+			s.mark = leastKey(busy)
 		}
 	}
 }
@@ -104,10 +111,12 @@ func (m *model) pendingWants(keys []int) bool {
 // pendingMarked reports whether one of keys is marked by a pending end
 // with a mark that holds: its subscription still wants the key (op.holds).
 // An operation that needs such a key waits behind the close, which is
-// older.
+// older. The close marks one key (pendingBusy), so an operation on another
+// key that its subscription wants goes ahead, even one that the close
+// found busy before (G11).
 func (m *model) pendingMarked(keys []int) bool {
 	return slices.ContainsFunc(m.subs, func(s *mSub) bool {
-		return s.pending && slices.ContainsFunc(keys, func(k int) bool { return k >= 0 && s.wants[k] && slices.Contains(s.marks, k) })
+		return s.pending && s.wants[s.mark] && slices.Contains(keys, s.mark)
 	})
 }
 
@@ -161,7 +170,7 @@ func (m *model) end(s *mSub, err error) {
 	if s.overflowed {
 		err = notifier.ErrSlowConsumer
 	}
-	s.pending, s.marks = false, nil
+	s.pending = false
 	s.ended, s.err = true, err
 	s.queue = s.queue[:min(len(s.queue), m.buf)]
 	delete(m.live, s.id)

@@ -49,11 +49,11 @@ type mSub struct {
 	ended bool
 	err   error // what Err returns: nil, ErrClosed or ErrSlowConsumer
 	// overflowed: an operation pushed s past WithMaxPending; from then on
-	// its messages are dropped. Its end may be pending (pending, marks;
+	// its messages are dropped. Its end may be pending (pending, mark;
 	// see model.deliver).
 	overflowed bool
 	pending    bool    // overflowed, and its end is pending: live, wanting what it wanted
-	marks      []int   // pending: the keys its close found busy and marked
+	mark       int     // pending: the one key its close marks, the least it found busy in its last round
 	pendSeq    uint64  // pending: the order in which the pending ends began
 	queue      []fzMsg // channel subscription: delivered and not read yet, oldest first
 	got        []fzMsg // func subscription: delivered during the current step
@@ -95,9 +95,9 @@ type model struct {
 	busy    []int
 	pendSeq uint64 // pending ends begun so far
 	// held, if set, reports whether the fuzz test's waiting operation holds
-	// k on m with a mark (fuzzHarness.waiterHolds): a close that ends a
-	// slow consumer finds such a key busy too, and is left pending with the
-	// waiter, which resumes it as it ends (putOp).
+	// k on m with its one mark (fuzzHarness.waiterHolds): a close that ends
+	// a slow consumer finds such a key busy too, and is left pending with
+	// the waiter, which resumes it as it ends (putOp).
 	held func(m *model, k int) bool
 }
 
@@ -179,7 +179,6 @@ func (m *model) clone() *model {
 		cs.wants = maps.Clone(s.wants)
 		cs.queue = slices.Clone(s.queue)
 		cs.got = slices.Clone(s.got)
-		cs.marks = slices.Clone(s.marks)
 		c.subs[i] = &cs
 		if m.live[s.id] == s {
 			c.live[s.id] = &cs
@@ -511,7 +510,7 @@ func (m *model) describe() string {
 		fmt.Fprintf(&b, "\n  sub[%d] id=%d fn=%v ended=%v err=%v wants=%v queue=%v",
 			i, s.id, s.fn, s.ended, s.err, s.filter(allKeys()), s.queue)
 		if s.pending {
-			fmt.Fprintf(&b, " end pending (marks %v)", s.marks)
+			fmt.Fprintf(&b, " end pending (mark k%d)", s.mark)
 		}
 	}
 	return b.String()

@@ -20,6 +20,15 @@ import (
 // model, when the input releases it; the operation waiting for it right
 // after, in the same step.
 //
+// A waiting operation keeps one mark (Notifier.markBusy): on the least, by
+// the bytes of the CID (fuzzKeyRank), of the keys it must wait for in its
+// last round. It sleeps on that key's reservation; once that is released it
+// looks again, and goes on, or moves its mark to the least key it finds
+// reserved then (fuzzOp.mark, expect). A later operation waits behind the
+// mark on that key alone: on the waiter's other keys it goes ahead, and may
+// park on one, which the waiter then finds reserved in its next round (G11).
+// A pending close keeps one mark likewise (model.pendingBusy).
+//
 // That keeps every interleaving deterministic, which needs three rules:
 //
 //   - At most one operation waits: two woken by one release would race. An
@@ -30,26 +39,32 @@ import (
 //     has its end left pending (Subscription.closeSlow), which the model
 //     follows (model.deliver, settlePending): with the holder of the key's
 //     reservation while no operation waits, or, while one does, with the
-//     waiter, if the waiter's marks alone hold the end up (model.held). The
+//     waiter, if the waiter's mark alone holds the end up (model.held). (The
+//     waiter marks a key it finds reserved and keeps it only while that
+//     key's reservation stands, so in this driver, which makes no end
+//     pending on a reservation while an operation waits, no end is left
+//     pending with the waiter; the model allows for it all the same.) The
 //     waiter resumes such an end as it returns (released, cancelled, or as
 //     its subscription ends, even by the release of a call that reserves
 //     nothing: wakeEnded), or holds it up on with the reservations it takes
 //     if it parks (settleOn). In the harness nothing else can make the
-//     waiter's marks stop holding (every operation that could would wait
-//     behind them), so the model need not follow the hand-over of parked
+//     waiter's mark stop holding (every operation that could would wait
+//     behind it), so the model need not follow the hand-over of parked
 //     closes (op.letGo). A parked Subscribe that starts over once released
 //     (a key it left unreserved is no longer wanted) lets the ends pending
 //     on it go on between its two attempts (fuzzOp.startsOver). While an end
 //     is pending, an operation that would wait (for a reservation, or behind
-//     the close's marks), or park on a key that the pending end's
+//     the close's mark), or park on a key that the pending end's
 //     subscription wants, releases every parked call first, so that no
-//     later operation holds up the close or waits behind its marks; so a
-//     waiter is always older than the pending ends (waiterWaits). With an operation waiting, no subscription is pushed
-//     past WithMaxPending while it wants a reserved key, or by a release that
-//     wakes the waiter: the end would race the waiter, woken by the same
-//     release. (The harness checks after every step that each pending end
-//     has a busy key, and none reserved while an operation waits:
-//     checkPendingAlone.) Nor by a waiter that delivers right after the
+//     later operation holds up the close or waits behind its mark; so a
+//     waiter is always older than the pending ends (waiterWaits), and a
+//     pending close finds no key busy that it did not find at first: its
+//     mark moves only as the key it marks is let go. With an operation
+//     waiting, no subscription is pushed past WithMaxPending while it wants
+//     a reserved key, or by a release that wakes the waiter: the end would
+//     race the waiter, woken by the same release. (The harness checks after
+//     every step that each pending end marks a busy key, and has none
+//     reserved while an operation waits: checkPendingAlone.) Nor by a waiter that delivers right after the
 //     released call, when the outcome depends on whether the drain goroutine
 //     that the call started has taken its message yet (found by the fuzzer).
 //     The driver reads every channel empty before such a step, or else
@@ -113,11 +128,14 @@ type fuzzOp struct {
 	// begins, and the closes parked on it go on in between.
 	startsOver func(m *model) bool
 
-	// marks: the keys it has marked while waiting, in every round so far:
-	// those it found reserved (Notifier.markBusy; a close,
-	// Subscription.markIfBusy). A mark holds while the op still needs its key
-	// (op.holds; fuzzHarness.marked).
-	marks []int
+	// mark, if marked, is the one key it marks while it waits: the least
+	// (leastKey) of the keys it found reserved in its last round
+	// (Notifier.markBusy, busyKey). It sleeps on that key's reservation, and
+	// looks again, moving its mark to the least key it then finds reserved,
+	// only once that is released (expect). The mark holds while the op
+	// still needs its key (op.holds; fuzzHarness.marked).
+	mark   int
+	marked bool
 
 	point  *stallPoint     // armed: its first blockstore call parks here
 	ctx    context.Context //nolint:containedctx // the context of the call, which the driver may cancel
@@ -178,7 +196,7 @@ func (h *fuzzHarness) launch(op *fuzzOp, cancelled bool) {
 		try := func(c *model) bool {
 			c.busy = reservedKeys(h.stalled)
 			_ = op.commit(c, ioPass, false)
-			// An end held up only by the waiter's marks is left pending
+			// An end held up only by the waiter's mark is left pending
 			// with it, and resumed as it ends (model.held).
 			return overflowsReserved(c, h.stalled)
 		}
@@ -211,16 +229,16 @@ func (h *fuzzHarness) wakeEnded() {
 }
 
 // waiterHolds is model.held: whether the waiting operation holds k on m
-// with a mark (marked).
+// with its mark (marked).
 func (h *fuzzHarness) waiterHolds(m *model, k int) bool {
 	w := h.waiter
-	return w != nil && slices.Contains(w.marks, k) && slices.Contains(w.waitFor(m), k)
+	return w != nil && w.marked && w.mark == k && slices.Contains(w.waitFor(m), k)
 }
 
 // settleOn ends the pending ends that w, the waiter until now, held up with
-// its marks and no longer holds up: w has returned, and resumed the closes
-// parked on it (putOp), or it waits again, or parks in the blockstore
-// reserving the keys it marked. The caller has cleared or reset h.waiter.
+// its mark and no longer holds up: w has returned, and resumed the closes
+// parked on it (putOp), or it waits again, perhaps marking another key, or
+// parks in the blockstore reserving the key it marked. The caller has cleared or reset h.waiter.
 func (h *fuzzHarness) settleOn(w *fuzzOp) {
 	pend := h.pendingSubs()
 	h.m.busy = reservedKeys(h.stalled)
@@ -232,9 +250,9 @@ func (h *fuzzHarness) settleOn(w *fuzzOp) {
 }
 
 // waits reports whether op, started on m with stalled parked, would wait:
-// for a reservation, behind the waiting operation (h.waiter), which has
-// marked its keys and is older than op (Notifier.mark), or behind the mark
-// of a pending end (model.pendingMarked), which is older too.
+// for a reservation, behind the mark of the waiting operation (h.waiter),
+// which is older than op (fuzzHarness.marked), or behind the mark of a
+// pending end (model.pendingMarked), which is older too.
 func (h *fuzzHarness) waits(op *fuzzOp, m *model, stalled []*fuzzOp) bool {
 	if _, early := op.early(m); early {
 		return false
@@ -275,7 +293,7 @@ func (h *fuzzHarness) parksOnPendingWant(op *fuzzOp) bool {
 // parked: for a reservation, and for nothing else. It is older than every
 // pending end (launch settles before an operation would wait while one is
 // pending), so it does not wait behind their marks, which waits counts: an
-// end pending on w's mark has that key among its marks, and waits said that
+// end pending on w's mark may mark that key too, and waits said that
 // w waited when it would go on (review).
 func waiterWaits(w *fuzzOp, c *model, rest []*fuzzOp) bool {
 	_, early := w.early(c)
@@ -284,17 +302,15 @@ func waiterWaits(w *fuzzOp, c *model, rest []*fuzzOp) bool {
 
 // marked reports whether one of keys, which op needs, is marked by the
 // waiting operation, if that is not op itself, with a mark that holds: on a
-// key the waiter still needs (op.holds). The waiter marks only the keys it
-// found busy (Notifier.markBusy), so it holds up nobody on the others.
+// key the waiter still needs (op.holds). The waiter marks one key, the one
+// it sleeps for (Notifier.markBusy), so it holds up nobody on the others,
+// even those it found busy in an earlier round (G11).
 func (h *fuzzHarness) marked(op *fuzzOp, keys []int) bool {
 	w := h.waiter
-	if w == nil || w == op {
+	if w == nil || w == op || !w.marked {
 		return false
 	}
-	needs := w.waitFor(h.m)
-	return slices.ContainsFunc(keys, func(k int) bool {
-		return k >= 0 && slices.Contains(w.marks, k) && slices.Contains(needs, k)
-	})
+	return slices.Contains(keys, w.mark) && slices.Contains(w.waitFor(h.m), w.mark)
 }
 
 // busyKeys returns the keys of keys that stalled reserve.
@@ -350,10 +366,12 @@ func overflowsReserved(c *model, stalled []*fuzzOp) bool {
 	return slices.ContainsFunc(c.slowEnds, func(keys []int) bool { return reservedBy(stalled, keys) })
 }
 
-// overflowsHeld is overflowsReserved that also counts the keys marked by
-// the waiting operation, if one still waits (waiting): that end's close
-// finds them busy too, as it is older (Subscription.lockAllOrPark,
-// Notifier.mark), so the end would be left pending with it.
+// overflowsHeld is overflowsReserved that also counts the keys that the
+// waiting operation needs, if one still waits (waiting): it marks one of
+// them, which that end's close finds busy too, as it is older
+// (Subscription.lockAllOrPark, Notifier.markBusy), so the end would be left
+// pending with it; and which one it marks as the release wakes it (or
+// marked before) depends on when it runs.
 func (h *fuzzHarness) overflowsHeld(c *model, stalled []*fuzzOp, waiting bool) bool {
 	return overflowsReserved(c, stalled) || waiting && h.waiter != nil &&
 		slices.ContainsFunc(c.slowEnds, func(keys []int) bool {
@@ -369,14 +387,18 @@ func (h *fuzzHarness) expect(op *fuzzOp) opState {
 	}
 	if keys := op.waitFor(h.m); reservedBy(h.stalled, keys) {
 		h.waiter, h.waiterKeys = op, keys
-		for _, k := range busyKeys(h.stalled, keys) {
-			if !slices.Contains(op.marks, k) {
-				op.marks = append(op.marks, k)
-			}
+		// It marks the least key it must wait for, and sleeps on that
+		// key's reservation (Notifier.markBusy). A waiter re-run after a
+		// release whose marked key is still reserved was not woken (the
+		// release was another call's): its mark stays. Else it looks again
+		// and moves its mark to the least key it finds reserved now.
+		if busy := busyKeys(h.stalled, keys); !op.marked || !slices.Contains(busy, op.mark) {
+			op.mark, op.marked = leastKey(busy), true
 		}
 		op.waited = true
 		return opWaits
 	}
+	op.marked = false // it goes on, and drops its mark
 	if op.point != nil && op.io(h.m) {
 		if op.parkResv != nil {
 			op.resv, op.held = op.parkResv(h.m)
@@ -412,7 +434,7 @@ func (h *fuzzHarness) logPending(before []int) {
 	for i, s := range h.m.subs {
 		switch {
 		case s.pending && !slices.Contains(before, i):
-			h.logf("sub[%d]: past WithMaxPending with keys %v busy: its end is pending", i, s.marks)
+			h.logf("sub[%d]: past WithMaxPending with keys %v busy: its end is pending, marking k%d", i, h.m.pendingBusy(s), s.mark)
 		case !s.pending && slices.Contains(before, i):
 			h.logf("sub[%d]: its pending end completes", i)
 		}
@@ -422,7 +444,7 @@ func (h *fuzzHarness) logPending(before []int) {
 // checkPendingAlone checks the rule that lets the model follow pending
 // ends (see the top of this file): after every step, every pending end is
 // held up by a parked call's reservation, the waiter's mark or an older
-// pending end's mark (model.pendingMarks), and while an operation waits, by
+// pending end's mark (model.pendingBusy), and while an operation waits, by
 // no reservation.
 func (h *fuzzHarness) checkPendingAlone() {
 	h.t.Helper()
@@ -433,12 +455,15 @@ func (h *fuzzHarness) checkPendingAlone() {
 	h.m.busy = reservedKeys(h.stalled)
 	defer func() { h.m.busy = busy }()
 	for _, i := range h.pendingSubs() {
-		marks := h.m.pendingMarks(h.m.subs[i])
-		if len(marks) == 0 {
+		busy := h.m.pendingBusy(h.m.subs[i])
+		if len(busy) == 0 {
 			h.failf("harness: the end of sub[%d] is pending with none of its keys busy", i)
 		}
-		if h.waiter != nil && reservedBy(h.stalled, marks) {
-			h.failf("harness: %s waits while the end of sub[%d] is pending with a reserved key of %v", h.waiter.desc, i, marks)
+		if !slices.Contains(busy, h.m.subs[i].mark) {
+			h.failf("harness: the end of sub[%d] is pending marking k%d, which is not busy (%v)", i, h.m.subs[i].mark, busy)
+		}
+		if h.waiter != nil && reservedBy(h.stalled, busy) {
+			h.failf("harness: %s waits while the end of sub[%d] is pending with a reserved key of %v", h.waiter.desc, i, busy)
 		}
 	}
 }
@@ -466,7 +491,7 @@ func (h *fuzzHarness) verify(op *fuzzOp, state opState) {
 	case state == opWaits && op.point != nil && op.point.parked():
 		h.failf("%s called the blockstore; the model says it waits for a reservation", op.desc)
 	case state == opWaits:
-		h.logf("%s: waits for a reservation", op.desc)
+		h.logf("%s: waits for a reservation, marking k%d", op.desc, op.mark)
 	case !op.point.parked():
 		h.failf("%s has not called the blockstore; the model says it parks there", op.desc)
 	default:

@@ -63,7 +63,7 @@ func (h *fuzzHarness) parksHoldingMarked(op *fuzzOp) bool {
 // -1: a Subscribe with held keys, or a call that reserves nothing. That is
 // releaseUnreserved's rule for a waiter that goes on: the waiter may need
 // keys it did not (the wants of its subscription changed), or may not have
-// marked them (it marks only the keys it finds busy), and would wait or park
+// marked them (it marks only the least key it finds busy), and would wait or park
 // on one that the call, starting over once released, needs too.
 func (h *fuzzHarness) startsOverBehind(i int, o ioOutcome) int {
 	w := h.waiter
@@ -262,8 +262,8 @@ func (h *fuzzHarness) unreservedOverflows(c *model, op *fuzzOp, rest []*fuzzOp, 
 	alt := c.clone()
 	_ = op.commit(c, o, true)
 	_ = op.commit(alt, ioPass, false)
-	// It wakes no waiter (it reserves nothing), so the waiter's marks
-	// still hold up a slow consumer end.
+	// It wakes no waiter (it reserves nothing), so the waiter's mark
+	// still holds up a slow consumer end.
 	return h.overflowsHeld(c, rest, true) || h.overflowsHeld(alt, rest, true)
 }
 
