@@ -64,9 +64,10 @@ import (
 //     a reserved key, or by a release that wakes the waiter: the end would
 //     race the waiter, woken by the same release. (The harness checks after
 //     every step that each pending end marks a busy key, and has none
-//     reserved while an operation waits: checkPendingAlone.) Nor by a waiter that delivers right after the
-//     released call, when the outcome depends on whether the drain goroutine
-//     that the call started has taken its message yet (found by the fuzzer).
+//     reserved while an operation waits: checkPendingAlone.) Nor by a
+//     waiter that delivers right after the released call, when the outcome
+//     depends on whether the drain goroutine that the call started has
+//     taken its message yet (found by the fuzzer).
 //     The driver reads every channel empty before such a step, or else
 //     cancels the waiter.
 //
@@ -238,7 +239,8 @@ func (h *fuzzHarness) waiterHolds(m *model, k int) bool {
 // settleOn ends the pending ends that w, the waiter until now, held up with
 // its mark and no longer holds up: w has returned, and resumed the closes
 // parked on it (putOp), or it waits again, perhaps marking another key, or
-// parks in the blockstore reserving the key it marked. The caller has cleared or reset h.waiter.
+// parks in the blockstore reserving the key it marked. The caller has
+// cleared or reset h.waiter.
 func (h *fuzzHarness) settleOn(w *fuzzOp) {
 	pend := h.pendingSubs()
 	h.m.busy = reservedKeys(h.stalled)
