@@ -797,6 +797,40 @@ var fuzzSeeds = map[string]string{
 		sub 0 k5
 		release 1 pass
 		release 0 pass`,
+	// Two pending ends, of sub0 (k2 k5 k4 k3) and of sub1 (k5 k6), with k2,
+	// k5 and k4 reserved by parked calls (the keys by the CID's bytes: k2 k5
+	// k4 ...): sub0's close marks k2, sub1's k5. The release of k2 moves
+	// sub0's mark to k5, the least still busy; sub1's close, parked on k5's
+	// reservation before sub0's, finds it free of that and under sub0's
+	// mark at its release; sub0's close then moves its mark to k4, and
+	// sub1's end has nothing left to wait for: it completes as k5's
+	// reservation is released, not when the stalled Publish of k4, which
+	// sub1 never wanted, is (G11). It fails on e48fcf2: sub1's close parks
+	// on sub0's, by its mark on k5, and moving the mark does not resume it
+	// (TestOverflow_PendingEndGoesOnWhenAnOlderCloseMovesItsMark).
+	"stall-pending-end-behind-a-close-that-moves-its-mark": `config stall shards=1 buf=0 max=1
+		new 1 chan
+		new 2 chan
+		new 3 func
+		sub 0 k2 k5 k4 k3
+		sub 1 k5 k6
+		arm
+		pub local blocks=k2
+		arm
+		sub 2 k5 k7
+		arm
+		pub local blocks=k4
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerA haves=k3
+		pub peerB haves=k6
+		pub peerB haves=k6
+		pub peerB haves=k6
+		release 0 pass
+		release 0 pass
+		read 1
+		release 0 pass
+		read 0`,
 	// A Subscribe waits for k1; Remove ends its subscription, so it returns
 	// at once, its wait over. Release slot 1 would cancel a waiter.
 	"stall-waiting-subscribe-of-a-removed-subscription": `config stall shards=1 buf=32 max=0
@@ -1099,6 +1133,7 @@ func TestFuzzSeedCorpus_PendingEnds(t *testing.T) {
 		"stall-pending-end-on-a-waiter-that-goes-on":              0,
 		"stall-pending-end-wants-what-a-later-subscribe-parks-on": 1,
 		"stall-pending-end-behind-a-subscribe-that-starts-over":   1,
+		"stall-pending-end-behind-a-close-that-moves-its-mark":    2,
 	} {
 		t.Run(name, func(t *testing.T) {
 			data, err := encodeFuzzSeed(fuzzSeeds[name])
