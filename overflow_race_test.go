@@ -754,3 +754,72 @@ func TestOverflow_PendingEndGoesOnWhenItsClaimantMovesItsMark(t *testing.T) {
 		})
 	}
 }
+
+// G11, the same for a pending end that moves its own mark (markOne): slow2's
+// end P2 parks on slow1's pending end P, the youngest older mark on kA; P is
+// parked on the mark on kA of an older Subscribe O, held at kX's shard lock.
+// Once O goes on, its putOp resumes P, which finds kA free and kB reserved by
+// a stalled PutMany, moves its mark to kB and parks there. P2 must go on
+// then, not wait for P, and so for the PutMany of kB, a key slow2 never
+// wanted. Found by review of the one-mark rule.
+func TestOverflow_PendingEndGoesOnWhenThePendingEndItParkedOnMovesItsMark(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		n, _ := newWithCancels(t, st, WithShards(8), WithBufferSize(1), WithMaxPending(1))
+		ab := sortedInShard(n, "move2-ab", 1, 2) // kA < kB, outside shard 0
+		bB := ab[1]
+		kA, kB := ab[0].Cid(), bB.Cid()
+		kC := blockInShard(n, "move2-c", 0, false).Cid()
+		kD := blockInShard(n, "move2-d", 0, false).Cid()
+		kX := blockInShard(n, "move2-x", 0, true).Cid()
+		kY := blockInShard(n, "move2-y", 0, false).Cid()
+
+		slow1, slow2 := mustSub(t, n, 10), mustSub(t, n, 11)
+		require.NoError(t, slow1.Subscribe(ctx, kA, kB, kD))
+		require.NoError(t, slow2.Subscribe(ctx, kA, kC))
+		fillBacklog(t, n, kD)
+		fillBacklog(t, n, kC)
+
+		releaseB, pubB := st.publishStalled(t, n, bB) // kB reserved, stalled
+		u, releaseY, subY := st.reserveByGet(t, n, 3, kA, kY)
+		s3 := mustSub(t, n, 4)
+		subO := goAsleep(t, "Subscribe O of kA and kX", func() error { return s3.Subscribe(ctx, kA, kX) })
+
+		// O wakes as Y goes on and waits for shard 0, its mark kept on kA.
+		unblock0 := blockShard(t, n, nil, 0)
+		releaseY()
+		require.NoError(t, <-subY)
+		waitWaiters(t, &n.shards[0].mu, 1)
+		spinWaiting(t, n, 0)
+
+		// Overflow slow1: P finds kA marked by O and kB reserved, marks kA
+		// (the least) and parks on O. Overflow slow2: P2 finds kA marked by
+		// O and P, and parks on P.
+		for _, k := range []cid.Cid{kD, kC} {
+			overflow := make(chan error, 1)
+			go func() { overflow <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{k}}) }()
+			require.NoError(t, <-overflow)
+		}
+		require.NoError(t, slow1.Err(), "setup: P is pending, parked on O")
+		require.NoError(t, slow2.Err(), "setup: P2 is pending, parked on P")
+		require.Equal(t, 3, marksOn(n, kA), "setup: O, P and P2 mark kA")
+
+		unblock0() // O goes on and resumes P, which moves its mark to kB
+		require.NoError(t, <-subO)
+		synctest.Wait()
+		require.NoError(t, slow1.Err(), "setup: P waits for kB")
+		require.Equal(t, 1, marksOn(n, kB), "setup: P moved its mark to kB")
+
+		endedEarly := slow2.Err() != nil
+		releaseB()
+		require.NoError(t, <-pubB)
+		synctest.Wait()
+		require.ErrorIs(t, slow1.Err(), ErrSlowConsumer)
+		require.ErrorIs(t, slow2.Err(), ErrSlowConsumer)
+		for _, s := range []*Subscription{u, s3} {
+			s.Remove()
+		}
+		requireIndexEmpty(t, n)
+		require.True(t, endedEarly, "slow2's pending end completed only after a stalled PutMany of kB, a key slow2 never wanted: it stayed parked on slow1's pending end after that one moved its mark off kA (G11)")
+	})
+}

@@ -769,6 +769,22 @@ var table = []mutation{
 		why: "a waiting close keeps its mark on a key it found busy once that key is free again, holding later operations on it up for the stalled store call on another key that it now waits for",
 	},
 	{
+		id: "g11-moved-mark-keeps-parked-closes", g: "G11", file: "shard.go",
+		old: `		n.unmark(o)
+		freed = o.takeParked()`,
+		new: `		n.unmark(o)`,
+		pkg: ".", run: `^TestOverflow_PendingEndGoesOnWhenItsClaimantMovesItsMark$`,
+		why: "a waiter that moves its mark to another key keeps the pending closes parked on it for the key it left, which then wait for the stalled store call it now waits for",
+	},
+	{
+		id: "g11-moved-close-mark-keeps-parked-closes", g: "G11", file: "subscription_end.go",
+		old: `		s.n.unmark(o)
+		freed = o.takeParked()`,
+		new: `		s.n.unmark(o)`,
+		pkg: ".", run: `^TestOverflow_PendingEndGoesOnWhenThePendingEndItParkedOnMovesItsMark$`,
+		why: "a pending close that moves its mark to another key keeps the pending closes parked on it for the key it left, which then wait for the stalled store call it now waits for",
+	},
+	{
 		id: "g11-waiter-unmarks-without-waking", g: "G11", file: "shard.go",
 		old: `	o.marked = false
 	o.wakeWaiters()`,
