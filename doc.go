@@ -96,7 +96,8 @@
 //     least key it found busy and is left pending with that operation, which
 //     completes it when it is done (Subscription.closeSlow), or with the
 //     operation that ends the subscription's want of such a key, or that
-//     makes the mark of the waiter it is left with stop holding. Err,
+//     makes the mark of the waiter it is left with stop holding, or by that
+//     waiter as it moves its mark to another key. Err,
 //     Messages() and the wants change together, at the end.
 //   - Close: the registry, to list the live subscriptions; ends each as
 //     Remove does; takes and releases each shard lock in turn, so that

@@ -87,10 +87,10 @@ type shardIndex struct {
 	// looks the same to the reserving operation before and after its I/O.
 	res reservations
 
-	// marks holds the keys of operations that wait for a reservation: an
-	// operation that started later waits for them too (Notifier.mark).
-	// Every waiter that marked k is kept, so that the unmark of one does
-	// not unmark k for the others.
+	// marks holds the keys that waiting operations wait for, one per
+	// operation: an operation that started later waits for them too
+	// (Notifier.markBusy). Every waiter that marked k is kept, so that the
+	// unmark of one does not unmark k for the others.
 	marks map[cid.Cid][]*op
 
 	// vers counts, per bucket of keys (bucketOf), the critical sections that
@@ -215,13 +215,15 @@ func (x *shardIndex) version(k cid.Cid) uint64 { return x.vers[bucketOf(k)].Load
 // operations that would reserve k, so that they do not overtake it; this one
 // reserves nothing, and the waiter, once it goes on, bumps k's version
 // (touchAll), which sends a Subscribe whose Get is under way to the general
-// path. Sent there by any mark, as it was, a GetBlock of k waited for the
-// waiter and so for whatever that waits for, perhaps a stalled PutMany of a
-// key it does not name (G11; found by review, with
-// TestIO_GetBlockPassesTheMarksOfAWaiter). Before that, a mark that no
-// longer held did so too (found by the fuzzer: a Fetch of a stored key,
-// behind such a mark, made a request and handed it the block instead of
-// returning the block).
+// path. When a waiter kept a mark on every key it had found busy, a GetBlock
+// sent to the general path by a mark waited for the waiter and so for
+// whatever that waited for, perhaps a stalled PutMany of a key it does not
+// name (G11; found by review). A waiter now marks only the key it waits for,
+// which is reserved, or marked by an older waiter, until the waiter wakes
+// and takes its next round; not counting the mark spares a GetBlock that
+// moment. Before that, a mark that no longer held sent a GetBlock there too
+// (found by the fuzzer: a Fetch of a stored key, behind such a mark, made a
+// request and handed it the block instead of returning the block).
 func (x *shardIndex) alone(k cid.Cid) bool {
 	if x.res.get(k) != nil {
 		return false
@@ -244,7 +246,7 @@ func (x *shardIndex) alone(k cid.Cid) bool {
 // waiting on one key took M²/2 wake-ups, each taking the shard locks of all
 // its keys (BenchmarkClosesBehindStall; TestIO_WaitersBehindOneKeyWakeOnce).
 //
-// marks[k] is sorted by id (mark), so the first candidate found from the end
+// marks[k] is sorted by id (addMark), so the first candidate found from the end
 // is the youngest, and holds is asked of few marks.
 func (x *shardIndex) markAhead(k cid.Cid, id uint64) *op {
 	if len(x.marks) == 0 {

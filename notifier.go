@@ -84,7 +84,10 @@ type Option func(*config)
 // older waiter's mark waited for): f then runs on that operation's
 // goroutine, for the keys of the ended subscription, after that operation
 // has taken effect and before it returns, and not in the overflowing
-// operation, which may have returned already (Subscription.closeSlow).
+// operation, which may have returned already (Subscription.closeSlow). Or
+// by a waiter whose mark on that key held it up, as it moves its mark to
+// another key it waits for: f then runs on the waiter's goroutine while it
+// waits, before it takes effect.
 // Either way f runs under the locks of the shards of the keys it gets:
 // any later Subscribe of one of these keys returns only after f has returned,
 // which is what keeps a CANCEL from overtaking a newer WANT. Operations on

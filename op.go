@@ -73,7 +73,7 @@ type op struct {
 	more      shardset.Set                  // shards Subscription.lockAll found it lacks
 	keyShards []int32                       // shard of each key, in the order the op visits them
 	resKeys   []cid.Cid                     // keys the op reserves for its blockstore I/O, or marks while it waits; their shards are keyShards[:len(resKeys)]. For Subscribe, Unsubscribe and Release, the keys asked, in order (setKeys)
-	marked    bool                          // some of resKeys may be marked (Notifier.mark)
+	marked    bool                          // o marks one key, of resKeys (Notifier.markBusy, markOnly)
 	scope     waitScope                     // which of resKeys o waits for and marks (Notifier.needs)
 	onlyHits  bool                          // a Subscribe: reserve only the keys of hits, which its check needs (G11; see commitSubscribe)
 	held      []int32                       // a Subscribe: indexes in resKeys of the keys its subscriber wanted at the plan

@@ -80,8 +80,8 @@ func (n *Notifier) barrier() {
 //
 // Waiting with no lock held is what keeps this free of deadlock: an operation
 // that holds reservations waits only for the blockstore and for shard locks,
-// which nobody holds while waiting. Marking the keys while waiting is what
-// keeps it fair: see mark.
+// which nobody holds while waiting. Marking the key it waits for is what
+// keeps it from being overtaken on that key: see markBusy.
 func (n *Notifier) lockFree(ctx context.Context, o *op, refuseClosed bool) error {
 	for {
 		n.lock(o.locks)
@@ -397,29 +397,28 @@ func (n *Notifier) markOnly(o *op, k cid.Cid, sh int32) (freed []parkEntry) {
 }
 
 // holds reports whether o's mark on k, in k's shard index x, still holds up
-// the operations that started after o. A close marks the keys of its
+// the operations that started after o. A close marks a key of its
 // subscription's wants that it finds busy (Subscription.markIfBusy), and
-// one of those wants can end while it waits: the operation it waits for, or
-// another, delivers the key's block. The close then no longer needs k, and
-// its mark must not keep operations on k waiting behind its wait for other
-// keys, which may be a stalled blockstore call (G11): the operations already
-// asleep on it are woken as the want ends (shardIndex.wakeStaleMarks,
-// wakeDelivered), and
-// the mark stays, dormant, holding again if the want comes back. Every other
-// operation needs every key it marked until it unmarks them. The caller
-// holds k's shard lock, under which wants end.
-//
-// The tempting fix, a close that drops its marks and marks afresh whenever
-// it wakes, is not enough: a close waits for one reservation at a time, and
-// the want of a key it marked can end while it sleeps on another.
+// that want can end while it waits: the operation it waits for, or an older
+// one, delivers the key's block, or unsubscribes it. The close then no
+// longer needs k, and its mark must not keep operations on k waiting behind
+// it: the close and the operations asleep on it are woken as the want ends
+// (shardIndex.wakeStaleMarks, wakeDelivered; op.letGo), and the mark stays,
+// dormant, holding again if the want comes back, until the close moves it
+// or goes on. Every other operation needs the key it marked until it moves
+// its mark or unmarks. The caller holds k's shard lock, under which wants
+// end. With one mark per waiter, on the key it waits for, this matters in
+// the moment between a waiter's wake-up and its next round, while it waits
+// for its shard locks (TestIO_CloseWakesWhenItsOwnWantEnds,
+// TestIO_StaleMarkHoldsAgainWhenTheWantReturns): once the key's holder has
+// let go, a later operation should not wait for that.
 //
 // A waiting Subscribe's mark is the other way round: it needs only the keys
 // its subscription does not want (needs), so its mark on k holds only while
 // the subscription does not want k. The want may begin while it waits, by
 // an older Subscribe of the same subscription; its sleepers are then woken
 // (shardIndex.add), and the mark holds again should the want end while the
-// Subscribe still waits (review,
-// TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting).
+// Subscribe still waits (review).
 func (o *op) holds(x *shardIndex, k cid.Cid) bool {
 	switch {
 	case o.whileWanted():
@@ -438,14 +437,15 @@ func (o *op) whileWanted() bool { return o.closing || o.scope == waitWanted }
 // subscription's want of their key ends, for a close, an Unsubscribe or a
 // Release (whileWanted), or begins, for a Subscribe. Such an op also sleeps
 // with a nudge (lockFree, Subscription.lockAll), so that it wakes when that
-// happens: its wait may be over. Without that, a waiting Unsubscribe kept
-// holding up operations on a key its subscription had stopped wanting, and
-// slept on behind other waiters on it, both until a stalled blockstore call
-// on another key returned (G11; review,
-// TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted,
-// TestIO_UnsubscribeWakesWhenItsWantEnds); a waiting Subscribe did the same
-// for a key its subscription had started wanting (review,
-// TestIO_SubscribeWakesWhenItsWantBegins).
+// happens: its wait may be over. Without that, when a waiter kept a mark on
+// every key it had found busy, a waiting Unsubscribe kept holding up
+// operations on a key its subscription had stopped wanting, and slept on
+// behind other waiters on it, both until a stalled blockstore call on
+// another key returned (G11; review,
+// TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted); a waiting Subscribe did
+// the same for a key its subscription had started wanting (review). With one
+// mark per waiter, the nudge spares such an op the wait for a holder of a
+// key it no longer needs.
 func (o *op) dormant() bool { return o.scope != waitAll || o.closing }
 
 // touchAll bumps the version of o.resKeys (shardIndex.touch): o has taken

@@ -77,7 +77,8 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 // marking the least key it found busy as a waiting close does, and the
 // operation that holds it up finishes it when done (putOp), or the one that
 // ends s's want of such a key, or that makes the holder's mark stop
-// holding (op.letGo). So a Publish that overflows s returns at once, even if
+// holding (op.letGo), or the holder itself if it is a waiter that moves its
+// mark to another key (Notifier.markOnly, Subscription.markOne). So a Publish that overflows s returns at once, even if
 // a key of s is reserved by a stalled PutMany (G6, G11). Until the end, s
 // is live but drops its messages; Err, Messages() and the wants change
 // together, at the end (markClosed), so Err is nil while it is pending

@@ -179,9 +179,9 @@ func requireChainWentOnInOrder(t *testing.T, s *Subscription, res []chan error, 
 // BenchmarkClosesBehindStall measures the cost of many closes that wait on
 // one key: M subscriptions want a shared key A and a key B; a Publish of B
 // stalls in its PutMany with B reserved, and all M subscriptions are removed
-// meanwhile, so each close marks A and B and waits (Notifier.mark). Then the
+// meanwhile, so each close marks B and waits (Notifier.markBusy). Then the
 // PutMany returns, and the closes go on one after the other, oldest first,
-// each ending its want of A while the others' marks on A still hold. ns/close
+// each behind the marks of the older ones on B. ns/close
 // is the time of a round, from the release of the PutMany to the return of
 // the last Remove, per close; the setup is outside the timer.
 //

@@ -1233,7 +1233,7 @@ var table = []mutation{
 		old: `	x.pairs.Add(1)
 	x.wakeSubscribes(k, s, by)`,
 		new: `	x.pairs.Add(1)`,
-		pkg: ".", run: `^TestIO_SubscribeWakesWhenItsWantBegins$`,
+		pkg: ".", run: `^TestOverflow_PendingEndGoesOnWhenItsClaimantsMarkStopsHolding$`,
 		why: "a want that s begins leaves s's Subscribes that wait on that key asleep behind another operation's stalled blockstore call",
 	},
 	{
