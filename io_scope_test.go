@@ -311,7 +311,7 @@ func TestIO_WaitingReleaseLetsGoOfAKeyNoLongerWanted(t *testing.T) {
 // reservation holds the waiter up, and it then sleeps on the reserver
 // itself (Notifier.claimant), whose release, the only way the want of a
 // reserved key can end, wakes it.
-func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
+func TestIO_UnsubscribeGoesOnOnceTheWaitersLetGoOfItsKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n, _ := newWithCancels(t, st)
@@ -364,8 +364,8 @@ func TestIO_UnsubscribeWakesWhenItsWantEnds(t *testing.T) {
 // This test once pinned the nudge of a Subscribe(A) asleep behind W's mark
 // on A, kept while W slept on C, when its subscription started wanting A
 // (by O; review). With one mark per waiter, on the key it sleeps for, that
-// scene no longer arises (TestIO_UnsubscribeWakesWhenItsWantEnds).
-func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
+// scene no longer arises (TestIO_UnsubscribeGoesOnOnceTheWaitersLetGoOfItsKey).
+func TestIO_SubscribeGoesOnOnceTheWaitersLetGoOfItsKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n, _ := newWithCancels(t, st)
@@ -426,8 +426,8 @@ func TestIO_SubscribeWakesWhenItsWantBegins(t *testing.T) {
 // dormant as s started wanting A (by O), waking the Subscribe of another
 // subscription asleep behind it (review). With one mark per waiter, on the
 // key it sleeps for, that scene no longer arises
-// (TestIO_UnsubscribeWakesWhenItsWantEnds).
-func TestIO_WaitingSubscribeLetsGoOfAKeyItsSubscriptionStartsWanting(t *testing.T) {
+// (TestIO_UnsubscribeGoesOnOnceTheWaitersLetGoOfItsKey).
+func TestIO_OtherSubscribeGoesOnOnceTheWaitersLetGoOfTheKey(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
 		n, _ := newWithCancels(t, st)
