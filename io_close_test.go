@@ -139,27 +139,6 @@ func publishHeldAtShard0(t *testing.T, n *Notifier, blks ...blocks.Block) (unblo
 	return unblock0, published
 }
 
-// havesMarkingKA starts a Publish of HAVEs of kA and kB, in a synctest
-// bubble, and returns once that Publish waits for kB's reservation with kA
-// marked; its result goes to the channel returned. kB must be reserved by a
-// stalled call, and kA by the Subscribe that reserveByGet started, whose Get
-// releaseY lets go on (subY gets its result): the Publish finds both busy
-// and marks both (Notifier.markBusy), sleeps on kA's, wakes as the Subscribe
-// goes on, and sleeps again on kB's, keeping its mark on kA.
-func havesMarkingKA(t *testing.T, n *Notifier, kA, kB cid.Cid, releaseY func(), subY chan error) chan error {
-	t.Helper()
-	haves := make(chan error, 1)
-	go func() { haves <- n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kA, kB}}) }()
-	spinWaiting(t, n, 1)
-	slept := n.waits.Load()
-	releaseY()
-	require.NoError(t, <-subY)
-	for n.waits.Load() < slept+1 || n.waiting.Load() != 1 {
-		runtime.Gosched()
-	}
-	return haves
-}
-
 // Deliveries of a key to other subscriptions wake neither a close whose
 // want of the key ended while it waited nor what it holds up. Found by
 // review: s2 wanted kA, kB and kC; Remove(s2) slept on kB's stalled PutMany
