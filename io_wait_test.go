@@ -26,13 +26,7 @@ func TestIO_WaiterIsNotOvertaken(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				o := newOvertakeScene(t, false)
-				kA, kB := o.b[0].Cid(), o.b[1].Cid()
-				waited := make(chan struct{})
-				go func() { defer close(waited); tc.wait(o.s, kA, kB) }()
-				synctest.Wait() // asleep on u's reservation of kA, kA marked
-				later := make(chan error, 1)
-				go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
-				synctest.Wait()
+				waited, later := o.waitThenPublishKA(tc)
 				require.EqualValues(t, 2, o.n.waiting.Load(), "the %s and the Publish wait for u", tc.name)
 
 				o.releaseX()
@@ -65,13 +59,7 @@ func TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
 				o := newOvertakeScene(t, true)
-				kA, kB := o.b[0].Cid(), o.b[1].Cid()
-				waited := make(chan struct{})
-				go func() { defer close(waited); tc.wait(o.s, kA, kB) }()
-				synctest.Wait() // asleep on u's reservation of kA, kA marked
-				later := make(chan error, 1)
-				go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
-				synctest.Wait()
+				waited, later := o.waitThenPublishKA(tc)
 
 				o.releaseX()
 				require.NoError(t, <-o.subU)
@@ -84,10 +72,23 @@ func TestIO_WaiterHoldsUpOnlyTheKeyItWaitsFor(t *testing.T) {
 				o.releaseY()
 				require.NoError(t, <-o.subV)
 				done(t, waited, tc.name)
-				require.False(t, o.s.Wants(kB))
+				require.False(t, o.s.Wants(o.b[1].Cid()))
 			})
 		})
 	}
+}
+
+// waitThenPublishKA starts tc's waiter, of kA and kB, and, once it sleeps
+// on u's reservation of kA with kA marked, a later Publish of kA, which
+// sleeps too. waited is closed when the waiter returns; later gets the
+// Publish's result.
+func (o *overtakeScene) waitThenPublishKA(tc markingWait) (waited chan struct{}, later chan error) {
+	waited, later = make(chan struct{}), make(chan error, 1)
+	go func() { defer close(waited); tc.wait(o.s, o.b[0].Cid(), o.b[1].Cid()) }()
+	synctest.Wait()
+	go func() { later <- o.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: o.b[:1]}) }()
+	synctest.Wait()
+	return waited, later
 }
 
 // markingWait is an operation of s that waits for busy keys, marking them.
