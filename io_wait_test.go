@@ -1,7 +1,7 @@
 package notifier
 
 import (
-	"errors"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -447,58 +447,65 @@ func TestIO_GetBlockPassesTheMarkOfItsOwnSubscription(t *testing.T) {
 	}
 }
 
-// A pending slow-consumer end parked on a waiter's mark goes on once the
-// waiter moves that mark to another key (Notifier.markOnly hands the closes
-// parked on the waiter back, and the waiter resumes them once it has let
-// its locks go): it must not wait for the waiter to go on, and so for what
-// the waiter waits for now (G11). W, a Publish of kA, kB and kZ (kZ in
-// shard 0, the others in shard 1, kA the less), waits for u's Subscribe of
-// kA and kX, whose Get of kX stalls, marking kA; kB is reserved by a stalled
-// PutMany. The test holds shard 0; u's Get returns, and W, woken, waits for
-// shard 0, still marking kA. A HAVE of kC overflows slow, which wants kA:
-// its end finds kA marked by W, which is older, and parks on W. Once shard 0
-// is free, W finds kB busy and moves its mark there: the end completes then,
-// while the PutMany of kB still stalls.
-func TestOverflow_PendingEndParkedOnAMovedMarkGoesOn(t *testing.T) {
+// A waiter that moves its mark resumes the pending ends parked on it while
+// it waits (TestOverflow_PendingEndGoesOnWhenItsClaimantMovesItsMark); if
+// the cancel function panics in one of them, the panic goes on to the
+// waiter's caller, and the waiter first gives up its wait, its mark
+// included (Notifier.resumeWaiting): else its mark would hold its key up
+// for good. W, a Publish of kA, kB and kZ (kZ in shard 0, the others in
+// shard 1, kA the less), waits for u's Subscribe of kA and kX, whose Get of
+// kX stalls, marking kA; kB is reserved by a stalled PutMany. The test holds
+// shard 0; u's Get returns, and W, woken, waits for shard 0, still marking
+// kA. A HAVE of kC overflows slow, which wants kA: its end finds kA marked
+// by W and parks on W. Once shard 0 is free, W moves its mark to kB and
+// resumes the end, whose cancel function panics: W's Publish panics, and
+// nothing marks kB.
+func TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		st := newStallStore()
-		n, cancels := newWithCancels(t, st, WithShards(2), WithBufferSize(1), WithMaxPending(1))
-		bA := blockInShard(n, "moved-A", 1, true)
-		bB := blockInShard(n, "moved-B", 1, true)
-		if bB.Cid().KeyString() < bA.Cid().KeyString() {
-			bA, bB = bB, bA
-		}
-		bC := blockInShard(n, "moved-C", 1, true)
-		bX := blockInShard(n, "moved-X", 1, true)
-		bZ := blockInShard(n, "moved-Z", 0, true)
-		kA, kC := bA.Cid(), bC.Cid()
+		var kC cid.Cid // set before any operation
+		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
+			if slices.Contains(keys, kC) {
+				panic("cancel function: kC")
+			}
+		}))
+		b := sortedInShard(n, "moved-panic", 1, 2)
+		bA, bB := b[0], b[1]
+		bC := blockInShard(n, "moved-panic-C", 1, true)
+		bX := blockInShard(n, "moved-panic-X", 1, true)
+		bZ := blockInShard(n, "moved-panic-Z", 0, true)
+		kA, kB := bA.Cid(), bB.Cid()
+		kC = bC.Cid()
 		slow := mustSub(t, n, 10)
 		require.NoError(t, slow.Subscribe(ctx, kA, kC))
 		fillBacklog(t, n, kC)
-		cancels.take()
 
-		_, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
+		u, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
 		releaseB, pubB := st.publishStalled(t, n, bB)               // kB reserved
-		w := goAsleep(t, "W, a Publish of kA, kB and kZ", func() error {
-			return n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA, bB, bZ}})
-		})
+		panicked := make(chan any, 1)
+		go func() {
+			defer func() { panicked <- recover() }()
+			_ = n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA, bB, bZ}})
+		}()
+		synctest.Wait() // W waits for u, marking kA
 		unblock0 := blockShard(t, n, nil, 0)
 		releaseX()
 		require.NoError(t, <-subU)
 		waitWaiters(t, &n.shards[0].mu, 1) // W, woken, kA still marked
-
 		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
 		require.NoError(t, slow.Err(), "setup: the end is pending, parked on W")
 
 		unblock0()
-		synctest.Wait() // W waits for kB now
-		ended, endCancels := slow.Err(), cancels.take()
+		require.Equal(t, "cancel function: kC", <-panicked, "W's Publish")
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		require.Zero(t, marksOn(n, kB), "W, its Publish ended by the panic, still marks kB")
+
 		releaseB()
 		require.NoError(t, <-pubB)
-		require.NoError(t, <-w)
-		if !errors.Is(ended, ErrSlowConsumer) {
-			t.Fatalf("the pending end of slow waited for W to go on, and so for a stalled PutMany of kB, a key slow never wanted (Err before the release: %v) (G11)", ended)
-		}
-		require.Equal(t, []cid.Cid{kC}, endCancels, "the end reports kC, which slow alone wanted, and not kA, which u wants")
+		again := make(chan error, 1)
+		go func() { again <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+		returnsNow(t, again, func() {}, "a Publish of kB waits behind the mark of W, whose Publish panicked")
+		u.Remove()
+		requireIndexEmpty(t, n)
 	})
 }

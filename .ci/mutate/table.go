@@ -785,6 +785,15 @@ var table = []mutation{
 		why: "a pending close that moves its mark to another key keeps the pending closes parked on it for the key it left, which then wait for the stalled store call it now waits for",
 	},
 	{
+		id: "g11-panicking-resume-keeps-mark", g: "G11", file: "shard.go",
+		old: `		if !resumed {
+			n.wakeUp(o, true)
+		}`,
+		new: `		_ = resumed`,
+		pkg: ".", run: `^TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark$`,
+		why: "a waiter whose resumption of a parked close panics in the cancel function leaves its mark, which holds its key up for good",
+	},
+	{
 		id: "g11-waiter-unmarks-without-waking", g: "G11", file: "shard.go",
 		old: `	o.marked = false
 	o.wakeWaiters()`,
