@@ -509,3 +509,80 @@ func TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark(t *testing.T) {
 		requireIndexEmpty(t, n)
 	})
 }
+
+// A Remove whose close moves its mark resumes the pending ends parked on it
+// (Subscription.lockAllOrPark, Notifier.resumeWaiting); if the cancel
+// function panics in one of them, the panic reaches Remove's caller, as a
+// panic of the cancel function in Remove's own end does, but only once the
+// subscription is ended: Remove's panic, like its return, comes once
+// Messages() is closed (TestRemove_PanickingCancelFunctionClosesMessagesFirst),
+// and Close, whose ends go on past a panic, leaves nothing open
+// (TestClose_PanickingCancelFunctionClosesEverything). The scene of
+// TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark, with W the close of
+// r, a subscription of kA, kB and kZ: it marks kA (u's Get), wakes, waits for
+// shard 0, slow's end parks on its mark on kA, and once shard 0 is free the
+// close moves its mark to kB (a stalled PutMany) and resumes that end, whose
+// cancel function panics.
+func TestOverflow_PanicInAnEndAMovedCloseMarkResumesStillEndsTheSubscription(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := newStallStore()
+		var kC cid.Cid // set before any operation
+		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
+			if slices.Contains(keys, kC) {
+				panic("cancel function: kC")
+			}
+		}))
+		b := sortedInShard(n, "close-moved-panic", 1, 2)
+		bA, bB := b[0], b[1]
+		bC := blockInShard(n, "close-moved-panic-C", 1, true)
+		bX := blockInShard(n, "close-moved-panic-X", 1, true)
+		bZ := blockInShard(n, "close-moved-panic-Z", 0, true)
+		kA, kB := bA.Cid(), bB.Cid()
+		kC = bC.Cid()
+		slow := mustSub(t, n, 10)
+		require.NoError(t, slow.Subscribe(ctx, kA, kC))
+		fillBacklog(t, n, kC)
+		r := mustSub(t, n, 11)
+		require.NoError(t, r.Subscribe(ctx, kA, kB, bZ.Cid()))
+
+		u, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
+		releaseB, pubB := st.publishStalled(t, n, bB)               // kB reserved
+		panicked := make(chan any, 1)
+		go func() {
+			defer func() { panicked <- recover() }()
+			r.Remove()
+		}()
+		synctest.Wait() // r's close waits for u, marking kA
+		unblock0 := blockShard(t, n, nil, 0)
+		releaseX()
+		require.NoError(t, <-subU)
+		waitWaiters(t, &n.shards[0].mu, 1) // r's close, woken, kA still marked
+		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
+		require.NoError(t, slow.Err(), "setup: the end is pending, parked on r's close")
+
+		unblock0()
+		synctest.Wait() // r's close has moved its mark to kB and resumed slow's end
+		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		releaseB()
+		require.NoError(t, <-pubB)
+		require.Equal(t, "cancel function: kC", <-panicked, "r's Remove")
+		open := !r.closed.Load()
+		if open {
+			r.Remove()
+		}
+		u.Remove()
+		requireIndexEmpty(t, n)
+		require.False(t, open, "Remove panicked with r still open: a cancel function's panic in another subscription's end, resumed by r's close, left r unended")
+		for {
+			select {
+			case _, ok := <-r.Messages(): // kB's block may be in the buffer
+				if ok {
+					continue
+				}
+			default:
+				t.Fatal("Messages() of r still open when Remove's panic reached its caller")
+			}
+			break
+		}
+	})
+}

@@ -59,6 +59,20 @@ func (s *Subscription) close(err error, report bool) []cid.Cid {
 	report = report && first
 	n := s.n
 	o := n.getOp()
+	defer func() {
+		// A cancel function panicked (or exited the goroutine) in another
+		// subscription's pending end, which o's wait resumed as it moved its
+		// mark (lockAll, Notifier.resumeWaiting), before o ended s: s is
+		// ended all the same before the panic goes on, as Remove's panic
+		// comes only once s is closed, and Close, going on past the panic,
+		// must leave nothing open (review,
+		// TestOverflow_PanicInAnEndAMovedCloseMarkResumesStillEndsTheSubscription).
+		// After putOp: the closes parked on o are resumed first, and this
+		// close, younger, may wait behind their marks.
+		if !s.closed.Load() {
+			s.close(err, false)
+		}
+	}()
 	defer n.putOp(o)
 	o.sub, o.why, o.closing = s, err, true
 	defer func() { // deferred: also if the cancel function panics, drain has returned before the panic goes on
