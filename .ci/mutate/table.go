@@ -794,6 +794,15 @@ var table = []mutation{
 		why: "a waiter whose resumption of a parked close panics in the cancel function leaves its mark, which holds its key up for good",
 	},
 	{
+		id: "g7-panicking-resume-leaves-close-undone", g: "G7", file: "subscription_end.go",
+		old: `		if !s.closed.Load() {
+			s.close(err, false)
+		}`,
+		new: `		_ = err`,
+		pkg: ".", run: `^TestOverflow_PanicInAnEndAMovedCloseMarkResumesStillEndsTheSubscription$`,
+		why: "a Remove whose wait resumes a pending end whose cancel function panics returns by that panic with its subscription still open",
+	},
+	{
 		id: "g11-waiter-unmarks-without-waking", g: "G11", file: "shard.go",
 		old: `	o.marked = false
 	o.wakeWaiters()`,
