@@ -462,52 +462,80 @@ func TestIO_GetBlockPassesTheMarkOfItsOwnSubscription(t *testing.T) {
 // nothing marks kB.
 func TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		var kC cid.Cid // set before any operation
-		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
-			if slices.Contains(keys, kC) {
-				panic("cancel function: kC")
+		sc := newMovedMarkPanicScene(t, "moved-panic", func(sc *movedMarkPanicScene) func() {
+			return func() {
+				_ = sc.n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{sc.bA, sc.bB, sc.bZ}})
 			}
-		}))
-		b := sortedInShard(n, "moved-panic", 1, 2)
-		bA, bB := b[0], b[1]
-		bC := blockInShard(n, "moved-panic-C", 1, true)
-		bX := blockInShard(n, "moved-panic-X", 1, true)
-		bZ := blockInShard(n, "moved-panic-Z", 0, true)
-		kA, kB := bA.Cid(), bB.Cid()
-		kC = bC.Cid()
-		slow := mustSub(t, n, 10)
-		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		fillBacklog(t, n, kC)
-
-		u, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
-		releaseB, pubB := st.publishStalled(t, n, bB)               // kB reserved
-		panicked := make(chan any, 1)
-		go func() {
-			defer func() { panicked <- recover() }()
-			_ = n.Publish(ctx, ResponseMessage{From: "peer", Blocks: []blocks.Block{bA, bB, bZ}})
-		}()
-		synctest.Wait() // W waits for u, marking kA
-		unblock0 := blockShard(t, n, nil, 0)
-		releaseX()
-		require.NoError(t, <-subU)
-		waitWaiters(t, &n.shards[0].mu, 1) // W, woken, kA still marked
-		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
-		require.NoError(t, slow.Err(), "setup: the end is pending, parked on W")
-
-		unblock0()
-		require.Equal(t, "cancel function: kC", <-panicked, "W's Publish")
-		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
+		})
+		n, kB := sc.n, sc.bB.Cid()
+		sc.unblock0()
+		require.Equal(t, "cancel function: kC", <-sc.panicked, "W's Publish")
+		require.ErrorIs(t, sc.slow.Err(), ErrSlowConsumer)
 		require.Zero(t, marksOn(n, kB), "W, its Publish ended by the panic, still marks kB")
 
-		releaseB()
-		require.NoError(t, <-pubB)
+		sc.releaseB()
+		require.NoError(t, <-sc.pubB)
 		again := make(chan error, 1)
-		go func() { again <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{bB}}) }()
+		go func() { again <- n.Publish(ctx, ResponseMessage{Blocks: []blocks.Block{sc.bB}}) }()
 		returnsNow(t, again, func() {}, "a Publish of kB waits behind the mark of W, whose Publish panicked")
-		u.Remove()
+		sc.u.Remove()
 		requireIndexEmpty(t, n)
 	})
+}
+
+// movedMarkPanicScene is the scene of the tests of a panic in an end that a
+// moved mark resumes, set up to the moment before W moves its mark: slow
+// wants kA and kC and is at its bound; kB (bB) is reserved by a stalled
+// PutMany (releaseB, pubB); W, started by the test, marked kA while u's
+// Subscribe of kA and kX reserved it, was woken as u returned and waits for
+// shard 0, which the test holds (unblock0); slow's end is pending, parked on
+// W. The cancel function panics on kC; W's panic goes to panicked.
+type movedMarkPanicScene struct {
+	n          *Notifier
+	slow, u    *Subscription
+	bA, bB, bZ blocks.Block // kA < kB in shard 1, kZ in shard 0
+	releaseB   func()
+	pubB       chan error
+	panicked   chan any
+	unblock0   func()
+}
+
+// newMovedMarkPanicScene sets the scene up, inside a synctest bubble. w,
+// called once slow is at its bound and before kA and kB are reserved,
+// returns W's operation (it may subscribe first).
+func newMovedMarkPanicScene(t *testing.T, tag string, w func(sc *movedMarkPanicScene) func()) *movedMarkPanicScene {
+	t.Helper()
+	st := newStallStore()
+	var kC cid.Cid // set before any operation
+	n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
+		if slices.Contains(keys, kC) {
+			panic("cancel function: kC")
+		}
+	}))
+	b := sortedInShard(n, tag, 1, 2)
+	sc := &movedMarkPanicScene{n: n, bA: b[0], bB: b[1], bZ: blockInShard(n, tag+"-Z", 0, true), panicked: make(chan any, 1)}
+	kA := sc.bA.Cid()
+	kC = blockInShard(n, tag+"-C", 1, true).Cid()
+	sc.slow = mustSub(t, n, 10)
+	require.NoError(t, sc.slow.Subscribe(ctx, kA, kC))
+	fillBacklog(t, n, kC)
+	run := w(sc)
+
+	u, releaseX, subU := st.reserveByGet(t, n, 2, kA, blockInShard(n, tag+"-X", 1, true).Cid()) // kA and kX reserved
+	sc.u = u
+	sc.releaseB, sc.pubB = st.publishStalled(t, n, sc.bB) // kB reserved
+	go func() {
+		defer func() { sc.panicked <- recover() }()
+		run()
+	}()
+	synctest.Wait() // W waits for u, marking kA
+	sc.unblock0 = blockShard(t, n, nil, 0)
+	releaseX()
+	require.NoError(t, <-subU)
+	waitWaiters(t, &n.shards[0].mu, 1) // W, woken, kA still marked
+	require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
+	require.NoError(t, sc.slow.Err(), "setup: the end is pending, parked on W")
+	return sc
 }
 
 // A Remove whose close moves its mark resumes the pending ends parked on it
@@ -525,42 +553,15 @@ func TestOverflow_PanicInAnEndAMovedMarkResumesLeavesNoMark(t *testing.T) {
 // cancel function panics.
 func TestOverflow_PanicInAnEndAMovedCloseMarkResumesStillEndsTheSubscription(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		st := newStallStore()
-		var kC cid.Cid // set before any operation
-		n := New(st, WithShards(2), WithBufferSize(1), WithMaxPending(1), WithCancelFunc(func(keys []cid.Cid) {
-			if slices.Contains(keys, kC) {
-				panic("cancel function: kC")
-			}
-		}))
-		b := sortedInShard(n, "close-moved-panic", 1, 2)
-		bA, bB := b[0], b[1]
-		bC := blockInShard(n, "close-moved-panic-C", 1, true)
-		bX := blockInShard(n, "close-moved-panic-X", 1, true)
-		bZ := blockInShard(n, "close-moved-panic-Z", 0, true)
-		kA, kB := bA.Cid(), bB.Cid()
-		kC = bC.Cid()
-		slow := mustSub(t, n, 10)
-		require.NoError(t, slow.Subscribe(ctx, kA, kC))
-		fillBacklog(t, n, kC)
-		r := mustSub(t, n, 11)
-		require.NoError(t, r.Subscribe(ctx, kA, kB, bZ.Cid()))
+		var r *Subscription
+		sc := newMovedMarkPanicScene(t, "close-moved-panic", func(sc *movedMarkPanicScene) func() {
+			r = mustSub(t, sc.n, 11)
+			require.NoError(t, r.Subscribe(ctx, sc.bA.Cid(), sc.bB.Cid(), sc.bZ.Cid()))
+			return r.Remove
+		})
+		n, slow, releaseB, pubB, panicked, u := sc.n, sc.slow, sc.releaseB, sc.pubB, sc.panicked, sc.u
 
-		u, releaseX, subU := st.reserveByGet(t, n, 2, kA, bX.Cid()) // kA and kX reserved
-		releaseB, pubB := st.publishStalled(t, n, bB)               // kB reserved
-		panicked := make(chan any, 1)
-		go func() {
-			defer func() { panicked <- recover() }()
-			r.Remove()
-		}()
-		synctest.Wait() // r's close waits for u, marking kA
-		unblock0 := blockShard(t, n, nil, 0)
-		releaseX()
-		require.NoError(t, <-subU)
-		waitWaiters(t, &n.shards[0].mu, 1) // r's close, woken, kA still marked
-		require.NoError(t, n.Publish(ctx, ResponseMessage{From: "peer", Haves: []cid.Cid{kC}}))
-		require.NoError(t, slow.Err(), "setup: the end is pending, parked on r's close")
-
-		unblock0()
+		sc.unblock0()
 		synctest.Wait() // r's close has moved its mark to kB and resumed slow's end
 		require.ErrorIs(t, slow.Err(), ErrSlowConsumer)
 		releaseB()
